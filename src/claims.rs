@@ -1,0 +1,72 @@
+//! Reading claims the way rules and identity headers need them: by name or dotted path, and
+//! as a set of string values.
+
+use serde_json::{Map, Value};
+
+/// The claim called `name`; a name that is not a top-level claim is read as a dotted path
+/// into nested objects (`realm_access.roles`).
+pub fn lookup<'c>(claims: &'c Map<String, Value>, name: &str) -> Option<&'c Value> {
+    if let Some(v) = claims.get(name) {
+        return Some(v);
+    }
+    let mut parts = name.split('.');
+    let mut current = claims.get(parts.next()?)?;
+    for part in parts {
+        current = current.as_object()?.get(part)?;
+    }
+    Some(current)
+}
+
+/// The values a claim holds: an array's elements, or a string's space-separated words (the
+/// OAuth `scope` convention); numbers and booleans as their JSON text.
+pub fn values(value: &Value) -> Vec<String> {
+    match value {
+        Value::Array(items) => items.iter().filter_map(scalar).collect(),
+        Value::String(s) => s.split_whitespace().map(str::to_owned).collect(),
+        other => scalar(other).into_iter().collect(),
+    }
+}
+
+fn scalar(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn lookup_top_level_dotted_and_url_names() {
+        let c = claims(json!({
+            "sub": "u1",
+            "realm_access": {"roles": ["a", "b"]},
+            "https://example.com/role": "admin"
+        }));
+        assert_eq!(lookup(&c, "sub"), Some(&json!("u1")));
+        assert_eq!(lookup(&c, "realm_access.roles"), Some(&json!(["a", "b"])));
+        assert_eq!(
+            lookup(&c, "https://example.com/role"),
+            Some(&json!("admin"))
+        );
+        assert_eq!(lookup(&c, "realm_access.missing"), None);
+        assert_eq!(lookup(&c, "sub.x"), None);
+    }
+
+    #[test]
+    fn values_of_each_shape() {
+        assert_eq!(values(&json!("read write")), vec!["read", "write"]);
+        assert_eq!(values(&json!(["a", 1, true, {"x": 1}])), vec!["a", "1", "true"]);
+        assert_eq!(values(&json!(7)), vec!["7"]);
+        assert!(values(&json!(null)).is_empty());
+    }
+}

@@ -1,0 +1,700 @@
+//! The configuration file: its YAML shape, defaults, and the validation that runs once at
+//! start-up (and on every reload) so that a bad file is rejected with the offending field named.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+
+#[cfg(test)]
+mod tests;
+
+/// Everything jwt-authz needs to run, as read from `--config`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub listen: ListenConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    /// The `realm` named in `WWW-Authenticate` challenges.
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    /// Tokens longer than this are denied before any parsing.
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: usize,
+    pub providers: Vec<ProviderConfig>,
+    #[serde(default)]
+    pub token_cache: TokenCacheConfig,
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    /// Route rules, first match wins; a request that matches none must carry a valid token.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    #[serde(default = "default_grpc_addr")]
+    pub grpc: SocketAddr,
+    #[serde(default = "default_admin_addr")]
+    pub admin: SocketAddr,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            grpc: default_grpc_addr(),
+            admin: default_admin_addr(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter directive such as `info` or `jwt_authz=debug`.
+    #[serde(default)]
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+/// One trusted token issuer.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub name: String,
+    /// Must equal the token's `iss` exactly; it is also how a token finds its provider.
+    pub issuer: String,
+    /// The token's `aud` must contain at least one of these.
+    pub audiences: Vec<String>,
+    pub jwks: JwksSource,
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<Algorithm>,
+    #[serde(default = "default_leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Tokens without `exp` never expire; accepting them has to be asked for.
+    #[serde(default = "default_true")]
+    pub require_exp: bool,
+    /// Claims that must be present (any value) in every accepted token.
+    #[serde(default)]
+    pub required_claims: Vec<String>,
+    #[serde(default = "default_token_sources")]
+    pub token_sources: Vec<TokenSource>,
+    #[serde(default)]
+    pub jwks_cache: JwksCacheConfig,
+}
+
+/// Where a provider's public keys come from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JwksSource {
+    /// A JWKS document over HTTP(S).
+    Uri(String),
+    /// `jwks_uri` read from `<issuer>/.well-known/openid-configuration`.
+    Discovery,
+    /// A JWKS document on local disk, re-read on the refresh schedule.
+    File(PathBuf),
+}
+
+/// Where in a request a token may be carried.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenSource {
+    /// `Authorization: Bearer <token>`, scheme matched case-insensitively.
+    Bearer,
+    /// A custom header, optionally with a prefix before the token.
+    Header {
+        name: String,
+        #[serde(default)]
+        prefix: Option<String>,
+    },
+    /// A cookie with this name.
+    Cookie(String),
+    /// A query parameter with this name.
+    Query(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwksCacheConfig {
+    /// Lower bound for the key set's lifetime, whatever `Cache-Control` says.
+    #[serde(default = "default_min_ttl", with = "humantime_serde")]
+    pub min_ttl: Duration,
+    /// Upper bound for the key set's lifetime.
+    #[serde(default = "default_max_ttl", with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// At most one refetch per this interval is triggered by tokens with an unknown `kid`.
+    #[serde(default = "default_unknown_kid_interval", with = "humantime_serde")]
+    pub unknown_kid_interval: Duration,
+    #[serde(default = "default_fetch_timeout", with = "humantime_serde")]
+    pub fetch_timeout: Duration,
+    #[serde(default = "default_max_jwks_bytes")]
+    pub max_body_bytes: usize,
+    /// The longest wait between retries after failed fetches.
+    #[serde(default = "default_max_retry_interval", with = "humantime_serde")]
+    pub max_retry_interval: Duration,
+}
+
+impl Default for JwksCacheConfig {
+    fn default() -> Self {
+        Self {
+            min_ttl: default_min_ttl(),
+            max_ttl: default_max_ttl(),
+            unknown_kid_interval: default_unknown_kid_interval(),
+            fetch_timeout: default_fetch_timeout(),
+            max_body_bytes: default_max_jwks_bytes(),
+            max_retry_interval: default_max_retry_interval(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCacheConfig {
+    /// 0 turns the cache off.
+    #[serde(default = "default_cache_entries")]
+    pub max_entries: u64,
+    #[serde(default = "default_cache_bytes")]
+    pub max_bytes: u64,
+    /// An entry lives at most this long, and never past the token's `exp`.
+    #[serde(default = "default_cache_ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+impl Default for TokenCacheConfig {
+    fn default() -> Self {
+        Self {
+            max_entries: default_cache_entries(),
+            max_bytes: default_cache_bytes(),
+            ttl: default_cache_ttl(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Claims copied into request headers for upstream. Every header named here is removed
+    /// from requests whose token does not supply it.
+    #[serde(default = "default_claim_headers")]
+    pub headers: Vec<ClaimHeader>,
+    /// Remove the header that carried the token before the request goes upstream.
+    #[serde(default)]
+    pub strip_authorization: bool,
+    /// Emit the verified claims as ext_authz dynamic metadata for later Envoy filters.
+    #[serde(default)]
+    pub dynamic_metadata: bool,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            headers: default_claim_headers(),
+            strip_authorization: false,
+            dynamic_metadata: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimHeader {
+    /// A claim name; `a.b` reaches into nested objects.
+    pub claim: String,
+    pub header: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(rename = "match", default)]
+    pub matcher: MatchConfig,
+    pub access: Access,
+}
+
+/// All present conditions must hold; an empty match matches every request.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    #[serde(default)]
+    pub path: Option<PathMatch>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub context_extensions: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+    /// Matched against the whole path (without the query string).
+    Regex(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    /// No token needed; a token that is present is still verified.
+    Public,
+    /// Any valid token.
+    Authenticated,
+    /// Always denied (403).
+    Deny,
+    /// A valid token whose claims meet every requirement.
+    Claims(Vec<ClaimRequirement>),
+}
+
+/// Exactly one of `any_of`, `all_of` and `equals`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRequirement {
+    pub claim: String,
+    /// The claim (a string, a space-separated string, or an array) holds at least one of these.
+    #[serde(default)]
+    pub any_of: Option<Vec<String>>,
+    /// The claim holds every one of these (e.g. `scope`).
+    #[serde(default)]
+    pub all_of: Option<Vec<String>>,
+    /// The claim equals this JSON value exactly.
+    #[serde(default)]
+    pub equals: Option<serde_json::Value>,
+}
+
+/// Why a configuration was rejected. The message names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("not a YAML document: {0}")]
+    Yaml(#[from] serde_norway::Error),
+    #[error("{path}: {message}")]
+    Shape { path: String, message: String },
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_yaml(&text)
+    }
+
+    /// Parses and validates a configuration document.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        // Through a JSON value: YAML's own enum form is tags (`!uri`), while a JSON value takes
+        // the `{uri: ...}` maps and plain strings the documented format uses.
+        let value: serde_json::Value = serde_norway::from_str(text)?;
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            ConfigError::Shape {
+                path: e.path().to_string(),
+                message: e.inner().to_string(),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.realm.is_empty() || self.realm.contains(['"', '\\']) || has_control(&self.realm)
+        {
+            return Err(invalid(
+                "realm",
+                "must be non-empty, without quotes, backslashes or control characters",
+            ));
+        }
+        if self.max_token_bytes == 0 {
+            return Err(invalid("max_token_bytes", "must be greater than 0"));
+        }
+        if self.providers.is_empty() {
+            return Err(invalid("providers", "at least one provider is required"));
+        }
+        let mut names = HashSet::new();
+        let mut issuers = HashSet::new();
+        for (i, provider) in self.providers.iter().enumerate() {
+            let field = format!("providers[{i}]");
+            provider.validate(&field)?;
+            if !names.insert(provider.name.as_str()) {
+                return Err(invalid(
+                    format!("{field}.name"),
+                    format!("duplicate provider name {:?}", provider.name),
+                ));
+            }
+            if !issuers.insert(provider.issuer.as_str()) {
+                return Err(invalid(
+                    format!("{field}.issuer"),
+                    format!("duplicate issuer {:?}", provider.issuer),
+                ));
+            }
+        }
+        self.token_cache.validate()?;
+        self.identity.validate()?;
+        for (i, rule) in self.rules.iter().enumerate() {
+            rule.validate(&format!("rules[{i}]"))?;
+        }
+        Ok(())
+    }
+}
+
+impl ProviderConfig {
+    fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        if self.name.is_empty() {
+            return Err(invalid(format!("{field}.name"), "must not be empty"));
+        }
+        if self.issuer.is_empty() {
+            return Err(invalid(format!("{field}.issuer"), "must not be empty"));
+        }
+        if self.audiences.is_empty() || self.audiences.iter().any(String::is_empty) {
+            return Err(invalid(
+                format!("{field}.audiences"),
+                "at least one non-empty audience is required",
+            ));
+        }
+        match &self.jwks {
+            JwksSource::Uri(uri) => validate_http_url(&format!("{field}.jwks.uri"), uri)?,
+            JwksSource::Discovery => {
+                validate_http_url(&format!("{field}.issuer"), &self.issuer).map_err(|_| {
+                    invalid(
+                        format!("{field}.issuer"),
+                        "jwks: discovery needs an http(s) issuer URL",
+                    )
+                })?
+            }
+            JwksSource::File(path) => {
+                if path.as_os_str().is_empty() {
+                    return Err(invalid(format!("{field}.jwks.file"), "must not be empty"));
+                }
+            }
+        }
+        if self.algorithms.is_empty() {
+            return Err(invalid(
+                format!("{field}.algorithms"),
+                "at least one algorithm is required",
+            ));
+        }
+        for (i, alg) in self.algorithms.iter().enumerate() {
+            if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+                return Err(invalid(
+                    format!("{field}.algorithms[{i}]"),
+                    format!("{alg:?} is not allowed: shared-secret algorithms are never accepted"),
+                ));
+            }
+        }
+        if self.token_sources.is_empty() {
+            return Err(invalid(
+                format!("{field}.token_sources"),
+                "at least one token source is required",
+            ));
+        }
+        for (i, source) in self.token_sources.iter().enumerate() {
+            let f = format!("{field}.token_sources[{i}]");
+            match source {
+                TokenSource::Bearer => {}
+                TokenSource::Header { name, .. } => validate_header_name(&f, name)?,
+                TokenSource::Cookie(name) | TokenSource::Query(name) => {
+                    if name.is_empty() || name.contains([';', '=', '&', ' ']) {
+                        return Err(invalid(f, format!("invalid name {name:?}")));
+                    }
+                }
+            }
+        }
+        for (i, claim) in self.required_claims.iter().enumerate() {
+            if claim.is_empty() {
+                return Err(invalid(
+                    format!("{field}.required_claims[{i}]"),
+                    "must not be empty",
+                ));
+            }
+        }
+        self.jwks_cache
+            .validate(&format!("{field}.jwks_cache"))
+    }
+}
+
+impl JwksCacheConfig {
+    fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        if self.min_ttl.is_zero() {
+            return Err(invalid(format!("{field}.min_ttl"), "must be greater than 0"));
+        }
+        if self.max_ttl < self.min_ttl {
+            return Err(invalid(
+                format!("{field}.max_ttl"),
+                "must not be less than min_ttl",
+            ));
+        }
+        if self.fetch_timeout.is_zero() {
+            return Err(invalid(
+                format!("{field}.fetch_timeout"),
+                "must be greater than 0",
+            ));
+        }
+        if self.max_body_bytes == 0 {
+            return Err(invalid(
+                format!("{field}.max_body_bytes"),
+                "must be greater than 0",
+            ));
+        }
+        if self.max_retry_interval.is_zero() {
+            return Err(invalid(
+                format!("{field}.max_retry_interval"),
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl TokenCacheConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_entries > 0 && self.max_bytes == 0 {
+            return Err(invalid(
+                "token_cache.max_bytes",
+                "must be greater than 0 when the cache is on",
+            ));
+        }
+        if self.max_entries > 0 && self.ttl.is_zero() {
+            return Err(invalid(
+                "token_cache.ttl",
+                "must be greater than 0 when the cache is on",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl IdentityConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = HashSet::new();
+        for (i, mapping) in self.headers.iter().enumerate() {
+            let field = format!("identity.headers[{i}]");
+            if mapping.claim.is_empty() {
+                return Err(invalid(format!("{field}.claim"), "must not be empty"));
+            }
+            validate_header_name(&format!("{field}.header"), &mapping.header)?;
+            if matches!(
+                mapping.header.as_str(),
+                "authorization" | "host" | "content-length" | "transfer-encoding" | "connection"
+            ) {
+                return Err(invalid(
+                    format!("{field}.header"),
+                    format!("{:?} cannot carry identity", mapping.header),
+                ));
+            }
+            if !seen.insert(mapping.header.as_str()) {
+                return Err(invalid(
+                    format!("{field}.header"),
+                    format!("duplicate header {:?}", mapping.header),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RuleConfig {
+    fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        if let Some(PathMatch::Regex(re)) = &self.matcher.path {
+            regex::Regex::new(re).map_err(|e| {
+                invalid(
+                    format!("{field}.match.path.regex"),
+                    format!("invalid regex: {e}"),
+                )
+            })?;
+        }
+        if let Some(PathMatch::Exact(p) | PathMatch::Prefix(p)) = &self.matcher.path
+            && !p.starts_with('/')
+        {
+            return Err(invalid(
+                format!("{field}.match.path"),
+                "must start with '/'",
+            ));
+        }
+        for (i, method) in self.matcher.methods.iter().enumerate() {
+            if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+                return Err(invalid(
+                    format!("{field}.match.methods[{i}]"),
+                    format!("invalid method {method:?}"),
+                ));
+            }
+        }
+        if let Access::Claims(requirements) = &self.access {
+            if requirements.is_empty() {
+                return Err(invalid(
+                    format!("{field}.access.claims"),
+                    "at least one requirement is required",
+                ));
+            }
+            for (i, req) in requirements.iter().enumerate() {
+                let f = format!("{field}.access.claims[{i}]");
+                if req.claim.is_empty() {
+                    return Err(invalid(format!("{f}.claim"), "must not be empty"));
+                }
+                let set = [
+                    req.any_of.is_some(),
+                    req.all_of.is_some(),
+                    req.equals.is_some(),
+                ]
+                .iter()
+                .filter(|b| **b)
+                .count();
+                if set != 1 {
+                    return Err(invalid(
+                        f,
+                        "exactly one of any_of, all_of and equals is required",
+                    ));
+                }
+                if req.any_of.as_ref().is_some_and(Vec::is_empty)
+                    || req.all_of.as_ref().is_some_and(Vec::is_empty)
+                {
+                    return Err(invalid(f, "the list of values must not be empty"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_http_url(field: &str, url: &str) -> Result<(), ConfigError> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| invalid(field, format!("invalid URL {url:?}: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        return Err(invalid(
+            field,
+            format!("{url:?} must be an http or https URL"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_header_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty()
+        || name.starts_with(':')
+        || name != name.to_ascii_lowercase()
+        || http::HeaderName::from_bytes(name.as_bytes()).is_err()
+    {
+        return Err(invalid(
+            field,
+            format!("{name:?} is not a valid lowercase header name"),
+        ));
+    }
+    Ok(())
+}
+
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
+fn default_grpc_addr() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9001))
+}
+
+fn default_admin_addr() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9002))
+}
+
+fn default_realm() -> String {
+    "jwt-authz".to_owned()
+}
+
+fn default_max_token_bytes() -> usize {
+    8 * 1024
+}
+
+fn default_algorithms() -> Vec<Algorithm> {
+    vec![Algorithm::RS256]
+}
+
+fn default_leeway() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_token_sources() -> Vec<TokenSource> {
+    vec![TokenSource::Bearer]
+}
+
+fn default_min_ttl() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+
+fn default_max_ttl() -> Duration {
+    Duration::from_secs(24 * 60 * 60)
+}
+
+fn default_unknown_kid_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_fetch_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_max_jwks_bytes() -> usize {
+    512 * 1024
+}
+
+fn default_max_retry_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_cache_entries() -> u64 {
+    100_000
+}
+
+fn default_cache_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+
+fn default_cache_ttl() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+
+fn default_claim_headers() -> Vec<ClaimHeader> {
+    [
+        ("sub", "x-user-id"),
+        ("username", "x-user-name"),
+        ("role", "x-user-role"),
+    ]
+    .into_iter()
+    .map(|(claim, header)| ClaimHeader {
+        claim: claim.to_owned(),
+        header: header.to_owned(),
+    })
+    .collect()
+}

@@ -1,0 +1,127 @@
+//! Finding the one token a request carries, in every place a provider allows, before any
+//! parsing: two candidates, or one over the size limit, end the check here.
+
+use std::collections::HashMap;
+
+use crate::config::TokenSource;
+
+#[cfg(test)]
+mod tests;
+
+/// A token found in a request, still unverified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found<'r> {
+    pub token: &'r str,
+    pub source: &'r TokenSource,
+}
+
+impl Found<'_> {
+    /// The request header that carried the token, if it came in a header of its own.
+    pub fn header(&self) -> Option<&str> {
+        match self.source {
+            TokenSource::Bearer => Some("authorization"),
+            TokenSource::Header { name, .. } => Some(name),
+            TokenSource::Cookie(_) | TokenSource::Query(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ExtractError {
+    #[error("more than one token in the request")]
+    Multiple,
+    #[error("token larger than the limit")]
+    TooLarge,
+}
+
+/// Looks for a token in every source in `sources` (the union over all providers).
+///
+/// `headers` uses lowercase names, with repeated headers joined by `,` as Envoy sends them;
+/// `path` is the request's `:path`, query string included.
+pub fn extract<'r>(
+    headers: &'r HashMap<String, String>,
+    path: &'r str,
+    sources: &'r [TokenSource],
+    max_bytes: usize,
+) -> Result<Option<Found<'r>>, ExtractError> {
+    let mut found: Option<Found<'r>> = None;
+    let mut push = |token: &'r str, source: &'r TokenSource| {
+        if found.is_some() {
+            return Err(ExtractError::Multiple);
+        }
+        if token.len() > max_bytes {
+            return Err(ExtractError::TooLarge);
+        }
+        found = Some(Found { token, source });
+        Ok(())
+    };
+    for source in sources {
+        match source {
+            TokenSource::Bearer => {
+                if let Some(value) = headers.get("authorization") {
+                    for part in value.split(',') {
+                        if let Some(token) = strip_scheme(part.trim(), "bearer") {
+                            push(token, source)?;
+                        }
+                    }
+                }
+            }
+            TokenSource::Header { name, prefix } => {
+                if let Some(value) = headers.get(name.as_str()) {
+                    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                        let token = match prefix {
+                            Some(prefix) => match strip_prefix_ignore_case(part, prefix) {
+                                Some(rest) => rest.trim(),
+                                None => continue,
+                            },
+                            None => part,
+                        };
+                        push(token, source)?;
+                    }
+                }
+            }
+            TokenSource::Cookie(name) => {
+                if let Some(value) = headers.get("cookie") {
+                    for pair in value.split([';', ',']) {
+                        if let Some((k, v)) = pair.trim().split_once('=')
+                            && k.trim() == name
+                        {
+                            push(v.trim().trim_matches('"'), source)?;
+                        }
+                    }
+                }
+            }
+            TokenSource::Query(name) => {
+                if let Some((_, query)) = path.split_once('?') {
+                    let query = query.split('#').next().unwrap_or_default();
+                    for pair in query.split('&') {
+                        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                        if k == name {
+                            push(v, source)?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// `Bearer abc` → `abc`, with the scheme matched case-insensitively. A bare scheme gives an
+/// empty token, which verification rejects as malformed.
+fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+    let rest = strip_prefix_ignore_case(value, scheme)?;
+    if rest.is_empty() {
+        return Some(rest);
+    }
+    if !rest.starts_with([' ', '\t']) {
+        return None;
+    }
+    Some(rest.trim())
+}
+
+fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = value.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &value[prefix.len()..])
+}

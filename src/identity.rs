@@ -1,0 +1,135 @@
+//! Identity headers for upstream: set from the verified claims with overwrite semantics, and
+//! every configured identity header the token does not supply is removed, so a client's own
+//! `x-user-*` never reaches a service.
+
+use serde_json::{Map, Value};
+
+use crate::claims;
+use crate::config::ClaimHeader;
+
+/// Header changes for an allowed request.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct HeaderMutation {
+    pub set: Vec<(String, String)>,
+    pub remove: Vec<String>,
+}
+
+/// A claim value that cannot travel in a header (it holds control characters).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("claim {claim} cannot be carried in header {header}")]
+pub struct UnsafeClaim {
+    pub claim: String,
+    pub header: String,
+}
+
+/// The headers to set and remove for a request with these verified claims (`None` for an
+/// anonymous request on a public route).
+pub fn mutation(
+    mappings: &[ClaimHeader],
+    claims: Option<&Map<String, Value>>,
+) -> Result<HeaderMutation, UnsafeClaim> {
+    let mut out = HeaderMutation::default();
+    for mapping in mappings {
+        let rendered = claims
+            .and_then(|c| claims::lookup(c, &mapping.claim))
+            .and_then(render);
+        match rendered {
+            Some(value) => {
+                if value.chars().any(|c| c.is_control() && c != '\t') {
+                    return Err(UnsafeClaim {
+                        claim: mapping.claim.clone(),
+                        header: mapping.header.clone(),
+                    });
+                }
+                out.set.push((mapping.header.clone(), value));
+            }
+            None => out.remove.push(mapping.header.clone()),
+        }
+    }
+    Ok(out)
+}
+
+/// Strings as they are, arrays joined with `,`, objects as JSON; `null` and empty values
+/// give no header.
+fn render(value: &Value) -> Option<String> {
+    let text = match value {
+        Value::Null => return None,
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
+    };
+    (!text.is_empty()).then_some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn mappings() -> Vec<ClaimHeader> {
+        [
+            ("sub", "x-user-id"),
+            ("username", "x-user-name"),
+            ("role", "x-user-role"),
+            ("groups", "x-user-groups"),
+            ("org", "x-user-org"),
+        ]
+        .into_iter()
+        .map(|(c, h)| ClaimHeader {
+            claim: c.into(),
+            header: h.into(),
+        })
+        .collect()
+    }
+
+    #[test]
+    fn sets_present_claims_and_removes_the_rest() {
+        let claims = json!({
+            "sub": "u-1",
+            "role": "admin",
+            "groups": ["a", "b", 3],
+            "org": {"id": 7}
+        });
+        let m = mutation(&mappings(), claims.as_object()).unwrap();
+        assert_eq!(
+            m.set,
+            vec![
+                ("x-user-id".into(), "u-1".into()),
+                ("x-user-role".into(), "admin".into()),
+                ("x-user-groups".into(), "a,b,3".into()),
+                ("x-user-org".into(), r#"{"id":7}"#.into()),
+            ]
+        );
+        assert_eq!(m.remove, vec!["x-user-name".to_string()]);
+    }
+
+    #[test]
+    fn anonymous_requests_lose_every_identity_header() {
+        let m = mutation(&mappings(), None).unwrap();
+        assert!(m.set.is_empty());
+        assert_eq!(m.remove.len(), 5);
+    }
+
+    #[test]
+    fn control_characters_are_refused() {
+        let claims = json!({"sub": "u-1\r\nx-user-role: admin"});
+        let err = mutation(&mappings(), claims.as_object()).unwrap_err();
+        assert_eq!(err.header, "x-user-id");
+    }
+
+    #[test]
+    fn null_and_empty_claims_remove_the_header() {
+        let claims = json!({"sub": "", "role": null});
+        let m = mutation(&mappings(), claims.as_object()).unwrap();
+        assert!(m.set.is_empty());
+        assert!(m.remove.contains(&"x-user-id".to_string()));
+        assert!(m.remove.contains(&"x-user-role".to_string()));
+    }
+}

@@ -1,0 +1,273 @@
+//! Each provider's key store: fetched at start-up, refreshed in the background before its
+//! `Cache-Control` lifetime runs out, refetched early (rate-limited, one fetch shared by all
+//! waiters) when a token names an unknown `kid`, and kept as it was when a fetch fails.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::config::{JwksSource, ProviderConfig};
+use crate::keys::{KeySet, KeySetError};
+use crate::metrics::Metrics;
+
+#[cfg(test)]
+mod tests;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("request failed: {0}")]
+    Request(#[from] reqwest::Error),
+    #[error("answered HTTP {0}")]
+    Status(u16),
+    #[error("body larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("cannot read {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("OIDC discovery: {0}")]
+    Discovery(String),
+    #[error(transparent)]
+    KeySet(#[from] KeySetError),
+}
+
+/// Bookkeeping of the fetches; its lock is what makes concurrent refetches share one fetch.
+#[derive(Debug, Default)]
+struct FetchState {
+    last_attempt: Option<Instant>,
+    /// `jwks_uri` learned by OIDC discovery; forgotten after a failure so it is looked up anew.
+    discovered: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct KeyStore {
+    provider: Arc<ProviderConfig>,
+    current: ArcSwap<KeySet>,
+    fetch: Mutex<FetchState>,
+    client: reqwest::Client,
+    metrics: Arc<Metrics>,
+}
+
+impl KeyStore {
+    /// A store holding `initial` (a key set carried over from the previous configuration) or
+    /// nothing until its first fetch.
+    pub fn new(
+        provider: Arc<ProviderConfig>,
+        initial: Option<Arc<KeySet>>,
+        client: reqwest::Client,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            provider,
+            current: ArcSwap::new(initial.unwrap_or_default()),
+            fetch: Mutex::new(FetchState::default()),
+            client,
+            metrics,
+        })
+    }
+
+    pub fn provider(&self) -> &ProviderConfig {
+        &self.provider
+    }
+
+    /// The key set in force.
+    pub fn keys(&self) -> Arc<KeySet> {
+        self.current.load_full()
+    }
+
+    /// Fetches now unless any fetch was attempted within `unknown_kid_interval`. Callers that
+    /// arrive while a fetch is running wait for it and then use its result.
+    pub async fn refetch_rate_limited(&self) {
+        let mut state = self.fetch.lock().await;
+        let interval = self.provider.jwks_cache.unknown_kid_interval;
+        if state
+            .last_attempt
+            .is_some_and(|at| at.elapsed() < interval)
+        {
+            return;
+        }
+        let _ = self.fetch_locked(&mut state).await;
+    }
+
+    /// Runs the refresh loop until the returned task is aborted.
+    pub fn spawn_refresher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let store = Arc::clone(self);
+        tokio::spawn(async move { store.refresh_loop().await })
+    }
+
+    async fn refresh_loop(&self) {
+        let mut failures = 0u32;
+        loop {
+            let wait = {
+                let mut state = self.fetch.lock().await;
+                match self.fetch_locked(&mut state).await {
+                    Ok(ttl) => {
+                        failures = 0;
+                        ttl.mul_f64(0.9)
+                    }
+                    Err(_) => {
+                        failures = failures.saturating_add(1);
+                        retry_delay(failures, self.provider.jwks_cache.max_retry_interval)
+                    }
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One fetch; on success the new key set replaces the old one and its lifetime is
+    /// returned. On failure the old key set stays in force.
+    async fn fetch_locked(&self, state: &mut FetchState) -> Result<Duration, FetchError> {
+        state.last_attempt = Some(Instant::now());
+        let result = self.fetch_document(state).await.and_then(|(body, max_age)| {
+            let keys = KeySet::parse(&body, &self.provider)?;
+            Ok((keys, max_age))
+        });
+        let provider = self.provider.name.as_str();
+        match result {
+            Ok((keys, max_age)) => {
+                let cache = &self.provider.jwks_cache;
+                let ttl = max_age
+                    .unwrap_or(cache.min_ttl)
+                    .clamp(cache.min_ttl, cache.max_ttl);
+                tracing::debug!(provider, keys = keys.keys.len(), ?ttl, "JWKS fetched");
+                self.current.store(Arc::new(keys));
+                self.metrics.record_fetch(provider, true);
+                Ok(ttl)
+            }
+            Err(error) => {
+                state.discovered = None;
+                let held = self.current.load().keys.len();
+                tracing::warn!(provider, %error, held_keys = held, "JWKS fetch failed; keeping the keys held");
+                self.metrics.record_fetch(provider, false);
+                Err(error)
+            }
+        }
+    }
+
+    /// The JWKS body and the `max-age` it was served with.
+    async fn fetch_document(
+        &self,
+        state: &mut FetchState,
+    ) -> Result<(Vec<u8>, Option<Duration>), FetchError> {
+        let cache = &self.provider.jwks_cache;
+        let uri = match &self.provider.jwks {
+            JwksSource::File(path) => {
+                let body = tokio::fs::read(path)
+                    .await
+                    .map_err(|source| FetchError::File {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                if body.len() > cache.max_body_bytes {
+                    return Err(FetchError::TooLarge(cache.max_body_bytes));
+                }
+                return Ok((body, None));
+            }
+            JwksSource::Uri(uri) => uri.clone(),
+            JwksSource::Discovery => match &state.discovered {
+                Some(uri) => uri.clone(),
+                None => {
+                    let uri = self.discover().await?;
+                    state.discovered = Some(uri.clone());
+                    uri
+                }
+            },
+        };
+        let (body, max_age) = self.get(&uri).await?;
+        Ok((body, max_age))
+    }
+
+    async fn discover(&self) -> Result<String, FetchError> {
+        #[derive(serde::Deserialize)]
+        struct Discovery {
+            issuer: String,
+            jwks_uri: String,
+        }
+        let issuer = &self.provider.issuer;
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let (body, _) = self.get(&url).await?;
+        let doc: Discovery = serde_json::from_slice(&body)
+            .map_err(|e| FetchError::Discovery(format!("invalid document: {e}")))?;
+        if doc.issuer != *issuer {
+            return Err(FetchError::Discovery(format!(
+                "document names issuer {:?}, expected {issuer:?}",
+                doc.issuer
+            )));
+        }
+        match reqwest::Url::parse(&doc.jwks_uri) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(doc.jwks_uri),
+            _ => Err(FetchError::Discovery(format!(
+                "jwks_uri {:?} is not an http(s) URL",
+                doc.jwks_uri
+            ))),
+        }
+    }
+
+    async fn get(&self, url: &str) -> Result<(Vec<u8>, Option<Duration>), FetchError> {
+        let cache = &self.provider.jwks_cache;
+        let mut response = self
+            .client
+            .get(url)
+            .header(http::header::ACCEPT, "application/json")
+            .timeout(cache.fetch_timeout)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            return Err(FetchError::Status(response.status().as_u16()));
+        }
+        let max_age = response
+            .headers()
+            .get(http::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(max_age);
+        let limit = cache.max_body_bytes;
+        if response
+            .content_length()
+            .is_some_and(|len| len > limit as u64)
+        {
+            return Err(FetchError::TooLarge(limit));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if body.len() + chunk.len() > limit {
+                return Err(FetchError::TooLarge(limit));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((body, max_age))
+    }
+}
+
+/// The lifetime a `Cache-Control` value grants: `max-age`, or zero for `no-store`/`no-cache`.
+pub fn max_age(cache_control: &str) -> Option<Duration> {
+    let mut result = None;
+    for directive in cache_control.split(',').map(str::trim) {
+        let (name, value) = directive.split_once('=').unwrap_or((directive, ""));
+        match name.trim().to_ascii_lowercase().as_str() {
+            "no-store" | "no-cache" => return Some(Duration::ZERO),
+            "max-age" => {
+                if let Ok(secs) = value.trim().trim_matches('"').parse::<u64>() {
+                    result = Some(Duration::from_secs(secs));
+                }
+            }
+            _ => {}
+        }
+    }
+    result
+}
+
+/// Exponential backoff from one second up to `max`, with ±20 % jitter so that many
+/// replicas do not retry in step.
+fn retry_delay(failures: u32, max: Duration) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    let base = Duration::from_secs(1u64 << exp).min(max);
+    base.mul_f64(0.8 + 0.4 * fastrand::f64())
+}

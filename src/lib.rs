@@ -1,0 +1,37 @@
+//! jwt-authz: an Envoy ext_authz gRPC server that verifies JWTs against cached JWKS and
+//! injects identity headers.
+//!
+//! - [`config`]: the YAML configuration, its defaults and validation.
+//! - [`extract`]: finding the one token in a request (bearer, header, cookie, query).
+//! - [`keys`]: a JWKS document turned into ready verifiers, one per usable key.
+//! - [`jwks`]: per-provider key stores: fetch, refresh, unknown-kid refetch, stale-on-error.
+//! - [`verify`]: choosing provider and key, verifying signature and claims.
+//! - [`token_cache`]: the verified-token cache, bounded by entries and bytes.
+//! - [`policy`]: route rules (public, authenticated, deny, claim requirements).
+//! - [`claims`]: reading claims by name or dotted path.
+//! - [`identity`]: identity headers set for upstream, client copies removed.
+//! - [`response`]: every denial's HTTP status, gRPC code and RFC 6750 error, in one table.
+//! - [`authz`]: the decision for one request, and the runtime one configuration builds.
+//! - [`service`]: the `Authorization/Check` gRPC service.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`metrics`]: the Prometheus registry.
+//! - [`server`]: serving both ports, reload and graceful shutdown.
+
+pub mod admin;
+pub mod authz;
+pub mod claims;
+pub mod config;
+pub mod extract;
+pub mod identity;
+pub mod jwks;
+pub mod keys;
+pub mod metrics;
+pub mod policy;
+pub mod response;
+pub mod server;
+pub mod service;
+pub mod token_cache;
+pub mod verify;
+
+pub use config::Config;
+pub use server::Server;

@@ -1,0 +1,159 @@
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use jwt_authz::config::LogFormat;
+use jwt_authz::{Config, Server};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Envoy ext_authz server that verifies JWTs and injects identity headers.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// The YAML configuration file.
+    #[arg(long, env = "JWT_AUTHZ_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate FILE and exit: 0 when it is valid, 1 with the reason when it is not.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    check_config: Option<PathBuf>,
+    /// Overrides `listen.grpc`.
+    #[arg(long, env = "JWT_AUTHZ_GRPC_LISTEN", value_name = "ADDR")]
+    grpc_listen: Option<SocketAddr>,
+    /// Overrides `listen.admin`.
+    #[arg(long, env = "JWT_AUTHZ_ADMIN_LISTEN", value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
+    /// Overrides `log.format`.
+    #[arg(long, env = "JWT_AUTHZ_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+impl Cli {
+    fn load(&self, path: &Path) -> Result<Config, jwt_authz::config::ConfigError> {
+        let mut config = Config::load(path)?;
+        if let Some(addr) = self.grpc_listen {
+            config.listen.grpc = addr;
+        }
+        if let Some(addr) = self.admin_listen {
+            config.listen.admin = addr;
+        }
+        if let Some(format) = self.log_format {
+            config.log.format = format;
+        }
+        Ok(config)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(path) = &cli.check_config {
+        return match Config::load(path) {
+            Ok(config) => {
+                println!(
+                    "{}: ok ({} provider(s), {} rule(s))",
+                    path.display(),
+                    config.providers.len(),
+                    config.rules.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: invalid configuration: {e}", path.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let Some(path) = cli.config.clone() else {
+        eprintln!("jwt-authz: no configuration: pass --config FILE or set JWT_AUTHZ_CONFIG");
+        return ExitCode::FAILURE;
+    };
+    let config = match cli.load(&path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("jwt-authz: {}: invalid configuration: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    init_tracing(&config);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("jwt-authz: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, path, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "jwt-authz stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli, path: PathBuf, config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let grpc = TcpListener::bind(config.listen.grpc)
+        .await
+        .map_err(|e| format!("cannot listen on {} (gRPC): {e}", config.listen.grpc))?;
+    let admin = TcpListener::bind(config.listen.admin)
+        .await
+        .map_err(|e| format!("cannot listen on {} (admin): {e}", config.listen.admin))?;
+    tracing::info!(
+        grpc = %grpc.local_addr()?,
+        admin = %admin.local_addr()?,
+        providers = config.providers.len(),
+        rules = config.rules.len(),
+        "jwt-authz listening"
+    );
+    let listen = config.listen.clone();
+    let server = Server::new(config)?;
+
+    let mut hangup = signal(SignalKind::hangup())?;
+    let reloader = std::sync::Arc::clone(&server);
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match cli.load(&path) {
+                Ok(config) => {
+                    if config.listen.grpc != listen.grpc || config.listen.admin != listen.admin {
+                        tracing::warn!("listen addresses change only on restart");
+                    }
+                    match reloader.reload(config).await {
+                        Ok(()) => tracing::info!(path = %path.display(), "configuration reloaded"),
+                        Err(e) => tracing::error!(error = %e, "reload failed; keeping the configuration in force"),
+                    }
+                }
+                Err(e) => tracing::error!(
+                    path = %path.display(),
+                    error = %e,
+                    "reload rejected; keeping the configuration in force"
+                ),
+            }
+        }
+    });
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+        }
+    };
+    server.serve(grpc, admin, shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn init_tracing(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(config.log.level.as_deref().unwrap_or("info")))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
+}

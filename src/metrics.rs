@@ -1,0 +1,158 @@
+//! Prometheus metrics. They outlive configuration reloads, so they live beside the runtime,
+//! not in it.
+
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    result: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FetchLabels {
+    provider: String,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    result: &'static str,
+}
+
+/// Every metric jwt-authz exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    checks: Family<CheckLabels, Counter>,
+    check_duration: Histogram,
+    jwks_fetches: Family<FetchLabels, Counter>,
+    jwks_keys: Family<ProviderLabels, Gauge>,
+    jwks_age: Family<ProviderLabels, Gauge<f64, AtomicU64>>,
+    token_cache: Family<CacheLabels, Counter>,
+}
+
+/// What one provider's key store looks like at scrape time.
+pub struct KeySetStatus {
+    pub provider: String,
+    pub keys: usize,
+    pub fetched_at: Option<SystemTime>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("jwt_authz");
+        let checks = Family::<CheckLabels, Counter>::default();
+        registry.register(
+            "checks",
+            "Authorization checks answered, by result (allow, deny) and reason",
+            checks.clone(),
+        );
+        let check_duration = Histogram::new(exponential_buckets(0.000_025, 2.0, 16));
+        registry.register(
+            "check_duration_seconds",
+            "Time spent answering one authorization check",
+            check_duration.clone(),
+        );
+        let jwks_fetches = Family::<FetchLabels, Counter>::default();
+        registry.register(
+            "jwks_fetches",
+            "JWKS fetches by provider and outcome (ok, error)",
+            jwks_fetches.clone(),
+        );
+        let jwks_keys = Family::<ProviderLabels, Gauge>::default();
+        registry.register(
+            "jwks_keys",
+            "Usable keys currently held per provider",
+            jwks_keys.clone(),
+        );
+        let jwks_age = Family::<ProviderLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "jwks_key_set_age_seconds",
+            "Seconds since the held key set was fetched, per provider",
+            jwks_age.clone(),
+        );
+        let token_cache = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "token_cache_lookups",
+            "Verified-token cache lookups by result (hit, miss)",
+            token_cache.clone(),
+        );
+        Self {
+            registry,
+            checks,
+            check_duration,
+            jwks_fetches,
+            jwks_keys,
+            jwks_age,
+            token_cache,
+        }
+    }
+
+    pub fn record_check(&self, allowed: bool, reason: &'static str, elapsed: Duration) {
+        let result = if allowed { "allow" } else { "deny" };
+        self.checks
+            .get_or_create(&CheckLabels { result, reason })
+            .inc();
+        self.check_duration.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn record_fetch(&self, provider: &str, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.jwks_fetches
+            .get_or_create(&FetchLabels {
+                provider: provider.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    pub fn record_token_cache(&self, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.token_cache.get_or_create(&CacheLabels { result }).inc();
+    }
+
+    /// Renders the registry in the Prometheus text format, with the per-provider key gauges
+    /// taken from `key_sets` (the providers of the configuration in force).
+    pub fn encode(&self, key_sets: impl IntoIterator<Item = KeySetStatus>) -> String {
+        self.jwks_keys.clear();
+        self.jwks_age.clear();
+        let now = SystemTime::now();
+        for status in key_sets {
+            let labels = ProviderLabels {
+                provider: status.provider,
+            };
+            self.jwks_keys
+                .get_or_create(&labels)
+                .set(i64::try_from(status.keys).unwrap_or(i64::MAX));
+            if let Some(at) = status.fetched_at {
+                let age = now.duration_since(at).unwrap_or_default();
+                self.jwks_age.get_or_create(&labels).set(age.as_secs_f64());
+            }
+        }
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}

@@ -1,0 +1,217 @@
+//! Route rules: which requests need a token, and which claims that token must carry. Rules
+//! are tried in order and the first match decides; no match means "any valid token".
+
+use std::collections::HashMap;
+
+use regex::Regex;
+use serde_json::{Map, Value};
+
+use crate::claims;
+use crate::config::{Access, ClaimRequirement, PathMatch, RuleConfig};
+
+#[cfg(test)]
+mod tests;
+
+/// The parts of a request that rules look at.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo<'r> {
+    pub method: &'r str,
+    /// The path without its query string.
+    pub path: &'r str,
+    /// The host without its port.
+    pub host: &'r str,
+    pub context_extensions: &'r HashMap<String, String>,
+}
+
+impl<'r> RequestInfo<'r> {
+    pub fn new(
+        method: &'r str,
+        raw_path: &'r str,
+        host: &'r str,
+        context_extensions: &'r HashMap<String, String>,
+    ) -> Self {
+        let path = raw_path
+            .split(['?', '#'])
+            .next()
+            .unwrap_or_default();
+        Self {
+            method,
+            path,
+            host: strip_port(host),
+            context_extensions,
+        }
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [::1]:8080
+        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+#[derive(Debug)]
+enum PathMatcher {
+    Exact(String),
+    Prefix(String),
+    Regex(Regex),
+}
+
+/// What a matching rule asks of the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessKind {
+    Public,
+    Authenticated,
+    Deny,
+    Claims,
+}
+
+#[derive(Debug)]
+struct Rule {
+    name: String,
+    path: Option<PathMatcher>,
+    methods: Vec<String>,
+    hosts: Vec<String>,
+    context_extensions: Vec<(String, String)>,
+    kind: AccessKind,
+    requirements: Vec<ClaimRequirement>,
+}
+
+/// The rule that applies to a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Route<'p> {
+    pub name: &'p str,
+    pub kind: AccessKind,
+    requirements: &'p [ClaimRequirement],
+}
+
+#[derive(Debug)]
+pub struct Policy {
+    rules: Vec<Rule>,
+}
+
+const DEFAULT_ROUTE: Route<'static> = Route {
+    name: "default",
+    kind: AccessKind::Authenticated,
+    requirements: &[],
+};
+
+impl Policy {
+    /// Compiles the rules; the configuration has already been validated, so a regex error
+    /// here is unexpected but still reported rather than unwrapped.
+    pub fn new(rules: &[RuleConfig]) -> Result<Self, regex::Error> {
+        let rules = rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| {
+                let path = match &rule.matcher.path {
+                    None => None,
+                    Some(PathMatch::Exact(p)) => Some(PathMatcher::Exact(p.clone())),
+                    Some(PathMatch::Prefix(p)) => Some(PathMatcher::Prefix(p.clone())),
+                    Some(PathMatch::Regex(re)) => {
+                        Some(PathMatcher::Regex(Regex::new(&format!("^(?:{re})$"))?))
+                    }
+                };
+                let (kind, requirements) = match &rule.access {
+                    Access::Public => (AccessKind::Public, Vec::new()),
+                    Access::Authenticated => (AccessKind::Authenticated, Vec::new()),
+                    Access::Deny => (AccessKind::Deny, Vec::new()),
+                    Access::Claims(reqs) => (AccessKind::Claims, reqs.clone()),
+                };
+                Ok(Rule {
+                    name: rule.name.clone().unwrap_or_else(|| format!("rules[{i}]")),
+                    path,
+                    methods: rule
+                        .matcher
+                        .methods
+                        .iter()
+                        .map(|m| m.to_ascii_uppercase())
+                        .collect(),
+                    hosts: rule
+                        .matcher
+                        .hosts
+                        .iter()
+                        .map(|h| h.to_ascii_lowercase())
+                        .collect(),
+                    context_extensions: rule
+                        .matcher
+                        .context_extensions
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    kind,
+                    requirements,
+                })
+            })
+            .collect::<Result<_, regex::Error>>()?;
+        Ok(Self { rules })
+    }
+
+    /// The first rule matching `request`, or the default (authenticated).
+    pub fn route(&self, request: &RequestInfo<'_>) -> Route<'_> {
+        self.rules
+            .iter()
+            .find(|rule| rule.matches(request))
+            .map_or(DEFAULT_ROUTE, |rule| Route {
+                name: &rule.name,
+                kind: rule.kind,
+                requirements: &rule.requirements,
+            })
+    }
+}
+
+impl Rule {
+    fn matches(&self, request: &RequestInfo<'_>) -> bool {
+        let path_ok = match &self.path {
+            None => true,
+            Some(PathMatcher::Exact(p)) => request.path == p,
+            Some(PathMatcher::Prefix(p)) => request.path.starts_with(p.as_str()),
+            Some(PathMatcher::Regex(re)) => re.is_match(request.path),
+        };
+        path_ok
+            && (self.methods.is_empty()
+                || self
+                    .methods
+                    .iter()
+                    .any(|m| m.eq_ignore_ascii_case(request.method)))
+            && (self.hosts.is_empty()
+                || self
+                    .hosts
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case(request.host)))
+            && self
+                .context_extensions
+                .iter()
+                .all(|(k, v)| request.context_extensions.get(k) == Some(v))
+    }
+}
+
+impl Route<'_> {
+    /// Checks the rule's claim requirements; on failure, names the claim that fell short.
+    pub fn check_claims<'a>(&'a self, claims: &Map<String, Value>) -> Result<(), &'a str> {
+        for req in self.requirements {
+            let value = claims::lookup(claims, &req.claim);
+            let ok = match (value, &req.any_of, &req.all_of, &req.equals) {
+                (None, ..) => false,
+                (Some(v), Some(any), _, _) => {
+                    let held = claims::values(v);
+                    any.iter().any(|want| held.contains(want))
+                }
+                (Some(v), _, Some(all), _) => {
+                    let held = claims::values(v);
+                    all.iter().all(|want| held.contains(want))
+                }
+                (Some(v), _, _, Some(expected)) => v == expected,
+                _ => false,
+            };
+            if !ok {
+                return Err(&req.claim);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,152 @@
+//! Serving: the gRPC port (Authorization + gRPC health) and the admin port, the atomic swap
+//! of the runtime on reload, and graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+
+use crate::admin::{self, AdminState};
+use crate::authz::Runtime;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::service::AuthorizationService;
+
+/// The gRPC service name Envoy's health checks can ask about.
+pub const AUTHORIZATION_SERVICE: &str = "envoy.service.auth.v3.Authorization";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot build the HTTP client: {0}")]
+    Client(reqwest::Error),
+    #[error("invalid route rule: {0}")]
+    Rule(#[from] regex::Error),
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("admin server failed: {0}")]
+    Admin(std::io::Error),
+}
+
+/// A running jwt-authz: the runtime in force and what outlives reloads.
+#[derive(Debug)]
+pub struct Server {
+    runtime: Arc<ArcSwap<Runtime>>,
+    metrics: Arc<Metrics>,
+    client: reqwest::Client,
+    reloading: Mutex<()>,
+}
+
+impl Server {
+    /// Builds the runtime for `config` and starts fetching keys. Must run inside a Tokio
+    /// runtime.
+    pub fn new(config: Config) -> Result<Arc<Self>, Error> {
+        let metrics = Arc::new(Metrics::new());
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("jwt-authz/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(Error::Client)?;
+        let runtime = Runtime::start(config, None, client.clone(), Arc::clone(&metrics))?;
+        Ok(Arc::new(Self {
+            runtime: Arc::new(ArcSwap::from_pointee(runtime)),
+            metrics,
+            client,
+            reloading: Mutex::new(()),
+        }))
+    }
+
+    /// The runtime in force.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Swaps in a runtime for `config`. Requests already being checked finish on the old one;
+    /// on error the old one stays in force.
+    pub async fn reload(&self, config: Config) -> Result<(), Error> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let current = self.runtime.load_full();
+        let next = Runtime::start(
+            config,
+            Some(&current),
+            self.client.clone(),
+            Arc::clone(&self.metrics),
+        )?;
+        self.runtime.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// Serves checks on `grpc` and the admin endpoints on `admin` until `shutdown` resolves;
+    /// then reports NOT_SERVING and not-ready, and lets in-flight checks complete.
+    pub async fn serve(
+        self: Arc<Self>,
+        grpc: TcpListener,
+        admin: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), Error> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_service_status(AUTHORIZATION_SERVICE, ServingStatus::Serving)
+            .await;
+        let draining = Arc::new(AtomicBool::new(false));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+
+        let authz = AuthorizationService::new(Arc::clone(&self.runtime), Arc::clone(&self.metrics));
+        let grpc_task = tokio::spawn(
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(health_service)
+                .add_service(AuthorizationServer::new(authz))
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(grpc),
+                    stopped(stop_rx.clone()),
+                ),
+        );
+        let router = admin::router(AdminState {
+            runtime: Arc::clone(&self.runtime),
+            metrics: Arc::clone(&self.metrics),
+            draining: Arc::clone(&draining),
+        });
+        let admin_task = tokio::spawn(
+            axum::serve(admin, router)
+                .with_graceful_shutdown(stopped(stop_rx))
+                .into_future(),
+        );
+
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight checks");
+        draining.store(true, Ordering::Relaxed);
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        health
+            .set_service_status(AUTHORIZATION_SERVICE, ServingStatus::NotServing)
+            .await;
+        let _ = stop_tx.send(true);
+        let grpc_result = grpc_task.await;
+        let admin_result = admin_task.await;
+        match grpc_result {
+            Ok(result) => result?,
+            Err(join) => tracing::error!(error = %join, "gRPC server task failed"),
+        }
+        match admin_result {
+            Ok(result) => result.map_err(Error::Admin)?,
+            Err(join) => tracing::error!(error = %join, "admin server task failed"),
+        }
+        Ok(())
+    }
+}

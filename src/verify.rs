@@ -1,0 +1,224 @@
+//! Token verification: the provider is chosen by the token's `iss`, the key by its `kid` (or,
+//! without one, by its algorithm), and only keys from the provider's own JWKS are ever used.
+//! Keys offered by the token itself (`jwk`, `jku`, `x5u`, `x5c`) are ignored.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{decode, decode_header};
+use serde_json::{Map, Value};
+
+use crate::config::ProviderConfig;
+use crate::jwks::KeyStore;
+
+/// Claims of a token whose signature and registered claims have been checked.
+#[derive(Debug)]
+pub struct VerifiedToken {
+    /// Index of the provider in the configuration that verified it.
+    pub provider: usize,
+    /// Thumbprint of the key that verified it, so a cached token dies with its key.
+    pub thumbprint: String,
+    pub claims: Map<String, Value>,
+    pub exp: Option<u64>,
+}
+
+impl VerifiedToken {
+    /// A rough count of the heap bytes this entry holds, for the cache's byte bound.
+    pub fn approx_size(&self) -> usize {
+        fn value_size(v: &Value) -> usize {
+            match v {
+                Value::String(s) => s.len() + 24,
+                Value::Array(a) => a.iter().map(value_size).sum::<usize>() + 24,
+                Value::Object(o) => o.iter().map(|(k, v)| k.len() + 24 + value_size(v)).sum(),
+                _ => 16,
+            }
+        }
+        std::mem::size_of::<Self>()
+            + self.thumbprint.len()
+            + self
+                .claims
+                .iter()
+                .map(|(k, v)| k.len() + 48 + value_size(v))
+                .sum::<usize>()
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("unsupported token header")]
+    UnsupportedHeader,
+    #[error("unknown issuer")]
+    UnknownIssuer,
+    #[error("algorithm not allowed")]
+    AlgorithmNotAllowed,
+    #[error("unknown signing key")]
+    UnknownKey,
+    #[error("invalid signature")]
+    BadSignature,
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("invalid audience")]
+    WrongAudience,
+    #[error("invalid issuer")]
+    WrongIssuer,
+    #[error("missing required claim")]
+    MissingClaim(String),
+    #[error("signing keys unavailable")]
+    KeysUnavailable,
+}
+
+/// One configured provider and its keys.
+#[derive(Debug)]
+pub struct Provider {
+    pub index: usize,
+    pub store: Arc<KeyStore>,
+}
+
+impl Provider {
+    pub fn config(&self) -> &ProviderConfig {
+        self.store.provider()
+    }
+}
+
+/// All providers of one configuration, looked up by issuer.
+#[derive(Debug)]
+pub struct Verifier {
+    providers: Vec<Provider>,
+    by_issuer: HashMap<String, usize>,
+}
+
+#[derive(serde::Deserialize)]
+struct UnverifiedIssuer {
+    iss: String,
+}
+
+impl Verifier {
+    pub fn new(providers: Vec<Provider>) -> Self {
+        let by_issuer = providers
+            .iter()
+            .map(|p| (p.config().issuer.clone(), p.index))
+            .collect();
+        Self {
+            providers,
+            by_issuer,
+        }
+    }
+
+    pub fn providers(&self) -> &[Provider] {
+        &self.providers
+    }
+
+    pub fn provider(&self, index: usize) -> Option<&Provider> {
+        self.providers.get(index)
+    }
+
+    /// The provider a token claims to come from, read without verification: only used to
+    /// pick which keys to verify with.
+    pub fn provider_for(&self, token: &str) -> Result<&Provider, VerifyError> {
+        let unverified: UnverifiedIssuer =
+            jsonwebtoken::dangerous::insecure_decode_claims(token)
+                .map_err(|_| VerifyError::Malformed)?;
+        self.by_issuer
+            .get(&unverified.iss)
+            .and_then(|i| self.providers.get(*i))
+            .ok_or(VerifyError::UnknownIssuer)
+    }
+
+    /// Verifies `token` against `provider`'s keys, refetching them (rate-limited) when the
+    /// token names a key the provider does not hold.
+    pub async fn verify(
+        &self,
+        provider: &Provider,
+        token: &str,
+    ) -> Result<VerifiedToken, VerifyError> {
+        let header = decode_header(token).map_err(|_| VerifyError::Malformed)?;
+        if header.crit.is_some() || header.enc.is_some() || header.zip.is_some() {
+            return Err(VerifyError::UnsupportedHeader);
+        }
+        let config = provider.config();
+        if !config.algorithms.contains(&header.alg) {
+            return Err(VerifyError::AlgorithmNotAllowed);
+        }
+        let mut keys = provider.store.keys();
+        let needs_fetch = keys.is_empty()
+            || header
+                .kid
+                .as_deref()
+                .is_some_and(|kid| keys.by_kid(kid).next().is_none());
+        if needs_fetch {
+            provider.store.refetch_rate_limited().await;
+            keys = provider.store.keys();
+            if keys.is_empty() {
+                return Err(VerifyError::KeysUnavailable);
+            }
+        }
+        let candidates: Vec<_> = match header.kid.as_deref() {
+            Some(kid) => keys.by_kid(kid).collect(),
+            None => keys.for_algorithm(header.alg).collect(),
+        };
+        if candidates.is_empty() {
+            return Err(if header.kid.is_some() {
+                VerifyError::UnknownKey
+            } else {
+                VerifyError::AlgorithmNotAllowed
+            });
+        }
+        let mut last = VerifyError::AlgorithmNotAllowed;
+        for key in candidates {
+            if !key.algorithms.contains(&header.alg) {
+                continue;
+            }
+            match decode::<Map<String, Value>>(token, &key.decoding_key, &key.validation) {
+                Ok(data) => {
+                    check_required(config, &data.claims)?;
+                    let exp = data.claims.get("exp").and_then(Value::as_f64).map(|e| {
+                        if e <= 0.0 { 0 } else { e as u64 }
+                    });
+                    return Ok(VerifiedToken {
+                        provider: provider.index,
+                        thumbprint: key.thumbprint.clone(),
+                        claims: data.claims,
+                        exp,
+                    });
+                }
+                Err(e) => {
+                    last = map_error(e.kind());
+                    if last != VerifyError::BadSignature {
+                        return Err(last);
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+fn check_required(config: &ProviderConfig, claims: &Map<String, Value>) -> Result<(), VerifyError> {
+    for name in &config.required_claims {
+        if claims.get(name).is_none_or(Value::is_null) {
+            return Err(VerifyError::MissingClaim(name.clone()));
+        }
+    }
+    Ok(())
+}
+
+fn map_error(kind: &ErrorKind) -> VerifyError {
+    match kind {
+        ErrorKind::InvalidSignature => VerifyError::BadSignature,
+        ErrorKind::ExpiredSignature => VerifyError::Expired,
+        ErrorKind::ImmatureSignature => VerifyError::NotYetValid,
+        ErrorKind::InvalidAudience => VerifyError::WrongAudience,
+        ErrorKind::InvalidIssuer => VerifyError::WrongIssuer,
+        ErrorKind::MissingRequiredClaim(claim) => VerifyError::MissingClaim(claim.clone()),
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
+            VerifyError::AlgorithmNotAllowed
+        }
+        _ => VerifyError::Malformed,
+    }
+}

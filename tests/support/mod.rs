@@ -1,0 +1,534 @@
+//! Shared test support: keys and tokens signed here with aws-lc directly (independently of the
+//! verifier under test), a JWKS server on loopback, and jwt-authz started in-process on port 0.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self, KeyPair as _};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
+use jwt_authz::{Config, Server};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+pub const ISSUER: &str = "https://issuer.test";
+pub const AUDIENCE: &str = "api";
+
+pub fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// Standard claims for a token that should be accepted.
+pub fn claims(sub: &str) -> Value {
+    json!({
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": sub,
+        "username": format!("{sub}-name"),
+        "role": "user",
+        "iat": now(),
+        "nbf": now(),
+        "exp": now() + 600,
+    })
+}
+
+enum Signer {
+    Rsa(signature::RsaKeyPair),
+    Ec256(signature::EcdsaKeyPair),
+    Ed25519(signature::Ed25519KeyPair),
+}
+
+/// A signing key with its public JWK.
+pub struct TestKey {
+    pub kid: String,
+    pub alg: &'static str,
+    signer: Signer,
+}
+
+impl TestKey {
+    pub fn rsa(kid: &str) -> Self {
+        let pair = signature::RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+            .expect("generate RSA key");
+        Self {
+            kid: kid.to_owned(),
+            alg: "RS256",
+            signer: Signer::Rsa(pair),
+        }
+    }
+
+    /// The same RSA key used for PS256.
+    pub fn rsa_pss(kid: &str) -> Self {
+        Self {
+            alg: "PS256",
+            ..Self::rsa(kid)
+        }
+    }
+
+    pub fn ec256(kid: &str) -> Self {
+        let pair = signature::EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)
+            .expect("generate EC key");
+        Self {
+            kid: kid.to_owned(),
+            alg: "ES256",
+            signer: Signer::Ec256(pair),
+        }
+    }
+
+    pub fn ed25519(kid: &str) -> Self {
+        let pair = signature::Ed25519KeyPair::generate().expect("generate Ed25519 key");
+        Self {
+            kid: kid.to_owned(),
+            alg: "EdDSA",
+            signer: Signer::Ed25519(pair),
+        }
+    }
+
+    /// The public JWK, with `kid` and `alg`.
+    pub fn jwk(&self) -> Value {
+        let mut jwk = match &self.signer {
+            Signer::Rsa(pair) => {
+                let public = pair.public_key();
+                json!({
+                    "kty": "RSA",
+                    "n": b64(public.modulus().big_endian_without_leading_zero()),
+                    "e": b64(public.exponent().big_endian_without_leading_zero()),
+                })
+            }
+            Signer::Ec256(pair) => {
+                let point = pair.public_key().as_ref();
+                json!({
+                    "kty": "EC",
+                    "crv": "P-256",
+                    "x": b64(&point[1..33]),
+                    "y": b64(&point[33..65]),
+                })
+            }
+            Signer::Ed25519(pair) => json!({
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "x": b64(pair.public_key().as_ref()),
+            }),
+        };
+        jwk["kid"] = json!(self.kid);
+        jwk["alg"] = json!(self.alg);
+        jwk["use"] = json!("sig");
+        jwk
+    }
+
+    /// The RSA public key as DER (PKCS#1), the "secret" of the HS256 confusion attack.
+    pub fn public_key_der(&self) -> Vec<u8> {
+        match &self.signer {
+            Signer::Rsa(pair) => pair.public_key().as_ref().to_vec(),
+            Signer::Ec256(pair) => pair.public_key().as_ref().to_vec(),
+            Signer::Ed25519(pair) => pair.public_key().as_ref().to_vec(),
+        }
+    }
+
+    pub fn sign_raw(&self, message: &[u8]) -> Vec<u8> {
+        let rng = SystemRandom::new();
+        match &self.signer {
+            Signer::Rsa(pair) => {
+                let padding: &'static dyn signature::RsaEncoding = match self.alg {
+                    "PS256" => &signature::RSA_PSS_SHA256,
+                    _ => &signature::RSA_PKCS1_SHA256,
+                };
+                let mut sig = vec![0; pair.public_modulus_len()];
+                pair.sign(padding, &rng, message, &mut sig)
+                    .expect("RSA sign");
+                sig
+            }
+            Signer::Ec256(pair) => pair.sign(&rng, message).expect("EC sign").as_ref().to_vec(),
+            Signer::Ed25519(pair) => pair.sign(message).as_ref().to_vec(),
+        }
+    }
+
+    /// A compact JWS over `header` and `claims`, signed with this key whatever `header` says.
+    pub fn sign(&self, header: &Value, claims: &Value) -> String {
+        let message = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let sig = self.sign_raw(message.as_bytes());
+        format!("{message}.{}", b64(&sig))
+    }
+
+    /// A token with the usual header (`alg`, `kid`, `typ`).
+    pub fn token(&self, claims: &Value) -> String {
+        self.sign(
+            &json!({"alg": self.alg, "kid": self.kid, "typ": "JWT"}),
+            claims,
+        )
+    }
+}
+
+/// A token signed with HMAC-SHA256 under `secret`.
+pub fn hs256_token(header: &Value, claims: &Value, secret: &[u8]) -> String {
+    let message = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+    let tag = aws_lc_rs::hmac::sign(&key, message.as_bytes());
+    format!("{message}.{}", b64(tag.as_ref()))
+}
+
+#[derive(Default)]
+struct JwksState {
+    keys: Vec<Value>,
+    cache_control: Option<String>,
+    failing: bool,
+    fetches: AtomicUsize,
+}
+
+/// A JWKS (and OIDC discovery) server on loopback whose keys and health tests control.
+pub struct JwksServer {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<JwksState>>,
+    fetches: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl JwksServer {
+    pub async fn start(keys: Vec<Value>) -> Self {
+        Self::start_on("127.0.0.1:0".parse().expect("addr"), keys).await
+    }
+
+    pub async fn start_on(addr: SocketAddr, keys: Vec<Value>) -> Self {
+        let state = Arc::new(Mutex::new(JwksState {
+            keys,
+            ..Default::default()
+        }));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let listener = TcpListener::bind(addr).await.expect("bind JWKS server");
+        let addr = listener.local_addr().expect("local addr");
+        let app = Router::new()
+            .route("/jwks.json", get(serve_jwks))
+            .with_state((Arc::clone(&state), Arc::clone(&fetches)));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            addr,
+            state,
+            fetches,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/jwks.json", self.addr)
+    }
+
+    pub fn set_keys(&self, keys: Vec<Value>) {
+        self.state.lock().expect("lock").keys = keys;
+    }
+
+    pub fn set_cache_control(&self, value: &str) {
+        self.state.lock().expect("lock").cache_control = Some(value.to_owned());
+    }
+
+    /// Answer 500 to every fetch (the server stays up).
+    pub fn set_failing(&self, failing: bool) {
+        self.state.lock().expect("lock").failing = failing;
+    }
+
+    pub fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+
+    /// Stops listening altogether (connections are refused).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for JwksServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type JwksShared = (Arc<Mutex<JwksState>>, Arc<AtomicUsize>);
+
+async fn serve_jwks(State((state, fetches)): State<JwksShared>) -> Response {
+    fetches.fetch_add(1, Ordering::SeqCst);
+    let state = state.lock().expect("lock");
+    if state.failing {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(cc) = &state.cache_control {
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_str(cc).expect("cache-control"),
+        );
+    }
+    (headers, json!({"keys": state.keys}).to_string()).into_response()
+}
+
+/// A config document for one provider whose JWKS is at `jwks_url`, with short intervals so
+/// that tests run fast; `extra` is appended verbatim (rules, identity, ...).
+pub fn config_yaml(jwks_url: &str, extra: &str) -> String {
+    format!(
+        r#"
+listen:
+  grpc: 127.0.0.1:0
+  admin: 127.0.0.1:0
+realm: test
+providers:
+  - name: test
+    issuer: {ISSUER}
+    audiences: [{AUDIENCE}, other-api]
+    jwks:
+      uri: {jwks_url}
+    algorithms: [RS256, PS256, ES256, EdDSA]
+    leeway: 5s
+    jwks_cache:
+      min_ttl: 1s
+      max_ttl: 1h
+      unknown_kid_interval: 1s
+      fetch_timeout: 2s
+      max_retry_interval: 1s
+{extra}
+"#
+    )
+}
+
+/// jwt-authz running in this process on loopback ports.
+pub struct TestServer {
+    pub server: Arc<Server>,
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+    client: AuthorizationClient<Channel>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl TestServer {
+    pub async fn start(yaml: &str) -> Self {
+        let config = Config::from_yaml(yaml).expect("valid test config");
+        Self::start_config(config).await
+    }
+
+    pub async fn start_config(config: Config) -> Self {
+        let grpc_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+        let grpc = grpc_listener.local_addr().expect("addr");
+        let admin = admin_listener.local_addr().expect("addr");
+        let server = Server::new(config).expect("server");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serving = Arc::clone(&server);
+        let task = tokio::spawn(async move {
+            serving
+                .serve(grpc_listener, admin_listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("serve");
+        });
+        let client = AuthorizationClient::connect(format!("http://{grpc}"))
+            .await
+            .expect("connect");
+        Self {
+            server,
+            grpc,
+            admin,
+            client,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Starts and waits until every provider holds keys.
+    pub async fn start_ready(yaml: &str) -> Self {
+        let server = Self::start(yaml).await;
+        server.wait_ready().await;
+        server
+    }
+
+    pub async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if self.readyz().await == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("jwt-authz did not become ready");
+    }
+
+    pub async fn check(&self, request: CheckRequest) -> CheckResponse {
+        self.client
+            .clone()
+            .check(request)
+            .await
+            .expect("Check answered")
+            .into_inner()
+    }
+
+    pub async fn check_token(&self, path: &str, token: &str) -> CheckResponse {
+        self.check(request(
+            "GET",
+            path,
+            &[("authorization", &format!("Bearer {token}"))],
+        ))
+        .await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        let response = reqwest::get(format!("http://{}{path}", self.admin))
+            .await
+            .expect("admin answered");
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
+    }
+
+    pub async fn readyz(&self) -> u16 {
+        self.admin_get("/readyz").await.0
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A Check request as Envoy sends it (lowercase header names).
+pub fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+    request_with(method, path, "api.test", headers, HashMap::new())
+}
+
+pub fn request_with(
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+    context_extensions: HashMap<String, String>,
+) -> CheckRequest {
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                time: None,
+                http: Some(HttpRequest {
+                    method: method.to_owned(),
+                    path: path.to_owned(),
+                    host: host.to_owned(),
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                    ..Default::default()
+                }),
+            }),
+            context_extensions,
+            ..Default::default()
+        }),
+    }
+}
+
+/// The gRPC code in the response's status (0 = OK).
+pub fn grpc_code(response: &CheckResponse) -> i32 {
+    response.status.as_ref().map_or(-1, |s| s.code)
+}
+
+/// The HTTP status of a denial, or `None` for an OK answer.
+pub fn denied_status(response: &CheckResponse) -> Option<i32> {
+    match &response.http_response {
+        Some(HttpResponse::DeniedResponse(d)) => d.status.as_ref().map(|s| s.code),
+        _ => None,
+    }
+}
+
+/// The denial's headers and body.
+pub fn denial(response: &CheckResponse) -> (HashMap<String, String>, Value) {
+    match &response.http_response {
+        Some(HttpResponse::DeniedResponse(d)) => (
+            d.headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .map(|h| (h.key.clone(), h.value.clone()))
+                .collect(),
+            serde_json::from_str(&d.body).expect("JSON body"),
+        ),
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
+
+/// Headers set and removed by an OK answer.
+pub fn allowed(response: &CheckResponse) -> (HashMap<String, String>, Vec<String>) {
+    assert_eq!(grpc_code(response), 0, "expected OK, got {response:?}");
+    match &response.http_response {
+        Some(HttpResponse::OkResponse(ok)) => {
+            for h in &ok.headers {
+                assert_eq!(
+                    h.append_action, 2,
+                    "identity headers must overwrite (OVERWRITE_IF_EXISTS_OR_ADD)"
+                );
+            }
+            (
+                ok.headers
+                    .iter()
+                    .filter_map(|h| h.header.as_ref())
+                    .map(|h| (h.key.clone(), h.value.clone()))
+                    .collect(),
+                ok.headers_to_remove.clone(),
+            )
+        }
+        other => panic!("expected an OK response, got {other:?}"),
+    }
+}
+
+/// Asserts a 401 `invalid_token` denial with this description.
+pub fn assert_invalid_token(response: &CheckResponse, description: &str) {
+    assert_eq!(denied_status(response), Some(401), "{response:?}");
+    assert_eq!(grpc_code(response), 16, "UNAUTHENTICATED");
+    let (headers, body) = denial(response);
+    assert_eq!(body["error"], "invalid_token");
+    assert_eq!(body["error_description"], description);
+    assert_eq!(
+        headers.get("www-authenticate").map(String::as_str),
+        Some(
+            format!(
+                "Bearer realm=\"test\", error=\"invalid_token\", error_description=\"{description}\""
+            )
+            .as_str()
+        )
+    );
+}
