@@ -318,19 +318,17 @@ impl Config {
         // Through a JSON value: YAML's own enum form is tags (`!uri`), while a JSON value takes
         // the `{uri: ...}` maps and plain strings the documented format uses.
         let value: serde_json::Value = serde_norway::from_str(text)?;
-        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
-            ConfigError::Shape {
+        let config: Config =
+            serde_path_to_error::deserialize(value).map_err(|e| ConfigError::Shape {
                 path: e.path().to_string(),
                 message: e.inner().to_string(),
-            }
-        })?;
+            })?;
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.realm.is_empty() || self.realm.contains(['"', '\\']) || has_control(&self.realm)
-        {
+        if self.realm.is_empty() || self.realm.contains(['"', '\\']) || has_control(&self.realm) {
             return Err(invalid(
                 "realm",
                 "must be non-empty, without quotes, backslashes or control characters",
@@ -385,14 +383,13 @@ impl ProviderConfig {
         }
         match &self.jwks {
             JwksSource::Uri(uri) => validate_http_url(&format!("{field}.jwks.uri"), uri)?,
-            JwksSource::Discovery => {
-                validate_http_url(&format!("{field}.issuer"), &self.issuer).map_err(|_| {
+            JwksSource::Discovery => validate_http_url(&format!("{field}.issuer"), &self.issuer)
+                .map_err(|_| {
                     invalid(
                         format!("{field}.issuer"),
                         "jwks: discovery needs an http(s) issuer URL",
                     )
-                })?
-            }
+                })?,
             JwksSource::File(path) => {
                 if path.as_os_str().is_empty() {
                     return Err(invalid(format!("{field}.jwks.file"), "must not be empty"));
@@ -439,15 +436,17 @@ impl ProviderConfig {
                 ));
             }
         }
-        self.jwks_cache
-            .validate(&format!("{field}.jwks_cache"))
+        self.jwks_cache.validate(&format!("{field}.jwks_cache"))
     }
 }
 
 impl JwksCacheConfig {
     fn validate(&self, field: &str) -> Result<(), ConfigError> {
         if self.min_ttl.is_zero() {
-            return Err(invalid(format!("{field}.min_ttl"), "must be greater than 0"));
+            return Err(invalid(
+                format!("{field}.min_ttl"),
+                "must be greater than 0",
+            ));
         }
         if self.max_ttl < self.min_ttl {
             return Err(invalid(
@@ -678,7 +677,7 @@ fn default_cache_entries() -> u64 {
 }
 
 fn default_cache_bytes() -> u64 {
-    64 * 1024 * 1024
+    16 * 1024 * 1024
 }
 
 fn default_cache_ttl() -> Duration {
