@@ -36,7 +36,10 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     if state.draining.load(Ordering::Relaxed) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_owned());
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down\n".to_owned(),
+        );
     }
     let missing = state.runtime.load().providers_without_keys();
     if missing.is_empty() {

@@ -65,7 +65,10 @@ mod tests {
     #[test]
     fn values_of_each_shape() {
         assert_eq!(values(&json!("read write")), vec!["read", "write"]);
-        assert_eq!(values(&json!(["a", 1, true, {"x": 1}])), vec!["a", "1", "true"]);
+        assert_eq!(
+            values(&json!(["a", 1, true, {"x": 1}])),
+            vec!["a", "1", "true"]
+        );
         assert_eq!(values(&json!(7)), vec!["7"]);
         assert!(values(&json!(null)).is_empty());
     }

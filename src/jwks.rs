@@ -84,10 +84,7 @@ impl KeyStore {
     pub async fn refetch_rate_limited(&self) {
         let mut state = self.fetch.lock().await;
         let interval = self.provider.jwks_cache.unknown_kid_interval;
-        if state
-            .last_attempt
-            .is_some_and(|at| at.elapsed() < interval)
-        {
+        if state.last_attempt.is_some_and(|at| at.elapsed() < interval) {
             return;
         }
         let _ = self.fetch_locked(&mut state).await;
@@ -123,10 +120,13 @@ impl KeyStore {
     /// returned. On failure the old key set stays in force.
     async fn fetch_locked(&self, state: &mut FetchState) -> Result<Duration, FetchError> {
         state.last_attempt = Some(Instant::now());
-        let result = self.fetch_document(state).await.and_then(|(body, max_age)| {
-            let keys = KeySet::parse(&body, &self.provider)?;
-            Ok((keys, max_age))
-        });
+        let result = self
+            .fetch_document(state)
+            .await
+            .and_then(|(body, max_age)| {
+                let keys = KeySet::parse(&body, &self.provider)?;
+                Ok((keys, max_age))
+            });
         let provider = self.provider.name.as_str();
         match result {
             Ok((keys, max_age)) => {

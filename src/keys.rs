@@ -4,7 +4,8 @@
 use std::time::SystemTime;
 
 use jsonwebtoken::jwk::{
-    AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse, ThumbprintHash,
+    AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse,
+    ThumbprintHash,
 };
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
@@ -99,7 +100,9 @@ impl KeySet {
     }
 
     pub fn for_algorithm(&self, alg: Algorithm) -> impl Iterator<Item = &VerifyingKey> + '_ {
-        self.keys.iter().filter(move |k| k.algorithms.contains(&alg))
+        self.keys
+            .iter()
+            .filter(move |k| k.algorithms.contains(&alg))
     }
 }
 
@@ -120,8 +123,8 @@ impl VerifyingKey {
         if value.get("d").is_some() {
             return Err(format!("key {kid_hint} carries private material"));
         }
-        let jwk: Jwk =
-            serde_json::from_value(value).map_err(|e| format!("key {kid_hint}: invalid JWK: {e}"))?;
+        let jwk: Jwk = serde_json::from_value(value)
+            .map_err(|e| format!("key {kid_hint}: invalid JWK: {e}"))?;
         if let Some(key_use) = &jwk.common.public_key_use
             && *key_use != PublicKeyUse::Signature
         {

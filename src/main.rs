@@ -120,7 +120,9 @@ async fn run(cli: Cli, path: PathBuf, config: Config) -> Result<(), Box<dyn std:
                     }
                     match reloader.reload(config).await {
                         Ok(()) => tracing::info!(path = %path.display(), "configuration reloaded"),
-                        Err(e) => tracing::error!(error = %e, "reload failed; keeping the configuration in force"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "reload failed; keeping the configuration in force")
+                        }
                     }
                 }
                 Err(e) => tracing::error!(

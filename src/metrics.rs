@@ -128,7 +128,9 @@ impl Metrics {
 
     pub fn record_token_cache(&self, hit: bool) {
         let result = if hit { "hit" } else { "miss" };
-        self.token_cache.get_or_create(&CacheLabels { result }).inc();
+        self.token_cache
+            .get_or_create(&CacheLabels { result })
+            .inc();
     }
 
     /// Renders the registry in the Prometheus text format, with the per-provider key gauges

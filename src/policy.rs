@@ -30,10 +30,7 @@ impl<'r> RequestInfo<'r> {
         host: &'r str,
         context_extensions: &'r HashMap<String, String>,
     ) -> Self {
-        let path = raw_path
-            .split(['?', '#'])
-            .next()
-            .unwrap_or_default();
+        let path = raw_path.split(['?', '#']).next().unwrap_or_default();
         Self {
             method,
             path,

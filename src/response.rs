@@ -5,11 +5,11 @@ use std::collections::HashMap;
 
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
-use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode};
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{
     CheckResponse, DeniedHttpResponse, OkHttpResponse,
 };
+use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode};
 use envoy_types::pb::google::protobuf::{ListValue, Struct, Value as PbValue, value::Kind};
 use envoy_types::pb::google::rpc::Status;
 use serde_json::{Map, Value};
@@ -132,9 +132,7 @@ impl Deny {
                     VerifyError::NotYetValid => ("token not yet valid", "not_yet_valid"),
                     VerifyError::WrongAudience => ("invalid audience", "wrong_audience"),
                     VerifyError::WrongIssuer => ("invalid issuer", "wrong_issuer"),
-                    VerifyError::MissingClaim(_) => {
-                        ("missing required claim", "missing_claim")
-                    }
+                    VerifyError::MissingClaim(_) => ("missing required claim", "missing_claim"),
                     VerifyError::KeysUnavailable => {
                         ("signing keys unavailable", "keys_unavailable")
                     }
@@ -208,11 +206,7 @@ pub fn allow(
     mutation: HeaderMutation,
     metadata: Option<(&str, &Map<String, Value>)>,
 ) -> CheckResponse {
-    let headers = mutation
-        .set
-        .iter()
-        .map(|(k, v)| header(k, v))
-        .collect();
+    let headers = mutation.set.iter().map(|(k, v)| header(k, v)).collect();
     CheckResponse {
         status: Some(Status {
             code: Code::Ok as i32,
@@ -260,10 +254,7 @@ fn string_value(s: &str) -> PbValue {
 
 fn to_struct(map: &Map<String, Value>) -> Struct {
     Struct {
-        fields: map
-            .iter()
-            .map(|(k, v)| (k.clone(), to_value(v)))
-            .collect(),
+        fields: map.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
     }
 }
 

@@ -22,6 +22,9 @@ use crate::service::AuthorizationService;
 /// The gRPC service name Envoy's health checks can ask about.
 pub const AUTHORIZATION_SERVICE: &str = "envoy.service.auth.v3.Authorization";
 
+/// How long shutdown waits for in-flight checks and open connections before closing them.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot build the HTTP client: {0}")]
@@ -137,8 +140,19 @@ impl Server {
             .set_service_status(AUTHORIZATION_SERVICE, ServingStatus::NotServing)
             .await;
         let _ = stop_tx.send(true);
-        let grpc_result = grpc_task.await;
-        let admin_result = admin_task.await;
+        let (grpc_abort, admin_abort) = (grpc_task.abort_handle(), admin_task.abort_handle());
+        let drained =
+            tokio::time::timeout(DRAIN_TIMEOUT, async { (grpc_task.await, admin_task.await) })
+                .await;
+        let Ok((grpc_result, admin_result)) = drained else {
+            tracing::warn!(
+                ?DRAIN_TIMEOUT,
+                "connections still open after the drain timeout; closing them"
+            );
+            grpc_abort.abort();
+            admin_abort.abort();
+            return Ok(());
+        };
         match grpc_result {
             Ok(result) => result?,
             Err(join) => tracing::error!(error = %join, "gRPC server task failed"),

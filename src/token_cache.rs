@@ -193,7 +193,10 @@ mod tests {
     fn fingerprint_is_short_and_stable() {
         let h = token_hash("secret.token.value");
         assert_eq!(fingerprint(&h).len(), 12);
-        assert_eq!(fingerprint(&h), fingerprint(&token_hash("secret.token.value")));
+        assert_eq!(
+            fingerprint(&h),
+            fingerprint(&token_hash("secret.token.value"))
+        );
         assert!(!fingerprint(&h).contains("secret"));
     }
 }

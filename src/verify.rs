@@ -121,9 +121,8 @@ impl Verifier {
     /// The provider a token claims to come from, read without verification: only used to
     /// pick which keys to verify with.
     pub fn provider_for(&self, token: &str) -> Result<&Provider, VerifyError> {
-        let unverified: UnverifiedIssuer =
-            jsonwebtoken::dangerous::insecure_decode_claims(token)
-                .map_err(|_| VerifyError::Malformed)?;
+        let unverified: UnverifiedIssuer = jsonwebtoken::dangerous::insecure_decode_claims(token)
+            .map_err(|_| VerifyError::Malformed)?;
         self.by_issuer
             .get(&unverified.iss)
             .and_then(|i| self.providers.get(*i))
@@ -177,9 +176,11 @@ impl Verifier {
             match decode::<Map<String, Value>>(token, &key.decoding_key, &key.validation) {
                 Ok(data) => {
                     check_required(config, &data.claims)?;
-                    let exp = data.claims.get("exp").and_then(Value::as_f64).map(|e| {
-                        if e <= 0.0 { 0 } else { e as u64 }
-                    });
+                    let exp = data
+                        .claims
+                        .get("exp")
+                        .and_then(Value::as_f64)
+                        .map(|e| if e <= 0.0 { 0 } else { e as u64 });
                     return Ok(VerifiedToken {
                         provider: provider.index,
                         thumbprint: key.thumbprint.clone(),

@@ -1,1 +1,127 @@
 use super::*;
+use serde_json::json;
+
+fn policy(yaml: &str) -> Policy {
+    let rules: Vec<RuleConfig> = serde_path_to_error::deserialize(
+        serde_norway::from_str::<serde_json::Value>(yaml).unwrap(),
+    )
+    .unwrap();
+    Policy::new(&rules).unwrap()
+}
+
+fn info<'a>(
+    method: &'a str,
+    path: &'a str,
+    host: &'a str,
+    ext: &'a HashMap<String, String>,
+) -> RequestInfo<'a> {
+    RequestInfo::new(method, path, host, ext)
+}
+
+#[test]
+fn first_match_wins_and_default_is_authenticated() {
+    let p = policy(
+        r#"
+- name: a
+  match: {path: {prefix: /api}}
+  access: public
+- name: b
+  match: {path: {prefix: /api/admin}}
+  access: deny
+"#,
+    );
+    let ext = HashMap::new();
+    assert_eq!(p.route(&info("GET", "/api/admin", "h", &ext)).name, "a");
+    let r = p.route(&info("GET", "/other", "h", &ext));
+    assert_eq!((r.name, r.kind), ("default", AccessKind::Authenticated));
+}
+
+#[test]
+fn query_string_is_ignored_and_regex_is_anchored() {
+    let p = policy(
+        r#"
+- match: {path: {exact: /a}}
+  access: public
+- match: {path: {regex: "/b/[0-9]+"}}
+  access: deny
+"#,
+    );
+    let ext = HashMap::new();
+    assert_eq!(
+        p.route(&info("GET", "/a?x=/b/1", "h", &ext)).kind,
+        AccessKind::Public
+    );
+    assert_eq!(
+        p.route(&info("GET", "/b/12", "h", &ext)).kind,
+        AccessKind::Deny
+    );
+    assert_eq!(
+        p.route(&info("GET", "/b/12/x", "h", &ext)).kind,
+        AccessKind::Authenticated
+    );
+    assert_eq!(
+        p.route(&info("GET", "/x/b/12", "h", &ext)).kind,
+        AccessKind::Authenticated
+    );
+}
+
+#[test]
+fn method_host_and_context_extensions() {
+    let p = policy(
+        r#"
+- match: {methods: [get], hosts: [Api.Test], context_extensions: {svc: users}}
+  access: public
+"#,
+    );
+    let ext = HashMap::from([("svc".to_owned(), "users".to_owned())]);
+    let none = HashMap::new();
+    assert_eq!(
+        p.route(&info("GET", "/", "api.test:443", &ext)).kind,
+        AccessKind::Public
+    );
+    assert_eq!(
+        p.route(&info("GET", "/", "[::1]:80", &ext)).kind,
+        AccessKind::Authenticated
+    );
+    assert_eq!(
+        p.route(&info("POST", "/", "api.test", &ext)).kind,
+        AccessKind::Authenticated
+    );
+    assert_eq!(
+        p.route(&info("GET", "/", "api.test", &none)).kind,
+        AccessKind::Authenticated
+    );
+}
+
+#[test]
+fn claim_requirements() {
+    let p = policy(
+        r#"
+- access:
+    claims:
+      - {claim: role, any_of: [admin, ops]}
+      - {claim: scope, all_of: [a, b]}
+      - {claim: tenant.id, equals: 7}
+"#,
+    );
+    let ext = HashMap::new();
+    let route = p.route(&info("GET", "/", "h", &ext));
+    let ok = json!({"role": ["x", "ops"], "scope": "b c a", "tenant": {"id": 7}});
+    assert_eq!(route.check_claims(ok.as_object().unwrap()), Ok(()));
+    let bad_role = json!({"role": "user", "scope": "a b", "tenant": {"id": 7}});
+    assert_eq!(
+        route.check_claims(bad_role.as_object().unwrap()),
+        Err("role")
+    );
+    let bad_scope = json!({"role": "admin", "scope": "a", "tenant": {"id": 7}});
+    assert_eq!(
+        route.check_claims(bad_scope.as_object().unwrap()),
+        Err("scope")
+    );
+    let bad_tenant = json!({"role": "admin", "scope": "a b", "tenant": {"id": "7"}});
+    assert_eq!(
+        route.check_claims(bad_tenant.as_object().unwrap()),
+        Err("tenant.id")
+    );
+    assert_eq!(route.check_claims(&Map::new()), Err("role"));
+}
