@@ -47,10 +47,15 @@ async fn setup(extra: &str) -> (JwksServer, TestKey, TestServer) {
 #[tokio::test]
 async fn valid_token_is_allowed_with_identity_headers() {
     let (_jwks, key, server) = setup(RULES).await;
-    let response = server.check_token("/api/orders", &key.token(&claims("u-42"))).await;
+    let response = server
+        .check_token("/api/orders", &key.token(&claims("u-42")))
+        .await;
     let (set, removed) = allowed(&response);
     assert_eq!(set.get("x-user-id").map(String::as_str), Some("u-42"));
-    assert_eq!(set.get("x-user-name").map(String::as_str), Some("u-42-name"));
+    assert_eq!(
+        set.get("x-user-name").map(String::as_str),
+        Some("u-42-name")
+    );
     assert_eq!(set.get("x-user-role").map(String::as_str), Some("user"));
     assert!(removed.is_empty(), "{removed:?}");
 }
@@ -128,7 +133,9 @@ async fn public_route_without_token_strips_all_identity_headers() {
 #[tokio::test]
 async fn public_route_still_verifies_a_presented_token() {
     let (_jwks, key, server) = setup(RULES).await;
-    let response = server.check_token("/docs/a", &key.token(&claims("u-7"))).await;
+    let response = server
+        .check_token("/docs/a", &key.token(&claims("u-7")))
+        .await;
     let (set, _) = allowed(&response);
     assert_eq!(set["x-user-id"], "u-7");
 
@@ -145,7 +152,9 @@ async fn public_route_still_verifies_a_presented_token() {
 #[tokio::test]
 async fn role_rule_gives_403_insufficient_scope() {
     let (_jwks, key, server) = setup(RULES).await;
-    let response = server.check_token("/api/users", &key.token(&claims("u-1"))).await;
+    let response = server
+        .check_token("/api/users", &key.token(&claims("u-1")))
+        .await;
     assert_eq!(denied_status(&response), Some(403));
     assert_eq!(grpc_code(&response), 7, "PERMISSION_DENIED");
     let (headers, body) = denial(&response);
@@ -172,7 +181,11 @@ async fn scope_all_of_and_regex_path() {
         let mut c = claims("u-1");
         c["scope"] = json!(scope);
         let auth = format!("Bearer {}", key.token(&c));
-        request("PUT", "/api/orders/12?x=1", &[("authorization", auth.as_str())])
+        request(
+            "PUT",
+            "/api/orders/12?x=1",
+            &[("authorization", auth.as_str())],
+        )
     };
     allowed(&server.check(put("orders:read orders:write profile")).await);
     let response = server.check(put("orders:read")).await;
@@ -181,7 +194,11 @@ async fn scope_all_of_and_regex_path() {
     let auth = format!("Bearer {}", key.token(&claims("u-1")));
     allowed(
         &server
-            .check(request("PUT", "/api/orders/12/items", &[("authorization", &auth)]))
+            .check(request(
+                "PUT",
+                "/api/orders/12/items",
+                &[("authorization", &auth)],
+            ))
             .await,
     );
 }
@@ -224,7 +241,10 @@ async fn context_extension_deny_rule() {
         ))
         .await;
     assert_eq!(denied_status(&response), Some(403));
-    assert_eq!(denial(&response).1["error_description"], "access to this route is denied");
+    assert_eq!(
+        denial(&response).1["error_description"],
+        "access to this route is denied"
+    );
 }
 
 #[tokio::test]
@@ -260,14 +280,22 @@ async fn configured_sources_cookie_query_and_header() {
     let server = TestServer::start_ready(&yaml).await;
     let token = key.token(&claims("u-3"));
     let cookie = format!("a=b; session={token}");
-    allowed(&server.check(request("GET", "/x", &[("cookie", &cookie)])).await);
+    allowed(
+        &server
+            .check(request("GET", "/x", &[("cookie", &cookie)]))
+            .await,
+    );
     allowed(
         &server
             .check(request("GET", &format!("/x?access_token={token}"), &[]))
             .await,
     );
     let custom = format!("Token {token}");
-    allowed(&server.check(request("GET", "/x", &[("x-api-token", &custom)])).await);
+    allowed(
+        &server
+            .check(request("GET", "/x", &[("x-api-token", &custom)]))
+            .await,
+    );
     // Bearer is not a source of this provider.
     let response = server.check_token("/x", &token).await;
     assert_eq!(denied_status(&response), Some(401));

@@ -262,8 +262,10 @@ impl JwksServer {
         self.fetches.load(Ordering::SeqCst)
     }
 
-    /// Stops listening altogether (connections are refused).
+    /// Stops listening (new connections are refused); a pooled connection that outlives the
+    /// listener gets 500s, so the JWKS is unreachable either way.
     pub fn stop(&self) {
+        self.set_failing(true);
         self.task.abort();
     }
 }

@@ -1,0 +1,217 @@
+//! The real binary: `--check-config`, refusing a bad configuration before listening, SIGHUP
+//! reloads (good swapped in, bad rejected and the old one kept), graceful SIGTERM.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_jwt-authz");
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[test]
+fn check_config_accepts_the_example_and_names_the_bad_field() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.yaml");
+    let out = Command::new(BIN)
+        .args(["--check-config", example])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = config_yaml("http://127.0.0.1:9/jwks.json", "").replace(
+        "algorithms: [RS256, PS256, ES256, EdDSA]",
+        "algorithms: [RS256, HS256]",
+    );
+    let path = write(&dir, "bad.yaml", &bad);
+    let out = Command::new(BIN)
+        .arg("--check-config")
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("providers[0].algorithms[1]"), "{stderr}");
+
+    let typo = config_yaml("http://127.0.0.1:9/jwks.json", "").replace("audiences:", "audience:");
+    let path = write(&dir, "typo.yaml", &typo);
+    let out = Command::new(BIN)
+        .arg("--check-config")
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("providers[0]") && stderr.contains("audience"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_config_exits_before_listening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let bad = config_yaml("not a url", "")
+        .replace("grpc: 127.0.0.1:0", &format!("grpc: 127.0.0.1:{port}"));
+    let path = write(&dir, "bad.yaml", &bad);
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert_eq!(status, Some(1));
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    assert!(stderr.contains("providers[0].jwks.uri"), "{stderr}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+
+    let out = Command::new(BIN).output().expect("run");
+    assert_eq!(out.status.code(), Some(1), "no config at all");
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
+}
+
+/// The binary running with JSON logs collected in the background.
+struct Running {
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Running {
+    fn start(config: &std::path::Path) -> Self {
+        let mut child = Command::new(BIN)
+            .env("JWT_AUTHZ_CONFIG", config)
+            .env("JWT_AUTHZ_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().expect("lock").push(line);
+            }
+        });
+        Self { child, logs }
+    }
+
+    fn wait_log(&self, needle: &str) -> serde_json::Value {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            if let Some(line) = self
+                .logs
+                .lock()
+                .expect("lock")
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return serde_json::from_str(line).expect("JSON log line");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "no log line with {needle:?}: {:?}",
+            self.logs.lock().expect("lock")
+        );
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// Multi-threaded: the blocking waits below must not stall the client connection's tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_swaps_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
+    let key = TestKey::rsa("k1");
+    let jwks = JwksServer::start(vec![key.jwk()]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(&dir, "config.yaml", &config_yaml(&jwks.url(), ""));
+    let mut running = Running::start(&path);
+    let listening = running.wait_log("jwt-authz listening");
+    let grpc = listening["fields"]["grpc"]
+        .as_str()
+        .expect("grpc addr")
+        .to_owned();
+    let client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
+        format!("http://{grpc}"),
+    )
+    .await
+    .expect("connect");
+    let check = async |path: &str| {
+        client
+            .clone()
+            .check(request("GET", path, &[]))
+            .await
+            .expect("check")
+            .into_inner()
+    };
+    assert_eq!(denied_status(&check("/open").await), Some(401));
+
+    let public = "rules:\n  - match: {path: {prefix: /open}}\n    access: public\n";
+    write(&dir, "config.yaml", &config_yaml(&jwks.url(), public));
+    running.signal("HUP");
+    running.wait_log("configuration reloaded");
+    allowed(&check("/open").await);
+
+    std::fs::write(&path, "providers: [").expect("write");
+    running.signal("HUP");
+    running.wait_log("reload rejected");
+    allowed(&check("/open").await);
+    assert_eq!(denied_status(&check("/closed").await), Some(401));
+
+    drop(client);
+    running.signal("TERM");
+    assert_eq!(
+        wait_exit(&mut running.child, Duration::from_secs(10)),
+        Some(0)
+    );
+    running.wait_log("stopped");
+}
