@@ -111,11 +111,11 @@ struct Running {
 }
 
 impl Running {
-    fn start(config: &std::path::Path) -> Self {
+    fn start(config: &std::path::Path, log_level: &str) -> Self {
         let mut child = Command::new(BIN)
             .env("JWT_AUTHZ_CONFIG", config)
             .env("JWT_AUTHZ_LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", log_level)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -174,7 +174,7 @@ async fn sighup_swaps_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
     let jwks = JwksServer::start(vec![key.jwk()]).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = write(&dir, "config.yaml", &config_yaml(&jwks.url(), ""));
-    let mut running = Running::start(&path);
+    let mut running = Running::start(&path, "info");
     let listening = running.wait_log("jwt-authz listening");
     let grpc = listening["fields"]["grpc"]
         .as_str()
@@ -214,4 +214,44 @@ async fn sighup_swaps_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
         Some(0)
     );
     running.wait_log("stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decision_log_names_a_fingerprint_never_the_token() {
+    let key = TestKey::rsa("k1");
+    let jwks = JwksServer::start(vec![key.jwk()]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(&dir, "config.yaml", &config_yaml(&jwks.url(), ""));
+    let running = Running::start(&path, "debug");
+    let listening = running.wait_log("jwt-authz listening");
+    let grpc = listening["fields"]["grpc"].as_str().expect("grpc addr").to_owned();
+    let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
+        format!("http://{grpc}"),
+    )
+    .await
+    .expect("connect");
+    running.wait_log("JWKS fetched");
+    let token = key.token(&claims("u-log"));
+    let mut expired = claims("u-log");
+    expired["exp"] = serde_json::json!(now() - 3600);
+    let bad = key.token(&expired);
+    for t in [&token, &bad] {
+        client
+            .check(request("GET", "/x?q=1", &[("authorization", &format!("Bearer {t}"))]))
+            .await
+            .expect("check");
+    }
+    let allow = running.wait_log("\"decision\":\"allow\"");
+    let deny = running.wait_log("\"reason\":\"expired\"");
+    assert_eq!(allow["fields"]["sub"], "u-log");
+    let fingerprint = allow["fields"]["token"].as_str().expect("fingerprint");
+    assert_eq!(fingerprint.len(), 12);
+    assert_ne!(deny["fields"]["token"], allow["fields"]["token"]);
+    let logs = running.logs.lock().expect("lock").join("\n");
+    for t in [&token, &bad] {
+        let signature = t.rsplit('.').next().expect("signature");
+        assert!(!logs.contains(signature), "a token reached the log");
+        let payload = t.split('.').nth(1).expect("payload");
+        assert!(!logs.contains(payload), "a token reached the log");
+    }
 }

@@ -227,8 +227,17 @@ impl JwksServer {
         let fetches = Arc::new(AtomicUsize::new(0));
         let listener = TcpListener::bind(addr).await.expect("bind JWKS server");
         let addr = listener.local_addr().expect("local addr");
+        let discovery = json!({
+            "issuer": format!("http://{addr}"),
+            "jwks_uri": format!("http://{addr}/jwks.json"),
+        })
+        .to_string();
         let app = Router::new()
             .route("/jwks.json", get(serve_jwks))
+            .route(
+                "/.well-known/openid-configuration",
+                get(move || async move { discovery }),
+            )
             .with_state((Arc::clone(&state), Arc::clone(&fetches)));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -243,6 +252,11 @@ impl JwksServer {
 
     pub fn url(&self) -> String {
         format!("http://{}/jwks.json", self.addr)
+    }
+
+    /// The issuer named by this server's OIDC discovery document.
+    pub fn issuer(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     pub fn set_keys(&self, keys: Vec<Value>) {

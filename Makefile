@@ -1,0 +1,6 @@
+.PHONY: test build
+test:
+	./scripts/test.sh
+
+build:
+	cargo build --workspace --release
