@@ -224,7 +224,10 @@ async fn decision_log_names_a_fingerprint_never_the_token() {
     let path = write(&dir, "config.yaml", &config_yaml(&jwks.url(), ""));
     let running = Running::start(&path, "debug");
     let listening = running.wait_log("jwt-authz listening");
-    let grpc = listening["fields"]["grpc"].as_str().expect("grpc addr").to_owned();
+    let grpc = listening["fields"]["grpc"]
+        .as_str()
+        .expect("grpc addr")
+        .to_owned();
     let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
         format!("http://{grpc}"),
     )
@@ -237,7 +240,11 @@ async fn decision_log_names_a_fingerprint_never_the_token() {
     let bad = key.token(&expired);
     for t in [&token, &bad] {
         client
-            .check(request("GET", "/x?q=1", &[("authorization", &format!("Bearer {t}"))]))
+            .check(request(
+                "GET",
+                "/x?q=1",
+                &[("authorization", &format!("Bearer {t}"))],
+            ))
             .await
             .expect("check");
     }

@@ -33,7 +33,11 @@ async fn discovery_naming_another_issuer_is_refused() {
     let server = TestServer::start(&yaml).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(server.readyz().await, 503);
-    assert_eq!(jwks.fetches(), 0, "the JWKS of a mismatched document is never fetched");
+    assert_eq!(
+        jwks.fetches(),
+        0,
+        "the JWKS of a mismatched document is never fetched"
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,195 @@
+//! Settings, from flags or `ISSUER_*` environment variables, checked before anything starts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The login service that mints RS256 tokens and publishes its keys.
+#[derive(Debug, Parser)]
+#[command(name = "issuer", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service (the default).
+    Serve,
+    /// Manage users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Add a user; the password is read from standard input (or prompted for on a terminal).
+    Add {
+        name: String,
+        #[arg(long)]
+        role: String,
+    },
+    List,
+    Remove {
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a new key the signer; the previous one stays published until every token it
+    /// signed has expired (token TTL plus one minute). A running issuer picks it up within
+    /// a second or two.
+    Rotate {
+        /// Key id for the new key (default: its RFC 7638 thumbprint).
+        #[arg(long)]
+        kid: Option<String>,
+    },
+    /// List keys with their state and age.
+    List,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    #[arg(
+        long,
+        env = "ISSUER_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub listen: SocketAddr,
+    /// The `iss` of every token, and the base of the discovery document's URLs.
+    #[arg(long, env = "ISSUER_URL", default_value = "http://127.0.0.1:8080", value_parser = parse_url, global = true)]
+    pub issuer_url: String,
+    #[arg(
+        long,
+        env = "ISSUER_AUDIENCE",
+        default_value = "api-gateway",
+        global = true
+    )]
+    pub audience: String,
+    #[arg(long, env = "ISSUER_TOKEN_TTL", default_value = "15m", value_parser = parse_ttl, global = true)]
+    pub token_ttl: Duration,
+    #[arg(
+        long,
+        env = "ISSUER_DB",
+        default_value = "issuer-data/users.db",
+        global = true
+    )]
+    pub db: PathBuf,
+    #[arg(
+        long,
+        env = "ISSUER_KEY_DIR",
+        default_value = "issuer-data/keys",
+        global = true
+    )]
+    pub key_dir: PathBuf,
+    /// Key id of the first key, generated when the key directory is empty.
+    #[arg(long, env = "ISSUER_KEY_ID", global = true)]
+    pub key_id: Option<String>,
+    #[arg(long, env = "ISSUER_KEY_BITS", default_value_t = 2048, global = true)]
+    pub key_bits: usize,
+    /// `max-age` of the JWKS response, in seconds.
+    #[arg(
+        long,
+        env = "ISSUER_JWKS_MAX_AGE",
+        default_value_t = 300,
+        global = true
+    )]
+    pub jwks_max_age: u32,
+    /// Seed the documented demo users when the database is empty.
+    #[arg(long, env = "ISSUER_DEMO", global = true)]
+    pub demo: bool,
+    /// Failed logins per username within the window before 429.
+    #[arg(
+        long,
+        env = "ISSUER_LOGIN_MAX_FAILURES",
+        default_value_t = 5,
+        global = true
+    )]
+    pub login_max_failures: u32,
+    /// Failed logins per client address within the window before 429.
+    #[arg(
+        long,
+        env = "ISSUER_LOGIN_MAX_FAILURES_PER_ADDRESS",
+        default_value_t = 20,
+        global = true
+    )]
+    pub login_max_failures_per_address: u32,
+    #[arg(long, env = "ISSUER_LOGIN_WINDOW", default_value = "1m", value_parser = parse_ttl, global = true)]
+    pub login_window: Duration,
+    /// Take the client address from the last `X-Forwarded-For` entry (set this only behind
+    /// a proxy such as Envoy that appends it).
+    #[arg(long, env = "ISSUER_TRUST_FORWARDED_FOR", global = true)]
+    pub trust_forwarded_for: bool,
+}
+
+impl Settings {
+    /// How long a retired key stays published: every token it signed has expired by then.
+    pub fn key_retention(&self) -> Duration {
+        self.token_ttl + Duration::from_secs(60)
+    }
+
+    pub fn jwks_uri(&self) -> String {
+        format!(
+            "{}/.well-known/jwks.json",
+            self.issuer_url.trim_end_matches('/')
+        )
+    }
+
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/auth/login", self.issuer_url.trim_end_matches('/'))
+    }
+}
+
+fn parse_url(s: &str) -> Result<String, String> {
+    let uri: axum::http::Uri = s.parse().map_err(|e| format!("invalid URL {s:?}: {e}"))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http" | "https"), Some(_)) if uri.query().is_none() => Ok(s.to_owned()),
+        _ => Err(format!("{s:?} must be an http(s) URL without a query")),
+    }
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("{s:?} is shorter than one second"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_errors() {
+        let cli = Cli::try_parse_from(["issuer"]).unwrap();
+        assert_eq!(cli.settings.audience, "api-gateway");
+        assert_eq!(cli.settings.token_ttl, Duration::from_secs(900));
+        assert_eq!(cli.settings.jwks_max_age, 300);
+        let err = Cli::try_parse_from(["issuer", "--issuer-url", "ftp://x"]).unwrap_err();
+        assert!(err.to_string().contains("ftp://x"), "{err}");
+        let err = Cli::try_parse_from(["issuer", "--token-ttl", "soon"]).unwrap_err();
+        assert!(err.to_string().contains("soon"), "{err}");
+        let cli = Cli::try_parse_from([
+            "issuer",
+            "users",
+            "add",
+            "eve",
+            "--role",
+            "user",
+            "--db",
+            "/tmp/x.db",
+        ])
+        .unwrap();
+        assert_eq!(cli.settings.db, PathBuf::from("/tmp/x.db"));
+    }
+}

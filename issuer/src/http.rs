@@ -1,0 +1,229 @@
+//! The HTTP API: login, JWKS, OIDC discovery, health.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::Settings;
+use crate::keys::KeyRing;
+use crate::throttle::Throttle;
+use crate::token;
+use crate::users::UserStore;
+
+/// The largest login body accepted.
+pub const MAX_LOGIN_BODY: usize = 8 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub users: UserStore,
+    pub keys: Arc<RwLock<Arc<KeyRing>>>,
+    pub throttle: Arc<Throttle>,
+}
+
+impl AppState {
+    pub fn key_ring(&self) -> Arc<KeyRing> {
+        Arc::clone(&self.keys.read().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/auth/login", post(login))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, code: &str, description: &str) -> Response {
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(json!({"error": code, "error_description": description})),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct LoginRequest {
+    username: String,
+    password: String,
+}
+
+/// The client address: the socket peer, or (when trusted) the last `X-Forwarded-For` entry,
+/// the one the proxy in front appended.
+fn client_address(settings: &Settings, request: &Request) -> Option<IpAddr> {
+    if settings.trust_forwarded_for
+        && let Some(ip) = request
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .next_back()
+            .and_then(|s| s.trim().parse().ok())
+    {
+        return Some(ip);
+    }
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn login(State(state): State<AppState>, request: Request) -> Response {
+    if !is_json(request.headers()) {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request",
+            "content-type must be application/json",
+        );
+    }
+    let address = client_address(&state.settings, &request);
+    let body = match axum::body::to_bytes(request.into_body(), MAX_LOGIN_BODY).await {
+        Ok(body) => body,
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                "request body too large",
+            );
+        }
+    };
+    let Ok(credentials) = serde_json::from_slice::<LoginRequest>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "body must be JSON with username and password",
+        );
+    };
+    let settings = &state.settings;
+    let user_key = format!("u:{}", credentials.username);
+    let address_key = address.map(|a| format!("a:{a}"));
+    let mut limits = vec![(user_key.as_str(), settings.login_max_failures)];
+    if let Some(key) = &address_key {
+        limits.push((key.as_str(), settings.login_max_failures_per_address));
+    }
+    if let Some(wait) = state.throttle.retry_after(&limits) {
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            "too many failed logins, retry later",
+        );
+        let secs = wait.as_secs().max(1).to_string();
+        if let Ok(value) = HeaderValue::from_str(&secs) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
+
+    let users = state.users.clone();
+    let (name, password) = (credentials.username, credentials.password);
+    let outcome = tokio::task::spawn_blocking(move || users.authenticate(&name, &password)).await;
+    let user = match outcome {
+        Ok(Ok(user)) => user,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "login failed internally");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "internal error",
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "login task failed");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "internal error",
+            );
+        }
+    };
+    let Some(user) = user else {
+        state.throttle.record_failure(&limits);
+        tracing::info!(username = %user_key.trim_start_matches("u:"), address = ?address, "login refused");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "invalid username or password",
+        );
+    };
+    state.throttle.clear(&user_key);
+    let ring = state.key_ring();
+    match token::mint(
+        &ring.signer,
+        &user,
+        &settings.issuer_url,
+        &settings.audience,
+        settings.token_ttl,
+    ) {
+        Ok(token) => {
+            tracing::info!(sub = %user.id, username = %user.username, kid = %ring.signer.entry.kid, "token issued");
+            (
+                [(header::CACHE_CONTROL, "no-store")],
+                axum::Json(json!({
+                    "accessToken": token,
+                    "tokenType": "Bearer",
+                    "expiresIn": settings.token_ttl.as_secs(),
+                })),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot mint token");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "internal error",
+            )
+        }
+    }
+}
+
+async fn jwks(State(state): State<AppState>) -> Response {
+    let ring = state.key_ring();
+    let body = json!({ "keys": ring.published }).to_string();
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(
+            header::CACHE_CONTROL,
+            format!("public, max-age={}", state.settings.jwks_max_age),
+        )
+        .body(Body::from(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+async fn discovery(State(state): State<AppState>) -> Response {
+    let s = &state.settings;
+    (
+        [(header::CACHE_CONTROL, "public, max-age=3600")],
+        axum::Json(json!({
+            "issuer": s.issuer_url,
+            "jwks_uri": s.jwks_uri(),
+            "token_endpoint": s.token_endpoint(),
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "grant_types_supported": ["password"],
+            "response_types_supported": ["token"],
+            "subject_types_supported": ["public"],
+        })),
+    )
+        .into_response()
+}

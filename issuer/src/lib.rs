@@ -1,0 +1,139 @@
+//! issuer: the small login service the demo stack (and teams without an identity provider)
+//! trusts. It mints RS256 tokens and publishes its keys.
+//!
+//! - [`config`]: flags and `ISSUER_*` environment variables.
+//! - [`users`]: the SQLite user store with argon2id hashes.
+//! - [`keys`]: RSA keys on disk, rotation and pruning.
+//! - [`token`]: minting tokens.
+//! - [`throttle`]: failed-login throttling.
+//! - [`http`]: the HTTP API.
+
+pub mod config;
+pub mod http;
+pub mod keys;
+pub mod throttle;
+pub mod token;
+pub mod users;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+
+pub use config::Settings;
+use http::AppState;
+use keys::{KeyDir, KeyError};
+use throttle::Throttle;
+use users::{UserError, UserStore};
+
+/// How often a running issuer looks for a rotation in the key directory.
+const KEY_POLL: Duration = Duration::from_secs(1);
+/// Keys are re-read at least this often, so retired keys leave the JWKS on time.
+const KEY_RELOAD: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Users(#[from] UserError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+}
+
+/// An issuer ready to serve: users opened, keys loaded.
+#[derive(Debug, Clone)]
+pub struct Issuer {
+    state: AppState,
+    key_dir: KeyDir,
+}
+
+impl Issuer {
+    /// Opens (and migrates) the database, seeds demo users if asked, creates the first key
+    /// if there is none, and loads the keys.
+    pub fn open(settings: Settings) -> Result<Self, Error> {
+        let users = UserStore::open(&settings.db)?;
+        if settings.demo {
+            let added = users.seed_demo()?;
+            if added > 0 {
+                tracing::info!(added, "seeded demo users");
+            }
+        }
+        let key_dir = KeyDir::new(&settings.key_dir, settings.key_bits)?;
+        if key_dir.ensure_key(settings.key_id.as_deref())? {
+            tracing::info!(dir = %settings.key_dir.display(), "generated the first signing key");
+        }
+        let ring = key_dir.load()?;
+        let throttle = Throttle::new(settings.login_window);
+        Ok(Self {
+            state: AppState {
+                settings: Arc::new(settings),
+                users,
+                keys: Arc::new(RwLock::new(Arc::new(ring))),
+                throttle: Arc::new(throttle),
+            },
+            key_dir,
+        })
+    }
+
+    pub fn router(&self) -> axum::Router {
+        http::router(self.state.clone())
+    }
+
+    pub fn users(&self) -> &UserStore {
+        &self.state.users
+    }
+
+    /// The kid that signs new tokens.
+    pub fn signing_kid(&self) -> String {
+        self.state.key_ring().signer.entry.kid.clone()
+    }
+
+    /// Re-reads the key directory now.
+    pub fn reload_keys(&self) -> Result<(), KeyError> {
+        let ring = self.key_dir.load()?;
+        let kid = ring.signer.entry.kid.clone();
+        let mut slot = self.state.keys.write().unwrap_or_else(|p| p.into_inner());
+        if slot.signer.entry.kid != kid {
+            tracing::info!(%kid, "new signing key in force");
+        }
+        *slot = Arc::new(ring);
+        Ok(())
+    }
+
+    /// Watches the key directory and reloads on change (and every 30 s).
+    pub fn spawn_key_reloader(&self) -> tokio::task::JoinHandle<()> {
+        let issuer = self.clone();
+        tokio::spawn(async move {
+            let mut last = Instant::now();
+            loop {
+                tokio::time::sleep(KEY_POLL).await;
+                let seen = issuer.state.key_ring().manifest_mtime;
+                if issuer.key_dir.manifest_mtime() == seen && last.elapsed() < KEY_RELOAD {
+                    continue;
+                }
+                last = Instant::now();
+                if let Err(e) = issuer.reload_keys() {
+                    tracing::error!(error = %e, "cannot reload keys; keeping the keys in force");
+                }
+            }
+        })
+    }
+
+    /// Serves on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let reloader = self.spawn_key_reloader();
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        reloader.abort();
+        result
+    }
+}

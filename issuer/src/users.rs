@@ -1,0 +1,304 @@
+//! Users in an embedded SQLite database, with argon2id password hashes. The schema is created
+//! and migrated at start-up (`PRAGMA user_version`).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Demo users seeded by `--demo` into an empty database (documented in the README).
+pub const DEMO_USERS: &[(&str, &str, &str)] = &[
+    ("alice", "admin", "alice-password"),
+    ("bob", "user", "bob-password"),
+];
+
+pub const MIN_PASSWORD_LEN: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("password hashing failed")]
+    Hash,
+    #[error("user {0:?} already exists")]
+    Exists(String),
+    #[error("no user {0:?}")]
+    NotFound(String),
+    #[error("invalid username {0:?}: 1-64 letters, digits, '.', '_', '-' or '@'")]
+    InvalidName(String),
+    #[error("invalid role {0:?}: 1-64 letters, digits, '.', '_', '-' or ':'")]
+    InvalidRole(String),
+    #[error("password must be at least {MIN_PASSWORD_LEN} characters")]
+    WeakPassword,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Stable id, used as the token's `sub`; never changes, unlike the name.
+    pub id: String,
+    pub username: String,
+    pub role: String,
+    pub created_at: i64,
+}
+
+/// The user store. Blocking: call it from `spawn_blocking` in async code.
+#[derive(Debug, Clone)]
+pub struct UserStore {
+    conn: Arc<Mutex<Connection>>,
+    /// A hash of a random password, verified for unknown users so their login costs the same.
+    dummy_hash: Arc<String>,
+}
+
+const MIGRATIONS: &[&str] = &[r#"
+    CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+"#];
+
+fn argon2() -> Argon2<'static> {
+    // OWASP's argon2id baseline: 19 MiB, 2 passes, 1 lane.
+    let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], UserError> {
+    let mut out = [0u8; N];
+    aws_lc_rs::rand::fill(&mut out).map_err(|_| UserError::Hash)?;
+    Ok(out)
+}
+
+fn hash_password(password: &str) -> Result<String, UserError> {
+    let salt = SaltString::encode_b64(&random_bytes::<16>()?).map_err(|_| UserError::Hash)?;
+    argon2()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|_| UserError::Hash)
+}
+
+fn valid_name(s: &str, extra: &[u8]) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b) || extra.contains(&b))
+}
+
+impl UserStore {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, UserError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| UserError::Dir {
+                path: parent.display().to_string(),
+                source,
+            })?;
+        }
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let tx = conn.transaction()?;
+        for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(migration)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        }
+        tx.commit()?;
+        let dummy = hex(&random_bytes::<16>()?);
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            dummy_hash: Arc::new(hash_password(&dummy)?),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (transactions roll back),
+        // so a poisoned lock is still safe to use.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn add(&self, username: &str, role: &str, password: &str) -> Result<User, UserError> {
+        if !valid_name(username, b"@") {
+            return Err(UserError::InvalidName(username.to_owned()));
+        }
+        if !valid_name(role, b":") {
+            return Err(UserError::InvalidRole(role.to_owned()));
+        }
+        if password.chars().count() < MIN_PASSWORD_LEN {
+            return Err(UserError::WeakPassword);
+        }
+        let user = User {
+            id: hex(&random_bytes::<16>()?),
+            username: username.to_owned(),
+            role: role.to_owned(),
+            created_at: now(),
+        };
+        let hash = hash_password(password)?;
+        let inserted = self.conn().execute(
+            "INSERT INTO users (id, username, role, password_hash, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(username) DO NOTHING",
+            params![user.id, user.username, user.role, hash, user.created_at],
+        )?;
+        if inserted == 0 {
+            return Err(UserError::Exists(username.to_owned()));
+        }
+        Ok(user)
+    }
+
+    pub fn remove(&self, username: &str) -> Result<(), UserError> {
+        let removed = self
+            .conn()
+            .execute("DELETE FROM users WHERE username = ?1", params![username])?;
+        if removed == 0 {
+            return Err(UserError::NotFound(username.to_owned()));
+        }
+        Ok(())
+    }
+
+    pub fn list(&self) -> Result<Vec<User>, UserError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT id, username, role, created_at FROM users ORDER BY username")?;
+        let users = stmt
+            .query_map([], |r| {
+                Ok(User {
+                    id: r.get(0)?,
+                    username: r.get(1)?,
+                    role: r.get(2)?,
+                    created_at: r.get(3)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(users)
+    }
+
+    pub fn is_empty(&self) -> Result<bool, UserError> {
+        let count: i64 = self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?;
+        Ok(count == 0)
+    }
+
+    /// Seeds [`DEMO_USERS`] when the database is empty; returns how many were added.
+    pub fn seed_demo(&self) -> Result<usize, UserError> {
+        if !self.is_empty()? {
+            return Ok(0);
+        }
+        for (name, role, password) in DEMO_USERS {
+            self.add(name, role, password)?;
+        }
+        Ok(DEMO_USERS.len())
+    }
+
+    /// The user when the password matches. An unknown user costs one hash verification
+    /// too, so the answer's timing does not tell which part was wrong.
+    pub fn authenticate(&self, username: &str, password: &str) -> Result<Option<User>, UserError> {
+        let row = self
+            .conn()
+            .query_row(
+                "SELECT id, username, role, created_at, password_hash FROM users WHERE username = ?1",
+                params![username],
+                |r| {
+                    Ok((
+                        User {
+                            id: r.get(0)?,
+                            username: r.get(1)?,
+                            role: r.get(2)?,
+                            created_at: r.get(3)?,
+                        },
+                        r.get::<_, String>(4)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let (user, hash) = match row {
+            Some((user, hash)) => (Some(user), hash),
+            None => (None, self.dummy_hash.as_str().to_owned()),
+        };
+        let parsed = PasswordHash::new(&hash).map_err(|_| UserError::Hash)?;
+        let matches = argon2()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok();
+        Ok(user.filter(|_| matches))
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_authenticate_list_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = UserStore::open(&dir.path().join("db/users.db")).unwrap();
+        assert!(store.is_empty().unwrap());
+        let carol = store.add("carol", "user", "carol-password").unwrap();
+        assert_eq!(carol.id.len(), 32);
+        assert!(matches!(
+            store.add("carol", "admin", "whatever-pass"),
+            Err(UserError::Exists(_))
+        ));
+        assert!(matches!(
+            store.add("x y", "user", "password1"),
+            Err(UserError::InvalidName(_))
+        ));
+        assert!(matches!(
+            store.add("dan", "user", "short"),
+            Err(UserError::WeakPassword)
+        ));
+        assert_eq!(
+            store.authenticate("carol", "carol-password").unwrap(),
+            Some(carol.clone())
+        );
+        assert_eq!(store.authenticate("carol", "wrong-password").unwrap(), None);
+        assert_eq!(
+            store.authenticate("nobody", "carol-password").unwrap(),
+            None
+        );
+        assert_eq!(store.list().unwrap(), vec![carol]);
+        store.remove("carol").unwrap();
+        assert!(matches!(store.remove("carol"), Err(UserError::NotFound(_))));
+        assert_eq!(store.authenticate("carol", "carol-password").unwrap(), None);
+    }
+
+    #[test]
+    fn demo_seed_only_into_an_empty_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.db");
+        let store = UserStore::open(&path).unwrap();
+        assert_eq!(store.seed_demo().unwrap(), DEMO_USERS.len());
+        assert_eq!(store.seed_demo().unwrap(), 0);
+        drop(store);
+        // Reopening runs the migrations again harmlessly and keeps the users.
+        let store = UserStore::open(&path).unwrap();
+        assert_eq!(store.list().unwrap().len(), DEMO_USERS.len());
+        let stored: String = store
+            .conn()
+            .query_row(
+                "SELECT password_hash FROM users WHERE username='alice'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(stored.starts_with("$argon2id$"), "{stored}");
+    }
+}

@@ -1,0 +1,409 @@
+//! The issuer's HTTP API, mostly without sockets (router + `oneshot`), plus a few over real
+//! sockets. Tokens are checked with aws-lc directly against the served JWKS: an independent
+//! verifier, not the signing library.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use clap::Parser;
+use issuer::Issuer;
+use issuer::config::Cli;
+use issuer::keys::KeyDir;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn settings(&self, extra: &[&str]) -> issuer::Settings {
+        let db = self.dir.path().join("users.db");
+        let keys = self.dir.path().join("keys");
+        let mut args = vec![
+            "issuer".to_owned(),
+            "--demo".into(),
+            "--issuer-url".into(),
+            "http://issuer.test".into(),
+            "--db".into(),
+            db.display().to_string(),
+            "--key-dir".into(),
+            keys.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        Cli::try_parse_from(args).expect("settings").settings
+    }
+
+    fn issuer(&self, extra: &[&str]) -> Issuer {
+        Issuer::open(self.settings(extra)).expect("issuer")
+    }
+}
+
+async fn call(app: &Router, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let response = app.clone().oneshot(request).await.expect("response");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, headers, body)
+}
+
+fn login_request(body: &str, content_type: &str) -> Request<Body> {
+    Request::post("/auth/login")
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(body.to_owned()))
+        .expect("request")
+}
+
+fn login(user: &str, password: &str) -> Request<Body> {
+    login_request(
+        &json!({"username": user, "password": password}).to_string(),
+        "application/json",
+    )
+}
+
+async fn jwks(app: &Router) -> Value {
+    let (status, headers, body) = call(
+        app,
+        Request::get("/.well-known/jwks.json")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CACHE_CONTROL], "public, max-age=300");
+    body
+}
+
+fn b64d(s: &str) -> Vec<u8> {
+    URL_SAFE_NO_PAD.decode(s).expect("base64url")
+}
+
+/// Verifies an RS256 token against a JWKS with aws-lc; returns (header, claims).
+fn verify_independently(token: &str, jwks: &Value) -> (Value, Value) {
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let header: Value = serde_json::from_slice(&b64d(parts[0])).expect("header");
+    let claims: Value = serde_json::from_slice(&b64d(parts[1])).expect("claims");
+    let kid = header["kid"].as_str().expect("kid");
+    let jwk = jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| k["kid"] == kid)
+        .expect("kid published");
+    let public = aws_lc_rs::signature::RsaPublicKeyComponents {
+        n: b64d(jwk["n"].as_str().expect("n")),
+        e: b64d(jwk["e"].as_str().expect("e")),
+    };
+    public
+        .verify(
+            &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256,
+            format!("{}.{}", parts[0], parts[1]).as_bytes(),
+            &b64d(parts[2]),
+        )
+        .expect("signature verifies");
+    (header, claims)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn login_returns_a_token_with_exactly_the_documented_claims() {
+    let fx = Fixture::new();
+    let issuer = fx.issuer(&[]);
+    let app = issuer.router();
+    let (status, headers, body) = call(&app, login("alice", "alice-password")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+    assert_eq!(body["tokenType"], "Bearer");
+    assert_eq!(body["expiresIn"], 900);
+    let token = body["accessToken"].as_str().expect("token");
+    let (header, claims) = verify_independently(token, &jwks(&app).await);
+    assert_eq!(header["alg"], "RS256");
+    assert_eq!(header["typ"], "JWT");
+    assert_eq!(header["kid"], issuer.signing_kid());
+
+    let mut names: Vec<_> = claims
+        .as_object()
+        .expect("object")
+        .keys()
+        .cloned()
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "aud", "exp", "iat", "iss", "jti", "nbf", "role", "sub", "username"
+        ]
+    );
+    let alice = issuer
+        .users()
+        .list()
+        .expect("list")
+        .into_iter()
+        .find(|u| u.username == "alice")
+        .expect("alice");
+    assert_eq!(claims["sub"], alice.id);
+    assert_eq!(claims["username"], "alice");
+    assert_eq!(claims["role"], "admin");
+    assert_eq!(claims["iss"], "http://issuer.test");
+    assert_eq!(claims["aud"], "api-gateway");
+    let iat = claims["iat"].as_u64().expect("iat");
+    assert!(iat.abs_diff(now()) < 5);
+    assert_eq!(claims["nbf"].as_u64(), Some(iat));
+    assert_eq!(claims["exp"].as_u64(), Some(iat + 900));
+
+    let (_, _, second) = call(&app, login("alice", "alice-password")).await;
+    let (_, claims2) = verify_independently(
+        second["accessToken"].as_str().expect("token"),
+        &jwks(&app).await,
+    );
+    assert_ne!(claims["jti"], claims2["jti"], "jti is unique");
+}
+
+#[tokio::test]
+async fn bad_credentials_look_the_same_for_unknown_user_and_wrong_password() {
+    let fx = Fixture::new();
+    let app = fx.issuer(&[]).router();
+    let (s1, _, b1) = call(&app, login("alice", "wrong-password")).await;
+    let (s2, _, b2) = call(&app, login("mallory", "wrong-password")).await;
+    assert_eq!(s1, StatusCode::UNAUTHORIZED);
+    assert_eq!((s1, &b1), (s2, &b2));
+    assert_eq!(b1["error"], "invalid_credentials");
+
+    // Both cost one password hash verification: compare median timings loosely.
+    let mut known = Vec::new();
+    let mut unknown = Vec::new();
+    for i in 0..3 {
+        let t = std::time::Instant::now();
+        call(&app, login("bob", &format!("nope-{i}-xxxx"))).await;
+        known.push(t.elapsed());
+        let t = std::time::Instant::now();
+        call(&app, login(&format!("ghost{i}"), "nope-xxxx")).await;
+        unknown.push(t.elapsed());
+    }
+    known.sort();
+    unknown.sort();
+    let (k, u) = (known[1].as_secs_f64(), unknown[1].as_secs_f64());
+    assert!(
+        u > k / 3.0,
+        "unknown users answered much faster ({u:.4}s vs {k:.4}s)"
+    );
+}
+
+#[tokio::test]
+async fn malformed_wrong_type_and_oversized_bodies() {
+    let fx = Fixture::new();
+    let app = fx.issuer(&[]).router();
+    let (status, _, body) = call(&app, login_request("{not json", "application/json")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_request");
+    let (status, _, _) = call(
+        &app,
+        login_request(r#"{"username":"alice"}"#, "application/json"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, _) = call(
+        &app,
+        login_request(
+            r#"{"username":"alice","password":"alice-password"}"#,
+            "text/plain",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let big = json!({"username": "alice", "password": "x".repeat(20_000)}).to_string();
+    let (status, _, _) = call(&app, login_request(&big, "application/json")).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, _, _) = call(
+        &app,
+        login_request(
+            r#"{"username":"alice","password":"alice-password"}"#,
+            "application/json; charset=utf-8",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn rotation_keeps_old_tokens_verifiable_and_new_tokens_carry_the_new_kid() {
+    let fx = Fixture::new();
+    let issuer = fx.issuer(&[]);
+    let app = issuer.router();
+    let (_, _, old) = call(&app, login("bob", "bob-password")).await;
+    let old_token = old["accessToken"].as_str().expect("token").to_owned();
+    let old_kid = issuer.signing_kid();
+
+    let settings = fx.settings(&[]);
+    KeyDir::new(&settings.key_dir, 2048)
+        .expect("dir")
+        .rotate(Some("rotated-1"), settings.key_retention())
+        .expect("rotate");
+    issuer.reload_keys().expect("reload");
+    assert_eq!(issuer.signing_kid(), "rotated-1");
+
+    let keys = jwks(&app).await;
+    let kids: Vec<_> = keys["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(kids, vec!["rotated-1".to_owned(), old_kid.clone()]);
+    verify_independently(&old_token, &keys);
+    let (_, _, new) = call(&app, login("bob", "bob-password")).await;
+    let (header, _) = verify_independently(new["accessToken"].as_str().expect("token"), &keys);
+    assert_eq!(header["kid"], "rotated-1");
+}
+
+#[tokio::test]
+async fn jwks_and_discovery_publish_no_private_parts() {
+    let fx = Fixture::new();
+    let app = fx.issuer(&[]).router();
+    for key in jwks(&app).await["keys"].as_array().expect("keys") {
+        for private in ["d", "p", "q", "dp", "dq", "qi", "oth", "k"] {
+            assert!(key.get(private).is_none(), "{private} published");
+        }
+        assert_eq!(key["kty"], "RSA");
+        assert_eq!(key["use"], "sig");
+        assert_eq!(key["alg"], "RS256");
+    }
+    let (status, _, doc) = call(
+        &app,
+        Request::get("/.well-known/openid-configuration")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["issuer"], "http://issuer.test");
+    assert_eq!(doc["jwks_uri"], "http://issuer.test/.well-known/jwks.json");
+    assert_eq!(doc["token_endpoint"], "http://issuer.test/auth/login");
+    assert_eq!(
+        doc["id_token_signing_alg_values_supported"],
+        json!(["RS256"])
+    );
+}
+
+#[tokio::test]
+async fn users_and_keys_persist_across_a_restart() {
+    let fx = Fixture::new();
+    let first = fx.issuer(&[]);
+    first
+        .users()
+        .add("carol", "user", "carol-password")
+        .expect("add");
+    let kid = first.signing_kid();
+    let jwks_before = jwks(&first.router()).await;
+    drop(first);
+
+    let second = fx.issuer(&[]);
+    assert_eq!(second.signing_kid(), kid);
+    assert_eq!(jwks(&second.router()).await, jwks_before);
+    let (status, _, body) = call(&second.router(), login("carol", "carol-password")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        second.users().list().expect("list").len(),
+        3,
+        "demo users not seeded twice"
+    );
+}
+
+#[tokio::test]
+async fn repeated_failures_are_throttled_with_retry_after() {
+    let fx = Fixture::new();
+    let app = fx
+        .issuer(&["--login-max-failures", "3", "--login-window", "1m"])
+        .router();
+    for _ in 0..3 {
+        let (status, _, _) = call(&app, login("alice", "bad-password")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, headers, body) = call(&app, login("alice", "alice-password")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body["error"], "too_many_attempts");
+    let retry: u64 = headers[header::RETRY_AFTER]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry), "{retry}");
+    // Another user is not affected.
+    let (status, _, _) = call(&app, login("bob", "bob-password")).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn over_real_sockets_with_address_throttling() {
+    let fx = Fixture::new();
+    let issuer = fx.issuer(&["--login-max-failures-per-address", "4"]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(issuer.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    assert_eq!(
+        client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .expect("healthz")
+            .status(),
+        200
+    );
+    let response = client
+        .post(format!("{base}/auth/login"))
+        .json(&json!({"username": "bob", "password": "bob-password"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(response.status(), 200);
+    // Four different usernames from one address: the address is then throttled.
+    for i in 0..4 {
+        let r = client
+            .post(format!("{base}/auth/login"))
+            .json(&json!({"username": format!("user{i}"), "password": "bad-password"}))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(r.status(), 401);
+    }
+    let r = client
+        .post(format!("{base}/auth/login"))
+        .json(&json!({"username": "bob", "password": "bob-password"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), 429);
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("stopped in time")
+        .expect("task")
+        .expect("serve");
+}
