@@ -10,6 +10,14 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+echo "== Envoy for the end-to-end tests"
+ENVOY_BIN=$(./scripts/ensure-envoy.sh)
+export ENVOY_BIN
+"$ENVOY_BIN" --version
+
+echo "== build"
+cargo build --workspace --bins
+
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast

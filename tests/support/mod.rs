@@ -2,6 +2,8 @@
 //! verifier under test), a JWKS server on loopback, and jwt-authz started in-process on port 0.
 #![allow(dead_code)]
 
+pub mod stack;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
