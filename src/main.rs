@@ -24,6 +24,9 @@ struct Cli {
     /// Overrides `listen.admin`.
     #[arg(long, env = "JWT_AUTHZ_ADMIN_LISTEN", value_name = "ADDR")]
     admin_listen: Option<SocketAddr>,
+    /// GET URL and exit 0 if it answers 200 (a container health check without curl).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["config", "check_config"])]
+    probe: Option<String>,
     /// Overrides `log.format`.
     #[arg(long, env = "JWT_AUTHZ_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
@@ -47,6 +50,9 @@ impl Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(url) = &cli.probe {
+        return http_probe::exit_code(url);
+    }
     if let Some(path) = &cli.check_config {
         return match Config::load(path) {
             Ok(config) => {

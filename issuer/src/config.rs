@@ -26,6 +26,8 @@ pub enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// GET URL and exit 0 if it answers 200 (a container health check without curl).
+    Probe { url: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -10,6 +10,9 @@ use issuer::{Issuer, Settings};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Probe { url }) = &cli.command {
+        return http_probe::exit_code(url);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -21,6 +24,7 @@ fn main() -> ExitCode {
         Command::Serve => serve(cli.settings),
         Command::Users(cmd) => users(&cli.settings, cmd),
         Command::Keys(cmd) => keys(&cli.settings, cmd),
+        Command::Probe { .. } => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

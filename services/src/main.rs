@@ -10,6 +10,9 @@ struct Cli {
     listen: SocketAddr,
     #[arg(long, env = "SERVICE_NAME", value_enum, default_value = "all")]
     service: Service,
+    /// GET URL and exit 0 if it answers 200 (a container health check without curl).
+    #[arg(long, value_name = "URL")]
+    probe: Option<String>,
 }
 
 #[tokio::main]
@@ -22,6 +25,9 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Some(url) = &cli.probe {
+        return http_probe::exit_code(url);
+    }
     let listener = match tokio::net::TcpListener::bind(cli.listen).await {
         Ok(l) => l,
         Err(e) => {
