@@ -132,35 +132,12 @@ impl Drop for Stack {
 pub fn wait_http(url: &str, what: &str) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
-        if let Ok(r) = probe::status(url)
-            && r == 200
-        {
+        if http_probe::ok(url, Duration::from_secs(2)).is_ok() {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("{what} not ready at {url}");
-}
-
-mod probe {
-    /// A minimal blocking GET (status only) so that waits need no async runtime.
-    pub fn status(url: &str) -> std::io::Result<u16> {
-        use std::io::{Read, Write};
-        let rest = url.trim_start_matches("http://");
-        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let mut stream = std::net::TcpStream::connect(host)?;
-        stream.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
-        write!(
-            stream,
-            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut head = [0u8; 12];
-        stream.read_exact(&mut head)?;
-        let text = String::from_utf8_lossy(&head);
-        text.get(9..12)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::other("bad status line"))
-    }
 }
 
 impl Stack {
