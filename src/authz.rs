@@ -16,7 +16,7 @@ use crate::metrics::{KeySetStatus, Metrics};
 use crate::policy::{AccessKind, Policy, RequestInfo};
 use crate::response::{self, Deny};
 use crate::token_cache::{self, TokenCache};
-use crate::verify::{Provider, VerifiedToken, Verifier};
+use crate::verify::{Provider, VerifiedToken, Verifier, VerifyError};
 
 /// Everything built from one configuration.
 #[derive(Debug)]
@@ -190,7 +190,7 @@ impl Runtime {
             .map(str::to_owned);
         let Some(provider) = self.verifier.provider(verified.provider) else {
             return deny(
-                Deny::Invalid(crate::verify::VerifyError::UnknownIssuer),
+                Deny::Invalid(VerifyError::UnknownIssuer),
                 fingerprint,
                 subject,
             );
@@ -213,6 +213,12 @@ impl Runtime {
         outcome
     }
 
+    /// Verifies a token against its provider, without the cache or route rules.
+    pub async fn verify_token(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
+        let provider = self.verifier.provider_for(token)?;
+        self.verifier.verify(provider, token).await
+    }
+
     /// The verified claims for a token, from the cache when its key is still published.
     async fn verified(
         &self,
@@ -233,13 +239,7 @@ impl Runtime {
         if self.cache.enabled() {
             self.metrics.record_token_cache(false);
         }
-        let provider = self.verifier.provider_for(token).map_err(Deny::Invalid)?;
-        let verified = Arc::new(
-            self.verifier
-                .verify(provider, token)
-                .await
-                .map_err(Deny::Invalid)?,
-        );
+        let verified = Arc::new(self.verify_token(token).await.map_err(Deny::Invalid)?);
         self.cache.insert(*hash, Arc::clone(&verified)).await;
         Ok((verified, false))
     }

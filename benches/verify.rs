@@ -1,0 +1,87 @@
+//! The verification path in isolation, so regressions show in review:
+//! `cargo bench --bench verify`.
+//!
+//! - `check/cached`: a whole Check decision for a token already in the verified-token cache
+//!   (hash, cache hit, key still published, route rules, identity headers, response).
+//! - `check/uncached`: the same with the cache off, so the RS256 signature is verified
+//!   every time.
+//! - `verify/rs256`: provider and key selection plus `jsonwebtoken` verification alone.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aws_lc_rs::signature::RsaKeyPair;
+use criterion::{Criterion, criterion_group, criterion_main};
+use jwt_authz::Config;
+use jwt_authz::authz::Runtime;
+use jwt_authz::metrics::Metrics;
+use jwt_authz_bench::{check_request, claims, rsa_jwk, sign_rs256};
+
+fn runtime_for(jwks: &std::path::Path, cache_entries: u64) -> Runtime {
+    let yaml = format!(
+        r#"
+providers:
+  - name: bench
+    issuer: https://bench.test
+    audiences: [bench]
+    jwks: {{file: {}}}
+token_cache: {{max_entries: {cache_entries}}}
+"#,
+        jwks.display()
+    );
+    let config = Config::from_yaml(&yaml).expect("config");
+    Runtime::start(
+        config,
+        None,
+        reqwest::Client::new(),
+        Arc::new(Metrics::new()),
+    )
+    .expect("runtime")
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("key");
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(
+        &jwks,
+        serde_json::json!({"keys": [rsa_jwk(&key)]}).to_string(),
+    )
+    .expect("write");
+    let token = sign_rs256(&key, &claims(1));
+    let request = check_request(Some(&token));
+    let http = request
+        .attributes
+        .and_then(|a| a.request)
+        .and_then(|r| r.http)
+        .expect("http");
+    let ext = HashMap::new();
+
+    let _guard = rt.enter();
+    let cached = runtime_for(&jwks, 1000);
+    let uncached = runtime_for(&jwks, 0);
+    // Let the refreshers load the key set.
+    rt.block_on(async {
+        while !(cached.ready() && uncached.ready()) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    });
+    assert!(rt.block_on(cached.check(&http, &ext)).allowed);
+
+    c.bench_function("check/cached", |b| {
+        b.iter(|| rt.block_on(cached.check(&http, &ext)))
+    });
+    c.bench_function("check/uncached", |b| {
+        b.iter(|| rt.block_on(uncached.check(&http, &ext)))
+    });
+    c.bench_function("verify/rs256", |b| {
+        b.iter(|| rt.block_on(uncached.verify_token(&token)))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,403 @@
+#!/usr/bin/env python3
+"""make bench: jwt-authz against what users would pick instead, in one run, on loopback.
+
+Builds release binaries, then measures
+  a. direct gRPC Check (tools in bench/: authz-load, a tonic load generator, and noop-authz,
+     the no-op floor) for a hot token, 10,000 tokens cycling, a fresh signature check every
+     time (token cache off), and denials (no token, bad signature);
+  b. end to end through the real Envoy with wrk: no auth, native jwt_authn without and with
+     jwt_cache_config, ext_authz to the no-op server, ext_authz to jwt-authz; interleaved
+     rounds so machine drift hits all alike;
+  c. CPU time per Check and RSS (idle, under load, after 1,000,000 unique tokens);
+and writes BENCHMARKS.md and docs/benchmarks.svg. The system under test runs on CPU 0, the
+load generator on CPU 1 (taskset), with the same settings for every target.
+"""
+
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / "target" / "release"
+WORK = ROOT / "target" / "bench"
+DURATION = os.environ.get("BENCH_DURATION", "8s")
+WARMUP = os.environ.get("BENCH_WARMUP", "2s")
+E2E_SECONDS = int(os.environ.get("BENCH_E2E_SECONDS", "5"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+FLOOD = int(os.environ.get("BENCH_FLOOD", "1000000"))
+CONCURRENCY = 64
+CONNECTIONS = 2
+WRK_CONNECTIONS = 32
+SUT_CPU = "0"
+LOAD_CPU = "1"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def log(msg):
+    print(f"== {msg}", flush=True)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw).stdout
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+class Proc:
+    """A process of the system under test, pinned to SUT_CPU."""
+
+    procs = []
+
+    def __init__(self, name, cmd, env=None):
+        self.name = name
+        self.log = open(WORK / f"{name}.log", "w")
+        self.p = subprocess.Popen(
+            ["taskset", "-c", SUT_CPU, *map(str, cmd)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        Proc.procs.append(self)
+
+    def cpu_seconds(self):
+        fields = Path(f"/proc/{self.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
+
+    def rss_mib(self):
+        for line in Path(f"/proc/{self.p.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+
+    @classmethod
+    def stop_all(cls):
+        for p in cls.procs:
+            p.stop()
+
+
+class RssSampler:
+    """Peak RSS of a process while a load runs."""
+
+    def __init__(self, proc):
+        self.proc, self.peak, self.done = proc, 0.0, False
+        self.t = threading.Thread(target=self.sample, daemon=True)
+        self.t.start()
+
+    def sample(self):
+        while not self.done:
+            self.peak = max(self.peak, self.proc.rss_mib())
+            time.sleep(0.1)
+
+    def stop(self):
+        self.done = True
+        self.t.join()
+        return self.peak
+
+
+def authz_load(port, *mode, duration=DURATION, warmup=WARMUP, extra=()):
+    out = run(
+        [
+            "taskset", "-c", LOAD_CPU, BIN / "authz-load", "--target", f"127.0.0.1:{port}",
+            "--duration", duration, "--warmup", warmup, "--concurrency", str(CONCURRENCY),
+            "--connections", str(CONNECTIONS), *mode, *extra,
+        ]
+    )
+    return json.loads(out.strip().splitlines()[-1])
+
+
+WRK_SCRIPT = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"p999_us":%d,"errors":%d,"non2xx":%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    latency:percentile(99.9), e.connect + e.read + e.write + e.timeout, e.status))
+end
+"""
+
+
+def wrk(port, token):
+    out = run(
+        [
+            "taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{E2E_SECONDS}s",
+            "-s", WORK / "report.lua", "-H", f"authorization: Bearer {token}",
+            f"http://127.0.0.1:{port}/bench",
+        ]
+    )
+    r = json.loads(out.strip().splitlines()[-1])
+    r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+    return r
+
+
+def ensure_tools():
+    if not shutil.which("wrk"):
+        log("installing wrk (Debian package)")
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=False,
+                       capture_output=True)
+        if not shutil.which("wrk"):
+            subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True)
+            subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True,
+                           capture_output=True)
+    if not shutil.which("taskset"):
+        raise SystemExit("taskset (util-linux) is required")
+
+
+def authz_config(grpc, admin, cache_entries):
+    return f"""
+listen: {{grpc: "127.0.0.1:{grpc}", admin: "127.0.0.1:{admin}"}}
+log: {{level: warn}}
+providers:
+  - name: bench
+    issuer: https://bench.test
+    audiences: [bench]
+    jwks: {{file: {WORK / "jwks.json"}}}
+    algorithms: [RS256, EdDSA]
+token_cache: {{max_entries: {cache_entries}}}
+"""
+
+
+def envoy_config(ports, upstream, noop, authz, admin, rsa_jwks):
+    def listener(name, port, filters):
+        return f"""
+  - name: {name}
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {name}
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes: [{{match: {{prefix: "/"}}, route: {{cluster: upstream}}}}]
+          http_filters:
+{filters}
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+"""
+
+    def ext_authz(cluster):
+        return f"""
+          - name: envoy.filters.http.ext_authz
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+              transport_api_version: V3
+              failure_mode_allow: false
+              status_on_error: {{code: ServiceUnavailable}}
+              grpc_service: {{envoy_grpc: {{cluster_name: {cluster}}}, timeout: 1s}}"""
+
+    def jwt_authn(cache):
+        cache_cfg = "\n                  jwt_cache_config: {jwt_cache_size: 10000}" if cache else ""
+        return f"""
+          - name: envoy.filters.http.jwt_authn
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+              providers:
+                bench:
+                  issuer: https://bench.test
+                  audiences: [bench]
+                  local_jwks: {{inline_string: '{rsa_jwks}'}}
+                  claim_to_headers: [{{header_name: x-user-id, claim_name: sub}}]{cache_cfg}
+              rules: [{{match: {{prefix: "/"}}, requires: {{provider_name: bench}}}}]"""
+
+    def cluster(name, port, h2):
+        proto = """
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}""" if h2 else ""
+        return f"""
+  - name: {name}
+    type: STATIC
+    connect_timeout: 1s{proto}
+    load_assignment:
+      cluster_name: {name}
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}}}]}}]
+"""
+
+    return f"""
+admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}}}
+static_resources:
+  listeners:
+{listener("none", ports["none"], "")}
+{listener("jwt_authn", ports["jwt_authn"], jwt_authn(False))}
+{listener("jwt_authn_cache", ports["jwt_authn_cache"], jwt_authn(True))}
+{listener("ext_authz_noop", ports["ext_authz_noop"], ext_authz("noop"))}
+{listener("ext_authz_jwt_authz", ports["ext_authz_jwt_authz"], ext_authz("authz"))}
+  clusters:
+{cluster("upstream", upstream, False)}
+{cluster("noop", noop, True)}
+{cluster("authz", authz, True)}
+"""
+
+
+def machine():
+    model = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    mem = next(
+        (int(l.split()[1]) for l in Path("/proc/meminfo").read_text().splitlines()
+         if l.startswith("MemTotal")), 0)
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "rustc": run(["rustc", "--version"]).strip(),
+        "envoy": "",
+        "wrk": (subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
+                or "wrk").splitlines()[0].strip(),
+        "commit": run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT).strip(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def main():
+    ensure_tools()
+    WORK.mkdir(parents=True, exist_ok=True)
+    (WORK / "report.lua").write_text(WRK_SCRIPT)
+    log("building release binaries")
+    subprocess.run(["cargo", "build", "--release", "--workspace", "--bins"], cwd=ROOT,
+                   check=True)
+    envoy = run([ROOT / "scripts" / "ensure-envoy.sh"]).strip()
+    info = machine()
+    info["envoy"] = run([envoy, "--version"]).strip().split("version:")[-1].strip()
+    log("keys and tokens")
+    run([BIN / "bench-tokens", "--out", WORK, "--rs256", "10000"])
+    tokens = (WORK / "tokens-rs256.txt").read_text().split()
+    hot = tokens[0]
+    (WORK / "hot.txt").write_text(hot + "\n")
+    jwks = json.loads((WORK / "jwks.json").read_text())
+    rsa_jwks = json.dumps({"keys": [k for k in jwks["keys"] if k["kty"] == "RSA"]})
+
+    results = {"machine": info, "settings": {
+        "duration": DURATION, "warmup": WARMUP, "concurrency": CONCURRENCY,
+        "connections": CONNECTIONS, "e2e_seconds": E2E_SECONDS, "rounds": ROUNDS,
+        "wrk_connections": WRK_CONNECTIONS, "flood": FLOOD}}
+    try:
+        ports = {k: free_port() for k in ["authz", "authz_admin", "verify", "verify_admin",
+                                          "noop", "upstream"]}
+        (WORK / "authz.yaml").write_text(authz_config(ports["authz"], ports["authz_admin"], 100000))
+        (WORK / "verify.yaml").write_text(authz_config(ports["verify"], ports["verify_admin"], 0))
+        authz = Proc("jwt-authz", [BIN / "jwt-authz", "--config", WORK / "authz.yaml"])
+        verify = Proc("jwt-authz-nocache", [BIN / "jwt-authz", "--config", WORK / "verify.yaml"])
+        noop = Proc("noop-authz", [BIN / "noop-authz", f"127.0.0.1:{ports['noop']}"])
+        upstream = Proc("upstream", [BIN / "bench-upstream", f"127.0.0.1:{ports['upstream']}"])
+        for p in ["authz", "verify", "noop", "upstream"]:
+            wait_port(ports[p])
+        time.sleep(1)
+        results["rss_idle_mib"] = authz.rss_mib()
+
+        log("raw RS256 verification cost (aws-lc, pre-parsed key, one thread)")
+        results["verify_cost"] = json.loads(run(
+            ["taskset", "-c", LOAD_CPU, BIN / "authz-load", "--verify-cost",
+             WORK / "jwks.json", WORK / "tokens-rs256.txt"]).strip())
+
+        direct = {}
+
+        def measure(name, proc, port, *mode):
+            before = proc.cpu_seconds()
+            sampler = RssSampler(proc)
+            r = authz_load(port, *mode)
+            r["rss_peak_mib"] = sampler.stop()
+            r["cpu_us_per_check"] = (proc.cpu_seconds() - before) * 1e6 / max(r["total"], 1)
+            direct[name] = r
+            print(f"   {name}: {r['rps']:.0f} checks/s, p50 {r['p50_us']} us, "
+                  f"p99 {r['p99_us']} us, {r['cpu_us_per_check']:.1f} CPU us/check", flush=True)
+
+        log("direct gRPC Check")
+        measure("noop", noop, ports["noop"], "--tokens", WORK / "hot.txt")
+        measure("hot", authz, ports["authz"], "--tokens", WORK / "hot.txt")
+        measure("tokens_10k", authz, ports["authz"], "--tokens", WORK / "tokens-rs256.txt")
+        measure("always_verify", verify, ports["verify"], "--tokens", WORK / "tokens-rs256.txt")
+        measure("deny_no_token", authz, ports["authz"], "--no-token")
+        measure("deny_bad_signature", authz, ports["authz"], "--tokens", WORK / "bad-signature.txt")
+        results["direct"] = direct
+        results["rss_load_mib"] = direct["hot"]["rss_peak_mib"]
+
+        log("end to end through Envoy (interleaved rounds)")
+        e2e_ports = {k: free_port() for k in
+                     ["none", "jwt_authn", "jwt_authn_cache", "ext_authz_noop", "ext_authz_jwt_authz"]}
+        admin = free_port()
+        (WORK / "envoy.yaml").write_text(envoy_config(
+            e2e_ports, ports["upstream"], ports["noop"], ports["authz"], admin, rsa_jwks))
+        Proc("envoy", [envoy, "-c", WORK / "envoy.yaml", "--concurrency", "1",
+                       "--disable-hot-restart", "--log-level", "warn"])
+        for p in e2e_ports.values():
+            wait_port(p)
+        for name, port in e2e_ports.items():  # warm-up and sanity check
+            r = wrk(port, hot)
+            if r["non2xx"] or r["errors"]:
+                raise SystemExit(f"{name}: {r['non2xx']} non-2xx, {r['errors']} errors")
+        rounds = {name: [] for name in e2e_ports}
+        for i in range(ROUNDS):
+            for name, port in e2e_ports.items():
+                r = wrk(port, hot)
+                rounds[name].append(r)
+                print(f"   round {i + 1} {name}: {r['rps']:.0f} req/s", flush=True)
+        e2e = {}
+        for name, rs in rounds.items():
+            e2e[name] = {
+                "rps": statistics.median(r["rps"] for r in rs),
+                "p50_us": statistics.median(r["p50_us"] for r in rs),
+                "p99_us": statistics.median(r["p99_us"] for r in rs),
+                "p999_us": statistics.median(r["p999_us"] for r in rs),
+                "rounds": [round(r["rps"]) for r in rs],
+            }
+        results["e2e"] = e2e
+
+        log(f"cache flood: {FLOOD} unique tokens")
+        sampler = RssSampler(authz)
+        flood = authz_load(ports["authz"], "--mint-ed25519", WORK / "ed25519.pk8",
+                           warmup="0s", extra=("--requests", str(FLOOD)))
+        results["flood"] = flood
+        results["rss_flood_peak_mib"] = sampler.stop()
+        time.sleep(1)
+        results["rss_after_flood_mib"] = authz.rss_mib()
+        print(f"   {flood['requests']} checks ({flood['ok']} allowed), RSS after "
+              f"{results['rss_after_flood_mib']:.1f} MiB", flush=True)
+    finally:
+        Proc.stop_all()
+
+    (WORK / "results.json").write_text(json.dumps(results, indent=2))
+    subprocess.run([sys.executable, ROOT / "scripts" / "bench_report.py", WORK / "results.json"],
+                   check=True)
+
+
+if __name__ == "__main__":
+    main()
