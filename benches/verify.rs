@@ -81,6 +81,31 @@ fn bench(c: &mut Criterion) {
     c.bench_function("verify/rs256", |b| {
         b.iter(|| rt.block_on(uncached.verify_token(&token)))
     });
+
+    // The signature check alone: jsonwebtoken's stock aws-lc verifier (key rebuilt from
+    // n and e on every call) against the key prepared once per fetch.
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(rsa_jwk(&key)).expect("jwk");
+    let decoding = jsonwebtoken::DecodingKey::from_jwk(&jwk).expect("decoding key");
+    let _prepared = jwt_authz::crypto::prepare(&decoding, &[jsonwebtoken::Algorithm::RS256]);
+    let (message, signature) = token.rsplit_once('.').expect("jws");
+    let signature =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, signature)
+            .expect("b64");
+    let alg = jsonwebtoken::Algorithm::RS256;
+    c.bench_function("signature/stock", |b| {
+        b.iter(|| {
+            let v =
+                (jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.verifier_factory)(&alg, &decoding)
+                    .expect("verifier");
+            v.verify(message.as_bytes(), &signature).expect("valid")
+        })
+    });
+    c.bench_function("signature/prepared", |b| {
+        b.iter(|| {
+            let v = jwt_authz::crypto::verifier_factory(&alg, &decoding).expect("verifier");
+            v.verify(message.as_bytes(), &signature).expect("valid")
+        })
+    });
 }
 
 criterion_group!(benches, bench);

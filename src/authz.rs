@@ -13,7 +13,7 @@ use crate::extract::{self, ExtractError};
 use crate::identity;
 use crate::jwks::KeyStore;
 use crate::metrics::{KeySetStatus, Metrics};
-use crate::policy::{AccessKind, Policy, RequestInfo};
+use crate::policy::{AccessKind, Policy, RequestInfo, Route};
 use crate::response::{self, Deny};
 use crate::token_cache::{self, TokenCache};
 use crate::verify::{Provider, VerifiedToken, Verifier, VerifyError};
@@ -39,16 +39,24 @@ impl Drop for Runtime {
     }
 }
 
-/// The result of one check, with what the decision log line and metrics need.
+/// The result of one check, with what the decision log line and metrics need. Nothing is
+/// formatted here: the log line formats the fingerprint and subject only when it is enabled.
 #[derive(Debug)]
-pub struct Outcome {
+pub struct Outcome<'r> {
     pub response: CheckResponse,
     pub allowed: bool,
     pub reason: &'static str,
-    pub rule: String,
-    /// Short hash of the token, never the token.
-    pub token: Option<String>,
-    pub subject: Option<String>,
+    pub rule: &'r str,
+    /// SHA-256 of the token (log its [`token_cache::fingerprint`], never the token).
+    pub token: Option<token_cache::TokenHash>,
+    pub identity: Option<Arc<VerifiedToken>>,
+}
+
+impl Outcome<'_> {
+    /// The token's subject, for the decision log.
+    pub fn subject(&self) -> Option<&str> {
+        self.identity.as_ref()?.claims.get("sub")?.as_str()
+    }
 }
 
 impl Runtime {
@@ -146,71 +154,76 @@ impl Runtime {
         &self,
         http: &HttpRequest,
         context_extensions: &HashMap<String, String>,
-    ) -> Outcome {
+    ) -> Outcome<'_> {
         let request = RequestInfo::new(&http.method, &http.path, &http.host, context_extensions);
         let route = self.policy.route(&request);
-        let rule = route.name.to_owned();
-        let deny = |deny: Deny, token: Option<String>, subject: Option<String>| Outcome {
-            response: deny.to_response(&self.config.realm),
+        let mut outcome = Outcome {
+            response: CheckResponse::default(),
             allowed: false,
-            reason: deny.answer().reason,
-            rule: rule.clone(),
-            token,
-            subject,
+            reason: "",
+            rule: route.name,
+            token: None,
+            identity: None,
         };
-        if route.kind == AccessKind::Deny {
-            return deny(Deny::DeniedByRule, None, None);
+        if let Err(deny) = self.decide(http, &route, &mut outcome).await {
+            let answer = deny.answer();
+            outcome.response = deny.to_response(&self.config.realm);
+            outcome.reason = answer.reason;
+            outcome.allowed = false;
         }
-        let found = match extract::extract(
+        outcome
+    }
+
+    /// Fills `outcome` with an OK answer, or says why the request is denied.
+    async fn decide(
+        &self,
+        http: &HttpRequest,
+        route: &Route<'_>,
+        outcome: &mut Outcome<'_>,
+    ) -> Result<(), Deny> {
+        if route.kind == AccessKind::Deny {
+            return Err(Deny::DeniedByRule);
+        }
+        let found = extract::extract(
             &http.headers,
             &http.path,
             &self.sources,
             self.config.max_token_bytes,
-        ) {
-            Ok(found) => found,
-            Err(ExtractError::Multiple) => return deny(Deny::MultipleTokens, None, None),
-            Err(ExtractError::TooLarge) => return deny(Deny::TokenTooLarge, None, None),
-        };
+        )
+        .map_err(|e| match e {
+            ExtractError::Multiple => Deny::MultipleTokens,
+            ExtractError::TooLarge => Deny::TokenTooLarge,
+        })?;
         let Some(found) = found else {
             if route.kind != AccessKind::Public {
-                return deny(Deny::MissingToken, None, None);
+                return Err(Deny::MissingToken);
             }
-            return self.allow(None, None, "public", rule);
+            outcome.response = self.allow(None, None)?;
+            outcome.allowed = true;
+            outcome.reason = "public";
+            return Ok(());
         };
         let hash = token_cache::token_hash(found.token);
-        let fingerprint = Some(token_cache::fingerprint(&hash));
-        let (verified, cached) = match self.verified(&hash, found.token).await {
-            Ok(v) => v,
-            Err(d) => return deny(d, fingerprint, None),
-        };
-        let subject = verified
-            .claims
-            .get("sub")
-            .and_then(|s| s.as_str())
-            .map(str::to_owned);
-        let Some(provider) = self.verifier.provider(verified.provider) else {
-            return deny(
-                Deny::Invalid(VerifyError::UnknownIssuer),
-                fingerprint,
-                subject,
-            );
-        };
+        outcome.token = Some(hash);
+        let (verified, cached) = self.verified(&hash, found.token).await?;
+        outcome.identity = Some(Arc::clone(&verified));
+        let provider = self
+            .verifier
+            .provider(verified.provider)
+            .ok_or(Deny::Invalid(VerifyError::UnknownIssuer))?;
         if !provider.config().token_sources.contains(found.source) {
-            return deny(Deny::WrongSource, fingerprint, subject);
+            return Err(Deny::WrongSource);
         }
         if route.kind == AccessKind::Claims && route.check_claims(&verified.claims).is_err() {
-            return deny(Deny::InsufficientClaims, fingerprint, subject);
+            return Err(Deny::InsufficientClaims);
         }
-        let strip = if self.config.identity.strip_authorization {
-            found.header().map(str::to_owned)
-        } else {
-            None
-        };
-        let reason = if cached { "cached" } else { "verified" };
-        let mut outcome = self.allow(Some((provider, &verified)), strip, reason, rule);
-        outcome.token = fingerprint;
-        outcome.subject = subject;
-        outcome
+        let strip = found
+            .header()
+            .filter(|_| self.config.identity.strip_authorization);
+        outcome.response = self.allow(Some((provider, &verified)), strip)?;
+        outcome.allowed = true;
+        outcome.reason = if cached { "cached" } else { "verified" };
+        Ok(())
     }
 
     /// Verifies a token against its provider, without the cache or route rules.
@@ -244,41 +257,23 @@ impl Runtime {
         Ok((verified, false))
     }
 
+    /// The OK answer: identity headers set (or removed) and, if asked, the claims as metadata.
     fn allow(
         &self,
         identity: Option<(&Provider, &VerifiedToken)>,
-        strip: Option<String>,
-        reason: &'static str,
-        rule: String,
-    ) -> Outcome {
+        strip: Option<&str>,
+    ) -> Result<CheckResponse, Deny> {
         let identity_config = &self.config.identity;
         let claims = identity.map(|(_, v)| &v.claims);
-        let mut mutation = match identity::mutation(&identity_config.headers, claims) {
-            Ok(m) => m,
-            Err(unsafe_claim) => {
+        let mut mutation =
+            identity::mutation(&identity_config.headers, claims).map_err(|unsafe_claim| {
                 tracing::warn!(%unsafe_claim, "denying token whose claim cannot be a header");
-                let deny = Deny::UnsafeClaim;
-                return Outcome {
-                    response: deny.to_response(&self.config.realm),
-                    allowed: false,
-                    reason: deny.answer().reason,
-                    rule,
-                    token: None,
-                    subject: None,
-                };
-            }
-        };
-        mutation.remove.extend(strip);
+                Deny::UnsafeClaim
+            })?;
+        mutation.remove.extend(strip.map(str::to_owned));
         let metadata = identity
             .filter(|_| identity_config.dynamic_metadata)
             .map(|(p, v)| (p.config().name.as_str(), &v.claims));
-        Outcome {
-            response: response::allow(mutation, metadata),
-            allowed: true,
-            reason,
-            rule,
-            token: None,
-            subject: None,
-        }
+        Ok(response::allow(mutation, metadata))
     }
 }

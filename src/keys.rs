@@ -1,6 +1,7 @@
 //! Key sets: a fetched JWKS document turned, once per fetch, into ready verifiers, each pinned
 //! to the algorithms its key type (and declared `alg`) allows.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use jsonwebtoken::jwk::{
@@ -24,6 +25,9 @@ pub struct VerifyingKey {
     pub decoding_key: DecodingKey,
     /// The provider's rules (iss, aud, exp, nbf, leeway) with `algorithms` pinned to this key.
     pub validation: Validation,
+    /// The key parsed by aws-lc once per algorithm; verification finds it through
+    /// [`crate::crypto`] instead of parsing the key again.
+    _prepared: Vec<Arc<aws_lc_rs::signature::ParsedPublicKey>>,
 }
 
 impl std::fmt::Debug for VerifyingKey {
@@ -62,6 +66,7 @@ impl KeySet {
     /// safely are skipped with a warning; a document with none left is an error, so that a
     /// broken publication never replaces a good key set.
     pub fn parse(body: &[u8], provider: &ProviderConfig) -> Result<Self, KeySetError> {
+        crate::crypto::install();
         let raw: RawJwks = serde_json::from_slice(body).map_err(KeySetError::NotJwks)?;
         let template = validation_template(provider);
         let mut keys = Vec::with_capacity(raw.keys.len());
@@ -194,12 +199,14 @@ impl VerifyingKey {
             .map_err(|e| format!("key {kid_hint}: cannot compute thumbprint: {e}"))?;
         let mut validation = template.clone();
         validation.algorithms = algorithms.clone();
+        let prepared = crate::crypto::prepare(&decoding_key, &algorithms);
         Ok(Self {
             kid: jwk.common.key_id.clone(),
             thumbprint,
             algorithms,
             decoding_key,
             validation,
+            _prepared: prepared,
         })
     }
 }

@@ -4,6 +4,7 @@
 //! - [`config`]: the YAML configuration, its defaults and validation.
 //! - [`extract`]: finding the one token in a request (bearer, header, cookie, query).
 //! - [`keys`]: a JWKS document turned into ready verifiers, one per usable key.
+//! - [`crypto`]: keys parsed by aws-lc once per fetch, plugged into `jsonwebtoken`.
 //! - [`jwks`]: per-provider key stores: fetch, refresh, unknown-kid refetch, stale-on-error.
 //! - [`verify`]: choosing provider and key, verifying signature and claims.
 //! - [`token_cache`]: the verified-token cache, bounded by entries and bytes.
@@ -21,6 +22,7 @@ pub mod admin;
 pub mod authz;
 pub mod claims;
 pub mod config;
+pub mod crypto;
 pub mod extract;
 pub mod identity;
 pub mod jwks;

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, watch};
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::admin::{self, AdminState};
@@ -114,8 +114,10 @@ impl Server {
                 .tcp_nodelay(true)
                 .add_service(health_service)
                 .add_service(AuthorizationServer::new(authz))
+                // Builder::tcp_nodelay only reaches listeners tonic binds itself; with Nagle
+                // on, a response split over two writes waits ~40 ms for a delayed ACK.
                 .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(grpc),
+                    TcpIncoming::from(grpc).with_nodelay(Some(true)),
                     stopped(stop_rx.clone()),
                 ),
         );

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::authz::Runtime;
 use crate::metrics::Metrics;
+use crate::token_cache;
 
 #[derive(Debug, Clone)]
 pub struct AuthorizationService {
@@ -43,9 +44,12 @@ impl Authorization for AuthorizationService {
         tracing::debug!(
             decision = if outcome.allowed { "allow" } else { "deny" },
             reason = outcome.reason,
-            rule = %outcome.rule,
-            token = outcome.token.as_deref().unwrap_or("-"),
-            sub = outcome.subject.as_deref().unwrap_or("-"),
+            rule = outcome.rule,
+            token = outcome
+                .token
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), token_cache::fingerprint),
+            sub = outcome.subject().unwrap_or("-"),
             method = %http.method,
             path = %http.path.split('?').next().unwrap_or_default(),
             micros = elapsed.as_micros() as u64,
