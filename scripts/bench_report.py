@@ -90,6 +90,8 @@ def report(r):
         "",
         "![throughput chart](docs/benchmarks.svg)",
         "",
+        "Raw figures: [`docs/benchmarks.json`](docs/benchmarks.json).",
+        "",
         "## Machine and versions",
         "",
         f"- CPU: {m['cpu']}, {m['cores']} cores; memory {m['memory_gib']} GiB; kernel {m['kernel']}",
@@ -161,10 +163,8 @@ def report(r):
         f"| hot-token checks ≥ 90 % of the no-op floor | {pct(hot_ratio)} by median throughput; "
         f"{pct(hot_cpu_ratio)} by CPU per check (the capacity of a core) | "
         f"{verdict(hot_ratio >= 0.9)} (throughput) / {verdict(hot_cpu_ratio >= 0.9)} (CPU) |",
-        f"| always-verify limited by RSA verification | verification {verify_us:.1f} µs of "
-        f"{av_cpu:.1f} µs CPU per check ({pct(verify_us / av_cpu)}); our own overhead "
-        f"{own:.1f} µs, of which {hot_cpu:.1f} µs is the per-check cost any cached check pays "
-        f"(gRPC, HTTP/2, decision) | see below |",
+        f"| always-verify limited by RSA verification | RSA {verify_us:.1f} µs of {av_cpu:.1f} µs "
+        f"CPU per check ({pct(verify_us / av_cpu)}) | {verdict(verify_us / av_cpu >= 0.5)} |",
         f"| through Envoy, jwt-authz ≥ 95 % of ext_authz → no-op | {pct(e2e_ratio)} | {verdict(e2e_ratio >= 0.95)} |",
         f"| RSS after {s['flood']:,} unique tokens ≤ 64 MiB | {flood_rss:.1f} MiB | {verdict(flood_rss <= 64)} |",
         "",
@@ -179,10 +179,26 @@ def report(r):
         notes.append(f"- Through Envoy: {pct(0.95 - e2e_ratio)} short of 95 %.")
     if flood_rss > 64:
         notes.append(f"- Flood RSS: {flood_rss - 64:.1f} MiB over 64 MiB.")
+    parse = av_cpu - hot_cpu - verify_us
     notes.append(
-        f"- Always-verify: one core can verify about {1e6 / verify_us:,.0f} RS256 signatures/s "
-        f"with aws-lc; the cache-off run reached {av['rps']:,.0f} checks/s with the load "
-        "generator on the other core, i.e. verification, not our code, sets the ceiling.")
+        f"- Always-verify, the split per check: {verify_us:.1f} µs RSA verification in aws-lc "
+        f"(one core: {1e6 / verify_us:,.0f} verifications/s), {hot_cpu:.1f} µs that every check "
+        f"pays, cached or not (gRPC, HTTP/2, the decision; the no-op floor pays "
+        f"{d['noop']['cpu_us_per_check']:.1f} µs of it), and {parse:.1f} µs of token handling "
+        "on a cache miss (base64 and JSON of header and claims, parsed more than once by "
+        "`jsonwebtoken`'s decode, plus claim validation). RSA is about a third of the total, "
+        "not the limit: the gRPC/HTTP/2 cost every check pays is as large as the signature "
+        "check itself, and token parsing adds half as much again. The token cache takes both "
+        "the RSA and the parsing off the hot path; the aws-lc key is already parsed once per "
+        "JWKS fetch (`src/crypto.rs`; `cargo bench --bench verify` shows signature/prepared "
+        "against signature/stock).")
+    notes.append(
+        "- Throughput on this 2-core machine: the load generator has one core and is the first "
+        "to saturate, so the no-op floor and the cached jwt-authz runs reach about the same "
+        "checks/s; the CPU per check of the server (the hot row against the no-op row) is "
+        "the fair capacity comparison. The host is shared and noisy: rounds of the same "
+        "scenario differ by up to a factor of two, which is why rounds are interleaved and "
+        "medians reported.")
     lines += ["Notes:", "", *notes, ""]
     lines += [
         "## Micro-benchmark",
@@ -199,6 +215,7 @@ def main():
     (ROOT / "docs").mkdir(exist_ok=True)
     (ROOT / "docs" / "benchmarks.svg").write_text(chart(results))
     (ROOT / "BENCHMARKS.md").write_text(report(results))
+    (ROOT / "docs" / "benchmarks.json").write_text(json.dumps(results, indent=2) + "\n")
     print("wrote BENCHMARKS.md and docs/benchmarks.svg")
 
 
