@@ -145,10 +145,6 @@ impl Runtime {
             .collect()
     }
 
-    pub fn token_cache(&self) -> &TokenCache {
-        &self.cache
-    }
-
     /// Decides one request.
     pub async fn check(
         &self,

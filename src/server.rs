@@ -103,7 +103,9 @@ impl Server {
             .set_service_status(AUTHORIZATION_SERVICE, ServingStatus::Serving)
             .await;
         let draining = Arc::new(AtomicBool::new(false));
-        let (stop_tx, stop_rx) = watch::channel(false);
+        // gRPC stops first; the admin port keeps answering (/readyz 503) until it has drained.
+        let (stop_grpc, grpc_rx) = watch::channel(false);
+        let (stop_admin, admin_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
@@ -118,7 +120,7 @@ impl Server {
                 // on, a response split over two writes waits ~40 ms for a delayed ACK.
                 .serve_with_incoming_shutdown(
                     TcpIncoming::from(grpc).with_nodelay(Some(true)),
-                    stopped(stop_rx.clone()),
+                    stopped(grpc_rx),
                 ),
         );
         let router = admin::router(AdminState {
@@ -128,7 +130,7 @@ impl Server {
         });
         let admin_task = tokio::spawn(
             axum::serve(admin, router)
-                .with_graceful_shutdown(stopped(stop_rx))
+                .with_graceful_shutdown(stopped(admin_rx))
                 .into_future(),
         );
 
@@ -141,27 +143,37 @@ impl Server {
         health
             .set_service_status(AUTHORIZATION_SERVICE, ServingStatus::NotServing)
             .await;
-        let _ = stop_tx.send(true);
-        let (grpc_abort, admin_abort) = (grpc_task.abort_handle(), admin_task.abort_handle());
-        let drained =
-            tokio::time::timeout(DRAIN_TIMEOUT, async { (grpc_task.await, admin_task.await) })
-                .await;
-        let Ok((grpc_result, admin_result)) = drained else {
-            tracing::warn!(
-                ?DRAIN_TIMEOUT,
-                "connections still open after the drain timeout; closing them"
-            );
-            grpc_abort.abort();
-            admin_abort.abort();
-            return Ok(());
+        let _ = stop_grpc.send(true);
+        let grpc_abort = grpc_task.abort_handle();
+        let grpc_result = match tokio::time::timeout(DRAIN_TIMEOUT, grpc_task).await {
+            Ok(result) => Some(result),
+            Err(_) => {
+                tracing::warn!(
+                    ?DRAIN_TIMEOUT,
+                    "gRPC connections still open after the drain timeout; closing them"
+                );
+                grpc_abort.abort();
+                None
+            }
+        };
+        let _ = stop_admin.send(true);
+        let admin_abort = admin_task.abort_handle();
+        let admin_result = match tokio::time::timeout(DRAIN_TIMEOUT, admin_task).await {
+            Ok(result) => Some(result),
+            Err(_) => {
+                admin_abort.abort();
+                None
+            }
         };
         match grpc_result {
-            Ok(result) => result?,
-            Err(join) => tracing::error!(error = %join, "gRPC server task failed"),
+            Some(Ok(result)) => result?,
+            Some(Err(join)) => tracing::error!(error = %join, "gRPC server task failed"),
+            None => {}
         }
         match admin_result {
-            Ok(result) => result.map_err(Error::Admin)?,
-            Err(join) => tracing::error!(error = %join, "admin server task failed"),
+            Some(Ok(result)) => result.map_err(Error::Admin)?,
+            Some(Err(join)) => tracing::error!(error = %join, "admin server task failed"),
+            None => {}
         }
         Ok(())
     }

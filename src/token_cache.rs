@@ -91,8 +91,9 @@ impl TokenCache {
         self.inner.is_some()
     }
 
-    /// Entries and weighted bytes after pending maintenance has run (for tests and metrics).
-    pub async fn usage(&self) -> (u64, u64) {
+    /// Entries and weighted bytes after pending maintenance has run.
+    #[cfg(test)]
+    async fn usage(&self) -> (u64, u64) {
         match &self.inner {
             Some(cache) => {
                 cache.run_pending_tasks().await;

@@ -205,7 +205,7 @@ struct JwksState {
     keys: Vec<Value>,
     cache_control: Option<String>,
     failing: bool,
-    fetches: AtomicUsize,
+    delay: Duration,
 }
 
 /// A JWKS (and OIDC discovery) server on loopback whose keys and health tests control.
@@ -269,6 +269,11 @@ impl JwksServer {
         self.state.lock().expect("lock").cache_control = Some(value.to_owned());
     }
 
+    /// Answer every fetch only after `delay`.
+    pub fn set_delay(&self, delay: Duration) {
+        self.state.lock().expect("lock").delay = delay;
+    }
+
     /// Answer 500 to every fetch (the server stays up).
     pub fn set_failing(&self, failing: bool) {
         self.state.lock().expect("lock").failing = failing;
@@ -296,6 +301,8 @@ type JwksShared = (Arc<Mutex<JwksState>>, Arc<AtomicUsize>);
 
 async fn serve_jwks(State((state, fetches)): State<JwksShared>) -> Response {
     fetches.fetch_add(1, Ordering::SeqCst);
+    let delay = state.lock().expect("lock").delay;
+    tokio::time::sleep(delay).await;
     let state = state.lock().expect("lock");
     if state.failing {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
