@@ -18,44 +18,39 @@ fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf 
     path
 }
 
-#[test]
-fn check_config_accepts_the_example_and_names_the_bad_field() {
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.yaml");
+/// `jwt-authz --check-config PATH`: exit code, stdout, stderr.
+fn check_config(path: &std::path::Path) -> (Option<i32>, String, String) {
     let out = Command::new(BIN)
-        .args(["--check-config", example])
+        .arg("--check-config")
+        .arg(path)
         .output()
         .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_accepts_the_example_and_names_the_bad_field() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.yaml");
+    let (code, stdout, stderr) = check_config(&example);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("ok"));
 
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = config_yaml("http://127.0.0.1:9/jwks.json", "").replace(
         "algorithms: [RS256, PS256, ES256, EdDSA]",
         "algorithms: [RS256, HS256]",
     );
-    let path = write(&dir, "bad.yaml", &bad);
-    let out = Command::new(BIN)
-        .arg("--check-config")
-        .arg(&path)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, _, stderr) = check_config(&write(&dir, "bad.yaml", &bad));
+    assert_eq!(code, Some(1));
     assert!(stderr.contains("providers[0].algorithms[1]"), "{stderr}");
 
     let typo = config_yaml("http://127.0.0.1:9/jwks.json", "").replace("audiences:", "audience:");
-    let path = write(&dir, "typo.yaml", &typo);
-    let out = Command::new(BIN)
-        .arg("--check-config")
-        .arg(&path)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, _, stderr) = check_config(&write(&dir, "typo.yaml", &typo));
+    assert_eq!(code, Some(1));
     assert!(
         stderr.contains("providers[0]") && stderr.contains("audience"),
         "{stderr}"
