@@ -20,10 +20,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use support::gateway::{Gateway, jwt_part};
 use support::stack::render;
 use testcontainers::bollard;
 use testcontainers::core::{ExecCommand, Healthcheck, IntoContainerPort, WaitFor};
@@ -47,7 +45,7 @@ struct Stack {
     authz: ContainerAsync<GenericImage>,
     _services: Vec<ContainerAsync<GenericImage>>,
     _envoy: ContainerAsync<GenericImage>,
-    base: String,
+    gw: Gateway,
 }
 
 fn probe_health(binary: &str, args: &[&str]) -> Healthcheck {
@@ -168,75 +166,21 @@ impl Stack {
             authz,
             _services: services,
             _envoy: envoy,
-            base: format!("http://127.0.0.1:{port}"),
+            gw: Gateway::new(&format!("http://127.0.0.1:{port}")),
         };
         // Envoy's first health check of jwt-authz, and DNS, may take a moment.
-        let start = Instant::now();
-        while stack.get("/api/orders", None, &[]).await.0 != StatusCode::UNAUTHORIZED {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "stack never answered 401"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let first = stack
+            .gw
+            .eventually(
+                "/api/orders",
+                None,
+                StatusCode::UNAUTHORIZED,
+                Duration::from_secs(30),
+            )
+            .await;
+        assert_eq!(first, StatusCode::UNAUTHORIZED, "stack never answered 401");
         stack
     }
-
-    async fn login(&self, user: &str, password: &str) -> Result<String, StatusCode> {
-        let response = reqwest::Client::new()
-            .post(format!("{}/auth/login", self.base))
-            .json(&json!({"username": user, "password": password}))
-            .send()
-            .await
-            .expect("login");
-        if response.status() != StatusCode::OK {
-            return Err(response.status());
-        }
-        let body: Value = response.json().await.expect("json");
-        Ok(body["accessToken"].as_str().expect("token").to_owned())
-    }
-
-    async fn get(
-        &self,
-        path: &str,
-        token: Option<&str>,
-        extra: &[(&str, &str)],
-    ) -> (StatusCode, Value) {
-        let mut req = reqwest::Client::new()
-            .get(format!("{}{path}", self.base))
-            .timeout(Duration::from_secs(10));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        for (k, v) in extra {
-            req = req.header(*k, *v);
-        }
-        match req.send().await {
-            Ok(r) => {
-                let status = r.status();
-                (status, r.json().await.unwrap_or(Value::Null))
-            }
-            Err(_) => (StatusCode::BAD_GATEWAY, Value::Null),
-        }
-    }
-
-    async fn eventually(&self, path: &str, token: &str, want: StatusCode) -> StatusCode {
-        let start = Instant::now();
-        loop {
-            let (status, _) = self.get(path, Some(token), &[]).await;
-            if status == want || start.elapsed() > Duration::from_secs(40) {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-}
-
-fn kid(token: &str) -> Value {
-    let header = token.split('.').next().expect("header");
-    serde_json::from_slice::<Value>(&URL_SAFE_NO_PAD.decode(header).expect("b64")).expect("json")
-        ["kid"]
-        .clone()
 }
 
 /// Answers like an engine with API 1.41 and records each request line.
@@ -322,10 +266,19 @@ async fn bollard_requests_are_unversioned() {
 async fn containers_login_access_denials_and_stripped_headers() {
     docker::ensure_images();
     let stack = Stack::start().await;
-    let bob = stack.login("bob", "bob-password").await.expect("bob");
-    let alice = stack.login("alice", "alice-password").await.expect("alice");
+    let bob = stack
+        .gw
+        .try_login("bob", "bob-password")
+        .await
+        .expect("bob");
+    let alice = stack
+        .gw
+        .try_login("alice", "alice-password")
+        .await
+        .expect("alice");
 
-    let (status, me) = stack
+    let (status, _, me) = stack
+        .gw
         .get(
             "/api/users/me",
             Some(&bob),
@@ -338,23 +291,27 @@ async fn containers_login_access_denials_and_stripped_headers() {
     assert_ne!(me["id"], "someone-else", "client-sent x-user-id stripped");
 
     assert_eq!(
-        stack.get("/api/orders", Some(&bob), &[]).await.0,
+        stack.gw.get("/api/orders", Some(&bob), &[]).await.0,
         StatusCode::OK
     );
     assert_eq!(
-        stack.get("/api/feed/hierarchical", Some(&bob), &[]).await.0,
+        stack
+            .gw
+            .get("/api/feed/hierarchical", Some(&bob), &[])
+            .await
+            .0,
         StatusCode::OK
     );
     assert_eq!(
-        stack.get("/api/orders", None, &[]).await.0,
+        stack.gw.get("/api/orders", None, &[]).await.0,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        stack.get("/api/users", Some(&bob), &[]).await.0,
+        stack.gw.get("/api/users", Some(&bob), &[]).await.0,
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        stack.get("/api/users", Some(&alice), &[]).await.0,
+        stack.gw.get("/api/users", Some(&alice), &[]).await.0,
         StatusCode::OK
     );
 }
@@ -364,9 +321,13 @@ async fn containers_login_access_denials_and_stripped_headers() {
 async fn containers_rotation_and_faults() {
     docker::ensure_images();
     let stack = Stack::start().await;
-    let before = stack.login("bob", "bob-password").await.expect("bob");
+    let before = stack
+        .gw
+        .try_login("bob", "bob-password")
+        .await
+        .expect("bob");
     assert_eq!(
-        stack.get("/api/orders", Some(&before), &[]).await.0,
+        stack.gw.get("/api/orders", Some(&before), &[]).await.0,
         StatusCode::OK
     );
 
@@ -386,8 +347,12 @@ async fn containers_rotation_and_faults() {
     assert!(out.contains("rotated-in-container"), "{out}");
     let start = Instant::now();
     let rotated = loop {
-        let token = stack.login("bob", "bob-password").await.expect("bob");
-        if kid(&token) == "rotated-in-container" {
+        let token = stack
+            .gw
+            .try_login("bob", "bob-password")
+            .await
+            .expect("bob");
+        if jwt_part(&token, 0)["kid"] == "rotated-in-container" {
             break token;
         }
         assert!(
@@ -397,40 +362,50 @@ async fn containers_rotation_and_faults() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     assert_eq!(
-        stack.get("/api/orders", Some(&rotated), &[]).await.0,
+        stack.gw.get("/api/orders", Some(&rotated), &[]).await.0,
         StatusCode::OK
     );
     assert_eq!(
-        stack.get("/api/orders", Some(&before), &[]).await.0,
+        stack.gw.get("/api/orders", Some(&before), &[]).await.0,
         StatusCode::OK
     );
 
     // jwt-authz stopped: Envoy fails closed. Restarted: the service recovers.
     stack.authz.stop().await.expect("stop jwt-authz");
-    let (status, body) = stack.get("/api/orders", Some(&rotated), &[]).await;
+    let (status, _, body) = stack.gw.get("/api/orders", Some(&rotated), &[]).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.get("orders").is_none());
     stack.authz.start().await.expect("start jwt-authz");
     assert_eq!(
         stack
-            .eventually("/api/orders", &rotated, StatusCode::OK)
+            .gw
+            .eventually(
+                "/api/orders",
+                Some(&rotated),
+                StatusCode::OK,
+                Duration::from_secs(40)
+            )
             .await,
         StatusCode::OK
     );
 
     // The issuer stopped: jwt-authz keeps serving the keys it holds.
-    let unused = stack.login("alice", "alice-password").await.expect("alice");
+    let unused = stack
+        .gw
+        .try_login("alice", "alice-password")
+        .await
+        .expect("alice");
     stack.issuer.stop().await.expect("stop issuer");
     assert_eq!(
-        stack.get("/api/orders", Some(&rotated), &[]).await.0,
+        stack.gw.get("/api/orders", Some(&rotated), &[]).await.0,
         StatusCode::OK
     );
     assert_eq!(
-        stack.get("/api/users", Some(&unused), &[]).await.0,
+        stack.gw.get("/api/users", Some(&unused), &[]).await.0,
         StatusCode::OK
     );
     assert!(
-        stack.login("bob", "bob-password").await.is_err(),
+        stack.gw.try_login("bob", "bob-password").await.is_err(),
         "login is down"
     );
 }

