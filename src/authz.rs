@@ -114,10 +114,7 @@ impl Runtime {
 
     /// Ready once every provider holds keys.
     pub fn ready(&self) -> bool {
-        self.verifier
-            .providers()
-            .iter()
-            .all(|p| !p.store.keys().is_empty())
+        self.verifier.providers().iter().all(|p| p.store.has_keys())
     }
 
     /// Providers that hold no keys yet.
@@ -125,7 +122,7 @@ impl Runtime {
         self.verifier
             .providers()
             .iter()
-            .filter(|p| p.store.keys().is_empty())
+            .filter(|p| !p.store.has_keys())
             .map(|p| p.config().name.clone())
             .collect()
     }
@@ -238,7 +235,7 @@ impl Runtime {
             let key_live = self
                 .verifier
                 .provider(hit.provider)
-                .is_some_and(|p| p.store.keys().contains(&hit.thumbprint));
+                .is_some_and(|p| p.store.holds(&hit.thumbprint));
             if key_live {
                 self.metrics.record_token_cache(true);
                 return Ok((hit, true));

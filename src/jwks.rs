@@ -79,6 +79,17 @@ impl KeyStore {
         self.current.load_full()
     }
 
+    /// Whether the key with this thumbprint is still published (the per-request check of a
+    /// cached token; it borrows the key set instead of taking a reference count).
+    pub fn holds(&self, thumbprint: &str) -> bool {
+        self.current.load().contains(thumbprint)
+    }
+
+    /// Whether any key is held.
+    pub fn has_keys(&self) -> bool {
+        !self.current.load().is_empty()
+    }
+
     /// Fetches now unless any fetch was attempted within `unknown_kid_interval`. Callers that
     /// arrive while a fetch is running wait for it and then use its result.
     pub async fn refetch_rate_limited(&self) {
