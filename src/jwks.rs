@@ -38,7 +38,10 @@ pub enum FetchError {
 /// Bookkeeping of the fetches; its lock is what makes concurrent refetches share one fetch.
 #[derive(Debug, Default)]
 struct FetchState {
-    last_attempt: Option<Instant>,
+    /// When the last refetch forced by an unknown `kid` (or by having no keys) started.
+    /// Scheduled refreshes do not count: a refresh just before the issuer published a new
+    /// key must not hold back the first token that names it.
+    last_forced: Option<Instant>,
     /// `jwks_uri` learned by OIDC discovery; forgotten after a failure so it is looked up anew.
     discovered: Option<String>,
 }
@@ -90,14 +93,15 @@ impl KeyStore {
         !self.current.load().is_empty()
     }
 
-    /// Fetches now unless any fetch was attempted within `unknown_kid_interval`. Callers that
-    /// arrive while a fetch is running wait for it and then use its result.
+    /// Fetches now unless another forced refetch started within `unknown_kid_interval`.
+    /// Callers that arrive while a fetch is running wait for it and then use its result.
     pub async fn refetch_rate_limited(&self) {
         let mut state = self.fetch.lock().await;
         let interval = self.provider.jwks_cache.unknown_kid_interval;
-        if state.last_attempt.is_some_and(|at| at.elapsed() < interval) {
+        if state.last_forced.is_some_and(|at| at.elapsed() < interval) {
             return;
         }
+        state.last_forced = Some(Instant::now());
         let _ = self.fetch_locked(&mut state).await;
     }
 
@@ -130,7 +134,6 @@ impl KeyStore {
     /// One fetch; on success the new key set replaces the old one and its lifetime is
     /// returned. On failure the old key set stays in force.
     async fn fetch_locked(&self, state: &mut FetchState) -> Result<Duration, FetchError> {
-        state.last_attempt = Some(Instant::now());
         let result = self
             .fetch_document(state)
             .await

@@ -144,3 +144,26 @@ async fn cache_control_max_age_sets_the_refresh_schedule() {
     assert_eq!(jwks.fetches(), start);
     drop((server, server2));
 }
+
+#[tokio::test]
+async fn a_recent_scheduled_fetch_does_not_hold_back_a_new_kid() {
+    let old = TestKey::rsa("old");
+    let jwks = JwksServer::start(vec![old.jwk()]).await;
+    jwks.set_cache_control("max-age=3600");
+    let yaml = config_yaml(&jwks.url(), "")
+        .replace("unknown_kid_interval: 1s", "unknown_kid_interval: 30s");
+    let server = TestServer::start_ready(&yaml).await;
+    // The start-up fetch happened moments ago; the issuer rotates right after it.
+    let new = TestKey::rsa("new");
+    jwks.set_keys(vec![old.jwk(), new.jwk()]);
+    let (set, _) = allowed(&server.check_token("/x", &new.token(&claims("u-new"))).await);
+    assert_eq!(set["x-user-id"], "u-new");
+    // That forced refetch now counts against the interval: bogus kids cause no more fetches.
+    let before = jwks.fetches();
+    let bogus = TestKey::rsa("bogus");
+    assert_invalid_token(
+        &server.check_token("/x", &bogus.token(&claims("u"))).await,
+        "unknown signing key",
+    );
+    assert_eq!(jwks.fetches(), before);
+}
