@@ -13,10 +13,11 @@ use crate::extract::{self, ExtractError};
 use crate::identity;
 use crate::jwks::KeyStore;
 use crate::metrics::{KeySetStatus, Metrics};
-use crate::policy::{AccessKind, Policy, RequestInfo, Route};
+use crate::policy::{AccessKind, Policy, Route};
+use crate::request::{self, RequestInfo};
 use crate::response::{self, Deny};
 use crate::token_cache::{self, TokenCache};
-use crate::verify::{Provider, VerifiedToken, Verifier, VerifyError};
+use crate::verify::{self, Provider, VerifiedToken, Verifier, VerifyError};
 
 /// Everything built from one configuration.
 #[derive(Debug)]
@@ -69,7 +70,7 @@ impl Runtime {
         client: reqwest::Client,
         metrics: Arc<Metrics>,
     ) -> Result<Self, regex::Error> {
-        let policy = Policy::new(&config.rules)?;
+        let policy = Policy::new(&config.rules, &config.providers)?;
         let mut sources: Vec<TokenSource> = Vec::new();
         let mut providers = Vec::with_capacity(config.providers.len());
         for (index, provider) in config.providers.iter().enumerate() {
@@ -148,17 +149,27 @@ impl Runtime {
         http: &HttpRequest,
         context_extensions: &HashMap<String, String>,
     ) -> Outcome<'_> {
-        let request = RequestInfo::new(&http.method, &http.path, &http.host, context_extensions);
-        let route = self.policy.route(&request);
         let mut outcome = Outcome {
             response: CheckResponse::default(),
             allowed: false,
             reason: "",
-            rule: route.name,
+            rule: "-",
             token: None,
             identity: None,
         };
-        if let Err(deny) = self.decide(http, &route, &mut outcome).await {
+        let result = match request::canonical_path(&http.path, &self.config.paths) {
+            Ok(path) => {
+                let request = RequestInfo::new(&http.method, &path, &http.host, context_extensions);
+                let route = self.policy.route(&request);
+                outcome.rule = route.name;
+                self.decide(http, &route, &mut outcome).await
+            }
+            Err(error) => {
+                tracing::debug!(%error, "refusing the request path");
+                Err(Deny::InvalidPath(error))
+            }
+        };
+        if let Err(deny) = result {
             let answer = deny.answer();
             outcome.response = deny.to_response(&self.config.realm);
             outcome.reason = answer.reason;
@@ -186,6 +197,7 @@ impl Runtime {
         .map_err(|e| match e {
             ExtractError::Multiple => Deny::MultipleTokens,
             ExtractError::TooLarge => Deny::TokenTooLarge,
+            ExtractError::BadQuery => Deny::InvalidQuery,
         })?;
         let Some(found) = found else {
             if route.kind != AccessKind::Public {
@@ -207,6 +219,16 @@ impl Runtime {
         if !provider.config().token_sources.contains(found.source) {
             return Err(Deny::WrongSource);
         }
+        if route
+            .providers
+            .is_some_and(|accepted| !accepted.contains(&provider.index))
+        {
+            return Err(Deny::ProviderNotAccepted);
+        }
+        let audiences = route.audiences.unwrap_or(&provider.config().audiences);
+        if !verify::audience_matches(&verified.claims, audiences) {
+            return Err(Deny::Invalid(VerifyError::WrongAudience));
+        }
         if route.kind == AccessKind::Claims && route.check_claims(&verified.claims).is_err() {
             return Err(Deny::InsufficientClaims);
         }
@@ -219,7 +241,8 @@ impl Runtime {
         Ok(())
     }
 
-    /// Verifies a token against its provider, without the cache or route rules.
+    /// Verifies a token against its provider, without the cache or route rules (so without
+    /// the audience check, which depends on the route).
     pub async fn verify_token(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
         let provider = self.verifier.provider_for(token)?;
         self.verifier.verify(provider, token).await

@@ -26,6 +26,9 @@ pub struct Config {
     /// Tokens longer than this are denied before any parsing.
     #[serde(default = "default_max_token_bytes")]
     pub max_token_bytes: usize,
+    /// How request paths are read before rules match them.
+    #[serde(default)]
+    pub paths: PathConfig,
     pub providers: Vec<ProviderConfig>,
     #[serde(default)]
     pub token_cache: TokenCacheConfig,
@@ -96,6 +99,31 @@ pub struct ProviderConfig {
     pub token_sources: Vec<TokenSource>,
     #[serde(default)]
     pub jwks_cache: JwksCacheConfig,
+    /// How a private JWKS (and discovery) endpoint is reached.
+    #[serde(default)]
+    pub jwks_http: JwksHttpConfig,
+    /// JOSE `typ` header values accepted (RFC 8725 §3.11; RFC 9068 access tokens are
+    /// `at+jwt`), compared case-insensitively with the `application/` prefix optional. When
+    /// set, a token without `typ` is refused; empty accepts any.
+    #[serde(default)]
+    pub token_types: Vec<String>,
+    /// Refuse tokens whose `exp - iat` is longer; tokens then need both claims.
+    #[serde(default, with = "humantime_serde")]
+    pub max_lifetime: Option<Duration>,
+}
+
+/// TLS trust and credentials for fetching keys from a private endpoint, such as a Kubernetes
+/// API server's service-account JWKS.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwksHttpConfig {
+    /// A PEM bundle of CA certificates: the only roots trusted for this provider's fetches.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// A file holding a bearer token sent with each fetch; read anew every time, so a
+    /// projected token that the kubelet rotates keeps working. Only sent over https.
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
 }
 
 /// Where a provider's public keys come from.
@@ -162,6 +190,40 @@ impl Default for JwksCacheConfig {
     }
 }
 
+/// Request paths are matched in their canonical form (see [`crate::request::path`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathConfig {
+    #[serde(default)]
+    pub escaped_slashes: EscapedSlashes,
+    /// A `:path` (query included) longer than this is refused (414) before anything else.
+    #[serde(default = "default_max_path_bytes")]
+    pub max_bytes: usize,
+}
+
+impl Default for PathConfig {
+    fn default() -> Self {
+        Self {
+            escaped_slashes: EscapedSlashes::default(),
+            max_bytes: default_max_path_bytes(),
+        }
+    }
+}
+
+/// What `%2F` in a path means. `%5C` (an escaped backslash) is refused whatever this says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedSlashes {
+    /// Refused with 400: servers disagree on whether it separates segments.
+    #[default]
+    Reject,
+    /// Decoded to `/` and matched as a separator (Envoy's `UNESCAPE_AND_FORWARD`, Istio's
+    /// `DECODE_AND_MERGE_SLASHES`); the proxy should forward the decoded path.
+    Decode,
+    /// Kept as `%2F`, data inside one segment, for apps whose identifiers contain slashes.
+    Keep,
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenCacheConfig {
@@ -225,6 +287,12 @@ pub struct RuleConfig {
     pub name: Option<String>,
     #[serde(rename = "match", default)]
     pub matcher: MatchConfig,
+    /// Only tokens from these providers (by name) are accepted on this route.
+    #[serde(default)]
+    pub providers: Option<Vec<String>>,
+    /// The token's `aud` must hold one of these, instead of its provider's `audiences`.
+    #[serde(default)]
+    pub audiences: Option<Vec<String>>,
     pub access: Access,
 }
 
@@ -337,6 +405,9 @@ impl Config {
         if self.max_token_bytes == 0 {
             return Err(invalid("max_token_bytes", "must be greater than 0"));
         }
+        if self.paths.max_bytes == 0 {
+            return Err(invalid("paths.max_bytes", "must be greater than 0"));
+        }
         if self.providers.is_empty() {
             return Err(invalid("providers", "at least one provider is required"));
         }
@@ -361,7 +432,7 @@ impl Config {
         self.token_cache.validate()?;
         self.identity.validate()?;
         for (i, rule) in self.rules.iter().enumerate() {
-            rule.validate(&format!("rules[{i}]"))?;
+            rule.validate(&format!("rules[{i}]"), &self.paths, &self.providers)?;
         }
         Ok(())
     }
@@ -436,8 +507,131 @@ impl ProviderConfig {
                 ));
             }
         }
+        for (i, typ) in self.token_types.iter().enumerate() {
+            if media_type(typ).is_none() {
+                return Err(invalid(
+                    format!("{field}.token_types[{i}]"),
+                    format!("{typ:?} is not a media type such as at+jwt or application/jwt"),
+                ));
+            }
+        }
+        if self.max_lifetime.is_some_and(|d| d.is_zero()) {
+            return Err(invalid(
+                format!("{field}.max_lifetime"),
+                "must be greater than 0",
+            ));
+        }
+        self.jwks_http
+            .validate(&format!("{field}.jwks_http"), self)?;
         self.jwks_cache.validate(&format!("{field}.jwks_cache"))
     }
+
+    /// Whether a token's `typ` header is one this provider accepts.
+    pub fn accepts_type(&self, typ: Option<&str>) -> bool {
+        if self.token_types.is_empty() {
+            return true;
+        }
+        let Some(typ) = typ.and_then(media_type) else {
+            return false;
+        };
+        self.token_types
+            .iter()
+            .filter_map(|t| media_type(t))
+            .any(|accepted| accepted.eq_ignore_ascii_case(typ))
+    }
+}
+
+/// A JOSE `typ` value without its optional `application/` prefix (RFC 7515 §4.1.9: a value
+/// without `/` means `application/<value>`; RFC 8725 §3.11). `None` for a value that is empty,
+/// names another top-level type, or holds spaces or control characters.
+pub fn media_type(typ: &str) -> Option<&str> {
+    let subtype = match typ.split_once('/') {
+        Some((top, sub)) if top.eq_ignore_ascii_case("application") => sub,
+        Some(_) => return None,
+        None => typ,
+    };
+    (!subtype.is_empty()
+        && subtype
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b'"' | b'\\')))
+    .then_some(subtype)
+}
+
+impl JwksHttpConfig {
+    /// The CA file must hold certificates and the token file must be readable now, so a typo
+    /// fails at start-up; the token is re-read at every fetch.
+    fn validate(&self, field: &str, provider: &ProviderConfig) -> Result<(), ConfigError> {
+        if self.ca_file.is_none() && self.bearer_token_file.is_none() {
+            return Ok(());
+        }
+        let url = match &provider.jwks {
+            JwksSource::Uri(uri) => uri.as_str(),
+            JwksSource::Discovery => provider.issuer.as_str(),
+            JwksSource::File(_) => {
+                return Err(invalid(
+                    field,
+                    "applies to jwks: uri or discovery, not to a file",
+                ));
+            }
+        };
+        self.ca_certificates()
+            .map_err(|message| invalid(format!("{field}.ca_file"), message))?;
+        if let Some(path) = &self.bearer_token_file {
+            if !url.starts_with("https://") {
+                return Err(invalid(
+                    format!("{field}.bearer_token_file"),
+                    format!("the token is only sent over https, and {url:?} is not"),
+                ));
+            }
+            read_bearer_token(path)
+                .map_err(|message| invalid(format!("{field}.bearer_token_file"), message))?;
+        }
+        Ok(())
+    }
+
+    /// The certificates of `ca_file` (none when it is not set).
+    pub fn ca_certificates(&self) -> Result<Vec<reqwest::Certificate>, String> {
+        let Some(path) = &self.ca_file else {
+            return Ok(Vec::new());
+        };
+        let pem =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("{}: not a PEM certificate bundle: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: holds no PEM certificate", path.display()));
+        }
+        Ok(certs)
+    }
+}
+
+/// The largest bearer token file read (Kubernetes projected tokens are ~1 KiB).
+pub const MAX_BEARER_TOKEN_BYTES: u64 = 16 * 1024;
+
+/// Reads a bearer token file: surrounding whitespace trimmed, non-empty, at most
+/// [`MAX_BEARER_TOKEN_BYTES`], and usable as a header value. Errors never quote the token.
+pub fn read_bearer_token(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut text = String::new();
+    file.take(MAX_BEARER_TOKEN_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if text.len() as u64 > MAX_BEARER_TOKEN_BYTES {
+        return Err(format!(
+            "{} is larger than {MAX_BEARER_TOKEN_BYTES} bytes",
+            path.display()
+        ));
+    }
+    let token = text.trim();
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{} must hold one token of printable characters",
+            path.display()
+        ));
+    }
+    Ok(token.to_owned())
 }
 
 impl JwksCacheConfig {
@@ -524,7 +718,42 @@ impl IdentityConfig {
 }
 
 impl RuleConfig {
-    fn validate(&self, field: &str) -> Result<(), ConfigError> {
+    fn validate(
+        &self,
+        field: &str,
+        paths: &PathConfig,
+        providers: &[ProviderConfig],
+    ) -> Result<(), ConfigError> {
+        if let Some(names) = &self.providers {
+            if names.is_empty() {
+                return Err(invalid(
+                    format!("{field}.providers"),
+                    "must name at least one provider (leave it out to accept every provider)",
+                ));
+            }
+            for (i, name) in names.iter().enumerate() {
+                if !providers.iter().any(|p| p.name == *name) {
+                    return Err(invalid(
+                        format!("{field}.providers[{i}]"),
+                        format!("no provider is named {name:?}"),
+                    ));
+                }
+            }
+        }
+        if let Some(audiences) = &self.audiences
+            && (audiences.is_empty() || audiences.iter().any(String::is_empty))
+        {
+            return Err(invalid(
+                format!("{field}.audiences"),
+                "at least one non-empty audience is required (leave it out to use the provider's)",
+            ));
+        }
+        if self.access == Access::Deny && (self.providers.is_some() || self.audiences.is_some()) {
+            return Err(invalid(
+                format!("{field}.access"),
+                "a deny rule accepts no token, so providers and audiences mean nothing here",
+            ));
+        }
         if let Some(PathMatch::Regex(re)) = &self.matcher.path {
             regex::Regex::new(re).map_err(|e| {
                 invalid(
@@ -533,13 +762,18 @@ impl RuleConfig {
                 )
             })?;
         }
-        if let Some(PathMatch::Exact(p) | PathMatch::Prefix(p)) = &self.matcher.path
-            && !p.starts_with('/')
-        {
-            return Err(invalid(
-                format!("{field}.match.path"),
-                "must start with '/'",
-            ));
+        if let Some(PathMatch::Exact(p) | PathMatch::Prefix(p)) = &self.matcher.path {
+            // Rules see canonical paths only; a rule written another way could never match.
+            let canonical = crate::request::canonical_path(p, paths)
+                .map_err(|e| invalid(format!("{field}.match.path"), format!("{p:?}: {e}")))?;
+            if canonical != *p {
+                return Err(invalid(
+                    format!("{field}.match.path"),
+                    format!(
+                        "{p:?} is not a canonical path and would never match; write {canonical:?}"
+                    ),
+                ));
+            }
         }
         for (i, method) in self.matcher.methods.iter().enumerate() {
             if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
@@ -629,6 +863,10 @@ fn default_realm() -> String {
 }
 
 fn default_max_token_bytes() -> usize {
+    8 * 1024
+}
+
+fn default_max_path_bytes() -> usize {
     8 * 1024
 }
 

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::config::TokenSource;
+use crate::request;
 
 #[cfg(test)]
 mod tests;
@@ -32,6 +33,8 @@ pub enum ExtractError {
     Multiple,
     #[error("token larger than the limit")]
     TooLarge,
+    #[error("query string with an invalid parameter name")]
+    BadQuery,
 }
 
 /// Looks for a token in every source in `sources` (the union over all providers).
@@ -92,11 +95,15 @@ pub fn extract<'r>(
                 }
             }
             TokenSource::Query(name) => {
-                if let Some((_, query)) = path.split_once('?') {
-                    let query = query.split('#').next().unwrap_or_default();
+                // Names are compared decoded, as the application will read them, so
+                // `access%5Ftoken` is the same parameter as `access_token` (and a second
+                // copy of it is a second token). The value is taken as sent: a token never
+                // needs escaping, and an escaped one fails verification.
+                if let (_, Some(query)) = request::split_target(path) {
                     for pair in query.split('&') {
                         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                        if k == name {
+                        let k = request::decode_query_component(k).ok_or(ExtractError::BadQuery)?;
+                        if k == name.as_str() {
                             push(v, source)?;
                         }
                     }

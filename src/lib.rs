@@ -8,7 +8,8 @@
 //! - [`jwks`]: per-provider key stores: fetch, refresh, unknown-kid refetch, stale-on-error.
 //! - [`verify`]: choosing provider and key, verifying signature and claims.
 //! - [`token_cache`]: the verified-token cache, bounded by entries and bytes.
-//! - [`policy`]: route rules (public, authenticated, deny, claim requirements).
+//! - [`request`]: the request as rules see it; its path in canonical form (RFC 3986).
+//! - [`policy`]: route rules (public, authenticated, deny, claim requirements, providers).
 //! - [`claims`]: reading claims by name or dotted path.
 //! - [`identity`]: identity headers set for upstream, client copies removed.
 //! - [`response`]: every denial's HTTP status, gRPC code and RFC 6750 error, in one table.
@@ -29,6 +30,7 @@ pub mod jwks;
 pub mod keys;
 pub mod metrics;
 pub mod policy;
+pub mod request;
 pub mod response;
 pub mod server;
 pub mod service;

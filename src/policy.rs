@@ -1,55 +1,16 @@
-//! Route rules: which requests need a token, and which claims that token must carry. Rules
-//! are tried in order and the first match decides; no match means "any valid token".
-
-use std::collections::HashMap;
+//! Route rules: which requests need a token, from which providers and for which audiences,
+//! and which claims that token must carry. Rules match the canonical path and are tried in
+//! order; the first match decides, and no match means "any valid token".
 
 use regex::Regex;
 use serde_json::{Map, Value};
 
 use crate::claims;
-use crate::config::{Access, ClaimRequirement, PathMatch, RuleConfig};
+use crate::config::{Access, ClaimRequirement, PathMatch, ProviderConfig, RuleConfig};
+use crate::request::RequestInfo;
 
 #[cfg(test)]
 mod tests;
-
-/// The parts of a request that rules look at.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestInfo<'r> {
-    pub method: &'r str,
-    /// The path without its query string.
-    pub path: &'r str,
-    /// The host without its port.
-    pub host: &'r str,
-    pub context_extensions: &'r HashMap<String, String>,
-}
-
-impl<'r> RequestInfo<'r> {
-    pub fn new(
-        method: &'r str,
-        raw_path: &'r str,
-        host: &'r str,
-        context_extensions: &'r HashMap<String, String>,
-    ) -> Self {
-        let path = raw_path.split(['?', '#']).next().unwrap_or_default();
-        Self {
-            method,
-            path,
-            host: strip_port(host),
-            context_extensions,
-        }
-    }
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        // [::1]:8080
-        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
-    }
-    match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    }
-}
 
 #[derive(Debug)]
 enum PathMatcher {
@@ -76,6 +37,8 @@ struct Rule {
     context_extensions: Vec<(String, String)>,
     kind: AccessKind,
     requirements: Vec<ClaimRequirement>,
+    providers: Option<Vec<usize>>,
+    audiences: Option<Vec<String>>,
 }
 
 /// The rule that applies to a request.
@@ -84,6 +47,10 @@ pub struct Route<'p> {
     pub name: &'p str,
     pub kind: AccessKind,
     requirements: &'p [ClaimRequirement],
+    /// Indices of the providers whose tokens this route accepts; `None` accepts all.
+    pub providers: Option<&'p [usize]>,
+    /// Audiences that replace the provider's on this route.
+    pub audiences: Option<&'p [String]>,
 }
 
 #[derive(Debug)]
@@ -95,12 +62,15 @@ const DEFAULT_ROUTE: Route<'static> = Route {
     name: "default",
     kind: AccessKind::Authenticated,
     requirements: &[],
+    providers: None,
+    audiences: None,
 };
 
 impl Policy {
     /// Compiles the rules; the configuration has already been validated, so a regex error
-    /// here is unexpected but still reported rather than unwrapped.
-    pub fn new(rules: &[RuleConfig]) -> Result<Self, regex::Error> {
+    /// here is unexpected but still reported rather than unwrapped (and a provider name that
+    /// names no provider accepts no token).
+    pub fn new(rules: &[RuleConfig], providers: &[ProviderConfig]) -> Result<Self, regex::Error> {
         let rules = rules
             .iter()
             .enumerate()
@@ -142,6 +112,13 @@ impl Policy {
                         .collect(),
                     kind,
                     requirements,
+                    providers: rule.providers.as_ref().map(|names| {
+                        names
+                            .iter()
+                            .filter_map(|name| providers.iter().position(|p| p.name == *name))
+                            .collect()
+                    }),
+                    audiences: rule.audiences.clone(),
                 })
             })
             .collect::<Result<_, regex::Error>>()?;
@@ -157,6 +134,8 @@ impl Policy {
                 name: &rule.name,
                 kind: rule.kind,
                 requirements: &rule.requirements,
+                providers: rule.providers.as_deref(),
+                audiences: rule.audiences.as_deref(),
             })
     }
 }

@@ -16,11 +16,16 @@ use serde_json::{Map, Value};
 use tonic::Code;
 
 use crate::identity::HeaderMutation;
+use crate::request::PathError;
 use crate::verify::VerifyError;
 
 /// Why a request was denied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Deny {
+    /// The path is ambiguous (or too long); refused before any rule ran.
+    InvalidPath(PathError),
+    /// The query string cannot be read unambiguously (invalid percent-encoding).
+    InvalidQuery,
     MissingToken,
     MultipleTokens,
     TokenTooLarge,
@@ -33,6 +38,8 @@ pub enum Deny {
     InsufficientClaims,
     /// A route rule denies every request.
     DeniedByRule,
+    /// The route accepts tokens only from other providers.
+    ProviderNotAccepted,
 }
 
 /// The client-visible shape of a denial.
@@ -50,8 +57,32 @@ pub struct Answer {
 
 impl Deny {
     pub fn answer(&self) -> Answer {
-        use StatusCode::{BadRequest, Forbidden, ServiceUnavailable, Unauthorized};
+        use StatusCode::{BadRequest, Forbidden, ServiceUnavailable, Unauthorized, UriTooLong};
         let (http, grpc, error, description, challenge_error, reason) = match self {
+            Deny::InvalidPath(PathError::TooLong) => (
+                UriTooLong,
+                Code::InvalidArgument,
+                "invalid_request",
+                "request path too long",
+                true,
+                "path_too_long",
+            ),
+            Deny::InvalidQuery => (
+                BadRequest,
+                Code::InvalidArgument,
+                "invalid_request",
+                "malformed query string",
+                true,
+                "invalid_query",
+            ),
+            Deny::InvalidPath(_) => (
+                BadRequest,
+                Code::InvalidArgument,
+                "invalid_request",
+                "ambiguous request path",
+                true,
+                "invalid_path",
+            ),
             Deny::MissingToken => (
                 Unauthorized,
                 Code::Unauthenticated,
@@ -83,6 +114,14 @@ impl Deny {
                 "token not accepted from this location",
                 true,
                 "wrong_source",
+            ),
+            Deny::ProviderNotAccepted => (
+                Unauthorized,
+                Code::Unauthenticated,
+                "invalid_token",
+                "token not accepted on this route",
+                true,
+                "provider_not_accepted",
             ),
             Deny::UnsafeClaim => (
                 Unauthorized,
@@ -133,6 +172,13 @@ impl Deny {
                     VerifyError::WrongAudience => ("invalid audience", "wrong_audience"),
                     VerifyError::WrongIssuer => ("invalid issuer", "wrong_issuer"),
                     VerifyError::MissingClaim(_) => ("missing required claim", "missing_claim"),
+                    VerifyError::WrongTokenType => ("token type not accepted", "wrong_token_type"),
+                    VerifyError::LifetimeTooLong => {
+                        ("token lifetime too long", "lifetime_too_long")
+                    }
+                    VerifyError::IssuedInFuture => {
+                        ("token issued in the future", "issued_in_future")
+                    }
                     VerifyError::KeysUnavailable => {
                         ("signing keys unavailable", "keys_unavailable")
                     }

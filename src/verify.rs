@@ -69,6 +69,12 @@ pub enum VerifyError {
     WrongIssuer,
     #[error("missing required claim")]
     MissingClaim(String),
+    #[error("token type not accepted")]
+    WrongTokenType,
+    #[error("token lifetime too long")]
+    LifetimeTooLong,
+    #[error("token issued in the future")]
+    IssuedInFuture,
     #[error("signing keys unavailable")]
     KeysUnavailable,
 }
@@ -144,6 +150,11 @@ impl Verifier {
         if !config.algorithms.contains(&header.alg) {
             return Err(VerifyError::AlgorithmNotAllowed);
         }
+        // RFC 8725 §3.11: explicit typing keeps, say, an ID token out of where an access
+        // token is meant. Checked before the signature: it costs nothing.
+        if !config.accepts_type(header.typ.as_deref()) {
+            return Err(VerifyError::WrongTokenType);
+        }
         let mut keys = provider.store.keys();
         let needs_fetch = keys.is_empty()
             || header
@@ -176,11 +187,8 @@ impl Verifier {
             match decode::<Map<String, Value>>(token, &key.decoding_key, &key.validation) {
                 Ok(data) => {
                     check_required(config, &data.claims)?;
-                    let exp = data
-                        .claims
-                        .get("exp")
-                        .and_then(Value::as_f64)
-                        .map(|e| if e <= 0.0 { 0 } else { e as u64 });
+                    let exp = numeric_date(&data.claims, "exp")?;
+                    check_issued_at(config, &data.claims, exp)?;
                     return Ok(VerifiedToken {
                         provider: provider.index,
                         thumbprint: key.thumbprint.clone(),
@@ -207,6 +215,55 @@ fn check_required(config: &ProviderConfig, claims: &Map<String, Value>) -> Resul
         }
     }
     Ok(())
+}
+
+/// A NumericDate claim (RFC 7519 §2) as whole seconds; `Malformed` when it is not a number.
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, VerifyError> {
+    match claims.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => {
+            let secs = v.as_f64().ok_or(VerifyError::Malformed)?;
+            Ok(Some(if secs <= 0.0 { 0 } else { secs as u64 }))
+        }
+    }
+}
+
+/// `iat` (RFC 7519 §4.1.6) must not lie in the future beyond the leeway, and with
+/// `max_lifetime` set the token must carry `iat` and `exp` no further apart than that.
+fn check_issued_at(
+    config: &ProviderConfig,
+    claims: &Map<String, Value>,
+    exp: Option<u64>,
+) -> Result<(), VerifyError> {
+    let iat = numeric_date(claims, "iat")?;
+    if let Some(iat) = iat {
+        let now = jsonwebtoken::get_current_timestamp();
+        if iat > now.saturating_add(config.leeway.as_secs()) {
+            return Err(VerifyError::IssuedInFuture);
+        }
+    }
+    if let Some(max) = config.max_lifetime {
+        let iat = iat.ok_or_else(|| VerifyError::MissingClaim("iat".to_owned()))?;
+        let exp = exp.ok_or_else(|| VerifyError::MissingClaim("exp".to_owned()))?;
+        if exp.saturating_sub(iat) > max.as_secs() {
+            return Err(VerifyError::LifetimeTooLong);
+        }
+    }
+    Ok(())
+}
+
+/// Whether the token's `aud` (a string or an array of strings, RFC 7519 §4.1.3) holds one of
+/// `accepted`. Checked per request, since a route may accept other audiences than its
+/// provider; the verified-token cache stays valid across routes.
+pub fn audience_matches(claims: &Map<String, Value>, accepted: &[String]) -> bool {
+    match claims.get("aud") {
+        Some(Value::String(aud)) => accepted.iter().any(|a| a == aud),
+        Some(Value::Array(auds)) => auds
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|aud| accepted.iter().any(|a| a == aud)),
+        _ => false,
+    }
 }
 
 fn map_error(kind: &ErrorKind) -> VerifyError {

@@ -39,6 +39,9 @@ fn provider(algorithms: &[Algorithm]) -> ProviderConfig {
         required_claims: vec![],
         token_sources: vec![crate::config::TokenSource::Bearer],
         jwks_cache: Default::default(),
+        jwks_http: Default::default(),
+        token_types: vec![],
+        max_lifetime: None,
     }
 }
 

@@ -1,21 +1,64 @@
 use super::*;
 use serde_json::json;
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use crate::config::{Config, PathConfig};
+use crate::request::canonical_path;
+
 fn policy(yaml: &str) -> Policy {
     let rules: Vec<RuleConfig> = serde_path_to_error::deserialize(
         serde_norway::from_str::<serde_json::Value>(yaml).unwrap(),
     )
     .unwrap();
-    Policy::new(&rules).unwrap()
+    Policy::new(&rules, &[]).unwrap()
 }
 
+/// The request as the decision builds it: the path in canonical form (these tests use paths
+/// that are canonical apart from a query, so the canonical path borrows from `path`).
 fn info<'a>(
     method: &'a str,
     path: &'a str,
     host: &'a str,
     ext: &'a HashMap<String, String>,
 ) -> RequestInfo<'a> {
-    RequestInfo::new(method, path, host, ext)
+    match canonical_path(path, &PathConfig::default()) {
+        Ok(Cow::Borrowed(path)) => RequestInfo::new(method, path, host, ext),
+        other => panic!("{path:?} is not canonical here: {other:?}"),
+    }
+}
+
+#[test]
+fn rules_name_providers_by_index_and_carry_their_audiences() {
+    let config = Config::from_yaml(
+        r#"
+providers:
+  - {name: corp, issuer: https://corp.test, audiences: [api], jwks: {uri: https://corp.test/jwks}}
+  - {name: partner, issuer: https://partner.test, audiences: [api], jwks: {uri: https://partner.test/jwks}}
+rules:
+  - name: billing
+    match: {path: {prefix: /billing/}}
+    providers: [partner]
+    audiences: [billing-api]
+    access: authenticated
+  - name: both
+    match: {path: {prefix: /both/}}
+    providers: [partner, corp]
+    access: public
+"#,
+    )
+    .unwrap();
+    let p = Policy::new(&config.rules, &config.providers).unwrap();
+    let ext = HashMap::new();
+    let billing = p.route(&info("GET", "/billing/x", "h", &ext));
+    assert_eq!(billing.providers, Some(&[1][..]));
+    assert_eq!(billing.audiences, Some(&["billing-api".to_owned()][..]));
+    let both = p.route(&info("GET", "/both/x", "h", &ext));
+    assert_eq!(both.providers, Some(&[1, 0][..]));
+    assert_eq!(both.audiences, None);
+    let default = p.route(&info("GET", "/other", "h", &ext));
+    assert_eq!((default.providers, default.audiences), (None, None));
 }
 
 #[test]

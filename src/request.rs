@@ -1,0 +1,118 @@
+//! The request as rules see it: method, host without its port, context extensions, and the
+//! path in its canonical form ([`path`]). Everything here is pure computation on strings, so
+//! every front end (and, later, an in-proxy filter) reads a request the same way.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+pub mod path;
+
+pub use path::{PathError, canonical_path};
+
+/// The parts of a request that rules look at.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo<'r> {
+    pub method: &'r str,
+    /// The canonical path ([`canonical_path`]): no query, no dot-segments, no `//`.
+    pub path: &'r str,
+    /// The host without its port.
+    pub host: &'r str,
+    pub context_extensions: &'r HashMap<String, String>,
+}
+
+impl<'r> RequestInfo<'r> {
+    /// `path` must already be canonical; `host` may carry a port.
+    pub fn new(
+        method: &'r str,
+        path: &'r str,
+        host: &'r str,
+        context_extensions: &'r HashMap<String, String>,
+    ) -> Self {
+        Self {
+            method,
+            path,
+            host: strip_port(host),
+            context_extensions,
+        }
+    }
+}
+
+/// Splits a request target into its path and its query (RFC 3986 §3.3, §3.4): the query
+/// starts at the first `?`, and a fragment (`#`, which a client should never send) ends
+/// whichever part it appears in.
+pub fn split_target(target: &str) -> (&str, Option<&str>) {
+    let end = target.find('#').unwrap_or(target.len());
+    let target = &target[..end];
+    match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    }
+}
+
+/// Decodes an `application/x-www-form-urlencoded` name (`+` is a space, `%XX` a byte), the
+/// way applications read query parameters. `None` when the encoding is invalid or the result
+/// is not UTF-8.
+pub fn decode_query_component(raw: &str) -> Option<Cow<'_, str>> {
+    if !raw.contains(['%', '+']) {
+        return Some(Cow::Borrowed(raw));
+    }
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                out.push(path::hex_pair(bytes.get(i + 1..i + 3)?)?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok().map(Cow::Owned)
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [::1]:8080
+        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_splits_at_the_first_question_mark_and_drops_fragments() {
+        assert_eq!(split_target("/a?b=1?c"), ("/a", Some("b=1?c")));
+        assert_eq!(split_target("/a#f?access_token=x"), ("/a", None));
+        assert_eq!(split_target("/a?x=1#f"), ("/a", Some("x=1")));
+        assert_eq!(split_target("/a"), ("/a", None));
+    }
+
+    #[test]
+    fn query_components_decode_like_forms() {
+        assert_eq!(
+            decode_query_component("access%5Ftoken").as_deref(),
+            Some("access_token")
+        );
+        assert_eq!(decode_query_component("a+b").as_deref(), Some("a b"));
+        assert_eq!(decode_query_component("plain").as_deref(), Some("plain"));
+        assert_eq!(decode_query_component("bad%2"), None);
+        assert_eq!(decode_query_component("bad%zz"), None);
+        assert_eq!(decode_query_component("%ff"), None);
+    }
+
+    #[test]
+    fn host_port_is_ignored() {
+        assert_eq!(strip_port("api.test:8080"), "api.test");
+        assert_eq!(strip_port("[::1]:8080"), "::1");
+        assert_eq!(strip_port("api.test"), "api.test");
+    }
+}

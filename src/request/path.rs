@@ -1,0 +1,244 @@
+//! The canonical request path: what every rule is matched against, whatever the proxy in
+//! front did or did not normalise.
+//!
+//! Normalisation follows RFC 3986: percent-encoded unreserved characters are decoded and the
+//! hex digits of the remaining escapes upper-cased (§6.2.2.1, §6.2.2.2), dot-segments are
+//! removed (§5.2.4, §6.2.2.3); on top of that repeated slashes are merged, the query and any
+//! fragment are dropped, and bytes that may not appear raw in a path (§3.3: anything but
+//! `pchar` and `/`) are percent-encoded, so two spellings of one path give one string.
+//!
+//! A path whose meaning depends on who reads it is refused instead ([`PathError`]): an
+//! encoded slash or backslash (servers disagree on whether `%2F` separates segments), a raw
+//! backslash (a separator on some servers, data on others), control characters and `%00`,
+//! invalid percent-encoding, percent-encoded bytes that are not UTF-8 (overlong forms such as
+//! `%C0%AF` decode to `/` in lax decoders), a `..` that would climb above the root (RFC 3986
+//! §5.2.4 silently drops it; we do not guess), a `..` right after an empty segment
+//! (`/a//../b` is `/a/b` to RFC 3986 and `/b` to servers that merge slashes first), and a dot
+//! segment with a path parameter (`/..;/`, which Java servers read as `..`).
+
+use std::borrow::Cow;
+
+use crate::config::{EscapedSlashes, PathConfig};
+
+#[cfg(test)]
+mod tests;
+
+/// Why a path was refused before any rule ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("path longer than the limit")]
+    TooLong,
+    #[error("path does not start with '/'")]
+    NotAbsolute,
+    #[error("invalid percent-encoding")]
+    BadEscape,
+    #[error("percent-encoded slash or backslash")]
+    EscapedSlash,
+    #[error("backslash in path")]
+    Backslash,
+    #[error("control character in path")]
+    ControlCharacter,
+    #[error("percent-encoded bytes are not UTF-8")]
+    NotUtf8,
+    #[error("dot-segment above the root")]
+    AboveRoot,
+    #[error("ambiguous dot-segment")]
+    AmbiguousDotSegment,
+}
+
+/// The canonical form of the path of `target` (a request's `:path`, query included). An
+/// already canonical path — the common case behind a normalising proxy — is borrowed.
+pub fn canonical_path<'a>(target: &'a str, config: &PathConfig) -> Result<Cow<'a, str>, PathError> {
+    if target.len() > config.max_bytes {
+        return Err(PathError::TooLong);
+    }
+    let (path, _query) = super::split_target(target);
+    if !path.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    if is_canonical(path) {
+        return Ok(Cow::Borrowed(path));
+    }
+    canonicalize(path, config.escaped_slashes).map(Cow::Owned)
+}
+
+/// Whether `path` (starting with `/`) is its own canonical form: only characters that stay
+/// raw, no empty segment but a trailing one, no dot-segment.
+fn is_canonical(path: &str) -> bool {
+    if !path.bytes().all(|b| b == b'/' || stays_raw(b)) {
+        return false;
+    }
+    let mut segments = path[1..].split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        if (segment.is_empty() && !last) || is_dot_segment(segment) || has_dot_parameter(segment) {
+            return false;
+        }
+    }
+    true
+}
+
+/// RFC 3986 §2.3 unreserved characters: an escape of one of these means the character.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Characters a path segment holds raw (§3.3 `pchar` without `%`): unreserved, sub-delims,
+/// `:` and `@`. Everything else is percent-encoded in the canonical form.
+fn stays_raw(b: u8) -> bool {
+    is_unreserved(b)
+        || matches!(
+            b,
+            b'!' | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+        )
+}
+
+fn is_control(b: u8) -> bool {
+    b < 0x20 || b == 0x7f
+}
+
+fn is_dot_segment(segment: &str) -> bool {
+    segment == "." || segment == ".."
+}
+
+/// `.;x` and `..;x`: a dot-segment to readers that strip path parameters first.
+fn has_dot_parameter(segment: &str) -> bool {
+    segment
+        .split_once(';')
+        .is_some_and(|(head, _)| is_dot_segment(head))
+}
+
+/// The byte two hex digits spell.
+pub(crate) fn hex_pair(digits: &[u8]) -> Option<u8> {
+    let [hi, lo] = digits else { return None };
+    let hi = (*hi as char).to_digit(16)?;
+    let lo = (*lo as char).to_digit(16)?;
+    Some((hi * 16 + lo) as u8)
+}
+
+fn push_escaped(out: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(HEX[usize::from(b >> 4)] as char);
+    out.push(HEX[usize::from(b & 0xf)] as char);
+}
+
+/// Builds the output one segment at a time, removing dot-segments as they come (the
+/// output-buffer form of RFC 3986 §5.2.4).
+#[derive(Default)]
+struct Segments {
+    out: String,
+    /// Where each segment of `out` starts (at its `/`), for `..` to remove the last one.
+    starts: Vec<usize>,
+    /// The previous segment was empty (`//`).
+    after_empty: bool,
+    /// The path ends in `/` (or in a dot-segment, which leaves one, §5.2.4 step 2).
+    trailing: bool,
+}
+
+impl Segments {
+    fn push(&mut self, segment: &str, last: bool) -> Result<(), PathError> {
+        match segment {
+            // `//` merges into `/`; an empty last segment is the trailing slash.
+            "" => self.trailing = last,
+            "." => self.trailing = last,
+            ".." => {
+                if self.after_empty {
+                    return Err(PathError::AmbiguousDotSegment);
+                }
+                let start = self.starts.pop().ok_or(PathError::AboveRoot)?;
+                self.out.truncate(start);
+                self.trailing = last;
+            }
+            s if has_dot_parameter(s) => return Err(PathError::AmbiguousDotSegment),
+            s => {
+                self.starts.push(self.out.len());
+                self.out.push('/');
+                self.out.push_str(s);
+            }
+        }
+        self.after_empty = segment.is_empty();
+        Ok(())
+    }
+
+    fn finish(mut self) -> String {
+        if self.out.is_empty() || self.trailing {
+            self.out.push('/');
+        }
+        self.out
+    }
+}
+
+fn canonicalize(path: &str, escaped_slashes: EscapedSlashes) -> Result<String, PathError> {
+    let bytes = path.as_bytes();
+    let mut segments = Segments {
+        out: String::with_capacity(path.len()),
+        ..Segments::default()
+    };
+    let mut segment = String::new();
+    // The path with every escape decoded, to check that escaped bytes form UTF-8.
+    let mut decoded = Vec::new();
+    let mut escaped_non_ascii = false;
+    let mut i = 1;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'/' => {
+                segments.push(&segment, false)?;
+                segment.clear();
+            }
+            b'%' => {
+                let value = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(hex_pair)
+                    .ok_or(PathError::BadEscape)?;
+                i += 2;
+                decoded.push(value);
+                match value {
+                    v if is_unreserved(v) => segment.push(v as char),
+                    v if is_control(v) => return Err(PathError::ControlCharacter),
+                    // A backslash is a separator to some servers and data to others,
+                    // whichever way it is spelled.
+                    b'\\' => return Err(PathError::EscapedSlash),
+                    b'/' => match escaped_slashes {
+                        EscapedSlashes::Reject => return Err(PathError::EscapedSlash),
+                        EscapedSlashes::Decode => {
+                            segments.push(&segment, false)?;
+                            segment.clear();
+                        }
+                        EscapedSlashes::Keep => push_escaped(&mut segment, b'/'),
+                    },
+                    v => {
+                        escaped_non_ascii |= !v.is_ascii();
+                        push_escaped(&mut segment, v);
+                    }
+                }
+                i += 1;
+                continue;
+            }
+            b'\\' => return Err(PathError::Backslash),
+            b if is_control(b) => return Err(PathError::ControlCharacter),
+            b if stays_raw(b) => segment.push(b as char),
+            // Other ASCII (space, quotes, brackets) and the bytes of raw UTF-8 characters.
+            b => push_escaped(&mut segment, b),
+        }
+        decoded.push(b);
+        i += 1;
+    }
+    segments.push(&segment, true)?;
+    if escaped_non_ascii && std::str::from_utf8(&decoded).is_err() {
+        return Err(PathError::NotUtf8);
+    }
+    Ok(segments.finish())
+}
