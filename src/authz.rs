@@ -8,16 +8,25 @@ use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, TokenSource};
+use crate::config::{Config, JwksHttpConfig, TokenSource};
 use crate::extract::{self, ExtractError};
 use crate::identity;
-use crate::jwks::KeyStore;
+use crate::jwks::{self, KeyStore};
 use crate::metrics::{KeySetStatus, Metrics};
 use crate::policy::{AccessKind, Policy, Route};
 use crate::request::{self, RequestInfo};
 use crate::response::{self, Deny};
 use crate::token_cache::{self, TokenCache};
 use crate::verify::{self, Provider, VerifiedToken, Verifier, VerifyError};
+
+/// Why a configuration could not be put in force.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid route rule: {0}")]
+    Rule(#[from] regex::Error),
+    #[error("providers[{index}].jwks_http: {message}")]
+    Client { index: usize, message: String },
+}
 
 /// Everything built from one configuration.
 #[derive(Debug)]
@@ -69,7 +78,7 @@ impl Runtime {
         previous: Option<&Runtime>,
         client: reqwest::Client,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, regex::Error> {
+    ) -> Result<Self, StartError> {
         let policy = Policy::new(&config.rules, &config.providers)?;
         let mut sources: Vec<TokenSource> = Vec::new();
         let mut providers = Vec::with_capacity(config.providers.len());
@@ -86,10 +95,18 @@ impl Runtime {
                     .find(|p| p.config() == provider)
                     .map(|p| p.store.keys())
             });
+            // A private endpoint gets a client of its own, built from the CA file as it is
+            // now (a reload picks up a renewed CA).
+            let client = if provider.jwks_http == JwksHttpConfig::default() {
+                client.clone()
+            } else {
+                jwks::http_client(&provider.jwks_http)
+                    .map_err(|message| StartError::Client { index, message })?
+            };
             let store = KeyStore::new(
                 Arc::new(provider.clone()),
                 carried,
-                client.clone(),
+                client,
                 Arc::clone(&metrics),
             );
             providers.push(Provider { index, store });

@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::config::{JwksSource, ProviderConfig};
+use crate::config::{self, JwksHttpConfig, JwksSource, ProviderConfig};
 use crate::keys::{KeySet, KeySetError};
 use crate::metrics::Metrics;
 
@@ -31,8 +31,30 @@ pub enum FetchError {
     },
     #[error("OIDC discovery: {0}")]
     Discovery(String),
+    #[error("bearer_token_file: {0}")]
+    Credentials(String),
     #[error(transparent)]
     KeySet(#[from] KeySetError),
+}
+
+/// The HTTP client for key fetches. With a CA file, only its certificates are trusted; with
+/// a bearer token, plain http (a redirect to it included) is refused, and reqwest drops the
+/// `Authorization` header on redirects to another origin.
+pub fn http_client(settings: &JwksHttpConfig) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("jwt-authz/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .connect_timeout(Duration::from_secs(5));
+    // Validated with the configuration; read again here so that a reload picks up a renewed
+    // bundle. A file that broke since then fails the start or reload (the configuration in
+    // force stays).
+    if settings.ca_file.is_some() {
+        builder = builder.tls_certs_only(settings.ca_certificates()?);
+    }
+    if settings.bearer_token_file.is_some() {
+        builder = builder.https_only(true);
+    }
+    builder.build().map_err(|e| e.to_string())
 }
 
 /// Bookkeeping of the fetches; its lock is what makes concurrent refetches share one fetch.
@@ -217,6 +239,17 @@ impl KeyStore {
             )));
         }
         match reqwest::Url::parse(&doc.jwks_uri) {
+            // The bearer token goes only where the configuration says: the issuer's origin.
+            Ok(u)
+                if self.provider.jwks_http.bearer_token_file.is_some()
+                    && reqwest::Url::parse(issuer).map(|i| i.origin()).ok() != Some(u.origin()) =>
+            {
+                Err(FetchError::Discovery(format!(
+                    "jwks_uri {:?} is not on the issuer's origin, and the bearer token is only \
+                     sent there; set jwks: {{uri: ...}} instead",
+                    doc.jwks_uri
+                )))
+            }
             Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(doc.jwks_uri),
             _ => Err(FetchError::Discovery(format!(
                 "jwks_uri {:?} is not an http(s) URL",
@@ -227,13 +260,17 @@ impl KeyStore {
 
     async fn get(&self, url: &str) -> Result<(Vec<u8>, Option<Duration>), FetchError> {
         let cache = &self.provider.jwks_cache;
-        let mut response = self
+        let mut request = self
             .client
             .get(url)
             .header(http::header::ACCEPT, "application/json")
-            .timeout(cache.fetch_timeout)
-            .send()
-            .await?;
+            .timeout(cache.fetch_timeout);
+        if let Some(path) = &self.provider.jwks_http.bearer_token_file {
+            // Read at every fetch: a projected service-account token is rotated in place.
+            let token = config::read_bearer_token(path).map_err(FetchError::Credentials)?;
+            request = request.bearer_auth(token);
+        }
+        let mut response = request.send().await?;
         if !response.status().is_success() {
             return Err(FetchError::Status(response.status().as_u16()));
         }

@@ -14,8 +14,9 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::admin::{self, AdminState};
-use crate::authz::Runtime;
-use crate::config::Config;
+use crate::authz::{Runtime, StartError};
+use crate::config::{Config, JwksHttpConfig};
+use crate::jwks;
 use crate::metrics::Metrics;
 use crate::service::AuthorizationService;
 
@@ -28,9 +29,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot build the HTTP client: {0}")]
-    Client(reqwest::Error),
-    #[error("invalid route rule: {0}")]
-    Rule(#[from] regex::Error),
+    Client(String),
+    #[error(transparent)]
+    Start(#[from] StartError),
     #[error("gRPC server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("admin server failed: {0}")]
@@ -51,12 +52,7 @@ impl Server {
     /// runtime.
     pub fn new(config: Config) -> Result<Arc<Self>, Error> {
         let metrics = Arc::new(Metrics::new());
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("jwt-authz/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::limited(3))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(Error::Client)?;
+        let client = jwks::http_client(&JwksHttpConfig::default()).map_err(Error::Client)?;
         let runtime = Runtime::start(config, None, client.clone(), Arc::clone(&metrics))?;
         Ok(Arc::new(Self {
             runtime: Arc::new(ArcSwap::from_pointee(runtime)),

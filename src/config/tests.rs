@@ -130,3 +130,187 @@ fn example_config_is_valid() {
     assert_eq!(config.providers.len(), 1);
     assert!(!config.rules.is_empty());
 }
+
+#[test]
+fn new_trust_options_name_the_field() {
+    let with =
+        |extra: &str| MINIMAL.replace("audiences: [api]", &format!("audiences: [api]\n{extra}"));
+    let cases = [
+        (
+            with("    token_types: [\"\"]"),
+            "providers[0].token_types[0]",
+        ),
+        (
+            with("    token_types: [text/jwt]"),
+            "providers[0].token_types[0]",
+        ),
+        (
+            with("    token_types: [\"at+jwt x\"]"),
+            "providers[0].token_types[0]",
+        ),
+        (with("    max_lifetime: 0s"), "providers[0].max_lifetime"),
+        (
+            with("    jwks_http: {bearer_token_file: /nonexistent/token}"),
+            "providers[0].jwks_http.bearer_token_file",
+        ),
+        (
+            with("    jwks_http: {ca_file: /nonexistent/ca.pem}"),
+            "providers[0].jwks_http.ca_file",
+        ),
+        (with("    jwks_http: {cafile: x}"), "providers[0].jwks_http"),
+        (
+            format!("{MINIMAL}rules:\n  - providers: [nobody]\n    access: authenticated\n"),
+            "rules[0].providers[0]",
+        ),
+        (
+            format!("{MINIMAL}rules:\n  - providers: []\n    access: authenticated\n"),
+            "rules[0].providers",
+        ),
+        (
+            format!("{MINIMAL}rules:\n  - audiences: [\"\"]\n    access: authenticated\n"),
+            "rules[0].audiences",
+        ),
+        (
+            format!("{MINIMAL}rules:\n  - providers: [demo]\n    access: deny\n"),
+            "rules[0].access",
+        ),
+        (
+            format!(
+                "{MINIMAL}rules:\n  - match: {{path: {{prefix: /a//b}}}}\n    access: public\n"
+            ),
+            "rules[0].match.path",
+        ),
+        (
+            format!(
+                "{MINIMAL}rules:\n  - match: {{path: {{exact: /a/../b}}}}\n    access: public\n"
+            ),
+            "rules[0].match.path",
+        ),
+        (
+            format!(
+                "{MINIMAL}rules:\n  - match: {{path: {{prefix: \"/caf\u{e9}\"}}}}\n    access: public\n"
+            ),
+            "rules[0].match.path",
+        ),
+        (
+            format!("{MINIMAL}paths: {{max_bytes: 0}}\n"),
+            "paths.max_bytes",
+        ),
+        (
+            format!("{MINIMAL}paths: {{escaped_slashes: maybe}}\n"),
+            "paths.escaped_slashes",
+        ),
+    ];
+    for (yaml, field) in cases {
+        let message = error_of(&yaml);
+        assert!(
+            message.starts_with(field),
+            "{message:?} should name {field}"
+        );
+    }
+    // The suggestion in the message is the canonical spelling.
+    let message = error_of(&format!(
+        "{MINIMAL}rules:\n  - match: {{path: {{prefix: \"/caf\u{e9}\"}}}}\n    access: public\n"
+    ));
+    assert!(message.contains("\"/caf%C3%A9\""), "{message}");
+}
+
+#[test]
+fn private_jwks_settings_are_checked_against_the_files_and_the_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    let not_pem = dir.path().join("ca.pem");
+    std::fs::write(&token, "abc.def.ghi\n").unwrap();
+    std::fs::write(&not_pem, "hello").unwrap();
+    let with = |jwks: &str, http: &str| {
+        MINIMAL
+            .replace("jwks: {uri: \"https://issuer.test/jwks.json\"}", jwks)
+            .replace(
+                "audiences: [api]",
+                &format!("audiences: [api]\n    jwks_http: {http}"),
+            )
+    };
+    let token_http = format!("{{bearer_token_file: {}}}", token.display());
+    // A token file that can be read, over https: accepted, for a URI or discovery.
+    Config::from_yaml(&with(
+        "jwks: {uri: \"https://issuer.test/jwks.json\"}",
+        &token_http,
+    ))
+    .unwrap();
+    Config::from_yaml(&with("jwks: discovery", &token_http)).unwrap();
+    let cases = [
+        // The token is never sent over plain http.
+        (
+            with("jwks: {uri: \"http://issuer.test/jwks.json\"}", &token_http),
+            "providers[0].jwks_http.bearer_token_file",
+        ),
+        (
+            with("jwks: {file: /etc/jwks.json}", &token_http),
+            "providers[0].jwks_http",
+        ),
+        (
+            with(
+                "jwks: {uri: \"https://issuer.test/jwks.json\"}",
+                &format!("{{ca_file: {}}}", not_pem.display()),
+            ),
+            "providers[0].jwks_http.ca_file",
+        ),
+    ];
+    for (yaml, field) in cases {
+        let message = error_of(&yaml);
+        assert!(
+            message.starts_with(field),
+            "{message:?} should name {field}"
+        );
+    }
+    // Empty, oversized or multi-word token files are refused, and the message never quotes
+    // what the file holds.
+    for content in ["", "  \n", "two words", &"x".repeat(20_000)] {
+        std::fs::write(&token, content).unwrap();
+        let message = error_of(&with(
+            "jwks: {uri: \"https://issuer.test/jwks.json\"}",
+            &token_http,
+        ));
+        assert!(
+            message.starts_with("providers[0].jwks_http.bearer_token_file"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("words") && !message.contains("xxxx"),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn token_types_compare_as_media_types() {
+    let config = Config::from_yaml(&MINIMAL.replace(
+        "audiences: [api]",
+        "audiences: [api]\n    token_types: [at+jwt, application/JWT]",
+    ))
+    .unwrap();
+    let p = &config.providers[0];
+    for accepted in [
+        "at+jwt",
+        "AT+JWT",
+        "application/at+jwt",
+        "Application/At+Jwt",
+        "jwt",
+        "JWT",
+    ] {
+        assert!(p.accepts_type(Some(accepted)), "{accepted}");
+    }
+    for refused in [
+        "id+jwt",
+        "text/at+jwt",
+        "application/",
+        "at+jwt ",
+        "",
+        "JOSE",
+    ] {
+        assert!(!p.accepts_type(Some(refused)), "{refused}");
+    }
+    assert!(!p.accepts_type(None));
+    // Unset: every type, and none, is accepted.
+    assert!(Config::from_yaml(MINIMAL).unwrap().providers[0].accepts_type(None));
+}

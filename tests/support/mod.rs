@@ -4,6 +4,7 @@
 
 pub mod gateway;
 pub mod stack;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
