@@ -219,10 +219,10 @@ fn kubectl() -> std::path::PathBuf {
     venv
 }
 
-#[test]
-fn kustomization_renders() {
+/// The documents `kubectl kustomize dir` renders.
+fn kustomize(dir: &str) -> Vec<Value> {
     let out = std::process::Command::new(kubectl())
-        .args(["kustomize", "deploy/kubernetes"])
+        .args(["kustomize", dir])
         .current_dir(WORKSPACE)
         .output()
         .expect("kubectl kustomize");
@@ -232,9 +232,91 @@ fn kustomization_renders() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).expect("utf-8");
-    let docs: Vec<Value> = serde_norway::Deserializer::from_str(&text)
+    serde_norway::Deserializer::from_str(&text)
         .map(|d| <Value as serde::Deserialize>::deserialize(d).expect("yaml"))
-        .collect();
+        .collect()
+}
+
+/// The service-account overlay: jwt-authz runs as its own service account bound to
+/// `system:service-account-issuer-discovery`, mounts a projected token and the cluster CA
+/// exactly where its config reads them, and that config is valid once the files exist.
+#[test]
+fn service_account_overlay_wires_token_ca_and_rbac_to_the_config() {
+    let docs = kustomize("deploy/kubernetes-service-accounts");
+    let find = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind}"))
+    };
+    let pod = &find("Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "jwt-authz");
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let account = find("ServiceAccount");
+    assert_eq!(account["metadata"]["name"], "jwt-authz");
+    assert_eq!(account["metadata"]["namespace"], "jwt-authz");
+    let binding = find("ClusterRoleBinding");
+    assert_eq!(
+        binding["roleRef"]["name"],
+        "system:service-account-issuer-discovery"
+    );
+    assert_eq!(binding["subjects"][0]["name"], "jwt-authz");
+    assert_eq!(binding["subjects"][0]["namespace"], "jwt-authz");
+
+    let volume = pod["volumes"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == "kube-api"))
+        .expect("kube-api volume");
+    let sources = &volume["projected"]["sources"];
+    assert_eq!(sources[0]["serviceAccountToken"]["path"], "token");
+    assert_eq!(sources[1]["configMap"]["name"], "kube-root-ca.crt");
+    assert_eq!(sources[1]["configMap"]["items"][0]["path"], "ca.crt");
+    let mounts = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .expect("mounts");
+    let mount = mounts
+        .iter()
+        .find(|m| m["name"] == "kube-api")
+        .and_then(|m| m["mountPath"].as_str())
+        .expect("kube-api mount");
+    assert!(
+        mounts.iter().any(|m| m["name"] == "config"),
+        "the config mount from the base stays"
+    );
+
+    let configmap = find("ConfigMap");
+    let text = configmap["data"]["config.yaml"].as_str().expect("config");
+    let provider = &serde_norway::from_str::<Value>(text).expect("yaml")["providers"][0];
+    assert_eq!(
+        provider["jwks_http"]["ca_file"],
+        format!("{mount}/ca.crt").as_str()
+    );
+    assert_eq!(
+        provider["jwks_http"]["bearer_token_file"],
+        format!("{mount}/token").as_str()
+    );
+    // With the files in place (a real CA certificate and a token), the config is valid.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = rcgen::generate_simple_self_signed(vec!["kubernetes.default.svc".to_owned()])
+        .expect("certificate");
+    std::fs::write(dir.path().join("ca.crt"), ca.cert.pem()).expect("ca");
+    std::fs::write(dir.path().join("token"), "eyJhbGciOiJSUzI1NiJ9.e30.c2ln\n").expect("token");
+    let local = text.replace(mount, &dir.path().display().to_string());
+    let config = jwt_authz::Config::from_yaml(&local).expect("overlay config is valid");
+    assert_eq!(config.providers[0].audiences, ["jwt-authz"]);
+    // Without them it names the field that points at the missing file.
+    let message = jwt_authz::Config::from_yaml(text)
+        .map(|_| ())
+        .expect_err("the files do not exist here")
+        .to_string();
+    assert!(
+        message.starts_with("providers[0].jwks_http.ca_file"),
+        "{message}"
+    );
+}
+
+#[test]
+fn kustomization_renders() {
+    let docs = kustomize("deploy/kubernetes");
     let mut kinds: Vec<_> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
     kinds.sort_unstable();
     assert_eq!(
