@@ -3,6 +3,8 @@
 //!
 //! - `check/cached`: a whole Check decision for a token already in the verified-token cache
 //!   (hash, cache hit, key still published, route rules, identity headers, response).
+//! - `check/cached_noncanonical_path`: the same for a path with `//`, dot-segments and an
+//!   escape, which the canonicaliser has to rewrite.
 //! - `check/uncached`: the same with the cache off, so the RS256 signature is verified
 //!   every time.
 //! - `verify/rs256`: provider and key selection plus `jsonwebtoken` verification alone.
@@ -74,6 +76,14 @@ fn bench(c: &mut Criterion) {
 
     c.bench_function("check/cached", |b| {
         b.iter(|| rt.block_on(cached.check(&http, &ext)))
+    });
+    // The same with a path a non-normalising proxy lets through: canonicalised (owned)
+    // before the rules run, where an ordinary path is borrowed.
+    let mut crafted = http.clone();
+    crafted.path = "/api//bench/./x/../%62ench?q=1".into();
+    assert!(rt.block_on(cached.check(&crafted, &ext)).allowed);
+    c.bench_function("check/cached_noncanonical_path", |b| {
+        b.iter(|| rt.block_on(cached.check(&crafted, &ext)))
     });
     c.bench_function("check/uncached", |b| {
         b.iter(|| rt.block_on(uncached.check(&http, &ext)))

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::authz::Runtime;
 use crate::metrics::Metrics;
+use crate::request;
 use crate::token_cache;
 
 #[derive(Debug, Clone)]
@@ -51,7 +52,8 @@ impl Authorization for AuthorizationService {
                 .map_or_else(|| "-".to_owned(), token_cache::fingerprint),
             sub = outcome.subject().unwrap_or("-"),
             method = %http.method,
-            path = %http.path.split('?').next().unwrap_or_default(),
+            // Debug-quoted: a refused path may hold anything the client sent.
+            path = ?request::split_target(&http.path).0,
             micros = elapsed.as_micros() as u64,
             "check"
         );
