@@ -169,6 +169,12 @@ fn istio_policies_name_the_mesh_provider() {
     let ext = &provider["envoyExtAuthzGrpc"];
     assert_eq!(ext["failOpen"], false);
     assert_eq!(ext["statusOnError"], "503");
+    // Routing and the app see merged slashes like the rules do; %2F stays for jwt-authz to
+    // refuse (its default paths.escaped_slashes).
+    assert_eq!(
+        mesh["spec"]["meshConfig"]["pathNormalization"]["normalization"],
+        "MERGE_SLASHES"
+    );
     assert!(ext["timeout"].is_string());
     let service = one("deploy/kubernetes/service.yaml", "Service");
     let namespace = read("deploy/kubernetes/kustomization.yaml")
