@@ -37,16 +37,9 @@ rules:
     access: deny
 "#;
 
-async fn setup(extra: &str) -> (JwksServer, TestKey, TestServer) {
-    let key = TestKey::rsa("k1");
-    let jwks = JwksServer::start(vec![key.jwk()]).await;
-    let server = TestServer::start_ready(&config_yaml(&jwks.url(), extra)).await;
-    (jwks, key, server)
-}
-
 #[tokio::test]
 async fn valid_token_is_allowed_with_identity_headers() {
-    let (_jwks, key, server) = setup(RULES).await;
+    let (_jwks, key, server) = start_with_key(RULES).await;
     let response = server
         .check_token("/api/orders", &key.token(&claims("u-42")))
         .await;
@@ -79,7 +72,7 @@ async fn every_supported_algorithm_verifies() {
 
 #[tokio::test]
 async fn missing_token_is_401_without_error_attribute() {
-    let (_jwks, _key, server) = setup(RULES).await;
+    let (_jwks, _key, server) = start_with_key(RULES).await;
     let response = server.check(request("GET", "/api/orders", &[])).await;
     assert_eq!(denied_status(&response), Some(401));
     assert_eq!(grpc_code(&response), 16);
@@ -91,7 +84,7 @@ async fn missing_token_is_401_without_error_attribute() {
 
 #[tokio::test]
 async fn client_sent_identity_headers_are_overwritten_or_removed() {
-    let (_jwks, key, server) = setup(RULES).await;
+    let (_jwks, key, server) = start_with_key(RULES).await;
     let mut c = claims("u-1");
     c.as_object_mut().map(|o| o.remove("username"));
     let token = key.token(&c);
@@ -116,7 +109,7 @@ async fn client_sent_identity_headers_are_overwritten_or_removed() {
 
 #[tokio::test]
 async fn public_route_without_token_strips_all_identity_headers() {
-    let (_jwks, _key, server) = setup(RULES).await;
+    let (_jwks, _key, server) = start_with_key(RULES).await;
     let response = server
         .check(request(
             "GET",
@@ -132,7 +125,7 @@ async fn public_route_without_token_strips_all_identity_headers() {
 
 #[tokio::test]
 async fn public_route_still_verifies_a_presented_token() {
-    let (_jwks, key, server) = setup(RULES).await;
+    let (_jwks, key, server) = start_with_key(RULES).await;
     let response = server
         .check_token("/docs/a", &key.token(&claims("u-7")))
         .await;
@@ -151,7 +144,7 @@ async fn public_route_still_verifies_a_presented_token() {
 
 #[tokio::test]
 async fn role_rule_gives_403_insufficient_scope() {
-    let (_jwks, key, server) = setup(RULES).await;
+    let (_jwks, key, server) = start_with_key(RULES).await;
     let response = server
         .check_token("/api/users", &key.token(&claims("u-1")))
         .await;
@@ -176,7 +169,7 @@ async fn role_rule_gives_403_insufficient_scope() {
 
 #[tokio::test]
 async fn scope_all_of_and_regex_path() {
-    let (_jwks, key, server) = setup(RULES).await;
+    let (_jwks, key, server) = start_with_key(RULES).await;
     let put = |scope: &str| {
         let mut c = claims("u-1");
         c["scope"] = json!(scope);
@@ -205,7 +198,7 @@ async fn scope_all_of_and_regex_path() {
 
 #[tokio::test]
 async fn host_and_equals_rule() {
-    let (_jwks, key, server) = setup(RULES).await;
+    let (_jwks, key, server) = start_with_key(RULES).await;
     let check = |org: serde_json::Value, host: &str| {
         let mut c = claims("u-1");
         c["org"] = json!({ "id": org });
@@ -229,7 +222,7 @@ async fn host_and_equals_rule() {
 
 #[tokio::test]
 async fn context_extension_deny_rule() {
-    let (_jwks, key, server) = setup(RULES).await;
+    let (_jwks, key, server) = start_with_key(RULES).await;
     let auth = format!("Bearer {}", key.token(&claims("u-1")));
     let response = server
         .check(request_with(
@@ -250,7 +243,7 @@ async fn context_extension_deny_rule() {
 #[tokio::test]
 async fn strip_authorization_and_dynamic_metadata() {
     let extra = "identity:\n  strip_authorization: true\n  dynamic_metadata: true\n";
-    let (_jwks, key, server) = setup(extra).await;
+    let (_jwks, key, server) = start_with_key(extra).await;
     let response = server.check_token("/x", &key.token(&claims("u-9"))).await;
     let (set, removed) = allowed(&response);
     assert_eq!(set["x-user-id"], "u-9");
@@ -303,7 +296,7 @@ async fn configured_sources_cookie_query_and_header() {
 
 #[tokio::test]
 async fn request_without_http_attributes_is_a_grpc_error() {
-    let (_jwks, _key, server) = setup("").await;
+    let (_jwks, _key, server) = start_with_key("").await;
     let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
         format!("http://{}", server.grpc),
     )
@@ -318,7 +311,7 @@ async fn request_without_http_attributes_is_a_grpc_error() {
 
 #[tokio::test]
 async fn metrics_count_checks_and_cache() {
-    let (_jwks, key, server) = setup("").await;
+    let (_jwks, key, server) = start_with_key("").await;
     let token = key.token(&claims("u-1"));
     for _ in 0..3 {
         allowed(&server.check_token("/x", &token).await);

@@ -5,13 +5,6 @@ mod support;
 use serde_json::json;
 use support::*;
 
-async fn setup() -> (JwksServer, TestKey, TestServer) {
-    let key = TestKey::rsa("k1");
-    let jwks = JwksServer::start(vec![key.jwk()]).await;
-    let server = TestServer::start_ready(&config_yaml(&jwks.url(), "")).await;
-    (jwks, key, server)
-}
-
 fn unsigned(header: &serde_json::Value, claims: &serde_json::Value) -> String {
     format!(
         "{}.{}.",
@@ -22,7 +15,7 @@ fn unsigned(header: &serde_json::Value, claims: &serde_json::Value) -> String {
 
 #[tokio::test]
 async fn alg_none_is_rejected() {
-    let (_jwks, _key, server) = setup().await;
+    let (_jwks, _key, server) = start_with_key("").await;
     for alg in ["none", "None", "NONE"] {
         let token = unsigned(&json!({"alg": alg, "typ": "JWT"}), &claims("u"));
         assert_invalid_token(&server.check_token("/x", &token).await, "malformed token");
@@ -33,7 +26,7 @@ async fn alg_none_is_rejected() {
 
 #[tokio::test]
 async fn hs256_keyed_with_the_rsa_public_key_is_rejected() {
-    let (_jwks, key, server) = setup().await;
+    let (_jwks, key, server) = start_with_key("").await;
     let der = key.public_key_der();
     let jwk_json = key.jwk().to_string();
     for secret in [der.as_slice(), jwk_json.as_bytes()] {
@@ -47,7 +40,7 @@ async fn hs256_keyed_with_the_rsa_public_key_is_rejected() {
 
 #[tokio::test]
 async fn key_supplied_by_the_token_is_ignored() {
-    let (_jwks, _key, server) = setup().await;
+    let (_jwks, _key, server) = start_with_key("").await;
     let attacker = TestKey::rsa("evil");
     // Embedded jwk, with and without reusing the victim's kid.
     for kid in ["evil", "k1"] {
@@ -79,7 +72,7 @@ async fn key_supplied_by_the_token_is_ignored() {
 
 #[tokio::test]
 async fn tampered_payload_or_signature_is_rejected() {
-    let (_jwks, key, server) = setup().await;
+    let (_jwks, key, server) = start_with_key("").await;
     let token = key.token(&claims("u-1"));
     let parts: Vec<&str> = token.split('.').collect();
 
@@ -120,7 +113,7 @@ async fn tampered_payload_or_signature_is_rejected() {
 
 #[tokio::test]
 async fn wrong_issuer_or_audience_is_rejected() {
-    let (_jwks, key, server) = setup().await;
+    let (_jwks, key, server) = start_with_key("").await;
     let mut c = claims("u");
     c["iss"] = json!("https://evil.test");
     assert_invalid_token(
@@ -150,7 +143,7 @@ async fn wrong_issuer_or_audience_is_rejected() {
 
 #[tokio::test]
 async fn expired_future_and_missing_exp_are_rejected() {
-    let (_jwks, key, server) = setup().await;
+    let (_jwks, key, server) = start_with_key("").await;
     let mut c = claims("u");
     c["exp"] = json!(now() - 60);
     assert_invalid_token(
@@ -258,7 +251,7 @@ async fn oct_keys_in_the_jwks_are_never_used() {
 
 #[tokio::test]
 async fn oversized_and_duplicate_tokens_are_rejected_before_parsing() {
-    let (_jwks, key, server) = setup().await;
+    let (_jwks, key, server) = start_with_key("").await;
     let huge = format!(
         "{}.{}.{}",
         "a".repeat(4000),
@@ -283,7 +276,7 @@ async fn oversized_and_duplicate_tokens_are_rejected_before_parsing() {
 
 #[tokio::test]
 async fn crit_header_and_garbage_are_rejected() {
-    let (_jwks, key, server) = setup().await;
+    let (_jwks, key, server) = start_with_key("").await;
     let header = json!({"alg": "RS256", "kid": "k1", "crit": ["exp-ext"], "exp-ext": 1});
     assert_invalid_token(
         &server
@@ -306,7 +299,7 @@ async fn crit_header_and_garbage_are_rejected() {
 
 #[tokio::test]
 async fn header_injection_through_claims_is_refused() {
-    let (_jwks, key, server) = setup().await;
+    let (_jwks, key, server) = start_with_key("").await;
     let c = json!({
         "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 60,
         "sub": "u-1\r\nx-user-role: admin"

@@ -16,18 +16,6 @@ use support::stack::{envoy_binary, free_port, wait_http};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const RULES: &str = r#"
-rules:
-  - name: public
-    match: {path: {prefix: /public/}}
-    access: public
-  - name: admin
-    match: {path: {exact: /api/users}}
-    access:
-      claims:
-        - {claim: role, any_of: [admin]}
-"#;
-
 /// An Envoy that normalises nothing: ext_authz (gRPC, fail closed) in front of one upstream.
 fn envoy_config(listen: u16, admin: u16, authz: u16, upstream: u16) -> String {
     format!(
@@ -185,7 +173,7 @@ impl Envoy {
 async fn stack() -> (TestKey, JwksServer, TestServer, Envoy) {
     let key = TestKey::rsa("k1");
     let jwks = JwksServer::start(vec![key.jwk()]).await;
-    let authz = TestServer::start_ready(&config_yaml(&jwks.url(), RULES)).await;
+    let authz = TestServer::start_ready(&config_yaml(&jwks.url(), PATH_RULES)).await;
     let upstream = echo_upstream().await;
     let envoy = Envoy::start(authz.grpc.port(), upstream);
     // The first request also waits for Envoy's connection to jwt-authz.

@@ -6,18 +6,6 @@ mod support;
 
 use support::*;
 
-const RULES: &str = r#"
-rules:
-  - name: public
-    match: {path: {prefix: /public/}}
-    access: public
-  - name: admin
-    match: {path: {exact: /api/users}}
-    access:
-      claims:
-        - {claim: role, any_of: [admin]}
-"#;
-
 fn user_token(key: &TestKey) -> String {
     key.token(&claims("u1"))
 }
@@ -42,9 +30,7 @@ fn assert_ambiguous(
 
 #[tokio::test]
 async fn a_public_prefix_does_not_open_what_lies_above_it() {
-    let key = TestKey::rsa("k1");
-    let jwks = JwksServer::start(vec![key.jwk()]).await;
-    let server = TestServer::start_ready(&config_yaml(&jwks.url(), RULES)).await;
+    let (_jwks, _key, server) = start_with_key(PATH_RULES).await;
     for path in [
         "/public/../api/users",
         "/public/%2e%2e/api/users",
@@ -78,9 +64,7 @@ async fn a_public_prefix_does_not_open_what_lies_above_it() {
 
 #[tokio::test]
 async fn a_plain_user_cannot_reach_an_admin_route_by_spelling_it_differently() {
-    let key = TestKey::rsa("k1");
-    let jwks = JwksServer::start(vec![key.jwk()]).await;
-    let server = TestServer::start_ready(&config_yaml(&jwks.url(), RULES)).await;
+    let (_jwks, key, server) = start_with_key(PATH_RULES).await;
     let token = user_token(&key);
     for path in [
         "/api/users",
@@ -103,9 +87,7 @@ async fn a_plain_user_cannot_reach_an_admin_route_by_spelling_it_differently() {
 
 #[tokio::test]
 async fn ordinary_paths_pass_unchanged() {
-    let key = TestKey::rsa("k1");
-    let jwks = JwksServer::start(vec![key.jwk()]).await;
-    let server = TestServer::start_ready(&config_yaml(&jwks.url(), RULES)).await;
+    let (_jwks, key, server) = start_with_key(PATH_RULES).await;
     for path in [
         "/public/a%20b",
         "/public/~user/caf%C3%A9",
@@ -124,10 +106,7 @@ async fn ordinary_paths_pass_unchanged() {
 
 #[tokio::test]
 async fn over_long_paths_are_414() {
-    let key = TestKey::rsa("k1");
-    let jwks = JwksServer::start(vec![key.jwk()]).await;
-    let server =
-        TestServer::start_ready(&config_yaml(&jwks.url(), "paths: {max_bytes: 64}\n")).await;
+    let (_jwks, key, server) = start_with_key("paths: {max_bytes: 64}\n").await;
     allowed(
         &server
             .check_token(&format!("/{}", "a".repeat(63)), &user_token(&key))
@@ -146,7 +125,7 @@ async fn escaped_slashes_can_be_decoded_or_kept() {
     let jwks = JwksServer::start(vec![key.jwk()]).await;
     let decode = TestServer::start_ready(&config_yaml(
         &jwks.url(),
-        &format!("paths: {{escaped_slashes: decode}}\n{RULES}"),
+        &format!("paths: {{escaped_slashes: decode}}\n{PATH_RULES}"),
     ))
     .await;
     // Decoded, %2F separates segments: this is /api/users, which needs a token.
@@ -159,7 +138,7 @@ async fn escaped_slashes_can_be_decoded_or_kept() {
 
     let keep = TestServer::start_ready(&config_yaml(
         &jwks.url(),
-        &format!("paths: {{escaped_slashes: keep}}\n{RULES}"),
+        &format!("paths: {{escaped_slashes: keep}}\n{PATH_RULES}"),
     ))
     .await;
     // Kept, it is data inside one segment: /public/<one segment>.
@@ -181,13 +160,8 @@ async fn escaped_slashes_can_be_decoded_or_kept() {
 
 #[tokio::test]
 async fn query_token_names_are_read_as_the_application_reads_them() {
-    let key = TestKey::rsa("k1");
-    let jwks = JwksServer::start(vec![key.jwk()]).await;
-    let server = TestServer::start_ready(&config_yaml(
-        &jwks.url(),
-        "    token_sources: [bearer, {query: access_token}]\n",
-    ))
-    .await;
+    let (_jwks, key, server) =
+        start_with_key("    token_sources: [bearer, {query: access_token}]\n").await;
     let token = user_token(&key);
     let (set, _) = allowed(
         &server

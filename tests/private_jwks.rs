@@ -50,18 +50,26 @@ providers:
     )
 }
 
+fn uri(jwks: &PrivateJwksServer) -> String {
+    format!("{{uri: \"{}\"}}", jwks.jwks_url())
+}
+
+/// Starts jwt-authz and checks that, after its first fetch and a retry (1 s apart here), its
+/// provider still holds no keys.
+async fn start_without_keys(yaml: &str) -> TestServer {
+    let authz = TestServer::start(yaml).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(authz.readyz().await, 503, "the provider got keys");
+    authz
+}
+
 #[tokio::test]
 async fn keys_come_over_private_tls_with_a_token_reread_at_every_fetch() {
     let ca = TestCa::new("cluster CA");
     let first = TestKey::rsa("k1");
     let jwks = PrivateJwksServer::start(&ca, vec![first.jwk()], "sa-token-1").await;
     let files = Files::new(&ca.pem(), "sa-token-1");
-    let authz = TestServer::start_ready(&config(
-        ISSUER,
-        &format!("{{uri: \"{}\"}}", jwks.jwks_url()),
-        &files,
-    ))
-    .await;
+    let authz = TestServer::start_ready(&config(ISSUER, &uri(&jwks), &files)).await;
     let ok = authz.check_token("/api", &first.token(&claims("u1"))).await;
     assert_eq!(grpc_code(&ok), 0, "{ok:?}");
     let seen = jwks.seen();
@@ -122,14 +130,7 @@ async fn a_server_outside_the_ca_file_gets_no_request_and_no_trust() {
     let jwks = PrivateJwksServer::start(&ca, vec![key.jwk()], "sa-token").await;
     // The CA file names another CA: the handshake fails, so the token is never sent.
     let files = Files::new(&other.pem(), "sa-token");
-    let authz = TestServer::start(&config(
-        ISSUER,
-        &format!("{{uri: \"{}\"}}", jwks.jwks_url()),
-        &files,
-    ))
-    .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(authz.readyz().await, 503);
+    let authz = start_without_keys(&config(ISSUER, &uri(&jwks), &files)).await;
     let denied = authz.check_token("/api", &key.token(&claims("u1"))).await;
     assert_eq!(denied_status(&denied), Some(503));
     assert!(jwks.seen().is_empty(), "{:?}", jwks.seen());
@@ -141,14 +142,7 @@ async fn a_wrong_token_keeps_the_provider_without_keys() {
     let key = TestKey::rsa("k1");
     let jwks = PrivateJwksServer::start(&ca, vec![key.jwk()], "the-right-token").await;
     let files = Files::new(&ca.pem(), "a-stale-token");
-    let authz = TestServer::start(&config(
-        ISSUER,
-        &format!("{{uri: \"{}\"}}", jwks.jwks_url()),
-        &files,
-    ))
-    .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(authz.readyz().await, 503);
+    let authz = start_without_keys(&config(ISSUER, &uri(&jwks), &files)).await;
     assert!(!jwks.seen().is_empty());
     // Once the file holds the right token, the next retry succeeds without a restart.
     files.set_token("the-right-token");
@@ -171,9 +165,7 @@ async fn discovery_never_sends_the_token_to_another_origin() {
         jwks.addr.port()
     ));
     let files = Files::new(&ca.pem(), "sa-token");
-    let authz = TestServer::start(&config(&jwks.base(), "discovery", &files)).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(authz.readyz().await, 503);
+    let _authz = start_without_keys(&config(&jwks.base(), "discovery", &files)).await;
     let requests = jwks.requests();
     assert!(!requests.is_empty());
     assert!(

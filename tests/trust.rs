@@ -103,16 +103,9 @@ async fn route_audiences_replace_the_providers() {
     allowed(&server.check_token("/other", &for_partner_api).await);
 }
 
-async fn single(extra: &str) -> (TestKey, JwksServer, TestServer) {
-    let key = TestKey::rsa("k1");
-    let jwks = JwksServer::start(vec![key.jwk()]).await;
-    let server = TestServer::start_ready(&config_yaml(&jwks.url(), extra)).await;
-    (key, jwks, server)
-}
-
 #[tokio::test]
 async fn token_types_keep_id_tokens_out() {
-    let (key, _jwks, server) = single("    token_types: [at+jwt]\n").await;
+    let (_jwks, key, server) = start_with_key("    token_types: [at+jwt]\n").await;
     let with_typ = |typ: Option<&str>| {
         let mut header = json!({"alg": "RS256", "kid": "k1"});
         if let Some(typ) = typ {
@@ -138,7 +131,7 @@ async fn token_types_keep_id_tokens_out() {
 
 #[tokio::test]
 async fn max_lifetime_needs_iat_and_exp_close_enough() {
-    let (key, _jwks, server) = single("    max_lifetime: 1h\n").await;
+    let (_jwks, key, server) = start_with_key("    max_lifetime: 1h\n").await;
     let mut short = claims("u1");
     let iat = short["iat"].as_u64().expect("iat");
     short["exp"] = json!(iat + 3600);
@@ -163,7 +156,7 @@ async fn max_lifetime_needs_iat_and_exp_close_enough() {
 #[tokio::test]
 async fn iat_in_the_future_beyond_the_leeway_is_refused() {
     // config_yaml sets a 5 s leeway.
-    let (key, _jwks, server) = single("").await;
+    let (_jwks, key, server) = start_with_key("").await;
     let mut future = claims("u1");
     future["iat"] = json!(now() + 3600);
     assert_invalid_token(

@@ -351,6 +351,29 @@ providers:
     )
 }
 
+/// One RSA key served by a JWKS server, and jwt-authz ready with [`config_yaml`] plus
+/// `extra` (rules, identity, provider fields indented under the provider).
+pub async fn start_with_key(extra: &str) -> (JwksServer, TestKey, TestServer) {
+    let key = TestKey::rsa("k1");
+    let jwks = JwksServer::start(vec![key.jwk()]).await;
+    let server = TestServer::start_ready(&config_yaml(&jwks.url(), extra)).await;
+    (jwks, key, server)
+}
+
+/// Rules for the path tests: a public prefix and an admin-only exact path, the pair that
+/// crafted paths used to play against each other.
+pub const PATH_RULES: &str = r#"
+rules:
+  - name: public
+    match: {path: {prefix: /public/}}
+    access: public
+  - name: admin
+    match: {path: {exact: /api/users}}
+    access:
+      claims:
+        - {claim: role, any_of: [admin]}
+"#;
+
 /// jwt-authz running in this process on loopback ports.
 pub struct TestServer {
     pub server: Arc<Server>,
