@@ -212,6 +212,8 @@ async fn the_sidecar_alone_refuses_crafted_paths() {
         ("/public/%2F../api/users", None),
         ("/public/..%2Fapi/users", None),
         ("/public/..%5Capi/users", None),
+        // Envoy's HTTP/1 parser lets a raw backslash through.
+        ("/public\\..\\api/users", None),
         ("/public/..;/api/users", None),
         ("/public/../../etc/passwd", None),
         ("/api%2Fusers", Some(user.as_str())),
