@@ -192,18 +192,7 @@ impl KeyStore {
     ) -> Result<(Vec<u8>, Option<Duration>), FetchError> {
         let cache = &self.provider.jwks_cache;
         let uri = match &self.provider.jwks {
-            JwksSource::File(path) => {
-                let body = tokio::fs::read(path)
-                    .await
-                    .map_err(|source| FetchError::File {
-                        path: path.display().to_string(),
-                        source,
-                    })?;
-                if body.len() > cache.max_body_bytes {
-                    return Err(FetchError::TooLarge(cache.max_body_bytes));
-                }
-                return Ok((body, None));
-            }
+            JwksSource::File(path) => return read_limited(path, cache.max_body_bytes).await,
             JwksSource::Uri(uri) => uri.clone(),
             JwksSource::Discovery => match &state.discovered {
                 Some(uri) => uri.clone(),
@@ -295,6 +284,32 @@ impl KeyStore {
         }
         Ok((body, max_age))
     }
+}
+
+/// A JWKS file, refused when it is larger than `limit`: checked on its size first, and
+/// read through a bound, so a huge (or growing) file is never read whole.
+async fn read_limited(
+    path: &std::path::Path,
+    limit: usize,
+) -> Result<(Vec<u8>, Option<Duration>), FetchError> {
+    use tokio::io::AsyncReadExt;
+    let io = |source| FetchError::File {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = tokio::fs::File::open(path).await.map_err(io)?;
+    if file.metadata().await.map_err(io)?.len() > limit as u64 {
+        return Err(FetchError::TooLarge(limit));
+    }
+    let mut body = Vec::new();
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut body)
+        .await
+        .map_err(io)?;
+    if body.len() > limit {
+        return Err(FetchError::TooLarge(limit));
+    }
+    Ok((body, None))
 }
 
 /// The lifetime a `Cache-Control` value grants: `max-age`, or zero for `no-store`/`no-cache`.

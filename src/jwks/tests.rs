@@ -26,3 +26,38 @@ fn retry_delay_grows_and_is_capped() {
     }
     assert!(retry_delay(30, max) <= Duration::from_secs(72));
 }
+
+#[tokio::test]
+async fn jwks_files_are_read_through_the_size_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwks.json");
+    std::fs::write(&path, vec![b'x'; 100]).unwrap();
+    assert_eq!(read_limited(&path, 100).await.unwrap().0.len(), 100);
+    assert!(matches!(
+        read_limited(&path, 99).await,
+        Err(FetchError::TooLarge(99))
+    ));
+    // A file whose size says nothing (a pipe fed without end) is cut at the limit instead
+    // of being read whole.
+    let fifo = dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&fifo) {
+                let chunk = [b'x'; 4096];
+                while f.write_all(&chunk).is_ok() {}
+            }
+        })
+    };
+    let result = tokio::time::timeout(Duration::from_secs(10), read_limited(&fifo, 64 * 1024))
+        .await
+        .expect("bounded read finishes");
+    assert!(matches!(result, Err(FetchError::TooLarge(_))));
+    writer.join().unwrap();
+}
