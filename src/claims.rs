@@ -17,14 +17,26 @@ pub fn lookup<'c>(claims: &'c Map<String, Value>, name: &str) -> Option<&'c Valu
     Some(current)
 }
 
-/// The values a claim holds: an array's elements, or a string's space-separated words (the
-/// OAuth `scope` convention); numbers and booleans as their JSON text.
-pub fn values(value: &Value) -> Vec<String> {
+/// The values a claim holds: an array's elements, numbers and booleans as their JSON text,
+/// and a string as one value, or as its space-separated words when `space_separated` (the
+/// `scope` convention of RFC 8693 §4.2 and RFC 9068 §2.2.3). A role of `"sales admin"` is
+/// one role, not two.
+pub fn values(value: &Value, space_separated: bool) -> Vec<String> {
     match value {
         Value::Array(items) => items.iter().filter_map(scalar).collect(),
-        Value::String(s) => s.split_whitespace().map(str::to_owned).collect(),
+        Value::String(s) if space_separated => s
+            .split(' ')
+            .filter(|w| !w.is_empty())
+            .map(str::to_owned)
+            .collect(),
         other => scalar(other).into_iter().collect(),
     }
+}
+
+/// Claims whose string form is a space-separated list: `scope` (RFC 8693 §4.2) and `scp`
+/// (the form many providers use for the same).
+pub fn is_space_separated(claim: &str) -> bool {
+    matches!(claim, "scope" | "scp")
 }
 
 fn scalar(value: &Value) -> Option<String> {
@@ -64,12 +76,15 @@ mod tests {
 
     #[test]
     fn values_of_each_shape() {
-        assert_eq!(values(&json!("read write")), vec!["read", "write"]);
+        assert_eq!(values(&json!("read  write"), true), vec!["read", "write"]);
+        assert_eq!(values(&json!("sales admin"), false), vec!["sales admin"]);
         assert_eq!(
-            values(&json!(["a", 1, true, {"x": 1}])),
+            values(&json!(["a", 1, true, {"x": 1}]), true),
             vec!["a", "1", "true"]
         );
-        assert_eq!(values(&json!(7)), vec!["7"]);
-        assert!(values(&json!(null)).is_empty());
+        assert_eq!(values(&json!(7), false), vec!["7"]);
+        assert!(values(&json!(null), false).is_empty());
+        assert!(is_space_separated("scope") && is_space_separated("scp"));
+        assert!(!is_space_separated("role") && !is_space_separated("roles"));
     }
 }

@@ -346,6 +346,17 @@ pub struct ClaimRequirement {
     /// The claim equals this JSON value exactly.
     #[serde(default)]
     pub equals: Option<serde_json::Value>,
+    /// Read a string claim as space-separated values for `any_of` / `all_of`. Default: only
+    /// for `scope` and `scp`; every other string is one value.
+    #[serde(default)]
+    pub space_separated: Option<bool>,
+}
+
+impl ClaimRequirement {
+    pub fn splits_on_spaces(&self) -> bool {
+        self.space_separated
+            .unwrap_or_else(|| crate::claims::is_space_separated(&self.claim))
+    }
 }
 
 /// Why a configuration was rejected. The message names the field.

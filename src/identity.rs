@@ -30,16 +30,20 @@ pub fn mutation(
 ) -> Result<HeaderMutation, UnsafeClaim> {
     let mut out = HeaderMutation::default();
     for mapping in mappings {
-        let rendered = claims
-            .and_then(|c| claims::lookup(c, &mapping.claim))
-            .and_then(render);
-        match rendered {
+        let unsafe_claim = || UnsafeClaim {
+            claim: mapping.claim.clone(),
+            header: mapping.header.clone(),
+        };
+        let value = claims.and_then(|c| claims::lookup(c, &mapping.claim));
+        match value
+            .map(render)
+            .transpose()
+            .map_err(|()| unsafe_claim())?
+            .flatten()
+        {
             Some(value) => {
                 if value.chars().any(|c| c.is_control() && c != '\t') {
-                    return Err(UnsafeClaim {
-                        claim: mapping.claim.clone(),
-                        header: mapping.header.clone(),
-                    });
+                    return Err(unsafe_claim());
                 }
                 out.set.push((mapping.header.clone(), value));
             }
@@ -50,22 +54,31 @@ pub fn mutation(
 }
 
 /// Strings as they are, arrays joined with `,`, objects as JSON; `null` and empty values
-/// give no header.
-fn render(value: &Value) -> Option<String> {
+/// give no header. An array with an element that holds a `,` (or an object or array, whose
+/// JSON does) cannot be joined unambiguously: `["eng,admin"]` would read as two groups to
+/// the app and is one to the rules, so such a claim is refused (`Err`).
+fn render(value: &Value) -> Result<Option<String>, ()> {
     let text = match value {
-        Value::Null => return None,
+        Value::Null => return Ok(None),
         Value::String(s) => s.clone(),
-        Value::Array(items) => items
-            .iter()
-            .map(|item| match item {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join(","),
+        Value::Array(items) => {
+            let mut parts = Vec::with_capacity(items.len());
+            for item in items {
+                let part = match item {
+                    Value::String(s) => s.clone(),
+                    Value::Array(_) | Value::Object(_) => return Err(()),
+                    other => other.to_string(),
+                };
+                if part.contains(',') {
+                    return Err(());
+                }
+                parts.push(part);
+            }
+            parts.join(",")
+        }
         other => other.to_string(),
     };
-    (!text.is_empty()).then_some(text)
+    Ok((!text.is_empty()).then_some(text))
 }
 
 #[cfg(test)]
@@ -122,6 +135,22 @@ mod tests {
         let claims = json!({"sub": "u-1\r\nx-user-role: admin"});
         let err = mutation(&mappings(), claims.as_object()).unwrap_err();
         assert_eq!(err.header, "x-user-id");
+    }
+
+    #[test]
+    fn array_elements_that_would_split_are_refused() {
+        for groups in [
+            json!(["eng,admin"]),
+            json!(["eng", {"a": 1}]),
+            json!([["x"]]),
+        ] {
+            let claims = json!({"sub": "u-1", "groups": groups});
+            let err = mutation(&mappings(), claims.as_object()).unwrap_err();
+            assert_eq!(err.header, "x-user-groups", "{groups}");
+        }
+        // A comma inside a plain string claim is one value either way.
+        let claims = json!({"sub": "u-1", "role": "a,b"});
+        assert!(mutation(&mappings(), claims.as_object()).is_ok());
     }
 
     #[test]

@@ -174,11 +174,11 @@ impl Route<'_> {
             let ok = match (value, &req.any_of, &req.all_of, &req.equals) {
                 (None, ..) => false,
                 (Some(v), Some(any), _, _) => {
-                    let held = claims::values(v);
+                    let held = claims::values(v, req.splits_on_spaces());
                     any.iter().any(|want| held.contains(want))
                 }
                 (Some(v), _, Some(all), _) => {
-                    let held = claims::values(v);
+                    let held = claims::values(v, req.splits_on_spaces());
                     all.iter().all(|want| held.contains(want))
                 }
                 (Some(v), _, _, Some(expected)) => v == expected,
