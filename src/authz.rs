@@ -95,6 +95,12 @@ impl Runtime {
                     .find(|p| p.config() == provider)
                     .map(|p| p.store.keys())
             });
+            if provider.allow_insecure_http {
+                tracing::warn!(
+                    provider = %provider.name,
+                    "allow_insecure_http: keys may be fetched over plain http, where anyone on the path can replace them"
+                );
+            }
             // A private endpoint gets a client of its own, built from the CA file as it is
             // now (a reload picks up a renewed CA).
             let client = if provider.jwks_http == JwksHttpConfig::default() {

@@ -102,6 +102,11 @@ pub struct ProviderConfig {
     /// How a private JWKS (and discovery) endpoint is reached.
     #[serde(default)]
     pub jwks_http: JwksHttpConfig,
+    /// Allow keys (and discovery) over plain `http://` to hosts other than loopback. Off:
+    /// anyone on the path could swap the keys. For private networks that need it, such as
+    /// the compose demo's backend network; a warning is logged at start.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
     /// JOSE `typ` header values accepted (RFC 8725 §3.11; RFC 9068 access tokens are
     /// `at+jwt`), compared case-insensitively with the `application/` prefix optional. When
     /// set, a token without `typ` is refused; empty accepts any.
@@ -464,14 +469,19 @@ impl ProviderConfig {
             ));
         }
         match &self.jwks {
-            JwksSource::Uri(uri) => validate_http_url(&format!("{field}.jwks.uri"), uri)?,
-            JwksSource::Discovery => validate_http_url(&format!("{field}.issuer"), &self.issuer)
-                .map_err(|_| {
+            JwksSource::Uri(uri) => {
+                validate_http_url(&format!("{field}.jwks.uri"), uri)?;
+                self.check_transport(&format!("{field}.jwks.uri"), uri)?;
+            }
+            JwksSource::Discovery => {
+                validate_http_url(&format!("{field}.issuer"), &self.issuer).map_err(|_| {
                     invalid(
                         format!("{field}.issuer"),
                         "jwks: discovery needs an http(s) issuer URL",
                     )
-                })?,
+                })?;
+                self.check_transport(&format!("{field}.issuer"), &self.issuer)?;
+            }
             JwksSource::File(path) => {
                 if path.as_os_str().is_empty() {
                     return Err(invalid(format!("{field}.jwks.file"), "must not be empty"));
@@ -535,6 +545,33 @@ impl ProviderConfig {
         self.jwks_http
             .validate(&format!("{field}.jwks_http"), self)?;
         self.jwks_cache.validate(&format!("{field}.jwks_cache"))
+    }
+
+    /// Keys come over https, from loopback, or with `allow_insecure_http` said explicitly.
+    fn check_transport(&self, field: &str, url: &str) -> Result<(), ConfigError> {
+        if self.allows_url(url) {
+            return Ok(());
+        }
+        Err(invalid(
+            field,
+            format!(
+                "{url:?}: keys must come over https (plain http is allowed to loopback, or \
+                 with allow_insecure_http: true)"
+            ),
+        ))
+    }
+
+    /// Whether keys (or discovery) may be fetched from `url`: https, http to a loopback
+    /// host, or any http with `allow_insecure_http`.
+    pub fn allows_url(&self, url: &str) -> bool {
+        let Ok(parsed) = reqwest::Url::parse(url) else {
+            return false;
+        };
+        match parsed.scheme() {
+            "https" => true,
+            "http" => self.allow_insecure_http || is_loopback(&parsed),
+            _ => false,
+        }
     }
 
     /// Whether a token's `typ` header is one this provider accepts.
@@ -828,6 +865,18 @@ impl RuleConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// A loopback IP address or `localhost` (RFC 6761 §6.3: never resolved off the host).
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
     }
 }
 

@@ -43,7 +43,7 @@ pub enum FetchError {
 pub fn http_client(settings: &JwksHttpConfig) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("jwt-authz/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::limited(3))
+        .redirect(same_origin_redirects())
         .connect_timeout(Duration::from_secs(5));
     // Validated with the configuration; read again here so that a reload picks up a renewed
     // bundle. A file that broke since then fails the start or reload (the configuration in
@@ -55,6 +55,25 @@ pub fn http_client(settings: &JwksHttpConfig) -> Result<reqwest::Client, String>
         builder = builder.https_only(true);
     }
     builder.build().map_err(|e| e.to_string())
+}
+
+/// Follows at most 3 redirects, and only within the origin of the first request: a
+/// redirect must not take a key fetch from https to http, nor to a host the configuration
+/// never named.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same_origin = attempt
+            .previous()
+            .first()
+            .is_some_and(|first| first.origin() == attempt.url().origin());
+        if !same_origin {
+            attempt.error("redirect to another origin refused")
+        } else if attempt.previous().len() > 3 {
+            attempt.error("more than 3 redirects")
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 /// Bookkeeping of the fetches; its lock is what makes concurrent refetches share one fetch.
@@ -236,6 +255,13 @@ impl KeyStore {
                 Err(FetchError::Discovery(format!(
                     "jwks_uri {:?} is not on the issuer's origin, and the bearer token is only \
                      sent there; set jwks: {{uri: ...}} instead",
+                    doc.jwks_uri
+                )))
+            }
+            Ok(_) if !self.provider.allows_url(&doc.jwks_uri) => {
+                Err(FetchError::Discovery(format!(
+                    "jwks_uri {:?} is plain http to another host; keys must come over https \
+                 (or set allow_insecure_http)",
                     doc.jwks_uri
                 )))
             }

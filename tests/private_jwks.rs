@@ -175,3 +175,18 @@ async fn discovery_never_sends_the_token_to_another_origin() {
         "{requests:?}"
     );
 }
+
+/// A key fetch follows redirects only within its origin: https to plain http is refused even
+/// to a loopback server that would be allowed if configured directly.
+#[tokio::test]
+async fn a_redirect_out_of_https_is_refused() {
+    let ca = TestCa::new("cluster CA");
+    let key = TestKey::rsa("k1");
+    let plain = support::JwksServer::start(vec![key.jwk()]).await;
+    let jwks = PrivateJwksServer::start(&ca, vec![key.jwk()], "sa-token").await;
+    jwks.set_redirect(&plain.url());
+    let files = Files::new(&ca.pem(), "sa-token");
+    let _authz = start_without_keys(&config(ISSUER, &uri(&jwks), &files)).await;
+    assert!(!jwks.requests().is_empty());
+    assert_eq!(plain.fetches(), 0, "the redirect was followed");
+}

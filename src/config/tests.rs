@@ -239,9 +239,9 @@ fn private_jwks_settings_are_checked_against_the_files_and_the_url() {
     .unwrap();
     Config::from_yaml(&with("jwks: discovery", &token_http)).unwrap();
     let cases = [
-        // The token is never sent over plain http.
+        // The token is never sent over plain http, not even to loopback.
         (
-            with("jwks: {uri: \"http://issuer.test/jwks.json\"}", &token_http),
+            with("jwks: {uri: \"http://127.0.0.1/jwks.json\"}", &token_http),
             "providers[0].jwks_http.bearer_token_file",
         ),
         (
@@ -313,4 +313,40 @@ fn token_types_compare_as_media_types() {
     assert!(!p.accepts_type(None));
     // Unset: every type, and none, is accepted.
     assert!(Config::from_yaml(MINIMAL).unwrap().providers[0].accepts_type(None));
+}
+
+#[test]
+fn keys_come_over_https_unless_loopback_or_explicitly_allowed() {
+    let jwks = |uri: &str| MINIMAL.replace("https://issuer.test/jwks.json", uri);
+    for refused in [
+        "http://issuer.test/jwks.json",
+        "http://10.0.0.1/jwks",
+        "http://127.0.0.1.nip.io/jwks",
+    ] {
+        assert!(
+            error_of(&jwks(refused)).starts_with("providers[0].jwks.uri"),
+            "{refused}"
+        );
+    }
+    for allowed in [
+        "https://issuer.test/jwks.json",
+        "http://127.0.0.1:8080/jwks",
+        "http://127.3.4.5/jwks",
+        "http://[::1]:8080/jwks",
+        "http://localhost:8080/jwks",
+    ] {
+        Config::from_yaml(&jwks(allowed)).unwrap_or_else(|e| panic!("{allowed}: {e}"));
+    }
+    let explicit = jwks("http://issuer:8080/jwks").replace(
+        "audiences: [api]",
+        "audiences: [api]\n    allow_insecure_http: true",
+    );
+    assert!(Config::from_yaml(&explicit).unwrap().providers[0].allow_insecure_http);
+    let discovery = MINIMAL
+        .replace("https://issuer.test\n", "http://issuer.test\n")
+        .replace(
+            "jwks: {uri: \"https://issuer.test/jwks.json\"}",
+            "jwks: discovery",
+        );
+    assert!(error_of(&discovery).starts_with("providers[0].issuer"));
 }

@@ -40,6 +40,7 @@ fn provider(algorithms: &[Algorithm]) -> ProviderConfig {
         token_sources: vec![crate::config::TokenSource::Bearer],
         jwks_cache: Default::default(),
         jwks_http: Default::default(),
+        allow_insecure_http: false,
         token_types: vec![],
         max_lifetime: None,
     }

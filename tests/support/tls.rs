@@ -63,6 +63,8 @@ struct State {
     requests: Vec<(String, Option<String>)>,
     /// What discovery names as `jwks_uri` instead of this server's own.
     jwks_uri: Option<String>,
+    /// Answer the JWKS path with a redirect here.
+    redirect: Option<String>,
 }
 
 /// The JWKS at `/openid/v1/jwks` and discovery at `/.well-known/openid-configuration`, over
@@ -115,6 +117,11 @@ impl PrivateJwksServer {
         self.state.lock().expect("lock").keys = keys;
     }
 
+    /// Makes the JWKS path answer `302 Found` to `location`.
+    pub fn set_redirect(&self, location: &str) {
+        self.state.lock().expect("lock").redirect = Some(location.to_owned());
+    }
+
     /// Makes discovery name another `jwks_uri`.
     pub fn set_discovered_jwks_uri(&self, uri: &str) {
         self.state.lock().expect("lock").jwks_uri = Some(uri.to_owned());
@@ -162,12 +169,16 @@ where
         name.eq_ignore_ascii_case("authorization")
             .then(|| value.trim().to_owned())
     });
+    let mut location = String::new();
     let (status, body) = {
         let mut state = state.lock().expect("lock");
         state.requests.push((path.clone(), authorization.clone()));
         let expected = format!("Bearer {}", state.token);
         if authorization.as_deref() != Some(expected.as_str()) {
             ("401 Unauthorized", json!({"message": "Unauthorized"}))
+        } else if let Some(target) = state.redirect.clone().filter(|_| path == "/openid/v1/jwks") {
+            location = format!("location: {target}\r\n");
+            ("302 Found", json!({}))
         } else if path == "/openid/v1/jwks" {
             ("200 OK", json!({"keys": state.keys}))
         } else if path == "/.well-known/openid-configuration" {
@@ -183,7 +194,7 @@ where
     };
     let body = body.to_string();
     let response = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\n{location}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(response.as_bytes()).await?;
