@@ -47,7 +47,7 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("no signing keys yet for: {}\n", missing.join(", ")),
+            format!("no signing keys for: {}\n", missing.join(", ")),
         )
     }
 }

@@ -141,13 +141,25 @@ impl Runtime {
         self.verifier.providers().iter().all(|p| p.store.has_keys())
     }
 
-    /// Providers that hold no keys yet.
+    /// Providers that hold no keys, each with why: not fetched yet, or dropped because no
+    /// fetch succeeded within `max_stale`.
     pub fn providers_without_keys(&self) -> Vec<String> {
         self.verifier
             .providers()
             .iter()
             .filter(|p| !p.store.has_keys())
-            .map(|p| p.config().name.clone())
+            .map(|p| {
+                let keys = p.store.keys();
+                let name = &p.config().name;
+                match keys.fetched_at.filter(|_| keys.expired) {
+                    Some(at) => format!(
+                        "{name} (keys dropped: last good fetch {}s ago, max_stale {}s)",
+                        at.elapsed().unwrap_or_default().as_secs(),
+                        p.config().jwks_cache.max_stale.as_secs()
+                    ),
+                    None => format!("{name} (no keys fetched yet)"),
+                }
+            })
             .collect()
     }
 

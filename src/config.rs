@@ -180,6 +180,12 @@ pub struct JwksCacheConfig {
     /// The longest wait between retries after failed fetches.
     #[serde(default = "default_max_retry_interval", with = "humantime_serde")]
     pub max_retry_interval: Duration,
+    /// Keys are trusted at most this long after the last successful fetch. When refreshes
+    /// keep failing past it, the keys are dropped: the provider's requests answer 503 and
+    /// `/readyz` says why, rather than a removed key staying valid for whoever can block
+    /// the route to the identity provider.
+    #[serde(default = "default_max_stale", with = "humantime_serde")]
+    pub max_stale: Duration,
 }
 
 impl Default for JwksCacheConfig {
@@ -191,6 +197,7 @@ impl Default for JwksCacheConfig {
             fetch_timeout: default_fetch_timeout(),
             max_body_bytes: default_max_jwks_bytes(),
             max_retry_interval: default_max_retry_interval(),
+            max_stale: default_max_stale(),
         }
     }
 }
@@ -714,6 +721,12 @@ impl JwksCacheConfig {
                 "must be greater than 0",
             ));
         }
+        if self.max_stale < self.max_ttl {
+            return Err(invalid(
+                format!("{field}.max_stale"),
+                "must not be less than max_ttl (keys would be dropped while still fresh)",
+            ));
+        }
         Ok(())
     }
 }
@@ -951,7 +964,11 @@ fn default_min_ttl() -> Duration {
 }
 
 fn default_max_ttl() -> Duration {
-    Duration::from_secs(24 * 60 * 60)
+    Duration::from_secs(60 * 60)
+}
+
+fn default_max_stale() -> Duration {
+    Duration::from_secs(4 * 60 * 60)
 }
 
 fn default_unknown_kid_interval() -> Duration {

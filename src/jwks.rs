@@ -168,7 +168,26 @@ impl KeyStore {
                     }
                 }
             };
-            tokio::time::sleep(wait).await;
+            // Wake up when the keys held would outlive max_stale, to drop them on time if
+            // no fetch has succeeded by then.
+            let max_stale = self.provider.jwks_cache.max_stale;
+            let keys = self.current.load_full();
+            match keys.trusted_for(max_stale, std::time::SystemTime::now()) {
+                Some(left) => tokio::time::sleep(wait.min(left)).await,
+                None => {
+                    if !keys.is_empty() {
+                        tracing::error!(
+                            provider = %self.provider.name,
+                            ?max_stale,
+                            "no successful JWKS fetch within max_stale; dropping the keys held"
+                        );
+                        // Unless a fetch on demand replaced them meanwhile.
+                        self.current
+                            .compare_and_swap(&keys, Arc::new(keys.expired_from()));
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
         }
     }
 

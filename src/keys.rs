@@ -46,6 +46,9 @@ pub struct KeySet {
     pub keys: Vec<VerifyingKey>,
     /// When the document was fetched; `None` for the empty set held before the first fetch.
     pub fetched_at: Option<SystemTime>,
+    /// The keys were dropped for being older than `max_stale` (`fetched_at` says when the
+    /// last good fetch was).
+    pub expired: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,11 +89,36 @@ impl KeySet {
         Ok(Self {
             keys,
             fetched_at: Some(SystemTime::now()),
+            expired: false,
         })
     }
 
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+
+    /// How long these keys may still be trusted without a successful fetch: `max_stale`
+    /// from the fetch that produced them. The one rule for "how old may keys be", whatever
+    /// their source; `None` when there is nothing to trust.
+    pub fn trusted_for(
+        &self,
+        max_stale: std::time::Duration,
+        now: SystemTime,
+    ) -> Option<std::time::Duration> {
+        if self.keys.is_empty() {
+            return None;
+        }
+        let age = now.duration_since(self.fetched_at?).unwrap_or_default();
+        max_stale.checked_sub(age).filter(|left| !left.is_zero())
+    }
+
+    /// The empty set that replaces keys older than `max_stale`.
+    pub fn expired_from(&self) -> Self {
+        Self {
+            keys: Vec::new(),
+            fetched_at: self.fetched_at,
+            expired: true,
+        }
     }
 
     /// Whether a key with this thumbprint is still published.

@@ -69,3 +69,30 @@ async fn no_reachable_jwks_at_start_gives_503_and_not_ready_then_recovers() {
     server.wait_ready().await;
     allowed(&server.check_token("/x", &key.token(&claims("u"))).await);
 }
+
+/// Keys are not trusted forever: when refreshes keep failing past `max_stale`, they are
+/// dropped, checks answer 503 (cached tokens included) and readiness says why; the next
+/// good fetch restores service.
+#[tokio::test]
+async fn keys_older_than_max_stale_are_dropped() {
+    let key = TestKey::rsa("k1");
+    let jwks = JwksServer::start(vec![key.jwk()]).await;
+    let yaml =
+        config_yaml(&jwks.url(), "").replace("max_ttl: 1h", "max_ttl: 1s\n      max_stale: 2s");
+    let server = TestServer::start_ready(&yaml).await;
+    let token = key.token(&claims("u-1"));
+    allowed(&server.check_token("/x", &token).await);
+
+    jwks.set_failing(true);
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(server.readyz().await, 503);
+    let (_, text) = server.admin_get("/readyz").await;
+    assert!(text.contains("test (keys dropped"), "{text}");
+    // The token verified before is in the token cache; it still needs live keys.
+    let response = server.check_token("/x", &token).await;
+    assert_eq!(denied_status(&response), Some(503), "{response:?}");
+
+    jwks.set_failing(false);
+    server.wait_ready().await;
+    allowed(&server.check_token("/x", &token).await);
+}

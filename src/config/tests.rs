@@ -24,7 +24,8 @@ fn minimal_config_gets_safe_defaults() {
     assert!(p.require_exp);
     assert_eq!(p.token_sources, vec![TokenSource::Bearer]);
     assert_eq!(p.jwks_cache.min_ttl, Duration::from_secs(300));
-    assert_eq!(p.jwks_cache.max_ttl, Duration::from_secs(86400));
+    assert_eq!(p.jwks_cache.max_ttl, Duration::from_secs(3600));
+    assert_eq!(p.jwks_cache.max_stale, Duration::from_secs(4 * 3600));
     assert_eq!(p.jwks_cache.unknown_kid_interval, Duration::from_secs(10));
     assert_eq!(config.max_token_bytes, 8192);
     assert_eq!(config.identity.headers[0].header, "x-user-id");
