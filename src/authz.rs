@@ -39,6 +39,8 @@ pub struct Runtime {
     cache: TokenCache,
     metrics: Arc<Metrics>,
     refreshers: Vec<JoinHandle<()>>,
+    /// One permit per check in flight (`limits.max_concurrent_checks`).
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl Drop for Runtime {
@@ -114,6 +116,7 @@ impl Runtime {
                 carried,
                 client,
                 Arc::clone(&metrics),
+                config.limits.max_key_fetch_waiters,
             );
             providers.push(Provider { index, store });
         }
@@ -122,6 +125,7 @@ impl Runtime {
             .map(|p| p.store.spawn_refresher())
             .collect();
         Ok(Self {
+            in_flight: tokio::sync::Semaphore::new(config.limits.max_concurrent_checks),
             cache: TokenCache::new(&config.token_cache),
             config: Arc::new(config),
             verifier: Verifier::new(providers),
@@ -192,14 +196,23 @@ impl Runtime {
             token: None,
             identity: None,
         };
-        let result = match request::canonical_path(&http.path, &self.config.paths) {
-            Ok(path) => {
+        let result = match (
+            self.in_flight.try_acquire(),
+            request::canonical_path(&http.path, &self.config.paths),
+        ) {
+            (Err(_), _) => Err(Deny::Overloaded),
+            (Ok(_permit), Ok(path)) => {
                 let request = RequestInfo::new(&http.method, &path, &http.host, context_extensions);
                 let route = self.policy.route(&request);
                 outcome.rule = route.name;
-                self.decide(http, &route, &mut outcome).await
+                tokio::time::timeout(
+                    self.config.limits.check_timeout,
+                    self.decide(http, &route, &mut outcome),
+                )
+                .await
+                .unwrap_or(Err(Deny::TimedOut))
             }
-            Err(error) => {
+            (Ok(_), Err(error)) => {
                 tracing::debug!(%error, "refusing the request path");
                 Err(Deny::InvalidPath(error))
             }

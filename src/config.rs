@@ -29,6 +29,9 @@ pub struct Config {
     /// How request paths are read before rules match them.
     #[serde(default)]
     pub paths: PathConfig,
+    /// Bounds on the work one check, or a flood of them, can cause.
+    #[serde(default)]
+    pub limits: LimitsConfig,
     pub providers: Vec<ProviderConfig>,
     #[serde(default)]
     pub token_cache: TokenCacheConfig,
@@ -198,6 +201,32 @@ impl Default for JwksCacheConfig {
             max_body_bytes: default_max_jwks_bytes(),
             max_retry_interval: default_max_retry_interval(),
             max_stale: default_max_stale(),
+        }
+    }
+}
+
+/// Bounds that keep a flood (of checks, or of tokens naming unknown keys) from piling up.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// A check not decided within this is answered 503.
+    #[serde(default = "default_check_timeout", with = "humantime_serde")]
+    pub check_timeout: Duration,
+    /// Checks in flight at once; more are answered 503 at once.
+    #[serde(default = "default_max_concurrent_checks")]
+    pub max_concurrent_checks: usize,
+    /// Checks waiting on one provider's key fetch; more are answered 503 at once instead of
+    /// queueing behind a slow JWKS.
+    #[serde(default = "default_max_key_fetch_waiters")]
+    pub max_key_fetch_waiters: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            check_timeout: default_check_timeout(),
+            max_concurrent_checks: default_max_concurrent_checks(),
+            max_key_fetch_waiters: default_max_key_fetch_waiters(),
         }
     }
 }
@@ -430,6 +459,21 @@ impl Config {
         }
         if self.paths.max_bytes == 0 {
             return Err(invalid("paths.max_bytes", "must be greater than 0"));
+        }
+        for (field, zero) in [
+            ("limits.check_timeout", self.limits.check_timeout.is_zero()),
+            (
+                "limits.max_concurrent_checks",
+                self.limits.max_concurrent_checks == 0,
+            ),
+            (
+                "limits.max_key_fetch_waiters",
+                self.limits.max_key_fetch_waiters == 0,
+            ),
+        ] {
+            if zero {
+                return Err(invalid(field, "must be greater than 0"));
+            }
         }
         if self.providers.is_empty() {
             return Err(invalid("providers", "at least one provider is required"));
@@ -937,6 +981,18 @@ fn default_realm() -> String {
 
 fn default_max_token_bytes() -> usize {
     8 * 1024
+}
+
+fn default_check_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_max_concurrent_checks() -> usize {
+    4096
+}
+
+fn default_max_key_fetch_waiters() -> usize {
+    64
 }
 
 fn default_max_path_bytes() -> usize {

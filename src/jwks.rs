@@ -3,6 +3,7 @@
 //! waiters) when a token names an unknown `kid`, and kept as it was when a fetch fails.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -35,6 +36,15 @@ pub enum FetchError {
     Credentials(String),
     #[error(transparent)]
     KeySet(#[from] KeySetError),
+}
+
+/// Gives a waiter's place back however its wait ends (including a cancelled check).
+struct WaiterSlot<'a>(&'a AtomicUsize);
+
+impl Drop for WaiterSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The HTTP client for key fetches. With a CA file, only its certificates are trusted; with
@@ -94,7 +104,15 @@ pub struct KeyStore {
     fetch: Mutex<FetchState>,
     client: reqwest::Client,
     metrics: Arc<Metrics>,
+    /// Checks waiting for a refetch right now, and how many may.
+    waiters: AtomicUsize,
+    max_waiters: usize,
 }
+
+/// Too many checks are already waiting on this provider's key fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many checks waiting on a key fetch")]
+pub struct FetchBusy;
 
 impl KeyStore {
     /// A store holding `initial` (a key set carried over from the previous configuration) or
@@ -104,6 +122,7 @@ impl KeyStore {
         initial: Option<Arc<KeySet>>,
         client: reqwest::Client,
         metrics: Arc<Metrics>,
+        max_waiters: usize,
     ) -> Arc<Self> {
         Arc::new(Self {
             provider,
@@ -111,6 +130,8 @@ impl KeyStore {
             fetch: Mutex::new(FetchState::default()),
             client,
             metrics,
+            waiters: AtomicUsize::new(0),
+            max_waiters,
         })
     }
 
@@ -135,15 +156,23 @@ impl KeyStore {
     }
 
     /// Fetches now unless another forced refetch started within `unknown_kid_interval`.
-    /// Callers that arrive while a fetch is running wait for it and then use its result.
-    pub async fn refetch_rate_limited(&self) {
+    /// Callers that arrive while a fetch is running wait for it and then use its result; at
+    /// most `max_waiters` wait at once (a flood of tokens naming unknown keys needs no valid
+    /// signature, only a known `iss`), the rest get [`FetchBusy`] at once.
+    pub async fn refetch_rate_limited(&self) -> Result<(), FetchBusy> {
+        if self.waiters.fetch_add(1, Ordering::AcqRel) >= self.max_waiters {
+            self.waiters.fetch_sub(1, Ordering::AcqRel);
+            return Err(FetchBusy);
+        }
+        let _waiting = WaiterSlot(&self.waiters);
         let mut state = self.fetch.lock().await;
         let interval = self.provider.jwks_cache.unknown_kid_interval;
         if state.last_forced.is_some_and(|at| at.elapsed() < interval) {
-            return;
+            return Ok(());
         }
         state.last_forced = Some(Instant::now());
         let _ = self.fetch_locked(&mut state).await;
+        Ok(())
     }
 
     /// Runs the refresh loop until the returned task is aborted.

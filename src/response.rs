@@ -40,6 +40,10 @@ pub enum Deny {
     DeniedByRule,
     /// The route accepts tokens only from other providers.
     ProviderNotAccepted,
+    /// More checks in flight than `limits.max_concurrent_checks`.
+    Overloaded,
+    /// Not decided within `limits.check_timeout`.
+    TimedOut,
 }
 
 /// The client-visible shape of a denial.
@@ -147,6 +151,30 @@ impl Deny {
                 true,
                 "denied_by_rule",
             ),
+            Deny::Overloaded => (
+                ServiceUnavailable,
+                Code::Unavailable,
+                "temporarily_unavailable",
+                "server busy, retry later",
+                false,
+                "overloaded",
+            ),
+            Deny::TimedOut => (
+                ServiceUnavailable,
+                Code::Unavailable,
+                "temporarily_unavailable",
+                "check timed out, retry later",
+                false,
+                "timeout",
+            ),
+            Deny::Invalid(VerifyError::KeyFetchBusy) => (
+                ServiceUnavailable,
+                Code::Unavailable,
+                "temporarily_unavailable",
+                "signing keys being fetched, retry later",
+                false,
+                "key_fetch_busy",
+            ),
             Deny::Invalid(VerifyError::KeysUnavailable) => (
                 ServiceUnavailable,
                 Code::Unavailable,
@@ -179,7 +207,7 @@ impl Deny {
                     VerifyError::IssuedInFuture => {
                         ("token issued in the future", "issued_in_future")
                     }
-                    VerifyError::KeysUnavailable => {
+                    VerifyError::KeysUnavailable | VerifyError::KeyFetchBusy => {
                         ("signing keys unavailable", "keys_unavailable")
                     }
                 };

@@ -77,6 +77,8 @@ pub enum VerifyError {
     IssuedInFuture,
     #[error("signing keys unavailable")]
     KeysUnavailable,
+    #[error("too many checks waiting on a key fetch")]
+    KeyFetchBusy,
 }
 
 /// One configured provider and its keys.
@@ -162,7 +164,11 @@ impl Verifier {
                 .as_deref()
                 .is_some_and(|kid| keys.by_kid(kid).next().is_none());
         if needs_fetch {
-            provider.store.refetch_rate_limited().await;
+            provider
+                .store
+                .refetch_rate_limited()
+                .await
+                .map_err(|_| VerifyError::KeyFetchBusy)?;
             keys = provider.store.keys();
             if keys.is_empty() {
                 return Err(VerifyError::KeysUnavailable);

@@ -1,0 +1,97 @@
+//! Limits on what checks can pile up: checks in flight, checks waiting on a key fetch, and
+//! how long one check may take. Each excess is answered 503 at once, never queued.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::*;
+
+/// A provider whose JWKS answers only after `delay`, and tokens naming unknown keys, which
+/// force a refetch (no valid signature needed, only the provider's `iss`).
+async fn slow_jwks(limits: &str, delay: Duration) -> (JwksServer, TestKey, TestServer) {
+    let key = TestKey::rsa("k1");
+    let jwks = JwksServer::start(vec![key.jwk()]).await;
+    jwks.set_cache_control("max-age=3600");
+    let server = TestServer::start_ready(&config_yaml(&jwks.url(), limits)).await;
+    jwks.set_delay(delay);
+    (jwks, key, server)
+}
+
+fn unknown_kid_token(key: &TestKey, n: usize) -> String {
+    key.sign(
+        &json!({"alg": "RS256", "kid": format!("unknown-{n}"), "typ": "JWT"}),
+        &claims("u1"),
+    )
+}
+
+/// Sends `n` checks at once; returns each answer's error reason (or "ok") and latency.
+async fn burst(server: &TestServer, key: &TestKey, n: usize) -> Vec<(String, Duration)> {
+    let checks = (0..n).map(|i| {
+        let token = unknown_kid_token(key, i);
+        async move {
+            let started = Instant::now();
+            let response = server.check_token("/api", &token).await;
+            let reason = match denied_status(&response) {
+                None => "ok".to_owned(),
+                Some(status) => format!("{status} {}", denial(&response).1["error_description"]),
+            };
+            (reason, started.elapsed())
+        }
+    });
+    futures::future::join_all(checks).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_unknown_kids_does_not_queue_behind_a_slow_jwks() {
+    let delay = Duration::from_millis(2000);
+    let (_jwks, key, server) = slow_jwks("limits: {max_key_fetch_waiters: 4}\n", delay).await;
+    let answers = burst(&server, &key, 30).await;
+    let busy: Vec<_> = answers
+        .iter()
+        .filter(|(r, _)| r == "503 \"signing keys being fetched, retry later\"")
+        .collect();
+    assert!(busy.len() >= 26, "{answers:?}");
+    // Those were answered at once, not after the fetch.
+    assert!(
+        busy.iter().all(|(_, took)| *took < delay / 2),
+        "{answers:?}"
+    );
+    // The few that waited got the fetch's verdict: the key is unknown.
+    assert!(
+        answers
+            .iter()
+            .all(|(r, _)| r.starts_with("503") || r == "401 \"unknown signing key\""),
+        "{answers:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_beyond_the_concurrency_limit_are_503() {
+    let (_jwks, key, server) = slow_jwks(
+        "limits: {max_concurrent_checks: 2}\n",
+        Duration::from_millis(1500),
+    )
+    .await;
+    let answers = burst(&server, &key, 10).await;
+    let overloaded = answers
+        .iter()
+        .filter(|(r, _)| r == "503 \"server busy, retry later\"")
+        .count();
+    assert_eq!(overloaded, 8, "{answers:?}");
+    // With the burst over, checks go through again.
+    allowed(&server.check_token("/api", &key.token(&claims("u1"))).await);
+}
+
+#[tokio::test]
+async fn a_check_that_takes_too_long_is_503() {
+    let delay = Duration::from_millis(3000);
+    let (_jwks, key, server) = slow_jwks("limits: {check_timeout: 300ms}\n", delay).await;
+    let answers = burst(&server, &key, 1).await;
+    let (reason, took) = &answers[0];
+    assert_eq!(reason, "503 \"check timed out, retry later\"");
+    assert!(*took < delay / 2, "{took:?}");
+    let (_, metrics) = server.admin_get("/metrics").await;
+    assert!(metrics.contains("reason=\"timeout\""), "{metrics}");
+}
