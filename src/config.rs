@@ -295,8 +295,9 @@ pub struct IdentityConfig {
     /// from requests whose token does not supply it.
     #[serde(default = "default_claim_headers")]
     pub headers: Vec<ClaimHeader>,
-    /// Remove the header that carried the token before the request goes upstream.
-    #[serde(default)]
+    /// Remove the header that carried the token before the request goes upstream (default
+    /// on: the app gets identity headers, not a token it could replay to its neighbours).
+    #[serde(default = "default_true")]
     pub strip_authorization: bool,
     /// Emit the verified claims as ext_authz dynamic metadata for later Envoy filters.
     #[serde(default)]
@@ -307,7 +308,7 @@ impl Default for IdentityConfig {
     fn default() -> Self {
         Self {
             headers: default_claim_headers(),
-            strip_authorization: false,
+            strip_authorization: true,
             dynamic_metadata: false,
         }
     }
@@ -971,8 +972,10 @@ fn default_grpc_addr() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 9001))
 }
 
+/// Loopback: metrics and readiness say which providers and rules exist; expose them on
+/// purpose (the Kubernetes manifests set 0.0.0.0 for the kubelet and Prometheus).
 fn default_admin_addr() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 9002))
+    SocketAddr::from(([127, 0, 0, 1], 9002))
 }
 
 fn default_realm() -> String {

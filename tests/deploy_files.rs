@@ -162,6 +162,51 @@ fn kubernetes_manifests_match_the_config_and_harden_the_pod() {
     assert!(ports.iter().any(|p| p["targetPort"] == "admin"));
 }
 
+/// Only labelled proxies reach the gRPC port and only the monitoring namespace the admin
+/// port; the ports are the Deployment's named ports.
+#[test]
+fn network_policy_admits_only_the_proxies_and_monitoring() {
+    let policy = one("deploy/kubernetes/networkpolicy.yaml", "NetworkPolicy");
+    let deployment = one("deploy/kubernetes/deployment.yaml", "Deployment");
+    let spec = &policy["spec"];
+    assert_eq!(
+        spec["podSelector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(spec["policyTypes"], serde_json::json!(["Ingress"]));
+    let rules = spec["ingress"].as_array().expect("ingress rules");
+    assert_eq!(rules.len(), 2, "nothing but gRPC and admin is admitted");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let rule_for = |port: &str| {
+        container_port(container, port);
+        rules
+            .iter()
+            .find(|r| r["ports"][0]["port"] == port)
+            .unwrap_or_else(|| panic!("no rule for {port}"))
+    };
+    let grpc = &rule_for("grpc")["from"];
+    assert_eq!(grpc.as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        grpc[0]["podSelector"]["matchLabels"]["jwt-authz.io/client"],
+        "true"
+    );
+    let admin = &rule_for("admin")["from"];
+    assert_eq!(admin.as_array().map(Vec::len), Some(1));
+    assert!(admin[0]["podSelector"].is_null());
+    assert_eq!(
+        admin[0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+    // The pods' own config listens where the policy and probes expect.
+    let config =
+        jwt_authz::Config::from_yaml(&read("deploy/kubernetes/config.yaml")).expect("config");
+    assert!(
+        config.listen.admin.ip().is_unspecified(),
+        "probes reach the pod IP"
+    );
+    assert!(config.identity.strip_authorization);
+}
+
 #[test]
 fn istio_policies_name_the_mesh_provider() {
     let mesh = one("deploy/istio/mesh-config.yaml", "IstioOperator");
@@ -331,6 +376,7 @@ fn kustomization_renders() {
             "ConfigMap",
             "Deployment",
             "Namespace",
+            "NetworkPolicy",
             "PodDisruptionBudget",
             "Service"
         ]

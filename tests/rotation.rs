@@ -63,7 +63,9 @@ async fn unknown_kids_trigger_at_most_one_fetch_per_interval() {
     let key = TestKey::rsa("k1");
     let jwks = JwksServer::start(vec![key.jwk()]).await;
     jwks.set_cache_control("max-age=3600");
-    let yaml = config_yaml(&jwks.url(), "")
+    // Room for all 100 to wait: this is about the fetch count (tests/limits.rs covers what
+    // happens past max_key_fetch_waiters).
+    let yaml = config_yaml(&jwks.url(), "limits: {max_key_fetch_waiters: 1000}\n")
         .replace("unknown_kid_interval: 1s", "unknown_kid_interval: 30s");
     let server = std::sync::Arc::new(TestServer::start_ready(&yaml).await);
     let before = jwks.fetches();
@@ -150,7 +152,9 @@ async fn a_recent_scheduled_fetch_does_not_hold_back_a_new_kid() {
     let old = TestKey::rsa("old");
     let jwks = JwksServer::start(vec![old.jwk()]).await;
     jwks.set_cache_control("max-age=3600");
-    let yaml = config_yaml(&jwks.url(), "")
+    // Room for all 100 to wait: this is about the fetch count (tests/limits.rs covers what
+    // happens past max_key_fetch_waiters).
+    let yaml = config_yaml(&jwks.url(), "limits: {max_key_fetch_waiters: 1000}\n")
         .replace("unknown_kid_interval: 1s", "unknown_kid_interval: 30s");
     let server = TestServer::start_ready(&yaml).await;
     // The start-up fetch happened moments ago; the issuer rotates right after it.

@@ -29,7 +29,9 @@ fn minimal_config_gets_safe_defaults() {
     assert_eq!(p.jwks_cache.unknown_kid_interval, Duration::from_secs(10));
     assert_eq!(config.max_token_bytes, 8192);
     assert_eq!(config.identity.headers[0].header, "x-user-id");
-    assert!(!config.identity.strip_authorization);
+    assert!(config.identity.strip_authorization);
+    assert_eq!(config.listen.admin, "127.0.0.1:9002".parse().unwrap());
+    assert!(!p.allow_insecure_http);
     assert!(config.rules.is_empty());
     assert_eq!(config.log.format, LogFormat::Human);
 }
