@@ -109,7 +109,8 @@ pub struct Settings {
     /// Seed the documented demo users when the database is empty.
     #[arg(long, env = "ISSUER_DEMO", global = true)]
     pub demo: bool,
-    /// Failed logins per username within the window before 429.
+    /// Login attempts for one username from one client address (an IPv6 /64 counts as one)
+    /// within the window before 429: the tight limit that slows guessing.
     #[arg(
         long,
         env = "ISSUER_LOGIN_MAX_FAILURES",
@@ -117,7 +118,16 @@ pub struct Settings {
         global = true
     )]
     pub login_max_failures: u32,
-    /// Failed logins per client address within the window before 429.
+    /// Login attempts for one username from anywhere within the window before 429: loose,
+    /// so that guesses from one place cannot lock the owner out, yet a botnet is slowed.
+    #[arg(
+        long,
+        env = "ISSUER_LOGIN_MAX_FAILURES_PER_USER",
+        default_value_t = 50,
+        global = true
+    )]
+    pub login_max_failures_per_user: u32,
+    /// Login attempts from one client address (IPv6: its /64) within the window before 429.
     #[arg(
         long,
         env = "ISSUER_LOGIN_MAX_FAILURES_PER_ADDRESS",
@@ -125,6 +135,17 @@ pub struct Settings {
         global = true
     )]
     pub login_max_failures_per_address: u32,
+    /// Password verifications (argon2id, ~19 MiB each) running at once; default: the CPUs.
+    #[arg(long, env = "ISSUER_LOGIN_HASH_CONCURRENCY", global = true)]
+    pub login_hash_concurrency: Option<usize>,
+    /// Logins that may wait for a verification slot; beyond them, 503 with Retry-After.
+    #[arg(
+        long,
+        env = "ISSUER_LOGIN_HASH_QUEUE",
+        default_value_t = 16,
+        global = true
+    )]
+    pub login_hash_queue: usize,
     #[arg(long, env = "ISSUER_LOGIN_WINDOW", default_value = "1m", value_parser = parse_ttl, global = true)]
     pub login_window: Duration,
     /// Take the client address from the last `X-Forwarded-For` entry (set this only behind
@@ -134,6 +155,13 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Verifications that run at once: the setting, or the number of CPUs.
+    pub fn hash_concurrency(&self) -> usize {
+        self.login_hash_concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .max(1)
+    }
+
     /// How long a retired key stays published: every token it signed has expired by then.
     pub fn key_retention(&self) -> Duration {
         self.token_ttl + Duration::from_secs(60)

@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -13,8 +14,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::Settings;
+use crate::hashing::HashGate;
 use crate::keys::KeyRing;
-use crate::throttle::Throttle;
+use crate::throttle::{Network, Subject, Throttle};
 use crate::token;
 use crate::users::UserStore;
 
@@ -27,6 +29,7 @@ pub struct AppState {
     pub users: UserStore,
     pub keys: Arc<RwLock<Arc<KeyRing>>>,
     pub throttle: Arc<Throttle>,
+    pub hashing: Arc<HashGate>,
 }
 
 impl AppState {
@@ -80,6 +83,14 @@ fn client_address(settings: &Settings, request: &Request) -> Option<IpAddr> {
         .map(|c| c.0.ip())
 }
 
+fn with_retry_after(mut response: Response, wait: Duration) -> Response {
+    let secs = wait.as_secs().max(1).to_string();
+    if let Ok(value) = HeaderValue::from_str(&secs) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
 fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
@@ -115,31 +126,58 @@ async fn login(State(state): State<AppState>, request: Request) -> Response {
         );
     };
     let settings = &state.settings;
-    let user_key = format!("u:{}", credentials.username);
-    let address_key = address.map(|a| format!("a:{a}"));
-    let mut limits = vec![(user_key.as_str(), settings.login_max_failures)];
-    if let Some(key) = &address_key {
-        limits.push((key.as_str(), settings.login_max_failures_per_address));
+    let name = credentials.username.as_str();
+    let network = address.map(Network::from);
+    let mut limits = vec![(Subject::User(name), settings.login_max_failures_per_user)];
+    if let Some(network) = network {
+        limits.push((
+            Subject::UserFrom(name, network),
+            settings.login_max_failures,
+        ));
+        limits.push((
+            Subject::Address(network),
+            settings.login_max_failures_per_address,
+        ));
     }
-    if let Some(wait) = state.throttle.retry_after(&limits) {
-        let mut response = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_attempts",
-            "too many failed logins, retry later",
-        );
-        let secs = wait.as_secs().max(1).to_string();
-        if let Ok(value) = HeaderValue::from_str(&secs) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
+    // Counted now, before the password is checked: parallel guesses cannot all pass.
+    let attempt = match state.throttle.begin(&limits) {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            return with_retry_after(
+                error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_attempts",
+                    "too many failed logins, retry later",
+                ),
+                wait,
+            );
         }
-        return response;
-    }
-
+    };
+    let Some(admission) = state.hashing.try_enter() else {
+        state.throttle.withdraw(attempt);
+        tracing::warn!("password verifications saturated; answering 503");
+        return with_retry_after(
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "too many logins in progress, retry later",
+            ),
+            Duration::from_secs(1),
+        );
+    };
+    let running = admission.run().await;
     let users = state.users.clone();
-    let (name, password) = (credentials.username, credentials.password);
-    let outcome = tokio::task::spawn_blocking(move || users.authenticate(&name, &password)).await;
+    let password = credentials.password;
+    let lookup = credentials.username.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let _slot = (admission, running);
+        users.authenticate(&lookup, &password)
+    })
+    .await;
     let user = match outcome {
         Ok(Ok(user)) => user,
         Ok(Err(e)) => {
+            state.throttle.withdraw(attempt);
             tracing::error!(error = %e, "login failed internally");
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -148,6 +186,7 @@ async fn login(State(state): State<AppState>, request: Request) -> Response {
             );
         }
         Err(e) => {
+            state.throttle.withdraw(attempt);
             tracing::error!(error = %e, "login task failed");
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -156,16 +195,20 @@ async fn login(State(state): State<AppState>, request: Request) -> Response {
             );
         }
     };
+    let name = credentials.username.as_str();
     let Some(user) = user else {
-        state.throttle.record_failure(&limits);
-        tracing::info!(username = %user_key.trim_start_matches("u:"), address = ?address, "login refused");
+        tracing::info!(username = %name, address = ?address, "login refused");
         return error(
             StatusCode::UNAUTHORIZED,
             "invalid_credentials",
             "invalid username or password",
         );
     };
-    state.throttle.clear(&user_key);
+    let mut clear = vec![Subject::User(name)];
+    if let Some(network) = network {
+        clear.push(Subject::UserFrom(name, network));
+    }
+    state.throttle.succeeded(attempt, &clear);
     let ring = state.key_ring();
     match token::mint(
         &ring.signer,

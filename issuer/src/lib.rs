@@ -5,10 +5,12 @@
 //! - [`users`]: the SQLite user store with argon2id hashes.
 //! - [`keys`]: RSA keys on disk, rotation and pruning.
 //! - [`token`]: minting tokens.
-//! - [`throttle`]: failed-login throttling.
+//! - [`throttle`]: login throttling per user, per user and address, per address.
+//! - [`hashing`]: the bound on password verifications in flight.
 //! - [`http`]: the HTTP API.
 
 pub mod config;
+pub mod hashing;
 pub mod http;
 pub mod keys;
 pub mod throttle;
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 pub use config::Settings;
+use hashing::HashGate;
 use http::AppState;
 use keys::{KeyDir, KeyError};
 use throttle::Throttle;
@@ -65,12 +68,14 @@ impl Issuer {
         }
         let ring = key_dir.load()?;
         let throttle = Throttle::new(settings.login_window);
+        let hashing = HashGate::new(settings.hash_concurrency(), settings.login_hash_queue);
         Ok(Self {
             state: AppState {
                 settings: Arc::new(settings),
                 users,
                 keys: Arc::new(RwLock::new(Arc::new(ring))),
                 throttle: Arc::new(throttle),
+                hashing,
             },
             key_dir,
         })

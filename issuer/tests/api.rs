@@ -330,10 +330,11 @@ async fn users_and_keys_persist_across_a_restart() {
 }
 
 #[tokio::test]
+/// Without a known client address (no socket here) only the per-user limit applies.
 async fn repeated_failures_are_throttled_with_retry_after() {
     let fx = Fixture::new();
     let app = fx
-        .issuer(&["--login-max-failures", "3", "--login-window", "1m"])
+        .issuer(&["--login-max-failures-per-user", "3", "--login-window", "1m"])
         .router();
     for _ in 0..3 {
         let (status, _, _) = call(&app, login("alice", "bad-password")).await;
