@@ -66,6 +66,20 @@ const MIGRATIONS: &[&str] = &[r#"
     );
 "#];
 
+/// Creates the database file readable by its owner only (0600), like the key directory, or
+/// tightens an existing one. SQLite gives its `-wal` and `-shm` files the database file's
+/// permissions, so they follow.
+fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
 fn argon2() -> Argon2<'static> {
     // OWASP's argon2id baseline: 19 MiB, 2 passes, 1 lane.
     let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
@@ -102,6 +116,10 @@ impl UserStore {
                 source,
             })?;
         }
+        restrict_to_owner(path).map_err(|source| UserError::Dir {
+            path: path.display().to_string(),
+            source,
+        })?;
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -278,6 +296,29 @@ mod tests {
         store.remove("carol").unwrap();
         assert!(matches!(store.remove("carol"), Err(UserError::NotFound(_))));
         assert_eq!(store.authenticate("carol", "carol-password").unwrap(), None);
+    }
+
+    #[test]
+    fn the_database_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.db");
+        // An older release left it world-readable.
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = UserStore::open(&path).unwrap();
+        store.add("eve", "user", "a long enough password").unwrap();
+        for file in ["users.db", "users.db-wal", "users.db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
+        }
+        let fresh = dir.path().join("fresh.db");
+        UserStore::open(&fresh).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
