@@ -340,6 +340,8 @@ async fn containers_rotation_and_faults() {
             "rotate",
             "--kid",
             "rotated-in-container",
+            "--key-publish-ahead",
+            "0s",
         ]))
         .await
         .expect("exec rotate");

@@ -169,7 +169,14 @@ async fn key_rotated_at_the_running_issuer_needs_no_restart() {
 
     let out = stack
         .issuer_command()
-        .args(["keys", "rotate", "--kid", "rotated-key"])
+        .args([
+            "keys",
+            "rotate",
+            "--kid",
+            "rotated-key",
+            "--key-publish-ahead",
+            "0s",
+        ])
         .output()
         .expect("issuer keys rotate");
     assert!(

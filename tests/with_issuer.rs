@@ -10,6 +10,17 @@ use clap::Parser;
 use support::gateway::{Gateway, jwt_part};
 use support::*;
 
+/// How many keys jwt-authz holds for its provider, from its metrics.
+async fn jwt_authz_keys(server: &TestServer) -> u64 {
+    let (_, metrics) = server.admin_get("/metrics").await;
+    metrics
+        .lines()
+        .find(|l| l.starts_with("jwt_authz_jwks_keys{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issuer_tokens_pass_check_and_rotation_needs_no_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -38,7 +49,9 @@ async fn issuer_tokens_pass_check_and_rotation_needs_no_restart() {
 
     let yaml = config_yaml(&format!("{base}/.well-known/jwks.json"), "")
         .replace(ISSUER, &base)
-        .replace("audiences: [api, other-api]", "audiences: [api]");
+        .replace("audiences: [api, other-api]", "audiences: [api]")
+        // Refresh about every second whatever the issuer's max-age says.
+        .replace("max_ttl: 1h", "max_ttl: 1s");
     let server = TestServer::start_ready(&yaml).await;
 
     // The issuer answers /auth/login itself here (no Envoy in front).
@@ -50,16 +63,41 @@ async fn issuer_tokens_pass_check_and_rotation_needs_no_restart() {
     assert_eq!(set["x-user-name"], "bob");
     assert_eq!(set["x-user-role"], "user");
 
-    // Rotate on disk while both run; the issuer notices within its poll interval.
+    // Rotate on disk while both run. The new key is published at once and signs only 5 s
+    // later (at least 4 s, as times are whole seconds); meanwhile jwt-authz's scheduled
+    // refresh picks it up, so no token ever names a key it does not hold.
+    let first_kid = jwt_part(&token, 0)["kid"].clone();
     issuer::keys::KeyDir::new(&key_dir, 2048)
         .expect("dir")
-        .rotate(Some("second"), retention)
+        .rotate(Some("second"), Duration::from_secs(5), retention)
         .expect("rotate");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let new_token = issuer_api.login("alice", "alice-password").await;
+    let rotated = std::time::Instant::now();
+    while jwt_authz_keys(&server).await < 2 {
+        assert!(
+            rotated.elapsed() < Duration::from_millis(3500),
+            "never published"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let early = issuer_api.login("alice", "alice-password").await;
+    assert!(rotated.elapsed() < Duration::from_secs(4));
+    assert_eq!(
+        jwt_part(&early, 0)["kid"],
+        first_kid,
+        "signed before its time"
+    );
+    let mut new_token = early;
+    for _ in 0..40 {
+        new_token = issuer_api.login("alice", "alice-password").await;
+        if jwt_part(&new_token, 0)["kid"] == "second" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_eq!(jwt_part(&new_token, 0)["kid"], "second");
     let (set, _) = allowed(&server.check_token("/api/users", &new_token).await);
     assert_eq!(set["x-user-role"], "admin");
+
     // The token signed before the rotation still passes.
     allowed(&server.check_token("/api/orders", &token).await);
 }

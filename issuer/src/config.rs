@@ -46,9 +46,9 @@ pub enum UsersCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Make a new key the signer; the previous one stays published until every token it
-    /// signed has expired (token TTL plus one minute). A running issuer picks it up within
-    /// a second or two.
+    /// Add a key: published at once, signing after `--key-publish-ahead` (default 10m); the
+    /// previous signer signs until then and stays published until every token it signed has
+    /// expired (token TTL plus one minute). A running issuer picks both steps up by itself.
     Rotate {
         /// Key id for the new key (default: its RFC 7638 thumbprint).
         #[arg(long)]
@@ -98,6 +98,11 @@ pub struct Settings {
     pub key_id: Option<String>,
     #[arg(long, env = "ISSUER_KEY_BITS", default_value_t = 2048, global = true)]
     pub key_bits: usize,
+    /// How long `keys rotate` publishes a new key before it signs: at least the time
+    /// verifiers take to refresh their JWKS (jwt-authz: 90 % of the JWKS max-age, within
+    /// its min_ttl..max_ttl), so none of them meets the new kid unprepared. 0s: at once.
+    #[arg(long, env = "ISSUER_KEY_PUBLISH_AHEAD", default_value = "10m", value_parser = parse_duration, global = true)]
+    pub key_publish_ahead: Duration,
     /// `max-age` of the JWKS response, in seconds.
     #[arg(
         long,
@@ -185,6 +190,10 @@ fn parse_url(s: &str) -> Result<String, String> {
         (Some("http" | "https"), Some(_)) if uri.query().is_none() => Ok(s.to_owned()),
         _ => Err(format!("{s:?} must be an http(s) URL without a query")),
     }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
 fn parse_ttl(s: &str) -> Result<Duration, String> {

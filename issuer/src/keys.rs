@@ -57,6 +57,10 @@ pub struct KeyEntry {
     /// File name of the PEM inside the key directory.
     pub file: String,
     pub created_at: u64,
+    /// When it starts signing; until then it is only published, so that verifiers hold it
+    /// before the first token names it. `None`: from `created_at`.
+    #[serde(default)]
+    pub signs_from: Option<u64>,
     /// When it stopped signing; it stays published until `publish_until`.
     #[serde(default)]
     pub retired_at: Option<u64>,
@@ -72,6 +76,8 @@ struct Manifest {
 /// The state of a key, for `issuer keys list`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyState {
+    /// Published, and signing from `signs_from`.
+    Pending,
     Signing,
     Retired,
     Expired,
@@ -100,6 +106,9 @@ pub struct KeyRing {
     pub published: Vec<serde_json::Value>,
     /// The manifest's modification time when it was read, to notice rotations.
     pub manifest_mtime: Option<SystemTime>,
+    /// When (unix seconds) the ring must be rebuilt without any change on disk: a pending
+    /// key starts signing, or a retired one leaves the JWKS.
+    pub next_change: Option<u64>,
 }
 
 /// The key directory.
@@ -167,23 +176,31 @@ impl KeyDir {
         if manifest.keys.iter().any(|k| k.retired_at.is_none()) {
             return Ok(false);
         }
-        self.add_key(manifest, kid, Duration::ZERO)?;
+        self.add_key(manifest, kid, Duration::ZERO, Duration::ZERO)?;
         Ok(true)
     }
 
-    /// Makes a new key the signer. The previous signer stays published for `retain` (the
-    /// token lifetime plus a margin), so every token it signed can still be verified; keys
-    /// whose time is up are pruned.
-    pub fn rotate(&self, kid: Option<&str>, retain: Duration) -> Result<KeyEntry, KeyError> {
+    /// Adds a key that is published at once and signs after `publish_ahead` (so verifiers
+    /// that refresh on their schedule hold it before any token names it, and an attacker who
+    /// spends their unknown-kid refetch budget cannot make the first new tokens fail). The
+    /// previous signer signs until then and stays published for `retain` more (the token
+    /// lifetime plus a margin); keys whose time is up are pruned.
+    pub fn rotate(
+        &self,
+        kid: Option<&str>,
+        publish_ahead: Duration,
+        retain: Duration,
+    ) -> Result<KeyEntry, KeyError> {
         self.ensure_dir()?;
         let manifest = self.read_manifest()?;
-        self.add_key(manifest, kid, retain)
+        self.add_key(manifest, kid, publish_ahead, retain)
     }
 
     fn add_key(
         &self,
         mut manifest: Manifest,
         kid: Option<&str>,
+        publish_ahead: Duration,
         retain: Duration,
     ) -> Result<KeyEntry, KeyError> {
         let size = match self.bits {
@@ -217,15 +234,17 @@ impl KeyDir {
         out.write_all(pem.as_bytes()).map_err(io_err(&path))?;
         out.sync_all().map_err(io_err(&path))?;
 
-        let until = now + retain.as_secs();
+        let signs_from = now + publish_ahead.as_secs();
+        let until = signs_from + retain.as_secs();
         for key in manifest.keys.iter_mut().filter(|k| k.retired_at.is_none()) {
-            key.retired_at = Some(now);
+            key.retired_at = Some(signs_from);
             key.publish_until = Some(until);
         }
         let entry = KeyEntry {
             kid,
             file,
             created_at: now,
+            signs_from: Some(signs_from),
             retired_at: None,
             publish_until: None,
         };
@@ -258,25 +277,49 @@ impl KeyDir {
             .into_iter()
             .map(|k| {
                 let state = match k.publish_until {
-                    None => KeyState::Signing,
-                    Some(until) if until > now => KeyState::Retired,
-                    Some(_) => KeyState::Expired,
+                    _ if k.starts_signing() > now => KeyState::Pending,
+                    _ if k.signs_at(now) => KeyState::Signing,
+                    Some(until) if until <= now => KeyState::Expired,
+                    _ => KeyState::Retired,
                 };
                 (k, state)
             })
             .collect())
     }
 
-    /// Loads the signer and the published keys.
+    /// Loads the signer and the published keys as of now.
     pub fn load(&self) -> Result<KeyRing, KeyError> {
+        self.load_at(unix_now())
+    }
+
+    /// Loads the ring as it stands at `now` (unix seconds): the signer is the most recent
+    /// key whose signing time has come and not ended; every key not past `publish_until`
+    /// is published, pending ones included.
+    pub fn load_at(&self, now: u64) -> Result<KeyRing, KeyError> {
         let manifest_mtime = self.manifest_mtime();
         let manifest = self.read_manifest()?;
-        let now = unix_now();
+        let signer_kid = manifest
+            .keys
+            .iter()
+            .filter(|k| k.signs_at(now))
+            .max_by_key(|k| (k.starts_signing(), k.created_at))
+            .map(|k| k.kid.clone());
         let mut signer = None;
         let mut published = Vec::new();
+        let mut next_change: Option<u64> = None;
         for entry in manifest.keys.iter().rev() {
-            let live = entry.publish_until.is_none_or(|until| until > now);
-            if !live {
+            for at in [
+                Some(entry.starts_signing()),
+                entry.retired_at,
+                entry.publish_until,
+            ]
+            .into_iter()
+            .flatten()
+            .filter(|at| *at > now)
+            {
+                next_change = Some(next_change.map_or(at, |n| n.min(at)));
+            }
+            if entry.publish_until.is_some_and(|until| until <= now) {
                 continue;
             }
             let path = self.dir.join(&entry.file);
@@ -285,7 +328,7 @@ impl KeyDir {
             let pair = RsaKeyPair::from_pkcs8(&der)
                 .map_err(|_| KeyError::BadKey { path: path.clone() })?;
             let jwk = public_jwk(&pair, &entry.kid);
-            if entry.retired_at.is_none() && signer.is_none() {
+            if signer_kid.as_deref() == Some(entry.kid.as_str()) {
                 let encoding_key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem)
                     .map_err(|_| KeyError::BadKey { path: path.clone() })?;
                 signer = Some(LoadedKey {
@@ -302,6 +345,7 @@ impl KeyDir {
             signer: signer.ok_or(KeyError::NoSigningKey)?,
             published,
             manifest_mtime,
+            next_change,
         })
     }
 
@@ -309,6 +353,18 @@ impl KeyDir {
         fs::metadata(self.manifest_path())
             .and_then(|m| m.modified())
             .ok()
+    }
+}
+
+impl KeyEntry {
+    /// When this key starts (or started) signing.
+    pub fn starts_signing(&self) -> u64 {
+        self.signs_from.unwrap_or(self.created_at)
+    }
+
+    /// Whether this key signs at `now`.
+    pub fn signs_at(&self, now: u64) -> bool {
+        self.starts_signing() <= now && self.retired_at.is_none_or(|at| at > now)
     }
 }
 
@@ -391,7 +447,7 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
 
         let second = keys
-            .rotate(Some("second"), Duration::from_secs(600))
+            .rotate(Some("second"), Duration::ZERO, Duration::from_secs(600))
             .unwrap();
         let ring = keys.load().unwrap();
         assert_eq!(ring.signer.entry.kid, "second");
@@ -408,7 +464,8 @@ mod tests {
 
         // With no retention, the previous signer is pruned at once, file and all; the first
         // key's retention (600 s) still runs.
-        keys.rotate(Some("third"), Duration::ZERO).unwrap();
+        keys.rotate(Some("third"), Duration::ZERO, Duration::ZERO)
+            .unwrap();
         let ring = keys.load().unwrap();
         let kids: Vec<_> = ring.published.iter().map(|j| j["kid"].clone()).collect();
         assert_eq!(
@@ -427,13 +484,49 @@ mod tests {
         assert!(!listed.contains(&second.kid), "{listed:?}");
         assert!(!dir.path().join("k").join(&second.file).exists());
         assert!(matches!(
-            keys.rotate(Some("third"), Duration::ZERO),
+            keys.rotate(Some("third"), Duration::ZERO, Duration::ZERO),
             Err(KeyError::DuplicateKid(_))
         ));
         assert!(matches!(
-            keys.rotate(Some("bad kid"), Duration::ZERO),
+            keys.rotate(Some("bad kid"), Duration::ZERO, Duration::ZERO),
             Err(KeyError::InvalidKid(_))
         ));
+    }
+
+    #[test]
+    fn a_rotated_in_key_is_published_before_it_signs() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyDir::new(dir.path(), 2048).unwrap();
+        keys.ensure_key(Some("old")).unwrap();
+        let now = unix_now();
+        keys.rotate(
+            Some("new"),
+            Duration::from_secs(300),
+            Duration::from_secs(600),
+        )
+        .unwrap();
+        let kids = |ring: &KeyRing| -> Vec<String> {
+            ring.published
+                .iter()
+                .map(|j| j["kid"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        // Published at once, but the old key signs until the new one's time comes.
+        let ring = keys.load_at(now).unwrap();
+        assert_eq!(ring.signer.entry.kid, "old");
+        assert_eq!(kids(&ring), vec!["old", "new"]);
+        assert!(
+            ring.next_change
+                .is_some_and(|at| at >= now + 300 && at <= now + 301)
+        );
+        let states: Vec<_> = keys.list().unwrap().into_iter().map(|(_, s)| s).collect();
+        assert_eq!(states, vec![KeyState::Signing, KeyState::Pending]);
+        // Then the new key signs and the old one stays published for the retention.
+        let ring = keys.load_at(now + 301).unwrap();
+        assert_eq!(ring.signer.entry.kid, "new");
+        assert_eq!(kids(&ring), vec!["new", "old"]);
+        let ring = keys.load_at(now + 302 + 600).unwrap();
+        assert_eq!(kids(&ring), vec!["new"]);
     }
 
     #[test]

@@ -106,15 +106,24 @@ impl Issuer {
         Ok(())
     }
 
-    /// Watches the key directory and reloads on change (and every 30 s).
+    /// Watches the key directory and reloads on change, when a pending key's signing time
+    /// or a retired key's end comes, and every 30 s.
     pub fn spawn_key_reloader(&self) -> tokio::task::JoinHandle<()> {
         let issuer = self.clone();
         tokio::spawn(async move {
             let mut last = Instant::now();
             loop {
                 tokio::time::sleep(KEY_POLL).await;
-                let seen = issuer.state.key_ring().manifest_mtime;
-                if issuer.key_dir.manifest_mtime() == seen && last.elapsed() < KEY_RELOAD {
+                let ring = issuer.state.key_ring();
+                let due = ring.next_change.is_some_and(|at| {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .is_ok_and(|now| now.as_secs() >= at)
+                });
+                if issuer.key_dir.manifest_mtime() == ring.manifest_mtime
+                    && last.elapsed() < KEY_RELOAD
+                    && !due
+                {
                     continue;
                 }
                 last = Instant::now();

@@ -118,8 +118,16 @@ fn keys(settings: &Settings, cmd: KeysCommand) -> Result<()> {
                 println!("no key yet: created the first signing key");
                 return Ok(());
             }
-            let entry = dir.rotate(kid.as_deref(), settings.key_retention())?;
-            println!("new signing key {}", entry.kid);
+            let entry = dir.rotate(
+                kid.as_deref(),
+                settings.key_publish_ahead,
+                settings.key_retention(),
+            )?;
+            println!(
+                "new key {} published; it signs from {} (unix time)",
+                entry.kid,
+                entry.starts_signing()
+            );
         }
         KeysCommand::List => {
             let now = SystemTime::now()
@@ -132,6 +140,7 @@ fn keys(settings: &Settings, cmd: KeysCommand) -> Result<()> {
             );
             for (entry, state) in dir.list()? {
                 let state = match state {
+                    KeyState::Pending => "pending",
                     KeyState::Signing => "signing",
                     KeyState::Retired => "retired",
                     KeyState::Expired => "expired",

@@ -257,7 +257,7 @@ async fn rotation_keeps_old_tokens_verifiable_and_new_tokens_carry_the_new_kid()
     let settings = fx.settings(&[]);
     KeyDir::new(&settings.key_dir, 2048)
         .expect("dir")
-        .rotate(Some("rotated-1"), settings.key_retention())
+        .rotate(Some("rotated-1"), Duration::ZERO, settings.key_retention())
         .expect("rotate");
     issuer.reload_keys().expect("reload");
     assert_eq!(issuer.signing_kid(), "rotated-1");

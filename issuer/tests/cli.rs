@@ -118,7 +118,18 @@ fn running_issuer_picks_up_a_cli_rotation() {
     let first = first.expect("issuer answered");
     assert_eq!(first["keys"].as_array().map(Vec::len), Some(1));
 
-    let out = issuer(dir.path(), &["keys", "rotate", "--kid", "next"], None);
+    let out = issuer(
+        dir.path(),
+        &[
+            "keys",
+            "rotate",
+            "--kid",
+            "next",
+            "--key-publish-ahead",
+            "0s",
+        ],
+        None,
+    );
     assert!(
         out.status.success(),
         "{}",
