@@ -14,7 +14,14 @@ pub struct HashGate {
     /// Verifications running or waiting.
     admitted: AtomicUsize,
     max_admitted: usize,
+    /// Logins refused since the last warning, and when that was, so a flood logs a line
+    /// every few seconds rather than one per refused login.
+    refused: AtomicUsize,
+    last_warning: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// At most one "saturated" warning per this interval.
+const WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A place among the running or waiting verifications, given back when dropped.
 #[derive(Debug)]
@@ -29,7 +36,21 @@ impl HashGate {
             running: Arc::new(Semaphore::new(concurrency)),
             admitted: AtomicUsize::new(0),
             max_admitted: concurrency + queue,
+            refused: AtomicUsize::new(0),
+            last_warning: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Counts a refused login; returns how many were refused since the last warning when
+    /// it is time for another one.
+    pub fn refused(&self) -> Option<usize> {
+        self.refused.fetch_add(1, Ordering::AcqRel);
+        let mut last = self.last_warning.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|at| at.elapsed() < WARN_EVERY) {
+            return None;
+        }
+        *last = Some(std::time::Instant::now());
+        Some(self.refused.swap(0, Ordering::AcqRel))
     }
 
     /// A place if fewer than `concurrency + queue` verifications are running or waiting.

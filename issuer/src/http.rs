@@ -155,7 +155,9 @@ async fn login(State(state): State<AppState>, request: Request) -> Response {
     };
     let Some(admission) = state.hashing.try_enter() else {
         state.throttle.withdraw(attempt);
-        tracing::warn!("password verifications saturated; answering 503");
+        if let Some(refused) = state.hashing.refused() {
+            tracing::warn!(refused, "password verifications saturated; answering 503");
+        }
         return with_retry_after(
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
