@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
@@ -18,6 +19,25 @@ use crate::request::{self, RequestInfo};
 use crate::response::{self, Deny};
 use crate::token_cache::{self, TokenCache};
 use crate::verify::{self, Provider, VerifiedToken, Verifier, VerifyError};
+
+/// One check counted in flight until dropped.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a AtomicUsize, max: usize) -> Option<Self> {
+        if count.fetch_add(1, Ordering::AcqRel) >= max {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Self(count))
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Why a configuration could not be put in force.
 #[derive(Debug, thiserror::Error)]
@@ -39,8 +59,9 @@ pub struct Runtime {
     cache: TokenCache,
     metrics: Arc<Metrics>,
     refreshers: Vec<JoinHandle<()>>,
-    /// One permit per check in flight (`limits.max_concurrent_checks`).
-    in_flight: tokio::sync::Semaphore,
+    /// Checks in flight, held under `limits.max_concurrent_checks` (a counter: no permit
+    /// queue is needed, since the excess is answered at once).
+    in_flight: AtomicUsize,
 }
 
 impl Drop for Runtime {
@@ -125,7 +146,7 @@ impl Runtime {
             .map(|p| p.store.spawn_refresher())
             .collect();
         Ok(Self {
-            in_flight: tokio::sync::Semaphore::new(config.limits.max_concurrent_checks),
+            in_flight: AtomicUsize::new(0),
             cache: TokenCache::new(&config.token_cache),
             config: Arc::new(config),
             verifier: Verifier::new(providers),
@@ -197,22 +218,17 @@ impl Runtime {
             identity: None,
         };
         let result = match (
-            self.in_flight.try_acquire(),
+            InFlight::enter(&self.in_flight, self.config.limits.max_concurrent_checks),
             request::canonical_path(&http.path, &self.config.paths),
         ) {
-            (Err(_), _) => Err(Deny::Overloaded),
-            (Ok(_permit), Ok(path)) => {
+            (None, _) => Err(Deny::Overloaded),
+            (Some(_in_flight), Ok(path)) => {
                 let request = RequestInfo::new(&http.method, &path, &http.host, context_extensions);
                 let route = self.policy.route(&request);
                 outcome.rule = route.name;
-                tokio::time::timeout(
-                    self.config.limits.check_timeout,
-                    self.decide(http, &route, &mut outcome),
-                )
-                .await
-                .unwrap_or(Err(Deny::TimedOut))
+                self.decide(http, &route, &mut outcome).await
             }
-            (Ok(_), Err(error)) => {
+            (Some(_), Err(error)) => {
                 tracing::debug!(%error, "refusing the request path");
                 Err(Deny::InvalidPath(error))
             }
@@ -316,7 +332,14 @@ impl Runtime {
         if self.cache.enabled() {
             self.metrics.record_token_cache(false);
         }
-        let verified = Arc::new(self.verify_token(token).await.map_err(Deny::Invalid)?);
+        // The one step of a check that can wait (on a key fetch); bounding it here keeps the
+        // timer off the cached path.
+        let verified =
+            tokio::time::timeout(self.config.limits.check_timeout, self.verify_token(token))
+                .await
+                .map_err(|_| Deny::TimedOut)?
+                .map_err(Deny::Invalid)?;
+        let verified = Arc::new(verified);
         self.cache.insert(*hash, Arc::clone(&verified)).await;
         Ok((verified, false))
     }

@@ -209,7 +209,8 @@ impl Default for JwksCacheConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// A check not decided within this is answered 503.
+    /// A check whose token verification (which may wait on a key fetch) takes longer is
+    /// answered 503; the fetch itself goes on in the background.
     #[serde(default = "default_check_timeout", with = "humantime_serde")]
     pub check_timeout: Duration,
     /// Checks in flight at once; more are answered 503 at once.
@@ -237,6 +238,10 @@ impl Default for LimitsConfig {
 pub struct PathConfig {
     #[serde(default)]
     pub escaped_slashes: EscapedSlashes,
+    /// Accept `;` in paths (RFC 3986 path parameters, kept as data). Off: refused with 400,
+    /// since Java servers strip `;params` from every segment before routing.
+    #[serde(default)]
+    pub path_parameters: bool,
     /// A `:path` (query included) longer than this is refused (414) before anything else.
     #[serde(default = "default_max_path_bytes")]
     pub max_bytes: usize,
@@ -246,6 +251,7 @@ impl Default for PathConfig {
     fn default() -> Self {
         Self {
             escaped_slashes: EscapedSlashes::default(),
+            path_parameters: false,
             max_bytes: default_max_path_bytes(),
         }
     }

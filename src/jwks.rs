@@ -159,19 +159,25 @@ impl KeyStore {
     /// Callers that arrive while a fetch is running wait for it and then use its result; at
     /// most `max_waiters` wait at once (a flood of tokens naming unknown keys needs no valid
     /// signature, only a known `iss`), the rest get [`FetchBusy`] at once.
-    pub async fn refetch_rate_limited(&self) -> Result<(), FetchBusy> {
+    pub async fn refetch_rate_limited(self: &Arc<Self>) -> Result<(), FetchBusy> {
         if self.waiters.fetch_add(1, Ordering::AcqRel) >= self.max_waiters {
             self.waiters.fetch_sub(1, Ordering::AcqRel);
             return Err(FetchBusy);
         }
         let _waiting = WaiterSlot(&self.waiters);
-        let mut state = self.fetch.lock().await;
-        let interval = self.provider.jwks_cache.unknown_kid_interval;
-        if state.last_forced.is_some_and(|at| at.elapsed() < interval) {
-            return Ok(());
-        }
-        state.last_forced = Some(Instant::now());
-        let _ = self.fetch_locked(&mut state).await;
+        // The fetch runs in a task of its own: a check that gives up (limits.check_timeout)
+        // must not cancel it halfway, or no refetch would happen for unknown_kid_interval.
+        let store = Arc::clone(self);
+        let fetch = tokio::spawn(async move {
+            let mut state = store.fetch.lock().await;
+            let interval = store.provider.jwks_cache.unknown_kid_interval;
+            if state.last_forced.is_some_and(|at| at.elapsed() < interval) {
+                return;
+            }
+            state.last_forced = Some(Instant::now());
+            let _ = store.fetch_locked(&mut state).await;
+        });
+        let _ = fetch.await;
         Ok(())
     }
 
@@ -184,6 +190,8 @@ impl KeyStore {
     async fn refresh_loop(&self) {
         let mut failures = 0u32;
         loop {
+            // Keys past max_stale go before the fetch, not after it has timed out.
+            self.drop_if_stale();
             let wait = {
                 let mut state = self.fetch.lock().await;
                 match self.fetch_locked(&mut state).await {
@@ -199,25 +207,30 @@ impl KeyStore {
             };
             // Wake up when the keys held would outlive max_stale, to drop them on time if
             // no fetch has succeeded by then.
-            let max_stale = self.provider.jwks_cache.max_stale;
-            let keys = self.current.load_full();
-            match keys.trusted_for(max_stale, std::time::SystemTime::now()) {
+            match self.drop_if_stale() {
                 Some(left) => tokio::time::sleep(wait.min(left)).await,
-                None => {
-                    if !keys.is_empty() {
-                        tracing::error!(
-                            provider = %self.provider.name,
-                            ?max_stale,
-                            "no successful JWKS fetch within max_stale; dropping the keys held"
-                        );
-                        // Unless a fetch on demand replaced them meanwhile.
-                        self.current
-                            .compare_and_swap(&keys, Arc::new(keys.expired_from()));
-                    }
-                    tokio::time::sleep(wait).await;
-                }
+                None => tokio::time::sleep(wait).await,
             }
         }
+    }
+
+    /// Drops the keys held if no fetch has succeeded within `max_stale`; otherwise says how
+    /// long they may still be trusted.
+    fn drop_if_stale(&self) -> Option<Duration> {
+        let max_stale = self.provider.jwks_cache.max_stale;
+        let keys = self.current.load_full();
+        let left = keys.trusted_for(max_stale, std::time::SystemTime::now());
+        if left.is_none() && !keys.is_empty() {
+            tracing::error!(
+                provider = %self.provider.name,
+                ?max_stale,
+                "no successful JWKS fetch within max_stale; dropping the keys held"
+            );
+            // Unless a fetch on demand replaced them meanwhile.
+            self.current
+                .compare_and_swap(&keys, Arc::new(keys.expired_from()));
+        }
+        left
     }
 
     /// One fetch; on success the new key set replaces the old one and its lifetime is

@@ -51,6 +51,9 @@ async fn a_public_prefix_does_not_open_what_lies_above_it() {
         "/public/..%5Capi/users",
         "/public\\..\\api/users",
         "/public/..;/api/users",
+        "/public;x/../api/users",
+        "/public/x#/../../api/users",
+        "/api//./../public/x",
         "/public/x%00",
         "/public/%C0%AE%C0%AE/api",
         "/public/%zz",
@@ -74,7 +77,6 @@ async fn a_plain_user_cannot_reach_an_admin_route_by_spelling_it_differently() {
         "/api/%75sers",
         "/API/../api/users",
         "/api/./users",
-        "/api/users#frag",
     ] {
         let response = server.check_token(path, &token).await;
         assert_eq!(denied_status(&response), Some(403), "{path}: {response:?}");
@@ -92,7 +94,7 @@ async fn ordinary_paths_pass_unchanged() {
         "/public/a%20b",
         "/public/~user/caf%C3%A9",
         "/public/caf%c3%a9?q=%2F..%2F",
-        "/public/a:b@c;v=1,2+3",
+        "/public/a:b@c,2+3=!",
         "/public/",
     ] {
         let response = server.check(request("GET", path, &[])).await;
@@ -199,9 +201,9 @@ async fn query_token_names_are_read_as_the_application_reads_them() {
         denial(&response).1["error_description"],
         "malformed query string"
     );
-    // A token after a fragment is not in the query at all.
+    // A fragment (which no client sends) makes the whole target unreadable.
     let response = server
         .check(request("GET", &format!("/data#?access_token={token}"), &[]))
         .await;
-    assert_eq!(denied_status(&response), Some(401));
+    assert_eq!(denied_status(&response), Some(400));
 }

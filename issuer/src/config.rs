@@ -119,6 +119,7 @@ pub struct Settings {
     #[arg(
         long,
         env = "ISSUER_LOGIN_MAX_FAILURES",
+        value_parser = clap::value_parser!(u32).range(1..),
         default_value_t = 5,
         global = true
     )]
@@ -128,6 +129,7 @@ pub struct Settings {
     #[arg(
         long,
         env = "ISSUER_LOGIN_MAX_FAILURES_PER_USER",
+        value_parser = clap::value_parser!(u32).range(1..),
         default_value_t = 50,
         global = true
     )]
@@ -136,6 +138,7 @@ pub struct Settings {
     #[arg(
         long,
         env = "ISSUER_LOGIN_MAX_FAILURES_PER_ADDRESS",
+        value_parser = clap::value_parser!(u32).range(1..),
         default_value_t = 20,
         global = true
     )]
@@ -218,6 +221,20 @@ mod tests {
         assert!(err.to_string().contains("ftp://x"), "{err}");
         let err = Cli::try_parse_from(["issuer", "--token-ttl", "soon"]).unwrap_err();
         assert!(err.to_string().contains("soon"), "{err}");
+        // A limit of 0 would let one attempt per window through, not none: refused.
+        for flag in [
+            "--login-max-failures",
+            "--login-max-failures-per-user",
+            "--login-max-failures-per-address",
+        ] {
+            assert!(
+                Cli::try_parse_from(["issuer", flag, "0"]).is_err(),
+                "{flag}"
+            );
+        }
+        let cli = Cli::try_parse_from(["issuer"]).unwrap();
+        assert_eq!(cli.settings.key_publish_ahead, Duration::from_secs(600));
+        assert_eq!(cli.settings.login_max_failures_per_user, 50);
         let cli = Cli::try_parse_from([
             "issuer",
             "users",

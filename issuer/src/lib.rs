@@ -112,14 +112,18 @@ impl Issuer {
         let issuer = self.clone();
         tokio::spawn(async move {
             let mut last = Instant::now();
+            let mut failed = false;
             loop {
                 tokio::time::sleep(KEY_POLL).await;
                 let ring = issuer.state.key_ring();
-                let due = ring.next_change.is_some_and(|at| {
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .is_ok_and(|now| now.as_secs() >= at)
-                });
+                // A scheduled change is due (unless the last reload failed: then the 30 s
+                // rhythm applies, not a retry every poll).
+                let due = !failed
+                    && ring.next_change.is_some_and(|at| {
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .is_ok_and(|now| now.as_secs() >= at)
+                    });
                 if issuer.key_dir.manifest_mtime() == ring.manifest_mtime
                     && last.elapsed() < KEY_RELOAD
                     && !due
@@ -127,7 +131,9 @@ impl Issuer {
                     continue;
                 }
                 last = Instant::now();
+                failed = false;
                 if let Err(e) = issuer.reload_keys() {
+                    failed = true;
                     tracing::error!(error = %e, "cannot reload keys; keeping the keys in force");
                 }
             }

@@ -12,9 +12,11 @@
 //! backslash (a separator on some servers, data on others), control characters and `%00`,
 //! invalid percent-encoding, percent-encoded bytes that are not UTF-8 (overlong forms such as
 //! `%C0%AF` decode to `/` in lax decoders), a `..` that would climb above the root (RFC 3986
-//! §5.2.4 silently drops it; we do not guess), a `..` right after an empty segment
-//! (`/a//../b` is `/a/b` to RFC 3986 and `/b` to servers that merge slashes first), and a dot
-//! segment with a path parameter (`/..;/`, which Java servers read as `..`).
+//! §5.2.4 silently drops it; we do not guess), a `..` right after an empty segment, `.`s
+//! aside (`/a//../b` is `/a/b` to RFC 3986 and `/b` to servers that merge slashes first), a
+//! `;` (Java servers strip `;params` from each segment before routing; `paths.path_parameters`
+//! keeps them as data, and then still refuses `/..;/`, which those servers read as `..`), and
+//! a fragment (`#`, which no client sends and which would hide the rest of the target).
 
 use std::borrow::Cow;
 
@@ -44,6 +46,10 @@ pub enum PathError {
     AboveRoot,
     #[error("ambiguous dot-segment")]
     AmbiguousDotSegment,
+    #[error("path parameter (';')")]
+    PathParameter,
+    #[error("fragment ('#') in the request target")]
+    Fragment,
 }
 
 /// The canonical form of the path of `target` (a request's `:path`, query included). An
@@ -52,6 +58,11 @@ pub fn canonical_path<'a>(target: &'a str, config: &PathConfig) -> Result<Cow<'a
     if target.len() > config.max_bytes {
         return Err(PathError::TooLong);
     }
+    // RFC 9110 §4.1 / RFC 3986 §3.5: a fragment is never sent. One that arrives hides the
+    // rest of the target from us and not necessarily from the app.
+    if target.contains('#') {
+        return Err(PathError::Fragment);
+    }
     let (path, _query) = super::split_target(target);
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
@@ -59,13 +70,17 @@ pub fn canonical_path<'a>(target: &'a str, config: &PathConfig) -> Result<Cow<'a
     if is_canonical(path) {
         return Ok(Cow::Borrowed(path));
     }
-    canonicalize(path, config.escaped_slashes).map(Cow::Owned)
+    canonicalize(path, config).map(Cow::Owned)
 }
 
 /// Whether `path` (starting with `/`) is its own canonical form: only characters that stay
 /// raw, no empty segment but a trailing one, no dot-segment.
 fn is_canonical(path: &str) -> bool {
-    if !path.bytes().all(|b| b == b'/' || stays_raw(b)) {
+    // `;` is left to the slow path, which applies `paths.path_parameters`.
+    if !path
+        .bytes()
+        .all(|b| b == b'/' || (stays_raw(b) && b != b';'))
+    {
         return false;
     }
     let mut segments = path[1..].split('/').peekable();
@@ -168,7 +183,8 @@ impl Segments {
                 self.out.push_str(s);
             }
         }
-        self.after_empty = segment.is_empty();
+        // `/a//./../b`: a `.` after `//` leaves the `..` just as ambiguous.
+        self.after_empty = segment.is_empty() || (segment == "." && self.after_empty);
         Ok(())
     }
 
@@ -180,7 +196,8 @@ impl Segments {
     }
 }
 
-fn canonicalize(path: &str, escaped_slashes: EscapedSlashes) -> Result<String, PathError> {
+fn canonicalize(path: &str, config: &PathConfig) -> Result<String, PathError> {
+    let escaped_slashes = config.escaped_slashes;
     let bytes = path.as_bytes();
     let mut segments = Segments {
         out: String::with_capacity(path.len()),
@@ -228,6 +245,9 @@ fn canonicalize(path: &str, escaped_slashes: EscapedSlashes) -> Result<String, P
                 continue;
             }
             b'\\' => return Err(PathError::Backslash),
+            // Java servers (Tomcat, Jetty) drop `;params` from each segment before routing:
+            // `/admin;x/secret` is `/admin/secret` to them and another path to a rule.
+            b';' if !config.path_parameters => return Err(PathError::PathParameter),
             b if is_control(b) => return Err(PathError::ControlCharacter),
             b if stays_raw(b) => segment.push(b as char),
             // Other ASCII (space, quotes, brackets) and the bytes of raw UTF-8 characters.
