@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, JwksHttpConfig, TokenSource};
+use crate::config::{Config, JwksHttpConfig, Mode, TokenSource};
 use crate::extract::{self, ExtractError};
 use crate::identity;
 use crate::jwks::{self, KeyStore};
@@ -83,9 +83,21 @@ pub struct Outcome<'r> {
     /// SHA-256 of the token (log its [`token_cache::fingerprint`], never the token).
     pub token: Option<token_cache::TokenHash>,
     pub identity: Option<Arc<VerifiedToken>>,
+    /// In shadow mode, the reason enforce mode would have denied this allowed request.
+    pub would_deny: Option<&'static str>,
 }
 
 impl Outcome<'_> {
+    /// The metric and log label: `allow`, `deny`, or `shadow_allow` (a would-be denial let
+    /// through in shadow mode).
+    pub fn result(&self) -> &'static str {
+        match (self.allowed, self.would_deny) {
+            (true, Some(_)) => "shadow_allow",
+            (true, None) => "allow",
+            (false, _) => "deny",
+        }
+    }
+
     /// The token's subject, for the decision log.
     pub fn subject(&self) -> Option<&str> {
         self.identity.as_ref()?.claims.get("sub")?.as_str()
@@ -216,7 +228,9 @@ impl Runtime {
             rule: "-",
             token: None,
             identity: None,
+            would_deny: None,
         };
+        let mut route_mode = None;
         let result = match (
             InFlight::enter(&self.in_flight, self.config.limits.max_concurrent_checks),
             request::canonical_path(&http.path, &self.config.paths),
@@ -226,6 +240,7 @@ impl Runtime {
                 let request = RequestInfo::new(&http.method, &path, &http.host, context_extensions);
                 let route = self.policy.route(&request);
                 outcome.rule = route.name;
+                route_mode = route.mode;
                 self.decide(http, &route, &mut outcome).await
             }
             (Some(_), Err(error)) => {
@@ -235,11 +250,68 @@ impl Runtime {
         };
         if let Err(deny) = result {
             let answer = deny.answer();
-            outcome.response = deny.to_response(&self.config.realm);
             outcome.reason = answer.reason;
-            outcome.allowed = false;
+            // The most specific mode applies: the rule's, the provider's of a verified token,
+            // the top level's.
+            let provider = outcome
+                .identity
+                .as_ref()
+                .and_then(|v| self.verifier.provider(v.provider));
+            let mode = route_mode
+                .or_else(|| provider.and_then(|p| p.config().mode))
+                .unwrap_or(self.config.mode);
+            if mode == Mode::Shadow {
+                outcome.response =
+                    self.shadow_allow(http, &deny, provider, outcome.identity.as_deref());
+                outcome.allowed = true;
+                outcome.would_deny = Some(answer.reason);
+                self.metrics.record_shadow_denial(
+                    answer.reason,
+                    outcome.rule,
+                    provider.map_or("-", |p| p.config().name.as_str()),
+                );
+            } else {
+                outcome.response = deny.to_response(&self.config.realm);
+                outcome.allowed = false;
+            }
         }
         outcome
+    }
+
+    /// The OK answer shadow mode gives instead of `deny`. Identity headers come only from a
+    /// token that is valid and merely lacks what the route asks (`insufficient_claims`);
+    /// for every other denial all of them are removed, so shadow mode never lets a forged or
+    /// unverified identity through.
+    fn shadow_allow(
+        &self,
+        http: &HttpRequest,
+        deny: &Deny,
+        provider: Option<&Provider>,
+        identity: Option<&VerifiedToken>,
+    ) -> CheckResponse {
+        let identity = provider
+            .zip(identity)
+            .filter(|_| matches!(deny, Deny::InsufficientClaims));
+        let found = extract::extract(
+            &http.headers,
+            &http.path,
+            &self.sources,
+            self.config.max_token_bytes,
+        )
+        .ok()
+        .flatten();
+        let strip = found
+            .as_ref()
+            .and_then(extract::Found::header)
+            .filter(|_| self.config.identity.strip_authorization);
+        match self
+            .allow(identity, strip)
+            .or_else(|_| self.allow(None, strip))
+        {
+            Ok(response) => response,
+            // Unreachable (no claims, nothing unsafe), but never an allow by accident.
+            Err(deny) => deny.to_response(&self.config.realm),
+        }
     }
 
     /// Fills `outcome` with an OK answer, or says why the request is denied.

@@ -20,6 +20,10 @@ pub struct Config {
     pub listen: ListenConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// `shadow`: would-be denials are allowed, counted and logged (rules and providers may
+    /// say otherwise; the most specific applies). For watching a rollout on real traffic.
+    #[serde(default)]
+    pub mode: Mode,
     /// The `realm` named in `WWW-Authenticate` challenges.
     #[serde(default = "default_realm")]
     pub realm: String,
@@ -78,6 +82,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// Whether denials are enforced or only observed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    /// A request that would be denied is allowed (identity headers still set only from a
+    /// valid token, and removed otherwise), and the would-be denial is counted and logged.
+    Shadow,
+}
+
 /// One trusted token issuer.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,6 +120,9 @@ pub struct ProviderConfig {
     /// How a private JWKS (and discovery) endpoint is reached.
     #[serde(default)]
     pub jwks_http: JwksHttpConfig,
+    /// Overrides the top-level `mode` for this provider's tokens (a rule's `mode` wins).
+    #[serde(default)]
+    pub mode: Option<Mode>,
     /// Allow keys (and discovery) over plain `http://` to hosts other than loopback. Off:
     /// anyone on the path could swap the keys. For private networks that need it, such as
     /// the compose demo's backend network; a warning is logged at start.
@@ -341,6 +359,9 @@ pub struct RuleConfig {
     /// The token's `aud` must hold one of these, instead of its provider's `audiences`.
     #[serde(default)]
     pub audiences: Option<Vec<String>>,
+    /// Overrides the provider's and the top-level `mode` on this route.
+    #[serde(default)]
+    pub mode: Option<Mode>,
     pub access: Access,
 }
 

@@ -18,6 +18,13 @@ struct CheckLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowLabels {
+    reason: &'static str,
+    rule: String,
+    provider: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FetchLabels {
     provider: String,
     outcome: &'static str,
@@ -43,6 +50,7 @@ pub struct Metrics {
     jwks_keys: Family<ProviderLabels, Gauge>,
     jwks_age: Family<ProviderLabels, Gauge<f64, AtomicU64>>,
     token_cache: Family<CacheLabels, Counter>,
+    shadow_denials: Family<ShadowLabels, Counter>,
 }
 
 /// What one provider's key store looks like at scrape time.
@@ -64,7 +72,7 @@ impl Metrics {
         let checks = Family::<CheckLabels, Counter>::default();
         registry.register(
             "checks",
-            "Authorization checks answered, by result (allow, deny) and reason",
+            "Authorization checks answered, by result (allow, deny, shadow_allow: a would-be denial let through in shadow mode) and reason",
             checks.clone(),
         );
         let check_duration = Histogram::new(exponential_buckets(0.000_025, 2.0, 16));
@@ -97,7 +105,14 @@ impl Metrics {
             "Verified-token cache lookups by result (hit, miss)",
             token_cache.clone(),
         );
+        let shadow_denials = Family::<ShadowLabels, Counter>::default();
+        registry.register(
+            "shadow_denials",
+            "Requests allowed in shadow mode that enforce mode would deny, by reason, rule and provider",
+            shadow_denials.clone(),
+        );
         Self {
+            shadow_denials,
             registry,
             checks,
             check_duration,
@@ -108,12 +123,22 @@ impl Metrics {
         }
     }
 
-    pub fn record_check(&self, allowed: bool, reason: &'static str, elapsed: Duration) {
-        let result = if allowed { "allow" } else { "deny" };
+    /// `result` is `allow`, `deny` or `shadow_allow`.
+    pub fn record_check(&self, result: &'static str, reason: &'static str, elapsed: Duration) {
         self.checks
             .get_or_create(&CheckLabels { result, reason })
             .inc();
         self.check_duration.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn record_shadow_denial(&self, reason: &'static str, rule: &str, provider: &str) {
+        self.shadow_denials
+            .get_or_create(&ShadowLabels {
+                reason,
+                rule: rule.to_owned(),
+                provider: provider.to_owned(),
+            })
+            .inc();
     }
 
     pub fn record_fetch(&self, provider: &str, ok: bool) {

@@ -6,7 +6,7 @@ use regex::Regex;
 use serde_json::{Map, Value};
 
 use crate::claims;
-use crate::config::{Access, ClaimRequirement, PathMatch, ProviderConfig, RuleConfig};
+use crate::config::{Access, ClaimRequirement, Mode, PathMatch, ProviderConfig, RuleConfig};
 use crate::request::RequestInfo;
 
 #[cfg(test)]
@@ -39,6 +39,7 @@ struct Rule {
     requirements: Vec<ClaimRequirement>,
     providers: Option<Vec<usize>>,
     audiences: Option<Vec<String>>,
+    mode: Option<Mode>,
 }
 
 /// The rule that applies to a request.
@@ -51,6 +52,8 @@ pub struct Route<'p> {
     pub providers: Option<&'p [usize]>,
     /// Audiences that replace the provider's on this route.
     pub audiences: Option<&'p [String]>,
+    /// The rule's own `mode`, if it sets one.
+    pub mode: Option<Mode>,
 }
 
 #[derive(Debug)]
@@ -64,6 +67,7 @@ const DEFAULT_ROUTE: Route<'static> = Route {
     requirements: &[],
     providers: None,
     audiences: None,
+    mode: None,
 };
 
 impl Policy {
@@ -119,6 +123,7 @@ impl Policy {
                             .collect()
                     }),
                     audiences: rule.audiences.clone(),
+                    mode: rule.mode,
                 })
             })
             .collect::<Result<_, regex::Error>>()?;
@@ -136,6 +141,7 @@ impl Policy {
                 requirements: &rule.requirements,
                 providers: rule.providers.as_deref(),
                 audiences: rule.audiences.as_deref(),
+                mode: rule.mode,
             })
     }
 }

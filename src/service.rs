@@ -41,10 +41,11 @@ impl Authorization for AuthorizationService {
         let outcome = runtime.check(&http, &attributes.context_extensions).await;
         let elapsed = started.elapsed();
         self.metrics
-            .record_check(outcome.allowed, outcome.reason, elapsed);
+            .record_check(outcome.result(), outcome.reason, elapsed);
         tracing::debug!(
-            decision = if outcome.allowed { "allow" } else { "deny" },
+            decision = outcome.result(),
             reason = outcome.reason,
+            would_deny = outcome.would_deny.unwrap_or("-"),
             rule = outcome.rule,
             token = outcome
                 .token

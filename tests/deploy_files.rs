@@ -240,6 +240,39 @@ fn istio_policies_name_the_mesh_provider() {
     ] {
         let policy = one(file, "AuthorizationPolicy");
         assert_eq!(policy["spec"]["action"], "CUSTOM", "{file}");
+        // Istio's dry run does not apply to CUSTOM: the annotation would be a false promise.
+        assert!(
+            policy["metadata"]["annotations"]["istio.io/dry-run"].is_null(),
+            "{file}: dry-run on a CUSTOM policy still enforces"
+        );
+        // Every request of the selected workloads reaches jwt-authz: an exempt path would
+        // keep the client's identity headers (public paths are jwt-authz rules instead).
+        let rules = policy["spec"]["rules"].as_array().expect("rules");
+        assert!(!rules.is_empty(), "{file}");
+        for rule in rules {
+            for to in rule["to"].as_array().into_iter().flatten() {
+                let operation = &to["operation"];
+                for exempting in [
+                    "notPaths",
+                    "paths",
+                    "notMethods",
+                    "methods",
+                    "notPorts",
+                    "ports",
+                    "notHosts",
+                    "hosts",
+                ] {
+                    assert!(
+                        operation[exempting].is_null(),
+                        "{file}: {exempting} leaves requests unchecked"
+                    );
+                }
+            }
+            assert!(
+                rule["when"].is_null(),
+                "{file}: conditions leave requests unchecked"
+            );
+        }
         assert_eq!(
             policy["spec"]["provider"]["name"], provider["name"],
             "{file}"

@@ -41,6 +41,7 @@ fn provider(algorithms: &[Algorithm]) -> ProviderConfig {
         jwks_cache: Default::default(),
         jwks_http: Default::default(),
         allow_insecure_http: false,
+        mode: None,
         token_types: vec![],
         max_lifetime: None,
     }

@@ -2,6 +2,7 @@
 //! verifier under test), a JWKS server on loopback, and jwt-authz started in-process on port 0.
 #![allow(dead_code)]
 
+pub mod envoy;
 pub mod gateway;
 pub mod stack;
 pub mod tls;

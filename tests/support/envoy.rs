@@ -1,0 +1,167 @@
+//! A real Envoy in front of jwt-authz for end-to-end tests that need their own shape: an
+//! Envoy that normalises no path (as a new user might configure it), an upstream that echoes
+//! what it received, and raw HTTP/1.1 requests (a client library would resolve dot-segments
+//! before sending).
+
+use std::process::{Child, Command, Stdio};
+
+use axum::Router;
+use axum::http::{HeaderMap, Uri};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::stack::{envoy_binary, free_port, wait_http};
+
+/// An Envoy that normalises nothing: ext_authz (gRPC, fail closed) in front of one upstream.
+pub fn envoy_config(listen: u16, admin: u16, authz: u16, upstream: u16) -> String {
+    format!(
+        r#"
+admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
+static_resources:
+  listeners:
+  - name: ingress
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {listen}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          normalize_path: false
+          merge_slashes: false
+          path_with_escaped_slashes_action: KEEP_UNCHANGED
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{prefix: "/"}}
+                route: {{cluster: upstream}}
+          http_filters:
+          - name: envoy.filters.http.ext_authz
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+              transport_api_version: V3
+              failure_mode_allow: false
+              status_on_error: {{code: ServiceUnavailable}}
+              grpc_service:
+                envoy_grpc: {{cluster_name: jwt_authz}}
+                timeout: 2s
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: jwt_authz
+    type: STATIC
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    load_assignment:
+      cluster_name: jwt_authz
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {authz}}}}}}}
+  - name: upstream
+    type: STATIC
+    load_assignment:
+      cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream}}}}}}}
+"#
+    )
+}
+
+/// The upstream: answers every request with the path it received and its identity headers.
+pub async fn echo_upstream() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let app = Router::new().fallback(|uri: Uri, headers: HeaderMap| async move {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        axum::Json(json!({
+            "path": uri.path_and_query().map(|p| p.as_str().to_owned()),
+            "user": header("x-user-id"),
+            "role": header("x-user-role"),
+        }))
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    port
+}
+
+pub struct Envoy {
+    child: Child,
+    _dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Envoy {
+    pub fn start(authz: u16, upstream: u16) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (port, admin) = (free_port(), free_port());
+        let path = dir.path().join("envoy.yaml");
+        std::fs::write(&path, envoy_config(port, admin, authz, upstream)).expect("write");
+        let log = std::fs::File::create(dir.path().join("envoy.log")).expect("log");
+        let child = Command::new(envoy_binary())
+            .arg("-c")
+            .arg(&path)
+            .args([
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warn",
+            ])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn envoy");
+        let envoy = Self {
+            child,
+            _dir: dir,
+            port,
+        };
+        wait_http(&format!("http://127.0.0.1:{admin}/ready"), "envoy");
+        envoy
+    }
+
+    /// Sends `GET target` exactly as written and returns the status and the JSON body.
+    pub async fn get(&self, target: &str, token: Option<&str>) -> (u16, Value) {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("connect to envoy");
+        let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
+        let request = format!(
+            "GET {target} HTTP/1.1\r\nhost: api.test\r\n{auth}x-user-id: forged\r\nx-user-role: admin\r\nconnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.expect("read");
+        let text = String::from_utf8_lossy(&response);
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status line in {text:?}"));
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+}
