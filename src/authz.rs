@@ -377,6 +377,24 @@ impl Runtime {
         Ok(())
     }
 
+    /// The rule that applies to a request (for `explain`).
+    pub fn route(&self, request: &RequestInfo<'_>) -> Route<'_> {
+        self.policy.route(request)
+    }
+
+    /// The one token a request carries, if it can be found unambiguously (for `explain`).
+    pub fn token_in(&self, http: &HttpRequest) -> Option<String> {
+        extract::extract(
+            &http.headers,
+            &http.path,
+            &self.sources,
+            self.config.max_token_bytes,
+        )
+        .ok()
+        .flatten()
+        .map(|found| found.token.to_owned())
+    }
+
     /// Verifies a token against its provider, without the cache or route rules (so without
     /// the audience check, which depends on the route).
     pub async fn verify_token(&self, token: &str) -> Result<VerifiedToken, VerifyError> {

@@ -15,6 +15,7 @@
 //! - [`response`]: every denial's HTTP status, gRPC code and RFC 6750 error, in one table.
 //! - [`authz`]: the decision for one request, and the runtime one configuration builds.
 //! - [`service`]: the `Authorization/Check` gRPC service.
+//! - [`explain`]: `jwt-authz explain`: one request's decision, step by step.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`server`]: serving both ports, reload and graceful shutdown.
@@ -24,6 +25,7 @@ pub mod authz;
 pub mod claims;
 pub mod config;
 pub mod crypto;
+pub mod explain;
 pub mod extract;
 pub mod identity;
 pub mod jwks;

@@ -30,6 +30,45 @@ struct Cli {
     /// Overrides `log.format`.
     #[arg(long, env = "JWT_AUTHZ_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Decide one request as the server would and show every step. Exit status: 0 allowed,
+    /// 1 denied, 2 usage or configuration error. The token is shown only as a fingerprint.
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ExplainArgs {
+    /// The configuration to decide with.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Use this JWKS file for every provider instead of fetching its keys.
+    #[arg(long, value_name = "FILE")]
+    jwks: Option<PathBuf>,
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// The request's :path, query included.
+    #[arg(long)]
+    path: String,
+    #[arg(long, default_value = "localhost")]
+    host: String,
+    /// A request header, `name: value` (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// The token, sent as `Authorization: Bearer` (prefer --token-file: command lines are
+    /// visible to other users of the machine).
+    #[arg(long, conflicts_with = "token_file")]
+    token: Option<String>,
+    /// A file holding the token.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 impl Cli {
@@ -50,6 +89,9 @@ impl Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Explain(args)) = cli.command {
+        return explain(args);
+    }
     if let Some(url) = &cli.probe {
         return http_probe::exit_code(url);
     }
@@ -163,5 +205,94 @@ fn init_tracing(config: &Config) {
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Human => builder.init(),
+    }
+}
+
+/// `jwt-authz explain`: 0 allowed, 1 denied, 2 usage or configuration error.
+fn explain(args: ExplainArgs) -> ExitCode {
+    let usage = |message: String| {
+        eprintln!("jwt-authz explain: {message}");
+        ExitCode::from(2)
+    };
+    let mut config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            return usage(format!(
+                "{}: invalid configuration: {e}",
+                args.config.display()
+            ));
+        }
+    };
+    if let Some(jwks) = &args.jwks {
+        for provider in &mut config.providers {
+            provider.jwks = jwt_authz::config::JwksSource::File(jwks.clone());
+            provider.jwks_http = Default::default();
+        }
+    }
+    let mut headers = std::collections::HashMap::new();
+    for header in &args.headers {
+        let Some((name, value)) = header.split_once(':') else {
+            return usage(format!("header {header:?} is not `name: value`"));
+        };
+        headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+    }
+    let token = match (&args.token, &args.token_file) {
+        (Some(token), _) => Some(token.trim().to_owned()),
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(text) => Some(text.trim().to_owned()),
+            Err(e) => return usage(format!("cannot read {}: {e}", path.display())),
+        },
+        (None, None) => None,
+    };
+    if let Some(token) = token {
+        headers.insert("authorization".to_owned(), format!("Bearer {token}"));
+    }
+    let request = jwt_authz::explain::Request {
+        method: args.method.to_ascii_uppercase(),
+        path: args.path.clone(),
+        host: args.host.clone(),
+        headers,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return usage(format!("cannot start the async runtime: {e}")),
+    };
+    let report = runtime.block_on(async {
+        let client = jwt_authz::jwks::http_client(&Default::default())?;
+        let wait = config
+            .providers
+            .iter()
+            .map(|p| p.jwks_cache.fetch_timeout)
+            .max()
+            .unwrap_or_default()
+            + std::time::Duration::from_secs(1);
+        let metrics = std::sync::Arc::new(jwt_authz::metrics::Metrics::new());
+        let decider = jwt_authz::authz::Runtime::start(config, None, client, metrics)
+            .map_err(|e| e.to_string())?;
+        let started = std::time::Instant::now();
+        while !decider.ready() && started.elapsed() < wait {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Ok::<_, String>(jwt_authz::explain::explain(&decider, &request).await)
+    });
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => return usage(e),
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => return usage(format!("cannot encode the report: {e}")),
+        }
+    } else {
+        print!("{}", jwt_authz::explain::render(&report));
+    }
+    if report.decision.result == "deny" {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }

@@ -175,25 +175,46 @@ impl Rule {
 impl Route<'_> {
     /// Checks the rule's claim requirements; on failure, names the claim that fell short.
     pub fn check_claims<'a>(&'a self, claims: &Map<String, Value>) -> Result<(), &'a str> {
-        for req in self.requirements {
-            let value = claims::lookup(claims, &req.claim);
-            let ok = match (value, &req.any_of, &req.all_of, &req.equals) {
-                (None, ..) => false,
-                (Some(v), Some(any), _, _) => {
-                    let held = claims::values(v, req.splits_on_spaces());
-                    any.iter().any(|want| held.contains(want))
-                }
-                (Some(v), _, Some(all), _) => {
-                    let held = claims::values(v, req.splits_on_spaces());
-                    all.iter().all(|want| held.contains(want))
-                }
-                (Some(v), _, _, Some(expected)) => v == expected,
-                _ => false,
-            };
-            if !ok {
-                return Err(&req.claim);
-            }
+        match self
+            .requirements
+            .iter()
+            .find(|req| !requirement_met(req, claims))
+        {
+            Some(req) => Err(&req.claim),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// The claim requirements of the rule.
+    pub fn requirements(&self) -> &[ClaimRequirement] {
+        self.requirements
+    }
+
+    /// The rule's `access`, as the configuration spells it.
+    pub fn access_name(&self) -> &'static str {
+        match self.kind {
+            AccessKind::Public => "public",
+            AccessKind::Authenticated => "authenticated",
+            AccessKind::Deny => "deny",
+            AccessKind::Claims => "claims",
+        }
+    }
+}
+
+/// Whether `claims` meet one requirement.
+pub fn requirement_met(req: &ClaimRequirement, claims: &Map<String, Value>) -> bool {
+    let value = claims::lookup(claims, &req.claim);
+    match (value, &req.any_of, &req.all_of, &req.equals) {
+        (None, ..) => false,
+        (Some(v), Some(any), _, _) => {
+            let held = claims::values(v, req.splits_on_spaces());
+            any.iter().any(|want| held.contains(want))
+        }
+        (Some(v), _, Some(all), _) => {
+            let held = claims::values(v, req.splits_on_spaces());
+            all.iter().all(|want| held.contains(want))
+        }
+        (Some(v), _, _, Some(expected)) => v == expected,
+        _ => false,
     }
 }
