@@ -257,3 +257,37 @@ async fn decision_log_names_a_fingerprint_never_the_token() {
         assert!(!logs.contains(payload), "a token reached the log");
     }
 }
+
+/// Shadow mode's decision line says what was let through and why enforce mode would not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_decisions_are_logged_with_would_deny() {
+    let key = TestKey::rsa("k1");
+    let jwks = JwksServer::start(vec![key.jwk()]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(
+        &dir,
+        "config.yaml",
+        &config_yaml(&jwks.url(), "mode: shadow\n"),
+    );
+    let running = Running::start(&path, "debug");
+    let listening = running.wait_log("jwt-authz listening");
+    let grpc = listening["fields"]["grpc"]
+        .as_str()
+        .expect("grpc addr")
+        .to_owned();
+    let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
+        format!("http://{grpc}"),
+    )
+    .await
+    .expect("connect");
+    running.wait_log("JWKS fetched");
+    let answer = client
+        .check(request("GET", "/x", &[]))
+        .await
+        .expect("check")
+        .into_inner();
+    allowed(&answer);
+    let line = running.wait_log("\"would_deny\":\"missing_token\"");
+    assert_eq!(line["fields"]["decision"], "shadow_allow");
+    assert_eq!(line["fields"]["reason"], "missing_token");
+}
