@@ -16,6 +16,7 @@ use crate::claims;
 use crate::config::ClaimRequirement;
 use crate::request;
 use crate::token_cache;
+use crate::verify::VerifyError;
 
 /// The request to explain, as a proxy would describe it to jwt-authz.
 #[derive(Debug, Clone)]
@@ -77,6 +78,15 @@ pub struct TokenReport {
     pub provider: Option<String>,
     /// `ok`, or why verification (signature, iss, exp, nbf, type, lifetime) failed.
     pub verification: String,
+    /// Each check on its own: passed (`Some(true)`), failed, or not reached (`None`).
+    pub checks: Vec<CheckReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CheckReport {
+    pub check: &'static str,
+    pub passed: Option<bool>,
+    pub detail: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -120,6 +130,7 @@ pub async fn explain(runtime: &Runtime, req: &Request) -> Report {
         .as_deref()
         .map(|p| runtime.route(&request::RequestInfo::new(&req.method, p, &req.host, &ext)));
     let token = runtime.token_in(&http).map(|t| t.to_owned());
+    let route_audiences = route.and_then(|r| r.audiences).map(<[String]>::to_vec);
 
     let mut token_report = None;
     let mut verified_claims = None;
@@ -143,6 +154,12 @@ pub async fn explain(runtime: &Runtime, req: &Request) -> Report {
             exp: time(&stated, "exp"),
             nbf: time(&stated, "nbf"),
             iat: time(&stated, "iat"),
+            checks: checks(
+                config,
+                route_audiences.as_deref(),
+                &stated,
+                verification.as_ref().err(),
+            ),
             provider,
             verification: match &verification {
                 Ok(_) => "ok".to_owned(),
@@ -191,6 +208,108 @@ pub async fn explain(runtime: &Runtime, req: &Request) -> Report {
         token: token_report,
         decision,
     }
+}
+
+/// The checks a token goes through, one line each. The signature check comes first (a
+/// failure there means the claims were never checked); the claim checks are judged on the
+/// claims as the token states them, against the provider whose `iss` they name.
+fn checks(
+    config: &crate::config::Config,
+    route_audiences: Option<&[String]>,
+    stated: &Map<String, Value>,
+    failure: Option<&VerifyError>,
+) -> Vec<CheckReport> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let iss = stated.get("iss").and_then(Value::as_str);
+    let provider = config
+        .providers
+        .iter()
+        .find(|p| Some(p.issuer.as_str()) == iss);
+    let mut out = Vec::new();
+    let mut push = |check, passed, detail: String| {
+        out.push(CheckReport {
+            check,
+            passed,
+            detail,
+        })
+    };
+    push(
+        "iss",
+        Some(provider.is_some()),
+        match provider {
+            Some(p) => format!("provider {}", p.name),
+            None => "no provider has this issuer".to_owned(),
+        },
+    );
+    let signature = match failure {
+        None => Some(true),
+        Some(VerifyError::BadSignature) => Some(false),
+        // These stop verification before the signature is checked.
+        Some(
+            VerifyError::Malformed
+            | VerifyError::UnsupportedHeader
+            | VerifyError::UnknownIssuer
+            | VerifyError::AlgorithmNotAllowed
+            | VerifyError::WrongTokenType
+            | VerifyError::UnknownKey
+            | VerifyError::KeysUnavailable
+            | VerifyError::KeyFetchBusy,
+        ) => None,
+        // Claim checks run only on a good signature.
+        Some(_) => Some(true),
+    };
+    push(
+        "signature",
+        signature,
+        match (signature, failure) {
+            (Some(true), _) => "valid".to_owned(),
+            (_, Some(e)) => e.to_string(),
+            _ => String::new(),
+        },
+    );
+    let Some(provider) = provider else {
+        return out;
+    };
+    let leeway = provider.leeway.as_secs();
+    let accepted = route_audiences.unwrap_or(&provider.audiences);
+    push(
+        "aud",
+        Some(crate::verify::audience_matches(stated, accepted)),
+        format!("accepted here: {accepted:?}"),
+    );
+    let seconds = |name| {
+        stated
+            .get(name)
+            .and_then(Value::as_f64)
+            .filter(|t| *t >= 0.0)
+            .map(|t| t as i64)
+    };
+    let (now, leeway) = (now as i64, leeway as i64);
+    match seconds("exp") {
+        Some(exp) => push(
+            "exp",
+            Some(exp + leeway > now),
+            format!("{:+} s from now, leeway {leeway} s", exp - now),
+        ),
+        None => push("exp", Some(!provider.require_exp), "absent".to_owned()),
+    }
+    if let Some(nbf) = seconds("nbf") {
+        push(
+            "nbf",
+            Some(nbf <= now + leeway),
+            format!("{:+} s from now, leeway {leeway} s", nbf - now),
+        );
+    }
+    if let Some(iat) = seconds("iat") {
+        push(
+            "iat",
+            Some(iat <= now + leeway),
+            format!("{:+} s from now", iat - now),
+        );
+    }
+    out
 }
 
 fn requirement(
@@ -352,6 +471,17 @@ pub fn render(report: &Report) -> String {
                 t.provider.clone().unwrap_or_else(|| "-".to_owned()),
             );
             line("  verified", t.verification.clone());
+            for check in &t.checks {
+                let verdict = match check.passed {
+                    Some(true) => "ok",
+                    Some(false) => "FAILED",
+                    None => "not reached",
+                };
+                line(
+                    "  check",
+                    format!("{} {verdict}: {}", check.check, check.detail),
+                );
+            }
         }
     }
     let d = &report.decision;

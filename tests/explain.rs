@@ -82,6 +82,14 @@ fn an_allowed_request_shows_rule_checks_and_headers() {
     );
     assert!(out.contains("  set        x-user-id: u-7"), "{out}");
     assert!(out.contains("  remove     authorization"), "{out}");
+    for check in [
+        "  check      iss ok: provider test",
+        "  check      signature ok: valid",
+        "  check      aud ok: accepted here: [\"api\", \"other-api\"]",
+        "  check      exp ok: +",
+    ] {
+        assert!(out.contains(check), "{check:?} missing:\n{out}");
+    }
     assert!(
         !out.contains(&token) && !err.contains(&token),
         "the token was printed"
@@ -114,7 +122,7 @@ fn each_denial_is_explained_and_exits_1() {
                 forged.clone(),
             ],
             "  verified   invalid signature",
-            "HTTP 401",
+            "  check      signature FAILED: invalid signature",
         ),
         (
             vec![
@@ -124,7 +132,7 @@ fn each_denial_is_explained_and_exits_1() {
                 s.key.token(&expired),
             ],
             "  verified   token expired",
-            "s from now)",
+            "  check      exp FAILED: -360",
         ),
         (
             vec![
@@ -134,7 +142,7 @@ fn each_denial_is_explained_and_exits_1() {
                 s.key.token(&wrong_aud),
             ],
             "invalid_token: invalid audience",
-            "\"someone-else\"",
+            "  check      aud FAILED: accepted here:",
         ),
         (
             vec![
@@ -191,6 +199,9 @@ fn json_output_for_scripts() {
     assert_eq!(report["rule"]["requirements"][0]["met"], false);
     assert_eq!(report["token"]["provider"], "test");
     assert_eq!(report["token"]["verification"], "ok");
+    let checks = report["token"]["checks"].as_array().expect("checks");
+    assert!(checks.iter().all(|c| c["passed"] == true), "{checks:?}");
+    assert!(checks.iter().any(|c| c["check"] == "signature"));
     assert!(report["token"]["exp"]["from_now"].as_i64().expect("exp") > 0);
     assert_eq!(report["decision"]["result"], "deny");
     assert_eq!(report["decision"]["http_status"], 403);
