@@ -211,24 +211,32 @@ async fn sighup_swaps_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
     running.wait_log("stopped");
 }
 
+type Client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient<
+    tonic::transport::Channel,
+>;
+
+/// The binary with decision lines logged, a gRPC client to it, and its keys fetched.
+async fn start_with_debug_log(path: &std::path::Path) -> (Running, Client) {
+    let running = Running::start(path, "debug");
+    let listening = running.wait_log("jwt-authz listening");
+    let grpc = listening["fields"]["grpc"]
+        .as_str()
+        .expect("grpc addr")
+        .to_owned();
+    let client = Client::connect(format!("http://{grpc}"))
+        .await
+        .expect("connect");
+    running.wait_log("JWKS fetched");
+    (running, client)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decision_log_names_a_fingerprint_never_the_token() {
     let key = TestKey::rsa("k1");
     let jwks = JwksServer::start(vec![key.jwk()]).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = write(&dir, "config.yaml", &config_yaml(&jwks.url(), ""));
-    let running = Running::start(&path, "debug");
-    let listening = running.wait_log("jwt-authz listening");
-    let grpc = listening["fields"]["grpc"]
-        .as_str()
-        .expect("grpc addr")
-        .to_owned();
-    let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
-        format!("http://{grpc}"),
-    )
-    .await
-    .expect("connect");
-    running.wait_log("JWKS fetched");
+    let (running, mut client) = start_with_debug_log(&path).await;
     let token = key.token(&claims("u-log"));
     let mut expired = claims("u-log");
     expired["exp"] = serde_json::json!(now() - 3600);
@@ -269,18 +277,7 @@ async fn shadow_decisions_are_logged_with_would_deny() {
         "config.yaml",
         &config_yaml(&jwks.url(), "mode: shadow\n"),
     );
-    let running = Running::start(&path, "debug");
-    let listening = running.wait_log("jwt-authz listening");
-    let grpc = listening["fields"]["grpc"]
-        .as_str()
-        .expect("grpc addr")
-        .to_owned();
-    let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
-        format!("http://{grpc}"),
-    )
-    .await
-    .expect("connect");
-    running.wait_log("JWKS fetched");
+    let (running, mut client) = start_with_debug_log(&path).await;
     let answer = client
         .check(request("GET", "/x", &[]))
         .await

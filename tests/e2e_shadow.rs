@@ -67,15 +67,11 @@ impl Authz {
 }
 
 fn shadow_count(metrics: &str, reason: &str) -> u64 {
-    metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("jwt_authz_shadow_denials_total{")
-                && l.contains(&format!("reason=\"{reason}\""))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    metric(
+        metrics,
+        "jwt_authz_shadow_denials_total",
+        &[("reason", reason)],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

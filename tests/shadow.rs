@@ -34,16 +34,11 @@ fn removed_all_identity(removed: &[String]) -> bool {
 }
 
 fn shadow_count(metrics: &str, reason: &str, rule: &str) -> u64 {
-    metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("jwt_authz_shadow_denials_total{")
-                && l.contains(&format!("reason=\"{reason}\""))
-                && l.contains(&format!("rule=\"{rule}\""))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    metric(
+        metrics,
+        "jwt_authz_shadow_denials_total",
+        &[("reason", reason), ("rule", rule)],
+    )
 }
 
 #[tokio::test]

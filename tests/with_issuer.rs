@@ -13,12 +13,7 @@ use support::*;
 /// How many keys jwt-authz holds for its provider, from its metrics.
 async fn jwt_authz_keys(server: &TestServer) -> u64 {
     let (_, metrics) = server.admin_get("/metrics").await;
-    metrics
-        .lines()
-        .find(|l| l.starts_with("jwt_authz_jwks_keys{"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_default()
+    metric(&metrics, "jwt_authz_jwks_keys", &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -361,6 +361,22 @@ pub async fn start_with_key(extra: &str) -> (JwksServer, TestKey, TestServer) {
     (jwks, key, server)
 }
 
+/// The value of the first sample of metric `name` (OpenMetrics text) whose labels include
+/// every `labels` pair; 0 when there is none.
+pub fn metric(metrics: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Rules for the path tests: a public prefix and an admin-only exact path, the pair that
 /// crafted paths used to play against each other.
 pub const PATH_RULES: &str = r#"
