@@ -1,12 +1,9 @@
 //! The decision for one request, and the runtime that one configuration builds: providers and
 //! their key stores, route policy, token cache. A reload builds a new runtime and swaps it in.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, JwksHttpConfig, Mode, TokenSource};
@@ -15,8 +12,8 @@ use crate::identity;
 use crate::jwks::{self, KeyStore};
 use crate::metrics::{KeySetStatus, Metrics};
 use crate::policy::{AccessKind, Policy, Route};
-use crate::request::{self, RequestInfo};
-use crate::response::{self, Deny};
+use crate::request::{self, Incoming, RequestInfo};
+use crate::response::{Denial, Deny, Verdict};
 use crate::token_cache::{self, TokenCache};
 use crate::verify::{self, Provider, VerifiedToken, Verifier, VerifyError};
 
@@ -76,7 +73,7 @@ impl Drop for Runtime {
 /// formatted here: the log line formats the fingerprint and subject only when it is enabled.
 #[derive(Debug)]
 pub struct Outcome<'r> {
-    pub response: CheckResponse,
+    pub verdict: Verdict,
     pub allowed: bool,
     pub reason: &'static str,
     pub rule: &'r str,
@@ -88,6 +85,24 @@ pub struct Outcome<'r> {
 }
 
 impl Outcome<'_> {
+    /// Before the decision: [`Runtime::conclude`] always sets the verdict and `allowed`.
+    fn pending() -> Self {
+        Outcome {
+            // A denial with nothing to send (and nothing allocated) until then.
+            verdict: Verdict::Deny(Denial {
+                answer: Deny::MissingToken.answer(),
+                headers: Vec::new(),
+                body: String::new(),
+            }),
+            allowed: false,
+            reason: "",
+            rule: "-",
+            token: None,
+            identity: None,
+            would_deny: None,
+        }
+    }
+
     /// The metric and log label: `allow`, `deny`, or `shadow_allow` (a would-be denial let
     /// through in shadow mode).
     pub fn result(&self) -> &'static str {
@@ -215,29 +230,18 @@ impl Runtime {
             .collect()
     }
 
-    /// Decides one request.
-    pub async fn check(
-        &self,
-        http: &HttpRequest,
-        context_extensions: &HashMap<String, String>,
-    ) -> Outcome<'_> {
-        let mut outcome = Outcome {
-            response: CheckResponse::default(),
-            allowed: false,
-            reason: "",
-            rule: "-",
-            token: None,
-            identity: None,
-            would_deny: None,
-        };
+    /// Decides one request, whichever front end it came through.
+    pub async fn check(&self, http: &Incoming<'_>) -> Outcome<'_> {
+        let mut outcome = Outcome::pending();
         let mut route_mode = None;
         let result = match (
             InFlight::enter(&self.in_flight, self.config.limits.max_concurrent_checks),
-            request::canonical_path(&http.path, &self.config.paths),
+            request::canonical_path(http.target, &self.config.paths),
         ) {
             (None, _) => Err(Deny::Overloaded),
             (Some(_in_flight), Ok(path)) => {
-                let request = RequestInfo::new(&http.method, &path, &http.host, context_extensions);
+                let request =
+                    RequestInfo::new(http.method, &path, http.host, http.context_extensions);
                 let route = self.policy.route(&request);
                 outcome.rule = route.name;
                 route_mode = route.mode;
@@ -248,34 +252,60 @@ impl Runtime {
                 Err(Deny::InvalidPath(error))
             }
         };
-        if let Err(deny) = result {
-            let answer = deny.answer();
-            outcome.reason = answer.reason;
-            // The most specific mode applies: the rule's, the provider's of a verified token,
-            // the top level's.
-            let provider = outcome
-                .identity
-                .as_ref()
-                .and_then(|v| self.verifier.provider(v.provider));
-            let mode = route_mode
-                .or_else(|| provider.and_then(|p| p.config().mode))
-                .unwrap_or(self.config.mode);
-            if mode == Mode::Shadow {
-                outcome.response =
-                    self.shadow_allow(http, &deny, provider, outcome.identity.as_deref());
+        self.conclude(http, result, route_mode, &mut outcome);
+        outcome
+    }
+
+    /// Answers a request that cannot be decided on: its front end could not say what the
+    /// original request was. Shadow mode applies as to any denial.
+    pub fn refuse(&self, http: &Incoming<'_>, deny: Deny) -> Outcome<'_> {
+        let mut outcome = Outcome::pending();
+        self.conclude(http, Err(deny), None, &mut outcome);
+        outcome
+    }
+
+    /// Turns the decision into the verdict: a denial stands in enforce mode and becomes a
+    /// shadow allow in shadow mode.
+    fn conclude(
+        &self,
+        http: &Incoming<'_>,
+        result: Result<Verdict, Deny>,
+        route_mode: Option<Mode>,
+        outcome: &mut Outcome<'_>,
+    ) {
+        match result {
+            Ok(verdict) => {
+                outcome.verdict = verdict;
                 outcome.allowed = true;
-                outcome.would_deny = Some(answer.reason);
-                self.metrics.record_shadow_denial(
-                    answer.reason,
-                    outcome.rule,
-                    provider.map_or("-", |p| p.config().name.as_str()),
-                );
-            } else {
-                outcome.response = deny.to_response(&self.config.realm);
-                outcome.allowed = false;
+            }
+            Err(deny) => {
+                let answer = deny.answer();
+                outcome.reason = answer.reason;
+                // The most specific mode applies: the rule's, the provider's of a verified
+                // token, the top level's.
+                let provider = outcome
+                    .identity
+                    .as_ref()
+                    .and_then(|v| self.verifier.provider(v.provider));
+                let mode = route_mode
+                    .or_else(|| provider.and_then(|p| p.config().mode))
+                    .unwrap_or(self.config.mode);
+                if mode == Mode::Shadow {
+                    outcome.verdict =
+                        self.shadow_allow(http, &deny, provider, outcome.identity.as_ref());
+                    outcome.allowed = true;
+                    outcome.would_deny = Some(answer.reason);
+                    self.metrics.record_shadow_denial(
+                        answer.reason,
+                        outcome.rule,
+                        provider.map_or("-", |p| p.config().name.as_str()),
+                    );
+                } else {
+                    outcome.verdict = Verdict::Deny(deny.denial(&self.config.realm));
+                    outcome.allowed = false;
+                }
             }
         }
-        outcome
     }
 
     /// The OK answer shadow mode gives instead of `deny`. Identity headers come only from a
@@ -284,17 +314,17 @@ impl Runtime {
     /// unverified identity through.
     fn shadow_allow(
         &self,
-        http: &HttpRequest,
+        http: &Incoming<'_>,
         deny: &Deny,
         provider: Option<&Provider>,
-        identity: Option<&VerifiedToken>,
-    ) -> CheckResponse {
+        identity: Option<&Arc<VerifiedToken>>,
+    ) -> Verdict {
         let identity = provider
             .zip(identity)
             .filter(|_| matches!(deny, Deny::InsufficientClaims));
         let found = extract::extract(
-            &http.headers,
-            &http.path,
+            http.headers,
+            http.target,
             &self.sources,
             self.config.max_token_bytes,
         )
@@ -308,25 +338,25 @@ impl Runtime {
             .allow(identity, strip)
             .or_else(|_| self.allow(None, strip))
         {
-            Ok(response) => response,
+            Ok(verdict) => verdict,
             // Unreachable (no claims, nothing unsafe), but never an allow by accident.
-            Err(deny) => deny.to_response(&self.config.realm),
+            Err(deny) => Verdict::Deny(deny.denial(&self.config.realm)),
         }
     }
 
-    /// Fills `outcome` with an OK answer, or says why the request is denied.
+    /// The OK answer, or why the request is denied; fills in what `outcome` records.
     async fn decide(
         &self,
-        http: &HttpRequest,
+        http: &Incoming<'_>,
         route: &Route<'_>,
         outcome: &mut Outcome<'_>,
-    ) -> Result<(), Deny> {
+    ) -> Result<Verdict, Deny> {
         if route.kind == AccessKind::Deny {
             return Err(Deny::DeniedByRule);
         }
         let found = extract::extract(
-            &http.headers,
-            &http.path,
+            http.headers,
+            http.target,
             &self.sources,
             self.config.max_token_bytes,
         )
@@ -339,10 +369,9 @@ impl Runtime {
             if route.kind != AccessKind::Public {
                 return Err(Deny::MissingToken);
             }
-            outcome.response = self.allow(None, None)?;
-            outcome.allowed = true;
+            let verdict = self.allow(None, None)?;
             outcome.reason = "public";
-            return Ok(());
+            return Ok(verdict);
         };
         let hash = token_cache::token_hash(found.token);
         outcome.token = Some(hash);
@@ -371,10 +400,9 @@ impl Runtime {
         let strip = found
             .header()
             .filter(|_| self.config.identity.strip_authorization);
-        outcome.response = self.allow(Some((provider, &verified)), strip)?;
-        outcome.allowed = true;
+        let verdict = self.allow(Some((provider, &verified)), strip)?;
         outcome.reason = if cached { "cached" } else { "verified" };
-        Ok(())
+        Ok(verdict)
     }
 
     /// The rule that applies to a request (for `explain`).
@@ -383,10 +411,10 @@ impl Runtime {
     }
 
     /// The one token a request carries, if it can be found unambiguously (for `explain`).
-    pub fn token_in(&self, http: &HttpRequest) -> Option<String> {
+    pub fn token_in(&self, http: &Incoming<'_>) -> Option<String> {
         extract::extract(
-            &http.headers,
-            &http.path,
+            http.headers,
+            http.target,
             &self.sources,
             self.config.max_token_bytes,
         )
@@ -437,9 +465,9 @@ impl Runtime {
     /// The OK answer: identity headers set (or removed) and, if asked, the claims as metadata.
     fn allow(
         &self,
-        identity: Option<(&Provider, &VerifiedToken)>,
+        identity: Option<(&Provider, &Arc<VerifiedToken>)>,
         strip: Option<&str>,
-    ) -> Result<CheckResponse, Deny> {
+    ) -> Result<Verdict, Deny> {
         let identity_config = &self.config.identity;
         let claims = identity.map(|(_, v)| &v.claims);
         let mut mutation =
@@ -450,7 +478,7 @@ impl Runtime {
         mutation.remove.extend(strip.map(str::to_owned));
         let metadata = identity
             .filter(|_| identity_config.dynamic_metadata)
-            .map(|(p, v)| (p.config().name.as_str(), &v.claims));
-        Ok(response::allow(mutation, metadata))
+            .map(|(p, v)| (p.config().name.clone(), Arc::clone(v)));
+        Ok(Verdict::Allow { mutation, metadata })
     }
 }

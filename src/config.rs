@@ -44,6 +44,9 @@ pub struct Config {
     /// Route rules, first match wins; a request that matches none must carry a valid token.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// The HTTP authorization endpoints, served when `listen.http` is set.
+    #[serde(default)]
+    pub http: HttpConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -53,6 +56,9 @@ pub struct ListenConfig {
     pub grpc: SocketAddr,
     #[serde(default = "default_admin_addr")]
     pub admin: SocketAddr,
+    /// The HTTP authorization port ([`HttpConfig`]): off unless set.
+    #[serde(default)]
+    pub http: Option<SocketAddr>,
 }
 
 impl Default for ListenConfig {
@@ -60,8 +66,130 @@ impl Default for ListenConfig {
         Self {
             grpc: default_grpc_addr(),
             admin: default_admin_addr(),
+            http: None,
         }
     }
+}
+
+/// What the HTTP authorization port (`listen.http`) answers. Both kinds of endpoint decide
+/// with the same runtime, rules and metrics as the gRPC port.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Envoy / Istio HTTP ext_authz (`http_service.path_prefix`, `envoyExtAuthzHttp.pathPrefix`):
+    /// a request under this prefix *is* the request to decide on (its method, its path after
+    /// the prefix, its headers). `null` turns it off.
+    #[serde(default = "default_ext_authz_prefix")]
+    pub ext_authz_prefix: Option<String>,
+    /// Forward-auth endpoints (nginx `auth_request`, Traefik `ForwardAuth`, Caddy
+    /// `forward_auth`): the request to decide on is described by headers the proxy sets.
+    #[serde(default = "default_forward_auth")]
+    pub forward_auth: Vec<ForwardAuthEndpoint>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            ext_authz_prefix: default_ext_authz_prefix(),
+            forward_auth: default_forward_auth(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardAuthEndpoint {
+    /// Exact path of the endpoint (its query is ignored).
+    pub path: String,
+    /// Which headers carry the original request. Only these are read; the proxy must
+    /// overwrite them on every request (see the README's per-proxy table).
+    pub headers: ForwardedHeaders,
+}
+
+/// A family of headers a proxy uses to describe the original request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeaders {
+    /// `X-Forwarded-Method`, `X-Forwarded-Uri`, `X-Forwarded-Host` (Traefik, Caddy).
+    XForwarded,
+    /// `X-Original-Method`, `X-Original-URI`, `X-Original-Host` (nginx `auth_request`).
+    XOriginal,
+}
+
+impl ForwardedHeaders {
+    /// The (method, URI, host) header names, lowercase.
+    pub fn names(self) -> [&'static str; 3] {
+        match self {
+            ForwardedHeaders::XForwarded => {
+                ["x-forwarded-method", "x-forwarded-uri", "x-forwarded-host"]
+            }
+            ForwardedHeaders::XOriginal => {
+                ["x-original-method", "x-original-uri", "x-original-host"]
+            }
+        }
+    }
+}
+
+impl HttpConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let endpoint = |field: &str, path: &str| {
+            if !path.starts_with('/')
+                || path.len() > 256
+                || path.contains(['?', '#', '%', ';'])
+                || path.contains("//")
+                || path.split('/').any(|s| s == "." || s == "..")
+                || !path.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "{path:?} must be a plain absolute path (no query, escapes, dot-segments or empty segments; at most 256 bytes)"
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        if let Some(prefix) = &self.ext_authz_prefix {
+            endpoint("http.ext_authz_prefix", prefix)?;
+            if prefix == "/" || prefix.ends_with('/') {
+                return Err(invalid(
+                    "http.ext_authz_prefix",
+                    format!(
+                        "{prefix:?} must not end with '/': Envoy appends the original path, which starts with one"
+                    ),
+                ));
+            }
+        }
+        let mut seen = HashSet::new();
+        for (i, fa) in self.forward_auth.iter().enumerate() {
+            let field = format!("http.forward_auth[{i}].path");
+            endpoint(&field, &fa.path)?;
+            if !seen.insert(fa.path.as_str()) {
+                return Err(invalid(field, format!("duplicate endpoint {:?}", fa.path)));
+            }
+            // An ext_authz request's path is the client's own: a forward-auth endpoint under
+            // the prefix would let a client's path pick the endpoint, and the reverse would
+            // let forward-auth paths be read as original requests.
+            if let Some(prefix) = &self.ext_authz_prefix
+                && (under(&fa.path, prefix) || under(prefix, &fa.path))
+            {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "{:?} overlaps http.ext_authz_prefix {prefix:?}: the two kinds of endpoint must be apart",
+                        fa.path
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `path` is `prefix` or inside it (segment-wise).
+fn under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -526,6 +654,7 @@ impl Config {
         }
         self.token_cache.validate()?;
         self.identity.validate()?;
+        self.http.validate()?;
         for (i, rule) in self.rules.iter().enumerate() {
             rule.validate(&format!("rules[{i}]"), &self.paths, &self.providers)?;
         }
@@ -1003,6 +1132,23 @@ fn default_grpc_addr() -> SocketAddr {
 /// purpose (the Kubernetes manifests set 0.0.0.0 for the kubelet and Prometheus).
 fn default_admin_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9002))
+}
+
+fn default_ext_authz_prefix() -> Option<String> {
+    Some("/ext-authz".to_owned())
+}
+
+fn default_forward_auth() -> Vec<ForwardAuthEndpoint> {
+    vec![
+        ForwardAuthEndpoint {
+            path: "/forward-auth".to_owned(),
+            headers: ForwardedHeaders::XForwarded,
+        },
+        ForwardAuthEndpoint {
+            path: "/auth-request".to_owned(),
+            headers: ForwardedHeaders::XOriginal,
+        },
+    ]
 }
 
 fn default_realm() -> String {

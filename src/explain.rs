@@ -6,15 +6,14 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
-use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::authz::Runtime;
 use crate::claims;
 use crate::config::ClaimRequirement;
-use crate::request;
+use crate::request::{self, Incoming};
+use crate::response::Verdict;
 use crate::token_cache;
 use crate::verify::VerifyError;
 
@@ -113,14 +112,14 @@ pub struct Decision {
 
 /// Decides `req` with `runtime` and reports every step.
 pub async fn explain(runtime: &Runtime, req: &Request) -> Report {
-    let http = HttpRequest {
-        method: req.method.clone(),
-        path: req.path.clone(),
-        host: req.host.clone(),
-        headers: req.headers.clone(),
-        ..Default::default()
-    };
     let ext = HashMap::new();
+    let http = Incoming {
+        method: &req.method,
+        target: &req.path,
+        host: &req.host,
+        headers: &req.headers,
+        context_extensions: &ext,
+    };
     let config = runtime.config();
     let (canonical_path, path_error) = match request::canonical_path(&req.path, &config.paths) {
         Ok(p) => (Some(p.into_owned()), None),
@@ -186,9 +185,9 @@ pub async fn explain(runtime: &Runtime, req: &Request) -> Report {
             .collect(),
     });
 
-    let outcome = runtime.check(&http, &ext).await;
+    let outcome = runtime.check(&http).await;
     let decision = decision(
-        &outcome.response,
+        &outcome.verdict,
         outcome.result(),
         outcome.reason,
         outcome.would_deny,
@@ -367,14 +366,11 @@ fn time(claims: &Map<String, Value>, name: &str) -> Option<TimeReport> {
 }
 
 fn decision(
-    response: &envoy_types::pb::envoy::service::auth::v3::CheckResponse,
+    verdict: &Verdict,
     result: &'static str,
     reason: &'static str,
     would_deny: Option<&'static str>,
 ) -> Decision {
-    let header = |h: &envoy_types::pb::envoy::config::core::v3::HeaderValueOption| {
-        h.header.as_ref().map(|h| (h.key.clone(), h.value.clone()))
-    };
     let mut out = Decision {
         result,
         reason,
@@ -385,20 +381,21 @@ fn decision(
         headers_set: Vec::new(),
         headers_removed: Vec::new(),
     };
-    match &response.http_response {
-        Some(HttpResponse::OkResponse(ok)) => {
-            out.headers_set = ok.headers.iter().filter_map(header).collect();
-            out.headers_removed = ok.headers_to_remove.clone();
+    match verdict {
+        Verdict::Allow { mutation, .. } => {
+            out.headers_set = mutation.set.clone();
+            out.headers_removed = mutation.remove.clone();
         }
-        Some(HttpResponse::DeniedResponse(denied)) => {
-            out.http_status = denied.status.as_ref().map_or(403, |s| s.code);
-            out.headers_set = denied.headers.iter().filter_map(header).collect();
-            let body: Value = serde_json::from_str(&denied.body).unwrap_or_default();
-            out.error = body["error"].as_str().map(str::to_owned);
-            out.error_description = body["error_description"].as_str().map(str::to_owned);
+        Verdict::Deny(denial) => {
+            out.http_status = i32::from(denial.status());
+            out.headers_set = denial
+                .headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect();
+            out.error = Some(denial.answer.error.to_owned());
+            out.error_description = Some(denial.answer.description.to_owned());
         }
-        // jwt-authz never answers these; shown as what Envoy would make of them.
-        Some(HttpResponse::ErrorResponse(_)) | None => out.http_status = 403,
     }
     out
 }

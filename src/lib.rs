@@ -14,11 +14,11 @@
 //! - [`identity`]: identity headers set for upstream, client copies removed.
 //! - [`response`]: every denial's HTTP status, gRPC code and RFC 6750 error, in one table.
 //! - [`authz`]: the decision for one request, and the runtime one configuration builds.
-//! - [`service`]: the `Authorization/Check` gRPC service.
+//! - [`front`]: the front ends proxies ask through: gRPC ext_authz, HTTP ext_authz, forward-auth.
 //! - [`explain`]: `jwt-authz explain`: one request's decision, step by step.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`metrics`]: the Prometheus registry.
-//! - [`server`]: serving both ports, reload and graceful shutdown.
+//! - [`server`]: serving the ports, reload and graceful shutdown.
 
 pub mod admin;
 pub mod authz;
@@ -27,6 +27,7 @@ pub mod config;
 pub mod crypto;
 pub mod explain;
 pub mod extract;
+pub mod front;
 pub mod identity;
 pub mod jwks;
 pub mod keys;
@@ -35,7 +36,6 @@ pub mod policy;
 pub mod request;
 pub mod response;
 pub mod server;
-pub mod service;
 pub mod token_cache;
 pub mod verify;
 

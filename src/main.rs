@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use jwt_authz::config::LogFormat;
+use jwt_authz::server::Listeners;
 use jwt_authz::{Config, Server};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -24,6 +25,9 @@ struct Cli {
     /// Overrides `listen.admin`.
     #[arg(long, env = "JWT_AUTHZ_ADMIN_LISTEN", value_name = "ADDR")]
     admin_listen: Option<SocketAddr>,
+    /// Overrides `listen.http` (turns the HTTP authorization port on).
+    #[arg(long, env = "JWT_AUTHZ_HTTP_LISTEN", value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
     /// GET URL and exit 0 if it answers 200 (a container health check without curl).
     #[arg(long, value_name = "URL", conflicts_with_all = ["config", "check_config"])]
     probe: Option<String>,
@@ -79,6 +83,9 @@ impl Cli {
         }
         if let Some(addr) = self.admin_listen {
             config.listen.admin = addr;
+        }
+        if let Some(addr) = self.http_listen {
+            config.listen.http = Some(addr);
         }
         if let Some(format) = self.log_format {
             config.log.format = format;
@@ -147,9 +154,21 @@ async fn run(cli: Cli, path: PathBuf, config: Config) -> Result<(), Box<dyn std:
     let admin = TcpListener::bind(config.listen.admin)
         .await
         .map_err(|e| format!("cannot listen on {} (admin): {e}", config.listen.admin))?;
+    let http = match config.listen.http {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} (HTTP authorization): {e}"))?,
+        ),
+        None => None,
+    };
     tracing::info!(
         grpc = %grpc.local_addr()?,
         admin = %admin.local_addr()?,
+        http = %http
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map_or_else(|| "off".to_owned(), |a| a.to_string()),
         providers = config.providers.len(),
         rules = config.rules.len(),
         "jwt-authz listening"
@@ -163,7 +182,10 @@ async fn run(cli: Cli, path: PathBuf, config: Config) -> Result<(), Box<dyn std:
         while hangup.recv().await.is_some() {
             match cli.load(&path) {
                 Ok(config) => {
-                    if config.listen.grpc != listen.grpc || config.listen.admin != listen.admin {
+                    if config.listen.grpc != listen.grpc
+                        || config.listen.admin != listen.admin
+                        || config.listen.http != listen.http
+                    {
                         tracing::warn!("listen addresses change only on restart");
                     }
                     match reloader.reload(config).await {
@@ -189,7 +211,9 @@ async fn run(cli: Cli, path: PathBuf, config: Config) -> Result<(), Box<dyn std:
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
         }
     };
-    server.serve(grpc, admin, shutdown).await?;
+    server
+        .serve(Listeners { grpc, admin, http }, shutdown)
+        .await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -13,8 +13,14 @@ use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CheckLabels {
+    front_end: &'static str,
     result: &'static str,
     reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FrontEndLabels {
+    front_end: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -45,12 +51,16 @@ struct CacheLabels {
 pub struct Metrics {
     registry: Registry,
     checks: Family<CheckLabels, Counter>,
-    check_duration: Histogram,
+    check_duration: Family<FrontEndLabels, Histogram>,
     jwks_fetches: Family<FetchLabels, Counter>,
     jwks_keys: Family<ProviderLabels, Gauge>,
     jwks_age: Family<ProviderLabels, Gauge<f64, AtomicU64>>,
     token_cache: Family<CacheLabels, Counter>,
     shadow_denials: Family<ShadowLabels, Counter>,
+}
+
+fn check_duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_025, 2.0, 16))
 }
 
 /// What one provider's key store looks like at scrape time.
@@ -72,13 +82,14 @@ impl Metrics {
         let checks = Family::<CheckLabels, Counter>::default();
         registry.register(
             "checks",
-            "Authorization checks answered, by result (allow, deny, shadow_allow: a would-be denial let through in shadow mode) and reason",
+            "Authorization checks answered, by front end (grpc, http, forward_auth), result (allow, deny, shadow_allow: a would-be denial let through in shadow mode) and reason",
             checks.clone(),
         );
-        let check_duration = Histogram::new(exponential_buckets(0.000_025, 2.0, 16));
+        let check_duration =
+            Family::<FrontEndLabels, Histogram>::new_with_constructor(check_duration_histogram);
         registry.register(
             "check_duration_seconds",
-            "Time spent answering one authorization check",
+            "Time spent answering one authorization check, by front end",
             check_duration.clone(),
         );
         let jwks_fetches = Family::<FetchLabels, Counter>::default();
@@ -124,11 +135,23 @@ impl Metrics {
     }
 
     /// `result` is `allow`, `deny` or `shadow_allow`.
-    pub fn record_check(&self, result: &'static str, reason: &'static str, elapsed: Duration) {
+    pub fn record_check(
+        &self,
+        front_end: &'static str,
+        result: &'static str,
+        reason: &'static str,
+        elapsed: Duration,
+    ) {
         self.checks
-            .get_or_create(&CheckLabels { result, reason })
+            .get_or_create(&CheckLabels {
+                front_end,
+                result,
+                reason,
+            })
             .inc();
-        self.check_duration.observe(elapsed.as_secs_f64());
+        self.check_duration
+            .get_or_create(&FrontEndLabels { front_end })
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn record_shadow_denial(&self, reason: &'static str, rule: &str, provider: &str) {

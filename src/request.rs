@@ -9,6 +9,22 @@ pub mod path;
 
 pub use path::{PathError, canonical_path};
 
+/// A request as a front end hands it to the decision: every front end (Envoy's gRPC
+/// `CheckRequest`, an HTTP authorization request, a forward-auth request) fills this in from
+/// what its proxy sent, so the decision never knows which one it was.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'r> {
+    pub method: &'r str,
+    /// The request target as the proxy saw it: path and query, not yet canonical.
+    pub target: &'r str,
+    /// The `Host`/`:authority`, port included if sent.
+    pub host: &'r str,
+    /// Lowercase names; repeated headers joined with `,` (as Envoy sends them).
+    pub headers: &'r HashMap<String, String>,
+    /// Envoy's per-route context extensions (empty for other front ends).
+    pub context_extensions: &'r HashMap<String, String>,
+}
+
 /// The parts of a request that rules look at.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestInfo<'r> {

@@ -1,23 +1,14 @@
 //! What a client sees. Every denial reason maps to its HTTP status, gRPC code and RFC 6750
 //! error in [`Deny::answer`], the one table of client-visible outcomes; details stay in logs.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
-use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
-use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
-use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-use envoy_types::pb::envoy::service::auth::v3::{
-    CheckResponse, DeniedHttpResponse, OkHttpResponse,
-};
-use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode};
-use envoy_types::pb::google::protobuf::{ListValue, Struct, Value as PbValue, value::Kind};
-use envoy_types::pb::google::rpc::Status;
-use serde_json::{Map, Value};
+use envoy_types::pb::envoy::r#type::v3::StatusCode;
 use tonic::Code;
 
 use crate::identity::HeaderMutation;
 use crate::request::PathError;
-use crate::verify::VerifyError;
+use crate::verify::{VerifiedToken, VerifyError};
 
 /// Why a request was denied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +17,10 @@ pub enum Deny {
     InvalidPath(PathError),
     /// The query string cannot be read unambiguously (invalid percent-encoding).
     InvalidQuery,
+    /// A forward-auth request that does not describe one original request: a header of its
+    /// family missing, repeated, or malformed. The proxy is misconfigured (or appends where
+    /// it should overwrite); nothing is decided.
+    BadForwardedRequest,
     MissingToken,
     MultipleTokens,
     TokenTooLarge,
@@ -78,6 +73,14 @@ impl Deny {
                 "malformed query string",
                 true,
                 "invalid_query",
+            ),
+            Deny::BadForwardedRequest => (
+                BadRequest,
+                Code::InvalidArgument,
+                "invalid_request",
+                "original request not described",
+                true,
+                "bad_forwarded_request",
             ),
             Deny::InvalidPath(_) => (
                 BadRequest,
@@ -231,12 +234,13 @@ impl Deny {
         }
     }
 
-    /// The denied `CheckResponse` for this reason.
-    pub fn to_response(&self, realm: &str) -> CheckResponse {
+    /// The denial as the client sees it: status, headers and JSON body, the same whichever
+    /// front end answers.
+    pub fn denial(&self, realm: &str) -> Denial {
         let answer = self.answer();
         let mut headers = vec![
-            header("content-type", "application/json"),
-            header("cache-control", "no-store"),
+            ("content-type", "application/json".to_owned()),
+            ("cache-control", "no-store".to_owned()),
         ];
         if answer.http != StatusCode::ServiceUnavailable {
             let challenge = if answer.challenge_error {
@@ -247,103 +251,49 @@ impl Deny {
             } else {
                 format!("Bearer realm=\"{realm}\"")
             };
-            headers.push(header("www-authenticate", &challenge));
+            headers.push(("www-authenticate", challenge));
         } else {
-            headers.push(header("retry-after", "5"));
+            headers.push(("retry-after", "5".to_owned()));
         }
         let body = serde_json::json!({
             "error": answer.error,
             "error_description": answer.description,
         })
         .to_string();
-        CheckResponse {
-            status: Some(Status {
-                code: answer.grpc as i32,
-                message: answer.description.to_owned(),
-                details: Vec::new(),
-            }),
-            http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
-                status: Some(HttpStatus {
-                    code: answer.http as i32,
-                }),
-                headers,
-                body,
-            })),
-            dynamic_metadata: None,
+        Denial {
+            answer,
+            headers,
+            body,
         }
     }
 }
 
-/// The OK `CheckResponse`: identity headers set and removed, optionally the claims as
-/// dynamic metadata.
-pub fn allow(
-    mutation: HeaderMutation,
-    metadata: Option<(&str, &Map<String, Value>)>,
-) -> CheckResponse {
-    let headers = mutation.set.iter().map(|(k, v)| header(k, v)).collect();
-    CheckResponse {
-        status: Some(Status {
-            code: Code::Ok as i32,
-            message: String::new(),
-            details: Vec::new(),
-        }),
-        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-            headers,
-            headers_to_remove: mutation.remove,
-            ..Default::default()
-        })),
-        dynamic_metadata: metadata.map(|(provider, claims)| Struct {
-            fields: HashMap::from([
-                ("provider".to_owned(), string_value(provider)),
-                (
-                    "claims".to_owned(),
-                    PbValue {
-                        kind: Some(Kind::StructValue(to_struct(claims))),
-                    },
-                ),
-            ]),
-        }),
+/// A denial ready to send: what every front end puts on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub answer: Answer,
+    /// Lowercase names.
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+impl Denial {
+    pub fn status(&self) -> u16 {
+        self.answer.http as u16
     }
 }
 
-/// A header that replaces any value the request already has: the deprecated `append` field
-/// stays unset so that `append_action` alone decides.
-fn header(key: &str, value: &str) -> HeaderValueOption {
-    HeaderValueOption {
-        header: Some(HeaderValue {
-            key: key.to_owned(),
-            value: value.to_owned(),
-            raw_value: Vec::new(),
-        }),
-        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
-        ..Default::default()
-    }
-}
-
-fn string_value(s: &str) -> PbValue {
-    PbValue {
-        kind: Some(Kind::StringValue(s.to_owned())),
-    }
-}
-
-fn to_struct(map: &Map<String, Value>) -> Struct {
-    Struct {
-        fields: map.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
-    }
-}
-
-fn to_value(value: &Value) -> PbValue {
-    let kind = match value {
-        Value::Null => Kind::NullValue(0),
-        Value::Bool(b) => Kind::BoolValue(*b),
-        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-        Value::String(s) => Kind::StringValue(s.clone()),
-        Value::Array(items) => Kind::ListValue(ListValue {
-            values: items.iter().map(to_value).collect(),
-        }),
-        Value::Object(map) => Kind::StructValue(to_struct(map)),
-    };
-    PbValue { kind: Some(kind) }
+/// What a check answers, before any front end encodes it.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Let the request through with these header changes; `metadata` is the provider's name
+    /// and the verified token, for front ends that can pass claims on (Envoy's dynamic
+    /// metadata), when `identity.dynamic_metadata` asks for it.
+    Allow {
+        mutation: HeaderMutation,
+        metadata: Option<(String, Arc<VerifiedToken>)>,
+    },
+    Deny(Denial),
 }
 
 #[cfg(test)]

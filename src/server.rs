@@ -1,5 +1,6 @@
-//! Serving: the gRPC port (Authorization + gRPC health) and the admin port, the atomic swap
-//! of the runtime on reload, and graceful shutdown.
+//! Serving: the gRPC port (Authorization + gRPC health), the HTTP authorization port when
+//! configured, and the admin port; the atomic swap of the runtime on reload, and graceful
+//! shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,9 +17,10 @@ use tonic_health::ServingStatus;
 use crate::admin::{self, AdminState};
 use crate::authz::{Runtime, StartError};
 use crate::config::{Config, JwksHttpConfig};
+use crate::front::grpc::AuthorizationService;
+use crate::front::http::{self, HttpState};
 use crate::jwks;
 use crate::metrics::Metrics;
-use crate::service::AuthorizationService;
 
 /// The gRPC service name Envoy's health checks can ask about.
 pub const AUTHORIZATION_SERVICE: &str = "envoy.service.auth.v3.Authorization";
@@ -36,6 +38,17 @@ pub enum Error {
     Grpc(#[from] tonic::transport::Error),
     #[error("admin server failed: {0}")]
     Admin(std::io::Error),
+    #[error("HTTP authorization server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// The bound sockets a server answers on.
+#[derive(Debug)]
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub admin: TcpListener,
+    /// The HTTP authorization port (`listen.http`), if configured.
+    pub http: Option<TcpListener>,
 }
 
 /// A running jwt-authz: the runtime in force and what outlives reloads.
@@ -86,14 +99,18 @@ impl Server {
         Ok(())
     }
 
-    /// Serves checks on `grpc` and the admin endpoints on `admin` until `shutdown` resolves;
-    /// then reports NOT_SERVING and not-ready, and lets in-flight checks complete.
+    /// Serves checks on the gRPC (and HTTP) port and the admin endpoints until `shutdown`
+    /// resolves; then reports NOT_SERVING and not-ready, and lets in-flight checks complete.
     pub async fn serve(
         self: Arc<Self>,
-        grpc: TcpListener,
-        admin: TcpListener,
+        listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), Error> {
+        let Listeners {
+            grpc,
+            admin,
+            http: http_listener,
+        } = listeners;
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_service_status(AUTHORIZATION_SERVICE, ServingStatus::Serving)
@@ -116,9 +133,21 @@ impl Server {
                 // on, a response split over two writes waits ~40 ms for a delayed ACK.
                 .serve_with_incoming_shutdown(
                     TcpIncoming::from(grpc).with_nodelay(Some(true)),
-                    stopped(grpc_rx),
+                    stopped(grpc_rx.clone()),
                 ),
         );
+        // The HTTP checks stop with the gRPC ones.
+        let http_task = http_listener.map(|listener| {
+            let router = http::router(HttpState {
+                runtime: Arc::clone(&self.runtime),
+                metrics: Arc::clone(&self.metrics),
+            });
+            tokio::spawn(
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stopped(grpc_rx))
+                    .into_future(),
+            )
+        });
         let router = admin::router(AdminState {
             runtime: Arc::clone(&self.runtime),
             metrics: Arc::clone(&self.metrics),
@@ -140,6 +169,23 @@ impl Server {
             .set_service_status(AUTHORIZATION_SERVICE, ServingStatus::NotServing)
             .await;
         let _ = stop_grpc.send(true);
+        let http_result = match http_task {
+            Some(task) => {
+                let abort = task.abort_handle();
+                match tokio::time::timeout(DRAIN_TIMEOUT, task).await {
+                    Ok(result) => Some(result),
+                    Err(_) => {
+                        tracing::warn!(
+                            ?DRAIN_TIMEOUT,
+                            "HTTP authorization connections still open after the drain timeout; closing them"
+                        );
+                        abort.abort();
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         let grpc_abort = grpc_task.abort_handle();
         let grpc_result = match tokio::time::timeout(DRAIN_TIMEOUT, grpc_task).await {
             Ok(result) => Some(result),
@@ -164,6 +210,11 @@ impl Server {
         match grpc_result {
             Some(Ok(result)) => result?,
             Some(Err(join)) => tracing::error!(error = %join, "gRPC server task failed"),
+            None => {}
+        }
+        match http_result {
+            Some(Ok(result)) => result.map_err(Error::Http)?,
+            Some(Err(join)) => tracing::error!(error = %join, "HTTP server task failed"),
             None => {}
         }
         match admin_result {

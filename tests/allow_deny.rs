@@ -324,13 +324,13 @@ async fn metrics_count_checks_and_cache() {
     let (status, text) = server.admin_get("/metrics").await;
     assert_eq!(status, 200);
     for line in [
-        "jwt_authz_checks_total{result=\"allow\",reason=\"verified\"} 1",
-        "jwt_authz_checks_total{result=\"allow\",reason=\"cached\"} 2",
-        "jwt_authz_checks_total{result=\"deny\",reason=\"missing_token\"} 1",
+        "jwt_authz_checks_total{front_end=\"grpc\",result=\"allow\",reason=\"verified\"} 1",
+        "jwt_authz_checks_total{front_end=\"grpc\",result=\"allow\",reason=\"cached\"} 2",
+        "jwt_authz_checks_total{front_end=\"grpc\",result=\"deny\",reason=\"missing_token\"} 1",
         "jwt_authz_token_cache_lookups_total{result=\"hit\"} 2",
         "jwt_authz_token_cache_lookups_total{result=\"miss\"} 1",
         "jwt_authz_jwks_keys{provider=\"test\"} 1",
-        "jwt_authz_check_duration_seconds_count 4",
+        "jwt_authz_check_duration_seconds_count{front_end=\"grpc\"} 4",
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }

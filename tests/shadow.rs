@@ -92,7 +92,7 @@ async fn would_be_denials_pass_without_identity_and_are_counted() {
     );
     assert!(
         metrics
-            .contains("jwt_authz_checks_total{result=\"shadow_allow\",reason=\"missing_token\"} 1"),
+            .contains("jwt_authz_checks_total{front_end=\"grpc\",result=\"shadow_allow\",reason=\"missing_token\"} 1"),
         "{metrics}"
     );
 }

@@ -353,3 +353,60 @@ fn keys_come_over_https_unless_loopback_or_explicitly_allowed() {
         );
     assert!(error_of(&discovery).starts_with("providers[0].issuer"));
 }
+
+#[test]
+fn http_port_is_off_by_default_and_its_endpoints_are_checked() {
+    let config = Config::from_yaml(MINIMAL).unwrap();
+    assert_eq!(config.listen.http, None);
+    assert_eq!(config.http.ext_authz_prefix.as_deref(), Some("/ext-authz"));
+    assert_eq!(
+        config
+            .http
+            .forward_auth
+            .iter()
+            .map(|e| (e.path.as_str(), e.headers))
+            .collect::<Vec<_>>(),
+        [
+            ("/forward-auth", ForwardedHeaders::XForwarded),
+            ("/auth-request", ForwardedHeaders::XOriginal),
+        ]
+    );
+    for (http, field) in [
+        ("ext_authz_prefix: /authz/", "http.ext_authz_prefix"),
+        ("ext_authz_prefix: authz", "http.ext_authz_prefix"),
+        ("ext_authz_prefix: /a/../b", "http.ext_authz_prefix"),
+        ("ext_authz_prefix: /a%2Fb", "http.ext_authz_prefix"),
+        (
+            "forward_auth: [{path: /a?x, headers: x-forwarded}]",
+            "http.forward_auth[0].path",
+        ),
+        (
+            "forward_auth: [{path: /a, headers: x-forwarded}, {path: /a, headers: x-original}]",
+            "http.forward_auth[1].path",
+        ),
+        // Overlaps: a client's own path must never select a forward-auth endpoint.
+        (
+            "ext_authz_prefix: /check\n  forward_auth: [{path: /check/fa, headers: x-forwarded}]",
+            "http.forward_auth[0].path",
+        ),
+        (
+            "ext_authz_prefix: /check/envoy\n  forward_auth: [{path: /check, headers: x-forwarded}]",
+            "http.forward_auth[0].path",
+        ),
+    ] {
+        let error = error_of(&format!("{MINIMAL}http:\n  {http}\n"));
+        assert!(error.contains(field), "{http}: {error}");
+    }
+    assert!(
+        error_of(&format!(
+            "{MINIMAL}http:\n  forward_auth: [{{path: /a, headers: x-real}}]\n"
+        ))
+        .contains("http.forward_auth[0].headers")
+    );
+    // Apart is fine, including a name that merely starts the same way.
+    let config = Config::from_yaml(&format!(
+        "{MINIMAL}listen: {{http: 127.0.0.1:9191}}\nhttp:\n  ext_authz_prefix: /check\n  forward_auth: [{{path: /checks, headers: x-original}}]\n"
+    ))
+    .unwrap();
+    assert_eq!(config.listen.http, Some("127.0.0.1:9191".parse().unwrap()));
+}

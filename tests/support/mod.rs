@@ -26,6 +26,7 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, 
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
+use jwt_authz::server::Listeners;
 use jwt_authz::{Config, Server};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -396,6 +397,8 @@ pub struct TestServer {
     pub server: Arc<Server>,
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
+    /// The HTTP authorization port (always on in tests).
+    pub http: SocketAddr,
     client: AuthorizationClient<Channel>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
@@ -410,16 +413,25 @@ impl TestServer {
     pub async fn start_config(config: Config) -> Self {
         let grpc_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
         let admin_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+        let http_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
         let grpc = grpc_listener.local_addr().expect("addr");
         let admin = admin_listener.local_addr().expect("addr");
+        let http = http_listener.local_addr().expect("addr");
         let server = Server::new(config).expect("server");
         let (stop, stopped) = oneshot::channel::<()>();
         let serving = Arc::clone(&server);
         let task = tokio::spawn(async move {
             serving
-                .serve(grpc_listener, admin_listener, async {
-                    let _ = stopped.await;
-                })
+                .serve(
+                    Listeners {
+                        grpc: grpc_listener,
+                        admin: admin_listener,
+                        http: Some(http_listener),
+                    },
+                    async {
+                        let _ = stopped.await;
+                    },
+                )
                 .await
                 .expect("serve");
         });
@@ -430,6 +442,7 @@ impl TestServer {
             server,
             grpc,
             admin,
+            http,
             client,
             stop: Some(stop),
             task,

@@ -1,0 +1,282 @@
+//! The HTTP authorization port (`listen.http`), two kinds of endpoint:
+//!
+//! - **Envoy / Istio HTTP ext_authz** (`http.ext_authz_prefix`): Envoy's `http_service` sends
+//!   the original request's method and headers, with its path appended to the prefix. 200
+//!   allows, carrying the identity headers (Envoy copies those in `allowed_upstream_headers`)
+//!   and `x-envoy-auth-headers-to-remove` naming the ones the token does not supply; any
+//!   other status is a denial Envoy sends to the client as it is (status, headers, body).
+//! - **Forward-auth** (`http.forward_auth`): nginx `auth_request`, Traefik `ForwardAuth`,
+//!   Caddy `forward_auth`. The endpoint's own method and path say nothing; the original
+//!   request is read only from the header family the endpoint is configured with, which the
+//!   proxy must overwrite. Each of the three must appear exactly once: a missing or repeated
+//!   one (a proxy that appends to a client's copy) is refused, never guessed at.
+//!
+//! The token is read from the request's own headers in both cases (the proxies pass the
+//! client's headers through). Nothing here decides anything: it builds an [`Incoming`] and
+//! encodes the runtime's verdict.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::FrontEnd;
+use crate::authz::Runtime;
+use crate::config::ForwardedHeaders;
+use crate::metrics::Metrics;
+use crate::request::Incoming;
+use crate::response::{Deny, Verdict};
+
+/// Envoy removes the headers this response header names from the request it forwards
+/// (ext_authz HTTP service).
+const HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
+
+/// A forwarded method longer than this is refused (the longest registered method is 17
+/// bytes).
+const MAX_METHOD_BYTES: usize = 32;
+/// A forwarded host longer than this is refused (a DNS name is at most 253 bytes, plus a
+/// port).
+const MAX_HOST_BYTES: usize = 262;
+
+#[derive(Debug, Clone)]
+pub struct HttpState {
+    pub runtime: Arc<ArcSwap<Runtime>>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Every path is handled by one function: which endpoint a request is for depends on the
+/// configuration in force, which a reload may change.
+pub fn router(state: HttpState) -> Router {
+    Router::new().fallback(handle).with_state(state)
+}
+
+async fn handle(State(state): State<HttpState>, request: Request) -> Response {
+    let started = Instant::now();
+    let runtime = state.runtime.load_full();
+    let config = &runtime.config().http;
+    let (parts, _body) = request.into_parts();
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let path = parts.uri.path();
+    let headers = header_map(&parts.headers);
+    let no_extensions = HashMap::new();
+
+    if let Some(endpoint) = config.forward_auth.iter().find(|e| e.path == path) {
+        let own = Incoming {
+            method: parts.method.as_str(),
+            target,
+            host: "",
+            headers: &headers,
+            context_extensions: &no_extensions,
+        };
+        let (outcome, incoming) = match forwarded(&parts.headers, endpoint.headers) {
+            Ok((method, target, host)) => {
+                let incoming = Incoming {
+                    method,
+                    target,
+                    host,
+                    ..own
+                };
+                (runtime.check(&incoming).await, incoming)
+            }
+            Err(missing) => {
+                tracing::debug!(
+                    header = missing,
+                    endpoint = %endpoint.path,
+                    "forward-auth request without exactly one valid header; is the proxy set to overwrite it?"
+                );
+                (runtime.refuse(&own, Deny::BadForwardedRequest), own)
+            }
+        };
+        super::record(
+            &state.metrics,
+            FrontEnd::ForwardAuth,
+            &incoming,
+            &outcome,
+            started,
+        );
+        let identity: Vec<&str> = runtime
+            .config()
+            .identity
+            .headers
+            .iter()
+            .map(|h| h.header.as_str())
+            .collect();
+        return encode(
+            outcome.verdict,
+            Removal::SendEmpty(&identity),
+            &parts.method,
+        );
+    }
+
+    if let Some(prefix) = &config.ext_authz_prefix
+        && let Some(original) = target.strip_prefix(prefix.as_str())
+        && (original.starts_with('/') || path == prefix)
+    {
+        // `:authority` in HTTP/2, `Host` in HTTP/1.1; Envoy sends the original one.
+        let host = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| headers.get("host").map(String::as_str))
+            .unwrap_or("");
+        let incoming = Incoming {
+            method: parts.method.as_str(),
+            // `/ext-authz?x` leaves `?x`, which the path check refuses (not absolute).
+            target: original,
+            host,
+            headers: &headers,
+            context_extensions: &no_extensions,
+        };
+        let outcome = runtime.check(&incoming).await;
+        super::record(&state.metrics, FrontEnd::Http, &incoming, &outcome, started);
+        return encode(outcome.verdict, Removal::EnvoyHeader, &parts.method);
+    }
+
+    (StatusCode::NOT_FOUND, "no authorization endpoint here\n").into_response()
+}
+
+/// The request headers as the decision reads them: lowercase names (as `http` keeps
+/// them), repeated headers joined with `,` the way Envoy joins them. A value that is not
+/// UTF-8 is read with replacement characters: a token in it fails verification.
+fn header_map(headers: &HeaderMap) -> HashMap<String, String> {
+    let mut out: HashMap<String, String> = HashMap::with_capacity(headers.keys_len());
+    for (name, value) in headers {
+        let value = String::from_utf8_lossy(value.as_bytes());
+        out.entry(name.as_str().to_owned())
+            .and_modify(|joined| {
+                joined.push(',');
+                joined.push_str(&value);
+            })
+            .or_insert_with(|| value.into_owned());
+    }
+    out
+}
+
+/// The original (method, URI, host) from a forward-auth request's header family, or the
+/// name of the header that is missing, repeated or malformed.
+fn forwarded(
+    headers: &HeaderMap,
+    family: ForwardedHeaders,
+) -> Result<(&str, &str, &str), &'static str> {
+    let [method_name, uri_name, host_name] = family.names();
+    let one = |name: &'static str| {
+        let mut values = headers.get_all(name).iter();
+        match (values.next(), values.next()) {
+            (Some(value), None) => value.to_str().map_err(|_| name),
+            _ => Err(name),
+        }
+    };
+    let method = one(method_name)?;
+    if method.is_empty()
+        || method.len() > MAX_METHOD_BYTES
+        || Method::from_bytes(method.as_bytes()).is_err()
+    {
+        return Err(method_name);
+    }
+    // Origin form (RFC 9112 §3.2.1) only; the path checks refuse anything else that slips
+    // through, and bound its length.
+    let uri = one(uri_name)?;
+    if !uri.starts_with('/') {
+        return Err(uri_name);
+    }
+    let host = one(host_name)?;
+    if host.is_empty()
+        || host.len() > MAX_HOST_BYTES
+        || host.contains('@')
+        || host.parse::<axum::http::uri::Authority>().is_err()
+    {
+        return Err(host_name);
+    }
+    Ok((method, uri, host))
+}
+
+/// How an allow says which identity headers the upstream request must not carry.
+enum Removal<'a> {
+    /// Envoy's HTTP ext_authz: `x-envoy-auth-headers-to-remove` lists them (and the token's
+    /// header when `identity.strip_authorization` is on).
+    EnvoyHeader,
+    /// Forward-auth: every identity header is in the answer, empty when the token does not
+    /// supply it. The proxies copy a fixed list of headers and differ on a listed header
+    /// that is absent: nginx sends none, Traefik removes the client's copy, Caddy 2.6 sets
+    /// it to its placeholder's text. Present and empty, it replaces the client's copy
+    /// everywhere (nginx drops an empty header altogether).
+    SendEmpty(&'a [&'a str]),
+}
+
+/// The HTTP answer for a verdict.
+fn encode(verdict: Verdict, removal: Removal<'_>, method: &Method) -> Response {
+    match verdict {
+        Verdict::Allow { mutation, .. } => {
+            let mut response = Response::new(Body::empty());
+            let headers = response.headers_mut();
+            for (name, value) in &mutation.set {
+                // Names come from validated configuration and values were checked for
+                // control characters; a failure here is still never an allow with a
+                // missing identity: it becomes a 500.
+                match (
+                    HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_str(value),
+                ) {
+                    (Ok(name), Ok(value)) => {
+                        headers.insert(name, value);
+                    }
+                    _ => return internal_error(),
+                }
+            }
+            match removal {
+                Removal::EnvoyHeader if !mutation.remove.is_empty() => {
+                    match HeaderValue::from_str(&mutation.remove.join(",")) {
+                        Ok(value) => {
+                            headers.insert(HEADERS_TO_REMOVE, value);
+                        }
+                        Err(_) => return internal_error(),
+                    }
+                }
+                Removal::EnvoyHeader => {}
+                Removal::SendEmpty(identity) => {
+                    for name in identity {
+                        if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+                            headers
+                                .entry(name)
+                                .or_insert_with(|| HeaderValue::from_static(""));
+                        }
+                    }
+                }
+            }
+            response
+        }
+        Verdict::Deny(denial) => {
+            let status = StatusCode::from_u16(denial.status()).unwrap_or(StatusCode::FORBIDDEN);
+            let body = if method == Method::HEAD {
+                Body::empty()
+            } else {
+                Body::from(denial.body)
+            };
+            let mut response = Response::new(body);
+            *response.status_mut() = status;
+            for (name, value) in denial.headers {
+                match HeaderValue::from_str(&value) {
+                    Ok(value) => {
+                        response.headers_mut().insert(name, value);
+                    }
+                    Err(_) => return internal_error(),
+                }
+            }
+            response
+        }
+    }
+}
+
+fn internal_error() -> Response {
+    tracing::error!("could not encode an HTTP authorization answer");
+    StatusCode::INTERNAL_SERVER_ERROR.into_response()
+}
+
+#[cfg(test)]
+mod tests;
