@@ -8,6 +8,8 @@ Builds release binaries, then measures
   b. end to end through the real Envoy with wrk: no auth, native jwt_authn without and with
      jwt_cache_config, ext_authz to the no-op server, ext_authz to jwt-authz; interleaved
      rounds so machine drift hits all alike;
+  b2. the front ends, each against its own no-op floor in the same rounds: Envoy gRPC
+     ext_authz, Envoy HTTP ext_authz (http_service), nginx auth_request (Debian's nginx);
   c. CPU time per Check and RSS (idle, under load, after 1,000,000 unique tokens);
 and writes BENCHMARKS.md and docs/benchmarks.svg. The system under test runs on CPU 0, the
 load generator on CPU 1 (taskset), with the same settings for every target.
@@ -171,11 +173,15 @@ def ensure_tools():
                            capture_output=True)
     if not shutil.which("taskset"):
         raise SystemExit("taskset (util-linux) is required")
+    missing = run([ROOT / "scripts" / "ensure-proxies.sh"]).split()
+    if "nginx" in missing:
+        log("nginx could not be installed: the nginx rows will be missing")
 
 
-def authz_config(grpc, admin, cache_entries):
+def authz_config(grpc, admin, cache_entries, http=None):
+    http_listen = f', http: "127.0.0.1:{http}"' if http else ""
     return f"""
-listen: {{grpc: "127.0.0.1:{grpc}", admin: "127.0.0.1:{admin}"}}
+listen: {{grpc: "127.0.0.1:{grpc}", admin: "127.0.0.1:{admin}"{http_listen}}}
 log: {{level: warn}}
 providers:
   - name: bench
@@ -187,7 +193,7 @@ token_cache: {{max_entries: {cache_entries}}}
 """
 
 
-def envoy_config(ports, upstream, noop, authz, admin, rsa_jwks):
+def envoy_config(ports, upstream, noop, authz, admin, rsa_jwks, noop_http, authz_http):
     def listener(name, port, filters):
         return f"""
   - name: {name}
@@ -218,6 +224,20 @@ def envoy_config(ports, upstream, noop, authz, admin, rsa_jwks):
               failure_mode_allow: false
               status_on_error: {{code: ServiceUnavailable}}
               grpc_service: {{envoy_grpc: {{cluster_name: {cluster}}}, timeout: 1s}}"""
+
+    def ext_authz_http(cluster):
+        return f"""
+          - name: envoy.filters.http.ext_authz
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+              transport_api_version: V3
+              failure_mode_allow: false
+              status_on_error: {{code: ServiceUnavailable}}
+              http_service:
+                path_prefix: /ext-authz
+                server_uri: {{uri: "http://authz", cluster: {cluster}, timeout: 1s}}
+                authorization_response:
+                  allowed_upstream_headers: {{patterns: [{{exact: x-user-id}}]}}"""
 
     def jwt_authn(cache):
         cache_cfg = "\n                  jwt_cache_config: {jwt_cache_size: 10000}" if cache else ""
@@ -257,10 +277,63 @@ static_resources:
 {listener("jwt_authn_cache", ports["jwt_authn_cache"], jwt_authn(True))}
 {listener("ext_authz_noop", ports["ext_authz_noop"], ext_authz("noop"))}
 {listener("ext_authz_jwt_authz", ports["ext_authz_jwt_authz"], ext_authz("authz"))}
+{listener("http_authz_noop", ports["http_authz_noop"], ext_authz_http("noop_http"))}
+{listener("http_authz_jwt_authz", ports["http_authz_jwt_authz"], ext_authz_http("authz_http"))}
   clusters:
 {cluster("upstream", upstream, False)}
 {cluster("noop", noop, True)}
 {cluster("authz", authz, True)}
+{cluster("noop_http", noop_http, False)}
+{cluster("authz_http", authz_http, False)}
+"""
+
+
+def nginx_config(ports, upstream, noop_http, authz_http):
+    """One nginx worker, one server per floor/jwt-authz, auth_request as deploy/nginx does."""
+    def server(name, port, authz):
+        return f"""
+  upstream {name}_authz {{ server 127.0.0.1:{authz}; keepalive 32; }}
+  server {{
+    listen 127.0.0.1:{port};
+    auth_request /_authz;
+    auth_request_set $authz_user_id $upstream_http_x_user_id;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_set_header X-User-Id $authz_user_id;
+    location = /_authz {{
+      internal;
+      proxy_pass http://{name}_authz/auth-request;
+      proxy_pass_request_body off;
+      proxy_http_version 1.1;
+      proxy_set_header Content-Length "";
+      proxy_set_header Connection "";
+      proxy_set_header X-Original-Method $request_method;
+      proxy_set_header X-Original-URI $request_uri;
+      proxy_set_header X-Original-Host $host;
+    }}
+    location / {{ proxy_pass http://bench_upstream; }}
+  }}"""
+
+    root = WORK / "nginx"
+    root.mkdir(exist_ok=True)
+    return f"""
+daemon off;
+master_process off;
+worker_processes 1;
+pid {root}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {root}/body;
+  proxy_temp_path {root}/proxy;
+  fastcgi_temp_path {root}/fastcgi;
+  uwsgi_temp_path {root}/uwsgi;
+  scgi_temp_path {root}/scgi;
+  upstream bench_upstream {{ server 127.0.0.1:{upstream}; keepalive 32; }}
+{server("nginx_noop", ports["nginx_noop"], noop_http)}
+{server("nginx_jwt_authz", ports["nginx_jwt_authz"], authz_http)}
+}}
 """
 
 
@@ -311,14 +384,16 @@ def main():
         "wrk_connections": WRK_CONNECTIONS, "flood": FLOOD}}
     try:
         ports = {k: free_port() for k in ["authz", "authz_admin", "verify", "verify_admin",
-                                          "noop", "upstream"]}
-        (WORK / "authz.yaml").write_text(authz_config(ports["authz"], ports["authz_admin"], 100000))
+                                          "noop", "upstream", "authz_http", "noop_http"]}
+        (WORK / "authz.yaml").write_text(
+            authz_config(ports["authz"], ports["authz_admin"], 100000, ports["authz_http"]))
         (WORK / "verify.yaml").write_text(authz_config(ports["verify"], ports["verify_admin"], 0))
         authz = Proc("jwt-authz", [BIN / "jwt-authz", "--config", WORK / "authz.yaml"])
         verify = Proc("jwt-authz-nocache", [BIN / "jwt-authz", "--config", WORK / "verify.yaml"])
         noop = Proc("noop-authz", [BIN / "noop-authz", f"127.0.0.1:{ports['noop']}"])
+        Proc("noop-authz-http", [BIN / "noop-authz", "--http", f"127.0.0.1:{ports['noop_http']}"])
         upstream = Proc("upstream", [BIN / "bench-upstream", f"127.0.0.1:{ports['upstream']}"])
-        for p in ["authz", "verify", "noop", "upstream"]:
+        for p in ["authz", "verify", "noop", "upstream", "authz_http", "noop_http"]:
             wait_port(ports[p])
         time.sleep(1)
         results["rss_idle_mib"] = authz.rss_mib()
@@ -369,12 +444,23 @@ def main():
 
         log("end to end through Envoy (interleaved rounds)")
         e2e_ports = {k: free_port() for k in
-                     ["none", "jwt_authn", "jwt_authn_cache", "ext_authz_noop", "ext_authz_jwt_authz"]}
+                     ["none", "jwt_authn", "jwt_authn_cache", "ext_authz_noop", "ext_authz_jwt_authz",
+                      "http_authz_noop", "http_authz_jwt_authz"]}
         admin = free_port()
         (WORK / "envoy.yaml").write_text(envoy_config(
-            e2e_ports, ports["upstream"], ports["noop"], ports["authz"], admin, rsa_jwks))
+            e2e_ports, ports["upstream"], ports["noop"], ports["authz"], admin, rsa_jwks,
+            ports["noop_http"], ports["authz_http"]))
         Proc("envoy", [envoy, "-c", WORK / "envoy.yaml", "--concurrency", "1",
                        "--disable-hot-restart", "--log-level", "warn"])
+        nginx = shutil.which("nginx")
+        if nginx:
+            nginx_ports = {"nginx_noop": free_port(), "nginx_jwt_authz": free_port()}
+            (WORK / "nginx.conf").write_text(
+                nginx_config(nginx_ports, ports["upstream"], ports["noop_http"], ports["authz_http"]))
+            Proc("nginx", [nginx, "-p", WORK / "nginx", "-c", WORK / "nginx.conf", "-e", "stderr"])
+            e2e_ports.update(nginx_ports)
+        else:
+            log("SKIPPING the nginx rows: nginx is not installed (scripts/ensure-proxies.sh)")
         for p in e2e_ports.values():
             wait_port(p)
         for name, port in e2e_ports.items():  # warm-up and sanity check

@@ -26,6 +26,13 @@ E2E = [
     ("ext_authz_jwt_authz", "Envoy ext_authz → jwt-authz"),
 ]
 
+# Front ends: (label, no-op floor key, jwt-authz key), each pair measured in the same rounds.
+FRONTS = [
+    ("Envoy gRPC ext_authz", "ext_authz_noop", "ext_authz_jwt_authz"),
+    ("Envoy HTTP ext_authz (http_service)", "http_authz_noop", "http_authz_jwt_authz"),
+    ("nginx auth_request", "nginx_noop", "nginx_jwt_authz"),
+]
+
 
 def pct(x):
     return f"{100 * x:.1f} %"
@@ -143,6 +150,29 @@ def report(r):
             f"| {label} | {x['rps']:,.0f} | {pct(x['rps'] / e['ext_authz_noop']['rps'])} | "
             f"{pct(x['rps'] / e['jwt_authn']['rps'])} | {x['p50_us']:.0f} | {x['p99_us']:.0f} | "
             f"{x['p999_us']:.0f} | {', '.join(f'{v:,}' for v in x['rounds'])} |")
+    lines += [
+        "",
+        "## Front ends",
+        "",
+        "The same wrk load and token through each proxy jwt-authz ships a configuration for, "
+        "in the same interleaved rounds as above. Each front end's floor is that proxy asking "
+        "the no-op server over the same protocol (`noop-authz`, gRPC or `--http`), so the ratio "
+        "is what jwt-authz's decision costs on that path. nginx runs one worker "
+        "(`worker_processes 1`, Debian's package) with `auth_request` to `/auth-request`, as "
+        "`deploy/nginx/` does; Envoy runs `--concurrency 1`.",
+        "",
+        "| front end | floor req/s | jwt-authz req/s | jwt-authz vs floor | p50 µs | p99 µs | floor rounds | jwt-authz rounds |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for label, floor_key, key in FRONTS:
+        if floor_key not in e or key not in e:
+            lines.append(f"| {label} | not measured (proxy not installed) | | | | | | |")
+            continue
+        f, x = e[floor_key], e[key]
+        lines.append(
+            f"| {label} | {f['rps']:,.0f} | {x['rps']:,.0f} | {pct(x['rps'] / f['rps'])} | "
+            f"{x['p50_us']:.0f} | {x['p99_us']:.0f} | {', '.join(f'{v:,}' for v in f['rounds'])} | "
+            f"{', '.join(f'{v:,}' for v in x['rounds'])} |")
     lines += [
         "",
         "## CPU and memory",
