@@ -254,6 +254,7 @@ async fn decision_log_names_a_fingerprint_never_the_token() {
     let allow = running.wait_log("\"decision\":\"allow\"");
     let deny = running.wait_log("\"reason\":\"expired\"");
     assert_eq!(allow["fields"]["sub"], "u-log");
+    assert_eq!(allow["fields"]["front_end"], "grpc");
     let fingerprint = allow["fields"]["token"].as_str().expect("fingerprint");
     assert_eq!(fingerprint.len(), 12);
     assert_ne!(deny["fields"]["token"], allow["fields"]["token"]);

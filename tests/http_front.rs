@@ -433,3 +433,20 @@ http:
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test]
+async fn an_oversized_request_head_is_refused_before_any_decision() {
+    let (_jwks, _key, server) = start().await;
+    let many: Vec<(String, String)> = (0..150)
+        .map(|i| (format!("x-filler-{i}"), "v".to_owned()))
+        .collect();
+    let headers: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let answer = send(&server, "GET", "/ext-authz/x", &headers).await;
+    assert_eq!(answer.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let (_, metrics) = server.admin_get("/metrics").await;
+    assert_eq!(
+        metric(&metrics, "jwt_authz_checks_total", &[("front_end", "http")]),
+        0,
+        "{metrics}"
+    );
+}
