@@ -257,10 +257,13 @@ impl Runtime {
     }
 
     /// Answers a request that cannot be decided on: its front end could not say what the
-    /// original request was. Shadow mode applies as to any denial.
-    pub fn refuse(&self, http: &Incoming<'_>, deny: Deny) -> Outcome<'_> {
+    /// original request was. Always a denial, shadow mode or not: no rule is known, and a
+    /// client able to garble the description must not reach a route that `rules[].mode:
+    /// enforce` protects under a top-level `mode: shadow`.
+    pub fn refuse(&self, deny: Deny) -> Outcome<'_> {
         let mut outcome = Outcome::pending();
-        self.conclude(http, Err(deny), None, &mut outcome);
+        outcome.reason = deny.answer().reason;
+        outcome.verdict = Verdict::Deny(deny.denial(&self.config.realm));
         outcome
     }
 

@@ -169,44 +169,15 @@ impl Server {
             .set_service_status(AUTHORIZATION_SERVICE, ServingStatus::NotServing)
             .await;
         let _ = stop_grpc.send(true);
-        let http_result = match http_task {
-            Some(task) => {
-                let abort = task.abort_handle();
-                match tokio::time::timeout(DRAIN_TIMEOUT, task).await {
-                    Ok(result) => Some(result),
-                    Err(_) => {
-                        tracing::warn!(
-                            ?DRAIN_TIMEOUT,
-                            "HTTP authorization connections still open after the drain timeout; closing them"
-                        );
-                        abort.abort();
-                        None
-                    }
-                }
+        // Both check ports drain at once, under one deadline; the admin port after them.
+        let (grpc_result, http_result) = tokio::join!(drained(grpc_task, "gRPC"), async {
+            match http_task {
+                Some(task) => drained(task, "HTTP authorization").await,
+                None => None,
             }
-            None => None,
-        };
-        let grpc_abort = grpc_task.abort_handle();
-        let grpc_result = match tokio::time::timeout(DRAIN_TIMEOUT, grpc_task).await {
-            Ok(result) => Some(result),
-            Err(_) => {
-                tracing::warn!(
-                    ?DRAIN_TIMEOUT,
-                    "gRPC connections still open after the drain timeout; closing them"
-                );
-                grpc_abort.abort();
-                None
-            }
-        };
+        });
         let _ = stop_admin.send(true);
-        let admin_abort = admin_task.abort_handle();
-        let admin_result = match tokio::time::timeout(DRAIN_TIMEOUT, admin_task).await {
-            Ok(result) => Some(result),
-            Err(_) => {
-                admin_abort.abort();
-                None
-            }
-        };
+        let admin_result = drained(admin_task, "admin").await;
         match grpc_result {
             Some(Ok(result)) => result?,
             Some(Err(join)) => tracing::error!(error = %join, "gRPC server task failed"),
@@ -223,5 +194,26 @@ impl Server {
             None => {}
         }
         Ok(())
+    }
+}
+
+/// Waits up to [`DRAIN_TIMEOUT`] for a server task to finish after its shutdown signal,
+/// then aborts it (`None`).
+async fn drained<T>(
+    task: tokio::task::JoinHandle<T>,
+    what: &str,
+) -> Option<Result<T, tokio::task::JoinError>> {
+    let abort = task.abort_handle();
+    match tokio::time::timeout(DRAIN_TIMEOUT, task).await {
+        Ok(result) => Some(result),
+        Err(_) => {
+            tracing::warn!(
+                ?DRAIN_TIMEOUT,
+                port = what,
+                "connections still open after the drain timeout; closing them"
+            );
+            abort.abort();
+            None
+        }
     }
 }

@@ -150,6 +150,18 @@ async fn public_routes_strip_identity(front: Front) {
         assert_eq!(seen["path"], path, "{front:?}");
         assert_eq!(seen["user"], json!(null), "{front:?} {path}: {seen}");
         assert_eq!(seen["role"], json!(null), "{front:?} {path}: {seen}");
+        // The underscore spelling, which CGI-style apps read as the same header: refused
+        // by Envoy, dropped by nginx, removed by Caddy.
+        let (status, _, seen) = gw.get(path, None, &[("x_user_id", "alice")]).await;
+        match front {
+            Front::EnvoyGrpc | Front::EnvoyHttp => {
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{front:?} {path}: {seen}")
+            }
+            Front::Nginx | Front::Caddy => {
+                assert_eq!(status, StatusCode::OK, "{front:?} {path}");
+                assert_eq!(seen["underscored"], json!([]), "{front:?} {path}: {seen}");
+            }
+        }
     }
 }
 

@@ -450,3 +450,37 @@ async fn an_oversized_request_head_is_refused_before_any_decision() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_garbled_forward_auth_request_is_refused_even_in_shadow_mode() {
+    let (_jwks, _key, server) = start_with_key(
+        r#"
+mode: shadow
+rules:
+  - name: admin
+    match: {path: {prefix: /admin/}}
+    access: deny
+    mode: enforce
+"#,
+    )
+    .await;
+    // Shadow mode lets a described request through...
+    assert_eq!(
+        send(
+            &server,
+            "GET",
+            "/forward-auth",
+            &forwarded("GET", "/x", "a.test")
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    // ...but not one whose description a client could have garbled: no rule is known, and
+    // it might have been about /admin/.
+    let mut twice = forwarded("GET", "/admin/x", "a.test");
+    twice.push(("x-forwarded-uri", "/x"));
+    let answer = send(&server, "GET", "/forward-auth", &twice).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.header("x-user-id"), None);
+}

@@ -90,7 +90,7 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
                     endpoint = %endpoint.path,
                     "forward-auth request without exactly one valid header; is the proxy set to overwrite it?"
                 );
-                (runtime.refuse(&own, Deny::BadForwardedRequest), own)
+                (runtime.refuse(Deny::BadForwardedRequest), own)
             }
         };
         super::record(
@@ -133,7 +133,12 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
             headers: &headers,
             context_extensions: &no_extensions,
         };
-        let outcome = runtime.check(&incoming).await;
+        // Envoy always sends one valid `:authority`; anything else did not come from it.
+        let outcome = if valid_host(host) {
+            runtime.check(&incoming).await
+        } else {
+            runtime.refuse(Deny::BadForwardedRequest)
+        };
         super::record(&state.metrics, FrontEnd::Http, &incoming, &outcome, started);
         return encode(outcome.verdict, Removal::EnvoyHeader, &parts.method);
     }
@@ -186,14 +191,19 @@ fn forwarded(
         return Err(uri_name);
     }
     let host = one(host_name)?;
-    if host.is_empty()
-        || host.len() > MAX_HOST_BYTES
-        || host.contains('@')
-        || host.parse::<axum::http::uri::Authority>().is_err()
-    {
+    if !valid_host(host) {
         return Err(host_name);
     }
     Ok((method, uri, host))
+}
+
+/// A host (with an optional port) as a request names it: an authority without userinfo,
+/// at most [`MAX_HOST_BYTES`]. Two joined `Host` headers (`a,b`) are not one.
+fn valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= MAX_HOST_BYTES
+        && !host.contains(['@', ','])
+        && host.parse::<axum::http::uri::Authority>().is_ok()
 }
 
 /// How an allow says which identity headers the upstream request must not carry.

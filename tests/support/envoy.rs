@@ -91,6 +91,13 @@ pub async fn echo_upstream() -> u16 {
             "path": uri.path_and_query().map(|p| p.as_str().to_owned()),
             "user": header("x-user-id"),
             "role": header("x-user-role"),
+            // Header names an app may read as identity headers (x_user_id is HTTP_X_USER_ID
+            // to CGI-style apps, like x-user-id).
+            "underscored": headers
+                .keys()
+                .map(|k| k.as_str())
+                .filter(|k| k.contains('_'))
+                .collect::<Vec<_>>(),
         }))
     });
     tokio::spawn(async move {

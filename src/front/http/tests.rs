@@ -65,6 +65,7 @@ fn a_missing_repeated_or_malformed_header_is_named() {
         ("x-forwarded-uri", "*"),
         ("x-forwarded-host", ""),
         ("x-forwarded-host", "user@api.test"),
+        ("x-forwarded-host", "a.test,b.test"),
         ("x-forwarded-host", "api.test/public"),
         ("x-forwarded-host", &"h".repeat(300)),
     ] {
