@@ -5,6 +5,7 @@
 //! - [`extract`]: finding the one token in a request (bearer, header, cookie, query).
 //! - [`keys`]: a JWKS document turned into ready verifiers, one per usable key.
 //! - [`crypto`]: keys parsed by aws-lc once per fetch, plugged into `jsonwebtoken`.
+//! - [`dpop`]: DPoP proofs (RFC 9449) and JWK thumbprints (RFC 7638).
 //! - [`jwks`]: per-provider key stores: fetch, refresh, unknown-kid refetch, stale-on-error.
 //! - [`verify`]: choosing provider and key, verifying signature and claims.
 //! - [`token_cache`]: the verified-token cache, bounded by entries and bytes.
@@ -25,6 +26,7 @@ pub mod authz;
 pub mod claims;
 pub mod config;
 pub mod crypto;
+pub mod dpop;
 pub mod explain;
 pub mod extract;
 pub mod front;
