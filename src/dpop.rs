@@ -12,6 +12,8 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
+pub mod replay;
+
 #[cfg(test)]
 mod tests;
 

@@ -4,7 +4,7 @@
 //! identity headers, a client trying to choose the request that gets decided, and public
 //! routes that must not pass a client's identity headers on either.
 //!
-//! nginx and Caddy come from Debian (scripts/ensure-proxies.sh, run by `make test`); a test
+//! nginx and Caddy come from Debian (scripts/ensure-packages.sh, run by `make test`); a test
 //! is skipped, saying so, only when that script reported the package as uninstallable.
 
 mod support;

@@ -117,37 +117,43 @@ pub enum Front {
 
 impl Front {
     /// The proxy's binary, or `None` (with the reason printed) when the test script could
-    /// not install it and said so in `JWT_AUTHZ_UNAVAILABLE_PROXIES`. Any other missing
+    /// not install it and said so in `JWT_AUTHZ_UNAVAILABLE_PACKAGES`. Any other missing
     /// binary fails the test.
     pub fn binary(self) -> Option<PathBuf> {
-        let name = match self {
-            Front::EnvoyGrpc | Front::EnvoyHttp => return Some(envoy_binary()),
-            Front::Nginx => "nginx",
-            Front::Caddy => "caddy",
-        };
-        let found = ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"]
-            .iter()
-            .map(|dir| Path::new(dir).join(name))
-            .chain(
-                std::env::var_os("PATH")
-                    .iter()
-                    .flat_map(std::env::split_paths)
-                    .map(|dir| dir.join(name)),
-            )
-            .find(|p| p.is_file());
-        if found.is_none()
-            && std::env::var("JWT_AUTHZ_UNAVAILABLE_PROXIES")
-                .is_ok_and(|list| list.split_whitespace().any(|n| n == name))
-        {
-            eprintln!(
-                "SKIPPED: {name} is not installed and scripts/ensure-proxies.sh could not install it"
-            );
-            return None;
+        match self {
+            Front::EnvoyGrpc | Front::EnvoyHttp => Some(envoy_binary()),
+            Front::Nginx => debian_binary("nginx"),
+            Front::Caddy => debian_binary("caddy"),
         }
-        Some(found.unwrap_or_else(|| {
-            panic!("{name} not found: run scripts/ensure-proxies.sh (make test does)")
-        }))
     }
+}
+
+/// A binary from a Debian package that scripts/ensure-packages.sh installs, or `None` (with
+/// the reason printed) when that script could not install it and said so in
+/// `JWT_AUTHZ_UNAVAILABLE_PACKAGES`. Any other missing binary fails the test.
+pub fn debian_binary(name: &str) -> Option<PathBuf> {
+    let found = ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .chain(
+            std::env::var_os("PATH")
+                .iter()
+                .flat_map(std::env::split_paths)
+                .map(|dir| dir.join(name)),
+        )
+        .find(|p| p.is_file());
+    if found.is_none()
+        && std::env::var("JWT_AUTHZ_UNAVAILABLE_PACKAGES")
+            .is_ok_and(|list| list.split_whitespace().any(|n| n == name))
+    {
+        eprintln!(
+            "SKIPPED: {name} is not installed and scripts/ensure-packages.sh could not install it"
+        );
+        return None;
+    }
+    Some(found.unwrap_or_else(|| {
+        panic!("{name} not found: run scripts/ensure-packages.sh (make test does)")
+    }))
 }
 
 pub struct Stack {

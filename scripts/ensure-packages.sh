@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Installs nginx and Caddy from Debian when missing (the end-to-end tests of the HTTP front
-# ends run them). Prints, on stdout, the names of those that are still unavailable, one per
-# line, and on stderr why; tests/e2e_proxies.rs skips only the proxies listed in
-# $JWT_AUTHZ_UNAVAILABLE_PROXIES and fails on any other missing binary.
+# Installs the Debian packages the tests run for real when they are missing: nginx and Caddy
+# (tests/e2e_proxies.rs) and redis-server (tests/replay_store.rs). Prints, on stdout, the
+# binaries that are still unavailable, one per line, and on stderr why; the tests skip only
+# what is listed in $JWT_AUTHZ_UNAVAILABLE_PACKAGES and fail on any other missing binary.
 set -uo pipefail
+# nginx lives in /usr/sbin, which is not on every user's PATH.
+export PATH="$PATH:/usr/sbin:/sbin"
 
 missing=()
-for bin in nginx caddy; do
-  command -v "$bin" >/dev/null 2>&1 || missing+=("$bin")
+# binary:package
+wanted=(nginx:nginx caddy:caddy redis-server:redis-server)
+for entry in "${wanted[@]}"; do
+  command -v "${entry%%:*}" >/dev/null 2>&1 || missing+=("${entry#*:}")
 done
 if ((${#missing[@]})); then
   sudo=()
@@ -26,7 +30,8 @@ if ((${#missing[@]})); then
     echo "apt-get could not install ${missing[*]} (see above)" >&2
   fi
 fi
-for bin in nginx caddy; do
+for entry in "${wanted[@]}"; do
+  bin=${entry%%:*}
   if ! command -v "$bin" >/dev/null 2>&1; then
     echo "$bin is not installed and could not be installed" >&2
     echo "$bin"
