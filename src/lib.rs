@@ -6,6 +6,7 @@
 //! - [`keys`]: a JWKS document turned into ready verifiers, one per usable key.
 //! - [`crypto`]: keys parsed by aws-lc once per fetch, plugged into `jsonwebtoken`.
 //! - [`dpop`]: DPoP proofs (RFC 9449) and JWK thumbprints (RFC 7638).
+//! - [`mtls`]: certificate-bound tokens (RFC 8705 §3): the client certificate's thumbprint.
 //! - [`jwks`]: per-provider key stores: fetch, refresh, unknown-kid refetch, stale-on-error.
 //! - [`verify`]: choosing provider and key, verifying signature and claims.
 //! - [`token_cache`]: the verified-token cache, bounded by entries and bytes.
@@ -34,6 +35,7 @@ pub mod identity;
 pub mod jwks;
 pub mod keys;
 pub mod metrics;
+pub mod mtls;
 pub mod policy;
 pub mod request;
 pub mod response;
