@@ -11,11 +11,29 @@ use std::time::{Duration, Instant};
 
 const WORKSPACE: &str = env!("CARGO_MANIFEST_DIR");
 
+/// A loopback port nothing listens on, for a process the test starts next. Taken below the
+/// kernel's ephemeral range (from 32768 on Linux): a port the kernel hands out for `:0` can
+/// be handed again at once as the source port of any outgoing connection, and the process
+/// then fails to bind it ("Address already in use").
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    let (low, high) = ephemeral_floor();
+    for _ in 0..1000 {
+        let port = fastrand::u16(low..high);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..{high}");
+}
+
+/// The range to pick from: 10,000 ports ending where the ephemeral range starts.
+fn ephemeral_floor() -> (u16, u16) {
+    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let high = start.max(11_024);
+    (high - 10_000, high)
 }
 
 /// This workspace's binaries, built once if the test run did not build them.
