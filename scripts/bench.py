@@ -215,7 +215,7 @@ def envoy_config(ports, upstream, noop, authz, admin, rsa_jwks, noop_http, authz
             typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
 """
 
-    def ext_authz(cluster):
+    def ext_authz_filter(service):
         return f"""
           - name: envoy.filters.http.ext_authz
             typed_config:
@@ -223,21 +223,18 @@ def envoy_config(ports, upstream, noop, authz, admin, rsa_jwks, noop_http, authz
               transport_api_version: V3
               failure_mode_allow: false
               status_on_error: {{code: ServiceUnavailable}}
-              grpc_service: {{envoy_grpc: {{cluster_name: {cluster}}}, timeout: 1s}}"""
+              {service}"""
+
+    def ext_authz(cluster):
+        return ext_authz_filter(
+            f"grpc_service: {{envoy_grpc: {{cluster_name: {cluster}}}, timeout: 1s}}")
 
     def ext_authz_http(cluster):
-        return f"""
-          - name: envoy.filters.http.ext_authz
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
-              transport_api_version: V3
-              failure_mode_allow: false
-              status_on_error: {{code: ServiceUnavailable}}
-              http_service:
+        return ext_authz_filter(f"""http_service:
                 path_prefix: /ext-authz
                 server_uri: {{uri: "http://authz", cluster: {cluster}, timeout: 1s}}
                 authorization_response:
-                  allowed_upstream_headers: {{patterns: [{{exact: x-user-id}}]}}"""
+                  allowed_upstream_headers: {{patterns: [{{exact: x-user-id}}]}}""")
 
     def jwt_authn(cache):
         cache_cfg = "\n                  jwt_cache_config: {jwt_cache_size: 10000}" if cache else ""

@@ -15,17 +15,26 @@ const EXAMPLE_JKT: &str = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
 
 const ALGS: &[Algorithm] = &[Algorithm::ES256, Algorithm::PS256, Algorithm::EdDSA];
 
-fn resource_request(now: u64) -> Expected<'static> {
+/// A GET of `uri` with `access_token` at `now`: 60 s window, 5 s leeway, [`ALGS`].
+fn get(uri: &'static str, access_token: &'static str, now: u64) -> Expected<'static> {
     Expected {
         method: "GET",
-        uri: "https://resource.example.org/protectedresource",
-        access_token: Some(ACCESS_TOKEN),
+        uri,
+        access_token: Some(access_token),
         nonce: None,
         algorithms: ALGS,
         now,
         max_age: 60,
         leeway: 5,
     }
+}
+
+fn resource_request(now: u64) -> Expected<'static> {
+    get(
+        "https://resource.example.org/protectedresource",
+        ACCESS_TOKEN,
+        now,
+    )
 }
 
 #[test]
@@ -206,16 +215,7 @@ fn claims(now: u64) -> Value {
 }
 
 fn api_request(now: u64) -> Expected<'static> {
-    Expected {
-        method: "GET",
-        uri: "https://api.test/orders",
-        access_token: Some("the.access.token"),
-        nonce: None,
-        algorithms: ALGS,
-        now,
-        max_age: 60,
-        leeway: 5,
-    }
+    get("https://api.test/orders", "the.access.token", now)
 }
 
 #[test]

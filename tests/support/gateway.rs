@@ -46,6 +46,19 @@ impl Gateway {
         Ok(body["accessToken"].as_str().expect("token").to_owned())
     }
 
+    /// The status of bob's login sent with a bearer token that is not a token: the login
+    /// route is public, so the token must not matter.
+    pub async fn login_status_with_a_bad_token(&self) -> StatusCode {
+        self.client
+            .post(format!("{}/auth/login", self.base))
+            .bearer_auth("not.a.token")
+            .json(&json!({"username": "bob", "password": "bob-password"}))
+            .send()
+            .await
+            .expect("login")
+            .status()
+    }
+
     pub async fn login(&self, user: &str, password: &str) -> String {
         self.try_login(user, password)
             .await
