@@ -6,6 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Incremental compilation state is over a gigabyte of target/ and buys little for one full
+# run (CI builds once, from nothing), and a CI disk can be small: off unless asked for. Say
+# how much disk there is, so a full disk is plain from the log.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+echo "== disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free for target/"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
