@@ -58,6 +58,8 @@ async fn check(
             host: &http.host,
             headers: &http.headers,
             context_extensions: ext,
+            scheme: Some(&http.scheme),
+            certificate: None,
         })
         .await;
     (outcome.allowed, check_response(outcome.verdict))

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, JwksHttpConfig, Mode, TokenSource};
+use crate::config::{Config, DpopMode, JwksHttpConfig, Mode, ReplayStoreConfig, TokenSource};
+use crate::dpop::replay::{MemoryStore, RedisStore, ReplayStore, StoreError};
 use crate::extract::{self, ExtractError};
 use crate::identity;
 use crate::jwks::{self, KeyStore};
@@ -14,6 +15,7 @@ use crate::metrics::{KeySetStatus, Metrics};
 use crate::policy::{AccessKind, Policy, Route};
 use crate::request::{self, Incoming, RequestInfo};
 use crate::response::{Denial, Deny, Verdict};
+use crate::sender::{self, ReplayCheck};
 use crate::token_cache::{self, TokenCache};
 use crate::verify::{self, Provider, VerifiedToken, Verifier, VerifyError};
 
@@ -43,6 +45,61 @@ pub enum StartError {
     Rule(#[from] regex::Error),
     #[error("providers[{index}].jwks_http: {message}")]
     Client { index: usize, message: String },
+    #[error("dpop.replay_store: {0}")]
+    ReplayStore(StoreError),
+}
+
+/// The DPoP replay store in force, with what it was built from: a reload that changes
+/// neither keeps it (and every `jti` it remembers).
+#[derive(Debug, Clone)]
+struct Replay {
+    store: ReplayStore,
+    config: ReplayStoreConfig,
+    window: std::time::Duration,
+}
+
+impl Replay {
+    /// The store for `config`'s DPoP providers, if any; carried over from `previous` when
+    /// its settings are unchanged.
+    fn start(config: &Config, previous: Option<&Replay>) -> Result<Option<Self>, StartError> {
+        let Some(window) = config
+            .providers
+            .iter()
+            .filter(|p| p.dpop.mode != DpopMode::Off)
+            .map(|p| p.dpop.replay_window())
+            .max()
+        else {
+            return Ok(None);
+        };
+        let wanted = &config.dpop.replay_store;
+        if let Some(previous) = previous.filter(|p| &p.config == wanted && p.window == window) {
+            return Ok(Some(previous.clone()));
+        }
+        let store = match wanted {
+            ReplayStoreConfig::Memory { max_entries } => {
+                ReplayStore::Memory(MemoryStore::new(window, *max_entries))
+            }
+            ReplayStoreConfig::Redis {
+                url,
+                key_prefix,
+                timeout,
+            } => ReplayStore::Redis(
+                RedisStore::new(url, key_prefix, *timeout).map_err(StartError::ReplayStore)?,
+            ),
+        };
+        Ok(Some(Self {
+            store,
+            config: wanted.clone(),
+            window,
+        }))
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.store {
+            ReplayStore::Memory(_) => "memory",
+            ReplayStore::Redis(_) => "redis",
+        }
+    }
 }
 
 /// Everything built from one configuration.
@@ -59,6 +116,10 @@ pub struct Runtime {
     /// Checks in flight, held under `limits.max_concurrent_checks` (a counter: no permit
     /// queue is needed, since the excess is answered at once).
     in_flight: AtomicUsize,
+    /// Where DPoP proofs' `jti`s are remembered; `None` when no provider takes DPoP.
+    replay: Option<Replay>,
+    /// The DPoP challenge's `algs` (RFC 9449 §7.1), when some provider takes DPoP.
+    dpop_algs: Option<String>,
 }
 
 impl Drop for Runtime {
@@ -168,11 +229,28 @@ impl Runtime {
             );
             providers.push(Provider { index, store });
         }
+        let replay = Replay::start(&config, previous.and_then(|p| p.replay.as_ref()))?;
+        let mut algs: Vec<String> = Vec::new();
+        for provider in config
+            .providers
+            .iter()
+            .filter(|p| p.dpop.mode != DpopMode::Off)
+        {
+            for alg in &provider.dpop.algorithms {
+                let name = format!("{alg:?}");
+                if !algs.contains(&name) {
+                    algs.push(name);
+                }
+            }
+        }
+        let dpop_algs = (!algs.is_empty()).then(|| algs.join(" "));
         let refreshers = providers
             .iter()
             .map(|p| p.store.spawn_refresher())
             .collect();
         Ok(Self {
+            replay,
+            dpop_algs,
             in_flight: AtomicUsize::new(0),
             cache: TokenCache::new(&config.token_cache),
             config: Arc::new(config),
@@ -263,8 +341,13 @@ impl Runtime {
     pub fn refuse(&self, deny: Deny) -> Outcome<'_> {
         let mut outcome = Outcome::pending();
         outcome.reason = deny.answer().reason;
-        outcome.verdict = Verdict::Deny(deny.denial(&self.config.realm));
+        outcome.verdict = Verdict::Deny(self.denial(&deny));
         outcome
+    }
+
+    /// A denial as the client sees it, with the DPoP challenge when DPoP is accepted.
+    fn denial(&self, deny: &Deny) -> Denial {
+        deny.denial_with(&self.config.realm, self.dpop_algs.as_deref())
     }
 
     /// Turns the decision into the verdict: a denial stands in enforce mode and becomes a
@@ -304,7 +387,7 @@ impl Runtime {
                         provider.map_or("-", |p| p.config().name.as_str()),
                     );
                 } else {
-                    outcome.verdict = Verdict::Deny(deny.denial(&self.config.realm));
+                    outcome.verdict = Verdict::Deny(self.denial(&deny));
                     outcome.allowed = false;
                 }
             }
@@ -343,7 +426,7 @@ impl Runtime {
         {
             Ok(verdict) => verdict,
             // Unreachable (no claims, nothing unsafe), but never an allow by accident.
-            Err(deny) => Verdict::Deny(deny.denial(&self.config.realm)),
+            Err(deny) => Verdict::Deny(self.denial(&deny)),
         }
     }
 
@@ -397,6 +480,12 @@ impl Runtime {
         if !verify::audience_matches(&verified.claims, audiences) {
             return Err(Deny::Invalid(VerifyError::WrongAudience));
         }
+        // After the cache, on every request: a proof (or certificate) proves this request,
+        // not the token. The replay check comes before the claims check, so shadow mode
+        // never passes identity headers along with a replayed proof.
+        if let Some(replay) = self.sender_constraint(http, &found, provider, &verified)? {
+            self.first_use(&replay).await?;
+        }
         if route.kind == AccessKind::Claims && route.check_claims(&verified.claims).is_err() {
             return Err(Deny::InsufficientClaims);
         }
@@ -406,6 +495,64 @@ impl Runtime {
         let verdict = self.allow(Some((provider, &verified)), strip)?;
         outcome.reason = if cached { "cached" } else { "verified" };
         Ok(verdict)
+    }
+
+    /// The token's bindings checked against the request (module [`sender`]).
+    fn sender_constraint(
+        &self,
+        http: &Incoming<'_>,
+        found: &extract::Found<'_>,
+        provider: &Provider,
+        verified: &VerifiedToken,
+    ) -> Result<Option<ReplayCheck>, Deny> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let context = sender::Context {
+            public_scheme: self.config.dpop.scheme.as_deref(),
+            now,
+        };
+        let checked = sender::check(http, found, provider.config(), &verified.claims, context);
+        match &checked {
+            Ok(Some(_)) => {}
+            Err(
+                Deny::DpopMissingProof
+                | Deny::DpopMultipleProofs
+                | Deny::DpopInvalidProof(_)
+                | Deny::DpopKeyMismatch,
+            ) => self.metrics.record_dpop_proof("invalid"),
+            _ => {}
+        }
+        checked
+    }
+
+    /// Remembers an accepted proof's `jti`; a second use within its window is refused, and
+    /// so is every proof while the store cannot answer (never accepted unchecked).
+    async fn first_use(&self, check: &ReplayCheck) -> Result<(), Deny> {
+        let Some(replay) = &self.replay else {
+            // A provider took DPoP, so a store was built: unreachable, but fail closed.
+            return Err(Deny::ReplayStoreUnavailable);
+        };
+        match replay.store.first_use(&check.key, check.ttl).await {
+            Ok(true) => {
+                self.metrics.record_dpop_proof("accepted");
+                Ok(())
+            }
+            Ok(false) => {
+                self.metrics.record_dpop_proof("replayed");
+                Err(Deny::DpopReplayed)
+            }
+            Err(error) => {
+                let kind = match error {
+                    StoreError::Full(_) => "full",
+                    StoreError::Unavailable(_) => "unavailable",
+                };
+                tracing::warn!(%error, store = replay.kind(), "DPoP replay store failed; answering 503");
+                self.metrics.record_replay_store_error(replay.kind(), kind);
+                Err(Deny::ReplayStoreUnavailable)
+            }
+        }
     }
 
     /// The rule that applies to a request (for `explain`).

@@ -9,8 +9,13 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
+mod binding;
 #[cfg(test)]
 mod tests;
+
+pub use binding::{
+    CertificateBinding, DpopConfig, DpopMode, DpopProviderConfig, ReplayStoreConfig,
+};
 
 /// Everything jwt-authz needs to run, as read from `--config`.
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +52,9 @@ pub struct Config {
     /// The HTTP authorization endpoints, served when `listen.http` is set.
     #[serde(default)]
     pub http: HttpConfig,
+    /// What every DPoP provider shares: the replay store, the public scheme.
+    #[serde(default)]
+    pub dpop: DpopConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -264,6 +272,12 @@ pub struct ProviderConfig {
     /// Refuse tokens whose `exp - iat` is longer; tokens then need both claims.
     #[serde(default, with = "humantime_serde")]
     pub max_lifetime: Option<Duration>,
+    /// DPoP-bound tokens (RFC 9449): off, optional or required.
+    #[serde(default)]
+    pub dpop: DpopProviderConfig,
+    /// Certificate-bound tokens (RFC 8705 §3): whether tokens without a binding pass.
+    #[serde(default)]
+    pub certificate_binding: CertificateBinding,
 }
 
 /// TLS trust and credentials for fetching keys from a private endpoint, such as a Kubernetes
@@ -655,6 +669,7 @@ impl Config {
         self.token_cache.validate()?;
         self.identity.validate()?;
         self.http.validate()?;
+        self.dpop.validate()?;
         for (i, rule) in self.rules.iter().enumerate() {
             rule.validate(&format!("rules[{i}]"), &self.paths, &self.providers)?;
         }
@@ -752,6 +767,7 @@ impl ProviderConfig {
         }
         self.jwks_http
             .validate(&format!("{field}.jwks_http"), self)?;
+        self.dpop.validate(&format!("{field}.dpop"))?;
         self.jwks_cache.validate(&format!("{field}.jwks_cache"))
     }
 

@@ -2,9 +2,6 @@
 //! request, checked as §4.3 lists, and the RFC 7638 thumbprint that binds an access token
 //! (`cnf.jkt`, §6.1) to the proof's key. Replay of a proof's `jti` (§11.1) is the caller's:
 //! it needs a store shared by every replica.
-//!
-//! Not yet wired into the request path (issue 15): this is the proof verification it will
-//! call, tested against the RFC's own examples.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -14,6 +11,8 @@ use serde_json::{Map, Value};
 
 pub mod replay;
 
+#[cfg(test)]
+pub(crate) mod examples;
 #[cfg(test)]
 mod tests;
 

@@ -119,6 +119,8 @@ pub async fn explain(runtime: &Runtime, req: &Request) -> Report {
         host: &req.host,
         headers: &req.headers,
         context_extensions: &ext,
+        scheme: None,
+        certificate: None,
     };
     let config = runtime.config();
     let (canonical_path, path_error) = match request::canonical_path(&req.path, &config.paths) {

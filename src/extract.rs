@@ -14,6 +14,17 @@ mod tests;
 pub struct Found<'r> {
     pub token: &'r str,
     pub source: &'r TokenSource,
+    /// How the client presented it: `Authorization: DPoP` says the client holds the key
+    /// the token is bound to and sends a proof (RFC 9449 §7.1); every other place is a
+    /// bearer token.
+    pub scheme: Scheme,
+}
+
+/// The authentication scheme a token came with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Bearer,
+    Dpop,
 }
 
 impl Found<'_> {
@@ -48,23 +59,32 @@ pub fn extract<'r>(
     max_bytes: usize,
 ) -> Result<Option<Found<'r>>, ExtractError> {
     let mut found: Option<Found<'r>> = None;
-    let mut push = |token: &'r str, source: &'r TokenSource| {
+    let mut push = |token: &'r str, source: &'r TokenSource, scheme: Scheme| {
         if found.is_some() {
             return Err(ExtractError::Multiple);
         }
         if token.len() > max_bytes {
             return Err(ExtractError::TooLarge);
         }
-        found = Some(Found { token, source });
+        found = Some(Found {
+            token,
+            source,
+            scheme,
+        });
         Ok(())
     };
     for source in sources {
         match source {
             TokenSource::Bearer => {
                 if let Some(value) = headers.get("authorization") {
-                    for part in value.split(',') {
-                        if let Some(token) = strip_scheme(part.trim(), "bearer") {
-                            push(token, source)?;
+                    // `Authorization: DPoP` (RFC 9449 §7.1) is read here too, so a token sent
+                    // both ways is two tokens; whether its provider takes DPoP is decided
+                    // once the token is verified.
+                    for part in value.split(',').map(str::trim) {
+                        if let Some(token) = strip_scheme(part, "bearer") {
+                            push(token, source, Scheme::Bearer)?;
+                        } else if let Some(token) = strip_scheme(part, "dpop") {
+                            push(token, source, Scheme::Dpop)?;
                         }
                     }
                 }
@@ -79,7 +99,7 @@ pub fn extract<'r>(
                             },
                             None => part,
                         };
-                        push(token, source)?;
+                        push(token, source, Scheme::Bearer)?;
                     }
                 }
             }
@@ -89,7 +109,7 @@ pub fn extract<'r>(
                         if let Some((k, v)) = pair.trim().split_once('=')
                             && k.trim() == name
                         {
-                            push(v.trim().trim_matches('"'), source)?;
+                            push(v.trim().trim_matches('"'), source, Scheme::Bearer)?;
                         }
                     }
                 }
@@ -104,7 +124,7 @@ pub fn extract<'r>(
                         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
                         let k = request::decode_query_component(k).ok_or(ExtractError::BadQuery)?;
                         if k == name.as_str() {
-                            push(v, source)?;
+                            push(v, source, Scheme::Bearer)?;
                         }
                     }
                 }

@@ -46,6 +46,17 @@ struct CacheLabels {
     result: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProofLabels {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    store: &'static str,
+    error: &'static str,
+}
+
 /// Every metric jwt-authz exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -57,6 +68,8 @@ pub struct Metrics {
     jwks_age: Family<ProviderLabels, Gauge<f64, AtomicU64>>,
     token_cache: Family<CacheLabels, Counter>,
     shadow_denials: Family<ShadowLabels, Counter>,
+    dpop_proofs: Family<ProofLabels, Counter>,
+    replay_store_errors: Family<StoreLabels, Counter>,
 }
 
 fn check_duration_histogram() -> Histogram {
@@ -122,7 +135,21 @@ impl Metrics {
             "Requests allowed in shadow mode that enforce mode would deny, by reason, rule and provider",
             shadow_denials.clone(),
         );
+        let dpop_proofs = Family::<ProofLabels, Counter>::default();
+        registry.register(
+            "dpop_proofs",
+            "DPoP proofs checked, by result (accepted, replayed, invalid)",
+            dpop_proofs.clone(),
+        );
+        let replay_store_errors = Family::<StoreLabels, Counter>::default();
+        registry.register(
+            "dpop_replay_store_errors",
+            "DPoP replay-store calls that failed (each answered 503), by store (memory, redis) and error (full, unavailable)",
+            replay_store_errors.clone(),
+        );
         Self {
+            dpop_proofs,
+            replay_store_errors,
             shadow_denials,
             registry,
             checks,
@@ -161,6 +188,19 @@ impl Metrics {
                 rule: rule.to_owned(),
                 provider: provider.to_owned(),
             })
+            .inc();
+    }
+
+    /// `result` is `accepted`, `replayed` or `invalid`.
+    pub fn record_dpop_proof(&self, result: &'static str) {
+        self.dpop_proofs
+            .get_or_create(&ProofLabels { result })
+            .inc();
+    }
+
+    pub fn record_replay_store_error(&self, store: &'static str, error: &'static str) {
+        self.replay_store_errors
+            .get_or_create(&StoreLabels { store, error })
             .inc();
     }
 

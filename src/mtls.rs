@@ -2,8 +2,6 @@
 //! used only over a TLS connection authenticated with that certificate. Envoy passes the
 //! client certificate it saw in the `CheckRequest` (`source.certificate`, URL-encoded PEM, when
 //! `include_peer_certificate: true`); this module turns it into the thumbprint and compares.
-//!
-//! Not yet wired into the request path (issue 15).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -23,6 +23,12 @@ pub struct Incoming<'r> {
     pub headers: &'r HashMap<String, String>,
     /// Envoy's per-route context extensions (empty for other front ends).
     pub context_extensions: &'r HashMap<String, String>,
+    /// The scheme the client used (`https`), when the front end knows it: the DPoP `htu`
+    /// is compared with `scheme://host/path` (`dpop.scheme` overrides it).
+    pub scheme: Option<&'r str>,
+    /// The client's TLS certificate as Envoy reports it (URL-encoded PEM), for
+    /// certificate-bound tokens; `None` when there was none or the front end cannot tell.
+    pub certificate: Option<&'r str>,
 }
 
 /// The parts of a request that rules look at.

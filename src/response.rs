@@ -6,6 +6,7 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::r#type::v3::StatusCode;
 use tonic::Code;
 
+use crate::dpop::DpopError;
 use crate::identity::HeaderMutation;
 use crate::request::PathError;
 use crate::verify::{VerifiedToken, VerifyError};
@@ -39,6 +40,40 @@ pub enum Deny {
     Overloaded,
     /// Not decided within `limits.check_timeout`.
     TimedOut,
+    /// `Authorization: DPoP` without a `DPoP` proof header (RFC 9449 §4.3 check 1).
+    DpopMissingProof,
+    /// More than one `DPoP` header (§4.3 check 1).
+    DpopMultipleProofs,
+    /// The proof failed one of §4.3's checks 2 to 12.
+    DpopInvalidProof(DpopError),
+    /// The proof's `jti` was seen before within its window (§11.1).
+    DpopReplayed,
+    /// The token's `cnf.jkt` is not the proof key's thumbprint (§6.1).
+    DpopKeyMismatch,
+    /// `Authorization: DPoP` with a token that is not DPoP-bound (§7.1).
+    DpopUnbound,
+    /// A DPoP-bound token sent as a bearer token: a downgrade (§7.2).
+    DpopBoundAsBearer,
+    /// The token's provider requires DPoP and the token came as a bearer token.
+    DpopRequired,
+    /// `Authorization: DPoP` for a provider with DPoP off.
+    DpopNotAccepted,
+    /// The replay store did not answer (or is full): the proof cannot be checked for reuse.
+    ReplayStoreUnavailable,
+    /// A certificate-bound token (RFC 8705 §3) without a client certificate to check it.
+    CertificateMissing,
+    /// A certificate-bound token over a connection with another certificate (§3).
+    CertificateMismatch,
+    /// The provider requires certificate-bound tokens and this one is not bound.
+    CertificateRequired,
+}
+
+/// The authentication scheme a denial's challenge names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    Bearer,
+    /// RFC 9449 §7.1.
+    Dpop,
 }
 
 /// The client-visible shape of a denial.
@@ -50,6 +85,8 @@ pub struct Answer {
     pub error: &'static str,
     pub description: &'static str,
     pub challenge_error: bool,
+    /// Which scheme's challenge carries the error.
+    pub challenge: Challenge,
     /// Metric label and log field.
     pub reason: &'static str,
 }
@@ -186,6 +223,90 @@ impl Deny {
                 false,
                 "keys_unavailable",
             ),
+            Deny::ReplayStoreUnavailable => (
+                ServiceUnavailable,
+                Code::Unavailable,
+                "temporarily_unavailable",
+                "proof replay check unavailable, retry later",
+                false,
+                "replay_store_unavailable",
+            ),
+            Deny::DpopMissingProof
+            | Deny::DpopMultipleProofs
+            | Deny::DpopInvalidProof(_)
+            | Deny::DpopReplayed => {
+                let (description, reason) = match self {
+                    Deny::DpopMissingProof => ("DPoP proof required", "dpop_missing_proof"),
+                    Deny::DpopMultipleProofs => {
+                        ("more than one DPoP proof", "dpop_multiple_proofs")
+                    }
+                    Deny::DpopReplayed => ("DPoP proof already used", "dpop_replayed"),
+                    _ => ("invalid DPoP proof", "dpop_invalid_proof"),
+                };
+                return Answer {
+                    http: Unauthorized,
+                    grpc: Code::Unauthenticated,
+                    error: "invalid_dpop_proof",
+                    description,
+                    challenge_error: true,
+                    challenge: Challenge::Dpop,
+                    reason,
+                };
+            }
+            Deny::DpopKeyMismatch
+            | Deny::DpopUnbound
+            | Deny::DpopBoundAsBearer
+            | Deny::DpopRequired => {
+                let (description, reason) = match self {
+                    Deny::DpopKeyMismatch => ("invalid DPoP key binding", "dpop_key_mismatch"),
+                    Deny::DpopUnbound => ("token is not DPoP-bound", "dpop_unbound"),
+                    Deny::DpopBoundAsBearer => {
+                        ("DPoP-bound token sent as bearer", "dpop_bound_as_bearer")
+                    }
+                    _ => ("DPoP-bound token required", "dpop_required"),
+                };
+                return Answer {
+                    http: Unauthorized,
+                    grpc: Code::Unauthenticated,
+                    error: "invalid_token",
+                    description,
+                    challenge_error: true,
+                    challenge: Challenge::Dpop,
+                    reason,
+                };
+            }
+            Deny::DpopNotAccepted => (
+                Unauthorized,
+                Code::Unauthenticated,
+                "invalid_token",
+                "DPoP not accepted for this token",
+                true,
+                "dpop_not_accepted",
+            ),
+            Deny::CertificateMissing => (
+                Unauthorized,
+                Code::Unauthenticated,
+                "invalid_token",
+                "certificate-bound token without a client certificate",
+                true,
+                "certificate_missing",
+            ),
+            Deny::CertificateMismatch => (
+                Unauthorized,
+                Code::Unauthenticated,
+                "invalid_token",
+                "token bound to another certificate",
+                true,
+                "certificate_mismatch",
+            ),
+            Deny::CertificateRequired => (
+                Unauthorized,
+                Code::Unauthenticated,
+                "invalid_token",
+                "certificate-bound token required",
+                true,
+                "certificate_required",
+            ),
             Deny::Invalid(e) => {
                 let (description, reason) = match e {
                     VerifyError::Malformed => ("malformed token", "malformed"),
@@ -230,6 +351,7 @@ impl Deny {
             error,
             description,
             challenge_error,
+            challenge: Challenge::Bearer,
             reason,
         }
     }
@@ -237,19 +359,38 @@ impl Deny {
     /// The denial as the client sees it: status, headers and JSON body, the same whichever
     /// front end answers.
     pub fn denial(&self, realm: &str) -> Denial {
+        self.denial_with(realm, None)
+    }
+
+    /// [`Deny::denial`] where DPoP is accepted: `dpop_algs` (space-separated) is named in
+    /// the DPoP challenge (RFC 9449 §7.1), which is offered beside the Bearer one when the
+    /// request had no token at all.
+    pub fn denial_with(&self, realm: &str, dpop_algs: Option<&str>) -> Denial {
         let answer = self.answer();
         let mut headers = vec![
             ("content-type", "application/json".to_owned()),
             ("cache-control", "no-store".to_owned()),
         ];
         if answer.http != StatusCode::ServiceUnavailable {
-            let challenge = if answer.challenge_error {
+            let error = if answer.challenge_error {
                 format!(
-                    "Bearer realm=\"{realm}\", error=\"{}\", error_description=\"{}\"",
+                    ", error=\"{}\", error_description=\"{}\"",
                     answer.error, answer.description
                 )
             } else {
-                format!("Bearer realm=\"{realm}\"")
+                String::new()
+            };
+            let algs = dpop_algs
+                .map(|algs| format!(", algs=\"{algs}\""))
+                .unwrap_or_default();
+            let challenge = match answer.challenge {
+                Challenge::Dpop => format!("DPoP realm=\"{realm}\"{algs}{error}"),
+                // No token at all: either scheme will do (RFC 9110 §11.6.1 allows several
+                // challenges in one field).
+                Challenge::Bearer if !answer.challenge_error && dpop_algs.is_some() => {
+                    format!("Bearer realm=\"{realm}\", DPoP realm=\"{realm}\"{algs}")
+                }
+                Challenge::Bearer => format!("Bearer realm=\"{realm}\"{error}"),
             };
             headers.push(("www-authenticate", challenge));
         } else {

@@ -4,10 +4,10 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use jwt_authz::dpop::replay::{MemoryStore, RedisStore, ReplayStore, StoreError, proof_key};
+use support::redis::Redis;
 use support::stack::{debian_binary, free_port};
 
 const WINDOW: Duration = Duration::from_secs(60);
@@ -75,56 +75,6 @@ fn proof_keys_do_not_collide_across_field_boundaries() {
     assert_ne!(proof_key("a", "bc", "d"), proof_key("ab", "c", "d"));
     assert_ne!(proof_key("a", "b", "cd"), proof_key("a", "bc", "d"));
     assert_eq!(proof_key("a", "b", "c"), proof_key("a", "b", "c"));
-}
-
-/// A `redis-server` on a free loopback port, persistence off, killed on drop.
-struct Redis {
-    port: u16,
-    child: Child,
-}
-
-impl Redis {
-    fn start(binary: &std::path::Path, port: u16) -> Self {
-        let child = Command::new(binary)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "redis-server did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { port, child }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 fn replica(url: &str) -> ReplayStore {

@@ -410,3 +410,74 @@ fn http_port_is_off_by_default_and_its_endpoints_are_checked() {
     .unwrap();
     assert_eq!(config.listen.http, Some("127.0.0.1:9191".parse().unwrap()));
 }
+
+#[test]
+fn dpop_and_certificate_binding_parse_with_safe_defaults() {
+    let config = Config::from_yaml(MINIMAL).unwrap();
+    let p = &config.providers[0];
+    assert_eq!(p.dpop.mode, DpopMode::Off);
+    assert_eq!(p.certificate_binding, CertificateBinding::Optional);
+    assert_eq!(
+        config.dpop.replay_store,
+        ReplayStoreConfig::Memory {
+            max_entries: 1_000_000
+        }
+    );
+    let yaml = format!(
+        "{MINIMAL}    dpop: {{mode: required, algorithms: [ES256], max_age: 30s, leeway: 2s}}\n    certificate_binding: required\ndpop:\n  scheme: https\n  replay_store:\n    redis: {{url: \"redis://:secret@127.0.0.1:6379/0\"}}\n"
+    );
+    let config = Config::from_yaml(&yaml).unwrap();
+    let p = &config.providers[0];
+    assert_eq!(p.dpop.mode, DpopMode::Required);
+    assert_eq!(p.dpop.replay_window(), Duration::from_secs(34));
+    assert_eq!(p.certificate_binding, CertificateBinding::Required);
+    assert_eq!(config.dpop.scheme.as_deref(), Some("https"));
+    assert!(matches!(
+        &config.dpop.replay_store,
+        ReplayStoreConfig::Redis { key_prefix, timeout, .. }
+            if key_prefix == "jwt-authz:dpop:" && *timeout == Duration::from_millis(250)
+    ));
+}
+
+#[test]
+fn dpop_settings_are_validated() {
+    for (extra, field) in [
+        (
+            "    dpop: {mode: optional, algorithms: [HS256]}\n",
+            "providers[0].dpop.algorithms",
+        ),
+        (
+            "    dpop: {mode: optional, algorithms: []}\n",
+            "providers[0].dpop.algorithms",
+        ),
+        (
+            "    dpop: {mode: optional, max_age: 0s}\n",
+            "providers[0].dpop.max_age",
+        ),
+        (
+            "    dpop: {mode: optional, max_age: 2h}\n",
+            "providers[0].dpop.max_age",
+        ),
+        (
+            "    dpop: {mode: optional, leeway: 1h}\n",
+            "providers[0].dpop.leeway",
+        ),
+        ("dpop: {scheme: ftp}\n", "dpop.scheme"),
+        (
+            "dpop: {replay_store: {redis: {url: \"http://127.0.0.1\"}}}\n",
+            "dpop.replay_store.redis.url",
+        ),
+        (
+            "dpop: {replay_store: {redis: {url: \"redis://h\", timeout: 0s}}}\n",
+            "dpop.replay_store.redis.timeout",
+        ),
+        (
+            "dpop: {replay_store: {memory: {max_entries: 0}}}\n",
+            "dpop.replay_store.memory.max_entries",
+        ),
+    ] {
+        let error = error_of(&format!("{MINIMAL}{extra}"));
+        assert!(error.contains(field), "{extra}: {error}");
+    }
+    assert!(error_of(&format!("{MINIMAL}    dpop: {{mode: sometimes}}\n")).contains("mode"));
+}

@@ -118,3 +118,29 @@ fn sources_not_configured_are_not_read() {
         None
     );
 }
+
+#[test]
+fn dpop_scheme_is_read_from_authorization_and_counts_as_a_token() {
+    let sources = vec![TokenSource::Bearer];
+    for value in ["DPoP abc", "dpop abc", "DPOP\tabc"] {
+        let h = headers(&[("authorization", value)]);
+        let found = extract(&h, "/", &sources, 100).unwrap().unwrap();
+        assert_eq!(
+            (found.token, found.scheme),
+            ("abc", Scheme::Dpop),
+            "{value}"
+        );
+    }
+    let bearer = headers(&[("authorization", "Bearer abc")]);
+    let found = extract(&bearer, "/", &sources, 100).unwrap().unwrap();
+    assert_eq!(found.scheme, Scheme::Bearer);
+    // The same token sent both ways (two Authorization headers, joined) is two tokens.
+    let both = headers(&[("authorization", "Bearer abc, DPoP abc")]);
+    assert_eq!(
+        extract(&both, "/", &sources, 100),
+        Err(ExtractError::Multiple)
+    );
+    // `DPoPx` is not the scheme.
+    let lookalike = headers(&[("authorization", "DPoPabc")]);
+    assert_eq!(extract(&lookalike, "/", &sources, 100).unwrap(), None);
+}

@@ -45,6 +45,10 @@ impl Authorization for AuthorizationService {
     ) -> Result<Response<CheckResponse>, tonic::Status> {
         let started = Instant::now();
         let attributes = request.into_inner().attributes.unwrap_or_default();
+        let certificate = attributes
+            .source
+            .map(|peer| peer.certificate)
+            .filter(|pem| !pem.is_empty());
         let Some(http) = attributes.request.and_then(|r| r.http) else {
             return Err(tonic::Status::invalid_argument(
                 "no HTTP request attributes",
@@ -56,6 +60,8 @@ impl Authorization for AuthorizationService {
             host: &http.host,
             headers: &http.headers,
             context_extensions: &attributes.context_extensions,
+            scheme: Some(http.scheme.as_str()).filter(|s| !s.is_empty()),
+            certificate: certificate.as_deref(),
         };
         let runtime = self.runtime.load_full();
         let outcome = runtime.check(&incoming).await;

@@ -73,6 +73,10 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
             host: "",
             headers: &headers,
             context_extensions: &no_extensions,
+            // An HTTP authorization request carries neither: `dpop.scheme` names the
+            // scheme, and certificate-bound tokens need the gRPC front end.
+            scheme: None,
+            certificate: None,
         };
         let (outcome, incoming) = match forwarded(&parts.headers, endpoint.headers) {
             Ok((method, target, host)) => {
@@ -132,6 +136,10 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
             host,
             headers: &headers,
             context_extensions: &no_extensions,
+            // An HTTP authorization request carries neither: `dpop.scheme` names the
+            // scheme, and certificate-bound tokens need the gRPC front end.
+            scheme: None,
+            certificate: None,
         };
         // Envoy always sends one valid `:authority`; anything else did not come from it.
         let outcome = if valid_host(host) {

@@ -44,6 +44,8 @@ fn provider(algorithms: &[Algorithm]) -> ProviderConfig {
         mode: None,
         token_types: vec![],
         max_lifetime: None,
+        dpop: Default::default(),
+        certificate_binding: Default::default(),
     }
 }
 

@@ -13,6 +13,19 @@ fn every_reason_has_a_consistent_answer() {
         Deny::Invalid(VerifyError::Expired),
         Deny::Invalid(VerifyError::MissingClaim("secret-claim-name".into())),
         Deny::Invalid(VerifyError::KeysUnavailable),
+        Deny::DpopMissingProof,
+        Deny::DpopMultipleProofs,
+        Deny::DpopInvalidProof(crate::dpop::DpopError::WrongUri),
+        Deny::DpopReplayed,
+        Deny::DpopKeyMismatch,
+        Deny::DpopUnbound,
+        Deny::DpopBoundAsBearer,
+        Deny::DpopRequired,
+        Deny::DpopNotAccepted,
+        Deny::ReplayStoreUnavailable,
+        Deny::CertificateMissing,
+        Deny::CertificateMismatch,
+        Deny::CertificateRequired,
     ];
     for reason in reasons {
         let a = reason.answer();
@@ -60,4 +73,48 @@ fn challenge_follows_rfc_6750() {
     assert!(header(&denial, "www-authenticate").is_empty());
     assert_eq!(header(&denial, "retry-after"), ["5"]);
     assert_eq!(header(&denial, "cache-control"), ["no-store"]);
+}
+
+#[test]
+fn dpop_challenges_follow_rfc_9449_section_7_1() {
+    let algs = Some("ES256 EdDSA");
+    let denial = Deny::DpopReplayed.denial_with("r", algs);
+    assert_eq!(denial.status(), 401);
+    assert_eq!(
+        header(&denial, "www-authenticate"),
+        [
+            "DPoP realm=\"r\", algs=\"ES256 EdDSA\", error=\"invalid_dpop_proof\", error_description=\"DPoP proof already used\""
+        ]
+    );
+    let denial = Deny::DpopBoundAsBearer.denial_with("r", algs);
+    assert_eq!(
+        header(&denial, "www-authenticate"),
+        [
+            "DPoP realm=\"r\", algs=\"ES256 EdDSA\", error=\"invalid_token\", error_description=\"DPoP-bound token sent as bearer\""
+        ]
+    );
+    // No token: both schemes offered; without DPoP configured, Bearer only.
+    assert_eq!(
+        header(
+            &Deny::MissingToken.denial_with("r", algs),
+            "www-authenticate"
+        ),
+        ["Bearer realm=\"r\", DPoP realm=\"r\", algs=\"ES256 EdDSA\""]
+    );
+    assert_eq!(
+        header(&Deny::MissingToken.denial("r"), "www-authenticate"),
+        ["Bearer realm=\"r\""]
+    );
+    // A bearer-token problem stays a Bearer challenge.
+    assert_eq!(
+        header(
+            &Deny::Invalid(VerifyError::Expired).denial_with("r", algs),
+            "www-authenticate"
+        ),
+        ["Bearer realm=\"r\", error=\"invalid_token\", error_description=\"token expired\""]
+    );
+    // The store outage is a 503 with no challenge.
+    let denial = Deny::ReplayStoreUnavailable.denial_with("r", algs);
+    assert_eq!(denial.status(), 503);
+    assert!(header(&denial, "www-authenticate").is_empty());
 }

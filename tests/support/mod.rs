@@ -2,8 +2,10 @@
 //! verifier under test), a JWKS server on loopback, and jwt-authz started in-process on port 0.
 #![allow(dead_code)]
 
+pub mod dpop;
 pub mod envoy;
 pub mod gateway;
+pub mod redis;
 pub mod stack;
 pub mod tls;
 
