@@ -17,16 +17,7 @@ const HOST: &str = "api.test";
 
 /// A request as Envoy describes it over TLS (`scheme: https`).
 fn https_request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
-    let mut request = request(method, path, headers);
-    if let Some(http) = request
-        .attributes
-        .as_mut()
-        .and_then(|a| a.request.as_mut())
-        .and_then(|r| r.http.as_mut())
-    {
-        http.scheme = "https".into();
-    }
-    request
+    with_scheme(request(method, path, headers), "https")
 }
 
 fn url(path: &str) -> String {

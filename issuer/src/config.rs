@@ -160,6 +160,16 @@ pub struct Settings {
     /// a proxy such as Envoy that appends it).
     #[arg(long, env = "ISSUER_TRUST_FORWARDED_FOR", global = true)]
     pub trust_forwarded_for: bool,
+    /// How old a login's DPoP proof (RFC 9449 §4.3 check 11) may be; its `jti` is
+    /// remembered this long (plus 5 s of clock skew each way) in this process.
+    #[arg(long, env = "ISSUER_DPOP_MAX_AGE", default_value = "60s", value_parser = parse_ttl, global = true)]
+    pub dpop_max_age: Duration,
+    /// Bind tokens to the client certificate named in `x-forwarded-client-cert` (RFC 8705
+    /// §3). Set this only behind an Envoy that verifies client certificates and overwrites
+    /// the header (`forward_client_cert_details: SANITIZE_SET`, `cert: true`): anyone could
+    /// send it otherwise.
+    #[arg(long, env = "ISSUER_TRUST_CLIENT_CERT_HEADER", global = true)]
+    pub trust_client_cert_header: bool,
 }
 
 impl Settings {

@@ -13,6 +13,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::binding::{self, BindingError, Proofs};
 use crate::config::Settings;
 use crate::hashing::HashGate;
 use crate::keys::KeyRing;
@@ -30,6 +31,7 @@ pub struct AppState {
     pub keys: Arc<RwLock<Arc<KeyRing>>>,
     pub throttle: Arc<Throttle>,
     pub hashing: Arc<HashGate>,
+    pub proofs: Proofs,
 }
 
 impl AppState {
@@ -108,6 +110,32 @@ async fn login(State(state): State<AppState>, request: Request) -> Response {
         );
     }
     let address = client_address(&state.settings, &request);
+    // The proof is checked before the password: cheap, and a refused proof costs no
+    // password verification.
+    let cnf = match binding::confirmation(&state.settings, request.headers(), &state.proofs).await {
+        Ok(cnf) => cnf,
+        Err(BindingError::InvalidProof(description)) => {
+            // RFC 9449 §5: 400 with `invalid_dpop_proof`.
+            return error(StatusCode::BAD_REQUEST, "invalid_dpop_proof", description);
+        }
+        Err(BindingError::BadCertificate) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "client certificate header malformed",
+            );
+        }
+        Err(BindingError::Busy) => {
+            return with_retry_after(
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "too many logins in progress, retry later",
+                ),
+                Duration::from_secs(1),
+            );
+        }
+    };
     let body = match axum::body::to_bytes(request.into_body(), MAX_LOGIN_BODY).await {
         Ok(body) => body,
         Err(_) => {
@@ -218,14 +246,24 @@ async fn login(State(state): State<AppState>, request: Request) -> Response {
         &settings.issuer_url,
         &settings.audience,
         settings.token_ttl,
+        &cnf,
     ) {
         Ok(token) => {
-            tracing::info!(sub = %user.id, username = %user.username, kid = %ring.signer.entry.kid, "token issued");
+            // RFC 9449 §5: a DPoP-bound token's type is DPoP.
+            let token_type = if cnf.jkt.is_some() { "DPoP" } else { "Bearer" };
+            tracing::info!(
+                sub = %user.id,
+                username = %user.username,
+                kid = %ring.signer.entry.kid,
+                dpop = cnf.jkt.is_some(),
+                certificate = cnf.x5t_s256.is_some(),
+                "token issued"
+            );
             (
                 [(header::CACHE_CONTROL, "no-store")],
                 axum::Json(json!({
                     "accessToken": token,
-                    "tokenType": "Bearer",
+                    "tokenType": token_type,
                     "expiresIn": settings.token_ttl.as_secs(),
                 })),
             )
@@ -268,6 +306,12 @@ async fn discovery(State(state): State<AppState>) -> Response {
             "grant_types_supported": ["password"],
             "response_types_supported": ["token"],
             "subject_types_supported": ["public"],
+            "dpop_signing_alg_values_supported": binding::PROOF_ALGORITHMS
+                .iter()
+                .map(|alg| format!("{alg:?}"))
+                .collect::<Vec<_>>(),
+            // RFC 8705 §3.3.
+            "tls_client_certificate_bound_access_tokens": s.trust_client_cert_header,
         })),
     )
         .into_response()

@@ -2,6 +2,7 @@
 //! trusts. It mints RS256 tokens and publishes its keys.
 //!
 //! - [`config`]: flags and `ISSUER_*` environment variables.
+//! - [`binding`]: DPoP- and certificate-bound tokens (RFC 9449, RFC 8705) at login.
 //! - [`users`]: the SQLite user store with argon2id hashes.
 //! - [`keys`]: RSA keys on disk, rotation and pruning.
 //! - [`token`]: minting tokens.
@@ -9,6 +10,7 @@
 //! - [`hashing`]: the bound on password verifications in flight.
 //! - [`http`]: the HTTP API.
 
+pub mod binding;
 pub mod config;
 pub mod hashing;
 pub mod http;
@@ -69,8 +71,10 @@ impl Issuer {
         let ring = key_dir.load()?;
         let throttle = Throttle::new(settings.login_window);
         let hashing = HashGate::new(settings.hash_concurrency(), settings.login_hash_queue);
+        let proofs = binding::Proofs::new(settings.dpop_max_age);
         Ok(Self {
             state: AppState {
+                proofs,
                 settings: Arc::new(settings),
                 users,
                 keys: Arc::new(RwLock::new(Arc::new(ring))),

@@ -20,6 +20,25 @@ pub struct Claims<'a> {
     pub nbf: u64,
     pub exp: u64,
     pub jti: String,
+    /// The key or certificate the token is bound to (RFC 7800 `cnf`), if any.
+    #[serde(skip_serializing_if = "Confirmation::is_empty")]
+    pub cnf: &'a Confirmation,
+}
+
+/// RFC 7800 confirmation members: `jkt` for DPoP (RFC 9449 §6.1), `x5t#S256` for a client
+/// certificate (RFC 8705 §3.1).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct Confirmation {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
+    #[serde(rename = "x5t#S256", skip_serializing_if = "Option::is_none")]
+    pub x5t_s256: Option<String>,
+}
+
+impl Confirmation {
+    pub fn is_empty(&self) -> bool {
+        self.jkt.is_none() && self.x5t_s256.is_none()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +55,7 @@ pub fn mint(
     issuer: &str,
     audience: &str,
     ttl: Duration,
+    cnf: &Confirmation,
 ) -> Result<String, MintError> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -56,6 +76,7 @@ pub fn mint(
         nbf: now,
         exp: now + ttl.as_secs(),
         jti: crate::users::hex(&jti),
+        cnf,
     };
     Ok(jsonwebtoken::encode(&header, &claims, &key.encoding_key)?)
 }

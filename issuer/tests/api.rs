@@ -408,3 +408,50 @@ async fn over_real_sockets_with_address_throttling() {
         .expect("task")
         .expect("serve");
 }
+
+/// RFC 8705 §3: behind an Envoy that verifies client certificates and sets
+/// `x-forwarded-client-cert`, a login gets a token bound to that certificate; the header is
+/// ignored unless trusted, and one that a proxy appended to is refused.
+#[tokio::test]
+async fn a_login_over_mtls_gets_a_certificate_bound_token_only_when_trusted() {
+    let certificate = rcgen::generate_simple_self_signed(vec!["client.test".into()]).unwrap();
+    let encoded = percent_encoding::utf8_percent_encode(
+        &certificate.cert.pem(),
+        percent_encoding::NON_ALPHANUMERIC,
+    )
+    .to_string();
+    // Envoy's element: Hash, Cert (URL-encoded PEM), Subject.
+    let xfcc = format!("Hash=00ff;Cert=\"{encoded}\";Subject=\"CN=client.test\"");
+    let expected = URL_SAFE_NO_PAD.encode(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, certificate.cert.der()).as_ref(),
+    );
+    let with_header = |value: &str| {
+        let mut request = login("bob", "bob-password");
+        request.headers_mut().insert(
+            "x-forwarded-client-cert",
+            value.parse().expect("header value"),
+        );
+        request
+    };
+
+    let fx = Fixture::new();
+    let trusted = fx.issuer(&["--trust-client-cert-header"]).router();
+    let (status, _, body) = call(&trusted, with_header(&xfcc)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["tokenType"], "Bearer");
+    let token = body["accessToken"].as_str().expect("token");
+    let (_, claims) = verify_independently(token, &jwks(&trusted).await);
+    assert_eq!(claims["cnf"], json!({"x5t#S256": expected}));
+    let (status, _, body) = call(&trusted, with_header(&format!("{xfcc},{xfcc}"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    let fx = Fixture::new();
+    let untrusted = fx.issuer(&[]).router();
+    let (status, _, body) = call(&untrusted, with_header(&xfcc)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, claims) = verify_independently(
+        body["accessToken"].as_str().expect("token"),
+        &jwks(&untrusted).await,
+    );
+    assert!(claims.get("cnf").is_none(), "{claims}");
+}

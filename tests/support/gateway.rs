@@ -9,6 +9,8 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
+use super::dpop::DpopClient;
+
 /// Part `index` of a compact JWT (0 header, 1 claims), decoded.
 pub fn jwt_part(token: &str, index: usize) -> Value {
     let part = token.split('.').nth(index).expect("JWT part");
@@ -44,6 +46,50 @@ impl Gateway {
         }
         let body: Value = response.json().await.expect("json");
         Ok(body["accessToken"].as_str().expect("token").to_owned())
+    }
+
+    /// A login with a DPoP proof by `client` (RFC 9449 §5): the status and the JSON body.
+    pub async fn login_dpop(
+        &self,
+        user: &str,
+        password: &str,
+        client: &DpopClient,
+    ) -> (StatusCode, Value) {
+        let url = format!("{}/auth/login", self.base);
+        let response = self
+            .client
+            .post(&url)
+            .header("dpop", client.proof("POST", &url, None))
+            .json(&json!({"username": user, "password": password}))
+            .send()
+            .await
+            .expect("login request");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GET `path` with `Authorization: DPoP token` and `proof` (a fresh one unless given).
+    pub async fn get_dpop(
+        &self,
+        path: &str,
+        token: &str,
+        client: &DpopClient,
+        proof: Option<&str>,
+    ) -> (StatusCode, HeaderMap, Value) {
+        let fresh;
+        let proof = match proof {
+            Some(proof) => proof,
+            None => {
+                fresh = client.proof("GET", &format!("{}{path}", self.base), Some(token));
+                &fresh
+            }
+        };
+        self.get(
+            path,
+            None,
+            &[("authorization", &format!("DPoP {token}")), ("dpop", proof)],
+        )
+        .await
     }
 
     /// The status of bob's login sent with a bearer token that is not a token: the login

@@ -545,6 +545,20 @@ pub fn request_with(
     }
 }
 
+/// `request` as Envoy describes it for a client that used `scheme` (`http.scheme`, which
+/// the DPoP `htu` check reads).
+pub fn with_scheme(mut request: CheckRequest, scheme: &str) -> CheckRequest {
+    if let Some(http) = request
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        http.scheme = scheme.to_owned();
+    }
+    request
+}
+
 /// The gRPC code in the response's status (0 = OK).
 pub fn grpc_code(response: &CheckResponse) -> i32 {
     response.status.as_ref().map_or(-1, |s| s.code)
