@@ -54,10 +54,7 @@ async fn denials_401_and_403() {
     let gw = stack.gateway();
     let (status, headers, body) = gw.get("/api/orders", None, &[]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        headers["www-authenticate"],
-        "Bearer realm=\"jwt-authz-demo\""
-    );
+    assert_eq!(headers["www-authenticate"], support::DEMO_CHALLENGE);
     assert_eq!(body["error_description"], "bearer token required");
 
     let bob = gw.login("bob", "bob-password").await;

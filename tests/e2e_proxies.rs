@@ -51,7 +51,8 @@ async fn allow_deny_and_spoofed_identity(front: Front) {
     let (status, headers, body) = gw.get("/api/orders", None, &spoof).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{front:?}");
     assert_eq!(
-        headers["www-authenticate"], "Bearer realm=\"jwt-authz-demo\"",
+        headers["www-authenticate"],
+        support::DEMO_CHALLENGE,
         "{front:?}"
     );
     let (status, _, _) = gw.get("/api/users", Some(&bob), &spoof).await;
@@ -107,7 +108,8 @@ async fn client_cannot_choose_the_decided_request(front: Front) {
         let (status, headers, body) = gw.get(path, None, &describe_public).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{front:?} {path}: {body}");
         assert_eq!(
-            headers["www-authenticate"], "Bearer realm=\"jwt-authz-demo\"",
+            headers["www-authenticate"],
+            support::DEMO_CHALLENGE,
             "{front:?} {path}: jwt-authz denied it"
         );
     }

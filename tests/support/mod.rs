@@ -37,6 +37,9 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 pub const ISSUER: &str = "https://issuer.test";
+/// The demo stack's answer to a request without a token: a Bearer and a DPoP challenge
+/// (its provider takes DPoP optionally, with the default proof algorithms).
+pub const DEMO_CHALLENGE: &str = "Bearer realm=\"jwt-authz-demo\", DPoP realm=\"jwt-authz-demo\", algs=\"ES256 RS256 PS256 EdDSA\"";
 pub const AUDIENCE: &str = "api";
 
 pub fn b64(bytes: &[u8]) -> String {

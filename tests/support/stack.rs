@@ -182,7 +182,33 @@ pub struct Stack {
     pub authz_admin: u16,
     /// jwt-authz's HTTP authorization port (on in every stack).
     pub authz_http: u16,
+    /// The admin ports of every jwt-authz replica (the first is `authz_admin`).
+    pub replica_admins: Vec<u16>,
     procs: Vec<Proc>,
+}
+
+/// What a stack runs beyond the demo defaults.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub front: Front,
+    /// The proxy's public routes (/auth/, /.well-known/) go to this port instead of the
+    /// issuer, to see what a service behind them receives.
+    pub public_upstream: Option<u16>,
+    /// Appended to the demo jwt-authz configuration (top-level keys).
+    pub authz_extra: String,
+    /// jwt-authz processes behind the proxy (Envoy gRPC only): its cluster round-robins.
+    pub replicas: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            front: Front::EnvoyGrpc,
+            public_upstream: None,
+            authz_extra: String::new(),
+            replicas: 1,
+        }
+    }
 }
 
 impl Drop for Stack {
@@ -224,6 +250,25 @@ impl Stack {
     /// With `public_upstream`, the proxy's public routes (/auth/, /.well-known/) go to that
     /// port instead of the issuer, to see what a service behind them receives.
     pub fn start_front(front: Front, public_upstream: Option<u16>) -> Option<Self> {
+        Self::start_with(Options {
+            front,
+            public_upstream,
+            ..Options::default()
+        })
+    }
+
+    /// The demo stack as `options` say; `None` when its proxy is unavailable.
+    pub fn start_with(options: Options) -> Option<Self> {
+        let Options {
+            front,
+            public_upstream,
+            authz_extra,
+            replicas,
+        } = options;
+        assert!(
+            replicas == 1 || front == Front::EnvoyGrpc,
+            "replicas need Envoy's gRPC cluster"
+        );
         let proxy = front.binary()?;
         let dir = tempfile::tempdir().expect("tempdir");
         let logs = dir.path().join("logs");
@@ -236,9 +281,11 @@ impl Stack {
             authz_grpc: free_port(),
             authz_admin: free_port(),
             authz_http: free_port(),
+            replica_admins: Vec::new(),
             procs: Vec::new(),
             dir,
         };
+        stack.replica_admins.push(stack.authz_admin);
 
         stack.start_issuer();
         wait_http(
@@ -246,39 +293,51 @@ impl Stack {
             "issuer",
         );
 
-        let authz_config = render(
-            &std::fs::read_to_string(Path::new(WORKSPACE).join("config/jwt-authz.demo.yaml.tmpl"))
+        let (public_issuer, issuer_port) = (stack.base.clone(), stack.issuer_port);
+        let authz_config = |grpc: u16, admin: u16| {
+            let config = render(
+                &std::fs::read_to_string(
+                    Path::new(WORKSPACE).join("config/jwt-authz.demo.yaml.tmpl"),
+                )
                 .expect("template"),
-            &[
-                (
-                    "JWT_AUTHZ_GRPC_LISTEN",
-                    format!("127.0.0.1:{}", stack.authz_grpc),
-                ),
-                (
-                    "JWT_AUTHZ_ADMIN_LISTEN",
-                    format!("127.0.0.1:{}", stack.authz_admin),
-                ),
-                ("PUBLIC_ISSUER_URL", stack.base.clone()),
-                (
-                    "JWKS_URI",
-                    format!(
-                        "http://127.0.0.1:{}/.well-known/jwks.json",
-                        stack.issuer_port
+                &[
+                    ("JWT_AUTHZ_GRPC_LISTEN", format!("127.0.0.1:{grpc}")),
+                    ("JWT_AUTHZ_ADMIN_LISTEN", format!("127.0.0.1:{admin}")),
+                    ("PUBLIC_ISSUER_URL", public_issuer.clone()),
+                    (
+                        "JWKS_URI",
+                        format!("http://127.0.0.1:{issuer_port}/.well-known/jwks.json"),
                     ),
-                ),
-            ],
-        );
-        // A public rule no proxy routes to: only a decision about a client-supplied path
-        // (never the real one) could allow a request through it (tests/e2e_proxies.rs).
-        let authz_config = format!(
-            "{authz_config}  - name: e2e-public\n    match: {{path: {{prefix: /e2e-public/}}}}\n    access: public\n"
-        );
-        std::fs::write(stack.dir.path().join("jwt-authz.yaml"), authz_config).expect("write");
+                ],
+            );
+            // A public rule no proxy routes to: only a decision about a client-supplied path
+            // (never the real one) could allow a request through it (tests/e2e_proxies.rs).
+            format!(
+                "{config}  - name: e2e-public\n    match: {{path: {{prefix: /e2e-public/}}}}\n    access: public\n{authz_extra}"
+            )
+        };
+        std::fs::write(
+            stack.dir.path().join("jwt-authz.yaml"),
+            authz_config(stack.authz_grpc, stack.authz_admin),
+        )
+        .expect("write");
         stack.start_authz();
-        wait_http(
-            &format!("http://127.0.0.1:{}/readyz", stack.authz_admin),
-            "jwt-authz",
-        );
+        let mut replica_grpc = vec![stack.authz_grpc];
+        for replica in 1..replicas {
+            let (grpc, admin) = (free_port(), free_port());
+            let config = stack.dir.path().join(format!("jwt-authz-{replica}.yaml"));
+            std::fs::write(&config, authz_config(grpc, admin)).expect("write");
+            let mut cmd = Command::new(binary("jwt-authz"));
+            cmd.arg("--config")
+                .arg(&config)
+                .env("RUST_LOG", "info,jwt_authz=debug");
+            stack.spawn(&format!("jwt-authz-{replica}"), cmd);
+            replica_grpc.push(grpc);
+            stack.replica_admins.push(admin);
+        }
+        for admin in &stack.replica_admins {
+            wait_http(&format!("http://127.0.0.1:{admin}/readyz"), "jwt-authz");
+        }
 
         let mut service_ports = Vec::new();
         for name in ["users", "orders", "feed"] {
@@ -333,7 +392,20 @@ impl Stack {
                 } else {
                     "envoy/envoy-http.yaml.tmpl"
                 };
-                let envoy_path = write("envoy.yaml", render(&template(file), &vars));
+                let mut config = render(&template(file), &vars);
+                if replica_grpc.len() > 1 {
+                    // One endpoint per replica in the jwt_authz cluster (round robin).
+                    let endpoint = |port: u16| {
+                        format!(
+                            "        - endpoint:\n            address:\n              socket_address: {{address: 127.0.0.1, port_value: {port}}}\n"
+                        )
+                    };
+                    let one = endpoint(stack.authz_grpc);
+                    assert!(config.contains(&one), "jwt_authz endpoint not found");
+                    let all: String = replica_grpc.iter().map(|p| endpoint(*p)).collect();
+                    config = config.replacen(&one, &all, 1);
+                }
+                let envoy_path = write("envoy.yaml", config);
                 let mut envoy = Command::new(proxy);
                 envoy.arg("-c").arg(&envoy_path).args([
                     "--disable-hot-restart",
