@@ -153,7 +153,7 @@ async fn public_routes_strip_identity(front: Front) {
         // by Envoy, dropped by nginx, removed by Caddy.
         let (status, _, seen) = gw.get(path, None, &[("x_user_id", "alice")]).await;
         match front {
-            Front::EnvoyGrpc | Front::EnvoyHttp => {
+            Front::EnvoyGrpc | Front::EnvoyHttp | Front::EnvoyMtls => {
                 assert_eq!(status, StatusCode::BAD_REQUEST, "{front:?} {path}: {seen}")
             }
             Front::Nginx | Front::Caddy => {

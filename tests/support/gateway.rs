@@ -24,12 +24,20 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(base: &str) -> Self {
-        Self {
-            base: base.to_owned(),
-            client: reqwest::Client::builder()
+        Self::with_client(
+            base,
+            reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
                 .expect("client"),
+        )
+    }
+
+    /// A client of its own (a TLS identity, trusted roots).
+    pub fn with_client(base: &str, client: reqwest::Client) -> Self {
+        Self {
+            base: base.to_owned(),
+            client,
         }
     }
 

@@ -131,6 +131,17 @@ pub enum Front {
     Nginx,
     /// deploy/caddy/Caddyfile.tmpl: `forward_auth` to /forward-auth.
     Caddy,
+    /// envoy/envoy-mtls.yaml.tmpl: gRPC ext_authz behind a listener that requires client
+    /// certificates ([`Options::tls`]); the issuer binds tokens to them.
+    EnvoyMtls,
+}
+
+/// The files of the mTLS listener: its certificate and key, and the CA its clients need.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
 }
 
 impl Front {
@@ -139,7 +150,7 @@ impl Front {
     /// binary fails the test.
     pub fn binary(self) -> Option<PathBuf> {
         match self {
-            Front::EnvoyGrpc | Front::EnvoyHttp => Some(envoy_binary()),
+            Front::EnvoyGrpc | Front::EnvoyHttp | Front::EnvoyMtls => Some(envoy_binary()),
             Front::Nginx => debian_binary("nginx"),
             Front::Caddy => debian_binary("caddy"),
         }
@@ -198,6 +209,8 @@ pub struct Options {
     pub authz_extra: String,
     /// jwt-authz processes behind the proxy (Envoy gRPC only): its cluster round-robins.
     pub replicas: usize,
+    /// For [`Front::EnvoyMtls`].
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for Options {
@@ -207,6 +220,7 @@ impl Default for Options {
             public_upstream: None,
             authz_extra: String::new(),
             replicas: 1,
+            tls: None,
         }
     }
 }
@@ -264,17 +278,24 @@ impl Stack {
             public_upstream,
             authz_extra,
             replicas,
+            tls,
         } = options;
         assert!(
             replicas == 1 || front == Front::EnvoyGrpc,
             "replicas need Envoy's gRPC cluster"
+        );
+        assert_eq!(
+            tls.is_some(),
+            front == Front::EnvoyMtls,
+            "TLS files go with Front::EnvoyMtls"
         );
         let proxy = front.binary()?;
         let dir = tempfile::tempdir().expect("tempdir");
         let logs = dir.path().join("logs");
         std::fs::create_dir_all(&logs).expect("logs dir");
         let envoy_port = free_port();
-        let base = format!("http://127.0.0.1:{envoy_port}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base = format!("{scheme}://127.0.0.1:{envoy_port}");
         let mut stack = Self {
             base,
             issuer_port: free_port(),
@@ -287,7 +308,7 @@ impl Stack {
         };
         stack.replica_admins.push(stack.authz_admin);
 
-        stack.start_issuer();
+        stack.start_issuer(tls.is_some());
         wait_http(
             &format!("http://127.0.0.1:{}/healthz", stack.issuer_port),
             "issuer",
@@ -352,7 +373,12 @@ impl Stack {
         let admin_port = free_port();
         let addr = |port: u16| format!("127.0.0.1:{port}");
         let public_port = public_upstream.unwrap_or(stack.issuer_port);
+        let file =
+            |path: Option<&PathBuf>| path.map(|p| p.display().to_string()).unwrap_or_default();
         let vars = [
+            ("TLS_CERT_FILE", file(tls.as_ref().map(|t| &t.cert))),
+            ("TLS_KEY_FILE", file(tls.as_ref().map(|t| &t.key))),
+            ("CLIENT_CA_FILE", file(tls.as_ref().map(|t| &t.client_ca))),
             ("ENVOY_LISTEN_ADDRESS", "127.0.0.1".into()),
             ("ENVOY_LISTEN_PORT", envoy_port.to_string()),
             ("ENVOY_ADMIN_PORT", admin_port.to_string()),
@@ -386,11 +412,11 @@ impl Stack {
             path
         };
         match front {
-            Front::EnvoyGrpc | Front::EnvoyHttp => {
-                let file = if front == Front::EnvoyGrpc {
-                    "envoy/envoy.yaml.tmpl"
-                } else {
-                    "envoy/envoy-http.yaml.tmpl"
+            Front::EnvoyGrpc | Front::EnvoyHttp | Front::EnvoyMtls => {
+                let file = match front {
+                    Front::EnvoyGrpc => "envoy/envoy.yaml.tmpl",
+                    Front::EnvoyHttp => "envoy/envoy-http.yaml.tmpl",
+                    _ => "envoy/envoy-mtls.yaml.tmpl",
                 };
                 let mut config = render(&template(file), &vars);
                 if replica_grpc.len() > 1 {
@@ -494,9 +520,13 @@ impl Stack {
         cmd
     }
 
-    fn start_issuer(&mut self) {
+    /// With `client_certificates`, the issuer binds tokens to the certificate Envoy forwards.
+    fn start_issuer(&mut self, client_certificates: bool) {
         let mut cmd = self.issuer_command();
         cmd.args(["--demo", "--trust-forwarded-for"]);
+        if client_certificates {
+            cmd.arg("--trust-client-cert-header");
+        }
         self.spawn("issuer", cmd);
     }
 

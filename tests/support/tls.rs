@@ -34,6 +34,16 @@ impl TestCa {
         self.issuer.pem()
     }
 
+    /// A certificate for `names` signed by this CA, and its key: both PEM.
+    pub fn issue(&self, names: &[&str]) -> (String, String) {
+        let key = KeyPair::generate().expect("key");
+        let params =
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+                .expect("params");
+        let cert = params.signed_by(&key, &self.issuer).expect("certificate");
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// A TLS server configuration with a certificate for 127.0.0.1 and localhost.
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
         let key = KeyPair::generate().expect("server key");
