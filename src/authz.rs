@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, DpopMode, JwksHttpConfig, Mode, ReplayStoreConfig, TokenSource};
+use crate::dpop::NonceCheck;
+use crate::dpop::nonce::Nonces;
 use crate::dpop::replay::{MemoryStore, RedisStore, ReplayStore, StoreError};
 use crate::extract::{self, ExtractError};
 use crate::identity;
@@ -47,6 +49,8 @@ pub enum StartError {
     Client { index: usize, message: String },
     #[error("dpop.replay_store: {0}")]
     ReplayStore(StoreError),
+    #[error("dpop.nonce.secret_file {path}: {message}")]
+    NonceSecret { path: String, message: String },
 }
 
 /// The DPoP replay store in force, with what it was built from: a reload that changes
@@ -120,6 +124,8 @@ pub struct Runtime {
     replay: Option<Replay>,
     /// The DPoP challenge's `algs` (RFC 9449 §7.1), when some provider takes DPoP.
     dpop_algs: Option<String>,
+    /// Server nonces (`dpop.nonce`), when required.
+    nonces: Option<Nonces>,
 }
 
 impl Drop for Runtime {
@@ -244,6 +250,19 @@ impl Runtime {
             }
         }
         let dpop_algs = (!algs.is_empty()).then(|| algs.join(" "));
+        let nonces = match &config.dpop.nonce {
+            None => None,
+            Some(nonce) => {
+                let failed = |message: String| StartError::NonceSecret {
+                    path: nonce.secret_file.display().to_string(),
+                    message,
+                };
+                let secret =
+                    std::fs::read(&nonce.secret_file).map_err(|e| failed(e.to_string()))?;
+                let secret = secret.trim_ascii_end();
+                Some(Nonces::new(secret, nonce.lifetime).map_err(|e| failed(e.to_string()))?)
+            }
+        };
         let refreshers = providers
             .iter()
             .map(|p| p.store.spawn_refresher())
@@ -251,6 +270,7 @@ impl Runtime {
         Ok(Self {
             replay,
             dpop_algs,
+            nonces,
             in_flight: AtomicUsize::new(0),
             cache: TokenCache::new(&config.token_cache),
             config: Arc::new(config),
@@ -492,7 +512,14 @@ impl Runtime {
         let strip = found
             .header()
             .filter(|_| self.config.identity.strip_authorization);
-        let verdict = self.allow(Some((provider, &verified)), strip)?;
+        let mut verdict = self.allow(Some((provider, &verified)), strip)?;
+        // The proof is a credential too: it stays here with the token.
+        if let Verdict::Allow { mutation, .. } = &mut verdict
+            && found.scheme == extract::Scheme::Dpop
+            && self.config.identity.strip_authorization
+        {
+            mutation.remove.push("dpop".to_owned());
+        }
         outcome.reason = if cached { "cached" } else { "verified" };
         Ok(verdict)
     }
@@ -509,11 +536,17 @@ impl Runtime {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
+        let valid = |nonce: &str| self.nonces.as_ref().is_some_and(|n| n.valid(nonce, now));
         let context = sender::Context {
             public_scheme: self.config.dpop.scheme.as_deref(),
             now,
+            nonce: self.nonces.as_ref().map(|_| NonceCheck(&valid)),
         };
-        let checked = sender::check(http, found, provider.config(), &verified.claims, context);
+        let checked = sender::check(http, found, provider.config(), &verified.claims, context)
+            .map_err(|deny| match (deny, &self.nonces) {
+                (Deny::DpopUseNonce(_), Some(nonces)) => Deny::DpopUseNonce(nonces.issue(now)),
+                (deny, _) => deny,
+            });
         match &checked {
             Ok(Some(_)) => {}
             Err(

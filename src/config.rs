@@ -14,7 +14,7 @@ mod binding;
 mod tests;
 
 pub use binding::{
-    CertificateBinding, DpopConfig, DpopMode, DpopProviderConfig, ReplayStoreConfig,
+    CertificateBinding, DpopConfig, DpopMode, DpopProviderConfig, NonceConfig, ReplayStoreConfig,
 };
 
 /// Everything jwt-authz needs to run, as read from `--config`.

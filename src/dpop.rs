@@ -9,6 +9,7 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
+pub mod nonce;
 pub mod replay;
 
 #[cfg(test)]
@@ -65,8 +66,8 @@ pub struct Expected<'a> {
     pub uri: &'a str,
     /// The access token the proof accompanies, if any (`ath`, check 12).
     pub access_token: Option<&'a str>,
-    /// The nonce the server requires, if it issued one (check 10).
-    pub nonce: Option<&'a str>,
+    /// Whether a proof's nonce is one the server issued, when it requires nonces (check 10).
+    pub nonce: Option<NonceCheck<'a>>,
     /// Accepted signature algorithms (check 5): asymmetric only.
     pub algorithms: &'a [Algorithm],
     /// Unix time now.
@@ -75,6 +76,17 @@ pub struct Expected<'a> {
     pub max_age: u64,
     /// How far in the future a proof's `iat` may be (clock skew).
     pub leeway: u64,
+}
+
+/// How a server tells its own nonces (§8, §9) from others: an exact value, or a check such
+/// as [`nonce::Nonces::valid`] that accepts every nonce it issued and has not retired.
+#[derive(Clone, Copy)]
+pub struct NonceCheck<'a>(pub &'a (dyn Fn(&str) -> bool + Sync));
+
+impl std::fmt::Debug for NonceCheck<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NonceCheck")
+    }
 }
 
 /// A proof that passed every check of §4.3 except replay.
@@ -176,10 +188,10 @@ pub fn verify_proof(proof: &str, expected: &Expected<'_>) -> Result<Proof, DpopE
         return Err(DpopError::WrongUri);
     }
     // Check 10: the nonce, when the server provided one (§8).
-    if let Some(nonce) = expected.nonce {
+    if let Some(NonceCheck(valid)) = expected.nonce {
         match claims.get("nonce").and_then(Value::as_str) {
             None => return Err(DpopError::NonceRequired),
-            Some(sent) if sent != nonce => return Err(DpopError::WrongNonce),
+            Some(sent) if !valid(sent) => return Err(DpopError::WrongNonce),
             Some(_) => {}
         }
     }

@@ -48,6 +48,8 @@ pub enum Deny {
     DpopInvalidProof(DpopError),
     /// The proof's `jti` was seen before within its window (§11.1).
     DpopReplayed,
+    /// The proof lacks a current server nonce (§9); the client is to retry with this one.
+    DpopUseNonce(String),
     /// The token's `cnf.jkt` is not the proof key's thumbprint (§6.1).
     DpopKeyMismatch,
     /// `Authorization: DPoP` with a token that is not DPoP-bound (§7.1).
@@ -253,6 +255,17 @@ impl Deny {
                     reason,
                 };
             }
+            Deny::DpopUseNonce(_) => {
+                return Answer {
+                    http: Unauthorized,
+                    grpc: Code::Unauthenticated,
+                    error: "use_dpop_nonce",
+                    description: "Resource server requires nonce in DPoP proof",
+                    challenge_error: true,
+                    challenge: Challenge::Dpop,
+                    reason: "dpop_use_nonce",
+                };
+            }
             Deny::DpopKeyMismatch
             | Deny::DpopUnbound
             | Deny::DpopBoundAsBearer
@@ -393,6 +406,11 @@ impl Deny {
                 Challenge::Bearer => format!("Bearer realm=\"{realm}\"{error}"),
             };
             headers.push(("www-authenticate", challenge));
+            if let Deny::DpopUseNonce(nonce) = self
+                && !nonce.is_empty()
+            {
+                headers.push(("dpop-nonce", nonce.clone()));
+            }
         } else {
             headers.push(("retry-after", "5".to_owned()));
         }

@@ -12,7 +12,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
 use crate::config::{CertificateBinding, DpopMode, ProviderConfig};
-use crate::dpop::{self, Expected, replay::ProofKey};
+use crate::dpop::{self, DpopError, Expected, NonceCheck, replay::ProofKey};
 use crate::extract::{Found, Scheme};
 use crate::mtls::{self, CertificateError};
 use crate::request::Incoming;
@@ -36,6 +36,8 @@ pub struct Context<'a> {
     pub public_scheme: Option<&'a str>,
     /// Unix time now.
     pub now: u64,
+    /// When server nonces are required (RFC 9449 §9): which nonces are current.
+    pub nonce: Option<NonceCheck<'a>>,
 }
 
 /// Checks the token's bindings against the request. `Ok(Some(_))` when a DPoP proof was
@@ -125,16 +127,20 @@ fn check_dpop(
             method: http.method,
             uri: &uri,
             access_token: Some(found.token),
-            nonce: None,
+            nonce: context.nonce,
             algorithms,
             now: context.now,
             max_age: config.max_age.as_secs(),
             leeway: config.leeway.as_secs(),
         },
     )
-    .map_err(|error| {
-        tracing::debug!(%error, "DPoP proof refused");
-        Deny::DpopInvalidProof(error)
+    .map_err(|error| match error {
+        // §9: answered with a fresh nonce (the caller issues it) for the client to retry.
+        DpopError::NonceRequired | DpopError::WrongNonce => Deny::DpopUseNonce(String::new()),
+        error => {
+            tracing::debug!(%error, "DPoP proof refused");
+            Deny::DpopInvalidProof(error)
+        }
     })?;
     // §6.1: the token's jkt is the proof key's thumbprint, compared as strings.
     if proof.jkt != bound {

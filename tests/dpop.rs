@@ -358,3 +358,53 @@ async fn a_certificate_bound_token_needs_its_certificate() {
         "certificate-bound token without a client certificate",
     );
 }
+
+/// Server nonces (RFC 9449 §9): a proof without one is answered `use_dpop_nonce` with a
+/// `DPoP-Nonce` to retry with; every replica sharing the secret accepts it.
+#[tokio::test]
+async fn server_nonces_are_issued_on_demand_and_shared_by_replicas() {
+    let secret = tempfile::NamedTempFile::new().expect("secret file");
+    std::fs::write(secret.path(), "0123456789abcdef0123456789abcdef\n").expect("write");
+    let key = TestKey::rsa("k1");
+    let jwks = JwksServer::start(vec![key.jwk()]).await;
+    let extra = format!(
+        "{OPTIONAL}dpop:\n  nonce: {{secret_file: \"{}\", lifetime: 60s}}\n",
+        secret.path().display()
+    );
+    let one = TestServer::start_ready(&config_yaml(&jwks.url(), &extra)).await;
+    let two = TestServer::start_ready(&config_yaml(&jwks.url(), &extra)).await;
+    let client = DpopClient::new();
+    let token = bound_token(&key, &client, "alice");
+    let path = "/api/orders";
+    let proof_with = |nonce: Option<&str>| {
+        let mut claims = json!({"jti": client.fresh_jti(), "htm": "GET", "htu": url(path),
+                                "iat": now(), "ath": support::dpop::ath(&token)});
+        if let Some(nonce) = nonce {
+            claims["nonce"] = json!(nonce);
+        }
+        with_proof(path, &token, &client.sign(&claims))
+    };
+
+    let response = one.check(proof_with(None)).await;
+    assert_eq!(denied_status(&response), Some(401));
+    assert_eq!(error(&response), "use_dpop_nonce");
+    assert!(
+        challenge(&response).contains("error=\"use_dpop_nonce\""),
+        "{}",
+        challenge(&response)
+    );
+    let nonce = denial(&response).0["dpop-nonce"].clone();
+    assert!(!nonce.is_empty());
+
+    let (_, removed) = allowed(&one.check(proof_with(Some(&nonce))).await);
+    assert!(
+        removed.contains(&"dpop".to_string()),
+        "the proof stays here: {removed:?}"
+    );
+    allowed(&two.check(proof_with(Some(&nonce))).await);
+    // A nonce this deployment never issued: a fresh one instead.
+    let response = two
+        .check(proof_with(Some("eyJ7S_zG.eyJH0-Z.HX4w-7v")))
+        .await;
+    assert_eq!(error(&response), "use_dpop_nonce");
+}

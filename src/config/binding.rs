@@ -1,6 +1,7 @@
 //! Configuration of sender-constrained tokens: DPoP (RFC 9449) per provider with one replay
 //! store for the whole process, and certificate binding (RFC 8705 §3) per provider.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
@@ -116,6 +117,22 @@ pub struct DpopConfig {
     /// the proxy.
     #[serde(default)]
     pub scheme: Option<String>,
+    /// Server nonces (RFC 9449 §9): when set, every proof must carry a nonce issued here
+    /// (clients get one from a `use_dpop_nonce` answer's `DPoP-Nonce` header).
+    #[serde(default)]
+    pub nonce: Option<NonceConfig>,
+}
+
+/// `dpop.nonce`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NonceConfig {
+    /// At least 32 random bytes, the same file for every replica (each then accepts the
+    /// others' nonces). Read at start and on every reload.
+    pub secret_file: PathBuf,
+    /// A nonce is accepted for one to two lifetimes after it is issued.
+    #[serde(default = "default_nonce_lifetime", with = "humantime_serde")]
+    pub lifetime: Duration,
 }
 
 impl DpopConfig {
@@ -124,6 +141,12 @@ impl DpopConfig {
             && !matches!(scheme.as_str(), "http" | "https")
         {
             return Err(invalid("dpop.scheme", "must be http or https"));
+        }
+        if let Some(nonce) = &self.nonce
+            && (nonce.lifetime < Duration::from_secs(10)
+                || nonce.lifetime > Duration::from_secs(3600))
+        {
+            return Err(invalid("dpop.nonce.lifetime", "must be between 10s and 1h"));
         }
         self.replay_store.validate()
     }
@@ -217,6 +240,10 @@ fn default_max_age() -> Duration {
 
 fn default_proof_leeway() -> Duration {
     Duration::from_secs(5)
+}
+
+fn default_nonce_lifetime() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_memory_entries() -> u64 {

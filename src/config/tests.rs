@@ -475,6 +475,10 @@ fn dpop_settings_are_validated() {
             "dpop: {replay_store: {memory: {max_entries: 0}}}\n",
             "dpop.replay_store.memory.max_entries",
         ),
+        (
+            "dpop: {nonce: {secret_file: /s, lifetime: 1s}}\n",
+            "dpop.nonce.lifetime",
+        ),
     ] {
         let error = error_of(&format!("{MINIMAL}{extra}"));
         assert!(error.contains(field), "{extra}: {error}");

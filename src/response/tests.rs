@@ -17,6 +17,7 @@ fn every_reason_has_a_consistent_answer() {
         Deny::DpopMultipleProofs,
         Deny::DpopInvalidProof(crate::dpop::DpopError::WrongUri),
         Deny::DpopReplayed,
+        Deny::DpopUseNonce("n".into()),
         Deny::DpopKeyMismatch,
         Deny::DpopUnbound,
         Deny::DpopBoundAsBearer,
@@ -91,6 +92,15 @@ fn dpop_challenges_follow_rfc_9449_section_7_1() {
         header(&denial, "www-authenticate"),
         [
             "DPoP realm=\"r\", algs=\"ES256 EdDSA\", error=\"invalid_token\", error_description=\"DPoP-bound token sent as bearer\""
+        ]
+    );
+    // §9: the nonce to retry with, in its own header.
+    let denial = Deny::DpopUseNonce("n-1".into()).denial_with("r", algs);
+    assert_eq!(header(&denial, "dpop-nonce"), ["n-1"]);
+    assert_eq!(
+        header(&denial, "www-authenticate"),
+        [
+            "DPoP realm=\"r\", algs=\"ES256 EdDSA\", error=\"use_dpop_nonce\", error_description=\"Resource server requires nonce in DPoP proof\""
         ]
     );
     // No token: both schemes offered; without DPoP configured, Bearer only.

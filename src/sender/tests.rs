@@ -84,6 +84,7 @@ impl Request {
         let context = Context {
             public_scheme: self.public_scheme,
             now: AT,
+            nonce: None,
         };
         check(&http, &found, provider, claims, context)
     }
