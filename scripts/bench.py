@@ -189,6 +189,7 @@ providers:
     audiences: [bench]
     jwks: {{file: {WORK / "jwks.json"}}}
     algorithms: [RS256, EdDSA]
+    dpop: {{mode: optional, algorithms: [ES256]}}
 token_cache: {{max_entries: {cache_entries}}}
 """
 
@@ -403,6 +404,8 @@ def main():
         scenarios = [
             ("noop", noop, ports["noop"], ["--tokens", WORK / "hot.txt"]),
             ("hot", authz, ports["authz"], ["--tokens", WORK / "hot.txt"]),
+            ("dpop_hot", authz, ports["authz"],
+             ["--tokens", WORK / "dpop-token.txt", "--dpop-key", WORK / "dpop-p256.pk8"]),
             ("tokens_10k", authz, ports["authz"], ["--tokens", WORK / "tokens-rs256.txt"]),
             ("always_verify", verify, ports["verify"], ["--tokens", WORK / "tokens-rs256.txt"]),
             ("deny_no_token", authz, ports["authz"], ["--no-token"]),

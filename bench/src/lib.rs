@@ -105,3 +105,57 @@ pub fn check_request(token: Option<&str>) -> CheckRequest {
         }),
     }
 }
+
+/// The public JWK of a DPoP key (P-256), as a proof header carries it.
+pub fn dpop_jwk(key: &signature::EcdsaKeyPair) -> Value {
+    let point = key.public_key().as_ref();
+    json!({"kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..65])})
+}
+
+/// The RFC 7638 thumbprint of a DPoP key: what a bound token's `cnf.jkt` holds.
+pub fn dpop_jkt(key: &signature::EcdsaKeyPair) -> String {
+    let jwk = dpop_jwk(key);
+    let canonical = format!(
+        r#"{{"crv":"P-256","kty":"EC","x":{},"y":{}}}"#,
+        jwk["x"], jwk["y"]
+    );
+    b64(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes()).as_ref())
+}
+
+/// The URI [`check_request`] describes, as a proof's `htu` names it.
+pub const BENCH_URI: &str = "http://bench.test/bench";
+
+/// A fresh ES256 DPoP proof (RFC 9449 §4.2) for [`check_request`]'s request with `token`.
+pub fn dpop_proof(key: &signature::EcdsaKeyPair, token: &str, jti: u64) -> String {
+    let header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": dpop_jwk(key)});
+    let ath = b64(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref());
+    let mut nonce = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut nonce).expect("random");
+    let claims = json!({"jti": format!("{jti}-{}", b64(&nonce)), "htm": "GET", "htu": BENCH_URI,
+                        "iat": now(), "ath": ath});
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let sig = key
+        .sign(&SystemRandom::new(), input.as_bytes())
+        .expect("EC signing");
+    format!("{input}.{}", b64(sig.as_ref()))
+}
+
+/// [`check_request`] with `Authorization: DPoP token` and the proof.
+pub fn check_request_dpop(token: &str, proof: &str) -> CheckRequest {
+    let mut request = check_request(None);
+    if let Some(http) = request
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        http.headers
+            .insert("authorization".to_owned(), format!("DPoP {token}"));
+        http.headers.insert("dpop".to_owned(), proof.to_owned());
+    }
+    request
+}

@@ -4,6 +4,8 @@
 //!
 //! Token modes: `--tokens FILE` cycles through the file's tokens, `--no-token` sends none,
 //! `--mint-ed25519 KEY` signs a new unique token for every request (the cache flood).
+//! `--dpop-key KEY --tokens FILE` sends the file's first token as `Authorization: DPoP` with
+//! a proof of its own for every request, `--proofs` of them made (ES256) before connecting.
 //! `--verify-cost JWKS TOKENS` instead times raw aws-lc RS256 verification (pre-parsed key)
 //! on this thread, the yardstick for "limited by RSA verification itself".
 
@@ -19,7 +21,7 @@ use clap::Parser;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use hdrhistogram::Histogram;
-use jwt_authz_bench::{check_request, claims, sign_ed25519};
+use jwt_authz_bench::{check_request, check_request_dpop, claims, dpop_proof, sign_ed25519};
 use tonic::transport::{Channel, Endpoint};
 
 #[derive(Parser)]
@@ -46,6 +48,13 @@ struct Cli {
     no_token: bool,
     #[arg(long)]
     mint_ed25519: Option<PathBuf>,
+    /// A DPoP key (P-256 PKCS#8) the `--tokens` token is bound to.
+    #[arg(long, requires = "tokens")]
+    dpop_key: Option<PathBuf>,
+    /// Proofs made up front for `--dpop-key`: more than the run sends, or the rest are
+    /// replays (and denied).
+    #[arg(long, default_value_t = 300_000)]
+    proofs: u64,
     /// Time raw RS256 verification: JWKS file, then tokens file.
     #[arg(long, num_args = 2, value_names = ["JWKS", "TOKENS"])]
     verify_cost: Option<Vec<PathBuf>>,
@@ -70,7 +79,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(files) = &cli.verify_cost {
         return verify_cost(&files[0], &files[1]);
     }
-    let source = if let Some(path) = &cli.tokens {
+    let source = if let (Some(key), Some(tokens)) = (&cli.dpop_key, &cli.tokens) {
+        let der = std::fs::read(key)?;
+        let key = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &der,
+        )
+        .map_err(|_| "bad P-256 key")?;
+        let text = std::fs::read_to_string(tokens)?;
+        let token = text.lines().next().ok_or("no token in the file")?;
+        Source::Fixed(
+            (0..cli.proofs)
+                .map(|n| check_request_dpop(token, &dpop_proof(&key, token, n)))
+                .collect(),
+        )
+    } else if let Some(path) = &cli.tokens {
         let text = std::fs::read_to_string(path)?;
         let requests: Vec<_> = text
             .lines()

@@ -1,7 +1,9 @@
 //! Writes the benchmark key material and tokens into a directory:
 //! `jwks.json` (an RSA and an Ed25519 public key), `tokens-rs256.txt` (N RS256 tokens, one
 //! per line), `bad-signature.txt` (one RS256 token with a broken signature) and
-//! `ed25519.pk8` (the Ed25519 private key, for minting unique tokens during the flood).
+//! `ed25519.pk8` (the Ed25519 private key, for minting unique tokens during the flood),
+//! `dpop-p256.pk8` (a client's DPoP key) and `dpop-token.txt` (an RS256 token bound to it,
+//! `cnf.jkt`), for `authz-load --dpop-key`.
 
 use std::path::PathBuf;
 
@@ -57,6 +59,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let last = bad.pop().ok_or("empty token")?;
     bad.push(if last == 'A' { 'B' } else { 'A' });
     std::fs::write(cli.out.join("bad-signature.txt"), bad + "\n")?;
+
+    let dpop_doc = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &aws_lc_rs::rand::SystemRandom::new(),
+    )
+    .map_err(|_| "P-256 keygen")?;
+    let dpop = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        dpop_doc.as_ref(),
+    )
+    .map_err(|_| "P-256 key")?;
+    std::fs::write(cli.out.join("dpop-p256.pk8"), dpop_doc.as_ref())?;
+    let mut bound = claims(0);
+    bound["cnf"] = serde_json::json!({"jkt": dpop_jkt(&dpop)});
+    std::fs::write(
+        cli.out.join("dpop-token.txt"),
+        sign_rs256(&rsa, &bound) + "\n",
+    )?;
     println!(
         "wrote {} RS256 tokens to {}",
         tokens.len(),
