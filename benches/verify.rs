@@ -8,6 +8,9 @@
 //! - `check/uncached`: the same with the cache off, so the RS256 signature is verified
 //!   every time.
 //! - `verify/rs256`: provider and key selection plus `jsonwebtoken` verification alone.
+//! - `dpop/verify_proof`: one ES256 DPoP proof checked (RFC 9449 §4.3), without the replay
+//!   store; `dpop/es256_signature`: its P-256 signature check alone in aws-lc (the floor);
+//!   `dpop/thumbprint`: the RFC 7638 thumbprint alone.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -114,6 +117,49 @@ fn bench(c: &mut Criterion) {
     });
     c.bench_function("verify/rs256", |b| {
         b.iter(|| rt.block_on(uncached.verify_token(&token)))
+    });
+
+    let dpop_key = aws_lc_rs::signature::EcdsaKeyPair::generate(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+    )
+    .expect("P-256 key");
+    let proof = jwt_authz_bench::dpop_proof(&dpop_key, &token, 1);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let expected = jwt_authz::dpop::Expected {
+        method: "GET",
+        uri: jwt_authz_bench::BENCH_URI,
+        access_token: Some(&token),
+        nonce: None,
+        algorithms: &[jsonwebtoken::Algorithm::ES256],
+        now,
+        max_age: 3600,
+        leeway: 5,
+    };
+    assert!(jwt_authz::dpop::verify_proof(&proof, &expected).is_ok());
+    c.bench_function("dpop/verify_proof", |b| {
+        b.iter(|| jwt_authz::dpop::verify_proof(&proof, &expected))
+    });
+    // The floor under it: the P-256 signature check alone, in aws-lc.
+    let (signed, signature) = proof.rsplit_once('.').expect("jws");
+    let signature =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, signature)
+            .expect("b64");
+    let public = aws_lc_rs::signature::UnparsedPublicKey::new(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+        aws_lc_rs::signature::KeyPair::public_key(&dpop_key)
+            .as_ref()
+            .to_vec(),
+    );
+    c.bench_function("dpop/es256_signature", |b| {
+        b.iter(|| public.verify(signed.as_bytes(), &signature).expect("valid"))
+    });
+    let jwk = jwt_authz_bench::dpop_jwk(&dpop_key);
+    let jwk = jwk.as_object().expect("object");
+    c.bench_function("dpop/thumbprint", |b| {
+        b.iter(|| jwt_authz::dpop::thumbprint(jwk))
     });
 
     // The signature check alone: jsonwebtoken's stock aws-lc verifier (key rebuilt from
