@@ -21,6 +21,13 @@ use crate::sender::{self, ReplayCheck};
 use crate::token_cache::{self, TokenCache};
 use crate::verify::{self, Provider, VerifiedToken, Verifier, VerifyError};
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
 /// One check counted in flight until dropped.
 struct InFlight<'a>(&'a AtomicUsize);
 
@@ -60,6 +67,9 @@ struct Replay {
     store: ReplayStore,
     config: ReplayStoreConfig,
     window: std::time::Duration,
+    /// Unix seconds of the last store-failure warning: one a minute at most, so an outage
+    /// does not flood the log (every failure is counted in the metrics).
+    warned_at: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Replay {
@@ -95,6 +105,7 @@ impl Replay {
             store,
             config: wanted.clone(),
             window,
+            warned_at: Arc::default(),
         }))
     }
 
@@ -103,6 +114,16 @@ impl Replay {
             ReplayStore::Memory(_) => "memory",
             ReplayStore::Redis(_) => "redis",
         }
+    }
+
+    /// Whether a store failure at `now` is to be logged as a warning.
+    fn should_warn(&self, now: u64) -> bool {
+        let last = self.warned_at.load(Ordering::Relaxed);
+        now >= last.saturating_add(60)
+            && self
+                .warned_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 }
 
@@ -532,10 +553,7 @@ impl Runtime {
         provider: &Provider,
         verified: &VerifiedToken,
     ) -> Result<Option<ReplayCheck>, Deny> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let now = unix_now();
         let valid = |nonce: &str| self.nonces.as_ref().is_some_and(|n| n.valid(nonce, now));
         let context = sender::Context {
             public_scheme: self.config.dpop.scheme.as_deref(),
@@ -581,7 +599,11 @@ impl Runtime {
                     StoreError::Full(_) => "full",
                     StoreError::Unavailable(_) => "unavailable",
                 };
-                tracing::warn!(%error, store = replay.kind(), "DPoP replay store failed; answering 503");
+                if replay.should_warn(unix_now()) {
+                    tracing::warn!(%error, store = replay.kind(), "DPoP replay store failed; answering 503 (warned once a minute, jwt_authz_dpop_replay_store_errors_total counts each)");
+                } else {
+                    tracing::debug!(%error, store = replay.kind(), "DPoP replay store failed");
+                }
                 self.metrics.record_replay_store_error(replay.kind(), kind);
                 Err(Deny::ReplayStoreUnavailable)
             }
