@@ -8,6 +8,7 @@
 //! - [`dpop`]: DPoP proofs (RFC 9449) and JWK thumbprints (RFC 7638).
 //! - [`mtls`]: certificate-bound tokens (RFC 8705 §3): the client certificate's thumbprint.
 //! - [`sender`]: whether a request proves the key or certificate its token is bound to.
+//! - [`status_list`]: Token Status List references, list tokens and lookups (revocation).
 //! - [`jwks`]: per-provider key stores: fetch, refresh, unknown-kid refetch, stale-on-error.
 //! - [`verify`]: choosing provider and key, verifying signature and claims.
 //! - [`token_cache`]: the verified-token cache, bounded by entries and bytes.
@@ -42,6 +43,7 @@ pub mod request;
 pub mod response;
 pub mod sender;
 pub mod server;
+pub mod status_list;
 pub mod token_cache;
 pub mod verify;
 
