@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use support::dpop::DpopClient;
 use support::gateway::{Gateway, jwt_part};
 use support::redis::Redis;
-use support::stack::{Options, Stack, debian_binary, free_port};
+use support::stack::{Front, Options, Stack, debian_binary, free_port};
 
 /// A DPoP-bound token for bob, logged in through Envoy.
 async fn dpop_login(gw: &Gateway, client: &DpopClient) -> String {
@@ -135,4 +135,72 @@ async fn two_replicas_behind_envoy_share_redis_and_fail_closed_without_it() {
         gw.status("/api/orders", Some(&bearer)).await,
         StatusCode::OK
     );
+}
+
+/// DPoP through each HTTP front end (Envoy HTTP ext_authz, nginx `auth_request`, Caddy
+/// `forward_auth`) with server nonces: the shipped configs carry the `DPoP` header to
+/// jwt-authz and the `use_dpop_nonce` answer's `WWW-Authenticate` and `DPoP-Nonce` back to
+/// the client (HTTP front ends report no scheme: `dpop.scheme` says it).
+async fn dpop_with_nonces_through(front: Front) {
+    let secret = tempfile::NamedTempFile::new().expect("secret file");
+    std::fs::write(secret.path(), "0123456789abcdef0123456789abcdef").expect("write");
+    let Some(stack) = Stack::start_with(Options {
+        front,
+        authz_extra: format!(
+            "dpop:\n  scheme: http\n  nonce: {{secret_file: \"{}\", lifetime: 60s}}\n",
+            secret.path().display()
+        ),
+        ..Options::default()
+    }) else {
+        return;
+    };
+    let gw = stack.gateway();
+    let client = DpopClient::new();
+    let token = dpop_login(&gw, &client).await;
+    let url = format!("{}/api/orders", gw.base);
+
+    let (status, headers, _) = gw.get_dpop("/api/orders", &token, &client, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{front:?}");
+    let challenge = headers["www-authenticate"].to_str().expect("ascii");
+    assert!(
+        challenge.contains("error=\"use_dpop_nonce\""),
+        "{front:?}: {challenge}"
+    );
+    let nonce = headers
+        .get("dpop-nonce")
+        .unwrap_or_else(|| panic!("{front:?}: no DPoP-Nonce in {headers:?}"))
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+
+    let proof = client.proof_with_nonce("GET", &url, Some(&token), Some(&nonce));
+    let (status, _, orders) = gw
+        .get_dpop("/api/orders", &token, &client, Some(&proof))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{front:?}: {orders}");
+    assert_eq!(orders["owner"], jwt_part(&token, 1)["sub"], "{front:?}");
+    let (status, headers, _) = gw
+        .get_dpop("/api/orders", &token, &client, Some(&proof))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{front:?}: replay");
+    let challenge = headers["www-authenticate"].to_str().expect("ascii");
+    assert!(
+        challenge.contains("invalid_dpop_proof"),
+        "{front:?}: {challenge}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dpop_with_nonces_through_envoy_http_ext_authz() {
+    dpop_with_nonces_through(Front::EnvoyHttp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dpop_with_nonces_through_nginx() {
+    dpop_with_nonces_through(Front::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dpop_with_nonces_through_caddy() {
+    dpop_with_nonces_through(Front::Caddy).await;
 }

@@ -45,6 +45,17 @@ impl DpopClient {
 
     /// A fresh proof for `method uri`, bound to `access_token` when given (`ath`).
     pub fn proof(&self, method: &str, uri: &str, access_token: Option<&str>) -> String {
+        self.proof_with_nonce(method, uri, access_token, None)
+    }
+
+    /// [`DpopClient::proof`] carrying a server's `nonce` (RFC 9449 §9).
+    pub fn proof_with_nonce(
+        &self,
+        method: &str,
+        uri: &str,
+        access_token: Option<&str>,
+        nonce: Option<&str>,
+    ) -> String {
         let mut claims = json!({
             "jti": self.fresh_jti(),
             "htm": method,
@@ -53,6 +64,9 @@ impl DpopClient {
         });
         if let Some(token) = access_token {
             claims["ath"] = json!(ath(token));
+        }
+        if let Some(nonce) = nonce {
+            claims["nonce"] = json!(nonce);
         }
         self.sign(&claims)
     }
