@@ -16,14 +16,13 @@ async fn jwt_authz_keys(server: &TestServer) -> u64 {
     metric(&metrics, "jwt_authz_jwks_keys", &[])
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn issuer_tokens_pass_check_and_rotation_needs_no_restart() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// The issuer serving on a loopback port (demo users, audience `api`, data in `dir`): its
+/// base URL and the settings it runs with.
+async fn start_issuer(dir: &std::path::Path) -> (String, issuer::Settings) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let key_dir = dir.path().join("keys");
     let settings = issuer::config::Cli::try_parse_from([
         "issuer",
         "--demo",
@@ -32,15 +31,23 @@ async fn issuer_tokens_pass_check_and_rotation_needs_no_restart() {
         "--audience",
         "api",
         "--db",
-        &dir.path().join("users.db").display().to_string(),
+        &dir.join("users.db").display().to_string(),
         "--key-dir",
-        &key_dir.display().to_string(),
+        &dir.join("keys").display().to_string(),
     ])
     .expect("settings")
     .settings;
-    let retention = settings.key_retention();
-    let iss = issuer::Issuer::open(settings).expect("issuer");
+    let iss = issuer::Issuer::open(settings.clone()).expect("issuer");
     tokio::spawn(iss.serve(listener, std::future::pending()));
+    (base, settings)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuer_tokens_pass_check_and_rotation_needs_no_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (base, settings) = start_issuer(dir.path()).await;
+    let key_dir = settings.key_dir.clone();
+    let retention = settings.key_retention();
 
     let yaml = config_yaml(&format!("{base}/.well-known/jwks.json"), "")
         .replace(ISSUER, &base)
@@ -102,26 +109,7 @@ async fn issuer_tokens_pass_check_and_rotation_needs_no_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dpop_login_gets_a_bound_token_usable_only_with_proofs() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let settings = issuer::config::Cli::try_parse_from([
-        "issuer",
-        "--demo",
-        "--issuer-url",
-        &base,
-        "--audience",
-        "api",
-        "--db",
-        &dir.path().join("users.db").display().to_string(),
-        "--key-dir",
-        &dir.path().join("keys").display().to_string(),
-    ])
-    .expect("settings")
-    .settings;
-    let iss = issuer::Issuer::open(settings).expect("issuer");
-    tokio::spawn(iss.serve(listener, std::future::pending()));
+    let (base, _) = start_issuer(dir.path()).await;
     let issuer_api = Gateway::new(&base);
     let client = support::dpop::DpopClient::new();
 

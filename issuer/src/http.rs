@@ -93,6 +93,18 @@ fn with_retry_after(mut response: Response, wait: Duration) -> Response {
     response
 }
 
+/// 503: more logins than the issuer takes on at once; retry in a second.
+fn logins_busy() -> Response {
+    with_retry_after(
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "too many logins in progress, retry later",
+        ),
+        Duration::from_secs(1),
+    )
+}
+
 fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
@@ -126,14 +138,7 @@ async fn login(State(state): State<AppState>, request: Request) -> Response {
             );
         }
         Err(BindingError::Busy) => {
-            return with_retry_after(
-                error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    "too many logins in progress, retry later",
-                ),
-                Duration::from_secs(1),
-            );
+            return logins_busy();
         }
     };
     let body = match axum::body::to_bytes(request.into_body(), MAX_LOGIN_BODY).await {
@@ -186,14 +191,7 @@ async fn login(State(state): State<AppState>, request: Request) -> Response {
         if let Some(refused) = state.hashing.refused() {
             tracing::warn!(refused, "password verifications saturated; answering 503");
         }
-        return with_retry_after(
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "too many logins in progress, retry later",
-            ),
-            Duration::from_secs(1),
-        );
+        return logins_busy();
     };
     let running = admission.run().await;
     let users = state.users.clone();
