@@ -22,6 +22,17 @@ async fn dpop_login(gw: &Gateway, client: &DpopClient) -> String {
     token
 }
 
+/// A proof for `GET /api/orders` with `token`, sent once (200): the next use is a replay.
+async fn used_proof(gw: &Gateway, client: &DpopClient, token: &str) -> String {
+    let url = format!("{}/api/orders", gw.base);
+    let proof = client.proof("GET", &url, Some(token));
+    let (status, _, body) = gw
+        .get_dpop("/api/orders", token, client, Some(&proof))
+        .await;
+    assert_eq!(status, StatusCode::OK, "first use of a fresh proof: {body}");
+    proof
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dpop_bound_token_works_only_with_a_fresh_proof_each_time() {
     let stack = Stack::start();
@@ -37,12 +48,7 @@ async fn a_dpop_bound_token_works_only_with_a_fresh_proof_each_time() {
     let (status, _, _) = gw.get_dpop("/api/orders", &token, &client, None).await;
     assert_eq!(status, StatusCode::OK);
 
-    let url = format!("{}/api/orders", gw.base);
-    let proof = client.proof("GET", &url, Some(&token));
-    let (status, _, _) = gw
-        .get_dpop("/api/orders", &token, &client, Some(&proof))
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    let proof = used_proof(&gw, &client, &token).await;
     let (status, headers, body) = gw
         .get_dpop("/api/orders", &token, &client, Some(&proof))
         .await;
@@ -100,12 +106,7 @@ async fn two_replicas_behind_envoy_share_redis_and_fail_closed_without_it() {
     let client = DpopClient::new();
     let token = dpop_login(&gw, &client).await;
 
-    let url = format!("{}/api/orders", gw.base);
-    let proof = client.proof("GET", &url, Some(&token));
-    let (status, _, _) = gw
-        .get_dpop("/api/orders", &token, &client, Some(&proof))
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    let proof = used_proof(&gw, &client, &token).await;
     // Envoy round-robins the replicas: four replays reach both, and both refuse.
     for attempt in 0..4 {
         let (status, _, body) = gw
