@@ -15,15 +15,46 @@ const WORKSPACE: &str = env!("CARGO_MANIFEST_DIR");
 /// kernel's ephemeral range (from 32768 on Linux): a port the kernel hands out for `:0` can
 /// be handed again at once as the source port of any outgoing connection, and the process
 /// then fails to bind it ("Address already in use").
+///
+/// Each test runs in a process of its own, so two running side by side could draw the same
+/// port (seen: "cannot listen on …: Address already in use"): a port is also claimed with a
+/// file created exclusively in a directory every test process shares, and not handed out
+/// again while that claim is younger than [`CLAIM_LIFETIME`].
 pub fn free_port() -> u16 {
     let (low, high) = ephemeral_floor();
+    let claims = std::env::temp_dir().join("jwt-authz-test-ports");
+    let _ = std::fs::create_dir_all(&claims);
     for _ in 0..1000 {
         let port = fastrand::u16(low..high);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if claim(&claims.join(port.to_string())) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
     panic!("no free loopback port in {low}..{high}");
+}
+
+/// How long a claimed port stays reserved: longer than any one test.
+const CLAIM_LIFETIME: Duration = Duration::from_secs(600);
+
+/// Claims the port named by `file`, or takes over a claim older than [`CLAIM_LIFETIME`].
+fn claim(file: &Path) -> bool {
+    let create = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(file)
+            .is_ok()
+    };
+    if create() {
+        return true;
+    }
+    let stale = std::fs::metadata(file)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|at| at.elapsed().ok())
+        .is_some_and(|age| age > CLAIM_LIFETIME);
+    // Two processes may both see it stale; only one of them recreates it.
+    stale && std::fs::remove_file(file).is_ok() && create()
 }
 
 /// The range to pick from: 10,000 ports ending where the ephemeral range starts.
