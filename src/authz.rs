@@ -17,6 +17,7 @@ use crate::metrics::{KeySetStatus, Metrics};
 use crate::policy::{AccessKind, Policy, Route};
 use crate::request::{self, Incoming, RequestInfo};
 use crate::response::{Denial, Deny, Verdict};
+use crate::revocation::StatusLists;
 use crate::sender::{self, ReplayCheck};
 use crate::token_cache::{self, TokenCache};
 use crate::verify::{self, Provider, VerifiedToken, Verifier, VerifyError};
@@ -226,13 +227,13 @@ impl Runtime {
                     sources.push(source.clone());
                 }
             }
-            let carried = previous.and_then(|prev| {
+            let unchanged = previous.and_then(|prev| {
                 prev.verifier
                     .providers()
                     .iter()
                     .find(|p| p.config() == provider)
-                    .map(|p| p.store.keys())
             });
+            let carried = unchanged.map(|p| p.store.keys());
             if provider.allow_insecure_http {
                 tracing::warn!(
                     provider = %provider.name,
@@ -250,11 +251,21 @@ impl Runtime {
             let store = KeyStore::new(
                 Arc::new(provider.clone()),
                 carried,
-                client,
+                client.clone(),
                 Arc::clone(&metrics),
                 config.limits.max_key_fetch_waiters,
             );
-            providers.push(Provider { index, store });
+            let status = StatusLists::new(
+                Arc::clone(&store),
+                client,
+                Arc::clone(&metrics),
+                unchanged.and_then(|p| p.status.as_deref()),
+            );
+            providers.push(Provider {
+                index,
+                store,
+                status,
+            });
         }
         let replay = Replay::start(&config, previous.and_then(|p| p.replay.as_ref()))?;
         let mut algs: Vec<String> = Vec::new();
@@ -287,6 +298,11 @@ impl Runtime {
         let refreshers = providers
             .iter()
             .map(|p| p.store.spawn_refresher())
+            .chain(
+                providers
+                    .iter()
+                    .filter_map(|p| p.status.as_ref().map(|s| s.spawn_refresher())),
+            )
             .collect();
         Ok(Self {
             replay,
@@ -344,6 +360,7 @@ impl Runtime {
                     provider: p.config().name.clone(),
                     keys: keys.keys.len(),
                     fetched_at: keys.fetched_at,
+                    status_lists: p.status.as_ref().map(|s| s.ages()).unwrap_or_default(),
                 }
             })
             .collect()
@@ -520,6 +537,11 @@ impl Runtime {
         let audiences = route.audiences.unwrap_or(&provider.config().audiences);
         if !verify::audience_matches(&verified.claims, audiences) {
             return Err(Deny::Invalid(VerifyError::WrongAudience));
+        }
+        // After the cache, on every request: a revoked token is refused from the moment
+        // its list says so, however long ago it was verified.
+        if let Some(status) = &provider.status {
+            status.check(&verified.claims).await?;
         }
         // After the cache, on every request: a proof (or certificate) proves this request,
         // not the token. The replay check comes before the claims check, so shadow mode

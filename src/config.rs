@@ -10,12 +10,14 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
 mod binding;
+mod status;
 #[cfg(test)]
 mod tests;
 
 pub use binding::{
     CertificateBinding, DpopConfig, DpopMode, DpopProviderConfig, NonceConfig, ReplayStoreConfig,
 };
+pub use status::{StatusListConfig, StatusListMode};
 
 /// Everything jwt-authz needs to run, as read from `--config`.
 #[derive(Debug, Clone, Deserialize)]
@@ -278,6 +280,9 @@ pub struct ProviderConfig {
     /// Certificate-bound tokens (RFC 8705 §3): whether tokens without a binding pass.
     #[serde(default)]
     pub certificate_binding: CertificateBinding,
+    /// Revocation by Token Status List: whether tokens' `status` references are checked.
+    #[serde(default)]
+    pub status_list: StatusListConfig,
 }
 
 /// TLS trust and credentials for fetching keys from a private endpoint, such as a Kubernetes
@@ -768,6 +773,8 @@ impl ProviderConfig {
         self.jwks_http
             .validate(&format!("{field}.jwks_http"), self)?;
         self.dpop.validate(&format!("{field}.dpop"))?;
+        self.status_list
+            .validate(&format!("{field}.status_list"), self)?;
         self.jwks_cache.validate(&format!("{field}.jwks_cache"))
     }
 

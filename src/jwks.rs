@@ -346,7 +346,7 @@ impl KeyStore {
             let token = config::read_bearer_token(path).map_err(FetchError::Credentials)?;
             request = request.bearer_auth(token);
         }
-        let mut response = request.send().await?;
+        let response = request.send().await?;
         if !response.status().is_success() {
             return Err(FetchError::Status(response.status().as_u16()));
         }
@@ -355,22 +355,31 @@ impl KeyStore {
             .get(http::header::CACHE_CONTROL)
             .and_then(|v| v.to_str().ok())
             .and_then(max_age);
-        let limit = cache.max_body_bytes;
-        if response
-            .content_length()
-            .is_some_and(|len| len > limit as u64)
-        {
-            return Err(FetchError::TooLarge(limit));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await? {
-            if body.len() + chunk.len() > limit {
-                return Err(FetchError::TooLarge(limit));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = read_body(response, cache.max_body_bytes).await?;
         Ok((body, max_age))
     }
+}
+
+/// A response body, refused past `limit` bytes: on its declared length first, then as it
+/// arrives, so a huge (or endless) body is never held whole.
+pub(crate) async fn read_body(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, FetchError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > limit as u64)
+    {
+        return Err(FetchError::TooLarge(limit));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Err(FetchError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// A JWKS file, refused when it is larger than `limit`: checked on its size first, and
@@ -419,7 +428,7 @@ pub fn max_age(cache_control: &str) -> Option<Duration> {
 
 /// Exponential backoff from one second up to `max`, with ±20 % jitter so that many
 /// replicas do not retry in step.
-fn retry_delay(failures: u32, max: Duration) -> Duration {
+pub(crate) fn retry_delay(failures: u32, max: Duration) -> Duration {
     let exp = failures.saturating_sub(1).min(16);
     let base = Duration::from_secs(1u64 << exp).min(max);
     base.mul_f64(0.8 + 0.4 * fastrand::f64())

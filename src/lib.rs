@@ -9,6 +9,7 @@
 //! - [`mtls`]: certificate-bound tokens (RFC 8705 §3): the client certificate's thumbprint.
 //! - [`sender`]: whether a request proves the key or certificate its token is bound to.
 //! - [`status_list`]: Token Status List references, list tokens and lookups (revocation).
+//! - [`revocation`]: per-provider status lists: fetched, verified, refreshed; the per-request status check.
 //! - [`jwks`]: per-provider key stores: fetch, refresh, unknown-kid refetch, stale-on-error.
 //! - [`verify`]: choosing provider and key, verifying signature and claims.
 //! - [`token_cache`]: the verified-token cache, bounded by entries and bytes.
@@ -41,6 +42,7 @@ pub mod mtls;
 pub mod policy;
 pub mod request;
 pub mod response;
+pub mod revocation;
 pub mod sender;
 pub mod server;
 pub mod status_list;

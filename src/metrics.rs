@@ -52,6 +52,18 @@ struct ProofLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListLabels {
+    provider: String,
+    list: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RevokedLabels {
+    provider: String,
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StoreLabels {
     store: &'static str,
     error: &'static str,
@@ -70,6 +82,9 @@ pub struct Metrics {
     shadow_denials: Family<ShadowLabels, Counter>,
     dpop_proofs: Family<ProofLabels, Counter>,
     replay_store_errors: Family<StoreLabels, Counter>,
+    status_list_fetches: Family<FetchLabels, Counter>,
+    status_list_age: Family<ListLabels, Gauge>,
+    revoked_tokens: Family<RevokedLabels, Counter>,
 }
 
 fn check_duration_histogram() -> Histogram {
@@ -81,6 +96,8 @@ pub struct KeySetStatus {
     pub provider: String,
     pub keys: usize,
     pub fetched_at: Option<SystemTime>,
+    /// Each status list held for the provider, with seconds since its last good fetch.
+    pub status_lists: Vec<(String, u64)>,
 }
 
 impl Default for Metrics {
@@ -147,7 +164,28 @@ impl Metrics {
             "DPoP replay-store calls that failed (each answered 503), by store (memory, redis) and error (full, unavailable)",
             replay_store_errors.clone(),
         );
+        let status_list_fetches = Family::<FetchLabels, Counter>::default();
+        registry.register(
+            "status_list_fetches",
+            "Status list fetches by provider and outcome (ok, not_modified, error: unreachable or HTTP error, invalid: refused by verification)",
+            status_list_fetches.clone(),
+        );
+        let status_list_age = Family::<ListLabels, Gauge>::default();
+        registry.register(
+            "status_list_age_seconds",
+            "Seconds since each held status list was last fetched (or confirmed unchanged), per provider and list URI",
+            status_list_age.clone(),
+        );
+        let revoked_tokens = Family::<RevokedLabels, Counter>::default();
+        registry.register(
+            "revoked_tokens",
+            "Requests denied because the token's status list marks it, by provider and status (invalid, suspended, other)",
+            revoked_tokens.clone(),
+        );
         Self {
+            status_list_fetches,
+            status_list_age,
+            revoked_tokens,
             dpop_proofs,
             replay_store_errors,
             shadow_denials,
@@ -204,6 +242,25 @@ impl Metrics {
             .inc();
     }
 
+    /// `outcome` is `ok`, `not_modified`, `error` or `invalid`.
+    pub fn record_status_list_fetch(&self, provider: &str, outcome: &'static str) {
+        self.status_list_fetches
+            .get_or_create(&FetchLabels {
+                provider: provider.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    pub fn record_revoked_token(&self, provider: &str, status: &'static str) {
+        self.revoked_tokens
+            .get_or_create(&RevokedLabels {
+                provider: provider.to_owned(),
+                status,
+            })
+            .inc();
+    }
+
     pub fn record_fetch(&self, provider: &str, ok: bool) {
         let outcome = if ok { "ok" } else { "error" };
         self.jwks_fetches
@@ -226,8 +283,17 @@ impl Metrics {
     pub fn encode(&self, key_sets: impl IntoIterator<Item = KeySetStatus>) -> String {
         self.jwks_keys.clear();
         self.jwks_age.clear();
+        self.status_list_age.clear();
         let now = SystemTime::now();
         for status in key_sets {
+            for (list, age) in &status.status_lists {
+                self.status_list_age
+                    .get_or_create(&ListLabels {
+                        provider: status.provider.clone(),
+                        list: list.clone(),
+                    })
+                    .set(i64::try_from(*age).unwrap_or(i64::MAX));
+            }
             let labels = ProviderLabels {
                 provider: status.provider,
             };

@@ -68,6 +68,17 @@ pub enum Deny {
     CertificateMismatch,
     /// The provider requires certificate-bound tokens and this one is not bound.
     CertificateRequired,
+    /// The token's status list marks it INVALID, SUSPENDED or another non-VALID status
+    /// (draft-ietf-oauth-status-list §7).
+    TokenRevoked,
+    /// The provider requires a `status` reference and the token carries none.
+    StatusMissing,
+    /// The token's `status` reference cannot be checked: malformed, a list outside the
+    /// allowed origins, or an index outside the list (§8.3 steps 1 and 6).
+    StatusUnusable,
+    /// The token's status list could not be fetched, or was last fetched longer than
+    /// `max_stale` ago: the token is not let through unchecked.
+    StatusListUnavailable,
 }
 
 /// The authentication scheme a denial's challenge names.
@@ -232,6 +243,38 @@ impl Deny {
                 "proof replay check unavailable, retry later",
                 false,
                 "replay_store_unavailable",
+            ),
+            Deny::StatusListUnavailable => (
+                ServiceUnavailable,
+                Code::Unavailable,
+                "temporarily_unavailable",
+                "token status unavailable, retry later",
+                false,
+                "status_list_unavailable",
+            ),
+            Deny::TokenRevoked => (
+                Unauthorized,
+                Code::Unauthenticated,
+                "invalid_token",
+                "token revoked",
+                true,
+                "token_revoked",
+            ),
+            Deny::StatusMissing => (
+                Unauthorized,
+                Code::Unauthenticated,
+                "invalid_token",
+                "token carries no status",
+                true,
+                "status_missing",
+            ),
+            Deny::StatusUnusable => (
+                Unauthorized,
+                Code::Unauthenticated,
+                "invalid_token",
+                "token status cannot be checked",
+                true,
+                "status_unusable",
             ),
             Deny::DpopMissingProof
             | Deny::DpopMultipleProofs

@@ -4,7 +4,7 @@
 //! decompression may produce.
 //!
 //! Pure: fetching, signature verification (by a key of the token's own provider), caching
-//! and the per-request lookup are the caller's (issue 16: not wired into checks yet).
+//! and the per-request lookup are [`crate::revocation`]'s.
 
 use std::io::Read;
 
@@ -101,7 +101,7 @@ pub fn reference(claims: &Map<String, Value>) -> Result<Option<Reference<'_>>, S
     Ok(Some(Reference { idx, uri }))
 }
 
-/// When a Status List Token's content may be used (§5.1, §8.3 step 4, §12.4).
+/// When a Status List Token's content may be used (§5.1, §8.3 step 4, §13.7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lifetime {
     pub iat: u64,

@@ -6,11 +6,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{decode, decode_header};
+use jsonwebtoken::{Algorithm, Validation, decode, decode_header};
 use serde_json::{Map, Value};
 
 use crate::config::ProviderConfig;
 use crate::jwks::KeyStore;
+use crate::keys::{KeySet, VerifyingKey};
 
 /// Claims of a token whose signature and registered claims have been checked.
 #[derive(Debug)]
@@ -86,6 +87,8 @@ pub enum VerifyError {
 pub struct Provider {
     pub index: usize,
     pub store: Arc<KeyStore>,
+    /// The status lists its tokens name, when `status_list.mode` is not off.
+    pub status: Option<Arc<crate::revocation::StatusLists>>,
 }
 
 impl Provider {
@@ -157,39 +160,10 @@ impl Verifier {
         if !config.accepts_type(header.typ.as_deref()) {
             return Err(VerifyError::WrongTokenType);
         }
-        let mut keys = provider.store.keys();
-        let needs_fetch = keys.is_empty()
-            || header
-                .kid
-                .as_deref()
-                .is_some_and(|kid| keys.by_kid(kid).next().is_none());
-        if needs_fetch {
-            provider
-                .store
-                .refetch_rate_limited()
-                .await
-                .map_err(|_| VerifyError::KeyFetchBusy)?;
-            keys = provider.store.keys();
-            if keys.is_empty() {
-                return Err(VerifyError::KeysUnavailable);
-            }
-        }
-        let candidates: Vec<_> = match header.kid.as_deref() {
-            Some(kid) => keys.by_kid(kid).collect(),
-            None => keys.for_algorithm(header.alg).collect(),
-        };
-        if candidates.is_empty() {
-            return Err(if header.kid.is_some() {
-                VerifyError::UnknownKey
-            } else {
-                VerifyError::AlgorithmNotAllowed
-            });
-        }
+        let keys = key_set_for(&provider.store, header.kid.as_deref()).await?;
+        let candidates = candidates(&keys, header.kid.as_deref(), header.alg)?;
         let mut last = VerifyError::AlgorithmNotAllowed;
         for key in candidates {
-            if !key.algorithms.contains(&header.alg) {
-                continue;
-            }
             match decode::<Map<String, Value>>(token, &key.decoding_key, &key.validation) {
                 Ok(data) => {
                     check_required(config, &data.claims)?;
@@ -212,6 +186,109 @@ impl Verifier {
         }
         Err(last)
     }
+}
+
+/// The provider's key set, refetched first (rate-limited) when it is empty or lacks `kid`.
+async fn key_set_for(store: &Arc<KeyStore>, kid: Option<&str>) -> Result<Arc<KeySet>, VerifyError> {
+    let keys = store.keys();
+    let needs_fetch = keys.is_empty() || kid.is_some_and(|kid| keys.by_kid(kid).next().is_none());
+    if !needs_fetch {
+        return Ok(keys);
+    }
+    store
+        .refetch_rate_limited()
+        .await
+        .map_err(|_| VerifyError::KeyFetchBusy)?;
+    let keys = store.keys();
+    if keys.is_empty() {
+        return Err(VerifyError::KeysUnavailable);
+    }
+    Ok(keys)
+}
+
+/// The keys that may have signed a token with this header: the one named by `kid` (or,
+/// without one, every key for the algorithm), each allowed to verify `alg`.
+fn candidates<'k>(
+    keys: &'k KeySet,
+    kid: Option<&'k str>,
+    alg: Algorithm,
+) -> Result<Vec<&'k VerifyingKey>, VerifyError> {
+    let found: Vec<&VerifyingKey> = match kid {
+        Some(kid) => keys.by_kid(kid).collect(),
+        None => keys.for_algorithm(alg).collect(),
+    };
+    if found.is_empty() {
+        return Err(if kid.is_some() {
+            VerifyError::UnknownKey
+        } else {
+            VerifyError::AlgorithmNotAllowed
+        });
+    }
+    let usable: Vec<&VerifyingKey> = found
+        .into_iter()
+        .filter(|k| k.algorithms.contains(&alg))
+        .collect();
+    if usable.is_empty() {
+        return Err(VerifyError::AlgorithmNotAllowed);
+    }
+    Ok(usable)
+}
+
+/// Verifies a Status List Token (draft-ietf-oauth-status-list §5.1, §8.3 step 3) with a key
+/// of `store`'s provider, the provider of the token that references the list (§11.3: the
+/// same web-based key resolution as the Referenced Token): `typ` must be `statuslist+jwt`,
+/// the signature valid, `nbf` (if any) reached, `sub` present, and `iss`, if present, the
+/// provider's issuer. Returns the claims; the caller checks `sub`, `iat`, `exp` and `ttl`
+/// against the reference ([`crate::status_list::check_token_claims`]).
+pub async fn verify_status_list_token(
+    store: &Arc<KeyStore>,
+    token: &str,
+) -> Result<Map<String, Value>, VerifyError> {
+    let header = decode_header(token).map_err(|_| VerifyError::Malformed)?;
+    if header.crit.is_some() || header.enc.is_some() || header.zip.is_some() {
+        return Err(VerifyError::UnsupportedHeader);
+    }
+    let config = store.provider();
+    if !config.algorithms.contains(&header.alg) {
+        return Err(VerifyError::AlgorithmNotAllowed);
+    }
+    // §5.1: "The JWT type MUST be statuslist+jwt" (RFC 7515 §4.1.9: with or without the
+    // application/ prefix).
+    let typ = header.typ.as_deref().and_then(crate::config::media_type);
+    if !typ.is_some_and(|t| t.eq_ignore_ascii_case(crate::status_list::TOKEN_TYPE)) {
+        return Err(VerifyError::WrongTokenType);
+    }
+    let keys = key_set_for(store, header.kid.as_deref()).await?;
+    let mut validation = Validation::new(header.alg);
+    validation.leeway = config.leeway.as_secs();
+    // `exp` is checked against the list's use (status_list::check_token_claims); `aud` is
+    // not a Status List Token claim.
+    validation.validate_exp = false;
+    validation.validate_nbf = true;
+    validation.validate_aud = false;
+    validation.set_required_spec_claims(&["sub"]);
+    let mut last = VerifyError::AlgorithmNotAllowed;
+    for key in candidates(&keys, header.kid.as_deref(), header.alg)? {
+        match decode::<Map<String, Value>>(token, &key.decoding_key, &validation) {
+            Ok(data) => {
+                if data
+                    .claims
+                    .get("iss")
+                    .is_some_and(|iss| iss.as_str() != Some(config.issuer.as_str()))
+                {
+                    return Err(VerifyError::WrongIssuer);
+                }
+                return Ok(data.claims);
+            }
+            Err(e) => {
+                last = map_error(e.kind());
+                if last != VerifyError::BadSignature {
+                    return Err(last);
+                }
+            }
+        }
+    }
+    Err(last)
 }
 
 fn check_required(config: &ProviderConfig, claims: &Map<String, Value>) -> Result<(), VerifyError> {

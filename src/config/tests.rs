@@ -485,3 +485,76 @@ fn dpop_settings_are_validated() {
     }
     assert!(error_of(&format!("{MINIMAL}    dpop: {{mode: sometimes}}\n")).contains("mode"));
 }
+
+#[test]
+fn status_lists_default_to_the_providers_own_origins() {
+    let config = Config::from_yaml(MINIMAL).unwrap();
+    assert_eq!(config.providers[0].status_list.mode, StatusListMode::Off);
+    let yaml = format!(
+        "{MINIMAL}    jwks_cache: {{}}\n    status_list: {{mode: required, max_stale: 30s}}\n"
+    )
+    .replace(
+        "https://issuer.test/jwks.json",
+        "https://keys.test:8443/jwks.json",
+    );
+    let config = Config::from_yaml(&yaml).unwrap();
+    let p = &config.providers[0];
+    assert_eq!(p.status_list.mode, StatusListMode::Required);
+    assert_eq!(p.status_list.max_stale, Duration::from_secs(30));
+    assert_eq!(p.status_list.max_bytes, 4 * 1024 * 1024);
+    assert_eq!(
+        p.status_list.origins(p),
+        vec!["https://issuer.test", "https://keys.test:8443"]
+    );
+    let named = format!(
+        "{MINIMAL}    status_list: {{mode: optional, allowed_origins: [\"https://status.test\"]}}\n"
+    );
+    let config = Config::from_yaml(&named).unwrap();
+    let p = &config.providers[0];
+    assert_eq!(p.status_list.origins(p), vec!["https://status.test"]);
+}
+
+#[test]
+fn status_list_settings_are_validated() {
+    for (extra, field) in [
+        (
+            "    status_list: {mode: optional, allowed_origins: [\"https://s.test/lists\"]}\n",
+            "providers[0].status_list.allowed_origins[0]",
+        ),
+        (
+            "    status_list: {mode: optional, allowed_origins: [\"http://s.test\"]}\n",
+            "providers[0].status_list.allowed_origins[0]",
+        ),
+        (
+            "    status_list: {mode: optional, allowed_origins: [\"https://u:p@s.test\"]}\n",
+            "providers[0].status_list.allowed_origins[0]",
+        ),
+        (
+            "    status_list: {mode: optional, max_stale: 0s}\n",
+            "providers[0].status_list.max_stale",
+        ),
+        (
+            "    status_list: {mode: optional, min_ttl: 10m, max_ttl: 1m}\n",
+            "providers[0].status_list.min_ttl",
+        ),
+        (
+            "    status_list: {mode: optional, min_ttl: 100ms}\n",
+            "providers[0].status_list.min_ttl",
+        ),
+        (
+            "    status_list: {mode: optional, max_bytes: 1073741824}\n",
+            "providers[0].status_list.max_bytes",
+        ),
+        (
+            "    status_list: {mode: optional, max_lists: 0}\n",
+            "providers[0].status_list.max_lists",
+        ),
+    ] {
+        let error = error_of(&format!("{MINIMAL}{extra}"));
+        assert!(error.contains(field), "{extra}: {error}");
+    }
+    assert!(error_of(&format!("{MINIMAL}    status_list: {{mode: always}}\n")).contains("mode"));
+    // A file JWKS and a non-URL issuer leave no origin to default to.
+    let file = "providers:\n  - name: f\n    issuer: urn:example\n    audiences: [api]\n    jwks: {file: /k.json}\n    status_list: {mode: optional}\n";
+    assert!(error_of(file).contains("providers[0].status_list.allowed_origins"));
+}

@@ -46,6 +46,7 @@ fn provider(algorithms: &[Algorithm]) -> ProviderConfig {
         max_lifetime: None,
         dpop: Default::default(),
         certificate_binding: Default::default(),
+        status_list: Default::default(),
     }
 }
 

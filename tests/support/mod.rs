@@ -212,6 +212,9 @@ pub fn hs256_token(header: &Value, claims: &Value, secret: &[u8]) -> String {
 #[derive(Default)]
 struct JwksState {
     keys: Vec<Value>,
+    /// Documents served at `/status/{name}`: body and ETag.
+    documents: HashMap<String, (String, Option<String>)>,
+    document_fetches: HashMap<String, usize>,
     cache_control: Option<String>,
     failing: bool,
     delay: Duration,
@@ -245,6 +248,7 @@ impl JwksServer {
         .to_string();
         let app = Router::new()
             .route("/jwks.json", get(serve_jwks))
+            .route("/status/{name}", get(serve_document))
             .route(
                 "/.well-known/openid-configuration",
                 get(move || async move { discovery }),
@@ -292,6 +296,27 @@ impl JwksServer {
         self.fetches.load(Ordering::SeqCst)
     }
 
+    /// The URL of the document `name` (see [`JwksServer::set_document`]).
+    pub fn document_url(&self, name: &str) -> String {
+        format!("http://{}/status/{name}", self.addr)
+    }
+
+    /// Serves `body` at `/status/{name}` as a Status List Token, with an ETag when given
+    /// (a matching `If-None-Match` gets 304).
+    pub fn set_document(&self, name: &str, body: &str, etag: Option<&str>) {
+        self.state
+            .lock()
+            .expect("lock")
+            .documents
+            .insert(name.to_owned(), (body.to_owned(), etag.map(str::to_owned)));
+    }
+
+    /// How many times `/status/{name}` was requested.
+    pub fn document_fetches(&self, name: &str) -> usize {
+        let state = self.state.lock().expect("lock");
+        state.document_fetches.get(name).copied().unwrap_or(0)
+    }
+
     /// Stops listening (new connections are refused); a pooled connection that outlives the
     /// listener gets 500s, so the JWKS is unreachable either way.
     pub fn stop(&self) {
@@ -328,6 +353,41 @@ async fn serve_jwks(State((state, fetches)): State<JwksShared>) -> Response {
         );
     }
     (headers, json!({"keys": state.keys}).to_string()).into_response()
+}
+
+async fn serve_document(
+    State((state, _)): State<JwksShared>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let delay = {
+        let mut state = state.lock().expect("lock");
+        *state.document_fetches.entry(name.clone()).or_default() += 1;
+        state.delay
+    };
+    tokio::time::sleep(delay).await;
+    let state = state.lock().expect("lock");
+    if state.failing {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    let Some((body, etag)) = state.documents.get(&name) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let mut out = HeaderMap::new();
+    out.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/statuslist+jwt"),
+    );
+    if let Some(etag) = etag {
+        if headers
+            .get(header::IF_NONE_MATCH)
+            .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+        {
+            return (StatusCode::NOT_MODIFIED, out).into_response();
+        }
+        out.insert(header::ETAG, HeaderValue::from_str(etag).expect("etag"));
+    }
+    (out, body.clone()).into_response()
 }
 
 /// A config document for one provider whose JWKS is at `jwks_url`, with short intervals so

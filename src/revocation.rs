@@ -1,0 +1,439 @@
+//! Revocation at run time (draft-ietf-oauth-status-list §8): per provider, the status lists
+//! its tokens name, fetched only from the origins it allows, verified with its own keys,
+//! held, and refreshed in the background before their `ttl` runs out; and the per-request
+//! lookup of one token's status, which costs a map lookup and a bit read, cache hits included.
+//!
+//! Fail closed: a list that cannot be fetched is used until `max_stale` after its last good
+//! fetch (and never past its own `exp`); then, and while no list was ever fetched, the
+//! tokens that name it are answered 503.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+use crate::config::{StatusListConfig, StatusListMode};
+use crate::jwks::{self, FetchError, KeyStore};
+use crate::metrics::Metrics;
+use crate::response::Deny;
+use crate::status_list::{self, Status, StatusList, StatusListError};
+use crate::verify::{self, VerifyError};
+
+/// The media type of a Status List Token in JWT format (§8.1).
+pub const MEDIA_TYPE: &str = "application/statuslist+jwt";
+
+/// How often the refresher looks for lists due for a refresh.
+const TICK: Duration = Duration::from_millis(250);
+
+/// A list nobody asked about for this long is forgotten (fetched again when needed).
+const IDLE: Duration = Duration::from_secs(3600);
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// Why a list could not be fetched.
+#[derive(Debug, thiserror::Error)]
+enum ListError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("not a valid Status List Token: {0}")]
+    Token(#[from] VerifyError),
+    #[error("not a valid Status List Token: {0}")]
+    Claims(#[from] StatusListError),
+    #[error("body is not text")]
+    NotText,
+    #[error("issued at {fetched} before the list held (iat {held}): refusing to go back")]
+    Older { fetched: u64, held: u64 },
+}
+
+impl ListError {
+    /// The metric label of a failed fetch.
+    fn outcome(&self) -> &'static str {
+        match self {
+            ListError::Fetch(_) => "error",
+            _ => "invalid",
+        }
+    }
+}
+
+/// One verified list as fetched.
+#[derive(Debug)]
+struct Held {
+    list: Arc<StatusList>,
+    /// The list token's `iat`: a later fetch never replaces it with an older one.
+    iat: u64,
+    /// Unix seconds past which the list is not used: its `exp`, or `max_stale` after the
+    /// last good fetch, whichever comes first.
+    usable_until: u64,
+    /// When the last good fetch (200, or 304 for the token held) ended.
+    fetched_at: u64,
+    refresh_at: Instant,
+    etag: Option<String>,
+    /// The list token's `exp` (§8.3 step 4c).
+    exp: Option<u64>,
+    ttl: Duration,
+}
+
+#[derive(Debug, Default)]
+struct FetchState {
+    failures: u32,
+    /// No fetch before this after a failure (on demand or in the background).
+    retry_at: Option<Instant>,
+}
+
+/// One list, by its `uri`.
+#[derive(Debug)]
+struct List {
+    uri: String,
+    held: ArcSwapOption<Held>,
+    /// Held by the one fetch in progress: concurrent callers wait and use its result.
+    fetch: tokio::sync::Mutex<FetchState>,
+    /// Unix seconds of the last request that named this list.
+    used_at: AtomicU64,
+}
+
+impl List {
+    /// The held list if it may be used at `now`.
+    fn usable(&self, now: u64) -> Option<Arc<Held>> {
+        self.held.load_full().filter(|h| now < h.usable_until)
+    }
+}
+
+/// The status lists of one provider.
+#[derive(Debug)]
+pub struct StatusLists {
+    keys: Arc<KeyStore>,
+    origins: Vec<String>,
+    client: reqwest::Client,
+    metrics: Arc<Metrics>,
+    lists: ArcSwap<HashMap<Box<str>, Arc<List>>>,
+    /// Serializes additions to `lists` (lookups never wait for it).
+    adding: Mutex<()>,
+}
+
+impl StatusLists {
+    /// The lists of `keys`' provider, if its `status_list.mode` is not off; lists held by
+    /// `previous` (the same provider before a reload) are kept.
+    pub fn new(
+        keys: Arc<KeyStore>,
+        client: reqwest::Client,
+        metrics: Arc<Metrics>,
+        previous: Option<&StatusLists>,
+    ) -> Option<Arc<Self>> {
+        let provider = keys.provider();
+        if provider.status_list.mode == StatusListMode::Off {
+            return None;
+        }
+        let origins = provider.status_list.origins(provider);
+        let lists = previous.map(|p| p.lists.load_full()).unwrap_or_default();
+        Some(Arc::new(Self {
+            keys,
+            origins,
+            client,
+            metrics,
+            lists: ArcSwap::new(lists),
+            adding: Mutex::new(()),
+        }))
+    }
+
+    fn config(&self) -> &StatusListConfig {
+        &self.keys.provider().status_list
+    }
+
+    fn provider_name(&self) -> &str {
+        &self.keys.provider().name
+    }
+
+    /// The status check of one verified token (§8.3), on every request.
+    pub async fn check(&self, claims: &Map<String, Value>) -> Result<(), Deny> {
+        let reference = match status_list::reference(claims) {
+            Ok(Some(reference)) => reference,
+            Ok(None) if self.config().mode == StatusListMode::Required => {
+                return Err(Deny::StatusMissing);
+            }
+            Ok(None) => return Ok(()),
+            // §8.3 step 1: a malformed reference rejects the token.
+            Err(_) => return Err(Deny::StatusUnusable),
+        };
+        let now = unix_now();
+        let list = self.list(reference.uri)?;
+        if list.used_at.load(Ordering::Relaxed) != now {
+            list.used_at.store(now, Ordering::Relaxed);
+        }
+        let held = match list.usable(now) {
+            Some(held) => held,
+            None => self.fetch_on_demand(&list).await?,
+        };
+        // §8.3 step 6: an index outside the list says nothing; the token is rejected.
+        match held.list.get(reference.idx) {
+            Ok(Status::Valid) => Ok(()),
+            Ok(status) => {
+                self.metrics
+                    .record_revoked_token(self.provider_name(), status_label(status));
+                Err(Deny::TokenRevoked)
+            }
+            Err(_) => Err(Deny::StatusUnusable),
+        }
+    }
+
+    /// The list named `uri`, added (empty) on first sight if its origin is allowed.
+    fn list(&self, uri: &str) -> Result<Arc<List>, Deny> {
+        if let Some(list) = self.lists.load().get(uri) {
+            return Ok(Arc::clone(list));
+        }
+        // Checked once per list, not per request: only allowed URIs are ever in the map.
+        let origin = reqwest::Url::parse(uri).map(|u| u.origin().ascii_serialization());
+        if !origin.is_ok_and(|o| self.origins.contains(&o)) {
+            tracing::debug!(provider = %self.provider_name(), uri, "token names a status list outside the allowed origins");
+            return Err(Deny::StatusUnusable);
+        }
+        if !self.keys.provider().allows_url(uri) {
+            tracing::debug!(provider = %self.provider_name(), uri, "status list over plain http to another host");
+            return Err(Deny::StatusUnusable);
+        }
+        let _adding = self.adding.lock().unwrap_or_else(|p| p.into_inner());
+        let lists = self.lists.load_full();
+        if let Some(list) = lists.get(uri) {
+            return Ok(Arc::clone(list));
+        }
+        if lists.len() >= self.config().max_lists {
+            tracing::warn!(provider = %self.provider_name(), max_lists = self.config().max_lists, "status_list.max_lists reached; answering 503 for tokens of a new list");
+            return Err(Deny::StatusListUnavailable);
+        }
+        let list = Arc::new(List {
+            uri: uri.to_owned(),
+            held: ArcSwapOption::empty(),
+            fetch: tokio::sync::Mutex::new(FetchState::default()),
+            used_at: AtomicU64::new(unix_now()),
+        });
+        let mut next = HashMap::clone(&lists);
+        next.insert(uri.into(), Arc::clone(&list));
+        self.lists.store(Arc::new(next));
+        Ok(list)
+    }
+
+    /// A fetch for a request that found no usable list: one at a time per list (callers
+    /// arriving meanwhile use its result), and none while a failure's backoff runs.
+    async fn fetch_on_demand(&self, list: &List) -> Result<Arc<Held>, Deny> {
+        let mut state = list.fetch.lock().await;
+        if let Some(held) = list.usable(unix_now()) {
+            return Ok(held);
+        }
+        if state.retry_at.is_some_and(|at| Instant::now() < at) {
+            return Err(Deny::StatusListUnavailable);
+        }
+        self.fetch_locked(list, &mut state)
+            .await
+            .ok_or(Deny::StatusListUnavailable)
+    }
+
+    /// Fetches and verifies `list`; on success it replaces the held one. On failure the
+    /// held list stays (it is used until `usable_until`) and the backoff grows.
+    async fn fetch_locked(&self, list: &List, state: &mut FetchState) -> Option<Arc<Held>> {
+        let held = list.held.load_full();
+        match self.fetch(&list.uri, held.as_deref()).await {
+            Ok((held, outcome)) => {
+                state.failures = 0;
+                state.retry_at = None;
+                self.metrics
+                    .record_status_list_fetch(self.provider_name(), outcome);
+                tracing::debug!(provider = %self.provider_name(), uri = %list.uri, outcome, entries = held.list.len(), ttl = ?held.ttl, "status list fetched");
+                let held = Arc::new(held);
+                list.held.store(Some(Arc::clone(&held)));
+                Some(held)
+            }
+            Err(error) => {
+                state.failures = state.failures.saturating_add(1);
+                let wait = jwks::retry_delay(
+                    state.failures,
+                    self.config().max_ttl.min(Duration::from_secs(60)),
+                );
+                state.retry_at = Some(Instant::now() + wait);
+                self.metrics
+                    .record_status_list_fetch(self.provider_name(), error.outcome());
+                let usable_until = held.as_ref().map(|h| h.usable_until);
+                tracing::warn!(provider = %self.provider_name(), uri = %list.uri, %error, ?usable_until, "status list fetch failed; keeping the list held until max_stale");
+                None
+            }
+        }
+    }
+
+    /// One GET of the list token, verified (§8.3 steps 2 to 5).
+    async fn fetch(
+        &self,
+        uri: &str,
+        held: Option<&Held>,
+    ) -> Result<(Held, &'static str), ListError> {
+        let config = self.config();
+        let now = unix_now();
+        // Revalidate the token held only while it has not expired: a 304 cannot renew it.
+        let revalidate = held.filter(|h| h.exp.is_none_or(|exp| now < exp));
+        let mut request = self
+            .client
+            .get(uri)
+            .header(http::header::ACCEPT, MEDIA_TYPE)
+            .timeout(config.fetch_timeout);
+        if let Some(etag) = revalidate.and_then(|h| h.etag.as_deref()) {
+            request = request.header(http::header::IF_NONE_MATCH, etag);
+        }
+        let response = request.send().await.map_err(FetchError::from)?;
+        let status = response.status();
+        if status == http::StatusCode::NOT_MODIFIED
+            && let Some(held) = revalidate
+        {
+            return Ok((self.renewed(held, now), "not_modified"));
+        }
+        if !status.is_success() {
+            return Err(FetchError::Status(status.as_u16()).into());
+        }
+        let etag = response
+            .headers()
+            .get(http::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= 256)
+            .map(str::to_owned);
+        let body = jwks::read_body(response, config.max_bytes).await?;
+        let token = std::str::from_utf8(&body)
+            .map_err(|_| ListError::NotText)?
+            .trim();
+        // Keys are the provider's own (§11.3); the token's header cannot bring its own.
+        let claims = verify::verify_status_list_token(&self.keys, token).await?;
+        let (list, lifetime) =
+            status_list::check_token_claims(&claims, uri, now, config.max_bytes)?;
+        if let Some(held) = held
+            && lifetime.iat < held.iat
+        {
+            // An older list (a stale cache, or a replayed response) would un-revoke tokens.
+            return Err(ListError::Older {
+                fetched: lifetime.iat,
+                held: held.iat,
+            });
+        }
+        let ttl = lifetime
+            .ttl
+            .map_or(config.default_ttl, Duration::from_secs)
+            .clamp(config.min_ttl, config.max_ttl);
+        Ok((
+            Held {
+                list: Arc::new(list),
+                iat: lifetime.iat,
+                usable_until: usable_until(now, config.max_stale, lifetime.exp),
+                fetched_at: now,
+                refresh_at: refresh_at(ttl, config.max_stale, now, lifetime.exp),
+                etag,
+                exp: lifetime.exp,
+                ttl,
+            },
+            "ok",
+        ))
+    }
+
+    /// The held list confirmed current by a 304.
+    fn renewed(&self, held: &Held, now: u64) -> Held {
+        Held {
+            list: Arc::clone(&held.list),
+            iat: held.iat,
+            usable_until: usable_until(now, self.config().max_stale, held.exp),
+            fetched_at: now,
+            refresh_at: refresh_at(held.ttl, self.config().max_stale, now, held.exp),
+            etag: held.etag.clone(),
+            exp: held.exp,
+            ttl: held.ttl,
+        }
+    }
+
+    /// Runs the background refresh until the returned task is aborted: every list due
+    /// (80 % of its `ttl` after its last fetch, or its backoff over) is fetched again, and
+    /// lists unused for an hour are forgotten.
+    pub fn spawn_refresher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let lists = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(TICK).await;
+                lists.refresh_due().await;
+            }
+        })
+    }
+
+    async fn refresh_due(&self) {
+        let now = Instant::now();
+        let unix = unix_now();
+        let mut idle = Vec::new();
+        for list in self.lists.load().values() {
+            if unix.saturating_sub(list.used_at.load(Ordering::Relaxed)) > IDLE.as_secs() {
+                idle.push(list.uri.clone());
+                continue;
+            }
+            // Lists never fetched are fetched on demand (a request is waiting for them).
+            let Some(held) = list.held.load_full() else {
+                continue;
+            };
+            // A fetch in progress (on demand) is as good as this one.
+            let Ok(mut state) = list.fetch.try_lock() else {
+                continue;
+            };
+            let due = now >= held.refresh_at && state.retry_at.is_none_or(|at| now >= at);
+            if due {
+                self.fetch_locked(list, &mut state).await;
+            }
+        }
+        if !idle.is_empty() {
+            let _adding = self.adding.lock().unwrap_or_else(|p| p.into_inner());
+            let mut next = HashMap::clone(&self.lists.load_full());
+            for uri in &idle {
+                next.remove(uri.as_str());
+            }
+            self.lists.store(Arc::new(next));
+            tracing::debug!(provider = %self.provider_name(), forgotten = idle.len(), "status lists unused for an hour forgotten");
+        }
+    }
+
+    /// Each held list's URI and seconds since its last good fetch (for the metrics).
+    pub fn ages(&self) -> Vec<(String, u64)> {
+        let now = unix_now();
+        self.lists
+            .load()
+            .values()
+            .filter_map(|list| {
+                let held = list.held.load();
+                held.as_ref()
+                    .map(|h| (list.uri.clone(), now.saturating_sub(h.fetched_at)))
+            })
+            .collect()
+    }
+}
+
+/// The last second a list fetched at `now` may be used: `max_stale` later, and before its
+/// `exp` (§8.3 step 4c: an expired list token is not relied on).
+fn usable_until(now: u64, max_stale: Duration, exp: Option<u64>) -> u64 {
+    let stale = now.saturating_add(max_stale.as_secs().max(1));
+    exp.map_or(stale, |exp| stale.min(exp))
+}
+
+/// When to fetch again: before the `ttl` runs out (§13.7: "caches the Status List for
+/// time duration of ttl before making checks for updates"), and well before `max_stale`
+/// and the list's `exp`.
+fn refresh_at(ttl: Duration, max_stale: Duration, now: u64, exp: Option<u64>) -> Instant {
+    let mut wait = ttl.min(max_stale / 2);
+    if let Some(exp) = exp {
+        wait = wait.min(Duration::from_secs(exp.saturating_sub(now)));
+    }
+    Instant::now() + wait.mul_f64(0.8)
+}
+
+fn status_label(status: Status) -> &'static str {
+    match status {
+        Status::Valid => "valid",
+        Status::Invalid => "invalid",
+        Status::Suspended => "suspended",
+        Status::Other(_) => "other",
+    }
+}
