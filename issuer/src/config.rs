@@ -26,6 +26,9 @@ pub enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Revoke and list issued tokens.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
     /// GET URL and exit 0 if it answers 200 (a container health check without curl).
     Probe { url: String },
 }
@@ -41,6 +44,23 @@ pub enum UsersCommand {
     List,
     Remove {
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Revoke tokens: every unexpired token of a user, or one token by its `jti`. Verifiers
+    /// refuse them once they next fetch the status list (within its ttl).
+    Revoke {
+        #[arg(long, conflicts_with = "jti", required_unless_present = "jti")]
+        user: Option<String>,
+        #[arg(long)]
+        jti: Option<String>,
+    },
+    /// List a user's tokens with their status list entry and state.
+    List {
+        #[arg(long)]
+        user: String,
     },
 }
 
@@ -170,6 +190,24 @@ pub struct Settings {
     /// send it otherwise.
     #[arg(long, env = "ISSUER_TRUST_CLIENT_CERT_HEADER", global = true)]
     pub trust_client_cert_header: bool,
+    /// Where verifiers fetch status lists: every token's `status.status_list.uri` is
+    /// `<this>/auth/status/<list>`. Default: `--issuer-url`. Set it when verifiers reach the
+    /// issuer at another address than clients do (the compose stack: `http://issuer:8080`).
+    #[arg(long, env = "ISSUER_STATUS_BASE_URL", value_parser = parse_url, global = true)]
+    pub status_base_url: Option<String>,
+    /// The `ttl` of status list tokens (and their `Cache-Control: max-age`): how long
+    /// verifiers may go before fetching a list again, so the longest a revocation takes to
+    /// reach them.
+    #[arg(long, env = "ISSUER_STATUS_LIST_TTL", default_value = "60s", value_parser = parse_ttl, global = true)]
+    pub status_list_ttl: Duration,
+    /// `exp - iat` of status list tokens: how long a copy may be relied on at all (a
+    /// verifier that cannot reach the issuer stops using it then, or sooner).
+    #[arg(long, env = "ISSUER_STATUS_LIST_LIFETIME", default_value = "1h", value_parser = parse_ttl, global = true)]
+    pub status_list_lifetime: Duration,
+    /// Entries per status list (a multiple of 8, at most 2^24); a full list is followed by
+    /// a new one. 65536 entries are 8 KiB before compression.
+    #[arg(long, env = "ISSUER_STATUS_LIST_SIZE", default_value_t = 65536, value_parser = parse_list_size, global = true)]
+    pub status_list_size: i64,
 }
 
 impl Settings {
@@ -192,6 +230,14 @@ impl Settings {
         )
     }
 
+    /// The base of status list URIs.
+    pub fn status_base(&self) -> &str {
+        self.status_base_url
+            .as_deref()
+            .unwrap_or(&self.issuer_url)
+            .trim_end_matches('/')
+    }
+
     pub fn token_endpoint(&self) -> String {
         format!("{}/auth/login", self.issuer_url.trim_end_matches('/'))
     }
@@ -203,6 +249,14 @@ fn parse_url(s: &str) -> Result<String, String> {
         (Some("http" | "https"), Some(_)) if uri.query().is_none() => Ok(s.to_owned()),
         _ => Err(format!("{s:?} must be an http(s) URL without a query")),
     }
+}
+
+fn parse_list_size(s: &str) -> Result<i64, String> {
+    let size: i64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if !(8..=1 << 24).contains(&size) || size % 8 != 0 {
+        return Err(format!("{s}: a multiple of 8 between 8 and 16777216"));
+    }
+    Ok(size)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -257,5 +311,17 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cli.settings.db, PathBuf::from("/tmp/x.db"));
+        let cli = Cli::try_parse_from(["issuer"]).unwrap();
+        assert_eq!(cli.settings.status_base(), "http://127.0.0.1:8080");
+        assert_eq!(cli.settings.status_list_size, 65536);
+        for size in ["0", "12", "33554432", "x"] {
+            assert!(
+                Cli::try_parse_from(["issuer", "--status-list-size", size]).is_err(),
+                "{size}"
+            );
+        }
+        let cli =
+            Cli::try_parse_from(["issuer", "--status-base-url", "http://issuer:8080/"]).unwrap();
+        assert_eq!(cli.settings.status_base(), "http://issuer:8080");
     }
 }

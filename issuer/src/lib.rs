@@ -6,6 +6,7 @@
 //! - [`users`]: the SQLite user store with argon2id hashes.
 //! - [`keys`]: RSA keys on disk, rotation and pruning.
 //! - [`token`]: minting tokens.
+//! - [`revocation`]: status list entries, revocation, signed Status List Tokens.
 //! - [`throttle`]: login throttling per user, per user and address, per address.
 //! - [`hashing`]: the bound on password verifications in flight.
 //! - [`http`]: the HTTP API.
@@ -15,6 +16,7 @@ pub mod config;
 pub mod hashing;
 pub mod http;
 pub mod keys;
+pub mod revocation;
 pub mod throttle;
 pub mod token;
 pub mod users;
@@ -75,6 +77,7 @@ impl Issuer {
         Ok(Self {
             state: AppState {
                 proofs,
+                lists: Default::default(),
                 settings: Arc::new(settings),
                 users,
                 keys: Arc::new(RwLock::new(Arc::new(ring))),

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use issuer::config::{Cli, Command, KeysCommand, UsersCommand};
+use issuer::config::{Cli, Command, KeysCommand, TokensCommand, UsersCommand};
 use issuer::keys::{KeyDir, KeyState};
 use issuer::users::UserStore;
 use issuer::{Issuer, Settings};
@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Command::Serve => serve(cli.settings),
         Command::Users(cmd) => users(&cli.settings, cmd),
         Command::Keys(cmd) => keys(&cli.settings, cmd),
+        Command::Tokens(cmd) => tokens(&cli.settings, cmd),
         Command::Probe { .. } => Ok(()),
     };
     match result {
@@ -103,8 +104,54 @@ fn users(settings: &Settings, cmd: UsersCommand) -> Result<()> {
             }
         }
         UsersCommand::Remove { name } => {
-            store.remove(&name)?;
-            println!("removed {name}");
+            let revoked = store.remove(&name)?;
+            println!("removed {name}; revoked {revoked} unexpired token(s)");
+        }
+    }
+    Ok(())
+}
+
+fn tokens(settings: &Settings, cmd: TokensCommand) -> Result<()> {
+    let store = UserStore::open(&settings.db)?;
+    let subject_of = |name: &str| -> Result<String> {
+        store
+            .find(name)?
+            .map(|u| u.id)
+            .ok_or_else(|| format!("no user {name:?}").into())
+    };
+    match cmd {
+        TokensCommand::Revoke {
+            user: Some(name), ..
+        } => {
+            let revoked = store.revoke_subject(&subject_of(&name)?)?;
+            println!("revoked {revoked} unexpired token(s) of {name}");
+        }
+        TokensCommand::Revoke { jti: Some(jti), .. } => match store.revoke_jti(&jti)? {
+            Some(true) => println!("revoked {jti}"),
+            Some(false) => println!("{jti} was already revoked"),
+            None => return Err(format!("no token with jti {jti:?}").into()),
+        },
+        TokensCommand::Revoke { .. } => return Err("--user or --jti is required".into()),
+        TokensCommand::List { user } => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or_default();
+            println!(
+                "{:<34} {:>6} {:>8} {:>12} {:>12} STATE",
+                "JTI", "LIST", "IDX", "ISSUED", "EXPIRES"
+            );
+            for t in store.tokens_of(&subject_of(&user)?)? {
+                let state = match t.revoked_at {
+                    Some(_) => "revoked",
+                    None if t.expires_at <= now => "expired",
+                    None => "valid",
+                };
+                println!(
+                    "{:<34} {:>6} {:>8} {:>12} {:>12} {state}",
+                    t.jti, t.slot.list, t.slot.idx, t.issued_at, t.expires_at
+                );
+            }
         }
     }
     Ok(())

@@ -23,6 +23,46 @@ pub struct Claims<'a> {
     /// The key or certificate the token is bound to (RFC 7800 `cnf`), if any.
     #[serde(skip_serializing_if = "Confirmation::is_empty")]
     pub cnf: &'a Confirmation,
+    /// Where the token's status is published (draft-ietf-oauth-status-list §6.2).
+    pub status: Status<'a>,
+}
+
+/// The `status` claim: `{"status_list": {"idx": .., "uri": ..}}`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Status<'a> {
+    pub status_list: StatusReference<'a>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct StatusReference<'a> {
+    pub idx: i64,
+    pub uri: &'a str,
+}
+
+/// A token about to be minted: its `jti`, times and status entry, recorded before it is
+/// signed.
+#[derive(Debug, Clone)]
+pub struct Minting {
+    pub jti: String,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+impl Minting {
+    /// A fresh `jti` and the times of a token valid for `ttl` from now.
+    pub fn new(ttl: Duration) -> Result<Self, MintError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let mut jti = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut jti).map_err(|_| MintError::Random)?;
+        Ok(Self {
+            jti: crate::users::hex(&jti),
+            iat: now,
+            exp: now + ttl.as_secs(),
+        })
+    }
 }
 
 /// RFC 7800 confirmation members: `jkt` for DPoP (RFC 9449 §6.1), `x5t#S256` for a client
@@ -54,15 +94,10 @@ pub fn mint(
     user: &User,
     issuer: &str,
     audience: &str,
-    ttl: Duration,
+    minting: &Minting,
     cnf: &Confirmation,
+    status: Status<'_>,
 ) -> Result<String, MintError> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    let mut jti = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut jti).map_err(|_| MintError::Random)?;
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(key.entry.kid.clone());
     header.typ = Some("JWT".to_owned());
@@ -72,11 +107,12 @@ pub fn mint(
         role: &user.role,
         iss: issuer,
         aud: audience,
-        iat: now,
-        nbf: now,
-        exp: now + ttl.as_secs(),
-        jti: crate::users::hex(&jti),
+        iat: minting.iat,
+        nbf: minting.iat,
+        exp: minting.exp,
+        jti: minting.jti.clone(),
         cnf,
+        status,
     };
     Ok(jsonwebtoken::encode(&header, &claims, &key.encoding_key)?)
 }

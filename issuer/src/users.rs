@@ -51,12 +51,13 @@ pub struct User {
 /// The user store. Blocking: call it from `spawn_blocking` in async code.
 #[derive(Debug, Clone)]
 pub struct UserStore {
-    conn: Arc<Mutex<Connection>>,
+    pub(crate) conn: Arc<Mutex<Connection>>,
     /// A hash of a random password, verified for unknown users so their login costs the same.
     dummy_hash: Arc<String>,
 }
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE users (
         id TEXT PRIMARY KEY,
         username TEXT NOT NULL UNIQUE,
@@ -64,7 +65,30 @@ const MIGRATIONS: &[&str] = &[r#"
         password_hash TEXT NOT NULL,
         created_at INTEGER NOT NULL
     );
-"#];
+"#,
+    // Token Status List (issue 16): every issued token's entry in a list. AUTOINCREMENT
+    // never reuses a list id, so a (list, idx) pair names one token forever.
+    r#"
+    CREATE TABLE status_lists (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        size INTEGER NOT NULL,
+        next_idx INTEGER NOT NULL DEFAULT 0,
+        version INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE issued_tokens (
+        jti TEXT PRIMARY KEY,
+        subject TEXT NOT NULL,
+        list INTEGER NOT NULL REFERENCES status_lists(id),
+        idx INTEGER NOT NULL,
+        issued_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        revoked_at INTEGER,
+        UNIQUE (list, idx)
+    );
+    CREATE INDEX issued_tokens_by_subject ON issued_tokens (subject, expires_at);
+"#,
+];
 
 /// Creates the database file readable by its owner only (0600), like the key directory, or
 /// tightens an existing one. SQLite gives its `-wal` and `-shm` files the database file's
@@ -137,7 +161,7 @@ impl UserStore {
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (transactions roll back),
         // so a poisoned lock is still safe to use.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
@@ -171,14 +195,44 @@ impl UserStore {
         Ok(user)
     }
 
-    pub fn remove(&self, username: &str) -> Result<(), UserError> {
-        let removed = self
-            .conn()
-            .execute("DELETE FROM users WHERE username = ?1", params![username])?;
-        if removed == 0 {
+    /// Removes a user and revokes every unexpired token issued to them, in one
+    /// transaction; returns how many tokens were revoked.
+    pub fn remove(&self, username: &str) -> Result<usize, UserError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let id: Option<String> = tx
+            .query_row(
+                "SELECT id FROM users WHERE username = ?1",
+                params![username],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(id) = id else {
             return Err(UserError::NotFound(username.to_owned()));
-        }
-        Ok(())
+        };
+        let revoked = crate::revocation::revoke_subject_in(&tx, &id, now())?;
+        tx.execute("DELETE FROM users WHERE id = ?1", params![id])?;
+        tx.commit()?;
+        Ok(revoked)
+    }
+
+    /// The user named `username`, if any.
+    pub fn find(&self, username: &str) -> Result<Option<User>, UserError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT id, username, role, created_at FROM users WHERE username = ?1",
+                params![username],
+                |r| {
+                    Ok(User {
+                        id: r.get(0)?,
+                        username: r.get(1)?,
+                        role: r.get(2)?,
+                        created_at: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
     }
 
     pub fn list(&self) -> Result<Vec<User>, UserError> {
@@ -249,7 +303,7 @@ impl UserStore {
     }
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

@@ -151,8 +151,14 @@ async fn login_returns_a_token_with_exactly_the_documented_claims() {
     assert_eq!(
         names,
         [
-            "aud", "exp", "iat", "iss", "jti", "nbf", "role", "sub", "username"
+            "aud", "exp", "iat", "iss", "jti", "nbf", "role", "status", "sub", "username"
         ]
+    );
+    // draft-ietf-oauth-status-list §6.2: the entry of this token in a list on the issuer.
+    assert_eq!(claims["status"]["status_list"]["idx"].as_u64(), Some(0));
+    assert_eq!(
+        claims["status"]["status_list"]["uri"],
+        "http://issuer.test/auth/status/1"
     );
     let alice = issuer
         .users()
@@ -302,6 +308,179 @@ async fn jwks_and_discovery_publish_no_private_parts() {
     assert_eq!(
         doc["id_token_signing_alg_values_supported"],
         json!(["RS256"])
+    );
+    assert_eq!(
+        doc["status_list_aggregation_endpoint"],
+        "http://issuer.test/auth/status"
+    );
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).expect("request")
+}
+
+/// The raw response of `GET path` with optional `If-None-Match`.
+async fn get_raw(
+    app: &Router,
+    path: &str,
+    if_none_match: Option<&str>,
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    let mut request = Request::get(path);
+    if let Some(tag) = if_none_match {
+        request = request.header(header::IF_NONE_MATCH, tag);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).expect("request"))
+        .await
+        .expect("response");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    (
+        status,
+        headers,
+        String::from_utf8(bytes.to_vec()).expect("text"),
+    )
+}
+
+fn logout(token: &str) -> Request<Body> {
+    Request::post("/auth/logout")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .expect("request")
+}
+
+/// The statuses of a list token's entries, decoded by the sidecar's reader after the
+/// signature is verified independently.
+fn statuses(token: &str, jwks: &Value, uri: &str, entries: u64) -> Vec<u8> {
+    let (header, claims) = verify_independently(token, jwks);
+    assert_eq!(header["typ"], "statuslist+jwt");
+    assert_eq!(claims["sub"], uri);
+    assert_eq!(claims["iss"], "http://issuer.test");
+    let iat = claims["iat"].as_u64().expect("iat");
+    assert_eq!(claims["exp"].as_u64(), Some(iat + 3600));
+    assert_eq!(claims["ttl"], 60);
+    let map = claims.as_object().expect("claims");
+    let (list, _) =
+        jwt_authz::status_list::check_token_claims(map, uri, now(), 1 << 20).expect("list");
+    (0..entries)
+        .map(|i| match list.get(i).expect("entry") {
+            jwt_authz::status_list::Status::Valid => 0,
+            jwt_authz::status_list::Status::Invalid => 1,
+            jwt_authz::status_list::Status::Suspended => 2,
+            jwt_authz::status_list::Status::Other(v) => v,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn logout_revokes_the_token_in_its_signed_status_list() {
+    let fx = Fixture::new();
+    let app = fx.issuer(&["--status-list-size", "8"]).router();
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        let (status, _, body) = call(&app, login("bob", "bob-password")).await;
+        assert_eq!(status, StatusCode::OK);
+        tokens.push(body["accessToken"].as_str().expect("token").to_owned());
+    }
+    let keys = jwks(&app).await;
+    let uri = "http://issuer.test/auth/status/1";
+    let (status, headers, list) = get_raw(&app, "/auth/status/1", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/statuslist+jwt");
+    assert_eq!(headers[header::CACHE_CONTROL], "public, max-age=60");
+    assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    let etag = headers[header::ETAG].to_str().expect("etag").to_owned();
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+    assert_eq!(statuses(&list, &keys, uri, 8), vec![0; 8]);
+    // Unchanged: the same copy, and 304 for its ETag.
+    let (status, headers, body) = get_raw(&app, "/auth/status/1", Some(&etag)).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert_eq!(headers[header::ETAG], etag.as_str());
+    assert!(body.is_empty());
+
+    let (status, headers, _) = call(&app, logout(&tokens[1])).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+    // Logging out twice is fine.
+    assert_eq!(
+        call(&app, logout(&tokens[1])).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let (status, headers, list) = get_raw(&app, "/auth/status/1", Some(&etag)).await;
+    assert_eq!(status, StatusCode::OK, "a changed list is not 304");
+    assert_ne!(headers[header::ETAG], etag.as_str());
+    assert_eq!(statuses(&list, &keys, uri, 8), vec![0, 1, 0, 0, 0, 0, 0, 0]);
+
+    // Tokens not from here, or not tokens, revoke nothing.
+    let forged = {
+        let mut parts: Vec<String> = tokens[0].split('.').map(str::to_owned).collect();
+        parts[2] = parts[2].chars().rev().collect();
+        parts.join(".")
+    };
+    for bad in [forged.as_str(), "x.y.z"] {
+        let (status, headers, body) = call(&app, logout(bad)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{bad}");
+        assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
+        assert_eq!(body["error"], "invalid_token");
+    }
+    let (status, _, body) = call(
+        &app,
+        Request::post("/auth/logout")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"], "invalid_request");
+    let (_, _, list) = get_raw(&app, "/auth/status/1", None).await;
+    assert_eq!(statuses(&list, &keys, uri, 8), vec![0, 1, 0, 0, 0, 0, 0, 0]);
+
+    // Unknown lists, and other spellings of a list's URI, are not found.
+    for path in [
+        "/auth/status/2",
+        "/auth/status/01",
+        "/auth/status/0",
+        "/auth/status/-1",
+        "/auth/status/x",
+    ] {
+        assert_eq!(
+            get_raw(&app, path, None).await.0,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_full_list_is_followed_by_a_new_one_and_the_aggregation_names_both() {
+    let fx = Fixture::new();
+    let app = fx.issuer(&["--status-list-size", "8"]).router();
+    let mut references = Vec::new();
+    for _ in 0..10 {
+        let (_, _, body) = call(&app, login("alice", "alice-password")).await;
+        let (_, claims) = verify_independently(
+            body["accessToken"].as_str().expect("token"),
+            &jwks(&app).await,
+        );
+        references.push(claims["status"]["status_list"].clone());
+    }
+    for (i, reference) in references.iter().enumerate() {
+        let list = i / 8 + 1;
+        assert_eq!(reference["idx"].as_u64(), Some((i % 8) as u64));
+        assert_eq!(
+            reference["uri"],
+            format!("http://issuer.test/auth/status/{list}")
+        );
+    }
+    let (status, _, body) = call(&app, get("/auth/status")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"status_lists": ["http://issuer.test/auth/status/1", "http://issuer.test/auth/status/2"]})
     );
 }
 

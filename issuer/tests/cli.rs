@@ -74,6 +74,89 @@ fn users_add_list_remove_with_the_password_on_stdin() {
     );
 }
 
+/// `issuer tokens list|revoke` and the revocation a removed user gets, on tokens recorded
+/// as a login records them.
+#[test]
+fn tokens_are_listed_and_revoked_by_jti_by_user_and_with_their_user() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for name in ["frank", "gina"] {
+        let out = issuer(
+            dir.path(),
+            &["users", "add", name, "--role", "ops"],
+            Some("long-enough-password\n"),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let store = issuer::users::UserStore::open(&dir.path().join("users.db")).expect("open");
+    let frank = store.find("frank").expect("find").expect("frank");
+    let gina = store.find("gina").expect("find").expect("gina");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs() as i64;
+    for (jti, subject) in [("f1", &frank.id), ("f2", &frank.id), ("g1", &gina.id)] {
+        store
+            .record_token(jti, subject, now, now + 600, 64)
+            .expect("record");
+    }
+    drop(store);
+    let listed = stdout(&issuer(
+        dir.path(),
+        &["tokens", "list", "--user", "frank"],
+        None,
+    ));
+    assert_eq!(
+        listed.lines().filter(|l| l.ends_with(" valid")).count(),
+        2,
+        "{listed}"
+    );
+
+    let out = issuer(dir.path(), &["tokens", "revoke", "--jti", "f1"], None);
+    assert!(stdout(&out).contains("revoked f1"), "{}", stdout(&out));
+    let out = issuer(dir.path(), &["tokens", "revoke", "--jti", "nope"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let out = issuer(dir.path(), &["tokens", "revoke", "--user", "frank"], None);
+    assert!(
+        stdout(&out).contains("revoked 1 unexpired token(s) of frank"),
+        "{}",
+        stdout(&out)
+    );
+    let listed = stdout(&issuer(
+        dir.path(),
+        &["tokens", "list", "--user", "frank"],
+        None,
+    ));
+    assert_eq!(
+        listed.lines().filter(|l| l.ends_with(" revoked")).count(),
+        2,
+        "{listed}"
+    );
+    assert_eq!(
+        issuer(dir.path(), &["tokens", "revoke"], None)
+            .status
+            .code(),
+        Some(2),
+        "--user or --jti is required"
+    );
+
+    let out = issuer(dir.path(), &["users", "remove", "gina"], None);
+    assert!(
+        stdout(&out).contains("revoked 1 unexpired token(s)"),
+        "{}",
+        stdout(&out)
+    );
+    let store = issuer::users::UserStore::open(&dir.path().join("users.db")).expect("open");
+    assert!(
+        store.tokens_of(&gina.id).expect("tokens")[0]
+            .revoked_at
+            .is_some()
+    );
+}
+
 #[test]
 fn running_issuer_picks_up_a_cli_rotation() {
     let dir = tempfile::tempdir().expect("tempdir");
