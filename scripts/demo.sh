@@ -75,6 +75,7 @@ public_url="http://127.0.0.1:$ENVOY_PORT"
 echo "== starting the issuer on 127.0.0.1:$ISSUER_PORT"
 start issuer "$bin/issuer" --demo --listen "127.0.0.1:$ISSUER_PORT" \
   --issuer-url "$public_url" --trust-forwarded-for \
+  --status-base-url "http://127.0.0.1:$ISSUER_PORT" \
   --db "$run/data/users.db" --key-dir "$run/data/keys"
 wait_for issuer "http://127.0.0.1:$ISSUER_PORT/healthz"
 

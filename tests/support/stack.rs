@@ -242,6 +242,10 @@ pub struct Options {
     pub replicas: usize,
     /// For [`Front::EnvoyMtls`].
     pub tls: Option<TlsFiles>,
+    /// Extra issuer flags (`--status-list-ttl 2s`).
+    pub issuer_args: Vec<String>,
+    /// Replaces the demo provider's `status_list: {mode: optional}` value.
+    pub status_list: Option<String>,
 }
 
 impl Default for Options {
@@ -252,6 +256,8 @@ impl Default for Options {
             authz_extra: String::new(),
             replicas: 1,
             tls: None,
+            issuer_args: Vec::new(),
+            status_list: None,
         }
     }
 }
@@ -310,6 +316,8 @@ impl Stack {
             authz_extra,
             replicas,
             tls,
+            issuer_args,
+            status_list,
         } = options;
         assert!(
             replicas == 1 || front == Front::EnvoyGrpc,
@@ -339,7 +347,7 @@ impl Stack {
         };
         stack.replica_admins.push(stack.authz_admin);
 
-        stack.start_issuer(tls.is_some());
+        stack.start_issuer(tls.is_some(), &issuer_args);
         wait_http(
             &format!("http://127.0.0.1:{}/healthz", stack.issuer_port),
             "issuer",
@@ -362,6 +370,15 @@ impl Stack {
                     ),
                 ],
             );
+            let demo_status = "status_list: {mode: optional}";
+            assert!(
+                config.contains(demo_status),
+                "the demo provider's status_list line"
+            );
+            let config = match &status_list {
+                Some(value) => config.replace(demo_status, &format!("status_list: {value}")),
+                None => config,
+            };
             // A public rule no proxy routes to: only a decision about a client-supplied path
             // (never the real one) could allow a request through it (tests/e2e_proxies.rs).
             format!(
@@ -547,14 +564,19 @@ impl Stack {
         cmd.env("ISSUER_DB", self.dir.path().join("users.db"))
             .env("ISSUER_KEY_DIR", self.key_dir())
             .env("ISSUER_URL", &self.base)
+            // jwt-authz fetches status lists where it fetches keys: from the issuer itself.
+            .env(
+                "ISSUER_STATUS_BASE_URL",
+                format!("http://127.0.0.1:{}", self.issuer_port),
+            )
             .env("ISSUER_LISTEN", format!("127.0.0.1:{}", self.issuer_port));
         cmd
     }
 
     /// With `client_certificates`, the issuer binds tokens to the certificate Envoy forwards.
-    fn start_issuer(&mut self, client_certificates: bool) {
+    fn start_issuer(&mut self, client_certificates: bool, extra: &[String]) {
         let mut cmd = self.issuer_command();
-        cmd.args(["--demo", "--trust-forwarded-for"]);
+        cmd.args(["--demo", "--trust-forwarded-for"]).args(extra);
         if client_certificates {
             cmd.arg("--trust-client-cert-header");
         }
