@@ -51,6 +51,28 @@ def run(cmd, **kw):
     return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw).stdout
 
 
+def serve_status_list(port, body):
+    """Serves the benchmark's Token Status List at /status/1 on loopback (a thread)."""
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path != "/status/1":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("content-type", "application/statuslist+jwt")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -178,11 +200,14 @@ def ensure_tools():
         log("nginx could not be installed: the nginx rows will be missing")
 
 
-def authz_config(grpc, admin, cache_entries, http=None, dpop=False):
+def authz_config(grpc, admin, cache_entries, http=None, dpop=False, status_origin=None):
     http_listen = f', http: "127.0.0.1:{http}"' if http else ""
     # DPoP runs in a process of its own: the proofs it remembers must not count in the
     # other rows' memory figures.
     dpop_mode = "optional" if dpop else "off"
+    # So do status lists: the hot row with them on against the hot row with them off.
+    status = (f'{{mode: required, allowed_origins: ["{status_origin}"]}}'
+              if status_origin else "{mode: off}")
     return f"""
 listen: {{grpc: "127.0.0.1:{grpc}", admin: "127.0.0.1:{admin}"{http_listen}}}
 log: {{level: warn}}
@@ -193,6 +218,7 @@ providers:
     jwks: {{file: {WORK / "jwks.json"}}}
     algorithms: [RS256, EdDSA]
     dpop: {{mode: {dpop_mode}, algorithms: [ES256]}}
+    status_list: {status}
 token_cache: {{max_entries: {cache_entries}}}
 """
 
@@ -372,7 +398,11 @@ def main():
     info = machine()
     info["envoy"] = run([envoy, "--version"]).strip().split("version:")[-1].strip()
     log("keys and tokens")
-    run([BIN / "bench-tokens", "--out", WORK, "--rs256", "10000"])
+    status_port = free_port()
+    status_origin = f"http://127.0.0.1:{status_port}"
+    run([BIN / "bench-tokens", "--out", WORK, "--rs256", "10000",
+         "--status-uri", f"{status_origin}/status/1"])
+    serve_status_list(status_port, (WORK / "status-list.jwt").read_bytes())
     tokens = (WORK / "tokens-rs256.txt").read_text().split()
     hot = tokens[0]
     (WORK / "hot.txt").write_text(hot + "\n")
@@ -386,19 +416,23 @@ def main():
     try:
         ports = {k: free_port() for k in ["authz", "authz_admin", "verify", "verify_admin",
                                           "noop", "upstream", "authz_http", "noop_http",
-                                          "dpop", "dpop_admin"]}
+                                          "dpop", "dpop_admin", "status", "status_admin"]}
         (WORK / "authz.yaml").write_text(
             authz_config(ports["authz"], ports["authz_admin"], 100000, ports["authz_http"]))
         (WORK / "verify.yaml").write_text(authz_config(ports["verify"], ports["verify_admin"], 0))
         (WORK / "dpop.yaml").write_text(
             authz_config(ports["dpop"], ports["dpop_admin"], 100000, dpop=True))
+        (WORK / "status.yaml").write_text(authz_config(
+            ports["status"], ports["status_admin"], 100000, status_origin=status_origin))
         authz = Proc("jwt-authz", [BIN / "jwt-authz", "--config", WORK / "authz.yaml"])
+        status = Proc("jwt-authz-status", [BIN / "jwt-authz", "--config", WORK / "status.yaml"])
         verify = Proc("jwt-authz-nocache", [BIN / "jwt-authz", "--config", WORK / "verify.yaml"])
         dpop = Proc("jwt-authz-dpop", [BIN / "jwt-authz", "--config", WORK / "dpop.yaml"])
         noop = Proc("noop-authz", [BIN / "noop-authz", f"127.0.0.1:{ports['noop']}"])
         Proc("noop-authz-http", [BIN / "noop-authz", "--http", f"127.0.0.1:{ports['noop_http']}"])
         upstream = Proc("upstream", [BIN / "bench-upstream", f"127.0.0.1:{ports['upstream']}"])
-        for p in ["authz", "verify", "noop", "upstream", "authz_http", "noop_http", "dpop"]:
+        for p in ["authz", "verify", "noop", "upstream", "authz_http", "noop_http", "dpop",
+                  "status"]:
             wait_port(ports[p])
         time.sleep(1)
         results["rss_idle_mib"] = authz.rss_mib()
@@ -411,6 +445,7 @@ def main():
         scenarios = [
             ("noop", noop, ports["noop"], ["--tokens", WORK / "hot.txt"]),
             ("hot", authz, ports["authz"], ["--tokens", WORK / "hot.txt"]),
+            ("status_hot", status, ports["status"], ["--tokens", WORK / "status-token.txt"]),
             ("dpop_hot", dpop, ports["dpop"],
              ["--tokens", WORK / "dpop-token.txt", "--dpop-key", WORK / "dpop-p256.pk8"]),
             ("tokens_10k", authz, ports["authz"], ["--tokens", WORK / "tokens-rs256.txt"]),
@@ -444,6 +479,7 @@ def main():
                 "denied": sum(r["denied"] for r in rs),
                 "errors": sum(r["errors"] for r in rs),
                 "rounds": [round(r["rps"]) for r in rs],
+                "cpu_rounds": [round(r["cpu_seconds"] * 1e6 / max(r["total"], 1), 2) for r in rs],
                 "rss_peak_mib": rss_peaks[name],
             }
         results["direct"] = direct

@@ -37,7 +37,11 @@ pub fn claims(n: u64) -> Value {
 }
 
 fn signing_input(alg: &str, kid: &str, claims: &Value) -> String {
-    let header = json!({"alg": alg, "kid": kid, "typ": "JWT"});
+    typed_signing_input(alg, kid, "JWT", claims)
+}
+
+fn typed_signing_input(alg: &str, kid: &str, typ: &str, claims: &Value) -> String {
+    let header = json!({"alg": alg, "kid": kid, "typ": typ});
     format!(
         "{}.{}",
         b64(header.to_string().as_bytes()),
@@ -46,7 +50,12 @@ fn signing_input(alg: &str, kid: &str, claims: &Value) -> String {
 }
 
 pub fn sign_rs256(key: &signature::RsaKeyPair, claims: &Value) -> String {
-    let input = signing_input("RS256", RSA_KID, claims);
+    sign_rs256_typed(key, "JWT", claims)
+}
+
+/// An RS256 JWS with this `typ` (`statuslist+jwt` for a Status List Token).
+pub fn sign_rs256_typed(key: &signature::RsaKeyPair, typ: &str, claims: &Value) -> String {
+    let input = typed_signing_input("RS256", RSA_KID, typ, claims);
     let mut sig = vec![0; key.public_modulus_len()];
     key.sign(
         &signature::RSA_PKCS1_SHA256,

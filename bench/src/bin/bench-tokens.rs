@@ -3,7 +3,9 @@
 //! per line), `bad-signature.txt` (one RS256 token with a broken signature) and
 //! `ed25519.pk8` (the Ed25519 private key, for minting unique tokens during the flood),
 //! `dpop-p256.pk8` (a client's DPoP key) and `dpop-token.txt` (an RS256 token bound to it,
-//! `cnf.jkt`), for `authz-load --dpop-key`.
+//! `cnf.jkt`), for `authz-load --dpop-key`. With `--status-uri`, also `status-token.txt` (an
+//! RS256 token whose `status` names entry 3 of the list at that URI) and `status-list.jwt`
+//! (that list: 1,024 one-bit entries, entry 7 revoked, signed by the RSA key).
 
 use std::path::PathBuf;
 
@@ -18,6 +20,9 @@ struct Cli {
     out: PathBuf,
     #[arg(long, default_value_t = 10_000)]
     rs256: u64,
+    /// Write a token with a Token Status List reference to this URI, and the list.
+    #[arg(long)]
+    status_uri: Option<String>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -77,6 +82,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         cli.out.join("dpop-token.txt"),
         sign_rs256(&rsa, &bound) + "\n",
     )?;
+    if let Some(uri) = &cli.status_uri {
+        let mut referencing = claims(0);
+        referencing["status"] = serde_json::json!({"status_list": {"idx": 3, "uri": uri}});
+        std::fs::write(
+            cli.out.join("status-token.txt"),
+            sign_rs256(&rsa, &referencing) + "\n",
+        )?;
+        let mut list = jwt_authz::status_list::StatusList::new(1, 1024)?;
+        list.set(7, 1)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        let list_claims = serde_json::json!({
+            "sub": uri, "iss": ISSUER, "iat": now, "exp": now + 3 * 3600, "ttl": 3600,
+            "status_list": list.encode(),
+        });
+        std::fs::write(
+            cli.out.join("status-list.jwt"),
+            sign_rs256_typed(&rsa, jwt_authz::status_list::TOKEN_TYPE, &list_claims),
+        )?;
+    }
     println!(
         "wrote {} RS256 tokens to {}",
         tokens.len(),
