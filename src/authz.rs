@@ -541,7 +541,9 @@ impl Runtime {
         // After the cache, on every request: a revoked token is refused from the moment
         // its list says so, however long ago it was verified.
         if let Some(status) = &provider.status {
-            status.check(&verified.claims).await?;
+            status
+                .check(&verified.claims, self.config.limits.check_timeout)
+                .await?;
         }
         // After the cache, on every request: a proof (or certificate) proves this request,
         // not the token. The replay check comes before the claims check, so shadow mode

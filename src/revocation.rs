@@ -101,6 +101,14 @@ struct List {
 }
 
 impl List {
+    /// Records a use at `now` (written only when the second changes: no cache-line
+    /// traffic per request).
+    fn touch(&self, now: u64) {
+        if self.used_at.load(Ordering::Relaxed) != now {
+            self.used_at.store(now, Ordering::Relaxed);
+        }
+    }
+
     /// The held list if it may be used at `now`.
     fn usable(&self, now: u64) -> Option<Arc<Held>> {
         self.held.load_full().filter(|h| now < h.usable_until)
@@ -152,8 +160,13 @@ impl StatusLists {
         &self.keys.provider().name
     }
 
-    /// The status check of one verified token (§8.3), on every request.
-    pub async fn check(&self, claims: &Map<String, Value>) -> Result<(), Deny> {
+    /// The status check of one verified token (§8.3), on every request. Waits (at most
+    /// `wait`, like a key fetch) only for a list not held yet or held too long.
+    pub async fn check(
+        self: &Arc<Self>,
+        claims: &Map<String, Value>,
+        wait: Duration,
+    ) -> Result<(), Deny> {
         let reference = match status_list::reference(claims) {
             Ok(Some(reference)) => reference,
             Ok(None) if self.config().mode == StatusListMode::Required => {
@@ -164,22 +177,34 @@ impl StatusLists {
             Err(_) => return Err(Deny::StatusUnusable),
         };
         let now = unix_now();
-        let list = self.list(reference.uri)?;
-        if list.used_at.load(Ordering::Relaxed) != now {
-            list.used_at.store(now, Ordering::Relaxed);
+        // The common case borrows everything: no reference count is taken, no lock.
+        {
+            let lists = self.lists.load();
+            if let Some(list) = lists.get(reference.uri) {
+                list.touch(now);
+                if let Some(held) = list.held.load().as_ref().filter(|h| now < h.usable_until) {
+                    return self.decide(&held.list, reference.idx);
+                }
+            }
         }
-        let held = match list.usable(now) {
-            Some(held) => held,
-            None => self.fetch_on_demand(&list).await?,
-        };
-        // §8.3 step 6: an index outside the list says nothing; the token is rejected.
-        match held.list.get(reference.idx) {
+        let list = self.list(reference.uri)?;
+        list.touch(now);
+        let held = tokio::time::timeout(wait, self.fetch_on_demand(&list))
+            .await
+            .map_err(|_| Deny::TimedOut)??;
+        self.decide(&held.list, reference.idx)
+    }
+
+    /// The token's entry read (§8.3 steps 6 and 7).
+    fn decide(&self, list: &StatusList, idx: u64) -> Result<(), Deny> {
+        match list.get(idx) {
             Ok(Status::Valid) => Ok(()),
             Ok(status) => {
                 self.metrics
                     .record_revoked_token(self.provider_name(), status_label(status));
                 Err(Deny::TokenRevoked)
             }
+            // An index outside the list says nothing; the token is rejected.
             Err(_) => Err(Deny::StatusUnusable),
         }
     }
@@ -221,17 +246,30 @@ impl StatusLists {
     }
 
     /// A fetch for a request that found no usable list: one at a time per list (callers
-    /// arriving meanwhile use its result), and none while a failure's backoff runs.
-    async fn fetch_on_demand(&self, list: &List) -> Result<Arc<Held>, Deny> {
-        let mut state = list.fetch.lock().await;
-        if let Some(held) = list.usable(unix_now()) {
-            return Ok(held);
+    /// arriving meanwhile wait for it and use its result), none while a failure's backoff
+    /// runs (503 at once, without queueing). The fetch runs in a task of its own, so a
+    /// check that gives up (`limits.check_timeout`) does not cancel it halfway.
+    async fn fetch_on_demand(self: &Arc<Self>, list: &Arc<List>) -> Result<Arc<Held>, Deny> {
+        if let Ok(state) = list.fetch.try_lock()
+            && state.retry_at.is_some_and(|at| Instant::now() < at)
+        {
+            return list.usable(unix_now()).ok_or(Deny::StatusListUnavailable);
         }
-        if state.retry_at.is_some_and(|at| Instant::now() < at) {
-            return Err(Deny::StatusListUnavailable);
-        }
-        self.fetch_locked(list, &mut state)
+        let (lists, list) = (Arc::clone(self), Arc::clone(list));
+        let fetch = tokio::spawn(async move {
+            let mut state = list.fetch.lock().await;
+            if let Some(held) = list.usable(unix_now()) {
+                return Some(held);
+            }
+            if state.retry_at.is_some_and(|at| Instant::now() < at) {
+                return None;
+            }
+            lists.fetch_locked(&list, &mut state).await
+        });
+        fetch
             .await
+            .ok()
+            .flatten()
             .ok_or(Deny::StatusListUnavailable)
     }
 

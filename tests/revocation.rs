@@ -536,3 +536,35 @@ async fn etags_revalidate_and_older_lists_never_replace_newer_ones() {
     }
     assert_invalid_token(&server.check_token("/api", &token).await, "token revoked");
 }
+
+/// A list server slower than `limits.check_timeout`: the first checks time out (503), but
+/// the fetch they started is not cancelled with them, so the list arrives and later checks
+/// pass, with one fetch in all.
+#[tokio::test]
+async fn a_slow_list_fetch_outlives_the_checks_that_gave_up_on_it() {
+    let extra = format!(
+        "{}limits:\n  check_timeout: 300ms\n",
+        status_config("optional", "1m")
+    );
+    let (jwks, key, server) = start_with_key(&extra).await;
+    let uri = jwks.document_url("slow");
+    jwks.set_document(
+        "slow",
+        &list_token(&key, &uri, &list_of(1, 8, &[]), json!({})),
+        None,
+    );
+    jwks.set_delay(Duration::from_millis(1000));
+    let token = token_at(&key, "a", &uri, 0);
+    let first = server.check_token("/api", &token).await;
+    assert_eq!(denied_status(&first), Some(503), "{first:?}");
+    assert_eq!(
+        denial(&first).1["error_description"],
+        "check timed out, retry later"
+    );
+    let response = eventually(&server, &token, Duration::from_secs(5), |r| {
+        grpc_code(r) == 0
+    })
+    .await;
+    allowed(&response);
+    assert_eq!(jwks.document_fetches("slow"), 1);
+}
