@@ -50,6 +50,8 @@ enum ListError {
     Claims(#[from] StatusListError),
     #[error("body is not text")]
     NotText,
+    #[error("issued in the future (iat {0})")]
+    FromTheFuture(u64),
     #[error("issued at {fetched} before the list held (iat {held}): refusing to go back")]
     Older { fetched: u64, held: u64 },
 }
@@ -215,8 +217,12 @@ impl StatusLists {
             return Ok(Arc::clone(list));
         }
         // Checked once per list, not per request: only allowed URIs are ever in the map.
-        let origin = reqwest::Url::parse(uri).map(|u| u.origin().ascii_serialization());
-        if !origin.is_ok_and(|o| self.origins.contains(&o)) {
+        // No userinfo: reqwest would send it as Basic credentials.
+        let origin = reqwest::Url::parse(uri)
+            .ok()
+            .filter(|u| u.username().is_empty() && u.password().is_none())
+            .map(|u| u.origin().ascii_serialization());
+        if !origin.is_some_and(|o| self.origins.contains(&o)) {
             tracing::debug!(provider = %self.provider_name(), uri, "token names a status list outside the allowed origins");
             return Err(Deny::StatusUnusable);
         }
@@ -246,18 +252,23 @@ impl StatusLists {
     }
 
     /// A fetch for a request that found no usable list: one at a time per list (callers
-    /// arriving meanwhile wait for it and use its result), none while a failure's backoff
-    /// runs (503 at once, without queueing). The fetch runs in a task of its own, so a
-    /// check that gives up (`limits.check_timeout`) does not cancel it halfway.
+    /// arriving meanwhile wait for it, holding no task, and use its result), none while a
+    /// failure's backoff runs (503 at once, without queueing). The fetch runs in a task of
+    /// its own, so a check that gives up (`limits.check_timeout`) does not cancel it.
     async fn fetch_on_demand(self: &Arc<Self>, list: &Arc<List>) -> Result<Arc<Held>, Deny> {
-        if let Ok(state) = list.fetch.try_lock()
-            && state.retry_at.is_some_and(|at| Instant::now() < at)
-        {
+        let Ok(state) = list.fetch.try_lock() else {
+            // A fetch is running: its end releases the lock.
+            drop(list.fetch.lock().await);
+            return list.usable(unix_now()).ok_or(Deny::StatusListUnavailable);
+        };
+        if state.retry_at.is_some_and(|at| Instant::now() < at) {
             return list.usable(unix_now()).ok_or(Deny::StatusListUnavailable);
         }
+        drop(state);
         let (lists, list) = (Arc::clone(self), Arc::clone(list));
         let fetch = tokio::spawn(async move {
             let mut state = list.fetch.lock().await;
+            // Another caller's fetch may have run between the two locks.
             if let Some(held) = list.usable(unix_now()) {
                 return Some(held);
             }
@@ -313,7 +324,7 @@ impl StatusLists {
         let config = self.config();
         let now = unix_now();
         // Revalidate the token held only while it has not expired: a 304 cannot renew it.
-        let revalidate = held.filter(|h| h.exp.is_none_or(|exp| now < exp));
+        let revalidate = held.filter(|h| h.etag.is_some() && h.exp.is_none_or(|exp| now < exp));
         let mut request = self
             .client
             .get(uri)
@@ -322,6 +333,8 @@ impl StatusLists {
         if let Some(etag) = revalidate.and_then(|h| h.etag.as_deref()) {
             request = request.header(http::header::IF_NONE_MATCH, etag);
         }
+        // The list itself, not a copy a shared cache has held for up to its max-age.
+        request = request.header(http::header::CACHE_CONTROL, "no-cache");
         let response = request.send().await.map_err(FetchError::from)?;
         let status = response.status();
         if status == http::StatusCode::NOT_MODIFIED
@@ -346,6 +359,12 @@ impl StatusLists {
         let claims = verify::verify_status_list_token(&self.keys, token).await?;
         let (list, lifetime) =
             status_list::check_token_claims(&claims, uri, now, config.max_bytes)?;
+        // §8.3 step 4b (the relying party's freshness policy): a list issued in the future
+        // (beyond the provider's leeway) would, once held, make every correct list after
+        // it look older and be refused.
+        if lifetime.iat > now.saturating_add(self.keys.provider().leeway.as_secs()) {
+            return Err(ListError::FromTheFuture(lifetime.iat));
+        }
         if let Some(held) = held
             && lifetime.iat < held.iat
         {
@@ -401,7 +420,7 @@ impl StatusLists {
         })
     }
 
-    async fn refresh_due(&self) {
+    async fn refresh_due(self: &Arc<Self>) {
         let now = Instant::now();
         let unix = unix_now();
         let mut idle = Vec::new();
@@ -414,13 +433,20 @@ impl StatusLists {
             let Some(held) = list.held.load_full() else {
                 continue;
             };
-            // A fetch in progress (on demand) is as good as this one.
-            let Ok(mut state) = list.fetch.try_lock() else {
+            // A fetch in progress (on demand, or the last tick's) is as good as this one.
+            let Ok(state) = list.fetch.try_lock() else {
                 continue;
             };
             let due = now >= held.refresh_at && state.retry_at.is_none_or(|at| now >= at);
+            drop(state);
             if due {
-                self.fetch_locked(list, &mut state).await;
+                // Each list on its own: a slow origin does not hold up the others' refresh.
+                let (lists, list) = (Arc::clone(self), Arc::clone(list));
+                tokio::spawn(async move {
+                    if let Ok(mut state) = list.fetch.try_lock() {
+                        lists.fetch_locked(&list, &mut state).await;
+                    }
+                });
             }
         }
         if !idle.is_empty() {

@@ -123,13 +123,23 @@ pub fn check_token_claims(
     if claims.get("sub").and_then(Value::as_str) != Some(uri) {
         return Err(StatusListError::WrongSubject);
     }
+    // NumericDate (RFC 7519 §2) may have a fraction: `iat` rounds down, `exp` down too
+    // (expiring a fraction early, never late); `ttl` is any positive number (§5.1), rounded
+    // up to whole seconds.
+    let seconds = |name: &'static str, value: &Value| {
+        value
+            .as_f64()
+            .filter(|v| v.is_finite() && *v >= 0.0 && *v < 1e15)
+            .ok_or(StatusListError::MissingClaim(name))
+    };
     let iat = claims
         .get("iat")
-        .and_then(Value::as_u64)
-        .ok_or(StatusListError::MissingClaim("iat"))?;
+        .ok_or(StatusListError::MissingClaim("iat"))
+        .and_then(|v| seconds("iat", v))?
+        .floor() as u64;
     let exp = match claims.get("exp") {
         None => None,
-        Some(exp) => Some(exp.as_u64().ok_or(StatusListError::MissingClaim("exp"))?),
+        Some(exp) => Some(seconds("exp", exp)?.floor() as u64),
     };
     if exp.is_some_and(|exp| exp <= now) {
         return Err(StatusListError::Expired);
@@ -137,9 +147,10 @@ pub fn check_token_claims(
     let ttl = match claims.get("ttl") {
         None => None,
         Some(ttl) => Some(
-            ttl.as_u64()
-                .filter(|ttl| *ttl > 0)
-                .ok_or(StatusListError::MissingClaim("ttl"))?,
+            Some(seconds("ttl", ttl)?)
+                .filter(|ttl| *ttl > 0.0)
+                .ok_or(StatusListError::MissingClaim("ttl"))?
+                .ceil() as u64,
         ),
     };
     let list = claims

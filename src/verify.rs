@@ -160,6 +160,15 @@ impl Verifier {
         if !config.accepts_type(header.typ.as_deref()) {
             return Err(VerifyError::WrongTokenType);
         }
+        // A Status List Token is signed with the same keys; it is never an access token.
+        if header
+            .typ
+            .as_deref()
+            .and_then(crate::config::media_type)
+            .is_some_and(|t| t.eq_ignore_ascii_case(crate::status_list::TOKEN_TYPE))
+        {
+            return Err(VerifyError::WrongTokenType);
+        }
         let keys = key_set_for(&provider.store, header.kid.as_deref()).await?;
         let candidates = candidates(&keys, header.kid.as_deref(), header.alg)?;
         let mut last = VerifyError::AlgorithmNotAllowed;

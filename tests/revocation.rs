@@ -393,6 +393,8 @@ async fn references_are_checked_and_required_when_asked() {
         "https://evil.test/status/1",
         "http://localhost:1/status/1",
         &format!("https://{}/status/1", jwks.addr),
+        // The right origin with credentials in it: reqwest would send them.
+        &format!("http://user:secret@{}/status/1", jwks.addr),
     ] {
         let token = token_at(&key, "a", foreign, 0);
         assert_invalid_token(
@@ -414,6 +416,18 @@ async fn references_are_checked_and_required_when_asked() {
             "token status cannot be checked",
         );
     }
+
+    // A Status List Token is signed with the provider's keys, but is never an access token.
+    let mut as_list = claims("a");
+    as_list["status"] = json!({"status_list": {"idx": 0, "uri": uri}});
+    let disguised = key.sign(
+        &json!({"alg": key.alg, "kid": key.kid, "typ": "statuslist+jwt"}),
+        &as_list,
+    );
+    assert_invalid_token(
+        &server.check_token("/api", &disguised).await,
+        "token type not accepted",
+    );
 
     // Optional: a token without a reference passes.
     let (_jwks, key, optional) = start_with_key(&status_config("optional", "1m")).await;
@@ -567,4 +581,76 @@ async fn a_slow_list_fetch_outlives_the_checks_that_gave_up_on_it() {
     .await;
     allowed(&response);
     assert_eq!(jwks.document_fetches("slow"), 1);
+}
+
+/// What a list server may not do: send the fetch to another origin by a redirect, serve a
+/// list issued in the future (which would make every correct list after it look older), or
+/// keep a held list alive with 304s it was not asked for (only an `If-None-Match` the list
+/// held was served with can be answered 304).
+#[tokio::test]
+async fn redirects_future_lists_and_unasked_304s_are_refused() {
+    let (jwks, key, server) = start_with_key(&status_config("optional", "3s")).await;
+    let valid = list_of(1, 8, &[]);
+
+    let elsewhere = JwksServer::start(vec![]).await;
+    let target = elsewhere.document_url("1");
+    elsewhere.set_document("1", &list_token(&key, &target, &valid, json!({})), None);
+    let uri = jwks.document_url("moved");
+    jwks.set_document("moved", &format!("REDIRECT {target}"), None);
+    assert_unavailable(
+        &server
+            .check_token("/api", &token_at(&key, "a", &uri, 0))
+            .await,
+    );
+    assert_eq!(
+        elsewhere.document_fetches("1"),
+        0,
+        "the redirect was not followed"
+    );
+
+    let uri = jwks.document_url("future");
+    jwks.set_document(
+        "future",
+        &list_token(&key, &uri, &valid, json!({"iat": now() + 3600})),
+        None,
+    );
+    assert_unavailable(
+        &server
+            .check_token("/api", &token_at(&key, "a", &uri, 0))
+            .await,
+    );
+
+    // Held without an ETag; then the server answers 304 to everything.
+    let uri = jwks.document_url("no-etag");
+    jwks.set_document("no-etag", &list_token(&key, &uri, &valid, json!({})), None);
+    let token = token_at(&key, "a", &uri, 0);
+    allowed(&server.check_token("/api", &token).await);
+    jwks.set_document("no-etag", "NOT_MODIFIED", None);
+    let response = eventually(&server, &token, Duration::from_secs(8), |r| {
+        denied_status(r).is_some()
+    })
+    .await;
+    assert_unavailable(&response);
+}
+
+/// `max_lists` bounds the lists held: a token naming one more gets 503, the lists already
+/// held keep working.
+#[tokio::test]
+async fn lists_beyond_max_lists_are_answered_503() {
+    let extra = "    status_list: {mode: optional, max_lists: 1}\n";
+    let (jwks, key, server) = start_with_key(extra).await;
+    for name in ["a", "b"] {
+        let uri = jwks.document_url(name);
+        jwks.set_document(
+            name,
+            &list_token(&key, &uri, &list_of(1, 8, &[]), json!({})),
+            None,
+        );
+    }
+    let first = token_at(&key, "a", &jwks.document_url("a"), 0);
+    allowed(&server.check_token("/api", &first).await);
+    let second = token_at(&key, "a", &jwks.document_url("b"), 0);
+    assert_unavailable(&server.check_token("/api", &second).await);
+    assert_eq!(jwks.document_fetches("b"), 0);
+    allowed(&server.check_token("/api", &first).await);
 }

@@ -519,13 +519,19 @@ async fn status_list(
             }
         }
     };
-    let cache_control = format!("public, max-age={}", policy.ttl);
+    // A cache in between may keep it only for what is left of this copy's ttl.
+    let left = policy
+        .ttl
+        .saturating_sub(now.saturating_sub(signed.signed_at()));
+    let cache_control = format!("public, max-age={left}");
+    // RFC 9110 §13.1.2: If-None-Match compares weakly (a W/ prefix does not matter).
+    let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
     let matches = headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|tag| tag.trim() == &*signed.etag || tag.trim() == "*");
+        .any(|tag| tag.trim() == "*" || opaque(tag) == opaque(&signed.etag));
     let mut builder = Response::builder()
         .header(header::CACHE_CONTROL, cache_control)
         .header(header::ETAG, &*signed.etag)

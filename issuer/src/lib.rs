@@ -46,6 +46,8 @@ pub enum Error {
     Users(#[from] UserError),
     #[error(transparent)]
     Keys(#[from] KeyError),
+    #[error("{0}")]
+    Settings(String),
 }
 
 /// An issuer ready to serve: users opened, keys loaded.
@@ -59,6 +61,14 @@ impl Issuer {
     /// Opens (and migrates) the database, seeds demo users if asked, creates the first key
     /// if there is none, and loads the keys.
     pub fn open(settings: Settings) -> Result<Self, Error> {
+        // A list copy is served for up to one ttl after it is signed: it must still be
+        // valid (and usable for a while) by then.
+        if settings.status_list_lifetime < settings.status_list_ttl * 2 {
+            return Err(Error::Settings(format!(
+                "--status-list-lifetime ({:?}) must be at least twice --status-list-ttl ({:?})",
+                settings.status_list_lifetime, settings.status_list_ttl
+            )));
+        }
         let users = UserStore::open(&settings.db)?;
         if settings.demo {
             let added = users.seed_demo()?;

@@ -44,8 +44,8 @@ pub struct ListState {
     pub revoked: Vec<i64>,
 }
 
-/// Records of expired tokens are kept this long after expiry (for `tokens list`), then
-/// dropped: their entries no longer matter to anyone.
+/// Records of expired tokens are kept at least this long after expiry (for `tokens list`),
+/// and dropped when the next list is created: their entries no longer matter to anyone.
 const KEEP_EXPIRED_SECS: i64 = 7 * 24 * 3600;
 
 impl UserStore {
@@ -100,7 +100,8 @@ impl UserStore {
     /// whether this call revoked it (false: it already was).
     pub fn revoke_jti(&self, jti: &str) -> Result<Option<bool>, UserError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        // IMMEDIATE: read and write under one lock, also against the CLI in another process.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let found: Option<(i64, Option<i64>)> = tx
             .query_row(
                 "SELECT list, revoked_at FROM issued_tokens WHERE jti = ?1",
@@ -129,7 +130,7 @@ impl UserStore {
     /// Revokes every unexpired, unrevoked token of `subject`; returns how many.
     pub fn revoke_subject(&self, subject: &str) -> Result<usize, UserError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let revoked = revoke_subject_in(&tx, subject, now())?;
         tx.commit()?;
         Ok(revoked)
@@ -210,13 +211,18 @@ impl UserStore {
     }
 }
 
-/// Revokes `subject`'s unexpired, unrevoked tokens inside `tx` and bumps their lists'
-/// versions; returns how many.
+/// Tokens expired this recently are revoked too: verifiers accept a token for their clock
+/// leeway past `exp` (jwt-authz: 60 s by default).
+const EXPIRY_LEEWAY_SECS: i64 = 300;
+
+/// Revokes `subject`'s unrevoked tokens that are unexpired (or expired within the leeway
+/// verifiers allow) inside `tx`, and bumps their lists' versions; returns how many.
 pub(crate) fn revoke_subject_in(
     tx: &Transaction<'_>,
     subject: &str,
     now: i64,
 ) -> Result<usize, UserError> {
+    let now = now - EXPIRY_LEEWAY_SECS;
     tx.execute(
         "UPDATE status_lists SET version = version + 1 WHERE id IN (
              SELECT list FROM issued_tokens
@@ -266,6 +272,13 @@ pub struct ListPolicy {
 #[derive(Debug, Default, Clone)]
 pub struct SignedLists {
     by_list: Arc<Mutex<HashMap<i64, SignedList>>>,
+}
+
+impl SignedList {
+    /// Unix seconds when this copy was signed (its `iat`).
+    pub fn signed_at(&self) -> u64 {
+        self.signed_at
+    }
 }
 
 impl SignedLists {
@@ -377,7 +390,11 @@ mod tests {
         store.record_token("b", "bob", now, now + 60, 8).unwrap();
         store.record_token("c", "bob", now, now + 60, 8).unwrap();
         store
-            .record_token("old", "bob", now - 120, now - 60, 8)
+            .record_token("old", "bob", now - 900, now - 600, 8)
+            .unwrap();
+        // Expired a minute ago: still accepted within a verifier's leeway, so revoked too.
+        store
+            .record_token("late", "bob", now - 120, now - 60, 8)
             .unwrap();
         let before = store.status_list(a.list).unwrap().unwrap();
         assert_eq!(before.revoked, Vec::<i64>::new());
@@ -385,17 +402,18 @@ mod tests {
         assert_eq!(store.revoke_jti("a").unwrap(), Some(true));
         assert_eq!(store.revoke_jti("a").unwrap(), Some(false));
         assert_eq!(store.revoke_jti("nope").unwrap(), None);
-        // bob's two live tokens; the expired one is left alone.
-        assert_eq!(store.revoke_subject("bob").unwrap(), 2);
+        // bob's two live tokens and the one within the leeway; the long expired one is
+        // left alone.
+        assert_eq!(store.revoke_subject("bob").unwrap(), 3);
         assert_eq!(store.revoke_subject("bob").unwrap(), 0);
         let after = store.status_list(a.list).unwrap().unwrap();
         let mut revoked = after.revoked.clone();
         revoked.sort_unstable();
-        assert_eq!(revoked, vec![0, 1, 2]);
+        assert_eq!(revoked, vec![0, 1, 2, 4]);
         assert!(after.version > before.version);
         let bobs = store.tokens_of("bob").unwrap();
-        assert_eq!(bobs.len(), 3);
-        assert_eq!(bobs.iter().filter(|t| t.revoked_at.is_some()).count(), 2);
+        assert_eq!(bobs.len(), 4);
+        assert_eq!(bobs.iter().filter(|t| t.revoked_at.is_some()).count(), 3);
         assert_eq!(store.live_status_lists().unwrap(), vec![a.list]);
     }
 

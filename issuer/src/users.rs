@@ -199,7 +199,7 @@ impl UserStore {
     /// transaction; returns how many tokens were revoked.
     pub fn remove(&self, username: &str) -> Result<usize, UserError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let id: Option<String> = tx
             .query_row(
                 "SELECT id FROM users WHERE username = ?1",

@@ -401,6 +401,12 @@ async fn logout_revokes_the_token_in_its_signed_status_list() {
     assert_eq!(status, StatusCode::NOT_MODIFIED);
     assert_eq!(headers[header::ETAG], etag.as_str());
     assert!(body.is_empty());
+    // RFC 9110 §13.1.2: If-None-Match compares weakly; lists of tags work too.
+    let listed = format!("\"other\", W/{etag}");
+    assert_eq!(
+        get_raw(&app, "/auth/status/1", Some(&listed)).await.0,
+        StatusCode::NOT_MODIFIED
+    );
 
     let (status, headers, _) = call(&app, logout(&tokens[1])).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
@@ -453,6 +459,14 @@ async fn logout_revokes_the_token_in_its_signed_status_list() {
             "{path}"
         );
     }
+}
+
+#[test]
+fn a_list_lifetime_shorter_than_two_ttls_is_refused_at_start() {
+    let fx = Fixture::new();
+    let settings = fx.settings(&["--status-list-ttl", "60s", "--status-list-lifetime", "90s"]);
+    let error = Issuer::open(settings).expect_err("refused").to_string();
+    assert!(error.contains("--status-list-lifetime"), "{error}");
 }
 
 #[tokio::test]

@@ -126,6 +126,12 @@ impl StatusListConfig {
                 "must not be greater than max_ttl",
             ));
         }
+        if self.max_stale < self.min_ttl * 2 {
+            return Err(invalid(
+                format!("{field}.max_stale"),
+                "must be at least twice min_ttl (lists are refreshed before half of max_stale)",
+            ));
+        }
         if self.min_ttl < Duration::from_secs(1) {
             return Err(invalid(format!("{field}.min_ttl"), "must be at least 1s"));
         }

@@ -156,6 +156,21 @@ fn draft_section_5_1_token_claims_are_checked() {
         check_token_claims(&zero_ttl, uri, now, MIB),
         Err(StatusListError::MissingClaim("ttl"))
     );
+    // NumericDates may carry a fraction (RFC 7519 §2); ttl is any positive number.
+    let mut fractional = claims.clone();
+    fractional.insert("iat".into(), json!(1_686_920_170.75));
+    fractional.insert("ttl".into(), json!(0.5));
+    let (_, lifetime) = check_token_claims(&fractional, uri, now, MIB).unwrap();
+    assert_eq!((lifetime.iat, lifetime.ttl), (1_686_920_170, Some(1)));
+    for (name, bad) in [
+        ("iat", json!("1686920170")),
+        ("exp", json!(-1)),
+        ("ttl", json!(-5)),
+    ] {
+        let mut c = claims.clone();
+        c.insert(name.into(), bad);
+        assert!(check_token_claims(&c, uri, now, MIB).is_err(), "{name}");
+    }
 }
 
 #[test]

@@ -302,7 +302,8 @@ impl JwksServer {
     }
 
     /// Serves `body` at `/status/{name}` as a Status List Token, with an ETag when given
-    /// (a matching `If-None-Match` gets 304).
+    /// (a matching `If-None-Match` gets 304). `REDIRECT <url>` answers 302 to `url`, and
+    /// `NOT_MODIFIED` answers 304 to every request.
     pub fn set_document(&self, name: &str, body: &str, etag: Option<&str>) {
         self.state
             .lock()
@@ -373,6 +374,20 @@ async fn serve_document(
     let Some((body, etag)) = state.documents.get(&name) else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    // Misbehaving servers: a redirect, or 304 whatever was asked.
+    if let Some(location) = body.strip_prefix("REDIRECT ") {
+        return (
+            StatusCode::FOUND,
+            [(
+                header::LOCATION,
+                HeaderValue::from_str(location).expect("location"),
+            )],
+        )
+            .into_response();
+    }
+    if body == "NOT_MODIFIED" {
+        return StatusCode::NOT_MODIFIED.into_response();
+    }
     let mut out = HeaderMap::new();
     out.insert(
         header::CONTENT_TYPE,
