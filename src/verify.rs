@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, Validation, decode, decode_header};
+use jsonwebtoken::{Algorithm, Header, Validation, decode, decode_header};
 use serde_json::{Map, Value};
 
 use crate::config::ProviderConfig;
@@ -147,14 +147,8 @@ impl Verifier {
         provider: &Provider,
         token: &str,
     ) -> Result<VerifiedToken, VerifyError> {
-        let header = decode_header(token).map_err(|_| VerifyError::Malformed)?;
-        if header.crit.is_some() || header.enc.is_some() || header.zip.is_some() {
-            return Err(VerifyError::UnsupportedHeader);
-        }
         let config = provider.config();
-        if !config.algorithms.contains(&header.alg) {
-            return Err(VerifyError::AlgorithmNotAllowed);
-        }
+        let header = checked_header(token, config)?;
         // RFC 8725 §3.11: explicit typing keeps, say, an ID token out of where an access
         // token is meant. Checked before the signature: it costs nothing.
         if !config.accepts_type(header.typ.as_deref()) {
@@ -195,6 +189,19 @@ impl Verifier {
         }
         Err(last)
     }
+}
+
+/// The JOSE header, refused when it asks for what is never supported (`crit`, encryption,
+/// compression) or names an algorithm the provider does not accept.
+fn checked_header(token: &str, config: &ProviderConfig) -> Result<Header, VerifyError> {
+    let header = decode_header(token).map_err(|_| VerifyError::Malformed)?;
+    if header.crit.is_some() || header.enc.is_some() || header.zip.is_some() {
+        return Err(VerifyError::UnsupportedHeader);
+    }
+    if !config.algorithms.contains(&header.alg) {
+        return Err(VerifyError::AlgorithmNotAllowed);
+    }
+    Ok(header)
 }
 
 /// The provider's key set, refetched first (rate-limited) when it is empty or lacks `kid`.
@@ -253,14 +260,8 @@ pub async fn verify_status_list_token(
     store: &Arc<KeyStore>,
     token: &str,
 ) -> Result<Map<String, Value>, VerifyError> {
-    let header = decode_header(token).map_err(|_| VerifyError::Malformed)?;
-    if header.crit.is_some() || header.enc.is_some() || header.zip.is_some() {
-        return Err(VerifyError::UnsupportedHeader);
-    }
     let config = store.provider();
-    if !config.algorithms.contains(&header.alg) {
-        return Err(VerifyError::AlgorithmNotAllowed);
-    }
+    let header = checked_header(token, config)?;
     // §5.1: "The JWT type MUST be statuslist+jwt" (RFC 7515 §4.1.9: with or without the
     // application/ prefix).
     let typ = header.typ.as_deref().and_then(crate::config::media_type);

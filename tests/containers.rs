@@ -73,11 +73,14 @@ impl Stack {
                 "/usr/local/bin/issuer",
                 &["probe", "http://127.0.0.1:8080/healthz"],
             ))
+            // jwt-authz fetches status lists where it fetches keys, as compose sets it.
             .with_cmd([
-                "--demo",
-                "--issuer-url",
-                PUBLIC_URL,
-                "--trust-forwarded-for",
+                "--demo".to_owned(),
+                "--issuer-url".to_owned(),
+                PUBLIC_URL.to_owned(),
+                "--trust-forwarded-for".to_owned(),
+                "--status-base-url".to_owned(),
+                format!("http://{}:8080", name("issuer")),
             ])
             .with_network(&net)
             .with_container_name(name("issuer"))

@@ -78,13 +78,7 @@ async fn a_dpop_bound_token_works_only_with_a_fresh_proof_each_time() {
 
 /// `jwt_authz_dpop_proofs_total{result}` of the replica whose admin port is `admin`.
 async fn proofs(admin: u16, result: &str) -> u64 {
-    let text = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    support::metric(&text, "jwt_authz_dpop_proofs_total", &[("result", result)])
+    support::admin_metric(admin, "jwt_authz_dpop_proofs_total", &[("result", result)]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

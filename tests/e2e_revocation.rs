@@ -8,8 +8,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
+use support::admin_metric;
 use support::gateway::Gateway;
-use support::metric;
 use support::stack::{Options, Stack};
 
 /// The list's ttl at the issuer, and how long jwt-authz uses a list it cannot refresh.
@@ -60,17 +60,12 @@ async fn logout(gw: &Gateway, token: &str) -> StatusCode {
 }
 
 async fn revoked_count(admin: u16) -> u64 {
-    let text = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    metric(
-        &text,
+    admin_metric(
+        admin,
         "jwt_authz_revoked_tokens_total",
         &[("status", "invalid")],
     )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,6 +34,14 @@ fn list_token(key: &TestKey, uri: &str, list: &Value, extra: Value) -> String {
     )
 }
 
+/// Serves a Status List Token for `list` at `/status/{name}` (signed by `key`, no extra
+/// claims) and returns its URI.
+fn publish(jwks: &JwksServer, key: &TestKey, name: &str, list: &Value) -> String {
+    let uri = jwks.document_url(name);
+    jwks.set_document(name, &list_token(key, &uri, list, json!({})), None);
+    uri
+}
+
 fn merge(claims: &mut Value, extra: Value) {
     if let (Some(claims), Value::Object(extra)) = (claims.as_object_mut(), extra) {
         for (name, value) in extra {
@@ -66,6 +74,27 @@ fn list_of(bits: u8, len: u64, set: &[(u64, u8)]) -> Value {
 
 async fn metrics(server: &TestServer) -> String {
     server.admin_get("/metrics").await.1
+}
+
+/// Waits (at most 5 s) until a list fetch with this outcome has been counted.
+async fn wait_for_fetch(server: &TestServer, outcome: &str) {
+    let start = Instant::now();
+    loop {
+        let m = metrics(server).await;
+        if metric(
+            &m,
+            "jwt_authz_status_list_fetches_total",
+            &[("outcome", outcome)],
+        ) >= 1
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no {outcome} fetch within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Waits until `check` gives a response that `done` accepts, or `within` passes.
@@ -101,13 +130,8 @@ fn assert_unavailable(response: &envoy_types::pb::envoy::service::auth::v3::Chec
 #[tokio::test]
 async fn the_drafts_example_list_decides_each_index() {
     let (jwks, key, server) = start_with_key(&status_config("optional", "1m")).await;
-    let uri = jwks.document_url("example");
     let example = json!({"bits": 1, "lst": "eNrbuRgAAhcBXQ"});
-    jwks.set_document(
-        "example",
-        &list_token(&key, &uri, &example, json!({})),
-        None,
-    );
+    let uri = publish(&jwks, &key, "example", &example);
     let expected = [1, 0, 0, 1, 1, 1, 0, 1, 1, 1, 0, 0, 0, 1, 0, 1];
     for (idx, status) in expected.iter().enumerate() {
         let response = server
@@ -142,12 +166,7 @@ async fn the_drafts_example_list_decides_each_index() {
 #[tokio::test]
 async fn a_cached_token_is_refused_once_its_list_revokes_it() {
     let (jwks, key, server) = start_with_key(&status_config("optional", "1m")).await;
-    let uri = jwks.document_url("1");
-    jwks.set_document(
-        "1",
-        &list_token(&key, &uri, &list_of(2, 64, &[]), json!({})),
-        None,
-    );
+    let uri = publish(&jwks, &key, "1", &list_of(2, 64, &[]));
     let tokens: Vec<String> = (0..4).map(|i| token_at(&key, "bob", &uri, i)).collect();
     for token in &tokens {
         allowed(&server.check_token("/api", token).await);
@@ -352,12 +371,7 @@ async fn a_list_signed_by_another_provider_is_refused() {
             .await,
     );
     // The same list signed by the right key is accepted.
-    let uri = jwks.document_url("2");
-    jwks.set_document(
-        "2",
-        &list_token(&key, &uri, &list_of(1, 8, &[]), json!({})),
-        None,
-    );
+    let uri = publish(&jwks, &key, "2", &list_of(1, 8, &[]));
     allowed(
         &server
             .check_token("/api", &token_at(&key, "a", &uri, 0))
@@ -371,12 +385,7 @@ async fn a_list_signed_by_another_provider_is_refused() {
 #[tokio::test]
 async fn references_are_checked_and_required_when_asked() {
     let (jwks, key, server) = start_with_key(&status_config("required", "1m")).await;
-    let uri = jwks.document_url("1");
-    jwks.set_document(
-        "1",
-        &list_token(&key, &uri, &list_of(1, 8, &[]), json!({})),
-        None,
-    );
+    let uri = publish(&jwks, &key, "1", &list_of(1, 8, &[]));
     allowed(
         &server
             .check_token("/api", &token_at(&key, "a", &uri, 0))
@@ -440,12 +449,7 @@ async fn references_are_checked_and_required_when_asked() {
 #[tokio::test]
 async fn an_unreachable_list_server_fails_closed_after_max_stale() {
     let (jwks, key, server) = start_with_key(&status_config("optional", "3s")).await;
-    let uri = jwks.document_url("1");
-    jwks.set_document(
-        "1",
-        &list_token(&key, &uri, &list_of(1, 8, &[]), json!({})),
-        None,
-    );
+    let uri = publish(&jwks, &key, "1", &list_of(1, 8, &[]));
     jwks.set_delay(Duration::from_millis(300));
     let token = token_at(&key, "a", &uri, 0);
     let first: Vec<_> =
@@ -482,11 +486,7 @@ async fn an_unreachable_list_server_fails_closed_after_max_stale() {
     );
 
     jwks.set_failing(false);
-    jwks.set_document(
-        "1",
-        &list_token(&key, &uri, &list_of(1, 8, &[]), json!({})),
-        None,
-    );
+    publish(&jwks, &key, "1", &list_of(1, 8, &[]));
     let response = eventually(&server, &token, Duration::from_secs(8), |r| {
         grpc_code(r) == 0
     })
@@ -506,48 +506,9 @@ async fn etags_revalidate_and_older_lists_never_replace_newer_ones() {
     jwks.set_document("1", &revoked, Some("\"v2\""));
     let token = token_at(&key, "a", &uri, 0);
     assert_invalid_token(&server.check_token("/api", &token).await, "token revoked");
-    let response = {
-        let start = Instant::now();
-        loop {
-            let m = metrics(&server).await;
-            if metric(
-                &m,
-                "jwt_authz_status_list_fetches_total",
-                &[("outcome", "not_modified")],
-            ) >= 1
-                || start.elapsed() > Duration::from_secs(5)
-            {
-                break m;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    assert!(
-        metric(
-            &response,
-            "jwt_authz_status_list_fetches_total",
-            &[("outcome", "not_modified")]
-        ) >= 1,
-        "a refresh was answered 304"
-    );
+    wait_for_fetch(&server, "not_modified").await;
     jwks.set_document("1", &old, Some("\"v1\""));
-    let start = Instant::now();
-    loop {
-        let m = metrics(&server).await;
-        if metric(
-            &m,
-            "jwt_authz_status_list_fetches_total",
-            &[("outcome", "invalid")],
-        ) >= 1
-        {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "the old list was fetched"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_fetch(&server, "invalid").await;
     assert_invalid_token(&server.check_token("/api", &token).await, "token revoked");
 }
 
@@ -561,12 +522,7 @@ async fn a_slow_list_fetch_outlives_the_checks_that_gave_up_on_it() {
         status_config("optional", "1m")
     );
     let (jwks, key, server) = start_with_key(&extra).await;
-    let uri = jwks.document_url("slow");
-    jwks.set_document(
-        "slow",
-        &list_token(&key, &uri, &list_of(1, 8, &[]), json!({})),
-        None,
-    );
+    let uri = publish(&jwks, &key, "slow", &list_of(1, 8, &[]));
     jwks.set_delay(Duration::from_millis(1000));
     let token = token_at(&key, "a", &uri, 0);
     let first = server.check_token("/api", &token).await;
@@ -621,8 +577,7 @@ async fn redirects_future_lists_and_unasked_304s_are_refused() {
     );
 
     // Held without an ETag; then the server answers 304 to everything.
-    let uri = jwks.document_url("no-etag");
-    jwks.set_document("no-etag", &list_token(&key, &uri, &valid, json!({})), None);
+    let uri = publish(&jwks, &key, "no-etag", &valid);
     let token = token_at(&key, "a", &uri, 0);
     allowed(&server.check_token("/api", &token).await);
     jwks.set_document("no-etag", "NOT_MODIFIED", None);
@@ -639,17 +594,10 @@ async fn redirects_future_lists_and_unasked_304s_are_refused() {
 async fn lists_beyond_max_lists_are_answered_503() {
     let extra = "    status_list: {mode: optional, max_lists: 1}\n";
     let (jwks, key, server) = start_with_key(extra).await;
-    for name in ["a", "b"] {
-        let uri = jwks.document_url(name);
-        jwks.set_document(
-            name,
-            &list_token(&key, &uri, &list_of(1, 8, &[]), json!({})),
-            None,
-        );
-    }
-    let first = token_at(&key, "a", &jwks.document_url("a"), 0);
+    let [a, b] = ["a", "b"].map(|name| publish(&jwks, &key, name, &list_of(1, 8, &[])));
+    let first = token_at(&key, "a", &a, 0);
     allowed(&server.check_token("/api", &first).await);
-    let second = token_at(&key, "a", &jwks.document_url("b"), 0);
+    let second = token_at(&key, "a", &b, 0);
     assert_unavailable(&server.check_token("/api", &second).await);
     assert_eq!(jwks.document_fetches("b"), 0);
     allowed(&server.check_token("/api", &first).await);

@@ -458,6 +458,17 @@ pub fn metric(metrics: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
         .unwrap_or(0)
 }
 
+/// [`metric`] as the jwt-authz whose admin port is `admin` reports it now.
+pub async fn admin_metric(admin: u16, name: &str, labels: &[(&str, &str)]) -> u64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    metric(&text, name, labels)
+}
+
 /// Rules for the path tests: a public prefix and an admin-only exact path, the pair that
 /// crafted paths used to play against each other.
 pub const PATH_RULES: &str = r#"
