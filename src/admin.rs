@@ -41,9 +41,21 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
             "shutting down\n".to_owned(),
         );
     }
-    let missing = state.runtime.load().providers_without_keys();
+    let runtime = state.runtime.load();
+    let missing = runtime.providers_without_keys();
     if missing.is_empty() {
-        (StatusCode::OK, "ready\n".to_owned())
+        let on_snapshot = runtime.providers_on_snapshot();
+        if on_snapshot.is_empty() {
+            (StatusCode::OK, "ready\n".to_owned())
+        } else {
+            (
+                StatusCode::OK,
+                format!(
+                    "ready; keys from a snapshot (JWKS unreachable since start) for: {}\n",
+                    on_snapshot.join(", ")
+                ),
+            )
+        }
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -12,6 +12,7 @@ use crate::dpop::nonce::Nonces;
 use crate::dpop::replay::{MemoryStore, RedisStore, ReplayStore, StoreError};
 use crate::extract::{self, ExtractError};
 use crate::identity;
+use crate::jwks::snapshot::SnapshotFile;
 use crate::jwks::{self, KeyStore};
 use crate::metrics::{KeySetStatus, Metrics};
 use crate::policy::{AccessKind, Policy, Route};
@@ -59,6 +60,21 @@ pub enum StartError {
     ReplayStore(StoreError),
     #[error("dpop.nonce.secret_file {path}: {message}")]
     NonceSecret { path: String, message: String },
+    #[error("state_dir {path}: {message}")]
+    StateDir { path: String, message: String },
+}
+
+/// Creates `state_dir` (owner only) if it does not exist yet.
+fn open_state_dir(dir: &std::path::Path) -> Result<(), StartError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| StartError::StateDir {
+            path: dir.display().to_string(),
+            message: e.to_string(),
+        })
 }
 
 /// The DPoP replay store in force, with what it was built from: a reload that changes
@@ -219,6 +235,9 @@ impl Runtime {
         metrics: Arc<Metrics>,
     ) -> Result<Self, StartError> {
         let policy = Policy::new(&config.rules, &config.providers)?;
+        if let Some(dir) = &config.state_dir {
+            open_state_dir(dir)?;
+        }
         let mut sources: Vec<TokenSource> = Vec::new();
         let mut providers = Vec::with_capacity(config.providers.len());
         for (index, provider) in config.providers.iter().enumerate() {
@@ -254,12 +273,20 @@ impl Runtime {
                 client.clone(),
                 Arc::clone(&metrics),
                 config.limits.max_key_fetch_waiters,
+                config
+                    .state_dir
+                    .as_deref()
+                    .map(|dir| SnapshotFile::new(dir, provider, config.max_snapshot_age)),
             );
             let status = StatusLists::new(
                 Arc::clone(&store),
                 client,
                 Arc::clone(&metrics),
                 unchanged.and_then(|p| p.status.as_deref()),
+                config
+                    .state_dir
+                    .clone()
+                    .map(|dir| (dir, config.max_snapshot_age)),
             );
             providers.push(Provider {
                 index,
@@ -350,6 +377,26 @@ impl Runtime {
             .collect()
     }
 
+    /// Providers whose keys came from a snapshot (their first fetch failed), each with the
+    /// snapshot's age: ready, but worth saying.
+    pub fn providers_on_snapshot(&self) -> Vec<String> {
+        self.verifier
+            .providers()
+            .iter()
+            .filter_map(|p| {
+                let keys = p.store.keys();
+                (keys.from_snapshot && !keys.is_empty()).then(|| {
+                    let age = keys
+                        .fetched_at
+                        .and_then(|at| at.elapsed().ok())
+                        .unwrap_or_default()
+                        .as_secs();
+                    format!("{} ({age}s old)", p.config().name)
+                })
+            })
+            .collect()
+    }
+
     pub fn key_set_status(&self) -> Vec<KeySetStatus> {
         self.verifier
             .providers()
@@ -360,6 +407,7 @@ impl Runtime {
                     provider: p.config().name.clone(),
                     keys: keys.keys.len(),
                     fetched_at: keys.fetched_at,
+                    from_snapshot: keys.from_snapshot,
                     status_lists: p.status.as_ref().map(|s| s.ages()).unwrap_or_default(),
                 }
             })

@@ -57,6 +57,18 @@ pub struct Config {
     /// What every DPoP provider shares: the replay store, the public scheme.
     #[serde(default)]
     pub dpop: DpopConfig,
+    /// A directory where every good JWKS is kept (public keys only), so that a restart
+    /// while an identity provider is down starts from its last keys. Unset: none kept.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// A snapshot older than this is not used (and keys are dropped at `max_stale` after
+    /// their fetch, snapshot or not).
+    #[serde(default = "default_max_snapshot_age", with = "humantime_serde")]
+    pub max_snapshot_age: Duration,
+}
+
+fn default_max_snapshot_age() -> Duration {
+    Duration::from_secs(4 * 3600)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -670,6 +682,16 @@ impl Config {
                     format!("duplicate issuer {:?}", provider.issuer),
                 ));
             }
+        }
+        if self.max_snapshot_age.is_zero() {
+            return Err(invalid("max_snapshot_age", "must be greater than 0"));
+        }
+        if self
+            .state_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return Err(invalid("state_dir", "must not be empty"));
         }
         self.token_cache.validate()?;
         self.identity.validate()?;

@@ -14,8 +14,11 @@ use crate::config::{self, JwksHttpConfig, JwksSource, ProviderConfig};
 use crate::keys::{KeySet, KeySetError};
 use crate::metrics::Metrics;
 
+pub mod snapshot;
 #[cfg(test)]
 mod tests;
+
+use snapshot::{SnapshotError, SnapshotFile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -100,6 +103,8 @@ struct FetchState {
 #[derive(Debug)]
 pub struct KeyStore {
     provider: Arc<ProviderConfig>,
+    /// Where good key sets are kept for the next start (`state_dir`).
+    snapshot: Option<SnapshotFile>,
     current: ArcSwap<KeySet>,
     fetch: Mutex<FetchState>,
     client: reqwest::Client,
@@ -123,9 +128,11 @@ impl KeyStore {
         client: reqwest::Client,
         metrics: Arc<Metrics>,
         max_waiters: usize,
+        snapshot: Option<SnapshotFile>,
     ) -> Arc<Self> {
         Arc::new(Self {
             provider,
+            snapshot,
             current: ArcSwap::new(initial.unwrap_or_default()),
             fetch: Mutex::new(FetchState::default()),
             client,
@@ -189,6 +196,7 @@ impl KeyStore {
 
     async fn refresh_loop(&self) {
         let mut failures = 0u32;
+        let mut first = true;
         loop {
             // Keys past max_stale go before the fetch, not after it has timed out.
             self.drop_if_stale();
@@ -200,11 +208,16 @@ impl KeyStore {
                         ttl.mul_f64(0.9)
                     }
                     Err(_) => {
+                        // The first fetch failed with nothing held: the snapshot, if any.
+                        if first && self.current.load().is_empty() {
+                            self.start_from_snapshot().await;
+                        }
                         failures = failures.saturating_add(1);
                         retry_delay(failures, self.provider.jwks_cache.max_retry_interval)
                     }
                 }
             };
+            first = false;
             // Wake up when the keys held would outlive max_stale, to drop them on time if
             // no fetch has succeeded by then.
             match self.drop_if_stale() {
@@ -233,6 +246,67 @@ impl KeyStore {
         left
     }
 
+    /// The keys of the provider's snapshot, when it is sound and young enough; otherwise
+    /// the reason is logged and nothing changes (the network stays the only source).
+    async fn start_from_snapshot(&self) {
+        let Some(snapshot) = self.snapshot.clone() else {
+            return;
+        };
+        let provider = Arc::clone(&self.provider);
+        let limit = provider.jwks_cache.max_body_bytes;
+        let loaded = tokio::task::spawn_blocking(move || {
+            let loaded = snapshot.load(&provider, limit)?;
+            let mut keys = KeySet::parse(&loaded.jwks, &provider)
+                .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+            keys.fetched_at = Some(loaded.fetched_at);
+            keys.from_snapshot = true;
+            Ok::<_, SnapshotError>(keys)
+        })
+        .await;
+        let name = self.provider.name.as_str();
+        match loaded {
+            Ok(Ok(keys)) => {
+                let age = keys
+                    .fetched_at
+                    .and_then(|at| at.elapsed().ok())
+                    .unwrap_or_default()
+                    .as_secs();
+                tracing::warn!(
+                    provider = name,
+                    keys = keys.keys.len(),
+                    age_seconds = age,
+                    "JWKS unreachable at start; using the keys of the snapshot in state_dir until a fetch succeeds"
+                );
+                // Unless a fetch on demand got fresh keys meanwhile.
+                let empty = self.current.load_full();
+                if empty.is_empty() {
+                    self.current.compare_and_swap(&empty, Arc::new(keys));
+                }
+            }
+            Ok(Err(SnapshotError::Missing)) => {
+                tracing::info!(provider = name, "no key snapshot to start from");
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(provider = name, %error, "ignoring the key snapshot");
+            }
+            Err(error) => tracing::error!(provider = name, %error, "snapshot task failed"),
+        }
+    }
+
+    /// Writes the snapshot of a good fetch, in the background; a failure is logged (the
+    /// snapshot is an aid to the next start, never needed for this one).
+    fn write_snapshot(&self, body: Vec<u8>, fetched_at: std::time::SystemTime) {
+        let Some(snapshot) = self.snapshot.clone() else {
+            return;
+        };
+        let provider = Arc::clone(&self.provider);
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = snapshot.write(&provider, &body, fetched_at) {
+                tracing::warn!(provider = %provider.name, path = %snapshot.path().display(), %error, "cannot write the key snapshot");
+            }
+        });
+    }
+
     /// One fetch; on success the new key set replaces the old one and its lifetime is
     /// returned. On failure the old key set stays in force.
     async fn fetch_locked(&self, state: &mut FetchState) -> Result<Duration, FetchError> {
@@ -241,18 +315,20 @@ impl KeyStore {
             .await
             .and_then(|(body, max_age)| {
                 let keys = KeySet::parse(&body, &self.provider)?;
-                Ok((keys, max_age))
+                Ok((keys, max_age, body))
             });
         let provider = self.provider.name.as_str();
         match result {
-            Ok((keys, max_age)) => {
+            Ok((keys, max_age, body)) => {
                 let cache = &self.provider.jwks_cache;
                 let ttl = max_age
                     .unwrap_or(cache.min_ttl)
                     .clamp(cache.min_ttl, cache.max_ttl);
                 tracing::debug!(provider, keys = keys.keys.len(), ?ttl, "JWKS fetched");
+                let fetched_at = keys.fetched_at.unwrap_or_else(std::time::SystemTime::now);
                 self.current.store(Arc::new(keys));
                 self.metrics.record_fetch(provider, true);
+                self.write_snapshot(body, fetched_at);
                 Ok(ttl)
             }
             Err(error) => {

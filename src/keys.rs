@@ -49,6 +49,9 @@ pub struct KeySet {
     /// The keys were dropped for being older than `max_stale` (`fetched_at` says when the
     /// last good fetch was).
     pub expired: bool,
+    /// The keys came from the snapshot in `state_dir` (the first fetch failed); `fetched_at`
+    /// is the snapshot's fetch.
+    pub from_snapshot: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +93,7 @@ impl KeySet {
             keys,
             fetched_at: Some(SystemTime::now()),
             expired: false,
+            from_snapshot: false,
         })
     }
 
@@ -118,6 +122,7 @@ impl KeySet {
             keys: Vec::new(),
             fetched_at: self.fetched_at,
             expired: true,
+            from_snapshot: false,
         }
     }
 

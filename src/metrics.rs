@@ -78,6 +78,7 @@ pub struct Metrics {
     jwks_fetches: Family<FetchLabels, Counter>,
     jwks_keys: Family<ProviderLabels, Gauge>,
     jwks_age: Family<ProviderLabels, Gauge<f64, AtomicU64>>,
+    jwks_from_snapshot: Family<ProviderLabels, Gauge>,
     token_cache: Family<CacheLabels, Counter>,
     shadow_denials: Family<ShadowLabels, Counter>,
     dpop_proofs: Family<ProofLabels, Counter>,
@@ -96,6 +97,8 @@ pub struct KeySetStatus {
     pub provider: String,
     pub keys: usize,
     pub fetched_at: Option<SystemTime>,
+    /// The keys came from the snapshot in `state_dir`.
+    pub from_snapshot: bool,
     /// Each status list held for the provider, with seconds since its last good fetch.
     pub status_lists: Vec<(String, u64)>,
 }
@@ -140,6 +143,12 @@ impl Metrics {
             "Seconds since the held key set was fetched, per provider",
             jwks_age.clone(),
         );
+        let jwks_from_snapshot = Family::<ProviderLabels, Gauge>::default();
+        registry.register(
+            "jwks_from_snapshot",
+            "1 while a provider's keys are those of its snapshot in state_dir (the JWKS has been unreachable since start), else 0",
+            jwks_from_snapshot.clone(),
+        );
         let token_cache = Family::<CacheLabels, Counter>::default();
         registry.register(
             "token_cache_lookups",
@@ -183,6 +192,7 @@ impl Metrics {
             revoked_tokens.clone(),
         );
         Self {
+            jwks_from_snapshot,
             status_list_fetches,
             status_list_age,
             revoked_tokens,
@@ -283,6 +293,7 @@ impl Metrics {
     pub fn encode(&self, key_sets: impl IntoIterator<Item = KeySetStatus>) -> String {
         self.jwks_keys.clear();
         self.jwks_age.clear();
+        self.jwks_from_snapshot.clear();
         self.status_list_age.clear();
         let now = SystemTime::now();
         for status in key_sets {
@@ -300,6 +311,9 @@ impl Metrics {
             self.jwks_keys
                 .get_or_create(&labels)
                 .set(i64::try_from(status.keys).unwrap_or(i64::MAX));
+            self.jwks_from_snapshot
+                .get_or_create(&labels)
+                .set(i64::from(status.from_snapshot));
             if let Some(at) = status.fetched_at {
                 let age = now.duration_since(at).unwrap_or_default();
                 self.jwks_age.get_or_create(&labels).set(age.as_secs_f64());

@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use crate::config::{StatusListConfig, StatusListMode};
+use crate::jwks::snapshot::{self, SnapshotError};
 use crate::jwks::{self, FetchError, KeyStore};
 use crate::metrics::Metrics;
 use crate::response::Deny;
@@ -82,6 +83,8 @@ struct Held {
     /// The list token's `exp` (§8.3 step 4c).
     exp: Option<u64>,
     ttl: Duration,
+    /// The list token as fetched, for the snapshot in `state_dir`.
+    token: Arc<str>,
 }
 
 #[derive(Debug, Default)]
@@ -117,10 +120,24 @@ impl List {
     }
 }
 
+const SNAPSHOT_VERSION: u32 = 1;
+
+/// A list as kept in `state_dir`: the token as fetched, and when.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct StoredList {
+    version: u32,
+    issuer: String,
+    uri: String,
+    fetched_at: u64,
+    token: String,
+}
+
 /// The status lists of one provider.
 #[derive(Debug)]
 pub struct StatusLists {
     keys: Arc<KeyStore>,
+    /// `state_dir` and `max_snapshot_age`, when lists are kept for the next start.
+    state: Option<(std::path::PathBuf, Duration)>,
     origins: Vec<String>,
     client: reqwest::Client,
     metrics: Arc<Metrics>,
@@ -137,6 +154,7 @@ impl StatusLists {
         client: reqwest::Client,
         metrics: Arc<Metrics>,
         previous: Option<&StatusLists>,
+        state: Option<(std::path::PathBuf, Duration)>,
     ) -> Option<Arc<Self>> {
         let provider = keys.provider();
         if provider.status_list.mode == StatusListMode::Off {
@@ -146,6 +164,7 @@ impl StatusLists {
         let lists = previous.map(|p| p.lists.load_full()).unwrap_or_default();
         Some(Arc::new(Self {
             keys,
+            state,
             origins,
             client,
             metrics,
@@ -297,6 +316,7 @@ impl StatusLists {
                 tracing::debug!(provider = %self.provider_name(), uri = %list.uri, outcome, entries = held.list.len(), ttl = ?held.ttl, "status list fetched");
                 let held = Arc::new(held);
                 list.held.store(Some(Arc::clone(&held)));
+                self.write_snapshot(&list.uri, &held);
                 Some(held)
             }
             Err(error) => {
@@ -310,7 +330,13 @@ impl StatusLists {
                     .record_status_list_fetch(self.provider_name(), error.outcome());
                 let usable_until = held.as_ref().map(|h| h.usable_until);
                 tracing::warn!(provider = %self.provider_name(), uri = %list.uri, %error, ?usable_until, "status list fetch failed; keeping the list held until max_stale");
-                None
+                if held.is_some() {
+                    return None;
+                }
+                // Nothing held (a restart): the snapshot, used as if just held.
+                let held = Arc::new(self.snapshot_held(&list.uri).await?);
+                list.held.store(Some(Arc::clone(&held)));
+                Some(held)
             }
         }
     }
@@ -355,6 +381,21 @@ impl StatusLists {
         let token = std::str::from_utf8(&body)
             .map_err(|_| ListError::NotText)?
             .trim();
+        Ok((self.accept(uri, token, etag, now, held).await?, "ok"))
+    }
+
+    /// A list token for `uri`, fetched (or snapshotted) at `fetched_at`, verified and read
+    /// (§8.3 steps 3 to 5); `held` is the list it would replace.
+    async fn accept(
+        &self,
+        uri: &str,
+        token: &str,
+        etag: Option<String>,
+        fetched_at: u64,
+        held: Option<&Held>,
+    ) -> Result<Held, ListError> {
+        let config = self.config();
+        let now = unix_now();
         // Keys are the provider's own (§11.3); the token's header cannot bring its own.
         let claims = verify::verify_status_list_token(&self.keys, token).await?;
         let (list, lifetime) =
@@ -378,19 +419,111 @@ impl StatusLists {
             .ttl
             .map_or(config.default_ttl, Duration::from_secs)
             .clamp(config.min_ttl, config.max_ttl);
-        Ok((
-            Held {
-                list: Arc::new(list),
-                iat: lifetime.iat,
-                usable_until: usable_until(now, config.max_stale, lifetime.exp),
-                fetched_at: now,
-                refresh_at: refresh_at(ttl, config.max_stale, now, lifetime.exp),
-                etag,
-                exp: lifetime.exp,
-                ttl,
-            },
-            "ok",
-        ))
+        Ok(Held {
+            list: Arc::new(list),
+            iat: lifetime.iat,
+            usable_until: usable_until(fetched_at, config.max_stale, lifetime.exp),
+            fetched_at,
+            refresh_at: refresh_at(ttl, config.max_stale, now, lifetime.exp),
+            etag,
+            exp: lifetime.exp,
+            ttl,
+            token: token.into(),
+        })
+    }
+
+    fn snapshot_path(&self, uri: &str) -> Option<std::path::PathBuf> {
+        let (dir, _) = self.state.as_ref()?;
+        Some(dir.join(snapshot::file_name("status", uri)))
+    }
+
+    /// Keeps a good fetch in `state_dir` (in the background; a failure is only logged).
+    fn write_snapshot(&self, uri: &str, held: &Held) {
+        let Some(path) = self.snapshot_path(uri) else {
+            return;
+        };
+        let stored = StoredList {
+            version: SNAPSHOT_VERSION,
+            issuer: self.keys.provider().issuer.clone(),
+            uri: uri.to_owned(),
+            fetched_at: held.fetched_at,
+            token: held.token.to_string(),
+        };
+        tokio::task::spawn_blocking(move || {
+            let written = serde_json::to_vec(&stored)
+                .map_err(std::io::Error::other)
+                .and_then(|body| snapshot::write_atomic(&path, &body));
+            if let Err(error) = written {
+                tracing::warn!(path = %path.display(), %error, "cannot write the status list snapshot");
+            }
+        });
+    }
+
+    /// The snapshot of `uri` kept by an earlier run, verified like a fetch (signature,
+    /// claims, `exp`) and used only within `max_stale` of the fetch that produced it (and
+    /// `max_snapshot_age`). Anything else is ignored with a warning.
+    async fn snapshot_held(&self, uri: &str) -> Option<Held> {
+        let path = self.snapshot_path(uri)?;
+        let (_, max_age) = self.state.as_ref()?;
+        let (max_age, limit) = (*max_age, self.config().max_bytes);
+        let issuer = self.keys.provider().issuer.clone();
+        let wanted = uri.to_owned();
+        let read = tokio::task::spawn_blocking(move || {
+            let file = snapshot::open(&path)?;
+            let body = snapshot::read_limited(file, limit)?;
+            let stored: StoredList =
+                serde_json::from_slice(&body).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+            if stored.version != SNAPSHOT_VERSION {
+                return Err(SnapshotError::Version(stored.version));
+            }
+            if stored.issuer != issuer || stored.uri != wanted {
+                return Err(SnapshotError::Foreign {
+                    found: format!("issuer {:?}, list {:?}", stored.issuer, stored.uri),
+                    expected: format!("issuer {issuer:?}, list {wanted:?}"),
+                });
+            }
+            let age = unix_now()
+                .checked_sub(stored.fetched_at)
+                .ok_or(SnapshotError::Future)?;
+            if age > max_age.as_secs() {
+                return Err(SnapshotError::TooOld {
+                    age,
+                    max: max_age.as_secs(),
+                });
+            }
+            Ok(stored)
+        })
+        .await;
+        let name = self.provider_name();
+        let stored = match read {
+            Ok(Ok(stored)) => stored,
+            Ok(Err(SnapshotError::Missing)) => return None,
+            Ok(Err(error)) => {
+                tracing::warn!(provider = %name, uri, %error, "ignoring the status list snapshot");
+                return None;
+            }
+            Err(error) => {
+                tracing::error!(provider = %name, %error, "snapshot task failed");
+                return None;
+            }
+        };
+        match self
+            .accept(uri, &stored.token, None, stored.fetched_at, None)
+            .await
+        {
+            Ok(held) if unix_now() < held.usable_until => {
+                tracing::warn!(provider = %name, uri, age_seconds = unix_now().saturating_sub(held.fetched_at), "status list unreachable; using its snapshot from state_dir until max_stale after its fetch");
+                Some(held)
+            }
+            Ok(_) => {
+                tracing::warn!(provider = %name, uri, "ignoring the status list snapshot: older than max_stale");
+                None
+            }
+            Err(error) => {
+                tracing::warn!(provider = %name, uri, %error, "ignoring the status list snapshot");
+                None
+            }
+        }
     }
 
     /// The held list confirmed current by a 304.
@@ -404,6 +537,7 @@ impl StatusLists {
             etag: held.etag.clone(),
             exp: held.exp,
             ttl: held.ttl,
+            token: Arc::clone(&held.token),
         }
     }
 

@@ -100,6 +100,8 @@ impl Stack {
                 ),
             ],
         );
+        // Key snapshots in the image's state directory (kept across a container restart).
+        let authz_config = format!("{authz_config}state_dir: /var/lib/jwt-authz\n");
         let authz = image("jwt-authz", "latest")
             .with_wait_for(WaitFor::healthcheck())
             .with_health_check(probe_health(
@@ -412,5 +414,26 @@ async fn containers_rotation_and_faults() {
     assert!(
         stack.gw.try_login("bob", "bob-password").await.is_err(),
         "login is down"
+    );
+
+    // jwt-authz restarted while the issuer is still down: it starts from its snapshots of
+    // the keys and of the status list in state_dir, and tokens keep passing.
+    stack.authz.stop().await.expect("stop jwt-authz");
+    stack.authz.start().await.expect("start jwt-authz");
+    assert_eq!(
+        stack
+            .gw
+            .eventually(
+                "/api/orders",
+                Some(&rotated),
+                StatusCode::OK,
+                Duration::from_secs(40)
+            )
+            .await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        stack.gw.get("/api/users", Some(&unused), &[]).await.0,
+        StatusCode::OK
     );
 }

@@ -142,6 +142,22 @@ fn kubernetes_manifests_match_the_config_and_harden_the_pod() {
         args[1],
         format!("{}/config.yaml", mount.as_str().expect("mount"))
     );
+    // Key snapshots go to a writable volume (the root filesystem is read-only).
+    let state_dir = config.state_dir.as_ref().expect("state_dir set");
+    let state_mount = container["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["mountPath"] == state_dir.display().to_string())
+        .expect("state_dir is mounted");
+    assert_ne!(state_mount["readOnly"], true);
+    let state_volume = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == state_mount["name"])
+        .expect("state volume");
+    assert!(state_volume["emptyDir"].is_object(), "{state_volume}");
 
     let labels = &spec["selector"]["matchLabels"];
     assert_eq!(&spec["template"]["metadata"]["labels"], labels);

@@ -17,41 +17,12 @@ fn status_config(mode: &str, max_stale: &str) -> String {
     )
 }
 
-/// A Status List Token for `uri` signed by `key`: `sub`, `iat` (now), `exp` (in 10 min),
-/// `ttl` 1 s and `list`; `extra` claims are merged over those (`null` removes one).
-fn list_token(key: &TestKey, uri: &str, list: &Value, extra: Value) -> String {
-    let mut claims = json!({
-        "sub": uri,
-        "iat": now(),
-        "exp": now() + 600,
-        "ttl": 1,
-        "status_list": list,
-    });
-    merge(&mut claims, extra);
-    key.sign(
-        &json!({"alg": key.alg, "kid": key.kid, "typ": "statuslist+jwt"}),
-        &claims,
-    )
-}
-
 /// Serves a Status List Token for `list` at `/status/{name}` (signed by `key`, no extra
 /// claims) and returns its URI.
 fn publish(jwks: &JwksServer, key: &TestKey, name: &str, list: &Value) -> String {
     let uri = jwks.document_url(name);
     jwks.set_document(name, &list_token(key, &uri, list, json!({})), None);
     uri
-}
-
-fn merge(claims: &mut Value, extra: Value) {
-    if let (Some(claims), Value::Object(extra)) = (claims.as_object_mut(), extra) {
-        for (name, value) in extra {
-            if value.is_null() {
-                claims.remove(&name);
-            } else {
-                claims.insert(name, value);
-            }
-        }
-    }
 }
 
 /// An access token of `sub` referencing entry `idx` of the list at `uri`.

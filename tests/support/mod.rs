@@ -469,6 +469,35 @@ pub async fn admin_metric(admin: u16, name: &str, labels: &[(&str, &str)]) -> u6
     metric(&text, name, labels)
 }
 
+/// A Status List Token for `uri` signed by `key`: `sub`, `iat` (now), `exp` (in 10 min),
+/// `ttl` 1 s and `list`; `extra` claims are merged over those (`null` removes one).
+pub fn list_token(key: &TestKey, uri: &str, list: &Value, extra: Value) -> String {
+    let mut claims = json!({
+        "sub": uri,
+        "iat": now(),
+        "exp": now() + 600,
+        "ttl": 1,
+        "status_list": list,
+    });
+    merge(&mut claims, extra);
+    key.sign(
+        &json!({"alg": key.alg, "kid": key.kid, "typ": "statuslist+jwt"}),
+        &claims,
+    )
+}
+
+fn merge(claims: &mut Value, extra: Value) {
+    if let (Some(claims), Value::Object(extra)) = (claims.as_object_mut(), extra) {
+        for (name, value) in extra {
+            if value.is_null() {
+                claims.remove(&name);
+            } else {
+                claims.insert(name, value);
+            }
+        }
+    }
+}
+
 /// Rules for the path tests: a public prefix and an admin-only exact path, the pair that
 /// crafted paths used to play against each other.
 pub const PATH_RULES: &str = r#"
