@@ -51,7 +51,7 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
             (
                 StatusCode::OK,
                 format!(
-                    "ready; keys from a snapshot (JWKS unreachable since start) for: {}\n",
+                    "ready; keys from a snapshot (JWKS unreachable) for: {}\n",
                     on_snapshot.join(", ")
                 ),
             )

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, DpopMode, JwksHttpConfig, Mode, ReplayStoreConfig, TokenSource};
+use crate::config::{
+    Config, DpopMode, JwksHttpConfig, JwksSource, Mode, ReplayStoreConfig, TokenSource,
+};
 use crate::dpop::NonceCheck;
 use crate::dpop::nonce::Nonces;
 use crate::dpop::replay::{MemoryStore, RedisStore, ReplayStore, StoreError};
@@ -273,9 +275,11 @@ impl Runtime {
                 client.clone(),
                 Arc::clone(&metrics),
                 config.limits.max_key_fetch_waiters,
+                // A key file on disk is its own snapshot.
                 config
                     .state_dir
                     .as_deref()
+                    .filter(|_| !matches!(provider.jwks, JwksSource::File(_)))
                     .map(|dir| SnapshotFile::new(dir, provider, config.max_snapshot_age)),
             );
             let status = StatusLists::new(

@@ -41,6 +41,18 @@ pub enum FetchError {
     KeySet(#[from] KeySetError),
 }
 
+impl FetchError {
+    /// The provider could not be reached (connection, timeout, a 5xx): unlike an answer
+    /// (an empty key set, a 404, a refused document), this says nothing about its keys.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            FetchError::Request(_) => true,
+            FetchError::Status(code) => *code >= 500,
+            _ => false,
+        }
+    }
+}
+
 /// Gives a waiter's place back however its wait ends (including a cancelled check).
 struct WaiterSlot<'a>(&'a AtomicUsize);
 
@@ -98,6 +110,8 @@ struct FetchState {
     last_forced: Option<Instant>,
     /// `jwks_uri` learned by OIDC discovery; forgotten after a failure so it is looked up anew.
     discovered: Option<String>,
+    /// `jwks_uri` of the key snapshot started from: used while discovery is unreachable.
+    remembered: Option<String>,
 }
 
 #[derive(Debug)]
@@ -207,10 +221,12 @@ impl KeyStore {
                         failures = 0;
                         ttl.mul_f64(0.9)
                     }
-                    Err(_) => {
-                        // The first fetch failed with nothing held: the snapshot, if any.
-                        if first && self.current.load().is_empty() {
-                            self.start_from_snapshot().await;
+                    Err(error) => {
+                        // The first fetch could not reach the provider, and nothing is
+                        // held: the snapshot, if any. An answer from the provider (an
+                        // empty key set, a 404) is never overruled by a snapshot.
+                        if first && error.is_unreachable() && self.current.load().is_empty() {
+                            self.start_from_snapshot(&mut state).await;
                         }
                         failures = failures.saturating_add(1);
                         retry_delay(failures, self.provider.jwks_cache.max_retry_interval)
@@ -248,7 +264,7 @@ impl KeyStore {
 
     /// The keys of the provider's snapshot, when it is sound and young enough; otherwise
     /// the reason is logged and nothing changes (the network stays the only source).
-    async fn start_from_snapshot(&self) {
+    async fn start_from_snapshot(&self, state: &mut FetchState) {
         let Some(snapshot) = self.snapshot.clone() else {
             return;
         };
@@ -260,12 +276,14 @@ impl KeyStore {
                 .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
             keys.fetched_at = Some(loaded.fetched_at);
             keys.from_snapshot = true;
-            Ok::<_, SnapshotError>(keys)
+            Ok::<_, SnapshotError>((keys, loaded.jwks_uri))
         })
         .await;
         let name = self.provider.name.as_str();
         match loaded {
-            Ok(Ok(keys)) => {
+            Ok(Ok((keys, jwks_uri))) => {
+                // Discovery down and the JWKS up: fetches go where discovery last said.
+                state.remembered = jwks_uri;
                 let age = keys
                     .fetched_at
                     .and_then(|at| at.elapsed().ok())
@@ -295,13 +313,18 @@ impl KeyStore {
 
     /// Writes the snapshot of a good fetch, in the background; a failure is logged (the
     /// snapshot is an aid to the next start, never needed for this one).
-    fn write_snapshot(&self, body: Vec<u8>, fetched_at: std::time::SystemTime) {
+    fn write_snapshot(
+        &self,
+        body: Vec<u8>,
+        fetched_at: std::time::SystemTime,
+        jwks_uri: Option<String>,
+    ) {
         let Some(snapshot) = self.snapshot.clone() else {
             return;
         };
         let provider = Arc::clone(&self.provider);
         tokio::task::spawn_blocking(move || {
-            if let Err(error) = snapshot.write(&provider, &body, fetched_at) {
+            if let Err(error) = snapshot.write(&provider, &body, fetched_at, jwks_uri.as_deref()) {
                 tracing::warn!(provider = %provider.name, path = %snapshot.path().display(), %error, "cannot write the key snapshot");
             }
         });
@@ -328,7 +351,7 @@ impl KeyStore {
                 let fetched_at = keys.fetched_at.unwrap_or_else(std::time::SystemTime::now);
                 self.current.store(Arc::new(keys));
                 self.metrics.record_fetch(provider, true);
-                self.write_snapshot(body, fetched_at);
+                self.write_snapshot(body, fetched_at, state.discovered.clone());
                 Ok(ttl)
             }
             Err(error) => {
@@ -352,11 +375,17 @@ impl KeyStore {
             JwksSource::Uri(uri) => uri.clone(),
             JwksSource::Discovery => match &state.discovered {
                 Some(uri) => uri.clone(),
-                None => {
-                    let uri = self.discover().await?;
-                    state.discovered = Some(uri.clone());
-                    uri
-                }
+                None => match (self.discover().await, &state.remembered) {
+                    (Ok(uri), _) => {
+                        state.discovered = Some(uri.clone());
+                        uri
+                    }
+                    (Err(error), Some(uri)) if error.is_unreachable() => {
+                        tracing::debug!(provider = %self.provider.name, %error, %uri, "discovery unreachable; using the jwks_uri of the key snapshot");
+                        uri.clone()
+                    }
+                    (Err(error), _) => return Err(error),
+                },
             },
         };
         let (body, max_age) = self.get(&uri).await?;

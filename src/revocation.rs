@@ -103,6 +103,9 @@ struct List {
     fetch: tokio::sync::Mutex<FetchState>,
     /// Unix seconds of the last request that named this list.
     used_at: AtomicU64,
+    /// The `iat` of the list last written to `state_dir`: writes run one at a time, and an
+    /// older list never replaces a newer one there.
+    written: Arc<Mutex<u64>>,
 }
 
 impl List {
@@ -263,6 +266,7 @@ impl StatusLists {
             held: ArcSwapOption::empty(),
             fetch: tokio::sync::Mutex::new(FetchState::default()),
             used_at: AtomicU64::new(unix_now()),
+            written: Arc::default(),
         });
         let mut next = HashMap::clone(&lists);
         next.insert(uri.into(), Arc::clone(&list));
@@ -316,7 +320,7 @@ impl StatusLists {
                 tracing::debug!(provider = %self.provider_name(), uri = %list.uri, outcome, entries = held.list.len(), ttl = ?held.ttl, "status list fetched");
                 let held = Arc::new(held);
                 list.held.store(Some(Arc::clone(&held)));
-                self.write_snapshot(&list.uri, &held);
+                self.write_snapshot(list, &held);
                 Some(held)
             }
             Err(error) => {
@@ -432,29 +436,40 @@ impl StatusLists {
         })
     }
 
+    /// The snapshot file of `uri` for this provider (two providers naming one URI keep
+    /// two files: each verifies with its own keys).
     fn snapshot_path(&self, uri: &str) -> Option<std::path::PathBuf> {
         let (dir, _) = self.state.as_ref()?;
-        Some(dir.join(snapshot::file_name("status", uri)))
+        let key = format!("{}\n{uri}", self.keys.provider().issuer);
+        Some(dir.join(snapshot::file_name("status", &key)))
     }
 
     /// Keeps a good fetch in `state_dir` (in the background; a failure is only logged).
-    fn write_snapshot(&self, uri: &str, held: &Held) {
-        let Some(path) = self.snapshot_path(uri) else {
+    fn write_snapshot(&self, list: &List, held: &Held) {
+        let Some(path) = self.snapshot_path(&list.uri) else {
             return;
         };
         let stored = StoredList {
             version: SNAPSHOT_VERSION,
             issuer: self.keys.provider().issuer.clone(),
-            uri: uri.to_owned(),
+            uri: list.uri.clone(),
             fetched_at: held.fetched_at,
             token: held.token.to_string(),
         };
+        let (iat, written) = (held.iat, Arc::clone(&list.written));
         tokio::task::spawn_blocking(move || {
-            let written = serde_json::to_vec(&stored)
+            let mut last = written.lock().unwrap_or_else(|p| p.into_inner());
+            if iat < *last {
+                return;
+            }
+            let result = serde_json::to_vec(&stored)
                 .map_err(std::io::Error::other)
                 .and_then(|body| snapshot::write_atomic(&path, &body));
-            if let Err(error) = written {
-                tracing::warn!(path = %path.display(), %error, "cannot write the status list snapshot");
+            match result {
+                Ok(()) => *last = iat,
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "cannot write the status list snapshot");
+                }
             }
         });
     }

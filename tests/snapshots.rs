@@ -57,6 +57,9 @@ async fn first_run(dir: &Path, max_age: &str) -> (std::net::SocketAddr, TestKey,
     server.shutdown().await;
     let addr = jwks.addr;
     jwks.stop();
+    drop(jwks);
+    // The aborted server lets go of its port (tests bring it back on the same one).
+    tokio::time::sleep(Duration::from_millis(200)).await;
     (addr, key, yaml)
 }
 
@@ -197,7 +200,7 @@ async fn status_lists_are_snapshotted_and_revocations_survive_a_restart() {
         &jwks.url(),
         dir.path(),
         "1h",
-        "    status_list: {mode: required, max_stale: 1h}\n",
+        "    status_list: {mode: required, max_stale: 1h, fetch_timeout: 1s}\n",
     );
     let token = |idx: u64| {
         let mut c = claims("alice");
@@ -220,6 +223,8 @@ async fn status_lists_are_snapshotted_and_revocations_survive_a_restart() {
     assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 2);
     server.shutdown().await;
     jwks.stop();
+    drop(jwks);
+    tokio::time::sleep(Duration::from_millis(200)).await;
 
     let server = TestServer::start(&yaml).await;
     server.wait_ready().await;
@@ -229,4 +234,37 @@ async fn status_lists_are_snapshotted_and_revocations_survive_a_restart() {
         "token revoked",
     );
     server.shutdown().await;
+}
+
+/// The snapshot stands in only for a provider that cannot be reached: a provider that
+/// answers (with other keys, an empty key set, a 404) is believed, and the snapshot's keys
+/// stay unused, even if the answer leaves no keys at all.
+#[tokio::test]
+async fn a_provider_that_answers_is_never_overruled_by_the_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (addr, key, yaml) = first_run(dir.path(), "1h").await;
+    let old_token = key.token(&claims("alice"));
+
+    // Up again with another key: the network's key set, not the snapshot's.
+    let rotated = TestKey::rsa("k2");
+    let jwks = JwksServer::start_on(addr, vec![rotated.jwk()]).await;
+    let server = TestServer::start_ready(&yaml).await;
+    assert_eq!(server.admin_get("/readyz").await.1, "ready\n");
+    allowed(
+        &server
+            .check_token("/api", &rotated.token(&claims("bob")))
+            .await,
+    );
+    let refused = server.check_token("/api", &old_token).await;
+    assert_eq!(denied_status(&refused), Some(401), "{refused:?}");
+    server.shutdown().await;
+    jwks.stop();
+    drop(jwks);
+
+    // Up, publishing no keys (a withdrawal): not ready, and the snapshot is not used.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (addr, key, yaml) = first_run(dir.path(), "1h").await;
+    let jwks = JwksServer::start_on(addr, vec![]).await;
+    assert_ignored(&yaml, &key).await;
+    drop(jwks);
 }
