@@ -188,6 +188,23 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// Waits (up to 40 s: Envoy's health check and DNS after a restart) until `token` is
+    /// allowed again.
+    async fn passes_again(&self, token: &str) {
+        let status = self
+            .gw
+            .eventually(
+                "/api/orders",
+                Some(token),
+                StatusCode::OK,
+                Duration::from_secs(40),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+}
+
 /// Answers like an engine with API 1.41 and records each request line.
 async fn fake_engine(socket: std::path::PathBuf) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -383,18 +400,7 @@ async fn containers_rotation_and_faults() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.get("orders").is_none());
     stack.authz.start().await.expect("start jwt-authz");
-    assert_eq!(
-        stack
-            .gw
-            .eventually(
-                "/api/orders",
-                Some(&rotated),
-                StatusCode::OK,
-                Duration::from_secs(40)
-            )
-            .await,
-        StatusCode::OK
-    );
+    stack.passes_again(&rotated).await;
 
     // The issuer stopped: jwt-authz keeps serving the keys it holds.
     let unused = stack
@@ -420,18 +426,7 @@ async fn containers_rotation_and_faults() {
     // the keys and of the status list in state_dir, and tokens keep passing.
     stack.authz.stop().await.expect("stop jwt-authz");
     stack.authz.start().await.expect("start jwt-authz");
-    assert_eq!(
-        stack
-            .gw
-            .eventually(
-                "/api/orders",
-                Some(&rotated),
-                StatusCode::OK,
-                Duration::from_secs(40)
-            )
-            .await,
-        StatusCode::OK
-    );
+    stack.passes_again(&rotated).await;
     assert_eq!(
         stack.gw.get("/api/users", Some(&unused), &[]).await.0,
         StatusCode::OK

@@ -27,6 +27,16 @@ fn yaml_with(jwks_url: &str, dir: &Path, max_age: &str, provider: &str) -> Strin
     )
 }
 
+/// `jwt_authz_jwks_from_snapshot` of the test provider.
+async fn from_snapshot(server: &TestServer) -> u64 {
+    let metrics = server.admin_get("/metrics").await.1;
+    metric(
+        &metrics,
+        "jwt_authz_jwks_from_snapshot",
+        &[("provider", "test")],
+    )
+}
+
 /// The snapshot file of the (only) provider of `yaml`.
 fn snapshot_path(yaml: &str, dir: &Path) -> std::path::PathBuf {
     let config = Config::from_yaml(yaml).expect("config");
@@ -82,15 +92,7 @@ async fn a_restart_while_the_provider_is_down_starts_from_the_snapshot() {
             .check_token("/api", &key.token(&claims("alice")))
             .await,
     );
-    let metrics = server.admin_get("/metrics").await.1;
-    assert_eq!(
-        metric(
-            &metrics,
-            "jwt_authz_jwks_from_snapshot",
-            &[("provider", "test")]
-        ),
-        1
-    );
+    assert_eq!(from_snapshot(&server).await, 1);
 
     // The provider is back: fresh keys replace the snapshot's.
     let jwks = JwksServer::start_on(addr, vec![key.jwk()]).await;
@@ -104,15 +106,7 @@ async fn a_restart_while_the_provider_is_down_starts_from_the_snapshot() {
     }
     assert_eq!(body, "ready\n");
     assert!(jwks.fetches() >= 1);
-    let metrics = server.admin_get("/metrics").await.1;
-    assert_eq!(
-        metric(
-            &metrics,
-            "jwt_authz_jwks_from_snapshot",
-            &[("provider", "test")]
-        ),
-        0
-    );
+    assert_eq!(from_snapshot(&server).await, 0);
     server.shutdown().await;
 }
 
