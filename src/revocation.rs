@@ -16,6 +16,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+use crate::authz::unix_now;
 use crate::config::{StatusListConfig, StatusListMode};
 use crate::jwks::snapshot::{self, SnapshotError};
 use crate::jwks::{self, FetchError, KeyStore};
@@ -32,13 +33,6 @@ const TICK: Duration = Duration::from_millis(250);
 
 /// A list nobody asked about for this long is forgotten (fetched again when needed).
 const IDLE: Duration = Duration::from_secs(3600);
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
-}
 
 /// Why a list could not be fetched.
 #[derive(Debug, thiserror::Error)]

@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::binding::{self, BindingError, Proofs};
 use crate::config::Settings;
 use crate::hashing::HashGate;
-use crate::keys::KeyRing;
+use crate::keys::{KeyRing, unix_now};
 use crate::revocation::{self, ListPolicy, SignedLists};
 use crate::throttle::{Network, Subject, Throttle};
 use crate::token;
@@ -449,13 +449,6 @@ fn list_policy(settings: &Settings) -> ListPolicy {
         ttl: settings.status_list_ttl.as_secs(),
         lifetime: settings.status_list_lifetime.as_secs(),
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }
 
 /// `GET /auth/status/{list}`: the Status List Token (draft §8.1, §8.2), with an ETag
