@@ -44,6 +44,7 @@ token_cache: {{max_entries: {cache_entries}}}
         None,
         reqwest::Client::new(),
         Arc::new(Metrics::new()),
+        jwt_authz::telemetry::Telemetry::off(),
     )
     .expect("runtime")
 }

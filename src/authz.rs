@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use opentelemetry::trace::FutureExt as _;
 use tokio::task::JoinHandle;
 
 use crate::config::{
@@ -22,6 +23,7 @@ use crate::request::{self, Incoming, RequestInfo};
 use crate::response::{Denial, Deny, Verdict};
 use crate::revocation::StatusLists;
 use crate::sender::{self, ReplayCheck};
+use crate::telemetry::{self, Telemetry};
 use crate::token_cache::{self, TokenCache};
 use crate::verify::{self, Provider, VerifiedToken, Verifier, VerifyError};
 
@@ -167,6 +169,8 @@ pub struct Runtime {
     dpop_algs: Option<String>,
     /// Server nonces (`dpop.nonce`), when required.
     nonces: Option<Nonces>,
+    /// Spans for the steps of a check that can take long (off unless `tracing` is set).
+    telemetry: Telemetry,
 }
 
 impl Drop for Runtime {
@@ -190,6 +194,8 @@ pub struct Outcome<'r> {
     pub identity: Option<Arc<VerifiedToken>>,
     /// In shadow mode, the reason enforce mode would have denied this allowed request.
     pub would_deny: Option<&'static str>,
+    /// Whether the verified-token cache answered (`None`: no token verified, or no cache).
+    pub cache_hit: Option<bool>,
 }
 
 impl Outcome<'_> {
@@ -208,6 +214,7 @@ impl Outcome<'_> {
             token: None,
             identity: None,
             would_deny: None,
+            cache_hit: None,
         }
     }
 
@@ -236,6 +243,7 @@ impl Runtime {
         previous: Option<&Runtime>,
         client: reqwest::Client,
         metrics: Arc<Metrics>,
+        telemetry: Telemetry,
     ) -> Result<Self, StartError> {
         let policy = Policy::new(&config.rules, &config.providers)?;
         if let Some(dir) = &config.state_dir {
@@ -282,6 +290,7 @@ impl Runtime {
                     .as_deref()
                     .filter(|_| !matches!(provider.jwks, JwksSource::File(_)))
                     .map(|dir| SnapshotFile::new(dir, provider, config.max_snapshot_age)),
+                telemetry.clone(),
             );
             let status = StatusLists::new(
                 Arc::clone(&store),
@@ -292,6 +301,7 @@ impl Runtime {
                     .state_dir
                     .clone()
                     .map(|dir| (dir, config.max_snapshot_age)),
+                telemetry.clone(),
             );
             providers.push(Provider {
                 index,
@@ -348,11 +358,19 @@ impl Runtime {
             policy,
             metrics,
             refreshers,
+            telemetry,
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// A provider's name by its index (a verified token's `provider`).
+    pub fn provider_name(&self, index: usize) -> Option<&str> {
+        self.verifier
+            .provider(index)
+            .map(|p| p.config().name.as_str())
     }
 
     /// Ready once every provider holds keys.
@@ -573,6 +591,7 @@ impl Runtime {
         let hash = token_cache::token_hash(found.token);
         outcome.token = Some(hash);
         let (verified, cached) = self.verified(&hash, found.token).await?;
+        outcome.cache_hit = self.cache.enabled().then_some(cached);
         outcome.identity = Some(Arc::clone(&verified));
         let provider = self
             .verifier
@@ -733,12 +752,30 @@ impl Runtime {
             self.metrics.record_token_cache(false);
         }
         // The one step of a check that can wait (on a key fetch); bounding it here keeps the
-        // timer off the cached path.
-        let verified =
-            tokio::time::timeout(self.config.limits.check_timeout, self.verify_token(token))
-                .await
-                .map_err(|_| Deny::TimedOut)?
-                .map_err(Deny::Invalid)?;
+        // timer off the cached path. Its span (when traced) is the parent of a key fetch it
+        // starts.
+        let step = self.telemetry.step_span("jwt-authz verify token");
+        let verifying = tokio::time::timeout(self.config.limits.check_timeout, async {
+            match &step {
+                Some(cx) => self.verify_token(token).with_context(cx.clone()).await,
+                None => self.verify_token(token).await,
+            }
+        })
+        .await;
+        let verified = match verifying {
+            Ok(Ok(verified)) => {
+                telemetry::end_step(step, None);
+                verified
+            }
+            Ok(Err(error)) => {
+                telemetry::end_step(step, Some(&error));
+                return Err(Deny::Invalid(error));
+            }
+            Err(_) => {
+                telemetry::end_step(step, Some(&"timed out"));
+                return Err(Deny::TimedOut);
+            }
+        };
         let verified = Arc::new(verified);
         self.cache.insert(*hash, Arc::clone(&verified)).await;
         Ok((verified, false))

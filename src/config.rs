@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 mod binding;
 mod status;
+mod telemetry;
 #[cfg(test)]
 mod tests;
 
@@ -18,6 +19,7 @@ pub use binding::{
     CertificateBinding, DpopConfig, DpopMode, DpopProviderConfig, NonceConfig, ReplayStoreConfig,
 };
 pub use status::{StatusListConfig, StatusListMode};
+pub use telemetry::TracingConfig;
 
 /// Everything jwt-authz needs to run, as read from `--config`.
 #[derive(Debug, Clone, Deserialize)]
@@ -65,6 +67,9 @@ pub struct Config {
     /// their fetch, snapshot or not).
     #[serde(default = "default_max_snapshot_age", with = "humantime_serde")]
     pub max_snapshot_age: Duration,
+    /// OpenTelemetry spans for checks and fetches (off unless `tracing.otlp_endpoint`).
+    #[serde(default)]
+    pub tracing: TracingConfig,
 }
 
 fn default_max_snapshot_age() -> Duration {
@@ -694,6 +699,7 @@ impl Config {
             return Err(invalid("state_dir", "must not be empty"));
         }
         self.token_cache.validate()?;
+        self.tracing.validate()?;
         self.identity.validate()?;
         self.http.validate()?;
         self.dpop.validate()?;

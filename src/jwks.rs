@@ -7,12 +7,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use opentelemetry::trace::FutureExt as _;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::config::{self, JwksHttpConfig, JwksSource, ProviderConfig};
 use crate::keys::{KeySet, KeySetError};
 use crate::metrics::Metrics;
+use crate::telemetry::Telemetry;
 
 pub mod snapshot;
 #[cfg(test)]
@@ -126,6 +128,7 @@ pub struct KeyStore {
     /// Checks waiting for a refetch right now, and how many may.
     waiters: AtomicUsize,
     max_waiters: usize,
+    telemetry: Telemetry,
 }
 
 /// Too many checks are already waiting on this provider's key fetch.
@@ -143,6 +146,7 @@ impl KeyStore {
         metrics: Arc<Metrics>,
         max_waiters: usize,
         snapshot: Option<SnapshotFile>,
+        telemetry: Telemetry,
     ) -> Arc<Self> {
         Arc::new(Self {
             provider,
@@ -153,6 +157,7 @@ impl KeyStore {
             metrics,
             waiters: AtomicUsize::new(0),
             max_waiters,
+            telemetry,
         })
     }
 
@@ -188,16 +193,20 @@ impl KeyStore {
         let _waiting = WaiterSlot(&self.waiters);
         // The fetch runs in a task of its own: a check that gives up (limits.check_timeout)
         // must not cancel it halfway, or no refetch would happen for unknown_kid_interval.
+        // Its span is a child of the check's (when traced).
         let store = Arc::clone(self);
-        let fetch = tokio::spawn(async move {
-            let mut state = store.fetch.lock().await;
-            let interval = store.provider.jwks_cache.unknown_kid_interval;
-            if state.last_forced.is_some_and(|at| at.elapsed() < interval) {
-                return;
+        let fetch = tokio::spawn(
+            async move {
+                let mut state = store.fetch.lock().await;
+                let interval = store.provider.jwks_cache.unknown_kid_interval;
+                if state.last_forced.is_some_and(|at| at.elapsed() < interval) {
+                    return;
+                }
+                state.last_forced = Some(Instant::now());
+                let _ = store.fetch_locked(&mut state).await;
             }
-            state.last_forced = Some(Instant::now());
-            let _ = store.fetch_locked(&mut state).await;
-        });
+            .with_current_context(),
+        );
         let _ = fetch.await;
         Ok(())
     }
@@ -333,6 +342,11 @@ impl KeyStore {
     /// One fetch; on success the new key set replaces the old one and its lifetime is
     /// returned. On failure the old key set stays in force.
     async fn fetch_locked(&self, state: &mut FetchState) -> Result<Duration, FetchError> {
+        let span = self.telemetry.fetch_span(
+            "jwt-authz jwks fetch",
+            &self.provider.name,
+            &self.source_description(),
+        );
         let result = self
             .fetch_document(state)
             .await
@@ -340,6 +354,10 @@ impl KeyStore {
                 let keys = KeySet::parse(&body, &self.provider)?;
                 Ok((keys, max_age, body))
             });
+        match &result {
+            Ok(_) => span.finish("ok", None),
+            Err(error) => span.finish("error", Some(error)),
+        }
         let provider = self.provider.name.as_str();
         match result {
             Ok((keys, max_age, body)) => {
@@ -361,6 +379,18 @@ impl KeyStore {
                 self.metrics.record_fetch(provider, false);
                 Err(error)
             }
+        }
+    }
+
+    /// Where keys come from, for a fetch's span.
+    fn source_description(&self) -> String {
+        match &self.provider.jwks {
+            JwksSource::File(path) => path.display().to_string(),
+            JwksSource::Uri(uri) => uri.clone(),
+            JwksSource::Discovery => format!(
+                "{}/.well-known/openid-configuration",
+                self.provider.issuer.trim_end_matches('/')
+            ),
         }
     }
 

@@ -23,6 +23,7 @@
 //! - [`explain`]: `jwt-authz explain`: one request's decision, step by step.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`metrics`]: the Prometheus registry.
+//! - [`telemetry`]: OpenTelemetry spans for checks and fetches, exported over OTLP.
 //! - [`server`]: serving the ports, reload and graceful shutdown.
 
 pub mod admin;
@@ -46,6 +47,7 @@ pub mod revocation;
 pub mod sender;
 pub mod server;
 pub mod status_list;
+pub mod telemetry;
 pub mod token_cache;
 pub mod verify;
 

@@ -294,7 +294,8 @@ fn explain(args: ExplainArgs) -> ExitCode {
             .unwrap_or_default()
             + std::time::Duration::from_secs(1);
         let metrics = std::sync::Arc::new(jwt_authz::metrics::Metrics::new());
-        let decider = jwt_authz::authz::Runtime::start(config, None, client, metrics)
+        let telemetry = jwt_authz::telemetry::Telemetry::off();
+        let decider = jwt_authz::authz::Runtime::start(config, None, client, metrics, telemetry)
             .map_err(|e| e.to_string())?;
         let started = std::time::Instant::now();
         while !decider.ready() && started.elapsed() < wait {

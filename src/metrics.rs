@@ -86,6 +86,7 @@ pub struct Metrics {
     status_list_fetches: Family<FetchLabels, Counter>,
     status_list_age: Family<ListLabels, Gauge>,
     revoked_tokens: Family<RevokedLabels, Counter>,
+    trace_spans: Family<CacheLabels, Counter>,
 }
 
 fn check_duration_histogram() -> Histogram {
@@ -191,7 +192,14 @@ impl Metrics {
             "Requests denied because the token's status list marks it, by provider and status (invalid, suspended, other)",
             revoked_tokens.clone(),
         );
+        let trace_spans = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "trace_spans_exported",
+            "Spans sent to the OTLP collector, by result (ok, error: the batch was lost); spans dropped because the export queue was full are logged",
+            trace_spans.clone(),
+        );
         Self {
+            trace_spans,
             jwks_from_snapshot,
             status_list_fetches,
             status_list_age,
@@ -260,6 +268,14 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    pub fn record_trace_export(&self, ok: bool, spans: usize) {
+        self.trace_spans
+            .get_or_create(&CacheLabels {
+                result: if ok { "ok" } else { "error" },
+            })
+            .inc_by(spans as u64);
     }
 
     pub fn record_revoked_token(&self, provider: &str, status: &'static str) {

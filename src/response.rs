@@ -498,5 +498,15 @@ pub enum Verdict {
     Deny(Denial),
 }
 
+impl Verdict {
+    /// The HTTP status the client gets: 200 when allowed, else the denial's.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Verdict::Allow { .. } => 200,
+            Verdict::Deny(denial) => denial.answer.http as u16,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

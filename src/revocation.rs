@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use opentelemetry::trace::FutureExt as _;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
@@ -23,6 +24,7 @@ use crate::jwks::{self, FetchError, KeyStore};
 use crate::metrics::Metrics;
 use crate::response::Deny;
 use crate::status_list::{self, Status, StatusList, StatusListError};
+use crate::telemetry::Telemetry;
 use crate::verify::{self, VerifyError};
 
 /// The media type of a Status List Token in JWT format (§8.1).
@@ -141,6 +143,7 @@ pub struct StatusLists {
     lists: ArcSwap<HashMap<Box<str>, Arc<List>>>,
     /// Serializes additions to `lists` (lookups never wait for it).
     adding: Mutex<()>,
+    telemetry: Telemetry,
 }
 
 impl StatusLists {
@@ -152,6 +155,7 @@ impl StatusLists {
         metrics: Arc<Metrics>,
         previous: Option<&StatusLists>,
         state: Option<(std::path::PathBuf, Duration)>,
+        telemetry: Telemetry,
     ) -> Option<Arc<Self>> {
         let provider = keys.provider();
         if provider.status_list.mode == StatusListMode::Off {
@@ -167,6 +171,7 @@ impl StatusLists {
             metrics,
             lists: ArcSwap::new(lists),
             adding: Mutex::new(()),
+            telemetry,
         }))
     }
 
@@ -283,17 +288,21 @@ impl StatusLists {
         }
         drop(state);
         let (lists, list) = (Arc::clone(self), Arc::clone(list));
-        let fetch = tokio::spawn(async move {
-            let mut state = list.fetch.lock().await;
-            // Another caller's fetch may have run between the two locks.
-            if let Some(held) = list.usable(unix_now()) {
-                return Some(held);
+        // Its span is a child of the check's (when traced).
+        let fetch = tokio::spawn(
+            async move {
+                let mut state = list.fetch.lock().await;
+                // Another caller's fetch may have run between the two locks.
+                if let Some(held) = list.usable(unix_now()) {
+                    return Some(held);
+                }
+                if state.retry_at.is_some_and(|at| Instant::now() < at) {
+                    return None;
+                }
+                lists.fetch_locked(&list, &mut state).await
             }
-            if state.retry_at.is_some_and(|at| Instant::now() < at) {
-                return None;
-            }
-            lists.fetch_locked(&list, &mut state).await
-        });
+            .with_current_context(),
+        );
         fetch
             .await
             .ok()
@@ -305,7 +314,17 @@ impl StatusLists {
     /// held list stays (it is used until `usable_until`) and the backoff grows.
     async fn fetch_locked(&self, list: &List, state: &mut FetchState) -> Option<Arc<Held>> {
         let held = list.held.load_full();
-        match self.fetch(&list.uri, held.as_deref()).await {
+        let span = self.telemetry.fetch_span(
+            "jwt-authz status list fetch",
+            self.provider_name(),
+            &list.uri,
+        );
+        let fetched = self.fetch(&list.uri, held.as_deref()).await;
+        match &fetched {
+            Ok((_, outcome)) => span.finish(outcome, None),
+            Err(error) => span.finish(error.outcome(), Some(error)),
+        }
+        match fetched {
             Ok((held, outcome)) => {
                 state.failures = 0;
                 state.retry_at = None;

@@ -21,6 +21,7 @@ use crate::front::grpc::AuthorizationService;
 use crate::front::http::{self, HttpState};
 use crate::jwks;
 use crate::metrics::Metrics;
+use crate::telemetry::{Telemetry, TelemetryError};
 
 /// The gRPC service name Envoy's health checks can ask about.
 pub const AUTHORIZATION_SERVICE: &str = "envoy.service.auth.v3.Authorization";
@@ -28,12 +29,17 @@ pub const AUTHORIZATION_SERVICE: &str = "envoy.service.auth.v3.Authorization";
 /// How long shutdown waits for in-flight checks and open connections before closing them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long shutdown waits for the last spans to be exported.
+const EXPORT_AT_SHUTDOWN: Duration = Duration::from_secs(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
     #[error(transparent)]
     Start(#[from] StartError),
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
     #[error("gRPC server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("admin server failed: {0}")]
@@ -57,6 +63,7 @@ pub struct Server {
     runtime: Arc<ArcSwap<Runtime>>,
     metrics: Arc<Metrics>,
     client: reqwest::Client,
+    telemetry: Telemetry,
     reloading: Mutex<()>,
 }
 
@@ -66,11 +73,19 @@ impl Server {
     pub fn new(config: Config) -> Result<Arc<Self>, Error> {
         let metrics = Arc::new(Metrics::new());
         let client = jwks::http_client(&JwksHttpConfig::default()).map_err(Error::Client)?;
-        let runtime = Runtime::start(config, None, client.clone(), Arc::clone(&metrics))?;
+        let telemetry = Telemetry::start(&config.tracing, Arc::clone(&metrics))?;
+        let runtime = Runtime::start(
+            config,
+            None,
+            client.clone(),
+            Arc::clone(&metrics),
+            telemetry.clone(),
+        )?;
         Ok(Arc::new(Self {
             runtime: Arc::new(ArcSwap::from_pointee(runtime)),
             metrics,
             client,
+            telemetry,
             reloading: Mutex::new(()),
         }))
     }
@@ -89,11 +104,15 @@ impl Server {
     pub async fn reload(&self, config: Config) -> Result<(), Error> {
         let _one_at_a_time = self.reloading.lock().await;
         let current = self.runtime.load_full();
+        if config.tracing != current.config().tracing {
+            tracing::warn!("tracing settings change only on restart");
+        }
         let next = Runtime::start(
             config,
             Some(&current),
             self.client.clone(),
             Arc::clone(&self.metrics),
+            self.telemetry.clone(),
         )?;
         self.runtime.store(Arc::new(next));
         Ok(())
@@ -123,7 +142,11 @@ impl Server {
             let _ = rx.wait_for(|stop| *stop).await;
         };
 
-        let authz = AuthorizationService::new(Arc::clone(&self.runtime), Arc::clone(&self.metrics));
+        let authz = AuthorizationService::new(
+            Arc::clone(&self.runtime),
+            Arc::clone(&self.metrics),
+            self.telemetry.clone(),
+        );
         let grpc_task = tokio::spawn(
             tonic::transport::Server::builder()
                 .tcp_nodelay(true)
@@ -141,6 +164,7 @@ impl Server {
             let router = http::router(HttpState {
                 runtime: Arc::clone(&self.runtime),
                 metrics: Arc::clone(&self.metrics),
+                telemetry: self.telemetry.clone(),
             });
             tokio::spawn(
                 axum::serve(listener, router)
@@ -178,6 +202,9 @@ impl Server {
         });
         let _ = stop_admin.send(true);
         let admin_result = drained(admin_task, "admin").await;
+        // The spans of the last checks go out before the process ends.
+        let telemetry = self.telemetry.clone();
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown(EXPORT_AT_SHUTDOWN)).await;
         match grpc_result {
             Some(Ok(result)) => result?,
             Some(Err(join)) => tracing::error!(error = %join, "gRPC server task failed"),

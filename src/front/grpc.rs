@@ -24,16 +24,26 @@ use crate::authz::Runtime;
 use crate::metrics::Metrics;
 use crate::request::Incoming;
 use crate::response::{Denial, Verdict};
+use crate::telemetry::{Carrier, GrpcMetadata, Telemetry};
 
 #[derive(Debug, Clone)]
 pub struct AuthorizationService {
     runtime: Arc<ArcSwap<Runtime>>,
     metrics: Arc<Metrics>,
+    telemetry: Telemetry,
 }
 
 impl AuthorizationService {
-    pub fn new(runtime: Arc<ArcSwap<Runtime>>, metrics: Arc<Metrics>) -> Self {
-        Self { runtime, metrics }
+    pub fn new(
+        runtime: Arc<ArcSwap<Runtime>>,
+        metrics: Arc<Metrics>,
+        telemetry: Telemetry,
+    ) -> Self {
+        Self {
+            runtime,
+            metrics,
+            telemetry,
+        }
     }
 }
 
@@ -44,7 +54,8 @@ impl Authorization for AuthorizationService {
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, tonic::Status> {
         let started = Instant::now();
-        let attributes = request.into_inner().attributes.unwrap_or_default();
+        let (metadata, _, message) = request.into_parts();
+        let attributes = message.attributes.unwrap_or_default();
         let certificate = attributes
             .source
             .map(|peer| peer.certificate)
@@ -63,9 +74,24 @@ impl Authorization for AuthorizationService {
             scheme: Some(http.scheme.as_str()).filter(|s| !s.is_empty()),
             certificate: certificate.as_deref(),
         };
+        // Envoy's own call first (its ext_authz span), then the request it asks about.
+        let carriers: [Carrier<'_>; 2] = [&GrpcMetadata(&metadata), &http.headers];
+        let span = super::check_span(&self.telemetry, FrontEnd::Grpc, &carriers);
         let runtime = self.runtime.load_full();
-        let outcome = runtime.check(&incoming).await;
-        super::record(&self.metrics, FrontEnd::Grpc, &incoming, &outcome, started);
+        let outcome = super::check(&runtime, &incoming, span.as_ref()).await;
+        let traced = super::Traced {
+            runtime: &runtime,
+            span,
+            carriers: &carriers,
+        };
+        super::record(
+            &self.metrics,
+            FrontEnd::Grpc,
+            &incoming,
+            &outcome,
+            started,
+            traced,
+        );
         Ok(Response::new(check_response(outcome.verdict)))
     }
 }

@@ -32,6 +32,7 @@ use crate::config::ForwardedHeaders;
 use crate::metrics::Metrics;
 use crate::request::Incoming;
 use crate::response::{Deny, Verdict};
+use crate::telemetry::{Carrier, HttpHeaders, Telemetry};
 
 /// Envoy removes the headers this response header names from the request it forwards
 /// (ext_authz HTTP service).
@@ -48,6 +49,7 @@ const MAX_HOST_BYTES: usize = 262;
 pub struct HttpState {
     pub runtime: Arc<ArcSwap<Runtime>>,
     pub metrics: Arc<Metrics>,
+    pub telemetry: Telemetry,
 }
 
 /// Every path is handled by one function: which endpoint a request is for depends on the
@@ -65,6 +67,7 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
     let path = parts.uri.path();
     let headers = header_map(&parts.headers);
     let no_extensions = HashMap::new();
+    let carriers: [Carrier<'_>; 1] = [&HttpHeaders(&parts.headers)];
 
     if let Some(endpoint) = config.forward_auth.iter().find(|e| e.path == path) {
         let own = Incoming {
@@ -78,6 +81,7 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
             scheme: None,
             certificate: None,
         };
+        let span = super::check_span(&state.telemetry, FrontEnd::ForwardAuth, &carriers);
         let (outcome, incoming) = match forwarded(&parts.headers, endpoint.headers) {
             Ok((method, target, host)) => {
                 let incoming = Incoming {
@@ -86,7 +90,10 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
                     host,
                     ..own
                 };
-                (runtime.check(&incoming).await, incoming)
+                (
+                    super::check(&runtime, &incoming, span.as_ref()).await,
+                    incoming,
+                )
             }
             Err(missing) => {
                 tracing::debug!(
@@ -97,12 +104,18 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
                 (runtime.refuse(Deny::BadForwardedRequest), own)
             }
         };
+        let traced = super::Traced {
+            runtime: &runtime,
+            span,
+            carriers: &carriers,
+        };
         super::record(
             &state.metrics,
             FrontEnd::ForwardAuth,
             &incoming,
             &outcome,
             started,
+            traced,
         );
         let identity: Vec<&str> = runtime
             .config()
@@ -142,12 +155,25 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
             certificate: None,
         };
         // Envoy always sends one valid `:authority`; anything else did not come from it.
+        let span = super::check_span(&state.telemetry, FrontEnd::Http, &carriers);
         let outcome = if valid_host(host) {
-            runtime.check(&incoming).await
+            super::check(&runtime, &incoming, span.as_ref()).await
         } else {
             runtime.refuse(Deny::BadForwardedRequest)
         };
-        super::record(&state.metrics, FrontEnd::Http, &incoming, &outcome, started);
+        let traced = super::Traced {
+            runtime: &runtime,
+            span,
+            carriers: &carriers,
+        };
+        super::record(
+            &state.metrics,
+            FrontEnd::Http,
+            &incoming,
+            &outcome,
+            started,
+            traced,
+        );
         return encode(outcome.verdict, Removal::EnvoyHeader, &parts.method);
     }
 

@@ -5,6 +5,7 @@
 pub mod dpop;
 pub mod envoy;
 pub mod gateway;
+pub mod otlp;
 pub mod redis;
 pub mod stack;
 pub mod tls;
@@ -587,6 +588,11 @@ impl TestServer {
     }
 
     pub async fn check(&self, request: CheckRequest) -> CheckResponse {
+        self.check_request(tonic::Request::new(request)).await
+    }
+
+    /// A Check with the gRPC metadata the caller set (as Envoy sends its own trace context).
+    pub async fn check_request(&self, request: tonic::Request<CheckRequest>) -> CheckResponse {
         self.client
             .clone()
             .check(request)
