@@ -12,8 +12,55 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::stack::{envoy_binary, free_port, wait_http};
 
-/// An Envoy that normalises nothing: ext_authz (gRPC, fail closed) in front of one upstream.
-pub fn envoy_config(listen: u16, admin: u16, authz: u16, upstream: u16) -> String {
+/// An Envoy that normalises nothing: ext_authz (gRPC, fail closed) in front of one upstream;
+/// with `collector`, tracing with OpenTelemetry (every request sampled, W3C `traceparent`
+/// propagated) and spans exported there over OTLP/gRPC, flushed every 200 ms.
+pub fn envoy_config(
+    listen: u16,
+    admin: u16,
+    authz: u16,
+    upstream: u16,
+    collector: Option<u16>,
+) -> String {
+    let (tracing, runtime, cluster) = match collector {
+        None => (String::new(), String::new(), String::new()),
+        Some(port) => (
+            r#"
+          tracing:
+            random_sampling: {value: 100}
+            provider:
+              name: envoy.tracers.opentelemetry
+              typed_config:
+                "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
+                grpc_service:
+                  envoy_grpc: {cluster_name: otel}
+                  timeout: 2s
+                service_name: envoy-test"#
+                .to_owned(),
+            r#"
+layered_runtime:
+  layers:
+  - name: static
+    static_layer:
+      tracing.opentelemetry.flush_interval_ms: 200
+      tracing.opentelemetry.min_flush_spans: 1"#
+                .to_owned(),
+            format!(
+                r#"
+  - name: otel
+    type: STATIC
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    load_assignment:
+      cluster_name: otel
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}"#
+            ),
+        ),
+    };
     format!(
         r#"
 admin:
@@ -30,7 +77,7 @@ static_resources:
           stat_prefix: ingress
           normalize_path: false
           merge_slashes: false
-          path_with_escaped_slashes_action: KEEP_UNCHANGED
+          path_with_escaped_slashes_action: KEEP_UNCHANGED{tracing}
           route_config:
             virtual_hosts:
             - name: all
@@ -69,7 +116,7 @@ static_resources:
       cluster_name: upstream
       endpoints:
       - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream}}}}}}}
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream}}}}}}}{cluster}{runtime}
 "#
     )
 }
@@ -121,10 +168,20 @@ impl Drop for Envoy {
 
 impl Envoy {
     pub fn start(authz: u16, upstream: u16) -> Self {
+        Self::start_with(authz, upstream, None)
+    }
+
+    /// An Envoy that traces every request and exports its spans to `collector` (a port).
+    pub fn start_traced(authz: u16, upstream: u16, collector: u16) -> Self {
+        Self::start_with(authz, upstream, Some(collector))
+    }
+
+    fn start_with(authz: u16, upstream: u16, collector: Option<u16>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let (port, admin) = (free_port(), free_port());
         let path = dir.path().join("envoy.yaml");
-        std::fs::write(&path, envoy_config(port, admin, authz, upstream)).expect("write");
+        std::fs::write(&path, envoy_config(port, admin, authz, upstream, collector))
+            .expect("write");
         let log = std::fs::File::create(dir.path().join("envoy.log")).expect("log");
         let child = Command::new(envoy_binary())
             .arg("-c")
@@ -152,10 +209,23 @@ impl Envoy {
 
     /// Sends `GET target` exactly as written and returns the status and the JSON body.
     pub async fn get(&self, target: &str, token: Option<&str>) -> (u16, Value) {
+        self.get_with(target, token, &[]).await
+    }
+
+    /// [`Envoy::get`] with more request headers.
+    pub async fn get_with(
+        &self,
+        target: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
             .await
             .expect("connect to envoy");
-        let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
+        let mut auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
+        for (name, value) in headers {
+            auth.push_str(&format!("{name}: {value}\r\n"));
+        }
         let request = format!(
             "GET {target} HTTP/1.1\r\nhost: api.test\r\n{auth}x-user-id: forged\r\nx-user-role: admin\r\nconnection: close\r\n\r\n"
         );
