@@ -558,3 +558,77 @@ fn status_list_settings_are_validated() {
     let file = "providers:\n  - name: f\n    issuer: urn:example\n    audiences: [api]\n    jwks: {file: /k.json}\n    status_list: {mode: optional}\n";
     assert!(error_of(file).contains("providers[0].status_list.allowed_origins"));
 }
+
+#[test]
+fn tracing_is_off_by_default_with_bounded_export() {
+    let config = Config::from_yaml(MINIMAL).unwrap();
+    assert!(!config.tracing.enabled());
+    assert_eq!(config.tracing.service_name, "jwt-authz");
+    assert_eq!(config.tracing.root_sample_ratio, 1.0);
+    assert_eq!(config.tracing.max_queue_size, 2048);
+    let on = Config::from_yaml(&format!(
+        "{MINIMAL}tracing: {{otlp_endpoint: \"http://otel-collector:4317\", root_sample_ratio: 0.25}}\n"
+    ))
+    .unwrap();
+    assert!(on.tracing.enabled());
+    assert_eq!(on.tracing.root_sample_ratio, 0.25);
+}
+
+#[test]
+fn tracing_settings_are_validated() {
+    for (extra, field) in [
+        (
+            "tracing: {otlp_endpoint: \"https://c:4317\"}",
+            "TLS to the collector",
+        ),
+        (
+            "tracing: {otlp_endpoint: \"http://c:4317/v1/traces\"}",
+            "no path",
+        ),
+        (
+            "tracing: {otlp_endpoint: \"http://u:p@c:4317\"}",
+            "no path, credentials",
+        ),
+        (
+            "tracing: {otlp_endpoint: \"http://c:4317?x=1\"}",
+            "tracing.otlp_endpoint",
+        ),
+        (
+            "tracing: {otlp_endpoint: \"grpc://c:4317\"}",
+            "tracing.otlp_endpoint",
+        ),
+        (
+            "tracing: {otlp_endpoint: \"c:4317\"}",
+            "tracing.otlp_endpoint",
+        ),
+        (
+            "tracing: {root_sample_ratio: 1.5}",
+            "tracing.root_sample_ratio",
+        ),
+        (
+            "tracing: {root_sample_ratio: -0.1}",
+            "tracing.root_sample_ratio",
+        ),
+        (
+            "tracing: {root_sample_ratio: .nan}",
+            "tracing.root_sample_ratio",
+        ),
+        ("tracing: {service_name: \"\"}", "tracing.service_name"),
+        ("tracing: {service_name: \"a\\nb\"}", "tracing.service_name"),
+        ("tracing: {export_interval: 0s}", "tracing.export_interval"),
+        ("tracing: {export_timeout: 0s}", "tracing.export_timeout"),
+        ("tracing: {max_queue_size: 0}", "tracing.max_queue_size"),
+        (
+            "tracing: {max_queue_size: 100000000}",
+            "tracing.max_queue_size",
+        ),
+        (
+            "tracing: {max_queue_size: 10, max_export_batch_size: 11}",
+            "tracing.max_export_batch_size",
+        ),
+        ("tracing: {otlp: x}", "otlp"),
+    ] {
+        let error = error_of(&format!("{MINIMAL}{extra}\n"));
+        assert!(error.contains(field), "{extra}: {error}");
+    }
+}
