@@ -149,6 +149,20 @@ class RssSampler:
         return self.peak
 
 
+# A sampled W3C trace context (Trace Context §3.2's example), as from a proxy that traces.
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def admin_metric(port, name, labels):
+    """One counter from a jwt-authz admin port (0 when absent)."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{") and labels in line:
+            return int(float(line.rsplit(" ", 1)[1]))
+    return 0
+
+
 def authz_load(port, *mode, duration=DURATION, warmup=WARMUP, extra=()):
     out = run(
         [
@@ -200,7 +214,8 @@ def ensure_tools():
         log("nginx could not be installed: the nginx rows will be missing")
 
 
-def authz_config(grpc, admin, cache_entries, http=None, dpop=False, status_origin=None):
+def authz_config(grpc, admin, cache_entries, http=None, dpop=False, status_origin=None,
+                 otlp=None):
     http_listen = f', http: "127.0.0.1:{http}"' if http else ""
     # DPoP runs in a process of its own: the proofs it remembers must not count in the
     # other rows' memory figures.
@@ -208,6 +223,8 @@ def authz_config(grpc, admin, cache_entries, http=None, dpop=False, status_origi
     # So do status lists: the hot row with them on against the hot row with them off.
     status = (f'{{mode: required, allowed_origins: ["{status_origin}"]}}'
               if status_origin else "{mode: off}")
+    # Tracing on (its own process), exporting to the OTLP sink; off everywhere else.
+    tracing = f'tracing: {{otlp_endpoint: "http://127.0.0.1:{otlp}"}}\n' if otlp else ""
     return f"""
 listen: {{grpc: "127.0.0.1:{grpc}", admin: "127.0.0.1:{admin}"{http_listen}}}
 log: {{level: warn}}
@@ -220,7 +237,7 @@ providers:
     dpop: {{mode: {dpop_mode}, algorithms: [ES256]}}
     status_list: {status}
 token_cache: {{max_entries: {cache_entries}}}
-"""
+{tracing}"""
 
 
 def envoy_config(ports, upstream, noop, authz, admin, rsa_jwks, noop_http, authz_http):
@@ -416,7 +433,8 @@ def main():
     try:
         ports = {k: free_port() for k in ["authz", "authz_admin", "verify", "verify_admin",
                                           "noop", "upstream", "authz_http", "noop_http",
-                                          "dpop", "dpop_admin", "status", "status_admin"]}
+                                          "dpop", "dpop_admin", "status", "status_admin",
+                                          "traced", "traced_admin", "otlp"]}
         (WORK / "authz.yaml").write_text(
             authz_config(ports["authz"], ports["authz_admin"], 100000, ports["authz_http"]))
         (WORK / "verify.yaml").write_text(authz_config(ports["verify"], ports["verify_admin"], 0))
@@ -424,6 +442,10 @@ def main():
             authz_config(ports["dpop"], ports["dpop_admin"], 100000, dpop=True))
         (WORK / "status.yaml").write_text(authz_config(
             ports["status"], ports["status_admin"], 100000, status_origin=status_origin))
+        (WORK / "traced.yaml").write_text(authz_config(
+            ports["traced"], ports["traced_admin"], 100000, otlp=ports["otlp"]))
+        Proc("otlp-sink", [BIN / "otlp-sink", f"127.0.0.1:{ports['otlp']}"])
+        traced = Proc("jwt-authz-traced", [BIN / "jwt-authz", "--config", WORK / "traced.yaml"])
         authz = Proc("jwt-authz", [BIN / "jwt-authz", "--config", WORK / "authz.yaml"])
         status = Proc("jwt-authz-status", [BIN / "jwt-authz", "--config", WORK / "status.yaml"])
         verify = Proc("jwt-authz-nocache", [BIN / "jwt-authz", "--config", WORK / "verify.yaml"])
@@ -432,7 +454,7 @@ def main():
         Proc("noop-authz-http", [BIN / "noop-authz", "--http", f"127.0.0.1:{ports['noop_http']}"])
         upstream = Proc("upstream", [BIN / "bench-upstream", f"127.0.0.1:{ports['upstream']}"])
         for p in ["authz", "verify", "noop", "upstream", "authz_http", "noop_http", "dpop",
-                  "status"]:
+                  "status", "otlp", "traced"]:
             wait_port(ports[p])
         time.sleep(1)
         results["rss_idle_mib"] = authz.rss_mib()
@@ -446,6 +468,10 @@ def main():
             ("noop", noop, ports["noop"], ["--tokens", WORK / "hot.txt"]),
             ("hot", authz, ports["authz"], ["--tokens", WORK / "hot.txt"]),
             ("status_hot", status, ports["status"], ["--tokens", WORK / "status-token.txt"]),
+            ("hot_traceparent", authz, ports["authz"],
+             ["--tokens", WORK / "hot.txt", "--traceparent", TRACEPARENT]),
+            ("hot_traced", traced, ports["traced"],
+             ["--tokens", WORK / "hot.txt", "--traceparent", TRACEPARENT]),
             ("dpop_hot", dpop, ports["dpop"],
              ["--tokens", WORK / "dpop-token.txt", "--dpop-key", WORK / "dpop-p256.pk8"]),
             ("tokens_10k", authz, ports["authz"], ["--tokens", WORK / "tokens-rs256.txt"]),
@@ -483,6 +509,10 @@ def main():
                 "rss_peak_mib": rss_peaks[name],
             }
         results["direct"] = direct
+        results["tracing"] = {
+            result: admin_metric(ports["traced_admin"], "jwt_authz_trace_spans_exported_total",
+                                 f'result="{result}"')
+            for result in ("ok", "error")}
         results["rss_load_mib"] = direct["hot"]["rss_peak_mib"]
 
         log("end to end through Envoy (interleaved rounds)")

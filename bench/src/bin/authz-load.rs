@@ -6,6 +6,7 @@
 //! `--mint-ed25519 KEY` signs a new unique token for every request (the cache flood).
 //! `--dpop-key KEY --tokens FILE` sends the file's first token as `Authorization: DPoP` with
 //! a proof of its own for every request, `--proofs` of them made (ES256) before connecting.
+//! `--traceparent VALUE` adds that header to every request (fixed tokens only).
 //! `--verify-cost JWKS TOKENS` instead times raw aws-lc RS256 verification (pre-parsed key)
 //! on this thread, the yardstick for "limited by RSA verification itself".
 
@@ -55,6 +56,9 @@ struct Cli {
     /// replays (and denied).
     #[arg(long, default_value_t = 300_000)]
     proofs: u64,
+    /// Every request carries this W3C `traceparent` (as from a proxy that traces).
+    #[arg(long)]
+    traceparent: Option<String>,
     /// Time raw RS256 verification: JWKS file, then tokens file.
     #[arg(long, num_args = 2, value_names = ["JWKS", "TOKENS"])]
     verify_cost: Option<Vec<PathBuf>>,
@@ -111,6 +115,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Source::Fixed(vec![check_request(None)])
     } else {
         return Err("choose --tokens, --no-token or --mint-ed25519".into());
+    };
+    let source = match (&cli.traceparent, source) {
+        (Some(context), Source::Fixed(requests)) => Source::Fixed(
+            requests
+                .into_iter()
+                .map(|mut request| {
+                    if let Some(http) = request
+                        .attributes
+                        .as_mut()
+                        .and_then(|a| a.request.as_mut())
+                        .and_then(|r| r.http.as_mut())
+                    {
+                        http.headers
+                            .insert("traceparent".to_owned(), context.clone());
+                    }
+                    request
+                })
+                .collect(),
+        ),
+        (Some(_), Source::Mint(_)) => return Err("--traceparent needs fixed tokens".into()),
+        (None, source) => source,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
