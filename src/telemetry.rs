@@ -19,9 +19,11 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::propagation::{Extractor, TextMapCompositePropagator, TextMapPropagator};
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{
+    SpanContext, SpanKind, Status, TraceContextExt, TraceState, Tracer as _, TracerProvider as _,
+};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -48,7 +50,7 @@ static PROPAGATOR: LazyLock<TextMapCompositePropagator> = LazyLock::new(|| {
 /// The W3C Trace Context propagator, behind the header's exact shape: the SDK's parser
 /// takes ids of the wrong length (a 31-digit trace id), which Trace Context §3.2.2.3 says to
 /// ignore. Version 00 has exactly four fields (§3.2.2.1); a later version may add fields
-/// after them (§4.3), which are ignored.
+/// after them ("Versioning of traceparent"), which are ignored.
 #[derive(Debug)]
 struct W3c(TraceContextPropagator);
 
@@ -86,10 +88,46 @@ fn traceparent_shape(value: &str) -> bool {
     shaped && (!value.starts_with("00-") || fields.next().is_none())
 }
 
+/// Largest `tracestate` kept: the 512 characters Trace Context ("tracestate Limits") asks
+/// every vendor to propagate at least. Beyond it the list is truncated as that section says
+/// (whole entries; those over 128 characters first, then from the end): it rides in every
+/// span this process exports for the request.
+const MAX_TRACESTATE_BYTES: usize = 512;
+const MAX_TRACESTATE_ENTRY_BYTES: usize = 128;
+
 /// The trace context carried by `carrier`, if it carries a valid one.
 fn extract(carrier: Carrier<'_>) -> Option<Context> {
     let cx = PROPAGATOR.extract(carrier);
-    cx.span().span_context().is_valid().then_some(cx)
+    let remote = cx.span().span_context().clone();
+    if !remote.is_valid() {
+        return None;
+    }
+    if remote.trace_state().header().len() <= MAX_TRACESTATE_BYTES {
+        return Some(cx);
+    }
+    Some(Context::new().with_remote_span_context(SpanContext::new(
+        remote.trace_id(),
+        remote.span_id(),
+        remote.trace_flags(),
+        true,
+        truncated(remote.trace_state()),
+    )))
+}
+
+/// `state` cut to [`MAX_TRACESTATE_BYTES`] by whole entries ("tracestate Limits").
+fn truncated(state: &TraceState) -> TraceState {
+    let header = state.header();
+    let mut entries: Vec<&str> = header
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && e.len() <= MAX_TRACESTATE_ENTRY_BYTES)
+        .collect();
+    while !entries.is_empty()
+        && entries.iter().map(|e| e.len() + 1).sum::<usize>() - 1 > MAX_TRACESTATE_BYTES
+    {
+        entries.pop();
+    }
+    entries.join(",").parse().unwrap_or(TraceState::NONE)
 }
 
 /// The trace id a request carries (for the decision log), read whether tracing is on or
@@ -99,6 +137,14 @@ pub fn trace_id(carriers: &[Carrier<'_>]) -> Option<String> {
         extract(*carrier).map(|cx| cx.span().span_context().trace_id().to_string())
     })
 }
+
+/// HTTP/2 pings on an idle connection to the collector, so a dead one is noticed before an
+/// export waits on it.
+const KEEP_ALIVE: Duration = Duration::from_secs(30);
+
+/// Largest method and path a check span records (longer ones are cut at a character
+/// boundary and end in `…`): they come from the client.
+const MAX_ATTRIBUTE_BYTES: usize = 1024;
 
 /// The tracer, when tracing is on. Cheap to clone; outlives configuration reloads.
 #[derive(Clone, Default)]
@@ -137,9 +183,19 @@ impl Telemetry {
         let Some(endpoint) = &config.otlp_endpoint else {
             return Ok(Self::off());
         };
+        // The channel is built here: the exporter's own has no connect timeout, so a
+        // collector that never answers the handshake would hold the export thread for the
+        // OS's connect timeout instead of `export_timeout`.
+        let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
+            .map_err(|e| TelemetryError(format!("otlp_endpoint {endpoint:?}: {e}")))?
+            .connect_timeout(config.export_timeout)
+            .timeout(config.export_timeout)
+            .http2_keep_alive_interval(KEEP_ALIVE)
+            .keep_alive_timeout(config.export_timeout)
+            .connect_lazy();
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
-            .with_endpoint(endpoint)
+            .with_channel(channel)
             .with_timeout(config.export_timeout)
             .build()
             .map_err(|e| TelemetryError(e.to_string()))?;
@@ -182,13 +238,16 @@ impl Telemetry {
         &self,
         front_end: &'static str,
         carriers: &[Carrier<'_>],
-        started: SystemTime,
     ) -> Option<CheckSpan> {
         let inner = self.inner.as_ref()?;
-        let parent = carriers
-            .iter()
-            .find_map(|carrier| extract(*carrier))
-            .unwrap_or_default();
+        let started = SystemTime::now();
+        let parent = carriers.iter().find_map(|carrier| extract(*carrier));
+        // B3's `b3: 0` says "do not sample" without naming a trace: no span either.
+        if parent.is_none() && carriers.iter().any(|carrier| b3::denies(*carrier)) {
+            return None;
+        }
+        let has_parent = parent.is_some();
+        let parent = parent.unwrap_or_default();
         let span = inner
             .tracer
             .span_builder("jwt-authz check")
@@ -198,12 +257,15 @@ impl Telemetry {
             .start_with_context(&inner.tracer, &parent);
         Some(CheckSpan {
             cx: parent.with_span(span),
+            has_parent,
+            finished: false,
         })
     }
 
     /// A span for a fetch (a client call of jwt-authz's own), the child of the check that
     /// caused it when there is one (the current context), else the root of a trace.
     pub fn fetch_span(&self, name: &'static str, provider: &str, url: &str) -> FetchSpan {
+        let url = redact_url(url);
         let Some(inner) = &self.inner else {
             return FetchSpan { cx: None };
         };
@@ -213,7 +275,7 @@ impl Telemetry {
             .with_kind(SpanKind::Client)
             .with_attributes([
                 KeyValue::new("jwt_authz.provider", provider.to_owned()),
-                KeyValue::new("url.full", without_query(url).to_owned()),
+                KeyValue::new("url.full", url),
             ])
             .start_with_context(&inner.tracer, &Context::current());
         FetchSpan {
@@ -255,6 +317,25 @@ impl Telemetry {
 #[derive(Debug)]
 pub struct CheckSpan {
     cx: Context,
+    /// The trace came from the request (else it is this span's own, if sampled).
+    has_parent: bool,
+    finished: bool,
+}
+
+/// A check whose future was dropped before it answered (the proxy stopped waiting): its
+/// span still ends, saying so.
+impl Drop for CheckSpan {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let span = self.cx.span();
+        if span.is_recording() {
+            span.set_attribute(KeyValue::new("jwt_authz.decision", "abandoned"));
+            span.set_status(Status::error("check abandoned before it answered"));
+            span.end();
+        }
+    }
 }
 
 /// What a check span records when it ends.
@@ -278,15 +359,18 @@ impl CheckSpan {
         self.cx.clone()
     }
 
-    /// The trace id, for the decision log.
-    pub fn trace_id(&self) -> String {
-        self.cx.span().span_context().trace_id().to_string()
+    /// The trace id for the decision log: the request's, or this span's own when it is
+    /// exported; `None` for an unsampled root (its id names no trace anywhere).
+    pub fn trace_id(&self) -> Option<String> {
+        let context = self.cx.span().span_context().clone();
+        (self.has_parent || context.is_sampled()).then(|| context.trace_id().to_string())
     }
 
     /// Records the outcome and ends the span. A 5xx answer (jwt-authz could not decide) is
     /// an error; a denial is the check working, not an error (OpenTelemetry's HTTP server
     /// convention for 4xx).
-    pub fn finish(self, record: CheckRecord<'_>) {
+    pub fn finish(mut self, record: CheckRecord<'_>) {
+        self.finished = true;
         let span = self.cx.span();
         if !span.is_recording() {
             return;
@@ -294,8 +378,8 @@ impl CheckSpan {
         let mut attributes = vec![
             KeyValue::new("jwt_authz.decision", record.decision),
             KeyValue::new("jwt_authz.rule", record.rule.to_owned()),
-            KeyValue::new("http.request.method", record.method.to_owned()),
-            KeyValue::new("url.path", record.path.to_owned()),
+            KeyValue::new("http.request.method", bounded(record.method)),
+            KeyValue::new("url.path", bounded(record.path)),
             KeyValue::new("http.response.status_code", i64::from(record.status)),
         ];
         if !record.reason.is_empty() {
@@ -341,7 +425,7 @@ impl FetchSpan {
         let span = cx.span();
         span.set_attribute(KeyValue::new("jwt_authz.fetch_outcome", outcome));
         if let Some(error) = error {
-            span.set_status(Status::error(error.to_string()));
+            span.set_status(Status::error(redact_urls(&error.to_string())));
         }
         span.end();
     }
@@ -358,8 +442,53 @@ pub fn end_step(step: Option<Context>, error: Option<&dyn std::fmt::Display>) {
     }
 }
 
-fn without_query(url: &str) -> &str {
-    url.split(['?', '#']).next().unwrap_or(url)
+/// `url` without credentials, query or fragment (a key or list URI may carry a secret in
+/// either; a status list URI comes from a token).
+fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            // Fails only for URLs without an authority, which hold no credentials.
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            parsed.to_string()
+        }
+        Err(_) => url.split(['?', '#']).next().unwrap_or(url).to_owned(),
+    }
+}
+
+/// An error's text with every URL in it redacted (reqwest names the URL it failed on).
+fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let at = match (rest.find("http://"), rest.find("https://")) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => break,
+        };
+        out.push_str(&rest[..at]);
+        let end = rest[at..]
+            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '>' | ','))
+            .map_or(rest.len(), |e| at + e);
+        out.push_str(&redact_url(&rest[at..end]));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A client-supplied value as a span records it: at most [`MAX_ATTRIBUTE_BYTES`].
+fn bounded(value: &str) -> String {
+    if value.len() <= MAX_ATTRIBUTE_BYTES {
+        return value.to_owned();
+    }
+    let mut end = MAX_ATTRIBUTE_BYTES;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &value[..end])
 }
 
 /// The exporter, counting what it sends (`jwt_authz_trace_spans_exported_total`).
@@ -407,19 +536,6 @@ impl Extractor for GrpcMetadata<'_> {
                 tonic::metadata::KeyRef::Binary(_) => None,
             })
             .collect()
-    }
-}
-
-/// HTTP request headers as a carrier.
-pub struct HttpHeaders<'a>(pub &'a http::HeaderMap);
-
-impl Extractor for HttpHeaders<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(http::HeaderName::as_str).collect()
     }
 }
 

@@ -268,45 +268,60 @@ async fn decision_log_names_a_fingerprint_never_the_token() {
 }
 
 /// The decision line names the trace the request belongs to, whether jwt-authz exports
-/// spans or not (here it does not: no `tracing` block), and `-` when there is none.
+/// spans or not, and `-` when there is none (also when tracing is on and a request without
+/// a context is not sampled: that span's id names no trace anywhere).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decision_log_carries_the_trace_id() {
-    let key = TestKey::rsa("k1");
-    let jwks = JwksServer::start(vec![key.jwk()]).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = write(&dir, "config.yaml", &config_yaml(&jwks.url(), ""));
-    let (running, mut client) = start_with_debug_log(&path).await;
-    let auth = format!("Bearer {}", key.token(&claims("u-trace")));
-    for (target, headers) in [
-        (
-            "/w3c",
-            vec![(
-                "traceparent",
-                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            )],
-        ),
-        (
-            "/b3",
-            vec![("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")],
-        ),
-        ("/none", vec![]),
-    ] {
-        let mut headers = headers;
-        headers.push(("authorization", &auth));
-        client
-            .check(request("GET", target, &headers))
-            .await
-            .expect("check");
-    }
-    let w3c = running.wait_log("\"path\":\"\\\"/w3c\\\"\"");
-    assert_eq!(
-        w3c["fields"]["trace_id"],
-        "4bf92f3577b34da6a3ce929d0e0e4736"
+    // Nothing listens at the collector's address: spans are lost, logging is not.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let traced = format!(
+        "tracing: {{otlp_endpoint: \"http://127.0.0.1:{closed}\", root_sample_ratio: 0}}\n"
     );
-    let b3 = running.wait_log("\"path\":\"\\\"/b3\\\"\"");
-    assert_eq!(b3["fields"]["trace_id"], "80f198ee56343ba864fe8b2a57d3eff7");
-    let none = running.wait_log("\"path\":\"\\\"/none\\\"\"");
-    assert_eq!(none["fields"]["trace_id"], "-");
+    for extra in ["", traced.as_str()] {
+        let key = TestKey::rsa("k1");
+        let jwks = JwksServer::start(vec![key.jwk()]).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write(&dir, "config.yaml", &config_yaml(&jwks.url(), extra));
+        let (running, mut client) = start_with_debug_log(&path).await;
+        let auth = format!("Bearer {}", key.token(&claims("u-trace")));
+        for (target, headers) in [
+            (
+                "/w3c",
+                vec![(
+                    "traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                )],
+            ),
+            (
+                "/b3",
+                vec![("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")],
+            ),
+            ("/none", vec![]),
+        ] {
+            let mut headers = headers;
+            headers.push(("authorization", &auth));
+            client
+                .check(request("GET", target, &headers))
+                .await
+                .expect("check");
+        }
+        let w3c = running.wait_log("\"path\":\"\\\"/w3c\\\"\"");
+        assert_eq!(
+            w3c["fields"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+            "{extra}"
+        );
+        let b3 = running.wait_log("\"path\":\"\\\"/b3\\\"\"");
+        assert_eq!(
+            b3["fields"]["trace_id"], "80f198ee56343ba864fe8b2a57d3eff7",
+            "{extra}"
+        );
+        let none = running.wait_log("\"path\":\"\\\"/none\\\"\"");
+        assert_eq!(none["fields"]["trace_id"], "-", "{extra}");
+    }
 }
 
 /// Shadow mode's decision line says what was let through and why enforce mode would not.

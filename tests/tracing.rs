@@ -9,6 +9,8 @@ mod support;
 
 use std::time::Duration;
 
+use jwt_authz::status_list::StatusList;
+use serde_json::json;
 use support::otlp::{Collector, Span};
 use support::*;
 
@@ -432,4 +434,135 @@ async fn a_collector_that_is_down_changes_no_answer() {
     let stopping = tokio::time::Instant::now();
     server.shutdown().await;
     assert!(stopping.elapsed() < Duration::from_secs(15));
+}
+
+#[tokio::test]
+async fn a_status_list_fetch_is_a_child_of_the_check_that_needed_it() {
+    let collector = Collector::start().await;
+    let key = TestKey::rsa("k1");
+    let jwks = JwksServer::start(vec![key.jwk()]).await;
+    let extra = format!(
+        "    status_list: {{mode: optional, min_ttl: 1s, fetch_timeout: 2s}}\n{}",
+        tracing_yaml(&collector.endpoint(), 0.0)
+    );
+    let server = TestServer::start_ready(&config_yaml(&jwks.url(), &extra)).await;
+    let uri = jwks.document_url("list-1");
+    let mut list = StatusList::new(1, 16).expect("list");
+    list.set(3, 1).expect("set");
+    jwks.set_document(
+        "list-1",
+        &list_token(&key, &uri, &list.encode(), json!({})),
+        None,
+    );
+    let mut revoked = claims("alice");
+    revoked["status"] = json!({"status_list": {"idx": 3, "uri": uri}});
+    let auth = format!("Bearer {}", key.token(&revoked));
+    let parent = traceparent(TRACE, PARENT, "01");
+    let answer = server
+        .check(request(
+            "GET",
+            "/orders",
+            &[("authorization", &auth), ("traceparent", &parent)],
+        ))
+        .await;
+    assert_eq!(denied_status(&answer), Some(401));
+    let check = collector.wait_for(WAIT, check_span(TRACE)).await;
+    assert_eq!(check.attr("jwt_authz.reason"), Some("token_revoked"));
+    let fetch = collector
+        .wait_for(WAIT, |s| {
+            s.name == "jwt-authz status list fetch" && s.trace_id == TRACE
+        })
+        .await;
+    assert_eq!(fetch.parent_span_id, check.span_id);
+    assert_eq!(fetch.kind, 3);
+    assert_eq!(fetch.attr("jwt_authz.fetch_outcome"), Some("ok"));
+    assert_eq!(fetch.attr("url.full"), Some(uri.as_str()));
+    assert_eq!(fetch.attr("jwt_authz.provider"), Some("test"));
+}
+
+#[tokio::test]
+async fn what_a_client_sends_is_bounded_in_spans() {
+    let collector = Collector::start().await;
+    let (_jwks, key, server) = start(&collector, 0.0).await;
+    let auth = format!("Bearer {}", key.token(&claims("alice")));
+    let path = format!("/orders/{}", "a".repeat(50_000));
+    let members: Vec<String> = (0..32)
+        .map(|i| format!("v{i:02}={}", "x".repeat(250)))
+        .collect();
+    let tracestate = members.join(",");
+    let parent = traceparent(TRACE, PARENT, "01");
+    server
+        .check(request(
+            "GET",
+            &path,
+            &[
+                ("authorization", &auth),
+                ("traceparent", &parent),
+                ("tracestate", &tracestate),
+            ],
+        ))
+        .await;
+    let span = collector.wait_for(WAIT, check_span(TRACE)).await;
+    let recorded = span.attr("url.path").expect("path");
+    assert!(recorded.len() <= 1024 + "…".len(), "{}", recorded.len());
+    assert!(recorded.ends_with('…'));
+    assert!(span.trace_state.len() <= 512, "{}", span.trace_state.len());
+}
+
+#[tokio::test]
+async fn a_failed_fetch_span_names_no_credentials_or_query() {
+    let collector = Collector::start().await;
+    // Nothing listens there: the fetch fails with reqwest's error, which names the URL.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let uri = format!("http://user:hunter2@127.0.0.1:{closed}/jwks?secret=s3cr3t");
+    let _server = TestServer::start(&config_yaml(
+        &uri,
+        &tracing_yaml(&collector.endpoint(), 1.0),
+    ))
+    .await;
+    let fetch = collector
+        .wait_for(WAIT, |s| {
+            s.name == "jwt-authz jwks fetch" && s.attr("jwt_authz.fetch_outcome") == Some("error")
+        })
+        .await;
+    assert_eq!(fetch.status, 2);
+    assert!(!fetch.status_message.is_empty());
+    assert_eq!(
+        fetch.attr("url.full"),
+        Some(format!("http://127.0.0.1:{closed}/jwks").as_str())
+    );
+    for secret in ["hunter2", "user:", "s3cr3t", "secret="] {
+        assert!(!fetch.text.contains(secret), "{secret} in {}", fetch.text);
+    }
+}
+
+#[tokio::test]
+async fn a_check_the_proxy_gave_up_on_says_so() {
+    let collector = Collector::start().await;
+    let (jwks, _key, server) = start(&collector, 0.0).await;
+    // A token naming a key the JWKS does not hold yet: the check waits on a slow refetch,
+    // and the caller stops waiting first.
+    jwks.set_delay(Duration::from_secs(5));
+    let token = TestKey::rsa("k9").token(&claims("alice"));
+    let auth = format!("Bearer {token}");
+    let parent = traceparent(TRACE, PARENT, "01");
+    let mut call = tonic::Request::new(request(
+        "GET",
+        "/orders/slow",
+        &[("authorization", &auth), ("traceparent", &parent)],
+    ));
+    call.set_timeout(Duration::from_millis(300));
+    let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
+        format!("http://{}", server.grpc),
+    )
+    .await
+    .expect("connect");
+    let gave_up = client.check(call).await;
+    assert!(gave_up.is_err(), "the caller's deadline passed first");
+    let span = collector.wait_for(WAIT, check_span(TRACE)).await;
+    assert_eq!(span.attr("jwt_authz.decision"), Some("abandoned"));
+    assert_eq!(span.status, 2);
 }

@@ -32,7 +32,7 @@ use crate::config::ForwardedHeaders;
 use crate::metrics::Metrics;
 use crate::request::Incoming;
 use crate::response::{Deny, Verdict};
-use crate::telemetry::{Carrier, HttpHeaders, Telemetry};
+use crate::telemetry::{Carrier, Telemetry};
 
 /// Envoy removes the headers this response header names from the request it forwards
 /// (ext_authz HTTP service).
@@ -67,7 +67,8 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
     let path = parts.uri.path();
     let headers = header_map(&parts.headers);
     let no_extensions = HashMap::new();
-    let carriers: [Carrier<'_>; 1] = [&HttpHeaders(&parts.headers)];
+    // The joined map: repeated `tracestate` headers are one list (Trace Context §3.3.1.1).
+    let carriers: [Carrier<'_>; 1] = [&headers];
 
     if let Some(endpoint) = config.forward_auth.iter().find(|e| e.path == path) {
         let own = Incoming {

@@ -6,7 +6,7 @@
 //! - [`http`]: Envoy / Istio HTTP ext_authz (`http_service`, `envoyExtAuthzHttp`), and
 //!   forward-auth for nginx `auth_request`, Traefik `ForwardAuth` and Caddy `forward_auth`.
 
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use opentelemetry::trace::FutureExt as _;
 
@@ -44,7 +44,7 @@ fn check_span(
     front_end: FrontEnd,
     carriers: &[Carrier<'_>],
 ) -> Option<CheckSpan> {
-    telemetry.check_span(front_end.label(), carriers, SystemTime::now())
+    telemetry.check_span(front_end.label(), carriers)
 }
 
 /// Runs the check, inside its span when traced (so key and status-list fetches it starts
@@ -73,7 +73,6 @@ fn record(
 ) {
     let elapsed = started.elapsed();
     metrics.record_check(front_end.label(), outcome.result(), outcome.reason, elapsed);
-    let path = request::split_target(incoming.target).0;
     tracing::debug!(
         front_end = front_end.label(),
         decision = outcome.result(),
@@ -87,12 +86,12 @@ fn record(
         sub = outcome.subject().unwrap_or("-"),
         // Debug-quoted: a refused method or path may hold anything the client sent.
         method = ?incoming.method,
-        path = ?path,
+        path = ?request::split_target(incoming.target).0,
         micros = elapsed.as_micros() as u64,
         trace_id = traced
             .span
             .as_ref()
-            .map(CheckSpan::trace_id)
+            .and_then(CheckSpan::trace_id)
             .or_else(|| telemetry::trace_id(traced.carriers))
             .as_deref()
             .unwrap_or("-"),
@@ -111,7 +110,7 @@ fn record(
             cache_hit: outcome.cache_hit,
             fingerprint: outcome.token.as_ref().map(token_cache::fingerprint),
             method: incoming.method,
-            path,
+            path: request::split_target(incoming.target).0,
             status: outcome.verdict.http_status(),
         });
     }

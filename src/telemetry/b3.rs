@@ -77,8 +77,8 @@ fn single(value: &str) -> Option<SpanContext> {
 }
 
 /// `X-B3-TraceId` and `X-B3-SpanId`, with `X-B3-Sampled` (`1`, or the older `true`) or
-/// `X-B3-Flags: 1` (debug, which implies sampled). Without either the decision is deferred,
-/// read here as not sampled.
+/// `X-B3-Flags: 1` (debug, which implies sampled). Without either the decision is deferred
+/// ("Sampling State"); jwt-authz then does not sample (Envoy and Istio always send one).
 fn multiple(extractor: &dyn Extractor) -> Option<SpanContext> {
     let trace_id = trace_id(extractor.get(TRACE_ID)?.trim())?;
     let span_id = span_id(extractor.get(SPAN_ID)?.trim())?;
@@ -122,4 +122,10 @@ fn span_id_valid(hex: &str) -> Option<()> {
 
 fn lower_hex(s: &str) -> bool {
     s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// `b3: 0`: the caller decided not to sample and names no trace to continue ("Single
+/// Header": a sampling state alone). `1` or `d` alone starts a trace like no header would.
+pub(super) fn denies(carrier: &dyn Extractor) -> bool {
+    carrier.get(SINGLE).is_some_and(|v| v.trim() == "0")
 }

@@ -98,11 +98,7 @@ fn off_makes_no_spans() {
     let telemetry = Telemetry::off();
     assert!(!telemetry.enabled());
     let carrier = headers(&[("traceparent", TRACEPARENT)]);
-    assert!(
-        telemetry
-            .check_span("grpc", &[&carrier], SystemTime::now())
-            .is_none()
-    );
+    assert!(telemetry.check_span("grpc", &[&carrier]).is_none());
     assert!(telemetry.step_span("step").is_none());
     assert!(
         telemetry
@@ -113,15 +109,75 @@ fn off_makes_no_spans() {
 }
 
 #[test]
-fn a_fetch_span_never_names_the_query() {
+fn urls_in_spans_lose_credentials_query_and_fragment() {
     assert_eq!(
-        without_query("https://idp.example/keys?token=secret#x"),
+        redact_url("https://user:pw@idp.example/keys?token=secret#x"),
         "https://idp.example/keys"
     );
     assert_eq!(
-        without_query("https://idp.example/keys"),
+        redact_url("https://idp.example/keys"),
         "https://idp.example/keys"
     );
+    assert_eq!(redact_url("not a url?secret"), "not a url");
+    // reqwest names the URL it failed on; so do discovery errors.
+    assert_eq!(
+        redact_urls(
+            "error sending request for url (http://u:p@127.0.0.1:9/jwks?k=secret): connection refused"
+        ),
+        "error sending request for url (http://127.0.0.1:9/jwks): connection refused"
+    );
+    assert_eq!(
+        redact_urls("jwks_uri \"https://a.example/k?x=1\" and https://b.example/?y=2 end"),
+        "jwks_uri \"https://a.example/k\" and https://b.example/ end"
+    );
+    assert_eq!(redact_urls("no url here"), "no url here");
+}
+
+#[test]
+fn client_values_in_spans_are_bounded() {
+    assert_eq!(bounded("/short"), "/short");
+    let long = "/".to_owned() + &"é".repeat(2000);
+    let cut = bounded(&long);
+    assert!(cut.len() <= MAX_ATTRIBUTE_BYTES + "…".len());
+    assert!(cut.ends_with('…'));
+}
+
+#[test]
+fn a_long_tracestate_is_truncated_by_whole_entries_and_the_trace_kept() {
+    // Trace Context's example value ("tracestate Header Field Values").
+    let example = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE";
+    let short = headers(&[("traceparent", TRACEPARENT), ("tracestate", example)]);
+    let cx = extract(&short).expect("context");
+    assert_eq!(cx.span().span_context().trace_state().header(), example);
+    // Long entries (over 128 characters) go first, then entries from the end until 512
+    // characters are left ("tracestate Limits").
+    let mut members: Vec<String> = (0..30)
+        .map(|i| format!("v{i:02}={}", "x".repeat(40)))
+        .collect();
+    members.insert(1, format!("long={}", "y".repeat(200)));
+    members.push(format!("last={}", "z".repeat(130)));
+    let long = headers(&[
+        ("traceparent", TRACEPARENT),
+        ("tracestate", &members.join(",")),
+    ]);
+    let cx = extract(&long).expect("context");
+    let kept = cx.span().span_context().trace_state().header();
+    assert!(kept.len() <= 512, "{}", kept.len());
+    assert!(kept.starts_with("v00=") && !kept.contains("long=") && !kept.contains("last="));
+    // Each entry is 44 characters and a comma: 11 fit.
+    assert_eq!(kept.split(',').count(), 11);
+    assert_eq!(
+        cx.span().span_context().trace_id().to_string(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert!(cx.span().span_context().is_sampled());
+}
+
+#[test]
+fn b3_deny_without_ids_is_recognised() {
+    assert!(b3::denies(&headers(&[("b3", "0")])));
+    assert!(!b3::denies(&headers(&[("b3", "1")])));
+    assert!(!b3::denies(&headers(&[])));
 }
 
 fn sampled(carrier: &HashMap<String, String>) -> Option<bool> {
@@ -189,7 +245,7 @@ fn malformed_b3_is_ignored() {
 
 #[test]
 fn a_later_version_may_add_fields() {
-    // Trace Context §4.3: parse a higher version as version 00, ignoring what follows.
+    // Trace Context, "Versioning of traceparent": parse a higher version as version 00, ignoring what follows.
     let later = headers(&[(
         "traceparent",
         "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-holds",

@@ -28,6 +28,8 @@ pub struct Span {
     /// OTLP `SpanKind`: 2 server, 3 client.
     pub kind: i32,
     pub attributes: HashMap<String, String>,
+    /// The W3C `tracestate` the span carries.
+    pub trace_state: String,
     /// OTLP status code: 0 unset, 2 error.
     pub status: i32,
     pub status_message: String,
@@ -71,6 +73,7 @@ impl TraceService for Received {
                         span_id: hex(&span.span_id),
                         parent_span_id: hex(&span.parent_span_id),
                         kind: span.kind,
+                        trace_state: span.trace_state,
                         attributes,
                         status: status.code,
                         status_message: status.message,
