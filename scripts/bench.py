@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "target" / "release"
 WORK = ROOT / "target" / "bench"
 DURATION = os.environ.get("BENCH_DURATION", "5s")
+BASELINE_BIN = os.environ.get("BENCH_BASELINE_BIN")
 WARMUP = os.environ.get("BENCH_WARMUP", "1s")
 E2E_SECONDS = int(os.environ.get("BENCH_E2E_SECONDS", "5"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
@@ -429,12 +430,14 @@ def main():
     results = {"machine": info, "settings": {
         "duration": DURATION, "warmup": WARMUP, "concurrency": CONCURRENCY,
         "connections": CONNECTIONS, "e2e_seconds": E2E_SECONDS, "rounds": ROUNDS,
-        "wrk_connections": WRK_CONNECTIONS, "flood": FLOOD}}
+        "wrk_connections": WRK_CONNECTIONS, "flood": FLOOD,
+        "baseline": os.environ.get("BENCH_BASELINE_LABEL", BASELINE_BIN or "")}}
     try:
         ports = {k: free_port() for k in ["authz", "authz_admin", "verify", "verify_admin",
                                           "noop", "upstream", "authz_http", "noop_http",
                                           "dpop", "dpop_admin", "status", "status_admin",
-                                          "traced", "traced_admin", "otlp"]}
+                                          "traced", "traced_admin", "otlp",
+                                          "baseline", "baseline_admin"]}
         (WORK / "authz.yaml").write_text(
             authz_config(ports["authz"], ports["authz_admin"], 100000, ports["authz_http"]))
         (WORK / "verify.yaml").write_text(authz_config(ports["verify"], ports["verify_admin"], 0))
@@ -447,6 +450,14 @@ def main():
         Proc("otlp-sink", [BIN / "otlp-sink", f"127.0.0.1:{ports['otlp']}"])
         traced = Proc("jwt-authz-traced", [BIN / "jwt-authz", "--config", WORK / "traced.yaml"])
         authz = Proc("jwt-authz", [BIN / "jwt-authz", "--config", WORK / "authz.yaml"])
+        # An earlier jwt-authz build (BENCH_BASELINE_BIN) on the same workload: what a change
+        # costs, measured in the same rounds instead of across runs.
+        baseline = None
+        if BASELINE_BIN:
+            (WORK / "baseline.yaml").write_text(
+                authz_config(ports["baseline"], ports["baseline_admin"], 100000))
+            baseline = Proc("jwt-authz-baseline",
+                            [BASELINE_BIN, "--config", WORK / "baseline.yaml"])
         status = Proc("jwt-authz-status", [BIN / "jwt-authz", "--config", WORK / "status.yaml"])
         verify = Proc("jwt-authz-nocache", [BIN / "jwt-authz", "--config", WORK / "verify.yaml"])
         dpop = Proc("jwt-authz-dpop", [BIN / "jwt-authz", "--config", WORK / "dpop.yaml"])
@@ -454,7 +465,7 @@ def main():
         Proc("noop-authz-http", [BIN / "noop-authz", "--http", f"127.0.0.1:{ports['noop_http']}"])
         upstream = Proc("upstream", [BIN / "bench-upstream", f"127.0.0.1:{ports['upstream']}"])
         for p in ["authz", "verify", "noop", "upstream", "authz_http", "noop_http", "dpop",
-                  "status", "otlp", "traced"]:
+                  "status", "otlp", "traced"] + (["baseline"] if baseline else []):
             wait_port(ports[p])
         time.sleep(1)
         results["rss_idle_mib"] = authz.rss_mib()
@@ -468,6 +479,8 @@ def main():
             ("noop", noop, ports["noop"], ["--tokens", WORK / "hot.txt"]),
             ("hot", authz, ports["authz"], ["--tokens", WORK / "hot.txt"]),
             ("status_hot", status, ports["status"], ["--tokens", WORK / "status-token.txt"]),
+            *([("hot_baseline", baseline, ports["baseline"], ["--tokens", WORK / "hot.txt"])]
+              if baseline else []),
             ("hot_traceparent", authz, ports["authz"],
              ["--tokens", WORK / "hot.txt", "--traceparent", TRACEPARENT]),
             ("hot_traced", traced, ports["traced"],

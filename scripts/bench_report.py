@@ -30,6 +30,9 @@ E2E = [
     ("ext_authz_jwt_authz", "Envoy ext_authz → jwt-authz"),
 ]
 
+# Only when `make bench` ran with BENCH_BASELINE_BIN (an earlier build, same workload).
+BASELINE = [("hot_baseline", "baseline build (BENCH_BASELINE_BIN), one hot token")]
+
 # Front ends: (label, no-op floor key, jwt-authz key), each pair measured in the same rounds.
 FRONTS = [
     ("Envoy gRPC ext_authz", "ext_authz_noop", "ext_authz_jwt_authz"),
@@ -132,7 +135,9 @@ def report(r):
         "| scenario | checks/s | vs no-op | p50 µs | p99 µs | p99.9 µs | CPU µs/check | rounds |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for key, label in DIRECT:
+    for key, label in DIRECT + BASELINE:
+        if key not in d:
+            continue
         x = d[key]
         lines.append(
             f"| {label} | {x['rps']:,.0f} | {pct(x['rps'] / noop)} | {x['p50_us']:.0f} | "
@@ -142,7 +147,7 @@ def report(r):
         "",
         "Every direct run answered as expected: "
         + ", ".join(f"{k} {d[k]['ok']} allowed / {d[k]['denied']} denied / {d[k]['errors']} errors"
-                    for k, _ in DIRECT) + ".",
+                    for k, _ in DIRECT + BASELINE if k in d) + ".",
         "",
         "## End to end through Envoy",
         "",
@@ -237,6 +242,12 @@ def report(r):
         f"| tracing off costs nothing measurable (CPU per check with a sampled `traceparent` "
         f"against the hot row, within its round-to-round spread) | {off_cpu - hot_cpu:+.1f} µs, "
         f"spread {hot_spread:.1f} µs | {verdict(abs(off_cpu - hot_cpu) <= hot_spread)} |",
+        *([f"| tracing off costs nothing measurable against the build before tracing "
+           f"({s.get('baseline', '')}: CPU per check, hot token, same rounds; within the "
+           f"hot row's spread) | {hot_cpu - d['hot_baseline']['cpu_us_per_check']:+.1f} µs, "
+           f"spread {hot_spread:.1f} µs | "
+           f"{verdict(abs(hot_cpu - d['hot_baseline']['cpu_us_per_check']) <= hot_spread)} |"]
+          if "hot_baseline" in d else []),
         f"| RSS after {s['flood']:,} unique tokens ≤ 64 MiB | {flood_rss:.1f} MiB | {verdict(flood_rss <= 64)} |",
         "",
     ]
