@@ -41,6 +41,18 @@ async fn start(collector: &Collector, ratio: f64) -> (JwksServer, TestKey, TestS
     start_with_key(&tracing_yaml(&collector.endpoint(), ratio)).await
 }
 
+/// A GET of `path` with the bearer header `auth` and these (trace) headers.
+async fn get(
+    server: &TestServer,
+    path: &str,
+    auth: &str,
+    headers: &[(&str, &str)],
+) -> envoy_types::pb::envoy::service::auth::v3::CheckResponse {
+    let mut all = vec![("authorization", auth)];
+    all.extend_from_slice(headers);
+    server.check(request("GET", path, &all)).await
+}
+
 fn check_span(trace: &str) -> impl Fn(&Span) -> bool + '_ {
     move |s: &Span| s.name == "jwt-authz check" && s.trace_id == trace
 }
@@ -91,13 +103,7 @@ async fn a_check_continues_the_trace_it_carries_and_never_holds_the_token() {
     let second_trace = "0af7651916cd43dd8448eb211c80319c";
     let parent = traceparent(second_trace, "b7ad6b7169203331", "01");
     let auth = format!("Bearer {token}");
-    server
-        .check(request(
-            "GET",
-            "/orders/1",
-            &[("authorization", &auth), ("traceparent", &parent)],
-        ))
-        .await;
+    get(&server, "/orders/1", &auth, &[("traceparent", &parent)]).await;
     let hit = collector.wait_for(WAIT, check_span(second_trace)).await;
     assert_eq!(hit.attr("jwt_authz.token_cache_hit"), Some("true"));
 
@@ -130,13 +136,7 @@ async fn a_denial_is_recorded_with_its_reason_and_an_outage_is_an_error() {
     let forged = TestKey::rsa("k1").token(&claims("mallory"));
     let parent = traceparent(TRACE, PARENT, "01");
     let auth = format!("Bearer {forged}");
-    let denied = server
-        .check(request(
-            "GET",
-            "/orders",
-            &[("authorization", &auth), ("traceparent", &parent)],
-        ))
-        .await;
+    let denied = get(&server, "/orders", &auth, &[("traceparent", &parent)]).await;
     assert_eq!(denied_status(&denied), Some(401));
     let span = collector.wait_for(WAIT, check_span(TRACE)).await;
     assert_eq!(span.attr("jwt_authz.decision"), Some("deny"));
@@ -154,13 +154,7 @@ async fn a_denial_is_recorded_with_its_reason_and_an_outage_is_an_error() {
     let trace = "0af7651916cd43dd8448eb211c80319c";
     let parent = traceparent(trace, "b7ad6b7169203331", "01");
     let auth = format!("Bearer {other}");
-    let unavailable = server
-        .check(request(
-            "GET",
-            "/orders",
-            &[("authorization", &auth), ("traceparent", &parent)],
-        ))
-        .await;
+    let unavailable = get(&server, "/orders", &auth, &[("traceparent", &parent)]).await;
     let status = denied_status(&unavailable).expect("denied");
     let span = collector.wait_for(WAIT, check_span(trace)).await;
     assert_eq!(
@@ -195,13 +189,7 @@ async fn a_denial_is_recorded_with_its_reason_and_an_outage_is_an_error() {
     let trace = "55555555555555555555555555555555";
     let parent = traceparent(trace, PARENT, "01");
     let auth = format!("Bearer {}", key.token(&claims("alice")));
-    let answer = blind
-        .check(request(
-            "GET",
-            "/orders",
-            &[("authorization", &auth), ("traceparent", &parent)],
-        ))
-        .await;
+    let answer = get(&blind, "/orders", &auth, &[("traceparent", &parent)]).await;
     assert_eq!(denied_status(&answer), Some(503));
     let span = collector.wait_for(WAIT, check_span(trace)).await;
     assert_eq!(span.status, 2, "jwt-authz could not decide: an error");
@@ -219,21 +207,9 @@ async fn the_parents_sampling_decision_is_followed() {
     let auth = format!("Bearer {}", key.token(&claims("alice")));
     let unsampled = "11111111111111111111111111111111";
     let parent = traceparent(unsampled, PARENT, "00");
-    server
-        .check(request(
-            "GET",
-            "/orders",
-            &[("authorization", &auth), ("traceparent", &parent)],
-        ))
-        .await;
+    get(&server, "/orders", &auth, &[("traceparent", &parent)]).await;
     let parent = traceparent(TRACE, PARENT, "01");
-    server
-        .check(request(
-            "GET",
-            "/orders",
-            &[("authorization", &auth), ("traceparent", &parent)],
-        ))
-        .await;
+    get(&server, "/orders", &auth, &[("traceparent", &parent)]).await;
     // A request without a context starts a trace (ratio 1).
     server
         .check(request("GET", "/orders/root", &[("authorization", &auth)]))
@@ -269,13 +245,7 @@ async fn ratio_zero_traces_only_what_a_parent_sampled() {
             .await;
     }
     let parent = traceparent(TRACE, PARENT, "01");
-    server
-        .check(request(
-            "GET",
-            "/orders",
-            &[("authorization", &auth), ("traceparent", &parent)],
-        ))
-        .await;
+    get(&server, "/orders", &auth, &[("traceparent", &parent)]).await;
     collector.wait_for(WAIT, check_span(TRACE)).await;
     let spans = collector.spans();
     assert!(
@@ -313,31 +283,27 @@ async fn envoys_grpc_metadata_comes_before_the_request_headers_and_b3_is_read() 
 
     // B3, single header (Istio, Envoy's Zipkin tracer), and the x-b3-* headers.
     let b3_trace = "80f198ee56343ba864fe8b2a57d3eff7";
-    server
-        .check(request(
-            "GET",
-            "/orders",
-            &[
-                ("authorization", &auth),
-                ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
-            ],
-        ))
-        .await;
+    get(
+        &server,
+        "/orders",
+        &auth,
+        &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")],
+    )
+    .await;
     let span = collector.wait_for(WAIT, check_span(b3_trace)).await;
     assert_eq!(span.parent_span_id, "e457b5a2e4d86bd1");
     let multi_trace = "463ac35c9f6413ad48485a3953bb6124";
-    server
-        .check(request(
-            "GET",
-            "/orders",
-            &[
-                ("authorization", &auth),
-                ("x-b3-traceid", multi_trace),
-                ("x-b3-spanid", "a2fb4a1d1a96d312"),
-                ("x-b3-sampled", "1"),
-            ],
-        ))
-        .await;
+    get(
+        &server,
+        "/orders",
+        &auth,
+        &[
+            ("x-b3-traceid", multi_trace),
+            ("x-b3-spanid", "a2fb4a1d1a96d312"),
+            ("x-b3-sampled", "1"),
+        ],
+    )
+    .await;
     let span = collector.wait_for(WAIT, check_span(multi_trace)).await;
     assert_eq!(span.parent_span_id, "a2fb4a1d1a96d312");
     // A malformed traceparent is no context: ratio 0, so no span at all.
@@ -407,13 +373,7 @@ async fn a_collector_that_is_down_changes_no_answer() {
     let auth = format!("Bearer {}", key.token(&claims("alice")));
     let parent = traceparent(TRACE, PARENT, "01");
     for _ in 0..20 {
-        let response = server
-            .check(request(
-                "GET",
-                "/orders",
-                &[("authorization", &auth), ("traceparent", &parent)],
-            ))
-            .await;
+        let response = get(&server, "/orders", &auth, &[("traceparent", &parent)]).await;
         assert_eq!(grpc_code(&response), 0);
     }
     // The exporter gives up on its batches (counted), and the server still stops promptly.
@@ -458,13 +418,7 @@ async fn a_status_list_fetch_is_a_child_of_the_check_that_needed_it() {
     revoked["status"] = json!({"status_list": {"idx": 3, "uri": uri}});
     let auth = format!("Bearer {}", key.token(&revoked));
     let parent = traceparent(TRACE, PARENT, "01");
-    let answer = server
-        .check(request(
-            "GET",
-            "/orders",
-            &[("authorization", &auth), ("traceparent", &parent)],
-        ))
-        .await;
+    let answer = get(&server, "/orders", &auth, &[("traceparent", &parent)]).await;
     assert_eq!(denied_status(&answer), Some(401));
     let check = collector.wait_for(WAIT, check_span(TRACE)).await;
     assert_eq!(check.attr("jwt_authz.reason"), Some("token_revoked"));
@@ -491,17 +445,13 @@ async fn what_a_client_sends_is_bounded_in_spans() {
         .collect();
     let tracestate = members.join(",");
     let parent = traceparent(TRACE, PARENT, "01");
-    server
-        .check(request(
-            "GET",
-            &path,
-            &[
-                ("authorization", &auth),
-                ("traceparent", &parent),
-                ("tracestate", &tracestate),
-            ],
-        ))
-        .await;
+    get(
+        &server,
+        &path,
+        &auth,
+        &[("traceparent", &parent), ("tracestate", &tracestate)],
+    )
+    .await;
     let span = collector.wait_for(WAIT, check_span(TRACE)).await;
     let recorded = span.attr("url.path").expect("path");
     assert!(recorded.len() <= 1024 + "…".len(), "{}", recorded.len());

@@ -156,15 +156,19 @@ pub fn dpop_proof(key: &signature::EcdsaKeyPair, token: &str, jti: u64) -> Strin
 /// [`check_request`] with `Authorization: DPoP token` and the proof.
 pub fn check_request_dpop(token: &str, proof: &str) -> CheckRequest {
     let mut request = check_request(None);
+    set_header(&mut request, "authorization", format!("DPoP {token}"));
+    set_header(&mut request, "dpop", proof.to_owned());
+    request
+}
+
+/// Sets a header of the request a Check describes.
+pub fn set_header(request: &mut CheckRequest, name: &str, value: String) {
     if let Some(http) = request
         .attributes
         .as_mut()
         .and_then(|a| a.request.as_mut())
         .and_then(|r| r.http.as_mut())
     {
-        http.headers
-            .insert("authorization".to_owned(), format!("DPoP {token}"));
-        http.headers.insert("dpop".to_owned(), proof.to_owned());
+        http.headers.insert(name.to_owned(), value);
     }
-    request
 }

@@ -45,22 +45,10 @@ layered_runtime:
       tracing.opentelemetry.flush_interval_ms: 200
       tracing.opentelemetry.min_flush_spans: 1"#
                 .to_owned(),
-            format!(
-                r#"
-  - name: otel
-    type: STATIC
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-    load_assignment:
-      cluster_name: otel
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}"#
-            ),
+            grpc_cluster("otel", port),
         ),
     };
+    let authz_cluster = grpc_cluster("jwt_authz", authz);
     format!(
         r#"
 admin:
@@ -98,18 +86,7 @@ static_resources:
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: jwt_authz
-    type: STATIC
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-    load_assignment:
-      cluster_name: jwt_authz
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {authz}}}}}}}
+  clusters:{authz_cluster}
   - name: upstream
     type: STATIC
     load_assignment:
@@ -118,6 +95,24 @@ static_resources:
       - lb_endpoints:
         - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream}}}}}}}{cluster}{runtime}
 "#
+    )
+}
+
+/// A loopback cluster speaking HTTP/2 (gRPC), as a `clusters:` entry.
+fn grpc_cluster(name: &str, port: u16) -> String {
+    format!(
+        r#"
+  - name: {name}
+    type: STATIC
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}"#
     )
 }
 

@@ -22,7 +22,9 @@ use clap::Parser;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use hdrhistogram::Histogram;
-use jwt_authz_bench::{check_request, check_request_dpop, claims, dpop_proof, sign_ed25519};
+use jwt_authz_bench::{
+    check_request, check_request_dpop, claims, dpop_proof, set_header, sign_ed25519,
+};
 use tonic::transport::{Channel, Endpoint};
 
 #[derive(Parser)]
@@ -121,15 +123,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             requests
                 .into_iter()
                 .map(|mut request| {
-                    if let Some(http) = request
-                        .attributes
-                        .as_mut()
-                        .and_then(|a| a.request.as_mut())
-                        .and_then(|r| r.http.as_mut())
-                    {
-                        http.headers
-                            .insert("traceparent".to_owned(), context.clone());
-                    }
+                    set_header(&mut request, "traceparent", context.clone());
                     request
                 })
                 .collect(),
