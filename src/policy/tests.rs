@@ -168,3 +168,68 @@ fn claim_requirements() {
     );
     assert_eq!(route.check_claims(&Map::new()), Err("role"));
 }
+
+mod index_agrees_with_the_linear_matcher {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SEGMENTS: [&str; 4] = ["a", "b", "ab", "c"];
+    const REGEXES: [&str; 5] = ["/a/.*", "/[ab]+", "/.*/c", "/b(/.*)?", "/(a|c)/[^/]*/?"];
+
+    fn path() -> impl Strategy<Value = String> {
+        (
+            prop::collection::vec(prop::sample::select(&SEGMENTS[..]), 0..4),
+            any::<bool>(),
+        )
+            .prop_map(|(segments, slash)| {
+                let mut path = format!("/{}", segments.join("/"));
+                if slash && path.len() > 1 {
+                    path.push('/');
+                }
+                path
+            })
+    }
+
+    /// One rule as YAML: a path condition of each kind (or none), maybe methods and hosts.
+    fn rule() -> impl Strategy<Value = String> {
+        let path = prop_oneof![
+            Just(String::new()),
+            path().prop_map(|p| format!("path: {{exact: \"{p}\"}}, ")),
+            // Prefixes that end mid-segment too: `/a` is a prefix of `/ab`.
+            path().prop_map(|p| format!("path: {{prefix: \"{p}\"}}, ")),
+            path().prop_map(|p| format!("path: {{prefix: \"{}\"}}, ", &p[..p.len().min(2)])),
+            prop::sample::select(&REGEXES[..]).prop_map(|r| format!("path: {{regex: \"{r}\"}}, ")),
+        ];
+        let methods = prop_oneof![
+            Just(""),
+            Just("methods: [GET], "),
+            Just("methods: [POST, PUT], ")
+        ];
+        let hosts = prop_oneof![Just(""), Just("hosts: [h1], ")];
+        (path, methods, hosts)
+            .prop_map(|(p, m, h)| format!("- match: {{{p}{m}{h}}}\n  access: public\n"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// First match wins, whatever the mix of rules: the index finds the rule that
+        /// trying every rule in order finds.
+        #[test]
+        fn first_match(
+            rules in prop::collection::vec(rule(), 0..40),
+            requests in prop::collection::vec(
+                (prop::sample::select(&["GET", "POST", "PUT"][..]), path(), prop::sample::select(&["h1", "h2"][..])),
+                1..20,
+            ),
+        ) {
+            let yaml = if rules.is_empty() { "[]".to_owned() } else { rules.concat() };
+            let policy = policy(&yaml);
+            let ext = HashMap::new();
+            for (method, path, host) in requests {
+                let request = RequestInfo::new(method, &path, host, &ext);
+                prop_assert_eq!(policy.route(&request).name, policy.route_linear(&request).name, "{}", path);
+            }
+        }
+    }
+}
