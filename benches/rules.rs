@@ -2,7 +2,8 @@
 //!
 //! `rules/<n>/last` finds the last of `n` rules (a third each exact, prefix and regex, in
 //! that order), `rules/<n>/none` a path no rule matches (the default route), both with the
-//! index (`Policy::route`) and with every rule tried in order (`linear`, the reference).
+//! index (`PathIndex` via `Policy::route`, used from 8 rules on) and with every rule tried
+//! in order (`linear`, the reference; what `Policy::route` does below 8 rules).
 
 use std::collections::HashMap;
 
