@@ -76,22 +76,17 @@ impl Authorization for AuthorizationService {
         };
         // Envoy's own call first (its ext_authz span), then the request it asks about.
         let carriers: [Carrier<'_>; 2] = [&GrpcMetadata(&metadata), &http.headers];
-        let span = super::check_span(&self.telemetry, FrontEnd::Grpc, &carriers);
         let runtime = self.runtime.load_full();
-        let outcome = super::check(&runtime, &incoming, span.as_ref()).await;
-        let traced = super::Traced {
-            runtime: &runtime,
-            span,
-            carriers: &carriers,
-        };
-        super::record(
+        let checking = super::Checking::start(
             &self.metrics,
+            &self.telemetry,
             FrontEnd::Grpc,
-            &incoming,
-            &outcome,
+            &runtime,
+            &carriers,
             started,
-            traced,
         );
+        let outcome = checking.check(&incoming).await;
+        checking.record(&incoming, &outcome);
         Ok(Response::new(check_response(outcome.verdict)))
     }
 }

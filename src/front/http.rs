@@ -67,7 +67,8 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
     let path = parts.uri.path();
     let headers = header_map(&parts.headers);
     let no_extensions = HashMap::new();
-    // The joined map: repeated `tracestate` headers are one list (Trace Context §3.3.1.1).
+    // The joined map: repeated `tracestate` headers are one list (Trace Context, "tracestate
+    // Header Field Values").
     let carriers: [Carrier<'_>; 1] = [&headers];
 
     if let Some(endpoint) = config.forward_auth.iter().find(|e| e.path == path) {
@@ -82,7 +83,14 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
             scheme: None,
             certificate: None,
         };
-        let span = super::check_span(&state.telemetry, FrontEnd::ForwardAuth, &carriers);
+        let checking = super::Checking::start(
+            &state.metrics,
+            &state.telemetry,
+            FrontEnd::ForwardAuth,
+            &runtime,
+            &carriers,
+            started,
+        );
         let (outcome, incoming) = match forwarded(&parts.headers, endpoint.headers) {
             Ok((method, target, host)) => {
                 let incoming = Incoming {
@@ -91,10 +99,7 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
                     host,
                     ..own
                 };
-                (
-                    super::check(&runtime, &incoming, span.as_ref()).await,
-                    incoming,
-                )
+                (checking.check(&incoming).await, incoming)
             }
             Err(missing) => {
                 tracing::debug!(
@@ -105,19 +110,7 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
                 (runtime.refuse(Deny::BadForwardedRequest), own)
             }
         };
-        let traced = super::Traced {
-            runtime: &runtime,
-            span,
-            carriers: &carriers,
-        };
-        super::record(
-            &state.metrics,
-            FrontEnd::ForwardAuth,
-            &incoming,
-            &outcome,
-            started,
-            traced,
-        );
+        checking.record(&incoming, &outcome);
         let identity: Vec<&str> = runtime
             .config()
             .identity
@@ -156,25 +149,20 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
             certificate: None,
         };
         // Envoy always sends one valid `:authority`; anything else did not come from it.
-        let span = super::check_span(&state.telemetry, FrontEnd::Http, &carriers);
+        let checking = super::Checking::start(
+            &state.metrics,
+            &state.telemetry,
+            FrontEnd::Http,
+            &runtime,
+            &carriers,
+            started,
+        );
         let outcome = if valid_host(host) {
-            super::check(&runtime, &incoming, span.as_ref()).await
+            checking.check(&incoming).await
         } else {
             runtime.refuse(Deny::BadForwardedRequest)
         };
-        let traced = super::Traced {
-            runtime: &runtime,
-            span,
-            carriers: &carriers,
-        };
-        super::record(
-            &state.metrics,
-            FrontEnd::Http,
-            &incoming,
-            &outcome,
-            started,
-            traced,
-        );
+        checking.record(&incoming, &outcome);
         return encode(outcome.verdict, Removal::EnvoyHeader, &parts.method);
     }
 

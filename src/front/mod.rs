@@ -37,88 +37,102 @@ impl FrontEnd {
     }
 }
 
-/// Starts a check's span (when traced), continuing the trace of the first carrier that
-/// holds a trace context.
-fn check_span(
-    telemetry: &Telemetry,
+/// One check as a front end answers it, from the moment its request arrived: the span
+/// (when traced) is started here, the check runs inside it, and [`Checking::record`]
+/// counts it, writes the decision log line and ends the span. Every front end goes through
+/// this, so none can count a check without logging and tracing it the same way.
+struct Checking<'a, 'c> {
+    metrics: &'a Metrics,
     front_end: FrontEnd,
-    carriers: &[Carrier<'_>],
-) -> Option<CheckSpan> {
-    telemetry.check_span(front_end.label(), carriers)
-}
-
-/// Runs the check, inside its span when traced (so key and status-list fetches it starts
-/// are its children).
-async fn check<'r>(
-    runtime: &'r Runtime,
-    incoming: &Incoming<'_>,
-    span: Option<&CheckSpan>,
-) -> Outcome<'r> {
-    match span {
-        Some(span) => runtime.check(incoming).with_context(span.context()).await,
-        None => runtime.check(incoming).await,
-    }
-}
-
-/// One answered check: counts it, writes its decision log line (debug level), and ends its
-/// span. The token appears only as its fingerprint; the log names the trace the request
-/// belongs to, from its span or, when jwt-authz does not trace, from the carriers.
-fn record(
-    metrics: &Metrics,
-    front_end: FrontEnd,
-    incoming: &Incoming<'_>,
-    outcome: &Outcome<'_>,
-    started: Instant,
-    traced: Traced<'_, '_>,
-) {
-    let elapsed = started.elapsed();
-    metrics.record_check(front_end.label(), outcome.result(), outcome.reason, elapsed);
-    tracing::debug!(
-        front_end = front_end.label(),
-        decision = outcome.result(),
-        reason = outcome.reason,
-        would_deny = outcome.would_deny.unwrap_or("-"),
-        rule = outcome.rule,
-        token = outcome
-            .token
-            .as_ref()
-            .map_or_else(|| "-".to_owned(), token_cache::fingerprint),
-        sub = outcome.subject().unwrap_or("-"),
-        // Debug-quoted: a refused method or path may hold anything the client sent.
-        method = ?incoming.method,
-        path = ?request::split_target(incoming.target).0,
-        micros = elapsed.as_micros() as u64,
-        trace_id = traced
-            .span
-            .as_ref()
-            .and_then(CheckSpan::trace_id)
-            .or_else(|| telemetry::trace_id(traced.carriers))
-            .as_deref()
-            .unwrap_or("-"),
-        "check"
-    );
-    if let Some(span) = traced.span {
-        span.finish(CheckRecord {
-            decision: outcome.result(),
-            reason: outcome.reason,
-            would_deny: outcome.would_deny,
-            rule: outcome.rule,
-            provider: outcome
-                .identity
-                .as_ref()
-                .and_then(|v| traced.runtime.provider_name(v.provider)),
-            cache_hit: outcome.cache_hit,
-            fingerprint: outcome.token.as_ref().map(token_cache::fingerprint),
-            method: incoming.method,
-            path: request::split_target(incoming.target).0,
-            status: outcome.verdict.http_status(),
-        });
-    }
-}
-
-/// What [`record`] needs of a check's trace.
-struct Traced<'a, 'c> {
     runtime: &'a Runtime,
-    span: Option<CheckSpan>,
+    /// Where the request's trace context may be, in order.
     carriers: &'a [Carrier<'c>],
+    span: Option<CheckSpan>,
+    started: Instant,
+}
+
+impl<'a, 'c> Checking<'a, 'c> {
+    /// `started`: when the front end received the request.
+    fn start(
+        metrics: &'a Metrics,
+        telemetry: &Telemetry,
+        front_end: FrontEnd,
+        runtime: &'a Runtime,
+        carriers: &'a [Carrier<'c>],
+        started: Instant,
+    ) -> Self {
+        Checking {
+            metrics,
+            front_end,
+            runtime,
+            carriers,
+            span: telemetry.check_span(front_end.label(), carriers),
+            started,
+        }
+    }
+
+    /// Runs the check, inside its span when traced (so key and status-list fetches it
+    /// starts are its children).
+    async fn check(&self, incoming: &Incoming<'_>) -> Outcome<'a> {
+        match &self.span {
+            Some(span) => {
+                self.runtime
+                    .check(incoming)
+                    .with_context(span.context())
+                    .await
+            }
+            None => self.runtime.check(incoming).await,
+        }
+    }
+
+    /// Counts the answered check, writes its decision log line (debug level), and ends its
+    /// span. The token appears only as its fingerprint; the log names the trace the request
+    /// belongs to, from its span or, when jwt-authz does not trace, from the carriers.
+    fn record(self, incoming: &Incoming<'_>, outcome: &Outcome<'_>) {
+        let front_end = self.front_end.label();
+        let elapsed = self.started.elapsed();
+        self.metrics
+            .record_check(front_end, outcome.result(), outcome.reason, elapsed);
+        tracing::debug!(
+            front_end,
+            decision = outcome.result(),
+            reason = outcome.reason,
+            would_deny = outcome.would_deny.unwrap_or("-"),
+            rule = outcome.rule,
+            token = outcome
+                .token
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), token_cache::fingerprint),
+            sub = outcome.subject().unwrap_or("-"),
+            // Debug-quoted: a refused method or path may hold anything the client sent.
+            method = ?incoming.method,
+            path = ?request::split_target(incoming.target).0,
+            micros = elapsed.as_micros() as u64,
+            trace_id = self
+                .span
+                .as_ref()
+                .and_then(CheckSpan::trace_id)
+                .or_else(|| telemetry::trace_id(self.carriers))
+                .as_deref()
+                .unwrap_or("-"),
+            "check"
+        );
+        if let Some(span) = self.span {
+            span.finish(CheckRecord {
+                decision: outcome.result(),
+                reason: outcome.reason,
+                would_deny: outcome.would_deny,
+                rule: outcome.rule,
+                provider: outcome
+                    .identity
+                    .as_ref()
+                    .and_then(|v| self.runtime.provider_name(v.provider)),
+                cache_hit: outcome.cache_hit,
+                fingerprint: outcome.token.as_ref().map(token_cache::fingerprint),
+                method: incoming.method,
+                path: request::split_target(incoming.target).0,
+                status: outcome.verdict.http_status(),
+            });
+        }
+    }
 }
