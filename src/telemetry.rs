@@ -227,11 +227,7 @@ impl Telemetry {
         })
     }
 
-    pub fn enabled(&self) -> bool {
-        self.inner.is_some()
-    }
-
-    /// The span of one check, started at `started`, continuing the trace of the first
+    /// The span of one check, started now, continuing the trace of the first
     /// carrier that holds a trace context (the proxy's own call first, then the request it
     /// asks about). `None` when tracing is off.
     pub fn check_span(
@@ -300,15 +296,6 @@ impl Telemetry {
             && let Err(error) = inner.provider.shutdown_with_timeout(timeout)
         {
             tracing::warn!(%error, "trace export did not finish at shutdown");
-        }
-    }
-
-    /// Sends what is queued now (tests, and before a restart).
-    pub fn flush(&self) {
-        if let Some(inner) = &self.inner
-            && let Err(error) = inner.provider.force_flush()
-        {
-            tracing::warn!(%error, "trace export failed");
         }
     }
 }

@@ -96,7 +96,6 @@ fn malformed_contexts_are_ignored() {
 #[test]
 fn off_makes_no_spans() {
     let telemetry = Telemetry::off();
-    assert!(!telemetry.enabled());
     let carrier = headers(&[("traceparent", TRACEPARENT)]);
     assert!(telemetry.check_span("grpc", &[&carrier]).is_none());
     assert!(telemetry.step_span("step").is_none());
