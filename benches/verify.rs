@@ -7,10 +7,15 @@
 //!   escape, which the canonicaliser has to rewrite.
 //! - `check/uncached`: the same with the cache off, so the RS256 signature is verified
 //!   every time.
-//! - `verify/rs256`: provider and key selection plus `jsonwebtoken` verification alone.
+//! - `verify/rs256`: the token parsed once, provider and key chosen, signature and claims
+//!   checked: verification alone.
 //! - `dpop/verify_proof`: one ES256 DPoP proof checked (RFC 9449 §4.3), without the replay
 //!   store; `dpop/es256_signature`: its P-256 signature check alone in aws-lc (the floor);
 //!   `dpop/thumbprint`: the RFC 7638 thumbprint alone.
+//! - `signature/prepared` and `signature/stock`: the RS256 check with the aws-lc key parsed
+//!   once per fetch, and as `jsonwebtoken` does it (key parsed per call).
+//! - `token/parse_once`: the token split and decoded once, as verification does;
+//!   `token/jsonwebtoken_decode`: `jsonwebtoken::decode` (stock signature check included).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -167,12 +172,12 @@ fn bench(c: &mut Criterion) {
     // n and e on every call) against the key prepared once per fetch.
     let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(rsa_jwk(&key)).expect("jwk");
     let decoding = jsonwebtoken::DecodingKey::from_jwk(&jwk).expect("decoding key");
-    let _prepared = jwt_authz::crypto::prepare(&decoding, &[jsonwebtoken::Algorithm::RS256]);
+    let alg = jsonwebtoken::Algorithm::RS256;
+    let prepared = jwt_authz::crypto::prepare(&decoding, &[alg]);
     let (message, signature) = token.rsplit_once('.').expect("jws");
     let signature =
         base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, signature)
             .expect("b64");
-    let alg = jsonwebtoken::Algorithm::RS256;
     c.bench_function("signature/stock", |b| {
         b.iter(|| {
             let v =
@@ -182,9 +187,26 @@ fn bench(c: &mut Criterion) {
         })
     });
     c.bench_function("signature/prepared", |b| {
+        b.iter(|| assert!(prepared[0].verify(message.as_bytes(), &signature)))
+    });
+
+    // The miss path around the signature: the token taken apart once (split, base64url,
+    // header and claims JSON) as verification does now, against `jsonwebtoken::decode`
+    // (signature included) as it did before, less signature/stock.
+    c.bench_function("token/parse_once", |b| {
+        b.iter(|| jwt_authz::verify::jws::Unverified::parse(&token).expect("parses"))
+    });
+    let mut validation = jsonwebtoken::Validation::new(alg);
+    validation.validate_aud = false;
+    validation.set_issuer(&["https://bench.test"]);
+    c.bench_function("token/jsonwebtoken_decode", |b| {
         b.iter(|| {
-            let v = jwt_authz::crypto::verifier_factory(&alg, &decoding).expect("verifier");
-            v.verify(message.as_bytes(), &signature).expect("valid")
+            jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+                &token,
+                &decoding,
+                &validation,
+            )
+            .expect("valid")
         })
     });
 }

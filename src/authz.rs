@@ -727,8 +727,7 @@ impl Runtime {
     /// Verifies a token against its provider, without the cache or route rules (so without
     /// the audience check, which depends on the route).
     pub async fn verify_token(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
-        let provider = self.verifier.provider_for(token)?;
-        self.verifier.verify(provider, token).await
+        self.verifier.verify(token).await
     }
 
     /// The verified claims for a token, from the cache when its key is still published.

@@ -1,16 +1,16 @@
 //! Key sets: a fetched JWKS document turned, once per fetch, into ready verifiers, each pinned
 //! to the algorithms its key type (and declared `alg`) allows.
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use jsonwebtoken::jwk::{
     AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse,
     ThumbprintHash,
 };
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey};
 
 use crate::config::ProviderConfig;
+use crate::crypto::PreparedKey;
 
 #[cfg(test)]
 mod tests;
@@ -22,12 +22,19 @@ pub struct VerifyingKey {
     pub thumbprint: String,
     /// The algorithms this key may verify: its type's, narrowed by its `alg` and the provider.
     pub algorithms: Vec<Algorithm>,
-    pub decoding_key: DecodingKey,
-    /// The provider's rules (iss, aud, exp, nbf, leeway) with `algorithms` pinned to this key.
-    pub validation: Validation,
-    /// The key parsed by aws-lc once per algorithm; verification finds it through
-    /// [`crate::crypto`] instead of parsing the key again.
-    _prepared: Vec<Arc<aws_lc_rs::signature::ParsedPublicKey>>,
+    /// The key parsed by aws-lc once for each of `algorithms`.
+    prepared: Vec<PreparedKey>,
+}
+
+impl VerifyingKey {
+    /// Whether `signature` over `message` was made with this key under `alg`; never for an
+    /// algorithm the key is not pinned to.
+    pub fn verify_signature(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        self.prepared
+            .iter()
+            .find(|p| p.alg == alg)
+            .is_some_and(|p| p.verify(message, signature))
+    }
 }
 
 impl std::fmt::Debug for VerifyingKey {
@@ -72,13 +79,11 @@ impl KeySet {
     /// safely are skipped with a warning; a document with none left is an error, so that a
     /// broken publication never replaces a good key set.
     pub fn parse(body: &[u8], provider: &ProviderConfig) -> Result<Self, KeySetError> {
-        crate::crypto::install();
         let raw: RawJwks = serde_json::from_slice(body).map_err(KeySetError::NotJwks)?;
-        let template = validation_template(provider);
         let mut keys = Vec::with_capacity(raw.keys.len());
         let mut skipped = 0;
         for value in raw.keys {
-            match VerifyingKey::from_jwk_value(value, provider, &template) {
+            match VerifyingKey::from_jwk_value(value, provider) {
                 Ok(key) => keys.push(key),
                 Err(reason) => {
                     skipped += 1;
@@ -131,7 +136,10 @@ impl KeySet {
         self.keys.iter().any(|k| k.thumbprint == thumbprint)
     }
 
-    pub fn by_kid<'a>(&'a self, kid: &'a str) -> impl Iterator<Item = &'a VerifyingKey> + 'a {
+    pub fn by_kid<'a, 'k>(
+        &'a self,
+        kid: &'k str,
+    ) -> impl Iterator<Item = &'a VerifyingKey> + use<'a, 'k> {
         self.keys
             .iter()
             .filter(move |k| k.kid.as_deref() == Some(kid))
@@ -145,11 +153,7 @@ impl KeySet {
 }
 
 impl VerifyingKey {
-    fn from_jwk_value(
-        value: serde_json::Value,
-        provider: &ProviderConfig,
-        template: &Validation,
-    ) -> Result<Self, String> {
+    fn from_jwk_value(value: serde_json::Value, provider: &ProviderConfig) -> Result<Self, String> {
         if value.get("kty").and_then(|v| v.as_str()) == Some("oct") {
             return Err("symmetric (oct) keys are never accepted".into());
         }
@@ -230,16 +234,17 @@ impl VerifyingKey {
         let thumbprint = jwk
             .thumbprint(ThumbprintHash::SHA256)
             .map_err(|e| format!("key {kid_hint}: cannot compute thumbprint: {e}"))?;
-        let mut validation = template.clone();
-        validation.algorithms = algorithms.clone();
         let prepared = crate::crypto::prepare(&decoding_key, &algorithms);
+        // An algorithm aws-lc could not parse the key for is one this key never verifies.
+        algorithms.retain(|alg| prepared.iter().any(|p| p.alg == *alg));
+        if algorithms.is_empty() {
+            return Err(format!("key {kid_hint}: unusable key material"));
+        }
         Ok(Self {
             kid: jwk.common.key_id.clone(),
             thumbprint,
             algorithms,
-            decoding_key,
-            validation,
-            _prepared: prepared,
+            prepared,
         })
     }
 }
@@ -255,24 +260,6 @@ fn rsa_modulus_bits(n: &str) -> Option<usize> {
     let first = bytes.iter().position(|b| *b != 0)?;
     let significant = &bytes[first..];
     Some(significant.len() * 8 - significant[0].leading_zeros() as usize)
-}
-
-/// The provider's claim checks, shared by all its keys. `aud` must be present, but which
-/// audiences are accepted depends on the route, so it is compared per request
-/// ([`crate::verify::audience_matches`]).
-fn validation_template(provider: &ProviderConfig) -> Validation {
-    let mut validation = Validation::new(Algorithm::RS256);
-    validation.leeway = provider.leeway.as_secs();
-    validation.validate_exp = true;
-    validation.validate_nbf = true;
-    validation.validate_aud = false;
-    validation.set_issuer(&[&provider.issuer]);
-    let mut required = vec!["iss", "aud"];
-    if provider.require_exp {
-        required.push("exp");
-    }
-    validation.set_required_spec_claims(&required);
-    validation
 }
 
 fn declared_algorithm(alg: &KeyAlgorithm) -> Option<Algorithm> {

@@ -4,7 +4,7 @@
 //! - [`config`]: the YAML configuration, its defaults and validation.
 //! - [`extract`]: finding the one token in a request (bearer, header, cookie, query).
 //! - [`keys`]: a JWKS document turned into ready verifiers, one per usable key.
-//! - [`crypto`]: keys parsed by aws-lc once per fetch, plugged into `jsonwebtoken`.
+//! - [`crypto`]: keys parsed by aws-lc once per fetch; every signature is checked with them.
 //! - [`dpop`]: DPoP proofs (RFC 9449) and JWK thumbprints (RFC 7638).
 //! - [`mtls`]: certificate-bound tokens (RFC 8705 §3): the client certificate's thumbprint.
 //! - [`sender`]: whether a request proves the key or certificate its token is bound to.

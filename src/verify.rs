@@ -5,13 +5,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, Header, Validation, decode, decode_header};
+use jsonwebtoken::{Algorithm, Header};
 use serde_json::{Map, Value};
 
 use crate::config::ProviderConfig;
 use crate::jwks::KeyStore;
 use crate::keys::{KeySet, VerifyingKey};
+
+pub mod jws;
+
+use jws::{Registered, Unverified};
 
 /// Claims of a token whose signature and registered claims have been checked.
 #[derive(Debug)]
@@ -104,11 +107,6 @@ pub struct Verifier {
     by_issuer: HashMap<String, usize>,
 }
 
-#[derive(serde::Deserialize)]
-struct UnverifiedIssuer {
-    iss: String,
-}
-
 impl Verifier {
     pub fn new(providers: Vec<Provider>) -> Self {
         let by_issuer = providers
@@ -129,26 +127,23 @@ impl Verifier {
         self.providers.get(index)
     }
 
-    /// The provider a token claims to come from, read without verification: only used to
-    /// pick which keys to verify with.
-    pub fn provider_for(&self, token: &str) -> Result<&Provider, VerifyError> {
-        let unverified: UnverifiedIssuer = jsonwebtoken::dangerous::insecure_decode_claims(token)
-            .map_err(|_| VerifyError::Malformed)?;
+    /// The provider a token claims to come from (its `iss`, read before verification:
+    /// only used to pick which keys to verify with).
+    pub fn provider_for(&self, token: &Unverified<'_>) -> Result<&Provider, VerifyError> {
         self.by_issuer
-            .get(&unverified.iss)
+            .get(token.issuer()?)
             .and_then(|i| self.providers.get(*i))
             .ok_or(VerifyError::UnknownIssuer)
     }
 
-    /// Verifies `token` against `provider`'s keys, refetching them (rate-limited) when the
-    /// token names a key the provider does not hold.
-    pub async fn verify(
-        &self,
-        provider: &Provider,
-        token: &str,
-    ) -> Result<VerifiedToken, VerifyError> {
+    /// Verifies a token: decoded once, its provider chosen by `iss`, its key by `kid`
+    /// (refetched, rate-limited, when the provider does not hold it), its signature and
+    /// claims checked.
+    pub async fn verify(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
+        let token = Unverified::parse(token)?;
+        let provider = self.provider_for(&token)?;
         let config = provider.config();
-        let header = checked_header(token, config)?;
+        let header = checked_header(&token.header, config)?;
         // RFC 8725 §3.11: explicit typing keeps, say, an ID token out of where an access
         // token is meant. Checked before the signature: it costs nothing.
         if !config.accepts_type(header.typ.as_deref()) {
@@ -164,37 +159,50 @@ impl Verifier {
             return Err(VerifyError::WrongTokenType);
         }
         let keys = key_set_for(&provider.store, header.kid.as_deref()).await?;
-        let candidates = candidates(&keys, header.kid.as_deref(), header.alg)?;
-        let mut last = VerifyError::AlgorithmNotAllowed;
-        for key in candidates {
-            match decode::<Map<String, Value>>(token, &key.decoding_key, &key.validation) {
-                Ok(data) => {
-                    check_required(config, &data.claims)?;
-                    let exp = numeric_date(&data.claims, "exp")?;
-                    check_issued_at(config, &data.claims, exp)?;
-                    return Ok(VerifiedToken {
-                        provider: provider.index,
-                        thumbprint: key.thumbprint.clone(),
-                        claims: data.claims,
-                        exp,
-                    });
-                }
-                Err(e) => {
-                    last = map_error(e.kind());
-                    if last != VerifyError::BadSignature {
-                        return Err(last);
-                    }
-                }
-            }
+        let key = signed_by(&keys, &token)?;
+        let mut required = vec!["iss", "aud"];
+        if config.require_exp {
+            required.push("exp");
         }
-        Err(last)
+        let now = jsonwebtoken::get_current_timestamp();
+        let rules = Registered {
+            required: &required,
+            check_exp: true,
+            check_nbf: true,
+            leeway: config.leeway.as_secs(),
+            issuer: Some(&config.issuer),
+        };
+        let exp = jws::check_registered(&token.claims, &rules, now)?;
+        check_required(config, &token.claims)?;
+        check_issued_at(config, &token.claims, exp, now)?;
+        Ok(VerifiedToken {
+            provider: provider.index,
+            thumbprint: key.thumbprint.clone(),
+            claims: token.claims,
+            exp,
+        })
     }
+}
+
+/// The key whose signature the token carries: of the keys that may have signed it (the one
+/// its `kid` names, or every key for its algorithm), the first whose signature checks.
+fn signed_by<'k>(
+    keys: &'k KeySet,
+    token: &Unverified<'_>,
+) -> Result<&'k VerifyingKey, VerifyError> {
+    let header = &token.header;
+    candidates(keys, header.kid.as_deref(), header.alg)?
+        .into_iter()
+        .find(|key| key.verify_signature(header.alg, token.signing_input, &token.signature))
+        .ok_or(VerifyError::BadSignature)
 }
 
 /// The JOSE header, refused when it asks for what is never supported (`crit`, encryption,
 /// compression) or names an algorithm the provider does not accept.
-fn checked_header(token: &str, config: &ProviderConfig) -> Result<Header, VerifyError> {
-    let header = decode_header(token).map_err(|_| VerifyError::Malformed)?;
+fn checked_header<'h>(
+    header: &'h Header,
+    config: &ProviderConfig,
+) -> Result<&'h Header, VerifyError> {
     if header.crit.is_some() || header.enc.is_some() || header.zip.is_some() {
         return Err(VerifyError::UnsupportedHeader);
     }
@@ -226,7 +234,7 @@ async fn key_set_for(store: &Arc<KeyStore>, kid: Option<&str>) -> Result<Arc<Key
 /// without one, every key for the algorithm), each allowed to verify `alg`.
 fn candidates<'k>(
     keys: &'k KeySet,
-    kid: Option<&'k str>,
+    kid: Option<&str>,
     alg: Algorithm,
 ) -> Result<Vec<&'k VerifyingKey>, VerifyError> {
     let found: Vec<&VerifyingKey> = match kid {
@@ -261,7 +269,8 @@ pub async fn verify_status_list_token(
     token: &str,
 ) -> Result<Map<String, Value>, VerifyError> {
     let config = store.provider();
-    let header = checked_header(token, config)?;
+    let token = Unverified::parse(token)?;
+    let header = checked_header(&token.header, config)?;
     // §5.1: "The JWT type MUST be statuslist+jwt" (RFC 7515 §4.1.9: with or without the
     // application/ prefix).
     let typ = header.typ.as_deref().and_then(crate::config::media_type);
@@ -269,36 +278,18 @@ pub async fn verify_status_list_token(
         return Err(VerifyError::WrongTokenType);
     }
     let keys = key_set_for(store, header.kid.as_deref()).await?;
-    let mut validation = Validation::new(header.alg);
-    validation.leeway = config.leeway.as_secs();
+    signed_by(&keys, &token)?;
     // `exp` is checked against the list's use (status_list::check_token_claims); `aud` is
-    // not a Status List Token claim.
-    validation.validate_exp = false;
-    validation.validate_nbf = true;
-    validation.validate_aud = false;
-    validation.set_required_spec_claims(&["sub"]);
-    let mut last = VerifyError::AlgorithmNotAllowed;
-    for key in candidates(&keys, header.kid.as_deref(), header.alg)? {
-        match decode::<Map<String, Value>>(token, &key.decoding_key, &validation) {
-            Ok(data) => {
-                if data
-                    .claims
-                    .get("iss")
-                    .is_some_and(|iss| iss.as_str() != Some(config.issuer.as_str()))
-                {
-                    return Err(VerifyError::WrongIssuer);
-                }
-                return Ok(data.claims);
-            }
-            Err(e) => {
-                last = map_error(e.kind());
-                if last != VerifyError::BadSignature {
-                    return Err(last);
-                }
-            }
-        }
-    }
-    Err(last)
+    // not a Status List Token claim; `iss`, if present, must be the provider's.
+    let rules = Registered {
+        required: &["sub"],
+        check_exp: false,
+        check_nbf: true,
+        leeway: config.leeway.as_secs(),
+        issuer: Some(&config.issuer),
+    };
+    jws::check_registered(&token.claims, &rules, jsonwebtoken::get_current_timestamp())?;
+    Ok(token.claims)
 }
 
 fn check_required(config: &ProviderConfig, claims: &Map<String, Value>) -> Result<(), VerifyError> {
@@ -310,30 +301,19 @@ fn check_required(config: &ProviderConfig, claims: &Map<String, Value>) -> Resul
     Ok(())
 }
 
-/// A NumericDate claim (RFC 7519 §2) as whole seconds; `Malformed` when it is not a number.
-fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, VerifyError> {
-    match claims.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => {
-            let secs = v.as_f64().ok_or(VerifyError::Malformed)?;
-            Ok(Some(if secs <= 0.0 { 0 } else { secs as u64 }))
-        }
-    }
-}
-
 /// `iat` (RFC 7519 §4.1.6) must not lie in the future beyond the leeway, and with
 /// `max_lifetime` set the token must carry `iat` and `exp` no further apart than that.
 fn check_issued_at(
     config: &ProviderConfig,
     claims: &Map<String, Value>,
     exp: Option<u64>,
+    now: u64,
 ) -> Result<(), VerifyError> {
-    let iat = numeric_date(claims, "iat")?;
-    if let Some(iat) = iat {
-        let now = jsonwebtoken::get_current_timestamp();
-        if iat > now.saturating_add(config.leeway.as_secs()) {
-            return Err(VerifyError::IssuedInFuture);
-        }
+    let iat = jws::date_claim(claims, "iat")?;
+    if let Some(iat) = iat
+        && iat > now.saturating_add(config.leeway.as_secs())
+    {
+        return Err(VerifyError::IssuedInFuture);
     }
     if let Some(max) = config.max_lifetime {
         let iat = iat.ok_or_else(|| VerifyError::MissingClaim("iat".to_owned()))?;
@@ -356,20 +336,5 @@ pub fn audience_matches(claims: &Map<String, Value>, accepted: &[String]) -> boo
             .filter_map(Value::as_str)
             .any(|aud| accepted.iter().any(|a| a == aud)),
         _ => false,
-    }
-}
-
-fn map_error(kind: &ErrorKind) -> VerifyError {
-    match kind {
-        ErrorKind::InvalidSignature => VerifyError::BadSignature,
-        ErrorKind::ExpiredSignature => VerifyError::Expired,
-        ErrorKind::ImmatureSignature => VerifyError::NotYetValid,
-        ErrorKind::InvalidAudience => VerifyError::WrongAudience,
-        ErrorKind::InvalidIssuer => VerifyError::WrongIssuer,
-        ErrorKind::MissingRequiredClaim(claim) => VerifyError::MissingClaim(claim.clone()),
-        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
-            VerifyError::AlgorithmNotAllowed
-        }
-        _ => VerifyError::Malformed,
     }
 }
