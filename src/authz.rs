@@ -25,6 +25,7 @@ use crate::revocation::StatusLists;
 use crate::sender::{self, ReplayCheck};
 use crate::telemetry::{self, Telemetry};
 use crate::token_cache::{self, TokenCache};
+use crate::verify::pool::{PoolSettings, VerifyPool};
 use crate::verify::{self, Provider, VerifiedToken, Verifier, VerifyError};
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
@@ -67,6 +68,8 @@ pub enum StartError {
     NonceSecret { path: String, message: String },
     #[error("state_dir {path}: {message}")]
     StateDir { path: String, message: String },
+    #[error("cannot start the verification threads: {0}")]
+    VerifyThreads(std::io::Error),
 }
 
 /// Creates `state_dir` (owner only) if it does not exist yet.
@@ -171,6 +174,8 @@ pub struct Runtime {
     nonces: Option<Nonces>,
     /// Spans for the steps of a check that can take long (off unless `tracing` is set).
     telemetry: Telemetry,
+    /// The threads that check signatures (kept across reloads that keep its settings).
+    pool: VerifyPool,
 }
 
 impl Drop for Runtime {
@@ -337,6 +342,16 @@ impl Runtime {
                 Some(Nonces::new(secret, nonce.lifetime).map_err(|e| failed(e.to_string()))?)
             }
         };
+        let settings = PoolSettings {
+            threads: config.limits.verify_threads(),
+            queue: config.limits.max_queued_verifications,
+            nice: config.limits.verify_nice,
+        };
+        let pool = match previous.filter(|p| p.pool.settings() == settings) {
+            Some(previous) => previous.pool.clone(),
+            None => VerifyPool::start(settings, Arc::clone(&metrics))
+                .map_err(StartError::VerifyThreads)?,
+        };
         let refreshers = providers
             .iter()
             .map(|p| p.store.spawn_refresher())
@@ -347,6 +362,7 @@ impl Runtime {
             )
             .collect();
         Ok(Self {
+            pool,
             replay,
             dpop_algs,
             nonces,
@@ -727,7 +743,7 @@ impl Runtime {
     /// Verifies a token against its provider, without the cache or route rules (so without
     /// the audience check, which depends on the route).
     pub async fn verify_token(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
-        self.verifier.verify(token).await
+        self.verifier.verify(token, &self.pool).await
     }
 
     /// The verified claims for a token, from the cache when its key is still published.

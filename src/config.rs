@@ -402,6 +402,18 @@ pub struct LimitsConfig {
     /// queueing behind a slow JWKS.
     #[serde(default = "default_max_key_fetch_waiters")]
     pub max_key_fetch_waiters: usize,
+    /// Threads that check signatures of tokens not in the cache (unset: one per CPU the
+    /// process may run on). Cache hits never wait for them.
+    #[serde(default)]
+    pub verify_threads: Option<usize>,
+    /// Tokens waiting for a verification thread; more are answered 503 at once
+    /// (`verify_busy`), so a flood of junk tokens is shed instead of queued.
+    #[serde(default = "default_max_queued_verifications")]
+    pub max_queued_verifications: usize,
+    /// The verification threads' nice value (0–19): under a flood that fills every CPU,
+    /// checks answered from the cache are scheduled ahead of signature checks.
+    #[serde(default = "default_verify_nice")]
+    pub verify_nice: i32,
 }
 
 impl Default for LimitsConfig {
@@ -410,7 +422,23 @@ impl Default for LimitsConfig {
             check_timeout: default_check_timeout(),
             max_concurrent_checks: default_max_concurrent_checks(),
             max_key_fetch_waiters: default_max_key_fetch_waiters(),
+            verify_threads: None,
+            max_queued_verifications: default_max_queued_verifications(),
+            verify_nice: default_verify_nice(),
         }
+    }
+}
+
+/// At most this many verification threads and queued verifications.
+pub const MAX_VERIFY_THREADS: usize = 256;
+pub const MAX_QUEUED_VERIFICATIONS: usize = 1 << 20;
+
+impl LimitsConfig {
+    /// The verification threads to run: `verify_threads`, or one per CPU available.
+    pub fn verify_threads(&self) -> usize {
+        self.verify_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
     }
 }
 
@@ -662,10 +690,33 @@ impl Config {
                 "limits.max_key_fetch_waiters",
                 self.limits.max_key_fetch_waiters == 0,
             ),
+            (
+                "limits.max_queued_verifications",
+                self.limits.max_queued_verifications == 0,
+            ),
+            (
+                "limits.verify_threads",
+                self.limits.verify_threads == Some(0),
+            ),
         ] {
             if zero {
                 return Err(invalid(field, "must be greater than 0"));
             }
+        }
+        if self.limits.verify_threads() > MAX_VERIFY_THREADS {
+            return Err(invalid(
+                "limits.verify_threads",
+                format!("must be at most {MAX_VERIFY_THREADS}"),
+            ));
+        }
+        if self.limits.max_queued_verifications > MAX_QUEUED_VERIFICATIONS {
+            return Err(invalid(
+                "limits.max_queued_verifications",
+                format!("must be at most {MAX_QUEUED_VERIFICATIONS}"),
+            ));
+        }
+        if !(0..=19).contains(&self.limits.verify_nice) {
+            return Err(invalid("limits.verify_nice", "must be between 0 and 19"));
         }
         if self.providers.is_empty() {
             return Err(invalid("providers", "at least one provider is required"));
@@ -1212,6 +1263,14 @@ fn default_max_token_bytes() -> usize {
 
 fn default_check_timeout() -> Duration {
     Duration::from_secs(2)
+}
+
+fn default_max_queued_verifications() -> usize {
+    1024
+}
+
+fn default_verify_nice() -> i32 {
+    10
 }
 
 fn default_max_concurrent_checks() -> usize {

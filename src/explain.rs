@@ -256,7 +256,8 @@ fn checks(
             | VerifyError::WrongTokenType
             | VerifyError::UnknownKey
             | VerifyError::KeysUnavailable
-            | VerifyError::KeyFetchBusy,
+            | VerifyError::KeyFetchBusy
+            | VerifyError::VerifyBusy,
         ) => None,
         // Claim checks run only on a good signature.
         Some(_) => Some(true),

@@ -87,6 +87,8 @@ pub struct Metrics {
     status_list_age: Family<ListLabels, Gauge>,
     revoked_tokens: Family<RevokedLabels, Counter>,
     trace_spans: Family<CacheLabels, Counter>,
+    verifications_queued: Gauge,
+    verifications_shed: Counter,
 }
 
 fn check_duration_histogram() -> Histogram {
@@ -198,7 +200,21 @@ impl Metrics {
             "Spans sent to the OTLP collector, by result (ok, error: the batch was lost); spans dropped because the export queue was full are logged",
             trace_spans.clone(),
         );
+        let verifications_queued = Gauge::default();
+        registry.register(
+            "verifications_queued",
+            "Tokens not in the cache waiting for or in a signature check on the verification threads",
+            verifications_queued.clone(),
+        );
+        let verifications_shed = Counter::default();
+        registry.register(
+            "verifications_shed",
+            "Tokens answered 503 (verify_busy) without a signature check because limits.max_queued_verifications were already waiting",
+            verifications_shed.clone(),
+        );
         Self {
+            verifications_queued,
+            verifications_shed,
             trace_spans,
             jwks_from_snapshot,
             status_list_fetches,
@@ -295,6 +311,15 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    /// A verification entered (`1`) or left (`-1`) the verification threads' queue.
+    pub fn record_verification_queued(&self, change: i64) {
+        self.verifications_queued.inc_by(change);
+    }
+
+    pub fn record_verification_shed(&self) {
+        self.verifications_shed.inc();
     }
 
     pub fn record_token_cache(&self, hit: bool) {

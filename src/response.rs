@@ -228,6 +228,14 @@ impl Deny {
                 false,
                 "key_fetch_busy",
             ),
+            Deny::Invalid(VerifyError::VerifyBusy) => (
+                ServiceUnavailable,
+                Code::Unavailable,
+                "temporarily_unavailable",
+                "server busy, retry later",
+                false,
+                "verify_busy",
+            ),
             Deny::Invalid(VerifyError::KeysUnavailable) => (
                 ServiceUnavailable,
                 Code::Unavailable,
@@ -387,9 +395,9 @@ impl Deny {
                     VerifyError::IssuedInFuture => {
                         ("token issued in the future", "issued_in_future")
                     }
-                    VerifyError::KeysUnavailable | VerifyError::KeyFetchBusy => {
-                        ("signing keys unavailable", "keys_unavailable")
-                    }
+                    VerifyError::KeysUnavailable
+                    | VerifyError::KeyFetchBusy
+                    | VerifyError::VerifyBusy => ("signing keys unavailable", "keys_unavailable"),
                 };
                 (
                     Unauthorized,

@@ -13,8 +13,10 @@ use crate::jwks::KeyStore;
 use crate::keys::{KeySet, VerifyingKey};
 
 pub mod jws;
+pub mod pool;
 
 use jws::{Registered, Unverified};
+use pool::VerifyPool;
 
 /// Claims of a token whose signature and registered claims have been checked.
 #[derive(Debug)]
@@ -83,6 +85,8 @@ pub enum VerifyError {
     KeysUnavailable,
     #[error("too many checks waiting on a key fetch")]
     KeyFetchBusy,
+    #[error("too many tokens waiting for a signature check")]
+    VerifyBusy,
 }
 
 /// One configured provider and its keys.
@@ -129,7 +133,7 @@ impl Verifier {
 
     /// The provider a token claims to come from (its `iss`, read before verification:
     /// only used to pick which keys to verify with).
-    pub fn provider_for(&self, token: &Unverified<'_>) -> Result<&Provider, VerifyError> {
+    pub fn provider_for(&self, token: &Unverified) -> Result<&Provider, VerifyError> {
         self.by_issuer
             .get(token.issuer()?)
             .and_then(|i| self.providers.get(*i))
@@ -137,9 +141,14 @@ impl Verifier {
     }
 
     /// Verifies a token: decoded once, its provider chosen by `iss`, its key by `kid`
-    /// (refetched, rate-limited, when the provider does not hold it), its signature and
-    /// claims checked.
-    pub async fn verify(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
+    /// (refetched, rate-limited, when the provider does not hold it), its signature checked
+    /// on `pool`'s threads, its claims checked. Everything that can refuse a token without
+    /// cryptography (shape, issuer, header, type, algorithm, unknown key) does so first.
+    pub async fn verify(
+        &self,
+        token: &str,
+        pool: &VerifyPool,
+    ) -> Result<VerifiedToken, VerifyError> {
         let token = Unverified::parse(token)?;
         let provider = self.provider_for(&token)?;
         let config = provider.config();
@@ -158,8 +167,17 @@ impl Verifier {
         {
             return Err(VerifyError::WrongTokenType);
         }
-        let keys = key_set_for(&provider.store, header.kid.as_deref()).await?;
-        let key = signed_by(&keys, &token)?;
+        let keys = key_set_for(&provider.store, token.header.kid.as_deref()).await?;
+        // Refused before it queues: the signature check alone is left to do.
+        candidates(&keys, token.header.kid.as_deref(), token.header.alg)?;
+        let (token, thumbprint) = pool
+            .run(move || {
+                let thumbprint = signed_by(&keys, &token).map(|key| key.thumbprint.clone());
+                (token, thumbprint)
+            })
+            .await
+            .map_err(|_| VerifyError::VerifyBusy)?;
+        let thumbprint = thumbprint?;
         let mut required = vec!["iss", "aud"];
         if config.require_exp {
             required.push("exp");
@@ -177,7 +195,7 @@ impl Verifier {
         check_issued_at(config, &token.claims, exp, now)?;
         Ok(VerifiedToken {
             provider: provider.index,
-            thumbprint: key.thumbprint.clone(),
+            thumbprint,
             claims: token.claims,
             exp,
         })
@@ -186,14 +204,11 @@ impl Verifier {
 
 /// The key whose signature the token carries: of the keys that may have signed it (the one
 /// its `kid` names, or every key for its algorithm), the first whose signature checks.
-fn signed_by<'k>(
-    keys: &'k KeySet,
-    token: &Unverified<'_>,
-) -> Result<&'k VerifyingKey, VerifyError> {
+fn signed_by<'k>(keys: &'k KeySet, token: &Unverified) -> Result<&'k VerifyingKey, VerifyError> {
     let header = &token.header;
     candidates(keys, header.kid.as_deref(), header.alg)?
         .into_iter()
-        .find(|key| key.verify_signature(header.alg, token.signing_input, &token.signature))
+        .find(|key| key.verify_signature(header.alg, &token.signing_input, &token.signature))
         .ok_or(VerifyError::BadSignature)
 }
 

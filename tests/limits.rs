@@ -113,3 +113,65 @@ async fn a_timed_out_check_leaves_its_key_fetch_running() {
     tokio::time::sleep(delay + Duration::from_millis(300)).await;
     allowed(&server.check_token("/api", &token).await);
 }
+
+/// A flood of tokens that each cost a signature check (known kid, bad signature, all
+/// distinct) against one verification thread with room for two waiting: the excess is
+/// answered 503 at once (`verify_busy`, counted), everything checked is refused, and the
+/// cached token checked in the middle of the flood is always allowed, since a cache hit
+/// never waits for the verification threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_bad_signatures_is_shed_and_cache_hits_never_wait_for_it() {
+    let (_jwks, key, server) =
+        start_with_key("limits: {verify_threads: 1, max_queued_verifications: 2}\n").await;
+    let attacker = TestKey::rsa("k1");
+    let valid = key.token(&claims("u1"));
+    assert_eq!(
+        denied_status(&server.check_token("/api", &valid).await),
+        None
+    );
+
+    let flood = (0..300).map(|i| {
+        let forged = attacker.token(&claims(&format!("flood-{i}")));
+        let server = &server;
+        async move {
+            let response = server.check_token("/api", &forged).await;
+            let status = denied_status(&response);
+            format!("{status:?} {}", denial(&response).1["error_description"])
+        }
+    });
+    let hits = (0..100).map(|_| {
+        let server = &server;
+        let valid = &valid;
+        async move { denied_status(&server.check_token("/api", valid).await) }
+    });
+    let (flood, hits) = futures::future::join(
+        futures::future::join_all(flood),
+        futures::future::join_all(hits),
+    )
+    .await;
+    assert!(hits.iter().all(Option::is_none), "{hits:?}");
+    let shed = flood
+        .iter()
+        .filter(|r| *r == "Some(503) \"server busy, retry later\"")
+        .count();
+    let refused = flood
+        .iter()
+        .filter(|r| *r == "Some(401) \"invalid signature\"")
+        .count();
+    assert_eq!(shed + refused, flood.len(), "{flood:?}");
+    assert!(shed > 0 && refused > 0, "shed {shed}, refused {refused}");
+    let (_, metrics) = server.admin_get("/metrics").await;
+    let counted = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("jwt_authz_verifications_shed_total "))
+        .and_then(|v| v.parse::<usize>().ok());
+    assert_eq!(counted, Some(shed));
+    assert_eq!(
+        metric(
+            &metrics,
+            "jwt_authz_checks_total",
+            &[("result", "deny"), ("reason", "verify_busy")]
+        ) as usize,
+        shed
+    );
+}

@@ -632,3 +632,36 @@ fn tracing_settings_are_validated() {
         assert!(error.contains(field), "{extra}: {error}");
     }
 }
+
+#[test]
+fn verification_threads_and_their_queue_are_bounded() {
+    let config = Config::from_yaml(MINIMAL).unwrap();
+    assert_eq!(config.limits.verify_threads, None);
+    assert!(config.limits.verify_threads() >= 1);
+    assert_eq!(config.limits.max_queued_verifications, 1024);
+    assert_eq!(config.limits.verify_nice, 10);
+    let with = |limits: &str| format!("{MINIMAL}limits: {limits}\n");
+    let set = Config::from_yaml(&with(
+        "{verify_threads: 3, max_queued_verifications: 7, verify_nice: 0}",
+    ))
+    .unwrap();
+    assert_eq!(set.limits.verify_threads(), 3);
+    assert_eq!(set.limits.max_queued_verifications, 7);
+    for (limits, field) in [
+        ("{verify_threads: 0}", "limits.verify_threads"),
+        ("{verify_threads: 257}", "limits.verify_threads"),
+        (
+            "{max_queued_verifications: 0}",
+            "limits.max_queued_verifications",
+        ),
+        (
+            "{max_queued_verifications: 1048577}",
+            "limits.max_queued_verifications",
+        ),
+        ("{verify_nice: -1}", "limits.verify_nice"),
+        ("{verify_nice: 20}", "limits.verify_nice"),
+    ] {
+        let error = error_of(&with(limits));
+        assert!(error.contains(field), "{limits}: {error}");
+    }
+}

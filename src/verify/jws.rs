@@ -21,21 +21,21 @@ mod tests;
 /// A token whose parts are decoded but whose signature is not yet checked: nothing in it is
 /// to be trusted except to choose the provider and key that will check it.
 #[derive(Debug)]
-pub struct Unverified<'t> {
+pub struct Unverified {
     pub header: Header,
     pub claims: Map<String, Value>,
     /// `BASE64URL(header) '.' BASE64URL(payload)`: what the signature covers (RFC 7515 §5.2
     /// step 8).
-    pub signing_input: &'t [u8],
+    pub signing_input: Vec<u8>,
     pub signature: Vec<u8>,
 }
 
-impl<'t> Unverified<'t> {
+impl Unverified {
     /// Splits and decodes `token` (its size was bounded where it was found:
     /// `max_token_bytes`). Exactly three parts; each base64url without padding (RFC 7515
     /// §2, §7.1); the header and the claims each a JSON object (RFC 7519 §7.2 steps 3–10).
     /// A JWE (five parts) and anything else are `Malformed`.
-    pub fn parse(token: &'t str) -> Result<Self, VerifyError> {
+    pub fn parse(token: &str) -> Result<Self, VerifyError> {
         let mut parts = token.splitn(4, '.');
         let (Some(header), Some(payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -51,7 +51,7 @@ impl<'t> Unverified<'t> {
             serde_json::from_slice(&decode(header)?).map_err(|_| VerifyError::Malformed)?;
         let UniqueClaims(claims) =
             serde_json::from_slice(&decode(payload)?).map_err(|_| VerifyError::Malformed)?;
-        let signing_input = &token.as_bytes()[..token.len() - signature.len() - 1];
+        let signing_input = token.as_bytes()[..token.len() - signature.len() - 1].to_vec();
         Ok(Self {
             header,
             claims,
