@@ -51,6 +51,9 @@ impl std::fmt::Debug for VerifyingKey {
 #[derive(Debug, Default)]
 pub struct KeySet {
     pub keys: Vec<VerifyingKey>,
+    /// Indexes of `keys` in thumbprint order: a cache hit asks [`KeySet::contains`] on every
+    /// check, in O(log n) comparisons.
+    by_thumbprint: Vec<usize>,
     /// When the document was fetched; `None` for the empty set held before the first fetch.
     pub fetched_at: Option<SystemTime>,
     /// The keys were dropped for being older than `max_stale` (`fetched_at` says when the
@@ -94,7 +97,10 @@ impl KeySet {
         if keys.is_empty() {
             return Err(KeySetError::NoUsableKeys { skipped });
         }
+        let mut by_thumbprint: Vec<usize> = (0..keys.len()).collect();
+        by_thumbprint.sort_by(|&a, &b| keys[a].thumbprint.cmp(&keys[b].thumbprint));
         Ok(Self {
+            by_thumbprint,
             keys,
             fetched_at: Some(SystemTime::now()),
             expired: false,
@@ -125,6 +131,7 @@ impl KeySet {
     pub fn expired_from(&self) -> Self {
         Self {
             keys: Vec::new(),
+            by_thumbprint: Vec::new(),
             fetched_at: self.fetched_at,
             expired: true,
             from_snapshot: false,
@@ -133,7 +140,9 @@ impl KeySet {
 
     /// Whether a key with this thumbprint is still published.
     pub fn contains(&self, thumbprint: &str) -> bool {
-        self.keys.iter().any(|k| k.thumbprint == thumbprint)
+        self.by_thumbprint
+            .binary_search_by(|&i| self.keys[i].thumbprint.as_str().cmp(thumbprint))
+            .is_ok()
     }
 
     pub fn by_kid<'a, 'k>(

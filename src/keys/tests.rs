@@ -137,3 +137,24 @@ fn thumbprint_identifies_the_key_material() {
     assert!(set.contains(&set.keys[0].thumbprint));
     assert!(!set.contains("other"));
 }
+
+#[test]
+fn every_key_of_a_large_set_is_found_by_its_thumbprint() {
+    let keys: Vec<Value> = (0..40)
+        .map(|i| {
+            let pair = aws_lc_rs::signature::Ed25519KeyPair::generate().unwrap();
+            json!({"kty": "OKP", "crv": "Ed25519", "kid": format!("k{i}"),
+                   "x": b64(pair.public_key().as_ref())})
+        })
+        .collect();
+    let set = parse(keys, &[Algorithm::EdDSA]).unwrap();
+    assert_eq!(set.keys.len(), 40);
+    for key in &set.keys {
+        assert!(set.contains(&key.thumbprint), "{}", key.thumbprint);
+        let mut other = key.thumbprint.clone();
+        other.push('x');
+        assert!(!set.contains(&other));
+    }
+    assert!(!set.contains(""));
+    assert!(!KeySet::default().contains(&set.keys[0].thumbprint));
+}
