@@ -11,7 +11,13 @@ Builds release binaries, then measures
   b2. the front ends, each against its own no-op floor in the same rounds: Envoy gRPC
      ext_authz, Envoy HTTP ext_authz (http_service), nginx auth_request (Debian's nginx);
   c. CPU time per Check and RSS (idle, under load, after 1,000,000 unique tokens);
-and writes BENCHMARKS.md and docs/benchmarks.svg. The system under test runs on CPU 0, the
+  d. cost curves in-process (bench/src/bin/curves.rs): rules, providers, keys, cached
+     tokens, identity headers;
+  e. a flood: the latency of a steady valid cached-token load alone and while a flood of
+     distinct invalid tokens (bad signatures under the real kid, some unknown kids)
+     saturates the sidecar, directly and through Envoy against the no-op floor under the
+     same flood;
+and writes BENCHMARKS.md, docs/benchmarks.svg and docs/curve-*.svg. The system under test runs on CPU 0, the
 load generator on CPU 1 (taskset), with the same settings for every target.
 """
 
@@ -36,6 +42,10 @@ WARMUP = os.environ.get("BENCH_WARMUP", "1s")
 E2E_SECONDS = int(os.environ.get("BENCH_E2E_SECONDS", "5"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 FLOOD = int(os.environ.get("BENCH_FLOOD", "1000000"))
+FLOOD_ROUNDS = int(os.environ.get("BENCH_FLOOD_ROUNDS", "3"))
+# The valid load during the flood: steady (paced), light, a few requests in flight.
+VALID_RATE = 2000
+VALID_CONCURRENCY = 4
 CONCURRENCY = 64
 CONNECTIONS = 2
 WRK_CONNECTIONS = 32
@@ -164,15 +174,80 @@ def admin_metric(port, name, labels):
     return 0
 
 
-def authz_load(port, *mode, duration=DURATION, warmup=WARMUP, extra=()):
+def authz_load(port, *mode, duration=DURATION, warmup=WARMUP, extra=(),
+               concurrency=CONCURRENCY, connections=CONNECTIONS):
     out = run(
         [
             "taskset", "-c", LOAD_CPU, BIN / "authz-load", "--target", f"127.0.0.1:{port}",
-            "--duration", duration, "--warmup", warmup, "--concurrency", str(CONCURRENCY),
-            "--connections", str(CONNECTIONS), *mode, *extra,
+            "--duration", duration, "--warmup", warmup, "--concurrency", str(concurrency),
+            "--connections", str(connections), *mode, *extra,
         ]
     )
     return json.loads(out.strip().splitlines()[-1])
+
+
+def admin_value(port, name):
+    """An unlabelled counter or gauge from a jwt-authz admin port (0 when absent)."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith(f"{name} "):
+            return int(float(line.split()[1]))
+    return 0
+
+
+def admin_sum(port, name, labels):
+    """The sum of every sample of a labelled counter whose labels include `labels`."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(int(float(l.rsplit(" ", 1)[1])) for l in text.splitlines()
+               if l.startswith(f"{name}{{") and labels in l)
+
+
+def flood_tokens(tokens, out):
+    """Distinct invalid tokens that each cost the sidecar work: nine in ten carry the real
+    kid and a broken signature (a signature check each), one in ten an unknown kid (which
+    asks for a rate-limited key refetch)."""
+    import base64
+    lines = []
+    for i, token in enumerate(tokens):
+        header, payload, sig = token.split(".")
+        if i % 10 == 9:
+            raw = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+            raw["kid"] = f"unknown-{i}"
+            header = base64.urlsafe_b64encode(json.dumps(raw).encode()).decode().rstrip("=")
+        sig = ("B" if sig[0] == "A" else "A") + sig[1:]
+        lines.append(f"{header}.{payload}.{sig}")
+    out.write_text("\n".join(lines) + "\n")
+
+
+def valid_load(target, hot_file, http=None):
+    """The steady valid load whose latency the flood must not spoil."""
+    extra = ["--rate", str(VALID_RATE)] + (["--http", http] if http else [])
+    return authz_load(target, "--tokens", hot_file, extra=extra,
+                      concurrency=VALID_CONCURRENCY, connections=1)
+
+
+def start_flood(target, flood_file, seconds, http_port=None, bad_token=None):
+    """A saturating flood from the load CPU at nice 19, so that the valid load's own client
+    is not the one slowed down. gRPC (authz-load) directly, wrk through a proxy."""
+    if http_port:
+        cmd = ["wrk", "-t1", "-c64", f"-d{seconds}s", "-s", WORK / "report.lua",
+               "-H", f"authorization: Bearer {bad_token}", f"http://127.0.0.1:{http_port}/bench"]
+    else:
+        cmd = [BIN / "authz-load", "--target", f"127.0.0.1:{target}", "--duration",
+               f"{seconds}s", "--warmup", "0s", "--concurrency", "64", "--connections", "2",
+               "--tokens", flood_file]
+    return subprocess.Popen(["nice", "-n", "19", "taskset", "-c", LOAD_CPU, *map(str, cmd)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def flood_report(proc):
+    out, _ = proc.communicate(timeout=120)
+    r = json.loads(out.strip().splitlines()[-1])
+    if "rps" not in r:
+        r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+    return r
 
 
 WRK_SCRIPT = """
@@ -186,10 +261,10 @@ end
 """
 
 
-def wrk(port, token):
+def wrk(port, token, seconds=E2E_SECONDS):
     out = run(
         [
-            "taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{E2E_SECONDS}s",
+            "taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{seconds}s",
             "-s", WORK / "report.lua", "-H", f"authorization: Bearer {token}",
             f"http://127.0.0.1:{port}/bench",
         ]
@@ -424,6 +499,7 @@ def main():
     tokens = (WORK / "tokens-rs256.txt").read_text().split()
     hot = tokens[0]
     (WORK / "hot.txt").write_text(hot + "\n")
+    flood_tokens(tokens, WORK / "flood.txt")
     jwks = json.loads((WORK / "jwks.json").read_text())
     rsa_jwks = json.dumps({"keys": [k for k in jwks["keys"] if k["kty"] == "RSA"]})
 
@@ -437,7 +513,8 @@ def main():
                                           "noop", "upstream", "authz_http", "noop_http",
                                           "dpop", "dpop_admin", "status", "status_admin",
                                           "traced", "traced_admin", "otlp",
-                                          "baseline", "baseline_admin"]}
+                                          "baseline", "baseline_admin",
+                                          "baseline_verify", "baseline_verify_admin"]}
         (WORK / "authz.yaml").write_text(
             authz_config(ports["authz"], ports["authz_admin"], 100000, ports["authz_http"]))
         (WORK / "verify.yaml").write_text(authz_config(ports["verify"], ports["verify_admin"], 0))
@@ -458,6 +535,10 @@ def main():
                 authz_config(ports["baseline"], ports["baseline_admin"], 100000))
             baseline = Proc("jwt-authz-baseline",
                             [BASELINE_BIN, "--config", WORK / "baseline.yaml"])
+            (WORK / "baseline-verify.yaml").write_text(
+                authz_config(ports["baseline_verify"], ports["baseline_verify_admin"], 0))
+            baseline_verify = Proc("jwt-authz-baseline-nocache",
+                                   [BASELINE_BIN, "--config", WORK / "baseline-verify.yaml"])
         status = Proc("jwt-authz-status", [BIN / "jwt-authz", "--config", WORK / "status.yaml"])
         verify = Proc("jwt-authz-nocache", [BIN / "jwt-authz", "--config", WORK / "verify.yaml"])
         dpop = Proc("jwt-authz-dpop", [BIN / "jwt-authz", "--config", WORK / "dpop.yaml"])
@@ -465,10 +546,14 @@ def main():
         Proc("noop-authz-http", [BIN / "noop-authz", "--http", f"127.0.0.1:{ports['noop_http']}"])
         upstream = Proc("upstream", [BIN / "bench-upstream", f"127.0.0.1:{ports['upstream']}"])
         for p in ["authz", "verify", "noop", "upstream", "authz_http", "noop_http", "dpop",
-                  "status", "otlp", "traced"] + (["baseline"] if baseline else []):
+                  "status", "otlp", "traced"] + (["baseline", "baseline_verify"] if baseline else []):
             wait_port(ports[p])
         time.sleep(1)
         results["rss_idle_mib"] = authz.rss_mib()
+
+        log("cost curves (in-process, one thread)")
+        results["curves"] = json.loads(run(
+            ["taskset", "-c", SUT_CPU, BIN / "curves", "--dir", WORK / "curves"]).strip())
 
         log("raw RS256 verification cost (aws-lc, pre-parsed key, one thread)")
         results["verify_cost"] = json.loads(run(
@@ -489,6 +574,8 @@ def main():
              ["--tokens", WORK / "dpop-token.txt", "--dpop-key", WORK / "dpop-p256.pk8"]),
             ("tokens_10k", authz, ports["authz"], ["--tokens", WORK / "tokens-rs256.txt"]),
             ("always_verify", verify, ports["verify"], ["--tokens", WORK / "tokens-rs256.txt"]),
+            *([("always_verify_baseline", baseline_verify, ports["baseline_verify"],
+                ["--tokens", WORK / "tokens-rs256.txt"])] if baseline else []),
             ("deny_no_token", authz, ports["authz"], ["--no-token"]),
             ("deny_bad_signature", authz, ports["authz"], ["--tokens", WORK / "bad-signature.txt"]),
         ]
@@ -528,6 +615,31 @@ def main():
             for result in ("ok", "error")}
         results["rss_load_mib"] = direct["hot"]["rss_peak_mib"]
 
+        log(f"flood, directly ({FLOOD_ROUNDS} rounds: valid load alone, then under a flood)")
+        seconds = int(DURATION.rstrip("s")) + 2
+        flood_direct = {"alone": [], "flood": [], "flood_load": [], "cpu_share": [],
+                        "shed": 0, "verified": 0, "jwks_fetches": 0}
+        for i in range(FLOOD_ROUNDS):
+            flood_direct["alone"].append(valid_load(ports["authz"], WORK / "hot.txt"))
+            shed0 = admin_value(ports["authz_admin"], "jwt_authz_verifications_shed_total")
+            bad0 = admin_sum(ports["authz_admin"], "jwt_authz_checks_total", 'reason="bad_signature"')
+            fetch0 = admin_sum(ports["authz_admin"], "jwt_authz_jwks_fetches_total", "")
+            cpu0, t0 = authz.cpu_seconds(), time.time()
+            flood = start_flood(ports["authz"], WORK / "flood.txt", seconds)
+            time.sleep(1)
+            flood_direct["flood"].append(valid_load(ports["authz"], WORK / "hot.txt"))
+            flood_direct["flood_load"].append(flood_report(flood))
+            flood_direct["cpu_share"].append((authz.cpu_seconds() - cpu0) / (time.time() - t0))
+            flood_direct["shed"] += admin_value(ports["authz_admin"], "jwt_authz_verifications_shed_total") - shed0
+            flood_direct["verified"] += admin_sum(ports["authz_admin"], "jwt_authz_checks_total", 'reason="bad_signature"') - bad0
+            flood_direct["jwks_fetches"] += admin_sum(ports["authz_admin"], "jwt_authz_jwks_fetches_total", "") - fetch0
+            a, f = flood_direct["alone"][-1], flood_direct["flood"][-1]
+            print(f"   round {i + 1}: valid p99 alone {a['p99_us']} us, under flood {f['p99_us']} us "
+                  f"(flood {flood_direct['flood_load'][-1]['rps']:.0f} checks/s, sidecar CPU "
+                  f"{100 * flood_direct['cpu_share'][-1]:.0f} %)", flush=True)
+        flood_direct["seconds"] = seconds * FLOOD_ROUNDS
+        results["flood_direct"] = flood_direct
+
         log("end to end through Envoy (interleaved rounds)")
         e2e_ports = {k: free_port() for k in
                      ["none", "jwt_authn", "jwt_authn_cache", "ext_authz_noop", "ext_authz_jwt_authz",
@@ -550,7 +662,7 @@ def main():
         for p in e2e_ports.values():
             wait_port(p)
         for name, port in e2e_ports.items():  # warm-up and sanity check
-            r = wrk(port, hot)
+            r = wrk(port, hot, seconds=1)
             if r["non2xx"] or r["errors"]:
                 raise SystemExit(f"{name}: {r['non2xx']} non-2xx, {r['errors']} errors")
         rounds = {name: [] for name in e2e_ports}
@@ -569,6 +681,24 @@ def main():
                 "rounds": [round(r["rps"]) for r in rs],
             }
         results["e2e"] = e2e
+
+        log(f"flood through Envoy ({FLOOD_ROUNDS} rounds: valid load alone, then under a flood)")
+        bad_token = (WORK / "flood.txt").read_text().split()[0]
+        flood_e2e = {name: {"alone": [], "flood": [], "flood_load": []}
+                     for name in ("ext_authz_noop", "ext_authz_jwt_authz")}
+        for i in range(FLOOD_ROUNDS):
+            for name, rec in flood_e2e.items():
+                url = f"http://127.0.0.1:{e2e_ports[name]}/bench"
+                rec["alone"].append(valid_load(ports["authz"], WORK / "hot.txt", http=url))
+                flood = start_flood(None, None, seconds, http_port=e2e_ports[name],
+                                    bad_token=bad_token)
+                time.sleep(1)
+                rec["flood"].append(valid_load(ports["authz"], WORK / "hot.txt", http=url))
+                rec["flood_load"].append(flood_report(flood))
+                print(f"   round {i + 1} {name}: valid p99 alone {rec['alone'][-1]['p99_us']} us, "
+                      f"under flood {rec['flood'][-1]['p99_us']} us "
+                      f"(flood {rec['flood_load'][-1]['rps']:.0f} req/s)", flush=True)
+        results["flood_e2e"] = flood_e2e
 
         log(f"cache flood: {FLOOD} unique tokens")
         sampler = RssSampler(authz)

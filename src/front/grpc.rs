@@ -102,7 +102,7 @@ pub fn check_response(verdict: Verdict) -> CheckResponse {
                 details: Vec::new(),
             }),
             http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-                headers: mutation.set.iter().map(|(k, v)| header(k, v)).collect(),
+                headers: mutation.set.into_iter().map(header).collect(),
                 headers_to_remove: mutation.remove,
                 ..Default::default()
             })),
@@ -133,7 +133,11 @@ fn denied(denial: Denial) -> CheckResponse {
             status: Some(HttpStatus {
                 code: denial.answer.http as i32,
             }),
-            headers: denial.headers.iter().map(|(k, v)| header(k, v)).collect(),
+            headers: denial
+                .headers
+                .into_iter()
+                .map(|(k, v)| header((k.to_owned(), v)))
+                .collect(),
             body: denial.body,
         })),
         dynamic_metadata: None,
@@ -142,11 +146,12 @@ fn denied(denial: Denial) -> CheckResponse {
 
 /// A header that replaces any value the request already has: the deprecated `append` field
 /// stays unset so that `append_action` alone decides.
-fn header(key: &str, value: &str) -> HeaderValueOption {
+/// The strings are moved, not copied: this runs for every header of every answer.
+fn header((key, value): (String, String)) -> HeaderValueOption {
     HeaderValueOption {
         header: Some(HeaderValue {
-            key: key.to_owned(),
-            value: value.to_owned(),
+            key,
+            value,
             raw_value: Vec::new(),
         }),
         append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,

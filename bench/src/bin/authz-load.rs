@@ -7,6 +7,10 @@
 //! `--dpop-key KEY --tokens FILE` sends the file's first token as `Authorization: DPoP` with
 //! a proof of its own for every request, `--proofs` of them made (ES256) before connecting.
 //! `--traceparent VALUE` adds that header to every request (fixed tokens only).
+//! `--rate N` paces the requests (N a second over all in-flight slots) instead of sending
+//! the next as soon as one is answered: the latency of a steady load, not of a saturating
+//! one. `--http URL` sends `GET URL` with the token as a bearer token (through a proxy)
+//! instead of a gRPC Check.
 //! `--verify-cost JWKS TOKENS` instead times raw aws-lc RS256 verification (pre-parsed key)
 //! on this thread, the yardstick for "limited by RSA verification itself".
 
@@ -61,6 +65,12 @@ struct Cli {
     /// Every request carries this W3C `traceparent` (as from a proxy that traces).
     #[arg(long)]
     traceparent: Option<String>,
+    /// Requests a second over all in-flight slots (default: as fast as they are answered).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Send `GET URL` with `Authorization: Bearer <token>` instead of a gRPC Check.
+    #[arg(long, conflicts_with_all = ["dpop_key", "traceparent"])]
+    http: Option<String>,
     /// Time raw RS256 verification: JWKS file, then tokens file.
     #[arg(long, num_args = 2, value_names = ["JWKS", "TOKENS"])]
     verify_cost: Option<Vec<PathBuf>>,
@@ -144,7 +154,21 @@ async fn run(
     source: Arc<Source>,
 ) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
     let mut channels = Vec::new();
-    for _ in 0..cli.connections.max(1) {
+    let http = match &cli.http {
+        Some(url) => Some((
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(cli.concurrency)
+                .tcp_nodelay(true)
+                .build()?,
+            url.clone(),
+        )),
+        None => None,
+    };
+    for _ in 0..if http.is_some() {
+        0
+    } else {
+        cli.connections.max(1)
+    } {
         let channel: Channel = Endpoint::from_shared(format!("http://{}", cli.target))?
             .tcp_nodelay(true)
             .connect()
@@ -159,9 +183,20 @@ async fn run(
         measure_from + Duration::from_secs(3600)
     });
     let limit = cli.requests;
+    let slots = cli.concurrency.max(1);
+    // Each slot sends one request every `slots / rate` seconds, the slots staggered.
+    let interval = cli
+        .rate
+        .map(|rate| Duration::from_secs_f64(slots as f64 / rate.max(1e-3)));
     let mut tasks = Vec::new();
-    for i in 0..cli.concurrency.max(1) {
-        let mut client = AuthorizationClient::new(channels[i % channels.len()].clone());
+    for i in 0..slots {
+        let mut client = match &http {
+            Some((client, url)) => Client::Http(client.clone(), url.clone()),
+            None => Client::Grpc(AuthorizationClient::new(
+                channels[i % channels.len()].clone(),
+            )),
+        };
+        let mut next = interval.map(|every| started + every.mul_f64(i as f64 / slots as f64));
         let source = Arc::clone(&source);
         let counter = Arc::clone(&counter);
         let measured = Arc::clone(&measured);
@@ -169,6 +204,10 @@ async fn run(
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
             let (mut ok, mut denied, mut errors) = (0u64, 0u64, 0u64);
             loop {
+                if let (Some(at), Some(every)) = (next, interval) {
+                    tokio::time::sleep_until(at.into()).await;
+                    next = Some(at + every);
+                }
                 let now = Instant::now();
                 if now >= deadline {
                     break;
@@ -179,7 +218,7 @@ async fn run(
                     break;
                 }
                 let request = source.next(counter.fetch_add(1, Ordering::Relaxed));
-                let result = client.check(request).await;
+                let result = client.send(request).await;
                 let recording = now >= measure_from;
                 if !recording {
                     continue;
@@ -188,9 +227,9 @@ async fn run(
                 let micros = now.elapsed().as_micros().max(1) as u64;
                 let _ = hist.record(micros.min(60_000_000));
                 match result {
-                    Ok(r) if r.get_ref().status.as_ref().is_some_and(|s| s.code == 0) => ok += 1,
-                    Ok(_) => denied += 1,
-                    Err(_) => errors += 1,
+                    Ok(true) => ok += 1,
+                    Ok(false) => denied += 1,
+                    Err(()) => errors += 1,
                 }
             }
             (hist, ok, denied, errors)
@@ -222,8 +261,45 @@ async fn run(
         "denied": denied,
         "errors": errors,
         "concurrency": cli.concurrency,
+        "rate": cli.rate,
         "connections": cli.connections,
     }))
+}
+
+enum Client {
+    Grpc(AuthorizationClient<Channel>),
+    Http(reqwest::Client, String),
+}
+
+impl Client {
+    /// Sends one request; whether it was allowed (`Err` for a transport failure).
+    async fn send(&mut self, request: CheckRequest) -> Result<bool, ()> {
+        match self {
+            Client::Grpc(client) => {
+                let response = client.check(request).await.map_err(|_| ())?;
+                Ok(response
+                    .get_ref()
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.code == 0))
+            }
+            Client::Http(client, url) => {
+                let token = request
+                    .attributes
+                    .and_then(|a| a.request)
+                    .and_then(|r| r.http)
+                    .and_then(|h| h.headers.get("authorization").cloned());
+                let mut get = client.get(url.as_str());
+                if let Some(token) = token {
+                    get = get.header("authorization", token);
+                }
+                let response = get.send().await.map_err(|_| ())?;
+                let allowed = response.status().is_success();
+                response.bytes().await.map_err(|_| ())?;
+                Ok(allowed)
+            }
+        }
+    }
 }
 
 fn verify_cost(jwks: &PathBuf, tokens: &PathBuf) -> Result<(), Box<dyn std::error::Error>> {
