@@ -124,8 +124,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 struct Point<'a> {
     dimension: &'static str,
     n: u64,
-    series: Vec<(&'static str, Box<dyn FnMut() + 'a>)>,
+    series: Vec<(&'static str, Call<'a>)>,
 }
+
+/// One call to time.
+type Call<'a> = Box<dyn FnMut() + 'a>;
 
 /// Calls of `f` that take about `target`.
 fn batch_size(target: Duration, f: &mut dyn FnMut()) -> u64 {
@@ -205,12 +208,7 @@ impl<'a> Bench<'a> {
     }
 
     /// One `Runtime::check` of `token` at `path` (checked once here, which caches it).
-    fn check_call(
-        &self,
-        runtime: Runtime,
-        token: &str,
-        path: &str,
-    ) -> Result<Box<dyn FnMut() + 'a>, String> {
+    fn check_call(&self, runtime: Runtime, token: &str, path: &str) -> Result<Call<'a>, String> {
         let mut request = check_request(Some(token))
             .attributes
             .and_then(|a| a.request)
