@@ -403,15 +403,16 @@ pub struct LimitsConfig {
     #[serde(default = "default_max_key_fetch_waiters")]
     pub max_key_fetch_waiters: usize,
     /// Threads that check signatures of tokens not in the cache (unset: one per CPU the
-    /// process may run on). Cache hits never wait for them.
+    /// process may run on). Cache hits never wait for them. 0: signatures are checked on
+    /// the async threads (no hand-off, no flood isolation).
     #[serde(default)]
     pub verify_threads: Option<usize>,
     /// Tokens waiting for a verification thread; more are answered 503 at once
     /// (`verify_busy`), so a flood of junk tokens is shed instead of queued.
     #[serde(default = "default_max_queued_verifications")]
     pub max_queued_verifications: usize,
-    /// The verification threads' nice value (0–19): under a flood that fills every CPU,
-    /// checks answered from the cache are scheduled ahead of signature checks.
+    /// The verification threads' nice value (0–19, default 19): under a flood that fills
+    /// every CPU, checks answered from the cache are scheduled ahead of signature checks.
     #[serde(default = "default_verify_nice")]
     pub verify_nice: i32,
 }
@@ -693,10 +694,6 @@ impl Config {
             (
                 "limits.max_queued_verifications",
                 self.limits.max_queued_verifications == 0,
-            ),
-            (
-                "limits.verify_threads",
-                self.limits.verify_threads == Some(0),
             ),
         ] {
             if zero {
@@ -1270,7 +1267,7 @@ fn default_max_queued_verifications() -> usize {
 }
 
 fn default_verify_nice() -> i32 {
-    10
+    19
 }
 
 fn default_max_concurrent_checks() -> usize {

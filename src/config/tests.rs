@@ -639,7 +639,7 @@ fn verification_threads_and_their_queue_are_bounded() {
     assert_eq!(config.limits.verify_threads, None);
     assert!(config.limits.verify_threads() >= 1);
     assert_eq!(config.limits.max_queued_verifications, 1024);
-    assert_eq!(config.limits.verify_nice, 10);
+    assert_eq!(config.limits.verify_nice, 19);
     let with = |limits: &str| format!("{MINIMAL}limits: {limits}\n");
     let set = Config::from_yaml(&with(
         "{verify_threads: 3, max_queued_verifications: 7, verify_nice: 0}",
@@ -647,8 +647,9 @@ fn verification_threads_and_their_queue_are_bounded() {
     .unwrap();
     assert_eq!(set.limits.verify_threads(), 3);
     assert_eq!(set.limits.max_queued_verifications, 7);
+    let inline = Config::from_yaml(&with("{verify_threads: 0}")).unwrap();
+    assert_eq!(inline.limits.verify_threads(), 0);
     for (limits, field) in [
-        ("{verify_threads: 0}", "limits.verify_threads"),
         ("{verify_threads: 257}", "limits.verify_threads"),
         (
             "{max_queued_verifications: 0}",

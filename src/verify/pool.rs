@@ -5,20 +5,61 @@
 //! - Bounded: at most `limits.max_queued_verifications` wait; beyond that a check is
 //!   answered 503 (`verify_busy`) at once and counted (`jwt_authz_verifications_shed_total`),
 //!   instead of queueing work that would be answered after its caller gave up.
-//! - Scheduled apart: the threads run at nice `limits.verify_nice` (10 by default), so when
+//! - Scheduled apart: the threads run at nice `limits.verify_nice` (19 by default), so when
 //!   every CPU is busy the kernel runs the async threads (cache hits, parsing, cheap
 //!   rejections) first and signature checks with what is left. Nothing else changes: an
-//!   idle machine gives the pool all its CPUs.
+//!   idle machine gives the pool all its CPUs. (Measured: at nice 10 the kernel still gave
+//!   the verification thread slices long enough to push cached checks' p99 to 4-5x; at 19,
+//!   1.2-1.8x. BENCHMARKS.md, "Flood".)
 //! - A check that gave up (timed out, or its caller went away) while its work waited is
 //!   skipped when its turn comes.
+//!
+//! The hand-off has a price: a thread switch there and back for every token not in the
+//! cache, which on one CPU shared by both sides costs more CPU than the parsing around the
+//! signature (BENCHMARKS.md, "signature verified every time", with and without threads).
+//! `limits.verify_threads: 0` checks signatures on the async threads instead: cheaper
+//! misses, no flood isolation.
 
-use std::sync::Arc;
-
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::metrics::Metrics;
 
 type Job = Box<dyn FnOnce() + Send>;
+
+/// The queue the threads share. A mutex and a condition variable rather than a channel:
+/// a waiting thread sleeps at once instead of spinning and yielding first, which on a
+/// machine where the async threads and the verification threads share one CPU costs the
+/// async threads their time.
+struct Queue {
+    state: Mutex<State>,
+    ready: Condvar,
+}
+
+struct State {
+    jobs: VecDeque<Job>,
+    /// Threads asleep on `ready`: a push wakes one only when there is one to wake.
+    idle: usize,
+    /// Cleared when the last handle is dropped: the threads finish the queue and end.
+    open: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A job runs outside the lock, so a poisoned lock holds a consistent queue.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The last handle closes the queue.
+struct Closer(Arc<Queue>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.lock().open = false;
+        self.0.ready.notify_all();
+    }
+}
 
 /// The pool's settings; a reload that keeps them keeps the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +73,7 @@ pub struct PoolSettings {
 /// handle is dropped and the queue is drained.
 #[derive(Clone)]
 pub struct VerifyPool {
-    jobs: Sender<Job>,
+    queue: Arc<Closer>,
     settings: PoolSettings,
     metrics: Arc<Metrics>,
 }
@@ -41,7 +82,7 @@ impl std::fmt::Debug for VerifyPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VerifyPool")
             .field("settings", &self.settings)
-            .field("queued", &self.jobs.len())
+            .field("queued", &self.queued())
             .finish()
     }
 }
@@ -62,18 +103,31 @@ impl Drop for Queued {
 impl VerifyPool {
     /// Starts `settings.threads` threads.
     pub fn start(settings: PoolSettings, metrics: Arc<Metrics>) -> std::io::Result<Self> {
-        let (jobs, queue) = crossbeam_channel::bounded::<Job>(settings.queue);
+        let queue = Arc::new(Queue {
+            state: Mutex::new(State {
+                jobs: VecDeque::with_capacity(settings.queue.min(4096)),
+                idle: 0,
+                open: true,
+            }),
+            ready: Condvar::new(),
+        });
+        let closer = Arc::new(Closer(Arc::clone(&queue)));
         for index in 0..settings.threads {
-            let queue = queue.clone();
+            let queue = Arc::clone(&queue);
             std::thread::Builder::new()
                 .name(format!("jwt-authz-verify-{index}"))
-                .spawn(move || work(queue, settings.nice))?;
+                .spawn(move || work(&queue, settings.nice))?;
         }
         Ok(Self {
-            jobs,
+            queue: closer,
             settings,
             metrics,
         })
+    }
+
+    /// Jobs waiting for a thread (not those running).
+    fn queued(&self) -> usize {
+        self.queue.0.lock().jobs.len()
     }
 
     pub fn settings(&self) -> PoolSettings {
@@ -81,46 +135,80 @@ impl VerifyPool {
     }
 
     /// Runs `work` on a verification thread and returns its result; `Busy` at once when
-    /// `settings.queue` jobs already wait.
+    /// `settings.queue` jobs already wait. With no threads (`limits.verify_threads: 0`) it
+    /// runs here, on the caller's thread: no hand-off, and no isolation.
     pub async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Busy> {
+        if self.settings.threads == 0 {
+            return Ok(work());
+        }
         let (answer, answered) = tokio::sync::oneshot::channel();
         self.metrics.record_verification_queued(1);
         let queued = Queued(Arc::clone(&self.metrics));
         let job: Job = Box::new(move || {
-            let _queued = queued;
             // Nobody waits for it any more: the check timed out or was dropped.
-            if !answer.is_closed() {
-                let _ = answer.send(work());
+            if answer.is_closed() {
+                return;
             }
+            let result = work();
+            // Off the gauge before the caller hears the answer, so that a caller who has
+            // its answer never sees its own check still counted.
+            drop(queued);
+            let _ = answer.send(result);
         });
-        match self.jobs.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.metrics.record_verification_shed();
-                return Err(Busy);
-            }
+        if self.enqueue(job).is_err() {
+            self.metrics.record_verification_shed();
+            return Err(Busy);
         }
         answered.await.map_err(|_| Busy)
+    }
+
+    /// Queues `job` unless the queue is full (the job is dropped, unrun) or closed.
+    fn enqueue(&self, job: Job) -> Result<(), Busy> {
+        let queue = &self.queue.0;
+        let wake = {
+            let mut state = queue.lock();
+            if state.jobs.len() >= self.settings.queue || !state.open {
+                return Err(Busy);
+            }
+            state.jobs.push_back(job);
+            state.idle > 0
+        };
+        if wake {
+            queue.ready.notify_one();
+        }
+        Ok(())
     }
 }
 
 /// One verification thread: lowers its own priority, then runs jobs until the pool is gone.
-fn work(queue: Receiver<Job>, nice: i32) {
+fn work(queue: &Queue, nice: i32) {
     if nice != 0 {
         let me = rustix::thread::gettid();
         if let Err(error) = rustix::process::setpriority_process(Some(me), nice) {
             tracing::warn!(%error, nice, "cannot lower the verification thread's priority; signature checks compete with cache hits for CPU");
         }
     }
-    while let Ok(job) = queue.recv() {
+    let mut state = queue.lock();
+    loop {
+        let Some(job) = state.jobs.pop_front() else {
+            if !state.open {
+                return;
+            }
+            state.idle += 1;
+            state = queue.ready.wait(state).unwrap_or_else(|p| p.into_inner());
+            state.idle -= 1;
+            continue;
+        };
+        drop(state);
         // A panic in one check must not take the thread (and every later check) with it:
         // the caller sees its answer dropped and fails closed.
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
             tracing::error!("a signature check panicked; its request is answered 503");
         }
+        state = queue.lock();
     }
 }
 
@@ -191,7 +279,7 @@ mod tests {
                 tokio::spawn(async move { pool.run(move || i).await })
             })
             .collect();
-        while pool.jobs.len() < 2 {
+        while pool.queued() < 2 {
             tokio::task::yield_now().await;
         }
         assert_eq!(pool.run(|| 7).await, Err(Busy));
@@ -235,6 +323,17 @@ mod tests {
         // The queue is drained in order: once this runs, the abandoned job has had its turn.
         assert_eq!(pool.run(|| 1).await, Ok(1));
         assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn without_threads_work_runs_on_the_callers_thread() {
+        let pool = VerifyPool::start(settings(0, 1), Arc::new(Metrics::new())).unwrap();
+        let caller = std::thread::current().id();
+        assert_eq!(
+            pool.run(move || std::thread::current().id() == caller)
+                .await,
+            Ok(true)
+        );
     }
 
     #[tokio::test]
