@@ -291,7 +291,7 @@ def ensure_tools():
 
 
 def authz_config(grpc, admin, cache_entries, http=None, dpop=False, status_origin=None,
-                 otlp=None):
+                 otlp=None, verify_threads=None):
     http_listen = f', http: "127.0.0.1:{http}"' if http else ""
     # DPoP runs in a process of its own: the proofs it remembers must not count in the
     # other rows' memory figures.
@@ -301,6 +301,9 @@ def authz_config(grpc, admin, cache_entries, http=None, dpop=False, status_origi
               if status_origin else "{mode: off}")
     # Tracing on (its own process), exporting to the OTLP sink; off everywhere else.
     tracing = f'tracing: {{otlp_endpoint: "http://127.0.0.1:{otlp}"}}\n' if otlp else ""
+    # Signatures on the async threads (no hand-off), for the row that shows its price.
+    limits = (f"limits: {{verify_threads: {verify_threads}}}\n"
+              if verify_threads is not None else "")
     return f"""
 listen: {{grpc: "127.0.0.1:{grpc}", admin: "127.0.0.1:{admin}"{http_listen}}}
 log: {{level: warn}}
@@ -313,7 +316,7 @@ providers:
     dpop: {{mode: {dpop_mode}, algorithms: [ES256]}}
     status_list: {status}
 token_cache: {{max_entries: {cache_entries}}}
-{tracing}"""
+{tracing}{limits}"""
 
 
 def envoy_config(ports, upstream, noop, authz, admin, rsa_jwks, noop_http, authz_http):
@@ -514,10 +517,13 @@ def main():
                                           "dpop", "dpop_admin", "status", "status_admin",
                                           "traced", "traced_admin", "otlp",
                                           "baseline", "baseline_admin",
-                                          "baseline_verify", "baseline_verify_admin"]}
+                                          "baseline_verify", "baseline_verify_admin",
+                                          "inline", "inline_admin"]}
         (WORK / "authz.yaml").write_text(
             authz_config(ports["authz"], ports["authz_admin"], 100000, ports["authz_http"]))
         (WORK / "verify.yaml").write_text(authz_config(ports["verify"], ports["verify_admin"], 0))
+        (WORK / "inline.yaml").write_text(
+            authz_config(ports["inline"], ports["inline_admin"], 0, verify_threads=0))
         (WORK / "dpop.yaml").write_text(
             authz_config(ports["dpop"], ports["dpop_admin"], 100000, dpop=True))
         (WORK / "status.yaml").write_text(authz_config(
@@ -541,11 +547,13 @@ def main():
                                    [BASELINE_BIN, "--config", WORK / "baseline-verify.yaml"])
         status = Proc("jwt-authz-status", [BIN / "jwt-authz", "--config", WORK / "status.yaml"])
         verify = Proc("jwt-authz-nocache", [BIN / "jwt-authz", "--config", WORK / "verify.yaml"])
+        inline = Proc("jwt-authz-nocache-inline",
+                      [BIN / "jwt-authz", "--config", WORK / "inline.yaml"])
         dpop = Proc("jwt-authz-dpop", [BIN / "jwt-authz", "--config", WORK / "dpop.yaml"])
         noop = Proc("noop-authz", [BIN / "noop-authz", f"127.0.0.1:{ports['noop']}"])
         Proc("noop-authz-http", [BIN / "noop-authz", "--http", f"127.0.0.1:{ports['noop_http']}"])
         upstream = Proc("upstream", [BIN / "bench-upstream", f"127.0.0.1:{ports['upstream']}"])
-        for p in ["authz", "verify", "noop", "upstream", "authz_http", "noop_http", "dpop",
+        for p in ["authz", "verify", "inline", "noop", "upstream", "authz_http", "noop_http", "dpop",
                   "status", "otlp", "traced"] + (["baseline", "baseline_verify"] if baseline else []):
             wait_port(ports[p])
         time.sleep(1)
@@ -574,6 +582,8 @@ def main():
              ["--tokens", WORK / "dpop-token.txt", "--dpop-key", WORK / "dpop-p256.pk8"]),
             ("tokens_10k", authz, ports["authz"], ["--tokens", WORK / "tokens-rs256.txt"]),
             ("always_verify", verify, ports["verify"], ["--tokens", WORK / "tokens-rs256.txt"]),
+            ("always_verify_inline", inline, ports["inline"],
+             ["--tokens", WORK / "tokens-rs256.txt"]),
             *([("always_verify_baseline", baseline_verify, ports["baseline_verify"],
                 ["--tokens", WORK / "tokens-rs256.txt"])] if baseline else []),
             ("deny_no_token", authz, ports["authz"], ["--no-token"]),
