@@ -291,7 +291,7 @@ def ensure_tools():
 
 
 def authz_config(grpc, admin, cache_entries, http=None, dpop=False, status_origin=None,
-                 otlp=None, verify_threads=None):
+                 otlp=None, limits=None):
     http_listen = f', http: "127.0.0.1:{http}"' if http else ""
     # DPoP runs in a process of its own: the proofs it remembers must not count in the
     # other rows' memory figures.
@@ -301,9 +301,9 @@ def authz_config(grpc, admin, cache_entries, http=None, dpop=False, status_origi
               if status_origin else "{mode: off}")
     # Tracing on (its own process), exporting to the OTLP sink; off everywhere else.
     tracing = f'tracing: {{otlp_endpoint: "http://127.0.0.1:{otlp}"}}\n' if otlp else ""
-    # Signatures on the async threads (no hand-off), for the row that shows its price.
-    limits = (f"limits: {{verify_threads: {verify_threads}}}\n"
-              if verify_threads is not None else "")
+    # Signature checks always handed to the verification threads, for the row that shows
+    # the hand-off's price (by default they are only while tokens are being refused).
+    limits = f"limits: {limits}\n" if limits else ""
     return f"""
 listen: {{grpc: "127.0.0.1:{grpc}", admin: "127.0.0.1:{admin}"{http_listen}}}
 log: {{level: warn}}
@@ -518,12 +518,12 @@ def main():
                                           "traced", "traced_admin", "otlp",
                                           "baseline", "baseline_admin",
                                           "baseline_verify", "baseline_verify_admin",
-                                          "inline", "inline_admin"]}
+                                          "isolated", "isolated_admin"]}
         (WORK / "authz.yaml").write_text(
             authz_config(ports["authz"], ports["authz_admin"], 100000, ports["authz_http"]))
         (WORK / "verify.yaml").write_text(authz_config(ports["verify"], ports["verify_admin"], 0))
-        (WORK / "inline.yaml").write_text(
-            authz_config(ports["inline"], ports["inline_admin"], 0, verify_threads=0))
+        (WORK / "isolated.yaml").write_text(authz_config(
+            ports["isolated"], ports["isolated_admin"], 0, limits="{isolate_after_refusals: 0}"))
         (WORK / "dpop.yaml").write_text(
             authz_config(ports["dpop"], ports["dpop_admin"], 100000, dpop=True))
         (WORK / "status.yaml").write_text(authz_config(
@@ -547,13 +547,13 @@ def main():
                                    [BASELINE_BIN, "--config", WORK / "baseline-verify.yaml"])
         status = Proc("jwt-authz-status", [BIN / "jwt-authz", "--config", WORK / "status.yaml"])
         verify = Proc("jwt-authz-nocache", [BIN / "jwt-authz", "--config", WORK / "verify.yaml"])
-        inline = Proc("jwt-authz-nocache-inline",
-                      [BIN / "jwt-authz", "--config", WORK / "inline.yaml"])
+        isolated = Proc("jwt-authz-nocache-isolated",
+                        [BIN / "jwt-authz", "--config", WORK / "isolated.yaml"])
         dpop = Proc("jwt-authz-dpop", [BIN / "jwt-authz", "--config", WORK / "dpop.yaml"])
         noop = Proc("noop-authz", [BIN / "noop-authz", f"127.0.0.1:{ports['noop']}"])
         Proc("noop-authz-http", [BIN / "noop-authz", "--http", f"127.0.0.1:{ports['noop_http']}"])
         upstream = Proc("upstream", [BIN / "bench-upstream", f"127.0.0.1:{ports['upstream']}"])
-        for p in ["authz", "verify", "inline", "noop", "upstream", "authz_http", "noop_http", "dpop",
+        for p in ["authz", "verify", "isolated", "noop", "upstream", "authz_http", "noop_http", "dpop",
                   "status", "otlp", "traced"] + (["baseline", "baseline_verify"] if baseline else []):
             wait_port(ports[p])
         time.sleep(1)
@@ -582,7 +582,7 @@ def main():
              ["--tokens", WORK / "dpop-token.txt", "--dpop-key", WORK / "dpop-p256.pk8"]),
             ("tokens_10k", authz, ports["authz"], ["--tokens", WORK / "tokens-rs256.txt"]),
             ("always_verify", verify, ports["verify"], ["--tokens", WORK / "tokens-rs256.txt"]),
-            ("always_verify_inline", inline, ports["inline"],
+            ("always_verify_isolated", isolated, ports["isolated"],
              ["--tokens", WORK / "tokens-rs256.txt"]),
             *([("always_verify_baseline", baseline_verify, ports["baseline_verify"],
                 ["--tokens", WORK / "tokens-rs256.txt"])] if baseline else []),
@@ -648,6 +648,8 @@ def main():
                   f"(flood {flood_direct['flood_load'][-1]['rps']:.0f} checks/s, sidecar CPU "
                   f"{100 * flood_direct['cpu_share'][-1]:.0f} %)", flush=True)
         flood_direct["seconds"] = seconds * FLOOD_ROUNDS
+        flood_direct["isolations"] = admin_value(ports["authz_admin"],
+                                                 "jwt_authz_verification_isolations_total")
         results["flood_direct"] = flood_direct
 
         log("end to end through Envoy (interleaved rounds)")

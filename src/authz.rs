@@ -28,6 +28,10 @@ use crate::token_cache::{self, TokenCache};
 use crate::verify::pool::{PoolSettings, VerifyPool};
 use crate::verify::{self, Provider, VerifiedToken, Verifier, VerifyError};
 
+/// How long signature checks stay on the verification threads after the last second in
+/// which `limits.isolate_after_refusals` tokens were refused.
+const ISOLATION: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -346,6 +350,8 @@ impl Runtime {
             threads: config.limits.verify_threads(),
             queue: config.limits.max_queued_verifications,
             nice: config.limits.verify_nice,
+            isolate_after: config.limits.isolate_after_refusals,
+            isolation: ISOLATION,
         };
         let pool = match previous.filter(|p| p.pool.settings() == settings) {
             Some(previous) => previous.pool.clone(),

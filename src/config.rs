@@ -415,6 +415,12 @@ pub struct LimitsConfig {
     /// every CPU, checks answered from the cache are scheduled ahead of signature checks.
     #[serde(default = "default_verify_nice")]
     pub verify_nice: i32,
+    /// Refused signature checks in one second from which signature checks move to the
+    /// verification threads, for ten seconds after the last second that reached it: while
+    /// nobody sends forged tokens, a token not in the cache is checked where it arrived
+    /// (no hand-off). 0: always on the verification threads.
+    #[serde(default = "default_isolate_after_refusals")]
+    pub isolate_after_refusals: u32,
 }
 
 impl Default for LimitsConfig {
@@ -426,6 +432,7 @@ impl Default for LimitsConfig {
             verify_threads: None,
             max_queued_verifications: default_max_queued_verifications(),
             verify_nice: default_verify_nice(),
+            isolate_after_refusals: default_isolate_after_refusals(),
         }
     }
 }
@@ -433,6 +440,8 @@ impl Default for LimitsConfig {
 /// At most this many verification threads and queued verifications.
 pub const MAX_VERIFY_THREADS: usize = 256;
 pub const MAX_QUEUED_VERIFICATIONS: usize = 1 << 20;
+/// Beyond a million refused signatures a second nothing is left to protect.
+pub const MAX_ISOLATE_AFTER_REFUSALS: u32 = 1_000_000;
 
 impl LimitsConfig {
     /// The verification threads to run: `verify_threads`, or one per CPU available.
@@ -714,6 +723,12 @@ impl Config {
         }
         if !(0..=19).contains(&self.limits.verify_nice) {
             return Err(invalid("limits.verify_nice", "must be between 0 and 19"));
+        }
+        if self.limits.isolate_after_refusals > MAX_ISOLATE_AFTER_REFUSALS {
+            return Err(invalid(
+                "limits.isolate_after_refusals",
+                format!("must be at most {MAX_ISOLATE_AFTER_REFUSALS} (0: always isolated)"),
+            ));
         }
         if self.providers.is_empty() {
             return Err(invalid("providers", "at least one provider is required"));
@@ -1268,6 +1283,10 @@ fn default_max_queued_verifications() -> usize {
 
 fn default_verify_nice() -> i32 {
     19
+}
+
+fn default_isolate_after_refusals() -> u32 {
+    32
 }
 
 fn default_max_concurrent_checks() -> usize {

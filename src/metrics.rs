@@ -89,6 +89,7 @@ pub struct Metrics {
     trace_spans: Family<CacheLabels, Counter>,
     verifications_queued: Gauge,
     verifications_shed: Counter,
+    verification_isolations: Counter,
 }
 
 fn check_duration_histogram() -> Histogram {
@@ -212,7 +213,14 @@ impl Metrics {
             "Tokens answered 503 (verify_busy) without a signature check because limits.max_queued_verifications were already waiting",
             verifications_shed.clone(),
         );
+        let verification_isolations = Counter::default();
+        registry.register(
+            "verification_isolations",
+            "Times signature checks moved to the verification threads because limits.isolate_after_refusals signatures were refused in one second",
+            verification_isolations.clone(),
+        );
         Self {
+            verification_isolations,
             verifications_queued,
             verifications_shed,
             trace_spans,
@@ -320,6 +328,10 @@ impl Metrics {
 
     pub fn record_verification_shed(&self) {
         self.verifications_shed.inc();
+    }
+
+    pub fn record_verification_isolation(&self) {
+        self.verification_isolations.inc();
     }
 
     pub fn record_token_cache(&self, hit: bool) {

@@ -177,29 +177,44 @@ impl Verifier {
             })
             .await
             .map_err(|_| VerifyError::VerifyBusy)?;
-        let thumbprint = thumbprint?;
-        let mut required = vec!["iss", "aud"];
-        if config.require_exp {
-            required.push("exp");
+        let verified = thumbprint.and_then(|thumbprint| {
+            let exp = checked_claims(config, &token.claims)?;
+            Ok(VerifiedToken {
+                provider: provider.index,
+                thumbprint,
+                claims: token.claims,
+                exp,
+            })
+        });
+        if verified.is_err() {
+            pool.refused();
         }
-        let now = jsonwebtoken::get_current_timestamp();
-        let rules = Registered {
-            required: &required,
-            check_exp: true,
-            check_nbf: true,
-            leeway: config.leeway.as_secs(),
-            issuer: Some(&config.issuer),
-        };
-        let exp = jws::check_registered(&token.claims, &rules, now)?;
-        check_required(config, &token.claims)?;
-        check_issued_at(config, &token.claims, exp, now)?;
-        Ok(VerifiedToken {
-            provider: provider.index,
-            thumbprint,
-            claims: token.claims,
-            exp,
-        })
+        verified
     }
+}
+
+/// The registered claims (RFC 7519 §4.1) and the provider's own requirements, checked on a
+/// token whose signature holds; its `exp`.
+fn checked_claims(
+    config: &ProviderConfig,
+    claims: &Map<String, Value>,
+) -> Result<Option<u64>, VerifyError> {
+    let mut required = vec!["iss", "aud"];
+    if config.require_exp {
+        required.push("exp");
+    }
+    let now = jsonwebtoken::get_current_timestamp();
+    let rules = Registered {
+        required: &required,
+        check_exp: true,
+        check_nbf: true,
+        leeway: config.leeway.as_secs(),
+        issuer: Some(&config.issuer),
+    };
+    let exp = jws::check_registered(claims, &rules, now)?;
+    check_required(config, claims)?;
+    check_issued_at(config, claims, exp, now)?;
+    Ok(exp)
 }
 
 /// The key whose signature the token carries: of the keys that may have signed it (the one

@@ -115,10 +115,12 @@ async fn a_timed_out_check_leaves_its_key_fetch_running() {
 }
 
 /// A flood of tokens that each cost a signature check (known kid, bad signature, all
-/// distinct) against one verification thread with room for two waiting: the excess is
-/// answered 503 at once (`verify_busy`, counted), everything checked is refused, and the
-/// cached token checked in the middle of the flood is always allowed, since a cache hit
-/// never waits for the verification threads.
+/// distinct) against one verification thread with room for two waiting: the first
+/// refusals (`limits.isolate_after_refusals`, 32 by default) move signature checks to the
+/// thread, the excess is answered 503 at once (`verify_busy`, counted), everything
+/// checked is refused, and the cached token checked in the middle of the flood is always
+/// allowed, since a cache hit never waits for the verification threads. A few refusals
+/// before it do not isolate anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_bad_signatures_is_shed_and_cache_hits_never_wait_for_it() {
     let (_jwks, key, server) =
@@ -129,6 +131,21 @@ async fn a_flood_of_bad_signatures_is_shed_and_cache_hits_never_wait_for_it() {
         denied_status(&server.check_token("/api", &valid).await),
         None
     );
+    for i in 0..5 {
+        let forged = attacker.token(&claims(&format!("before-{i}")));
+        assert_eq!(
+            denied_status(&server.check_token("/api", &forged).await),
+            Some(401)
+        );
+    }
+    let isolations = |metrics: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("jwt_authz_verification_isolations_total "))
+            .and_then(|v| v.parse::<usize>().ok())
+    };
+    let (_, metrics) = server.admin_get("/metrics").await;
+    assert_eq!(isolations(&metrics), Some(0), "5 refusals isolate nothing");
 
     let flood = (0..300).map(|i| {
         let forged = attacker.token(&claims(&format!("flood-{i}")));
@@ -166,6 +183,7 @@ async fn a_flood_of_bad_signatures_is_shed_and_cache_hits_never_wait_for_it() {
         .find_map(|l| l.strip_prefix("jwt_authz_verifications_shed_total "))
         .and_then(|v| v.parse::<usize>().ok());
     assert_eq!(counted, Some(shed));
+    assert_eq!(isolations(&metrics), Some(1), "raised once by the flood");
     assert_eq!(
         metric(
             &metrics,

@@ -640,6 +640,7 @@ fn verification_threads_and_their_queue_are_bounded() {
     assert!(config.limits.verify_threads() >= 1);
     assert_eq!(config.limits.max_queued_verifications, 1024);
     assert_eq!(config.limits.verify_nice, 19);
+    assert_eq!(config.limits.isolate_after_refusals, 32);
     let with = |limits: &str| format!("{MINIMAL}limits: {limits}\n");
     let set = Config::from_yaml(&with(
         "{verify_threads: 3, max_queued_verifications: 7, verify_nice: 0}",
@@ -649,6 +650,9 @@ fn verification_threads_and_their_queue_are_bounded() {
     assert_eq!(set.limits.max_queued_verifications, 7);
     let inline = Config::from_yaml(&with("{verify_threads: 0}")).unwrap();
     assert_eq!(inline.limits.verify_threads(), 0);
+    let always = Config::from_yaml(&with("{isolate_after_refusals: 0}")).unwrap();
+    assert_eq!(always.limits.isolate_after_refusals, 0);
+    assert!(Config::from_yaml(&with("{isolate_after_refusals: -1}")).is_err());
     for (limits, field) in [
         ("{verify_threads: 257}", "limits.verify_threads"),
         (
@@ -661,6 +665,10 @@ fn verification_threads_and_their_queue_are_bounded() {
         ),
         ("{verify_nice: -1}", "limits.verify_nice"),
         ("{verify_nice: 20}", "limits.verify_nice"),
+        (
+            "{isolate_after_refusals: 1000001}",
+            "limits.isolate_after_refusals",
+        ),
     ] {
         let error = error_of(&with(limits));
         assert!(error.contains(field), "{limits}: {error}");

@@ -14,14 +14,21 @@
 //! - A check that gave up (timed out, or its caller went away) while its work waited is
 //!   skipped when its turn comes.
 //!
-//! The hand-off has a price: a thread switch there and back for every token not in the
-//! cache, which on one CPU shared by both sides costs more CPU than the parsing around the
-//! signature (BENCHMARKS.md, "signature verified every time", with and without threads).
-//! `limits.verify_threads: 0` checks signatures on the async threads instead: cheaper
-//! misses, no flood isolation.
+//! - Only while attacked: the hand-off has a price, a thread switch there and back for
+//!   every token not in the cache, which on a CPU shared by both sides costs more than the
+//!   parsing around the signature (BENCHMARKS.md, "signature verified every time"). So
+//!   while tokens pass their signature checks, a check runs where it arrived, on the async
+//!   thread; once `limits.isolate_after_refusals` tokens are refused after their signature
+//!   check within one second (forged signatures, or replayed tokens with invalid claims),
+//!   every check goes to the threads until ten seconds pass without such a second. A
+//!   flood thus gets a few dozen checks on the async threads before it is isolated.
+//!   `limits.isolate_after_refusals: 0` isolates always; `limits.verify_threads: 0`
+//!   never.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::metrics::Metrics;
 
@@ -67,6 +74,68 @@ pub struct PoolSettings {
     pub threads: usize,
     pub queue: usize,
     pub nice: i32,
+    /// Refusals in one second that isolate checks on the threads; 0: always isolated.
+    pub isolate_after: u32,
+    /// How long isolation lasts after the last second that reached `isolate_after`.
+    pub isolation: Duration,
+}
+
+/// Whether checks go to the threads: always (`after` 0), or for a while after a second in
+/// which `after` tokens were refused after their signature check.
+struct Alarm {
+    after: u32,
+    hold_ms: u64,
+    epoch: Instant,
+    /// The current second since `epoch` (high 32 bits) and the refusals in it (low 32).
+    window: AtomicU64,
+    /// Milliseconds since `epoch` until which checks are isolated.
+    until: AtomicU64,
+}
+
+impl Alarm {
+    fn new(after: u32, hold: Duration) -> Self {
+        Self {
+            after,
+            hold_ms: u64::try_from(hold.as_millis()).unwrap_or(u64::MAX),
+            epoch: Instant::now(),
+            window: AtomicU64::new(0),
+            until: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn raised(&self) -> bool {
+        self.after == 0 || self.now_ms() < self.until.load(Ordering::Relaxed)
+    }
+
+    /// Counts a refusal; true when it raised the alarm (it was not raised before).
+    fn refused(&self) -> bool {
+        if self.after == 0 {
+            return false;
+        }
+        let now = self.now_ms();
+        let second = (now / 1000) & 0xffff_ffff;
+        let mut count = 0;
+        // Second and count in one word: a new second starts its count at one, exactly once.
+        let _ = self
+            .window
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |window| {
+                count = if window >> 32 == second {
+                    ((window & 0xffff_ffff) + 1).min(u64::from(u32::MAX))
+                } else {
+                    1
+                };
+                Some((second << 32) | count)
+            });
+        if count < u64::from(self.after) {
+            return false;
+        }
+        let until = now.saturating_add(self.hold_ms);
+        self.until.fetch_max(until, Ordering::Relaxed) <= now
+    }
 }
 
 /// Handle to the verification threads; clones share them. The threads end once every
@@ -74,6 +143,7 @@ pub struct PoolSettings {
 #[derive(Clone)]
 pub struct VerifyPool {
     queue: Arc<Closer>,
+    alarm: Arc<Alarm>,
     settings: PoolSettings,
     metrics: Arc<Metrics>,
 }
@@ -120,6 +190,7 @@ impl VerifyPool {
         }
         Ok(Self {
             queue: closer,
+            alarm: Arc::new(Alarm::new(settings.isolate_after, settings.isolation)),
             settings,
             metrics,
         })
@@ -134,14 +205,32 @@ impl VerifyPool {
         self.settings
     }
 
-    /// Runs `work` on a verification thread and returns its result; `Busy` at once when
-    /// `settings.queue` jobs already wait. With no threads (`limits.verify_threads: 0`) it
-    /// runs here, on the caller's thread: no hand-off, and no isolation.
+    /// True while checks are isolated on the threads.
+    pub fn isolating(&self) -> bool {
+        self.settings.threads > 0 && self.alarm.raised()
+    }
+
+    /// A token was refused after its signature check (a forged signature, or claims that do
+    /// not hold on a genuine one): the work an attacker makes us do. Enough of them in one
+    /// second isolate the checks that follow.
+    pub fn refused(&self) {
+        if self.settings.threads > 0 && self.alarm.refused() {
+            self.metrics.record_verification_isolation();
+            tracing::warn!(
+                refusals_per_second = self.settings.isolate_after,
+                "tokens refused after their signature check: signature checks move to the verification threads"
+            );
+        }
+    }
+
+    /// Runs `work` and returns its result. While isolating, on a verification thread,
+    /// `Busy` at once when `settings.queue` jobs already wait; otherwise here, on the
+    /// caller's thread (no hand-off).
     pub async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Busy> {
-        if self.settings.threads == 0 {
+        if !self.isolating() {
             return Ok(work());
         }
         let (answer, answered) = tokio::sync::oneshot::channel();
@@ -217,11 +306,14 @@ mod tests {
     use super::*;
     use std::sync::Barrier;
 
+    /// Always isolated.
     fn settings(threads: usize, queue: usize) -> PoolSettings {
         PoolSettings {
             threads,
             queue,
             nice: 10,
+            isolate_after: 0,
+            isolation: Duration::from_secs(10),
         }
     }
 
@@ -325,15 +417,55 @@ mod tests {
         assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
     }
 
-    #[tokio::test]
-    async fn without_threads_work_runs_on_the_callers_thread() {
-        let pool = VerifyPool::start(settings(0, 1), Arc::new(Metrics::new())).unwrap();
+    fn on_a_thread_of_its_own(pool: &VerifyPool) -> impl Future<Output = Result<bool, Busy>> {
         let caller = std::thread::current().id();
+        pool.run(move || std::thread::current().id() != caller)
+    }
+
+    #[tokio::test]
+    async fn checks_move_to_the_threads_while_tokens_are_refused() {
+        let metrics = Arc::new(Metrics::new());
+        let isolation = Duration::from_secs(1);
+        let pool = VerifyPool::start(
+            PoolSettings {
+                isolate_after: 3,
+                isolation,
+                ..settings(1, 4)
+            },
+            Arc::clone(&metrics),
+        )
+        .unwrap();
+        assert_eq!(on_a_thread_of_its_own(&pool).await, Ok(false));
+        pool.refused();
+        pool.refused();
+        assert_eq!(on_a_thread_of_its_own(&pool).await, Ok(false), "2 of 3");
+        // A test that straddles a second boundary restarts the count once; a fourth
+        // refusal in the same second as two others raises it either way.
+        for _ in 0..4 {
+            pool.refused();
+        }
+        assert!(pool.isolating());
+        assert_eq!(on_a_thread_of_its_own(&pool).await, Ok(true));
         assert_eq!(
-            pool.run(move || std::thread::current().id() == caller)
-                .await,
-            Ok(true)
+            metric(&metrics, "jwt_authz_verification_isolations_total"),
+            "jwt_authz_verification_isolations_total 1",
+            "raised once, however many refusals follow"
         );
+        tokio::time::sleep(isolation + Duration::from_millis(50)).await;
+        assert!(!pool.isolating());
+        assert_eq!(on_a_thread_of_its_own(&pool).await, Ok(false));
+    }
+
+    #[tokio::test]
+    async fn isolation_is_always_on_at_zero_and_never_without_threads() {
+        let always = VerifyPool::start(settings(1, 4), Arc::new(Metrics::new())).unwrap();
+        assert_eq!(on_a_thread_of_its_own(&always).await, Ok(true));
+        let never = VerifyPool::start(settings(0, 4), Arc::new(Metrics::new())).unwrap();
+        for _ in 0..10 {
+            never.refused();
+        }
+        assert!(!never.isolating());
+        assert_eq!(on_a_thread_of_its_own(&never).await, Ok(false));
     }
 
     #[tokio::test]
