@@ -158,3 +158,75 @@ fn every_key_of_a_large_set_is_found_by_its_thumbprint() {
     assert!(!set.contains(""));
     assert!(!KeySet::default().contains(&set.keys[0].thumbprint));
 }
+
+/// RFC 7515 Appendix A.2 (RS256) and A.3 (ES256): the document's own compact JWSs verify
+/// with its public keys, the payload reads as the RFC prints it (CRLF and all), and one
+/// changed bit in the signature or the payload is refused. (A.3's signature is a "high S"
+/// one: RFC 7518 §3.4 does not ask for low S, so it must verify.)
+#[test]
+fn rfc7515_appendix_a2_and_a3_examples_verify() {
+    let rs256 = json!({
+        "kty": "RSA",
+        "n": concat!(
+        "ofgWCuLjybRlzo0tZWJjNiuSfb4p4fAkd_wWJcyQoTbji9k0l8W26mPddxHmfHQp-Vaw-4qP",
+        "CJrcS2mJPMEzP1Pt0Bm4d4QlL-yRT-SFd2lZS-pCgNMsD1W_YpRPEwOWvG6b32690r2jZ47s",
+        "oMZo9wGzjb_7OMg0LOL-bSf63kpaSHSXndS5z5rexMdbBYUsLA9e-KXBdQOS-UTo7WTBEMa2",
+        "R2CapHg665xsmtdVMTBQY4uDZlxvb3qCo5ZwKh9kG4LT6_I5IhlJH7aGhyxXFvUK-DWNmoud",
+        "F8NAco9_h9iaGNj8q2ethFkMLs91kzk2PAcDTW9gb54h4FRWyuXpoQ",
+    ),
+        "e": "AQAB",
+    });
+    let es256 = json!({
+        "kty": "EC",
+        "crv": "P-256",
+        "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+        "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+    });
+    let a2 = concat!(
+        "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh",
+        "0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.cC4hiUPoj9Eetdgtv3hF80EGrhuB",
+        "__dzERat0XF9g2VtQgr9PJbu3XOiZj5RZmh7AAuHIm4Bh-0Qc_lF5YKt_O8W2Fp5jujGbds9",
+        "uJdbF9CUAr7t1dnZcAcQjbKBYNX4BAynRFdiuB--f_nZLgrnbyTyWzO75vRK5h6xBArLIARN",
+        "PvkSjtQBMHlb1L07Qe7K0GarZRmB_eSN9383LcOLn6_dO--xi12jzDwusC-eOkHWEsqtFZES",
+        "c6BfI7noOPqvhJ1phCnvWh6IeYI2w9QOYEUipUTI8np6LbgGY9Fs98rqVt5AXLIhWkWywlVm",
+        "tVrBp0igcN_IoypGlUPQGe77Rw",
+    );
+    let a3 = concat!(
+        "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh",
+        "0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.DtEhU3ljbEg8L38VWAfUAqOyKAM6",
+        "-Xx-F4GawxaepmXFCgfTjDxw5djxLa8ISlSApmWQxfKTUJqPP3-Kg6NU1Q",
+    );
+    let keys = parse(vec![rs256, es256], &[Algorithm::RS256, Algorithm::ES256]).unwrap();
+    for (example, compact, alg) in [("A.2", a2, Algorithm::RS256), ("A.3", a3, Algorithm::ES256)] {
+        let token = crate::verify::jws::Unverified::parse(compact).unwrap();
+        assert_eq!(token.header.alg, alg, "{example}");
+        assert_eq!(token.claims["iss"], "joe");
+        assert_eq!(token.claims["exp"], 1_300_819_380);
+        assert_eq!(token.claims["http://example.com/is_root"], true);
+        let verifies = |input: &[u8], signature: &[u8]| {
+            keys.for_algorithm(alg)
+                .filter(|key| key.verify_signature(alg, input, signature))
+                .count()
+        };
+        assert_eq!(
+            verifies(&token.signing_input, &token.signature),
+            1,
+            "{example}"
+        );
+        let mut signature = token.signature.clone();
+        signature[7] ^= 1;
+        assert_eq!(verifies(&token.signing_input, &signature), 0, "{example}");
+        let mut input = token.signing_input.clone();
+        let last = input.len() - 1;
+        input[last] ^= 1;
+        assert_eq!(verifies(&input, &token.signature), 0, "{example}");
+    }
+    // The payload octets of A.2.1, as printed: CRLF line breaks and a leading space.
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(a2.split('.').nth(1).unwrap())
+        .unwrap();
+    assert_eq!(
+        payload,
+        b"{\"iss\":\"joe\",\r\n \"exp\":1300819380,\r\n \"http://example.com/is_root\":true}"
+    );
+}
