@@ -635,15 +635,13 @@ impl Runtime {
         // After the cache, on every request: a revoked token is refused from the moment
         // its list says so, however long ago it was verified.
         if let Some(status) = &provider.status {
-            status
-                .check(&verified.claims, self.config.limits.check_timeout)
-                .await?;
+            Box::pin(status.check(&verified.claims, self.config.limits.check_timeout)).await?;
         }
         // After the cache, on every request: a proof (or certificate) proves this request,
         // not the token. The replay check comes before the claims check, so shadow mode
         // never passes identity headers along with a replayed proof.
         if let Some(replay) = self.sender_constraint(http, &found, provider, &verified)? {
-            self.first_use(&replay).await?;
+            Box::pin(self.first_use(&replay)).await?;
         }
         if route.kind == AccessKind::Claims && route.check_claims(&verified.claims).is_err() {
             return Err(Deny::InsufficientClaims);
@@ -767,11 +765,22 @@ impl Runtime {
                 self.metrics.record_token_cache(true);
                 return Ok((hit, true));
             }
-            self.cache.invalidate(hash).await;
+            Box::pin(self.cache.invalidate(hash)).await;
         }
         if self.cache.enabled() {
             self.metrics.record_token_cache(false);
         }
+        // Boxed: its future (timeout, key fetch, hand-off) is most of a check's, and a check
+        // future is moved several times on its way; a cache hit should not carry it.
+        Box::pin(self.verify_fresh(hash, token)).await
+    }
+
+    /// A token not in the cache (or whose key went away): verified, then cached.
+    async fn verify_fresh(
+        &self,
+        hash: &token_cache::TokenHash,
+        token: &str,
+    ) -> Result<(Arc<VerifiedToken>, bool), Deny> {
         // The one step of a check that can wait (on a key fetch); bounding it here keeps the
         // timer off the cached path. Its span (when traced) is the parent of a key fetch it
         // starts.
