@@ -513,7 +513,7 @@ def main():
         "baseline": os.environ.get("BENCH_BASELINE_LABEL", BASELINE_BIN or "")}}
     try:
         ports = {k: free_port() for k in ["authz", "authz_admin", "verify", "verify_admin",
-                                          "noop", "upstream", "authz_http", "noop_http",
+                                          "noop", "noop_mimalloc", "upstream", "authz_http", "noop_http",
                                           "dpop", "dpop_admin", "status", "status_admin",
                                           "traced", "traced_admin", "otlp",
                                           "baseline", "baseline_admin",
@@ -551,9 +551,12 @@ def main():
                         [BIN / "jwt-authz", "--config", WORK / "isolated.yaml"])
         dpop = Proc("jwt-authz-dpop", [BIN / "jwt-authz", "--config", WORK / "dpop.yaml"])
         noop = Proc("noop-authz", [BIN / "noop-authz", f"127.0.0.1:{ports['noop']}"])
+        # The same floor with jwt-authz's allocator: which part of the gap is the allocator.
+        noop_mimalloc = Proc("noop-authz-mimalloc", [BIN / "noop-authz-mimalloc",
+                                                     f"127.0.0.1:{ports['noop_mimalloc']}"])
         Proc("noop-authz-http", [BIN / "noop-authz", "--http", f"127.0.0.1:{ports['noop_http']}"])
         upstream = Proc("upstream", [BIN / "bench-upstream", f"127.0.0.1:{ports['upstream']}"])
-        for p in ["authz", "verify", "isolated", "noop", "upstream", "authz_http", "noop_http", "dpop",
+        for p in ["authz", "verify", "isolated", "noop", "noop_mimalloc", "upstream", "authz_http", "noop_http", "dpop",
                   "status", "otlp", "traced"] + (["baseline", "baseline_verify"] if baseline else []):
             wait_port(ports[p])
         time.sleep(1)
@@ -570,6 +573,8 @@ def main():
 
         scenarios = [
             ("noop", noop, ports["noop"], ["--tokens", WORK / "hot.txt"]),
+            ("noop_mimalloc", noop_mimalloc, ports["noop_mimalloc"],
+             ["--tokens", WORK / "hot.txt"]),
             ("hot", authz, ports["authz"], ["--tokens", WORK / "hot.txt"]),
             ("status_hot", status, ports["status"], ["--tokens", WORK / "status-token.txt"]),
             *([("hot_baseline", baseline, ports["baseline"], ["--tokens", WORK / "hot.txt"])]

@@ -41,7 +41,7 @@ impl Authorization for Noop {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let http = args.first().is_some_and(|a| a == "--http");
     if http {
