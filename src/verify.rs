@@ -142,7 +142,8 @@ impl Verifier {
 
     /// Verifies a token: decoded once, its provider chosen by `iss`, its key by `kid`
     /// (refetched, rate-limited, when the provider does not hold it), its signature checked
-    /// on `pool`'s threads, its claims checked. Everything that can refuse a token without
+    /// through `pool` (on its threads while it isolates, here otherwise), its claims
+    /// checked; a refusal after the signature check is reported to `pool`. Everything that can refuse a token without
     /// cryptography (shape, issuer, header, type, algorithm, unknown key) does so first.
     pub async fn verify(
         &self,

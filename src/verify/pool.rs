@@ -1,6 +1,7 @@
 //! Signature checks on threads of their own, so that a flood of tokens that each cost a
 //! verification (bad signatures, fresh junk) cannot make cache hits wait: hits are answered
-//! on the async runtime's threads; a miss hands its signature check to this pool and waits.
+//! on the async runtime's threads; while the pool isolates (see the last point), a miss
+//! hands its signature check to this pool and waits.
 //!
 //! - Bounded: at most `limits.max_queued_verifications` wait; beyond that a check is
 //!   answered 503 (`verify_busy`) at once and counted (`jwt_authz_verifications_shed_total`),
@@ -13,7 +14,6 @@
 //!   1.2-1.8x. BENCHMARKS.md, "Flood".)
 //! - A check that gave up (timed out, or its caller went away) while its work waited is
 //!   skipped when its turn comes.
-//!
 //! - Only while attacked: the hand-off has a price, a thread switch there and back for
 //!   every token not in the cache, which on a CPU shared by both sides costs more than the
 //!   parsing around the signature (BENCHMARKS.md, "signature verified every time"). So
