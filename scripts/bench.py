@@ -12,7 +12,8 @@ Builds release binaries, then measures
      ext_authz, Envoy HTTP ext_authz (http_service), nginx auth_request (Debian's nginx);
   c. CPU time per Check and RSS (idle, under load, after 1,000,000 unique tokens);
   d. cost curves in-process (bench/src/bin/curves.rs): rules, providers, keys, cached
-     tokens, identity headers;
+     tokens, identity headers; and the miss path's own work (a check with the cache off,
+     less the cached check, less the RS256 signature check alone);
   e. a flood: the latency of a steady valid cached-token load alone and while a flood of
      distinct invalid tokens (bad signatures under the real kid, some unknown kids)
      saturates the sidecar, directly and through Envoy against the no-op floor under the

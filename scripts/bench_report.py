@@ -168,12 +168,16 @@ def report(r):
     hot_cpu = d["hot"]["cpu_us_per_check"]
     status_cpu = d["status_hot"]["cpu_us_per_check"]
     hot_spread = max(d["hot"]["cpu_rounds"]) - min(d["hot"]["cpu_rounds"])
+    noop_spread = max(d["noop"]["cpu_rounds"]) - min(d["noop"]["cpu_rounds"])
     off_cpu = d["hot_traceparent"]["cpu_us_per_check"]
     traced_cpu = d["hot_traced"]["cpu_us_per_check"]
     spans = r["tracing"]
     own = av_cpu - verify_us
     flood_rss = r["rss_after_flood_mib"]
     miss_budget = d["noop"]["cpu_us_per_check"] + verify_us + 5
+    # The miss path's own work, in-process (bench/src/bin/curves.rs, `miss_path`).
+    mp = (r.get("curves", {}).get("miss_path") or [None])[0]
+    miss_own_us = (mp["uncached_ns"] - mp["cached_ns"] - mp["signature_ns"]) / 1e3 if mp else None
     curve_targets = []
     for dim, title, series, may_grow in CURVES:
         if may_grow or dim not in r.get("curves", {}):
@@ -363,6 +367,12 @@ def report(r):
         f"| miss path: always-verify CPU per check ≤ floor + RSA + 5 µs (default: checked where "
         f"it arrives while nothing is refused) | {av_cpu:.1f} µs against {d['noop']['cpu_us_per_check']:.1f} + {verify_us:.1f} "
         f"+ 5 = {miss_budget:.1f} µs | {verdict(av_cpu <= miss_budget)} |",
+        *([f"| miss path, its own work in-process (the miss path's part of the 5 µs: a whole check "
+           f"with the cache off, less the same check cached, less the RS256 signature check alone; "
+           f"`curves`, fastest of interleaved batches, no network) ≤ 5 µs | "
+           f"{mp['uncached_ns'] / 1e3:.1f} − {mp['cached_ns'] / 1e3:.1f} − {mp['signature_ns'] / 1e3:.1f} "
+           f"= {miss_own_us:.1f} µs | {verdict(miss_own_us <= 5)} |"]
+          if mp else []),
         *([f"| miss path, always handed to the verification threads "
            f"(`limits.isolate_after_refusals: 0`: the price of isolation) | "
            f"{d['always_verify_isolated']['cpu_us_per_check']:.1f} µs against {miss_budget:.1f} µs | "
@@ -401,6 +411,18 @@ def report(r):
            f"{d['always_verify_isolated']['cpu_us_per_check'] - av_cpu:.1f} µs more, which is "
            "why checks are isolated only while tokens are being refused."
            if "always_verify_isolated" in d else ""))
+    if mp:
+        notes.append(
+            f"- Miss path, where the end-to-end figure goes: in-process the miss path's own work "
+            f"(everything a cache miss adds but the RS256 check) is {miss_own_us:.1f} µs; end to "
+            f"end the always-verify row pays {parse:.1f} µs beyond the hot row and RSA. The "
+            "difference is not work the miss path does: perf of an always-verify load against a "
+            "hot one (same binary, pinned) shows the same calls per check (one `writev` per "
+            "answer, the same reads) each costing more — the kernel's TCP send and wake-up of a "
+            "load generator that now waits on the server, tonic and h2 running with caches "
+            "the RSA check just used. It grows with the host's load (in this run the no-op "
+            f"floor's own rounds spread over {noop_spread:.1f} µs), so the end-to-end row is "
+            "kept as measured and the own-work row shows the part the code controls.")
     notes.append(
         "- Throughput on this 2-core machine: the load generator has one core and is the first "
         "to saturate, so the no-op floor and the cached jwt-authz runs reach about the same "

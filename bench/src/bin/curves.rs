@@ -14,6 +14,12 @@
 //!   lookup a cache hit does (entries inserted directly: verifying a million tokens would
 //!   take minutes and measure the verification, not the cache).
 //! - `identity_headers`: 3..30 claims mapped to headers, the token carrying all of them.
+//! - `miss_path` (one point, not a curve): what a cache miss adds to a check, apart from the
+//!   network: a whole check of a 2,048-bit RS256 token with the cache on (`cached_ns`) and
+//!   off (`uncached_ns`, verified every time), and its signature check alone in aws-lc with
+//!   the key prepared as a fetch prepares it (`signature_ns`). The miss path's own work is
+//!   `uncached - cached - signature`: splitting, decoding and parsing the token, choosing
+//!   provider and key, validating the claims, the check's timeout.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -68,6 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for n in [1, 1_000, 100_000, 1_000_000] {
         points.push(bench.cached_tokens(n));
     }
+    points.push(bench.miss_path()?);
     // Every series is calibrated, then measured in interleaved rounds, so that drift on the
     // machine hits every point alike; each keeps its fastest batch.
     let mut best: Vec<Vec<f64>> = points
@@ -331,6 +338,48 @@ impl<'a> Bench<'a> {
             dimension: "keys",
             n: n as u64,
             series: vec![("check_ns", self.check_call(runtime, &token, "/bench")?)],
+        })
+    }
+
+    /// A cache miss against a hit, with the same RS256 token, and its signature check alone.
+    fn miss_path(&self) -> PointResult<'a> {
+        let key = aws_lc_rs::signature::RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+            .map_err(|_| "cannot generate an RSA key")?;
+        let jwk = jwt_authz_bench::rsa_jwk(&key);
+        let jwks = self.write_jwks("miss", vec![jwk.clone()])?;
+        let token = jwt_authz_bench::sign_rs256(&key, &jwt_authz_bench::claims(1));
+        let provider = format!(
+            "providers:\n  - name: bench\n    issuer: {}\n    audiences: [{}]\n    jwks: {{file: {}}}\n",
+            jwt_authz_bench::ISSUER,
+            jwt_authz_bench::AUDIENCE,
+            jwks.display()
+        );
+        let cached = self.runtime(&provider)?;
+        let uncached = self.runtime(&format!("{provider}token_cache: {{max_entries: 0}}\n"))?;
+        let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk)?;
+        let decoding = jsonwebtoken::DecodingKey::from_jwk(&jwk)?;
+        let prepared = jwt_authz::crypto::prepare(&decoding, &[jsonwebtoken::Algorithm::RS256]);
+        let prepared = prepared.into_iter().next().ok_or("RSA key not prepared")?;
+        let (message, signature) = token.rsplit_once('.').ok_or("not a JWS")?;
+        let message = message.as_bytes().to_vec();
+        let signature =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, signature)?;
+        if !prepared.verify(&message, &signature) {
+            return Err("the benchmark signature does not verify".into());
+        }
+        Ok(Point {
+            dimension: "miss_path",
+            n: 1,
+            series: vec![
+                ("cached_ns", self.check_call(cached, &token, "/bench")?),
+                ("uncached_ns", self.check_call(uncached, &token, "/bench")?),
+                (
+                    "signature_ns",
+                    Box::new(move || {
+                        std::hint::black_box(prepared.verify(&message, &signature));
+                    }),
+                ),
+            ],
         })
     }
 
