@@ -1,7 +1,7 @@
 //! The configuration file: its YAML shape, defaults, and the validation that runs once at
 //! start-up (and on every reload) so that a bad file is rejected with the offending field named.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,6 +20,12 @@ pub use binding::{
 };
 pub use status::{StatusListConfig, StatusListMode};
 pub use telemetry::TracingConfig;
+
+// The decision's part of the file: shared with the in-proxy filter.
+pub use jwt_authz_core::config::{
+    Access, ClaimHeader, ClaimRequirement, EscapedSlashes, Invalid, MatchConfig, Mode, PathConfig,
+    PathMatch, RuleConfig, TokenSource,
+};
 
 /// Everything jwt-authz needs to run, as read from `--config`.
 #[derive(Debug, Clone, Deserialize)]
@@ -237,17 +243,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// Whether denials are enforced or only observed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    #[default]
-    Enforce,
-    /// A request that would be denied is allowed (identity headers still set only from a
-    /// valid token, and removed otherwise), and the would-be denial is counted and logged.
-    Shadow,
-}
-
 /// One trusted token issuer.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -326,24 +321,6 @@ pub enum JwksSource {
     Discovery,
     /// A JWKS document on local disk, re-read on the refresh schedule.
     File(PathBuf),
-}
-
-/// Where in a request a token may be carried.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TokenSource {
-    /// `Authorization: Bearer <token>`, scheme matched case-insensitively.
-    Bearer,
-    /// A custom header, optionally with a prefix before the token.
-    Header {
-        name: String,
-        #[serde(default)]
-        prefix: Option<String>,
-    },
-    /// A cookie with this name.
-    Cookie(String),
-    /// A query parameter with this name.
-    Query(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -452,45 +429,6 @@ impl LimitsConfig {
     }
 }
 
-/// Request paths are matched in their canonical form (see [`crate::request::path`]).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PathConfig {
-    #[serde(default)]
-    pub escaped_slashes: EscapedSlashes,
-    /// Accept `;` in paths (RFC 3986 path parameters, kept as data). Off: refused with 400,
-    /// since Java servers strip `;params` from every segment before routing.
-    #[serde(default)]
-    pub path_parameters: bool,
-    /// A `:path` (query included) longer than this is refused (414) before anything else.
-    #[serde(default = "default_max_path_bytes")]
-    pub max_bytes: usize,
-}
-
-impl Default for PathConfig {
-    fn default() -> Self {
-        Self {
-            escaped_slashes: EscapedSlashes::default(),
-            path_parameters: false,
-            max_bytes: default_max_path_bytes(),
-        }
-    }
-}
-
-/// What `%2F` in a path means. `%5C` (an escaped backslash) is refused whatever this says.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EscapedSlashes {
-    /// Refused with 400: servers disagree on whether it separates segments.
-    #[default]
-    Reject,
-    /// Decoded to `/` and matched as a separator (Envoy's `UNESCAPE_AND_FORWARD`, Istio's
-    /// `DECODE_AND_MERGE_SLASHES`); the proxy should forward the decoded path.
-    Decode,
-    /// Kept as `%2F`, data inside one segment, for apps whose identifiers contain slashes.
-    Keep,
-}
-
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenCacheConfig {
@@ -540,96 +478,6 @@ impl Default for IdentityConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClaimHeader {
-    /// A claim name; `a.b` reaches into nested objects.
-    pub claim: String,
-    pub header: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleConfig {
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(rename = "match", default)]
-    pub matcher: MatchConfig,
-    /// Only tokens from these providers (by name) are accepted on this route.
-    #[serde(default)]
-    pub providers: Option<Vec<String>>,
-    /// The token's `aud` must hold one of these, instead of its provider's `audiences`.
-    #[serde(default)]
-    pub audiences: Option<Vec<String>>,
-    /// Overrides the provider's and the top-level `mode` on this route.
-    #[serde(default)]
-    pub mode: Option<Mode>,
-    pub access: Access,
-}
-
-/// All present conditions must hold; an empty match matches every request.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MatchConfig {
-    #[serde(default)]
-    pub path: Option<PathMatch>,
-    #[serde(default)]
-    pub methods: Vec<String>,
-    #[serde(default)]
-    pub hosts: Vec<String>,
-    #[serde(default)]
-    pub context_extensions: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PathMatch {
-    Exact(String),
-    Prefix(String),
-    /// Matched against the whole path (without the query string).
-    Regex(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Access {
-    /// No token needed; a token that is present is still verified.
-    Public,
-    /// Any valid token.
-    Authenticated,
-    /// Always denied (403).
-    Deny,
-    /// A valid token whose claims meet every requirement.
-    Claims(Vec<ClaimRequirement>),
-}
-
-/// Exactly one of `any_of`, `all_of` and `equals`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClaimRequirement {
-    pub claim: String,
-    /// The claim (a string, a space-separated string, or an array) holds at least one of these.
-    #[serde(default)]
-    pub any_of: Option<Vec<String>>,
-    /// The claim holds every one of these (e.g. `scope`).
-    #[serde(default)]
-    pub all_of: Option<Vec<String>>,
-    /// The claim equals this JSON value exactly.
-    #[serde(default)]
-    pub equals: Option<serde_json::Value>,
-    /// Read a string claim as space-separated values for `any_of` / `all_of`. Default: only
-    /// for `scope` and `scp`; every other string is one value.
-    #[serde(default)]
-    pub space_separated: Option<bool>,
-}
-
-impl ClaimRequirement {
-    pub fn splits_on_spaces(&self) -> bool {
-        self.space_separated
-            .unwrap_or_else(|| crate::claims::is_space_separated(&self.claim))
-    }
-}
-
 /// Why a configuration was rejected. The message names the field.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -644,6 +492,12 @@ pub enum ConfigError {
     Shape { path: String, message: String },
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+}
+
+impl From<Invalid> for ConfigError {
+    fn from(Invalid { field, message }: Invalid) -> Self {
+        ConfigError::Invalid { field, message }
+    }
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -766,8 +620,9 @@ impl Config {
         self.identity.validate()?;
         self.http.validate()?;
         self.dpop.validate()?;
+        let provider_names: Vec<&str> = self.providers.iter().map(|p| p.name.as_str()).collect();
         for (i, rule) in self.rules.iter().enumerate() {
-            rule.validate(&format!("rules[{i}]"), &self.paths, &self.providers)?;
+            rule.validate(&format!("rules[{i}]"), &self.paths, &provider_names)?;
         }
         Ok(())
     }
@@ -1093,109 +948,6 @@ impl IdentityConfig {
     }
 }
 
-impl RuleConfig {
-    fn validate(
-        &self,
-        field: &str,
-        paths: &PathConfig,
-        providers: &[ProviderConfig],
-    ) -> Result<(), ConfigError> {
-        if let Some(names) = &self.providers {
-            if names.is_empty() {
-                return Err(invalid(
-                    format!("{field}.providers"),
-                    "must name at least one provider (leave it out to accept every provider)",
-                ));
-            }
-            for (i, name) in names.iter().enumerate() {
-                if !providers.iter().any(|p| p.name == *name) {
-                    return Err(invalid(
-                        format!("{field}.providers[{i}]"),
-                        format!("no provider is named {name:?}"),
-                    ));
-                }
-            }
-        }
-        if let Some(audiences) = &self.audiences
-            && (audiences.is_empty() || audiences.iter().any(String::is_empty))
-        {
-            return Err(invalid(
-                format!("{field}.audiences"),
-                "at least one non-empty audience is required (leave it out to use the provider's)",
-            ));
-        }
-        if self.access == Access::Deny && (self.providers.is_some() || self.audiences.is_some()) {
-            return Err(invalid(
-                format!("{field}.access"),
-                "a deny rule accepts no token, so providers and audiences mean nothing here",
-            ));
-        }
-        if let Some(PathMatch::Regex(re)) = &self.matcher.path {
-            regex::Regex::new(re).map_err(|e| {
-                invalid(
-                    format!("{field}.match.path.regex"),
-                    format!("invalid regex: {e}"),
-                )
-            })?;
-        }
-        if let Some(PathMatch::Exact(p) | PathMatch::Prefix(p)) = &self.matcher.path {
-            // Rules see canonical paths only; a rule written another way could never match.
-            let canonical = crate::request::canonical_path(p, paths)
-                .map_err(|e| invalid(format!("{field}.match.path"), format!("{p:?}: {e}")))?;
-            if canonical != *p {
-                return Err(invalid(
-                    format!("{field}.match.path"),
-                    format!(
-                        "{p:?} is not a canonical path and would never match; write {canonical:?}"
-                    ),
-                ));
-            }
-        }
-        for (i, method) in self.matcher.methods.iter().enumerate() {
-            if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
-                return Err(invalid(
-                    format!("{field}.match.methods[{i}]"),
-                    format!("invalid method {method:?}"),
-                ));
-            }
-        }
-        if let Access::Claims(requirements) = &self.access {
-            if requirements.is_empty() {
-                return Err(invalid(
-                    format!("{field}.access.claims"),
-                    "at least one requirement is required",
-                ));
-            }
-            for (i, req) in requirements.iter().enumerate() {
-                let f = format!("{field}.access.claims[{i}]");
-                if req.claim.is_empty() {
-                    return Err(invalid(format!("{f}.claim"), "must not be empty"));
-                }
-                let set = [
-                    req.any_of.is_some(),
-                    req.all_of.is_some(),
-                    req.equals.is_some(),
-                ]
-                .iter()
-                .filter(|b| **b)
-                .count();
-                if set != 1 {
-                    return Err(invalid(
-                        f,
-                        "exactly one of any_of, all_of and equals is required",
-                    ));
-                }
-                if req.any_of.as_ref().is_some_and(Vec::is_empty)
-                    || req.all_of.as_ref().is_some_and(Vec::is_empty)
-                {
-                    return Err(invalid(f, "the list of values must not be empty"));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
 /// A loopback IP address or `localhost` (RFC 6761 §6.3: never resolved off the host).
 fn is_loopback(url: &reqwest::Url) -> bool {
     let Some(host) = url.host_str() else {
@@ -1295,10 +1047,6 @@ fn default_max_concurrent_checks() -> usize {
 
 fn default_max_key_fetch_waiters() -> usize {
     64
-}
-
-fn default_max_path_bytes() -> usize {
-    8 * 1024
 }
 
 fn default_algorithms() -> Vec<Algorithm> {

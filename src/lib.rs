@@ -1,6 +1,10 @@
 //! jwt-authz: an Envoy ext_authz gRPC server that verifies JWTs against cached JWKS and
 //! injects identity headers.
 //!
+//! The decision itself (request, path, rules' configuration, claims, identity headers) is in
+//! the `jwt-authz-core` crate, which the in-proxy filter shares; its modules are re-exported
+//! here under the same names.
+//!
 //! - [`config`]: the YAML configuration, its defaults and validation.
 //! - [`extract`]: finding the one token in a request (bearer, header, cookie, query).
 //! - [`keys`]: a JWKS document turned into ready verifiers, one per usable key.
@@ -28,20 +32,16 @@
 
 pub mod admin;
 pub mod authz;
-pub mod claims;
 pub mod config;
 pub mod crypto;
 pub mod dpop;
 pub mod explain;
-pub mod extract;
 pub mod front;
-pub mod identity;
 pub mod jwks;
 pub mod keys;
 pub mod metrics;
 pub mod mtls;
 pub mod policy;
-pub mod request;
 pub mod response;
 pub mod revocation;
 pub mod sender;
@@ -50,6 +50,8 @@ pub mod status_list;
 pub mod telemetry;
 pub mod token_cache;
 pub mod verify;
+
+pub use jwt_authz_core::{claims, extract, identity, request};
 
 pub use config::Config;
 pub use server::Server;

@@ -1,0 +1,16 @@
+//! The decision jwt-authz makes for one request, free of I/O: what every front end of the
+//! sidecar calls, and what the in-proxy filter runs inside Envoy (it builds for
+//! `wasm32-wasip1`). Nothing here reaches for a socket, a clock, a thread or a crypto
+//! library; tokens arrive here already verified, as claims.
+//!
+//! - [`config`]: the configuration the decision reads, and its validation.
+//! - [`request`]: the request as rules see it; its path in canonical form (RFC 3986).
+//! - [`extract`]: finding the one token in a request (bearer, header, cookie, query).
+//! - [`claims`]: reading claims by name or dotted path.
+//! - [`identity`]: identity headers set for upstream, client copies removed.
+
+pub mod claims;
+pub mod config;
+pub mod extract;
+pub mod identity;
+pub mod request;
