@@ -254,7 +254,7 @@ impl Runtime {
         metrics: Arc<Metrics>,
         telemetry: Telemetry,
     ) -> Result<Self, StartError> {
-        let policy = Policy::new(&config.rules, &config.providers)?;
+        let policy = Policy::new(&config.rules, &config.provider_names())?;
         if let Some(dir) = &config.state_dir {
             open_state_dir(dir)?;
         }

@@ -508,6 +508,12 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError 
 }
 
 impl Config {
+    /// The providers' names in configuration order (rules name providers by them; the
+    /// decision knows a provider by its index in this list).
+    pub fn provider_names(&self) -> Vec<&str> {
+        self.providers.iter().map(|p| p.name.as_str()).collect()
+    }
+
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -620,7 +626,7 @@ impl Config {
         self.identity.validate()?;
         self.http.validate()?;
         self.dpop.validate()?;
-        let provider_names: Vec<&str> = self.providers.iter().map(|p| p.name.as_str()).collect();
+        let provider_names = self.provider_names();
         for (i, rule) in self.rules.iter().enumerate() {
             rule.validate(&format!("rules[{i}]"), &self.paths, &provider_names)?;
         }

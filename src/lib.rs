@@ -41,7 +41,6 @@ pub mod jwks;
 pub mod keys;
 pub mod metrics;
 pub mod mtls;
-pub mod policy;
 pub mod response;
 pub mod revocation;
 pub mod sender;
@@ -51,7 +50,7 @@ pub mod telemetry;
 pub mod token_cache;
 pub mod verify;
 
-pub use jwt_authz_core::{claims, extract, identity, request};
+pub use jwt_authz_core::{claims, extract, identity, policy, request};
 
 pub use config::Config;
 pub use server::Server;

@@ -8,9 +8,11 @@
 //! - [`extract`]: finding the one token in a request (bearer, header, cookie, query).
 //! - [`claims`]: reading claims by name or dotted path.
 //! - [`identity`]: identity headers set for upstream, client copies removed.
+//! - [`policy`]: route rules (public, authenticated, deny, claim requirements, providers).
 
 pub mod claims;
 pub mod config;
 pub mod extract;
 pub mod identity;
+pub mod policy;
 pub mod request;

@@ -4,7 +4,7 @@ use serde_json::json;
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use crate::config::{Config, PathConfig};
+use crate::config::PathConfig;
 use crate::request::canonical_path;
 
 fn policy(yaml: &str) -> Policy {
@@ -31,25 +31,24 @@ fn info<'a>(
 
 #[test]
 fn rules_name_providers_by_index_and_carry_their_audiences() {
-    let config = Config::from_yaml(
-        r#"
-providers:
-  - {name: corp, issuer: https://corp.test, audiences: [api], jwks: {uri: https://corp.test/jwks}}
-  - {name: partner, issuer: https://partner.test, audiences: [api], jwks: {uri: https://partner.test/jwks}}
-rules:
-  - name: billing
-    match: {path: {prefix: /billing/}}
-    providers: [partner]
-    audiences: [billing-api]
-    access: authenticated
-  - name: both
-    match: {path: {prefix: /both/}}
-    providers: [partner, corp]
-    access: public
+    let rules: Vec<RuleConfig> = serde_path_to_error::deserialize(
+        serde_norway::from_str::<serde_json::Value>(
+            r#"
+- name: billing
+  match: {path: {prefix: /billing/}}
+  providers: [partner]
+  audiences: [billing-api]
+  access: authenticated
+- name: both
+  match: {path: {prefix: /both/}}
+  providers: [partner, corp]
+  access: public
 "#,
+        )
+        .unwrap(),
     )
     .unwrap();
-    let p = Policy::new(&config.rules, &config.providers).unwrap();
+    let p = Policy::new(&rules, &["corp", "partner"]).unwrap();
     let ext = HashMap::new();
     let billing = p.route(&info("GET", "/billing/x", "h", &ext));
     assert_eq!(billing.providers, Some(&[1][..]));

@@ -6,7 +6,7 @@ use regex::Regex;
 use serde_json::{Map, Value};
 
 use crate::claims;
-use crate::config::{Access, ClaimRequirement, Mode, PathMatch, ProviderConfig, RuleConfig};
+use crate::config::{Access, ClaimRequirement, Mode, PathMatch, RuleConfig};
 use crate::request::RequestInfo;
 
 mod index;
@@ -84,8 +84,9 @@ const DEFAULT_ROUTE: Route<'static> = Route {
 impl Policy {
     /// Compiles the rules; the configuration has already been validated, so a regex error
     /// here is unexpected but still reported rather than unwrapped (and a provider name that
-    /// names no provider accepts no token).
-    pub fn new(rules: &[RuleConfig], providers: &[ProviderConfig]) -> Result<Self, regex::Error> {
+    /// names no provider accepts no token). `providers` are the providers' names in
+    /// configuration order: a route keeps the indices of those it accepts.
+    pub fn new(rules: &[RuleConfig], providers: &[&str]) -> Result<Self, regex::Error> {
         let rules = rules
             .iter()
             .enumerate()
@@ -130,7 +131,7 @@ impl Policy {
                     providers: rule.providers.as_ref().map(|names| {
                         names
                             .iter()
-                            .filter_map(|name| providers.iter().position(|p| p.name == *name))
+                            .filter_map(|name| providers.iter().position(|p| *p == name.as_str()))
                             .collect()
                     }),
                     audiences: rule.audiences.clone(),
