@@ -20,41 +20,7 @@ mod tests;
 /// The `typ` a proof must carry (§4.2).
 pub const PROOF_TYPE: &str = "dpop+jwt";
 
-/// A proof larger than this is refused before parsing (a proof holds one public key and a
-/// handful of claims; an RSA-4096 key makes it about 1.5 KiB).
-pub const MAX_PROOF_BYTES: usize = 4096;
-
-/// Why a proof is refused. Every variant is `invalid_dpop_proof` to the client (§7.1),
-/// except [`DpopError::NonceRequired`] (`use_dpop_nonce`, §8).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DpopError {
-    #[error("proof larger than {MAX_PROOF_BYTES} bytes")]
-    TooLarge,
-    #[error("proof is not a well-formed JWS")]
-    Malformed,
-    #[error("proof typ is not dpop+jwt")]
-    WrongType,
-    #[error("proof algorithm not allowed")]
-    AlgorithmNotAllowed,
-    #[error("proof jwk missing, unsupported or holding a private key")]
-    BadKey,
-    #[error("proof signature invalid")]
-    BadSignature,
-    #[error("proof claim {0} missing or malformed")]
-    MissingClaim(&'static str),
-    #[error("proof htm does not match the request method")]
-    WrongMethod,
-    #[error("proof htu does not match the request URI")]
-    WrongUri,
-    #[error("proof iat outside the accepted window")]
-    StaleOrFuture,
-    #[error("proof ath does not match the access token")]
-    WrongTokenHash,
-    #[error("the server requires a DPoP nonce")]
-    NonceRequired,
-    #[error("proof nonce is not the current one")]
-    WrongNonce,
-}
+pub use jwt_authz_core::token::{DpopError, MAX_PROOF_BYTES};
 
 /// What a proof is checked against.
 #[derive(Debug, Clone)]

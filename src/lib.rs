@@ -41,7 +41,6 @@ pub mod jwks;
 pub mod keys;
 pub mod metrics;
 pub mod mtls;
-pub mod response;
 pub mod revocation;
 pub mod sender;
 pub mod server;
@@ -50,7 +49,7 @@ pub mod telemetry;
 pub mod token_cache;
 pub mod verify;
 
-pub use jwt_authz_core::{claims, extract, identity, policy, request};
+pub use jwt_authz_core::{claims, extract, identity, policy, request, response};
 
 pub use config::Config;
 pub use server::Server;

@@ -18,76 +18,7 @@ pub mod pool;
 use jws::{Registered, Unverified};
 use pool::VerifyPool;
 
-/// Claims of a token whose signature and registered claims have been checked.
-#[derive(Debug)]
-pub struct VerifiedToken {
-    /// Index of the provider in the configuration that verified it.
-    pub provider: usize,
-    /// Thumbprint of the key that verified it, so a cached token dies with its key.
-    pub thumbprint: String,
-    pub claims: Map<String, Value>,
-    pub exp: Option<u64>,
-}
-
-impl VerifiedToken {
-    /// A rough count of the heap bytes this entry holds, for the cache's byte bound.
-    pub fn approx_size(&self) -> usize {
-        fn value_size(v: &Value) -> usize {
-            match v {
-                Value::String(s) => s.len() + 24,
-                Value::Array(a) => a.iter().map(value_size).sum::<usize>() + 24,
-                Value::Object(o) => o.iter().map(|(k, v)| k.len() + 24 + value_size(v)).sum(),
-                _ => 16,
-            }
-        }
-        std::mem::size_of::<Self>()
-            + self.thumbprint.len()
-            + self
-                .claims
-                .iter()
-                .map(|(k, v)| k.len() + 48 + value_size(v))
-                .sum::<usize>()
-    }
-}
-
-/// Why a token was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum VerifyError {
-    #[error("malformed token")]
-    Malformed,
-    #[error("unsupported token header")]
-    UnsupportedHeader,
-    #[error("unknown issuer")]
-    UnknownIssuer,
-    #[error("algorithm not allowed")]
-    AlgorithmNotAllowed,
-    #[error("unknown signing key")]
-    UnknownKey,
-    #[error("invalid signature")]
-    BadSignature,
-    #[error("token expired")]
-    Expired,
-    #[error("token not yet valid")]
-    NotYetValid,
-    #[error("invalid audience")]
-    WrongAudience,
-    #[error("invalid issuer")]
-    WrongIssuer,
-    #[error("missing required claim")]
-    MissingClaim(String),
-    #[error("token type not accepted")]
-    WrongTokenType,
-    #[error("token lifetime too long")]
-    LifetimeTooLong,
-    #[error("token issued in the future")]
-    IssuedInFuture,
-    #[error("signing keys unavailable")]
-    KeysUnavailable,
-    #[error("too many checks waiting on a key fetch")]
-    KeyFetchBusy,
-    #[error("too many tokens waiting for a signature check")]
-    VerifyBusy,
-}
+pub use jwt_authz_core::token::{VerifiedToken, VerifyError};
 
 /// One configured provider and its keys.
 #[derive(Debug)]

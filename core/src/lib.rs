@@ -9,6 +9,8 @@
 //! - [`claims`]: reading claims by name or dotted path.
 //! - [`identity`]: identity headers set for upstream, client copies removed.
 //! - [`policy`]: route rules (public, authenticated, deny, claim requirements, providers).
+//! - [`token`]: what verification hands the decision: verified claims, or why not.
+//! - [`response`]: every denial's HTTP status, gRPC code and RFC 6750 error, in one table.
 
 pub mod claims;
 pub mod config;
@@ -16,3 +18,5 @@ pub mod extract;
 pub mod identity;
 pub mod policy;
 pub mod request;
+pub mod response;
+pub mod token;

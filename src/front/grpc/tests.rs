@@ -61,3 +61,31 @@ fn allow_overwrites_and_removes() {
     assert_eq!(ok.headers_to_remove, vec!["x-user-role".to_string()]);
     assert!(response.dynamic_metadata.is_none());
 }
+
+/// The decision core numbers its statuses itself (it knows neither Envoy's protos nor
+/// tonic); on the wire they must be Envoy's and gRPC's own numbers.
+#[test]
+fn core_status_numbers_are_envoys_and_grpcs() {
+    use crate::response::{GrpcCode, HttpStatus};
+    use envoy_types::pb::envoy::r#type::v3::StatusCode;
+    for (ours, envoy) in [
+        (HttpStatus::BadRequest, StatusCode::BadRequest),
+        (HttpStatus::Unauthorized, StatusCode::Unauthorized),
+        (HttpStatus::Forbidden, StatusCode::Forbidden),
+        (HttpStatus::UriTooLong, StatusCode::UriTooLong),
+        (
+            HttpStatus::ServiceUnavailable,
+            StatusCode::ServiceUnavailable,
+        ),
+    ] {
+        assert_eq!(ours as i32, envoy as i32, "{ours:?}");
+    }
+    for (ours, grpc) in [
+        (GrpcCode::InvalidArgument, Code::InvalidArgument),
+        (GrpcCode::PermissionDenied, Code::PermissionDenied),
+        (GrpcCode::Unavailable, Code::Unavailable),
+        (GrpcCode::Unauthenticated, Code::Unauthenticated),
+    ] {
+        assert_eq!(ours as i32, grpc as i32, "{ours:?}");
+    }
+}

@@ -3,13 +3,9 @@
 
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::r#type::v3::StatusCode;
-use tonic::Code;
-
-use crate::dpop::DpopError;
 use crate::identity::HeaderMutation;
 use crate::request::PathError;
-use crate::verify::{VerifiedToken, VerifyError};
+use crate::token::{DpopError, VerifiedToken, VerifyError};
 
 /// Why a request was denied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +77,27 @@ pub enum Deny {
     StatusListUnavailable,
 }
 
+/// The HTTP status of a denial. The values are the status codes themselves, as Envoy's
+/// `envoy.type.v3.StatusCode` numbers them, so a front end sends `status as i32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpStatus {
+    BadRequest = 400,
+    Unauthorized = 401,
+    Forbidden = 403,
+    UriTooLong = 414,
+    ServiceUnavailable = 503,
+}
+
+/// The gRPC status of a denial (for ext_authz's `CheckResponse.status`), numbered as gRPC
+/// numbers its status codes (`google.rpc.Code`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrpcCode {
+    InvalidArgument = 3,
+    PermissionDenied = 7,
+    Unavailable = 14,
+    Unauthenticated = 16,
+}
+
 /// The authentication scheme a denial's challenge names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Challenge {
@@ -92,8 +109,8 @@ pub enum Challenge {
 /// The client-visible shape of a denial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Answer {
-    pub http: StatusCode,
-    pub grpc: Code,
+    pub http: HttpStatus,
+    pub grpc: GrpcCode,
     /// RFC 6750 `error`, also added to `WWW-Authenticate` when `challenge_error` is set.
     pub error: &'static str,
     pub description: &'static str,
@@ -106,11 +123,11 @@ pub struct Answer {
 
 impl Deny {
     pub fn answer(&self) -> Answer {
-        use StatusCode::{BadRequest, Forbidden, ServiceUnavailable, Unauthorized, UriTooLong};
+        use HttpStatus::{BadRequest, Forbidden, ServiceUnavailable, Unauthorized, UriTooLong};
         let (http, grpc, error, description, challenge_error, reason) = match self {
             Deny::InvalidPath(PathError::TooLong) => (
                 UriTooLong,
-                Code::InvalidArgument,
+                GrpcCode::InvalidArgument,
                 "invalid_request",
                 "request path too long",
                 true,
@@ -118,7 +135,7 @@ impl Deny {
             ),
             Deny::InvalidQuery => (
                 BadRequest,
-                Code::InvalidArgument,
+                GrpcCode::InvalidArgument,
                 "invalid_request",
                 "malformed query string",
                 true,
@@ -126,7 +143,7 @@ impl Deny {
             ),
             Deny::BadForwardedRequest => (
                 BadRequest,
-                Code::InvalidArgument,
+                GrpcCode::InvalidArgument,
                 "invalid_request",
                 "original request not described",
                 true,
@@ -134,7 +151,7 @@ impl Deny {
             ),
             Deny::InvalidPath(_) => (
                 BadRequest,
-                Code::InvalidArgument,
+                GrpcCode::InvalidArgument,
                 "invalid_request",
                 "ambiguous request path",
                 true,
@@ -142,7 +159,7 @@ impl Deny {
             ),
             Deny::MissingToken => (
                 Unauthorized,
-                Code::Unauthenticated,
+                GrpcCode::Unauthenticated,
                 "invalid_request",
                 "bearer token required",
                 false,
@@ -150,7 +167,7 @@ impl Deny {
             ),
             Deny::MultipleTokens => (
                 BadRequest,
-                Code::Unauthenticated,
+                GrpcCode::Unauthenticated,
                 "invalid_request",
                 "more than one token in request",
                 true,
@@ -158,7 +175,7 @@ impl Deny {
             ),
             Deny::TokenTooLarge => (
                 BadRequest,
-                Code::Unauthenticated,
+                GrpcCode::Unauthenticated,
                 "invalid_request",
                 "token too large",
                 true,
@@ -166,7 +183,7 @@ impl Deny {
             ),
             Deny::WrongSource => (
                 Unauthorized,
-                Code::Unauthenticated,
+                GrpcCode::Unauthenticated,
                 "invalid_token",
                 "token not accepted from this location",
                 true,
@@ -174,7 +191,7 @@ impl Deny {
             ),
             Deny::ProviderNotAccepted => (
                 Unauthorized,
-                Code::Unauthenticated,
+                GrpcCode::Unauthenticated,
                 "invalid_token",
                 "token not accepted on this route",
                 true,
@@ -182,7 +199,7 @@ impl Deny {
             ),
             Deny::UnsafeClaim => (
                 Unauthorized,
-                Code::Unauthenticated,
+                GrpcCode::Unauthenticated,
                 "invalid_token",
                 "token claims not usable",
                 true,
@@ -190,7 +207,7 @@ impl Deny {
             ),
             Deny::InsufficientClaims => (
                 Forbidden,
-                Code::PermissionDenied,
+                GrpcCode::PermissionDenied,
                 "insufficient_scope",
                 "token lacks the claims this route requires",
                 true,
@@ -198,7 +215,7 @@ impl Deny {
             ),
             Deny::DeniedByRule => (
                 Forbidden,
-                Code::PermissionDenied,
+                GrpcCode::PermissionDenied,
                 "insufficient_scope",
                 "access to this route is denied",
                 true,
@@ -206,7 +223,7 @@ impl Deny {
             ),
             Deny::Overloaded => (
                 ServiceUnavailable,
-                Code::Unavailable,
+                GrpcCode::Unavailable,
                 "temporarily_unavailable",
                 "server busy, retry later",
                 false,
@@ -214,7 +231,7 @@ impl Deny {
             ),
             Deny::TimedOut => (
                 ServiceUnavailable,
-                Code::Unavailable,
+                GrpcCode::Unavailable,
                 "temporarily_unavailable",
                 "check timed out, retry later",
                 false,
@@ -222,7 +239,7 @@ impl Deny {
             ),
             Deny::Invalid(VerifyError::KeyFetchBusy) => (
                 ServiceUnavailable,
-                Code::Unavailable,
+                GrpcCode::Unavailable,
                 "temporarily_unavailable",
                 "signing keys being fetched, retry later",
                 false,
@@ -230,7 +247,7 @@ impl Deny {
             ),
             Deny::Invalid(VerifyError::VerifyBusy) => (
                 ServiceUnavailable,
-                Code::Unavailable,
+                GrpcCode::Unavailable,
                 "temporarily_unavailable",
                 "server busy, retry later",
                 false,
@@ -238,7 +255,7 @@ impl Deny {
             ),
             Deny::Invalid(VerifyError::KeysUnavailable) => (
                 ServiceUnavailable,
-                Code::Unavailable,
+                GrpcCode::Unavailable,
                 "temporarily_unavailable",
                 "signing keys unavailable, retry later",
                 false,
@@ -246,7 +263,7 @@ impl Deny {
             ),
             Deny::ReplayStoreUnavailable => (
                 ServiceUnavailable,
-                Code::Unavailable,
+                GrpcCode::Unavailable,
                 "temporarily_unavailable",
                 "proof replay check unavailable, retry later",
                 false,
@@ -254,7 +271,7 @@ impl Deny {
             ),
             Deny::StatusListUnavailable => (
                 ServiceUnavailable,
-                Code::Unavailable,
+                GrpcCode::Unavailable,
                 "temporarily_unavailable",
                 "token status unavailable, retry later",
                 false,
@@ -262,7 +279,7 @@ impl Deny {
             ),
             Deny::TokenRevoked => (
                 Unauthorized,
-                Code::Unauthenticated,
+                GrpcCode::Unauthenticated,
                 "invalid_token",
                 "token revoked",
                 true,
@@ -270,7 +287,7 @@ impl Deny {
             ),
             Deny::StatusMissing => (
                 Unauthorized,
-                Code::Unauthenticated,
+                GrpcCode::Unauthenticated,
                 "invalid_token",
                 "token carries no status",
                 true,
@@ -278,7 +295,7 @@ impl Deny {
             ),
             Deny::StatusUnusable => (
                 Unauthorized,
-                Code::Unauthenticated,
+                GrpcCode::Unauthenticated,
                 "invalid_token",
                 "token status cannot be checked",
                 true,
@@ -298,7 +315,7 @@ impl Deny {
                 };
                 return Answer {
                     http: Unauthorized,
-                    grpc: Code::Unauthenticated,
+                    grpc: GrpcCode::Unauthenticated,
                     error: "invalid_dpop_proof",
                     description,
                     challenge_error: true,
@@ -309,7 +326,7 @@ impl Deny {
             Deny::DpopUseNonce(_) => {
                 return Answer {
                     http: Unauthorized,
-                    grpc: Code::Unauthenticated,
+                    grpc: GrpcCode::Unauthenticated,
                     error: "use_dpop_nonce",
                     description: "Resource server requires nonce in DPoP proof",
                     challenge_error: true,
@@ -331,7 +348,7 @@ impl Deny {
                 };
                 return Answer {
                     http: Unauthorized,
-                    grpc: Code::Unauthenticated,
+                    grpc: GrpcCode::Unauthenticated,
                     error: "invalid_token",
                     description,
                     challenge_error: true,
@@ -341,7 +358,7 @@ impl Deny {
             }
             Deny::DpopNotAccepted => (
                 Unauthorized,
-                Code::Unauthenticated,
+                GrpcCode::Unauthenticated,
                 "invalid_token",
                 "DPoP not accepted for this token",
                 true,
@@ -349,7 +366,7 @@ impl Deny {
             ),
             Deny::CertificateMissing => (
                 Unauthorized,
-                Code::Unauthenticated,
+                GrpcCode::Unauthenticated,
                 "invalid_token",
                 "certificate-bound token without a client certificate",
                 true,
@@ -357,7 +374,7 @@ impl Deny {
             ),
             Deny::CertificateMismatch => (
                 Unauthorized,
-                Code::Unauthenticated,
+                GrpcCode::Unauthenticated,
                 "invalid_token",
                 "token bound to another certificate",
                 true,
@@ -365,7 +382,7 @@ impl Deny {
             ),
             Deny::CertificateRequired => (
                 Unauthorized,
-                Code::Unauthenticated,
+                GrpcCode::Unauthenticated,
                 "invalid_token",
                 "certificate-bound token required",
                 true,
@@ -401,7 +418,7 @@ impl Deny {
                 };
                 (
                     Unauthorized,
-                    Code::Unauthenticated,
+                    GrpcCode::Unauthenticated,
                     "invalid_token",
                     description,
                     true,
@@ -435,7 +452,7 @@ impl Deny {
             ("content-type", "application/json".to_owned()),
             ("cache-control", "no-store".to_owned()),
         ];
-        if answer.http != StatusCode::ServiceUnavailable {
+        if answer.http != HttpStatus::ServiceUnavailable {
             let error = if answer.challenge_error {
                 format!(
                     ", error=\"{}\", error_description=\"{}\"",

@@ -15,7 +15,7 @@ fn every_reason_has_a_consistent_answer() {
         Deny::Invalid(VerifyError::KeysUnavailable),
         Deny::DpopMissingProof,
         Deny::DpopMultipleProofs,
-        Deny::DpopInvalidProof(crate::dpop::DpopError::WrongUri),
+        Deny::DpopInvalidProof(crate::token::DpopError::WrongUri),
         Deny::DpopReplayed,
         Deny::DpopUseNonce("n".into()),
         Deny::DpopKeyMismatch,
@@ -31,9 +31,9 @@ fn every_reason_has_a_consistent_answer() {
     for reason in reasons {
         let a = reason.answer();
         let expected_grpc = match a.http {
-            StatusCode::Forbidden => Code::PermissionDenied,
-            StatusCode::ServiceUnavailable => Code::Unavailable,
-            _ => Code::Unauthenticated,
+            HttpStatus::Forbidden => GrpcCode::PermissionDenied,
+            HttpStatus::ServiceUnavailable => GrpcCode::Unavailable,
+            _ => GrpcCode::Unauthenticated,
         };
         assert_eq!(a.grpc, expected_grpc, "{reason:?}");
         let denial = reason.denial("r");
