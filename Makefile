@@ -1,4 +1,4 @@
-.PHONY: demo test bench build
+.PHONY: demo test bench build wasm
 # The whole stack on loopback behind Envoy; Ctrl-C stops it.
 demo:
 	./scripts/demo.sh
@@ -13,3 +13,8 @@ bench:
 
 build:
 	cargo build --workspace --release
+
+# The decision core (core/) built for wasm32-wasip1, Envoy's Wasm target (installs Debian's
+# rustc-web when rustup has no wasm32-wasip1 target).
+wasm:
+	./scripts/wasm.sh

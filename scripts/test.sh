@@ -41,6 +41,9 @@ fi
 echo "== build"
 cargo build --workspace --bins
 
+echo "== the decision core for wasm32-wasip1 (make wasm)"
+./scripts/wasm.sh
+
 echo "== Docker for the container tests (tests/containers.rs)"
 containers=skip
 if engine=$(docker version --format '{{.Server.APIVersion}}' 2>&1); then
