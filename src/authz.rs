@@ -10,11 +10,11 @@ use tokio::task::JoinHandle;
 use crate::config::{
     Config, DpopMode, JwksHttpConfig, JwksSource, Mode, ReplayStoreConfig, TokenSource,
 };
+use crate::decision;
 use crate::dpop::NonceCheck;
 use crate::dpop::nonce::Nonces;
 use crate::dpop::replay::{MemoryStore, RedisStore, ReplayStore, StoreError};
 use crate::extract::{self, ExtractError};
-use crate::identity;
 use crate::jwks::snapshot::SnapshotFile;
 use crate::jwks::{self, KeyStore};
 use crate::metrics::{KeySetStatus, Metrics};
@@ -26,7 +26,7 @@ use crate::sender::{self, ReplayCheck};
 use crate::telemetry::{self, Telemetry};
 use crate::token_cache::{self, TokenCache};
 use crate::verify::pool::{PoolSettings, VerifyPool};
-use crate::verify::{self, Provider, VerifiedToken, Verifier, VerifyError};
+use crate::verify::{Provider, VerifiedToken, Verifier, VerifyError};
 
 /// How long signature checks stay on the verification threads after the last second in
 /// which `limits.isolate_after_refusals` tokens were refused.
@@ -524,9 +524,11 @@ impl Runtime {
                     .identity
                     .as_ref()
                     .and_then(|v| self.verifier.provider(v.provider));
-                let mode = route_mode
-                    .or_else(|| provider.and_then(|p| p.config().mode))
-                    .unwrap_or(self.config.mode);
+                let mode = decision::mode(
+                    route_mode,
+                    provider.and_then(|p| p.config().mode),
+                    self.config.mode,
+                );
                 if mode == Mode::Shadow {
                     outcome.verdict =
                         self.shadow_allow(http, &deny, provider, outcome.identity.as_ref());
@@ -545,10 +547,7 @@ impl Runtime {
         }
     }
 
-    /// The OK answer shadow mode gives instead of `deny`. Identity headers come only from a
-    /// token that is valid and merely lacks what the route asks (`insufficient_claims`);
-    /// for every other denial all of them are removed, so shadow mode never lets a forged or
-    /// unverified identity through.
+    /// The OK answer shadow mode gives instead of `deny` ([`decision::shadow_allow`]).
     fn shadow_allow(
         &self,
         http: &Incoming<'_>,
@@ -558,7 +557,10 @@ impl Runtime {
     ) -> Verdict {
         let identity = provider
             .zip(identity)
-            .filter(|_| matches!(deny, Deny::InsufficientClaims));
+            .map(|(provider, token)| decision::Identity {
+                provider: provider.view(),
+                token,
+            });
         let found = extract::extract(
             http.headers,
             http.target,
@@ -567,17 +569,11 @@ impl Runtime {
         )
         .ok()
         .flatten();
-        let strip = found
-            .as_ref()
-            .and_then(extract::Found::header)
-            .filter(|_| self.config.identity.strip_authorization);
-        match self
-            .allow(identity, strip)
-            .or_else(|_| self.allow(None, strip))
-        {
+        let strip = decision::stripped(&self.config.identity, found.as_ref());
+        match decision::shadow_allow(&self.config.identity, deny, identity.as_ref(), strip) {
             Ok(verdict) => verdict,
             // Unreachable (no claims, nothing unsafe), but never an allow by accident.
-            Err(deny) => Verdict::Deny(self.denial(&deny)),
+            Err(_) => Verdict::Deny(self.denial(&Deny::UnsafeClaim)),
         }
     }
 
@@ -619,19 +615,7 @@ impl Runtime {
             .verifier
             .provider(verified.provider)
             .ok_or(Deny::Invalid(VerifyError::UnknownIssuer))?;
-        if !provider.config().token_sources.contains(found.source) {
-            return Err(Deny::WrongSource);
-        }
-        if route
-            .providers
-            .is_some_and(|accepted| !accepted.contains(&provider.index))
-        {
-            return Err(Deny::ProviderNotAccepted);
-        }
-        let audiences = route.audiences.unwrap_or(&provider.config().audiences);
-        if !verify::audience_matches(&verified.claims, audiences) {
-            return Err(Deny::Invalid(VerifyError::WrongAudience));
-        }
+        decision::accepts(route, &found, &provider.view(), &verified.claims)?;
         // After the cache, on every request: a revoked token is refused from the moment
         // its list says so, however long ago it was verified.
         if let Some(status) = &provider.status {
@@ -643,13 +627,13 @@ impl Runtime {
         if let Some(replay) = self.sender_constraint(http, &found, provider, &verified)? {
             Box::pin(self.first_use(&replay)).await?;
         }
-        if route.kind == AccessKind::Claims && route.check_claims(&verified.claims).is_err() {
-            return Err(Deny::InsufficientClaims);
-        }
-        let strip = found
-            .header()
-            .filter(|_| self.config.identity.strip_authorization);
-        let mut verdict = self.allow(Some((provider, &verified)), strip)?;
+        decision::claims_hold(route, &verified.claims)?;
+        let strip = decision::stripped(&self.config.identity, Some(&found));
+        let identity = decision::Identity {
+            provider: provider.view(),
+            token: &verified,
+        };
+        let mut verdict = self.allow(Some(&identity), strip)?;
         // The proof is a credential too: it stays here with the token.
         if let Verdict::Allow { mutation, .. } = &mut verdict
             && found.scheme == extract::Scheme::Dpop
@@ -811,23 +795,15 @@ impl Runtime {
         Ok((verified, false))
     }
 
-    /// The OK answer: identity headers set (or removed) and, if asked, the claims as metadata.
+    /// The OK answer ([`decision::allow`]); a claim that cannot be a header denies.
     fn allow(
         &self,
-        identity: Option<(&Provider, &Arc<VerifiedToken>)>,
+        identity: Option<&decision::Identity<'_>>,
         strip: Option<&str>,
     ) -> Result<Verdict, Deny> {
-        let identity_config = &self.config.identity;
-        let claims = identity.map(|(_, v)| &v.claims);
-        let mut mutation =
-            identity::mutation(&identity_config.headers, claims).map_err(|unsafe_claim| {
-                tracing::warn!(%unsafe_claim, "denying token whose claim cannot be a header");
-                Deny::UnsafeClaim
-            })?;
-        mutation.remove.extend(strip.map(str::to_owned));
-        let metadata = identity
-            .filter(|_| identity_config.dynamic_metadata)
-            .map(|(p, v)| (p.config().name.clone(), Arc::clone(v)));
-        Ok(Verdict::Allow { mutation, metadata })
+        decision::allow(&self.config.identity, identity, strip).map_err(|unsafe_claim| {
+            tracing::warn!(%unsafe_claim, "denying token whose claim cannot be a header");
+            Deny::UnsafeClaim
+        })
     }
 }

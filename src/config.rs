@@ -23,8 +23,8 @@ pub use telemetry::TracingConfig;
 
 // The decision's part of the file: shared with the in-proxy filter.
 pub use jwt_authz_core::config::{
-    Access, ClaimHeader, ClaimRequirement, EscapedSlashes, Invalid, MatchConfig, Mode, PathConfig,
-    PathMatch, RuleConfig, TokenSource,
+    Access, ClaimHeader, ClaimRequirement, EscapedSlashes, IdentityConfig, Invalid, MatchConfig,
+    Mode, PathConfig, PathMatch, RuleConfig, TokenSource, validate_header_name,
 };
 
 /// Everything jwt-authz needs to run, as read from `--config`.
@@ -448,32 +448,6 @@ impl Default for TokenCacheConfig {
             max_entries: default_cache_entries(),
             max_bytes: default_cache_bytes(),
             ttl: default_cache_ttl(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IdentityConfig {
-    /// Claims copied into request headers for upstream. Every header named here is removed
-    /// from requests whose token does not supply it.
-    #[serde(default = "default_claim_headers")]
-    pub headers: Vec<ClaimHeader>,
-    /// Remove the header that carried the token before the request goes upstream (default
-    /// on: the app gets identity headers, not a token it could replay to its neighbours).
-    #[serde(default = "default_true")]
-    pub strip_authorization: bool,
-    /// Emit the verified claims as ext_authz dynamic metadata for later Envoy filters.
-    #[serde(default)]
-    pub dynamic_metadata: bool,
-}
-
-impl Default for IdentityConfig {
-    fn default() -> Self {
-        Self {
-            headers: default_claim_headers(),
-            strip_authorization: true,
-            dynamic_metadata: false,
         }
     }
 }
@@ -925,35 +899,6 @@ impl TokenCacheConfig {
     }
 }
 
-impl IdentityConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
-        let mut seen = HashSet::new();
-        for (i, mapping) in self.headers.iter().enumerate() {
-            let field = format!("identity.headers[{i}]");
-            if mapping.claim.is_empty() {
-                return Err(invalid(format!("{field}.claim"), "must not be empty"));
-            }
-            validate_header_name(&format!("{field}.header"), &mapping.header)?;
-            if matches!(
-                mapping.header.as_str(),
-                "authorization" | "host" | "content-length" | "transfer-encoding" | "connection"
-            ) {
-                return Err(invalid(
-                    format!("{field}.header"),
-                    format!("{:?} cannot carry identity", mapping.header),
-                ));
-            }
-            if !seen.insert(mapping.header.as_str()) {
-                return Err(invalid(
-                    format!("{field}.header"),
-                    format!("duplicate header {:?}", mapping.header),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
 /// A loopback IP address or `localhost` (RFC 6761 §6.3: never resolved off the host).
 fn is_loopback(url: &reqwest::Url) -> bool {
     let Some(host) = url.host_str() else {
@@ -973,20 +918,6 @@ fn validate_http_url(field: &str, url: &str) -> Result<(), ConfigError> {
         return Err(invalid(
             field,
             format!("{url:?} must be an http or https URL"),
-        ));
-    }
-    Ok(())
-}
-
-fn validate_header_name(field: &str, name: &str) -> Result<(), ConfigError> {
-    if name.is_empty()
-        || name.starts_with(':')
-        || name != name.to_ascii_lowercase()
-        || http::HeaderName::from_bytes(name.as_bytes()).is_err()
-    {
-        return Err(invalid(
-            field,
-            format!("{name:?} is not a valid lowercase header name"),
         ));
     }
     Ok(())
@@ -1109,18 +1040,4 @@ fn default_cache_bytes() -> u64 {
 
 fn default_cache_ttl() -> Duration {
     Duration::from_secs(5 * 60)
-}
-
-fn default_claim_headers() -> Vec<ClaimHeader> {
-    [
-        ("sub", "x-user-id"),
-        ("username", "x-user-name"),
-        ("role", "x-user-role"),
-    ]
-    .into_iter()
-    .map(|(claim, header)| ClaimHeader {
-        claim: claim.to_owned(),
-        header: header.to_owned(),
-    })
-    .collect()
 }

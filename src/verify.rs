@@ -18,6 +18,7 @@ pub mod pool;
 use jws::{Registered, Unverified};
 use pool::VerifyPool;
 
+pub use jwt_authz_core::decision::audience_matches;
 pub use jwt_authz_core::token::{VerifiedToken, VerifyError};
 
 /// One configured provider and its keys.
@@ -32,6 +33,18 @@ pub struct Provider {
 impl Provider {
     pub fn config(&self) -> &ProviderConfig {
         self.store.provider()
+    }
+
+    /// What the decision reads of this provider.
+    pub fn view(&self) -> jwt_authz_core::decision::Provider<'_> {
+        let config = self.config();
+        jwt_authz_core::decision::Provider {
+            index: self.index,
+            name: &config.name,
+            token_sources: &config.token_sources,
+            audiences: &config.audiences,
+            mode: config.mode,
+        }
     }
 }
 
@@ -285,18 +298,4 @@ fn check_issued_at(
         }
     }
     Ok(())
-}
-
-/// Whether the token's `aud` (a string or an array of strings, RFC 7519 §4.1.3) holds one of
-/// `accepted`. Checked per request, since a route may accept other audiences than its
-/// provider; the verified-token cache stays valid across routes.
-pub fn audience_matches(claims: &Map<String, Value>, accepted: &[String]) -> bool {
-    match claims.get("aud") {
-        Some(Value::String(aud)) => accepted.iter().any(|a| a == aud),
-        Some(Value::Array(auds)) => auds
-            .iter()
-            .filter_map(Value::as_str)
-            .any(|aud| accepted.iter().any(|a| a == aud)),
-        _ => false,
-    }
 }

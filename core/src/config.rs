@@ -3,7 +3,7 @@
 //! shapes in the sidecar's file and in the in-proxy filter's plugin configuration; the
 //! sidecar's `config` module re-exports them and adds everything that does I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::Deserialize;
 
@@ -289,4 +289,95 @@ impl RuleConfig {
 
 fn default_max_path_bytes() -> usize {
     8 * 1024
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Claims copied into request headers for upstream. Every header named here is removed
+    /// from requests whose token does not supply it.
+    #[serde(default = "default_claim_headers")]
+    pub headers: Vec<ClaimHeader>,
+    /// Remove the header that carried the token before the request goes upstream (default
+    /// on: the app gets identity headers, not a token it could replay to its neighbours).
+    #[serde(default = "default_true")]
+    pub strip_authorization: bool,
+    /// Emit the verified claims as ext_authz dynamic metadata for later Envoy filters.
+    #[serde(default)]
+    pub dynamic_metadata: bool,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            headers: default_claim_headers(),
+            strip_authorization: true,
+            dynamic_metadata: false,
+        }
+    }
+}
+
+impl IdentityConfig {
+    /// Checks `identity`: every mapping names a claim and a distinct, valid header that may
+    /// carry identity.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let mut seen = HashSet::new();
+        for (i, mapping) in self.headers.iter().enumerate() {
+            let field = format!("identity.headers[{i}]");
+            if mapping.claim.is_empty() {
+                return Err(invalid(format!("{field}.claim"), "must not be empty"));
+            }
+            validate_header_name(&format!("{field}.header"), &mapping.header)?;
+            if matches!(
+                mapping.header.as_str(),
+                "authorization" | "host" | "content-length" | "transfer-encoding" | "connection"
+            ) {
+                return Err(invalid(
+                    format!("{field}.header"),
+                    format!("{:?} cannot carry identity", mapping.header),
+                ));
+            }
+            if !seen.insert(mapping.header.as_str()) {
+                return Err(invalid(
+                    format!("{field}.header"),
+                    format!("duplicate header {:?}", mapping.header),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A header name a configuration may name: lowercase (as Envoy and HTTP/2 carry them), not
+/// a pseudo-header, and a valid field name (RFC 9110 §5.1).
+pub fn validate_header_name(field: &str, name: &str) -> Result<(), Invalid> {
+    if name.is_empty()
+        || name.starts_with(':')
+        || name != name.to_ascii_lowercase()
+        || http::HeaderName::from_bytes(name.as_bytes()).is_err()
+    {
+        return Err(invalid(
+            field,
+            format!("{name:?} is not a valid lowercase header name"),
+        ));
+    }
+    Ok(())
+}
+
+fn default_claim_headers() -> Vec<ClaimHeader> {
+    [
+        ("sub", "x-user-id"),
+        ("username", "x-user-name"),
+        ("role", "x-user-role"),
+    ]
+    .into_iter()
+    .map(|(claim, header)| ClaimHeader {
+        claim: claim.to_owned(),
+        header: header.to_owned(),
+    })
+    .collect()
+}
+
+fn default_true() -> bool {
+    true
 }

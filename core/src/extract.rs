@@ -27,9 +27,9 @@ pub enum Scheme {
     Dpop,
 }
 
-impl Found<'_> {
+impl<'r> Found<'r> {
     /// The request header that carried the token, if it came in a header of its own.
-    pub fn header(&self) -> Option<&str> {
+    pub fn header(&self) -> Option<&'r str> {
         match self.source {
             TokenSource::Bearer => Some("authorization"),
             TokenSource::Header { name, .. } => Some(name),

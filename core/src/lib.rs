@@ -11,9 +11,12 @@
 //! - [`policy`]: route rules (public, authenticated, deny, claim requirements, providers).
 //! - [`token`]: what verification hands the decision: verified claims, or why not.
 //! - [`response`]: every denial's HTTP status, gRPC code and RFC 6750 error, in one table.
+//! - [`decision`]: the steps after verification (provider, audience, claims), identity
+//!   headers on an allow, the mode that applies, shadow mode's answer.
 
 pub mod claims;
 pub mod config;
+pub mod decision;
 pub mod extract;
 pub mod identity;
 pub mod policy;
