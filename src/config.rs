@@ -40,10 +40,10 @@ pub struct Config {
     #[serde(default)]
     pub mode: Mode,
     /// The `realm` named in `WWW-Authenticate` challenges.
-    #[serde(default = "default_realm")]
+    #[serde(default = "jwt_authz_core::config::default_realm")]
     pub realm: String,
     /// Tokens longer than this are denied before any parsing.
-    #[serde(default = "default_max_token_bytes")]
+    #[serde(default = "jwt_authz_core::config::default_max_token_bytes")]
     pub max_token_bytes: usize,
     /// How request paths are read before rules match them.
     #[serde(default)]
@@ -263,7 +263,7 @@ pub struct ProviderConfig {
     /// Claims that must be present (any value) in every accepted token.
     #[serde(default)]
     pub required_claims: Vec<String>,
-    #[serde(default = "default_token_sources")]
+    #[serde(default = "jwt_authz_core::config::default_token_sources")]
     pub token_sources: Vec<TokenSource>,
     #[serde(default)]
     pub jwks_cache: JwksCacheConfig,
@@ -512,18 +512,17 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.realm.is_empty() || self.realm.contains(['"', '\\']) || has_control(&self.realm) {
-            return Err(invalid(
-                "realm",
-                "must be non-empty, without quotes, backslashes or control characters",
-            ));
-        }
-        if self.max_token_bytes == 0 {
-            return Err(invalid("max_token_bytes", "must be greater than 0"));
-        }
-        if self.paths.max_bytes == 0 {
-            return Err(invalid("paths.max_bytes", "must be greater than 0"));
-        }
+        // The decision's part (realm, sizes, identity headers, rules): the checks the
+        // in-proxy filter runs on the same document.
+        let provider_names = self.provider_names();
+        jwt_authz_core::config::validate_decision(&jwt_authz_core::config::Decision {
+            realm: &self.realm,
+            max_token_bytes: self.max_token_bytes,
+            paths: &self.paths,
+            identity: &self.identity,
+            rules: &self.rules,
+            provider_names: &provider_names,
+        })?;
         for (field, zero) in [
             ("limits.check_timeout", self.limits.check_timeout.is_zero()),
             (
@@ -597,13 +596,8 @@ impl Config {
         }
         self.token_cache.validate()?;
         self.tracing.validate()?;
-        self.identity.validate()?;
         self.http.validate()?;
         self.dpop.validate()?;
-        let provider_names = self.provider_names();
-        for (i, rule) in self.rules.iter().enumerate() {
-            rule.validate(&format!("rules[{i}]"), &self.paths, &provider_names)?;
-        }
         Ok(())
     }
 }
@@ -954,14 +948,6 @@ fn default_forward_auth() -> Vec<ForwardAuthEndpoint> {
     ]
 }
 
-fn default_realm() -> String {
-    "jwt-authz".to_owned()
-}
-
-fn default_max_token_bytes() -> usize {
-    8 * 1024
-}
-
 fn default_check_timeout() -> Duration {
     Duration::from_secs(2)
 }
@@ -996,10 +982,6 @@ fn default_leeway() -> Duration {
 
 fn default_true() -> bool {
     true
-}
-
-fn default_token_sources() -> Vec<TokenSource> {
-    vec![TokenSource::Bearer]
 }
 
 fn default_min_ttl() -> Duration {

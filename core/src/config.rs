@@ -7,6 +7,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::Deserialize;
 
+#[cfg(test)]
+mod tests;
+
 /// A field of the configuration that holds a value it may not: the field's path
 /// (`rules[2].match.path`) and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -14,6 +17,126 @@ use serde::Deserialize;
 pub struct Invalid {
     pub field: String,
     pub message: String,
+}
+
+/// Why a configuration document could not be read as one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a YAML document: {0}")]
+    Yaml(String),
+    #[error("{path}: {message}")]
+    Shape { path: String, message: String },
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+}
+
+/// The decision's view of jwt-authz's configuration file: the same YAML document the
+/// sidecar reads (the in-proxy filter is given it whole), of which only what decides a
+/// request is read here. Fields this view does not read are ignored: the sidecar reads the
+/// same document strictly, and a misspelt field fails there.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DecisionConfig {
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: usize,
+    #[serde(default)]
+    pub paths: PathConfig,
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+    pub providers: Vec<DecisionProvider>,
+}
+
+/// What the decision reads of one provider.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DecisionProvider {
+    pub name: String,
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    #[serde(default = "default_token_sources")]
+    pub token_sources: Vec<TokenSource>,
+    #[serde(default)]
+    pub mode: Option<Mode>,
+}
+
+impl DecisionConfig {
+    /// Parses a configuration document and validates what the decision reads, with the
+    /// checks and messages the sidecar gives.
+    pub fn from_yaml(text: &str) -> Result<Self, LoadError> {
+        // Through a JSON value, as the sidecar reads it (the documented `{uri: ...}` maps,
+        // not YAML tags).
+        let value: serde_json::Value =
+            serde_norway::from_str(text).map_err(|e| LoadError::Yaml(e.to_string()))?;
+        let config: DecisionConfig =
+            serde_path_to_error::deserialize(value).map_err(|e| LoadError::Shape {
+                path: e.path().to_string(),
+                message: e.inner().to_string(),
+            })?;
+        let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
+        validate_decision(&Decision {
+            realm: &config.realm,
+            max_token_bytes: config.max_token_bytes,
+            paths: &config.paths,
+            identity: &config.identity,
+            rules: &config.rules,
+            provider_names: &names,
+        })?;
+        Ok(config)
+    }
+}
+
+/// The parts of a configuration the decision reads, borrowed from whichever struct holds
+/// them (the sidecar's `Config` or [`DecisionConfig`]), for [`validate_decision`].
+#[derive(Debug, Clone, Copy)]
+pub struct Decision<'c> {
+    pub realm: &'c str,
+    pub max_token_bytes: usize,
+    pub paths: &'c PathConfig,
+    pub identity: &'c IdentityConfig,
+    pub rules: &'c [RuleConfig],
+    pub provider_names: &'c [&'c str],
+}
+
+/// Validates the decision's part of a configuration: one definition of the checks, run by
+/// the sidecar and by the in-proxy filter alike.
+pub fn validate_decision(d: &Decision<'_>) -> Result<(), Invalid> {
+    if d.realm.is_empty() || d.realm.contains(['"', '\\']) || d.realm.chars().any(char::is_control)
+    {
+        return Err(invalid(
+            "realm",
+            "must be non-empty, without quotes, backslashes or control characters",
+        ));
+    }
+    if d.max_token_bytes == 0 {
+        return Err(invalid("max_token_bytes", "must be greater than 0"));
+    }
+    if d.paths.max_bytes == 0 {
+        return Err(invalid("paths.max_bytes", "must be greater than 0"));
+    }
+    d.identity.validate()?;
+    for (i, rule) in d.rules.iter().enumerate() {
+        rule.validate(&format!("rules[{i}]"), d.paths, d.provider_names)?;
+    }
+    Ok(())
+}
+
+/// `realm`'s default.
+pub fn default_realm() -> String {
+    "jwt-authz".to_owned()
+}
+
+/// `max_token_bytes`' default.
+pub fn default_max_token_bytes() -> usize {
+    8 * 1024
+}
+
+/// `providers[].token_sources`' default: the `Authorization: Bearer` header.
+pub fn default_token_sources() -> Vec<TokenSource> {
+    vec![TokenSource::Bearer]
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {

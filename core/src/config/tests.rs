@@ -1,0 +1,139 @@
+use super::*;
+
+/// A whole sidecar document: listen, keys, limits and the rest are not the decision's and
+/// are passed over.
+const SIDECAR: &str = r#"
+listen: {grpc: "127.0.0.1:9001", admin: "127.0.0.1:9002", http: "127.0.0.1:9003"}
+mode: shadow
+realm: corp
+max_token_bytes: 4096
+paths: {escaped_slashes: decode, max_bytes: 2048}
+limits: {check_timeout: 2s}
+token_cache: {max_entries: 10}
+identity:
+  headers: [{claim: sub, header: x-user-id}, {claim: realm_access.roles, header: x-user-roles}]
+  strip_authorization: false
+providers:
+  - name: corp
+    issuer: https://corp.test
+    audiences: [api]
+    jwks: {uri: https://corp.test/jwks}
+    algorithms: [RS256]
+    dpop: {mode: optional}
+  - name: partner
+    issuer: https://partner.test
+    audiences: [partner-api]
+    jwks: {file: /etc/partner.json}
+    token_sources: [bearer, {cookie: session}]
+    mode: enforce
+rules:
+  - match: {path: {prefix: /public/}}
+    access: public
+  - match: {path: {prefix: /admin/}}
+    providers: [corp]
+    access:
+      claims: [{claim: realm_access.roles, any_of: [admin]}]
+"#;
+
+#[test]
+fn a_sidecar_document_reads_as_the_decisions_part() {
+    let config = DecisionConfig::from_yaml(SIDECAR).unwrap();
+    assert_eq!(config.mode, Mode::Shadow);
+    assert_eq!(config.realm, "corp");
+    assert_eq!(config.max_token_bytes, 4096);
+    assert_eq!(config.paths.escaped_slashes, EscapedSlashes::Decode);
+    assert_eq!(config.paths.max_bytes, 2048);
+    assert!(!config.identity.strip_authorization);
+    assert_eq!(config.identity.headers.len(), 2);
+    assert_eq!(config.rules.len(), 2);
+    let names: Vec<_> = config.providers.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["corp", "partner"]);
+    assert_eq!(config.providers[0].token_sources, [TokenSource::Bearer]);
+    assert_eq!(
+        config.providers[1].token_sources,
+        [TokenSource::Bearer, TokenSource::Cookie("session".into())]
+    );
+    assert_eq!(config.providers[1].mode, Some(Mode::Enforce));
+}
+
+#[test]
+fn defaults_are_the_sidecars() {
+    let config = DecisionConfig::from_yaml(
+        "providers: [{name: a, issuer: https://a.test, audiences: [x], jwks: {uri: https://a.test/k}}]",
+    )
+    .unwrap();
+    assert_eq!(config.mode, Mode::Enforce);
+    assert_eq!(config.realm, "jwt-authz");
+    assert_eq!(config.max_token_bytes, 8 * 1024);
+    assert_eq!(config.paths, PathConfig::default());
+    assert_eq!(config.identity, IdentityConfig::default());
+    assert!(config.rules.is_empty());
+}
+
+#[test]
+fn a_bad_decision_field_is_refused_with_the_field_named() {
+    let provider = "providers: [{name: a, issuer: https://a.test, audiences: [x]}]\n";
+    for (extra, field, message) in [
+        ("realm: 'a\"b'", "realm", "without quotes"),
+        ("max_token_bytes: 0", "max_token_bytes", "greater than 0"),
+        ("paths: {max_bytes: 0}", "paths.max_bytes", "greater than 0"),
+        (
+            "identity: {headers: [{claim: sub, header: Authorization}]}",
+            "identity.headers[0].header",
+            "not a valid lowercase header name",
+        ),
+        (
+            "identity: {headers: [{claim: sub, header: host}]}",
+            "identity.headers[0].header",
+            "cannot carry identity",
+        ),
+        (
+            "rules: [{providers: [b], access: authenticated}]",
+            "rules[0].providers[0]",
+            "no provider is named",
+        ),
+        (
+            "rules: [{match: {path: {prefix: /a/../b}}, access: public}]",
+            "rules[0].match.path",
+            "not a canonical path",
+        ),
+        (
+            "rules: [{match: {path: {regex: '('}}, access: public}]",
+            "rules[0].match.path.regex",
+            "invalid regex",
+        ),
+    ] {
+        let error = DecisionConfig::from_yaml(&format!("{provider}{extra}")).unwrap_err();
+        let LoadError::Invalid(invalid) = &error else {
+            panic!("{extra}: {error:?}");
+        };
+        assert_eq!(invalid.field, field, "{extra}");
+        assert!(invalid.message.contains(message), "{extra}: {invalid}");
+    }
+}
+
+#[test]
+fn a_document_of_the_wrong_shape_is_refused_with_its_path() {
+    let error = DecisionConfig::from_yaml(
+        "providers: [{name: a, issuer: https://a.test, audiences: [x]}]\nrules: [{access: maybe}]",
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&error, LoadError::Shape { path, .. } if path.starts_with("rules[0]")),
+        "{error:?}"
+    );
+    // A misspelt field inside a rule is refused here too (rules deny unknown fields).
+    let error = DecisionConfig::from_yaml(
+        "providers: [{name: a, issuer: https://a.test, audiences: [x]}]\nrules: [{acess: public}]",
+    )
+    .unwrap_err();
+    assert!(matches!(error, LoadError::Shape { .. }), "{error:?}");
+    assert!(matches!(
+        DecisionConfig::from_yaml("providers: [unclosed"),
+        Err(LoadError::Yaml(_))
+    ));
+    assert!(matches!(
+        DecisionConfig::from_yaml("mode: enforce"),
+        Err(LoadError::Shape { .. })
+    ));
+}
