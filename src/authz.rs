@@ -8,13 +8,16 @@ use opentelemetry::trace::FutureExt as _;
 use tokio::task::JoinHandle;
 
 use crate::config::{
-    Config, DpopMode, JwksHttpConfig, JwksSource, Mode, ReplayStoreConfig, TokenSource,
+    CertificateBinding, Config, DpopMode, JwksHttpConfig, JwksSource, Mode, ReplayStoreConfig,
+    StatusListMode, TokenSource,
 };
 use crate::decision;
 use crate::dpop::NonceCheck;
 use crate::dpop::nonce::Nonces;
 use crate::dpop::replay::{MemoryStore, RedisStore, ReplayStore, StoreError};
 use crate::extract::{self, ExtractError};
+use crate::in_proxy::CachedToken;
+
 use crate::jwks::snapshot::SnapshotFile;
 use crate::jwks::{self, KeyStore};
 use crate::metrics::{KeySetStatus, Metrics};
@@ -180,6 +183,9 @@ pub struct Runtime {
     telemetry: Telemetry,
     /// The threads that check signatures (kept across reloads that keep its settings).
     pool: VerifyPool,
+    /// Drawn at start: part of the in-proxy [`Runtime::generation`], so a reload (which may
+    /// change rules or providers) empties every filter's cache.
+    serial: u64,
 }
 
 impl Drop for Runtime {
@@ -368,6 +374,7 @@ impl Runtime {
             )
             .collect();
         Ok(Self {
+            serial: fastrand::u64(..),
             pool,
             replay,
             dpop_algs,
@@ -457,6 +464,57 @@ impl Runtime {
                 }
             })
             .collect()
+    }
+
+    /// The in-proxy generation (module `jwt_authz_core::in_proxy`): a digest of this
+    /// runtime and of every provider's key thumbprints. It changes when a key is published
+    /// or removed (or dropped past `max_stale`) and on every reload; a filter that sees it
+    /// change empties its cache, so a removed key's tokens stop working in-proxy too.
+    pub fn generation(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.serial.hash(&mut hasher);
+        for provider in self.verifier.providers() {
+            let keys = provider.store.keys();
+            let mut thumbprints: Vec<&str> =
+                keys.keys.iter().map(|k| k.thumbprint.as_str()).collect();
+            thumbprints.sort_unstable();
+            thumbprints.hash(&mut hasher);
+        }
+        format!("{:016x}", hasher.finish())
+    }
+
+    /// The DPoP challenge's `algs`, when some provider takes DPoP.
+    pub fn dpop_algs(&self) -> Option<&str> {
+        self.dpop_algs.as_deref()
+    }
+
+    /// The verified claims the in-proxy filter may keep for the token of a decided request,
+    /// and for how long; `None` when a later request with it needs more than its claims
+    /// (a DPoP proof, a certificate, a status list: the sidecar checks those on every
+    /// request) or when the token cache is off. Every denial of a token kept in-proxy comes
+    /// from the decision's own steps (provider, audience, claims, identity), which the
+    /// filter runs the same way.
+    pub fn in_proxy_token(&self, outcome: &Outcome<'_>) -> Option<CachedToken> {
+        let token = outcome.identity.as_ref()?;
+        let provider = self.verifier.provider(token.provider)?.config();
+        let claims_suffice = provider.dpop.mode == DpopMode::Off
+            && provider.certificate_binding == CertificateBinding::Optional
+            && provider.status_list.mode == StatusListMode::Off
+            && !token.claims.contains_key("cnf");
+        if !claims_suffice || !self.cache.enabled() {
+            return None;
+        }
+        let ttl = self.config.token_cache.ttl.as_secs();
+        let cache_for = match token.exp {
+            Some(exp) => ttl.min(exp.saturating_sub(unix_now())),
+            None => ttl,
+        };
+        (cache_for > 0).then(|| CachedToken {
+            provider: token.provider,
+            claims: token.claims.clone(),
+            cache_for,
+        })
     }
 
     /// Decides one request, whichever front end it came through.

@@ -23,8 +23,8 @@ pub use telemetry::TracingConfig;
 
 // The decision's part of the file: shared with the in-proxy filter.
 pub use jwt_authz_core::config::{
-    Access, ClaimHeader, ClaimRequirement, EscapedSlashes, IdentityConfig, Invalid, MatchConfig,
-    Mode, PathConfig, PathMatch, RuleConfig, TokenSource, validate_header_name,
+    Access, ClaimHeader, ClaimRequirement, EscapedSlashes, IdentityConfig, InProxyConfig, Invalid,
+    MatchConfig, Mode, PathConfig, PathMatch, RuleConfig, TokenSource, validate_header_name,
 };
 
 /// Everything jwt-authz needs to run, as read from `--config`.
@@ -76,6 +76,10 @@ pub struct Config {
     /// OpenTelemetry spans for checks and fetches (off unless `tracing.otlp_endpoint`).
     #[serde(default)]
     pub tracing: TracingConfig,
+    /// The in-proxy mode (the Wasm filter in Envoy): when set, `listen.http` also answers
+    /// the filter's callouts under `in_proxy.prefix`.
+    #[serde(default)]
+    pub in_proxy: Option<InProxyConfig>,
 }
 
 fn default_max_snapshot_age() -> Duration {
@@ -212,6 +216,31 @@ impl HttpConfig {
                         "{:?} overlaps http.ext_authz_prefix {prefix:?}: the two kinds of endpoint must be apart",
                         fa.path
                     ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl HttpConfig {
+    /// The in-proxy callouts' `prefix` shares no path with the other endpoints: a client's
+    /// path (which follows the ext_authz prefix) must never name a callout endpoint.
+    fn apart_from(&self, in_proxy: &str) -> Result<(), ConfigError> {
+        let endpoints = self
+            .ext_authz_prefix
+            .iter()
+            .map(|p| ("http.ext_authz_prefix", p.as_str()))
+            .chain(
+                self.forward_auth
+                    .iter()
+                    .map(|f| ("http.forward_auth[].path", f.path.as_str())),
+            );
+        for (field, path) in endpoints {
+            if under(path, in_proxy) || under(in_proxy, path) {
+                return Err(invalid(
+                    "in_proxy.prefix",
+                    format!("{in_proxy:?} overlaps {field} {path:?}: the endpoints must be apart"),
                 ));
             }
         }
@@ -523,6 +552,10 @@ impl Config {
             rules: &self.rules,
             provider_names: &provider_names,
         })?;
+        if let Some(in_proxy) = &self.in_proxy {
+            in_proxy.validate()?;
+            self.http.apart_from(&in_proxy.prefix)?;
+        }
         for (field, zero) in [
             ("limits.check_timeout", self.limits.check_timeout.is_zero()),
             (

@@ -49,7 +49,9 @@ pub mod telemetry;
 pub mod token_cache;
 pub mod verify;
 
-pub use jwt_authz_core::{claims, decision, extract, identity, policy, request, response};
+pub use jwt_authz_core::{
+    claims, decision, extract, identity, in_proxy, policy, request, response,
+};
 
 pub use config::Config;
 pub use server::Server;

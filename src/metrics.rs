@@ -119,7 +119,7 @@ impl Metrics {
         let checks = Family::<CheckLabels, Counter>::default();
         registry.register(
             "checks",
-            "Authorization checks answered, by front end (grpc, http, forward_auth), result (allow, deny, shadow_allow: a would-be denial let through in shadow mode) and reason",
+            "Authorization checks answered, by front end (grpc, http, forward_auth, in_proxy), result (allow, deny, shadow_allow: a would-be denial let through in shadow mode) and reason",
             checks.clone(),
         );
         let check_duration =

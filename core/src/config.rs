@@ -7,8 +7,11 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::Deserialize;
 
+mod in_proxy;
 #[cfg(test)]
 mod tests;
+
+pub use in_proxy::InProxyConfig;
 
 /// A field of the configuration that holds a value it may not: the field's path
 /// (`rules[2].match.path`) and why.
@@ -49,6 +52,9 @@ pub struct DecisionConfig {
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
     pub providers: Vec<DecisionProvider>,
+    /// The in-proxy mode's settings; the filter reads the defaults when this is absent.
+    #[serde(default)]
+    pub in_proxy: Option<InProxyConfig>,
 }
 
 /// What the decision reads of one provider.
@@ -85,6 +91,9 @@ impl DecisionConfig {
             rules: &config.rules,
             provider_names: &names,
         })?;
+        if let Some(in_proxy) = &config.in_proxy {
+            in_proxy.validate()?;
+        }
         Ok(config)
     }
 }

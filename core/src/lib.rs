@@ -11,6 +11,7 @@
 //! - [`policy`]: route rules (public, authenticated, deny, claim requirements, providers).
 //! - [`token`]: what verification hands the decision: verified claims, or why not.
 //! - [`response`]: every denial's HTTP status, gRPC code and RFC 6750 error, in one table.
+//! - [`in_proxy`]: what the sidecar and the in-proxy filter say to each other.
 //! - [`decision`]: the steps after verification (provider, audience, claims), identity
 //!   headers on an allow, the mode that applies, shadow mode's answer.
 
@@ -19,6 +20,7 @@ pub mod config;
 pub mod decision;
 pub mod extract;
 pub mod identity;
+pub mod in_proxy;
 pub mod policy;
 pub mod request;
 pub mod response;

@@ -75,6 +75,9 @@ pub enum Deny {
     /// The token's status list could not be fetched, or was last fetched longer than
     /// `max_stale` ago: the token is not let through unchecked.
     StatusListUnavailable,
+    /// The in-proxy filter could not get the sidecar's answer for a request it cannot decide
+    /// alone (no answer, a failed callout, an answer it cannot read): never let through.
+    SidecarUnavailable,
 }
 
 /// The HTTP status of a denial. The values are the status codes themselves, as Envoy's
@@ -276,6 +279,14 @@ impl Deny {
                 "token status unavailable, retry later",
                 false,
                 "status_list_unavailable",
+            ),
+            Deny::SidecarUnavailable => (
+                ServiceUnavailable,
+                GrpcCode::Unavailable,
+                "temporarily_unavailable",
+                "authorization service unavailable, retry later",
+                false,
+                "sidecar_unavailable",
             ),
             Deny::TokenRevoked => (
                 Unauthorized,

@@ -11,7 +11,13 @@
 //!   proxy must overwrite. Each of the three must appear exactly once: a missing or repeated
 //!   one (a proxy that appends to a client's copy) is refused, never guessed at.
 //!
-//! The token is read from the request's own headers in both cases (the proxies pass the
+//! - **In-proxy callouts** (`in_proxy.prefix`, when `in_proxy` is set): the Wasm filter's
+//!   questions about requests it cannot decide alone, asked like Envoy's ext_authz (method,
+//!   headers, original path after `<prefix>/check`), answered as JSON with the verdict, the
+//!   token's claims when the filter may keep them, and the key-set generation (module
+//!   `jwt_authz_core::in_proxy`); and its poll, `GET <prefix>/generation`.
+//!
+//! The token is read from the request's own headers in every case (the proxies pass the
 //! client's headers through). Nothing here decides anything: it builds an [`Incoming`] and
 //! encodes the runtime's verdict.
 
@@ -29,6 +35,7 @@ use axum::response::{IntoResponse, Response};
 use super::FrontEnd;
 use crate::authz::Runtime;
 use crate::config::ForwardedHeaders;
+use crate::in_proxy::{CheckAnswer, GenerationAnswer, WireVerdict};
 use crate::metrics::Metrics;
 use crate::request::Incoming;
 use crate::response::{Deny, Verdict};
@@ -129,13 +136,7 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
         && let Some(original) = target.strip_prefix(prefix.as_str())
         && (original.starts_with('/') || path == prefix)
     {
-        // `:authority` in HTTP/2, `Host` in HTTP/1.1; Envoy sends the original one.
-        let host = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| headers.get("host").map(String::as_str))
-            .unwrap_or("");
+        let host = original_host(&parts.uri, &headers);
         let incoming = Incoming {
             method: parts.method.as_str(),
             // `/ext-authz?x` leaves `?x`, which the path check refuses (not absolute).
@@ -166,7 +167,77 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
         return encode(outcome.verdict, Removal::EnvoyHeader, &parts.method);
     }
 
+    if let Some(in_proxy) = &runtime.config().in_proxy
+        && let Some(rest) = target.strip_prefix(in_proxy.prefix.as_str())
+    {
+        if let Some(original) = rest.strip_prefix("/check")
+            && original.starts_with('/')
+        {
+            let host = original_host(&parts.uri, &headers);
+            let incoming = Incoming {
+                method: parts.method.as_str(),
+                target: original,
+                host,
+                headers: &headers,
+                context_extensions: &no_extensions,
+                scheme: None,
+                certificate: None,
+            };
+            let checking = super::Checking::start(
+                &state.metrics,
+                &state.telemetry,
+                FrontEnd::InProxy,
+                &runtime,
+                &carriers,
+                started,
+            );
+            let outcome = if valid_host(host) {
+                checking.check(&incoming).await
+            } else {
+                runtime.refuse(Deny::BadForwardedRequest)
+            };
+            checking.record(&incoming, &outcome);
+            let token = runtime.in_proxy_token(&outcome);
+            return json(&CheckAnswer {
+                generation: runtime.generation(),
+                verdict: WireVerdict::from(outcome.verdict),
+                token,
+            });
+        }
+        if rest == "/generation" && parts.method == Method::GET {
+            return json(&GenerationAnswer {
+                generation: runtime.generation(),
+                dpop_algs: runtime.dpop_algs().map(str::to_owned),
+            });
+        }
+    }
+
     (StatusCode::NOT_FOUND, "no authorization endpoint here\n").into_response()
+}
+
+/// The original request's host: `:authority` in HTTP/2, `Host` in HTTP/1.1 (Envoy, and the
+/// in-proxy filter, send the original one).
+fn original_host<'h>(uri: &'h axum::http::Uri, headers: &'h HashMap<String, String>) -> &'h str {
+    uri.authority()
+        .map(|a| a.as_str())
+        .or_else(|| headers.get("host").map(String::as_str))
+        .unwrap_or("")
+}
+
+/// An in-proxy answer (module `jwt_authz_core::in_proxy`): 200 with a JSON body, the filter
+/// reads nothing else. Claims ride in it: `no-store`.
+fn json(answer: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(answer) {
+        Ok(body) => (
+            [
+                (axum::http::header::CONTENT_TYPE, "application/json"),
+                (axum::http::header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(_) => internal_error(),
+    }
 }
 
 /// The request headers as the decision reads them: lowercase names (as `http` keeps

@@ -4,7 +4,8 @@
 //!
 //! - [`grpc`]: Envoy / Istio gRPC ext_authz (`envoy.service.auth.v3.Authorization/Check`).
 //! - [`http`]: Envoy / Istio HTTP ext_authz (`http_service`, `envoyExtAuthzHttp`), and
-//!   forward-auth for nginx `auth_request`, Traefik `ForwardAuth` and Caddy `forward_auth`.
+//!   forward-auth for nginx `auth_request`, Traefik `ForwardAuth` and Caddy `forward_auth`,
+//!   and the in-proxy Wasm filter's callouts.
 
 use std::time::Instant;
 
@@ -25,6 +26,8 @@ pub enum FrontEnd {
     Grpc,
     Http,
     ForwardAuth,
+    /// The in-proxy filter's callouts.
+    InProxy,
 }
 
 impl FrontEnd {
@@ -33,6 +36,7 @@ impl FrontEnd {
             FrontEnd::Grpc => "grpc",
             FrontEnd::Http => "http",
             FrontEnd::ForwardAuth => "forward_auth",
+            FrontEnd::InProxy => "in_proxy",
         }
     }
 }

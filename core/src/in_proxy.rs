@@ -1,0 +1,139 @@
+//! What the sidecar and the in-proxy filter say to each other, defined once for both ends.
+//!
+//! The filter asks `<in_proxy.prefix>/check<original path>` with the original method and
+//! headers (`:authority` the original host) about every request it cannot decide alone; the
+//! sidecar decides it in full (verification, DPoP, certificate binding, status lists, rules)
+//! and answers a [`CheckAnswer`] as JSON with status 200. Any other status, or a body that is
+//! not one, is a failed callout: the filter answers 503 ([`crate::response::Deny::SidecarUnavailable`]).
+//!
+//! When the token's verified claims are all a later decision needs (no proof, binding or
+//! status to check per request), the answer carries them ([`CachedToken`]) and how long the
+//! filter may keep them; the filter then decides that token's next requests itself with
+//! this crate's [`decision`](crate::decision). Every answer, and the filter's periodic poll
+//! of `<in_proxy.prefix>/generation` ([`GenerationAnswer`]), carries the sidecar's
+//! generation: a digest of its key sets that changes when a key is added or removed or the
+//! configuration is reloaded. A filter that sees another generation empties its cache.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::response::Verdict;
+
+/// The largest answer body a filter reads; a longer one is a failed callout. Claims ride
+/// in it, and a token (so its claims) is bounded by `max_token_bytes` on the sidecar.
+pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
+
+/// The sidecar's answer to a callout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckAnswer {
+    pub generation: String,
+    pub verdict: WireVerdict,
+    /// The token's verified claims, when the filter may decide its later requests itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<CachedToken>,
+}
+
+/// A verdict as it travels: what the filter applies to the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum WireVerdict {
+    /// Let the request through with these header changes.
+    Allow {
+        set: Vec<(String, String)>,
+        remove: Vec<String>,
+    },
+    /// Answer the client with this response.
+    Deny {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    },
+}
+
+impl From<Verdict> for WireVerdict {
+    fn from(verdict: Verdict) -> Self {
+        match verdict {
+            // Dynamic metadata has no way into the filter's answer: Envoy's Wasm ABI cannot
+            // set it, so the filter documents `identity.dynamic_metadata` as unsupported.
+            Verdict::Allow { mutation, .. } => WireVerdict::Allow {
+                set: mutation.set,
+                remove: mutation.remove,
+            },
+            Verdict::Deny(denial) => WireVerdict::Deny {
+                status: denial.status(),
+                headers: denial
+                    .headers
+                    .into_iter()
+                    .map(|(name, value)| (name.to_owned(), value))
+                    .collect(),
+                body: denial.body,
+            },
+        }
+    }
+}
+
+/// A token's verified claims, for the filter's cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CachedToken {
+    /// The index of the provider that verified it.
+    pub provider: usize,
+    pub claims: Map<String, Value>,
+    /// Seconds the filter may keep it: at most `token_cache.ttl`, and never past `exp`.
+    pub cache_for: u64,
+}
+
+/// The sidecar's answer to the filter's poll.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerationAnswer {
+    pub generation: String,
+    /// The DPoP challenge's `algs` when some provider takes DPoP (RFC 9449 §7.1): the
+    /// filter names them when it denies a request without a token, as the sidecar would.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_algs: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::response::Deny;
+
+    #[test]
+    fn a_denial_travels_as_the_client_would_see_it() {
+        let denial = Deny::MissingToken.denial("api");
+        let wire = WireVerdict::from(Verdict::Deny(denial.clone()));
+        let WireVerdict::Deny {
+            status,
+            headers,
+            body,
+        } = &wire
+        else {
+            panic!("not a denial: {wire:?}");
+        };
+        assert_eq!(*status, 401);
+        assert_eq!(body, &denial.body);
+        assert!(headers.contains(&(
+            "www-authenticate".to_owned(),
+            "Bearer realm=\"api\"".to_owned()
+        )));
+        let text = serde_json::to_string(&CheckAnswer {
+            generation: "1".into(),
+            verdict: wire.clone(),
+            token: None,
+        })
+        .unwrap();
+        let back: CheckAnswer = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.verdict, wire);
+        assert_eq!(back.token, None);
+    }
+
+    #[test]
+    fn an_answer_with_unknown_fields_is_not_one() {
+        let text = r#"{"generation":"1","verdict":{"allow":{"set":[],"remove":[]}},"extra":1}"#;
+        assert!(serde_json::from_str::<CheckAnswer>(text).is_err());
+        let text = r#"{"generation":"1","verdict":{"allow":{"set":[],"remove":[]}}}"#;
+        assert!(serde_json::from_str::<CheckAnswer>(text).is_ok());
+    }
+}
