@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-crates=(-p jwt-authz-core)
+crates=(-p jwt-authz-core -p jwt-authz-filter)
 out=target/wasm
 
 if rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then

@@ -15,7 +15,7 @@ use crate::decision;
 use crate::dpop::NonceCheck;
 use crate::dpop::nonce::Nonces;
 use crate::dpop::replay::{MemoryStore, RedisStore, ReplayStore, StoreError};
-use crate::extract::{self, ExtractError};
+use crate::extract;
 use crate::in_proxy::CachedToken;
 
 use crate::jwks::snapshot::SnapshotFile;
@@ -651,11 +651,7 @@ impl Runtime {
             &self.sources,
             self.config.max_token_bytes,
         )
-        .map_err(|e| match e {
-            ExtractError::Multiple => Deny::MultipleTokens,
-            ExtractError::TooLarge => Deny::TokenTooLarge,
-            ExtractError::BadQuery => Deny::InvalidQuery,
-        })?;
+        .map_err(Deny::from)?;
         let Some(found) = found else {
             if route.kind != AccessKind::Public {
                 return Err(Deny::MissingToken);

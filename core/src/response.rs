@@ -521,6 +521,17 @@ impl Denial {
     }
 }
 
+impl From<crate::extract::ExtractError> for Deny {
+    fn from(error: crate::extract::ExtractError) -> Self {
+        use crate::extract::ExtractError;
+        match error {
+            ExtractError::Multiple => Deny::MultipleTokens,
+            ExtractError::TooLarge => Deny::TokenTooLarge,
+            ExtractError::BadQuery => Deny::InvalidQuery,
+        }
+    }
+}
+
 /// What a check answers, before any front end encodes it.
 #[derive(Debug)]
 pub enum Verdict {

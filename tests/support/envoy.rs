@@ -237,3 +237,165 @@ impl Envoy {
         (status, serde_json::from_str(body).unwrap_or(Value::Null))
     }
 }
+
+/// The in-proxy filter's `.wasm`, built (or brought up to date) once per test binary with
+/// `scripts/wasm.sh`; `None`, with the reason printed, when no wasm toolchain can be had.
+pub fn filter_wasm() -> Option<std::path::PathBuf> {
+    static WASM: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    WASM.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new(root.join("scripts/wasm.sh"))
+            .current_dir(root)
+            .output()
+            .expect("run scripts/wasm.sh");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "scripts/wasm.sh failed:\n{stderr}");
+        let wasm = root.join("target/wasm/wasm32-wasip1/release/jwt_authz_filter.wasm");
+        if wasm.exists() && !stderr.contains("SKIPPING") {
+            Some(wasm)
+        } else {
+            eprintln!("SKIPPING the in-proxy tests: no filter .wasm:\n{stderr}");
+            None
+        }
+    })
+    .clone()
+}
+
+/// An Envoy with jwt-authz's Wasm filter (in-proxy mode, V8, fail closed) in front of one
+/// upstream; the filter's callouts go to cluster `jwt_authz_http`, the sidecar's HTTP port
+/// `sidecar_http`, and `plugin` (the sidecar's own YAML) is its configuration.
+pub fn in_proxy_config(
+    ports: (u16, u16),
+    sidecar_http: u16,
+    upstream: u16,
+    wasm: &std::path::Path,
+    plugin: &str,
+) -> String {
+    let (listen, admin) = ports;
+    let wasm = wasm.display();
+    // A JSON string is a YAML double-quoted scalar.
+    let plugin = serde_json::to_string(plugin).expect("a string");
+    format!(
+        r#"
+admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
+static_resources:
+  listeners:
+  - name: ingress
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {listen}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          normalize_path: false
+          merge_slashes: false
+          path_with_escaped_slashes_action: KEEP_UNCHANGED
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{prefix: "/"}}
+                route: {{cluster: upstream}}
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: jwt_authz
+                root_id: jwt_authz
+                failure_policy: FAIL_CLOSED
+                vm_config:
+                  vm_id: jwt_authz
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{local: {{filename: "{wasm}"}}}}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: {plugin}
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: jwt_authz_http
+    type: STATIC
+    connect_timeout: 0.5s
+    load_assignment:
+      cluster_name: jwt_authz_http
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {sidecar_http}}}}}}}
+  - name: upstream
+    type: STATIC
+    load_assignment:
+      cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream}}}}}}}
+"#
+    )
+}
+
+impl Envoy {
+    /// An Envoy running `config` (built by one of this module's functions from `ports`:
+    /// listener, admin).
+    pub fn start_config(ports: (u16, u16), config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("envoy.yaml");
+        std::fs::write(&path, config).expect("write");
+        let log_path = dir.path().join("envoy.log");
+        let log = std::fs::File::create(&log_path).expect("log");
+        let child = Command::new(envoy_binary())
+            .arg("-c")
+            .arg(&path)
+            .args([
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warn",
+            ])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn envoy");
+        let envoy = Self {
+            child,
+            _dir: dir,
+            port: ports.0,
+        };
+        wait_http_or_log(&format!("http://127.0.0.1:{}/ready", ports.1), &log_path);
+        envoy
+    }
+}
+
+/// [`wait_http`], printing Envoy's log when it never becomes ready.
+fn wait_http_or_log(url: &str, log: &std::path::Path) {
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(30) {
+        if http_probe::ok(url, std::time::Duration::from_secs(2)).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!(
+        "envoy not ready at {url}; its log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// A counter from Envoy's admin `/stats` (0 when absent).
+pub async fn envoy_stat(admin: u16, name: &str) -> u64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{admin}/stats?filter={name}"))
+        .await
+        .expect("envoy stats")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,358 @@
+use std::collections::HashMap;
+
+use jwt_authz_core::in_proxy::{CachedToken, CheckAnswer, GenerationAnswer, WireVerdict};
+use jwt_authz_core::request::Incoming;
+use serde_json::{Map, Value, json};
+
+use super::{Counter, Engine, Step};
+
+const CONFIG: &str = r#"
+realm: test
+providers:
+  - name: main
+    issuer: https://issuer.test
+    audiences: [api]
+    jwks: {uri: https://issuer.test/jwks}
+rules:
+  - name: public
+    match: {path: {prefix: /public/}}
+    access: public
+  - name: admin
+    match: {path: {prefix: /admin/}}
+    access:
+      claims:
+        - {claim: role, any_of: [admin]}
+  - name: closed
+    match: {path: {prefix: /closed/}}
+    access: deny
+in_proxy: {max_cached_tokens: 2, poll_interval: 1s, max_unconfirmed: 5s}
+"#;
+
+const T0: u64 = 1_800_000_000_000;
+
+fn engine(extra: &str) -> Engine {
+    Engine::from_config(&format!("{CONFIG}{extra}")).expect("valid configuration")
+}
+
+struct Req {
+    method: &'static str,
+    target: String,
+    headers: HashMap<String, String>,
+}
+
+fn get(target: &str, token: Option<&str>) -> Req {
+    let mut headers = HashMap::new();
+    if let Some(token) = token {
+        headers.insert("authorization".to_owned(), format!("Bearer {token}"));
+    }
+    Req {
+        method: "GET",
+        target: target.to_owned(),
+        headers,
+    }
+}
+
+fn decide(engine: &mut Engine, req: &Req, now: u64) -> (Step, Option<Counter>) {
+    let none = HashMap::new();
+    let incoming = Incoming {
+        method: req.method,
+        target: &req.target,
+        host: "api.test",
+        headers: &req.headers,
+        context_extensions: &none,
+        scheme: None,
+        certificate: None,
+    };
+    engine.decide(&incoming, now)
+}
+
+fn claims(sub: &str, role: &str) -> Map<String, Value> {
+    json!({"iss": "https://issuer.test", "aud": "api", "sub": sub, "role": role,
+           "exp": T0 / 1000 + 3600})
+    .as_object()
+    .expect("object")
+    .clone()
+}
+
+fn allow_answer(generation: &str, claims: Map<String, Value>, cache_for: u64) -> CheckAnswer {
+    CheckAnswer {
+        generation: generation.to_owned(),
+        verdict: WireVerdict::Allow {
+            set: vec![],
+            remove: vec![],
+        },
+        token: Some(CachedToken {
+            provider: 0,
+            claims,
+            cache_for,
+        }),
+    }
+}
+
+fn poll(engine: &mut Engine, generation: &str, now: u64) {
+    engine.polled(
+        GenerationAnswer {
+            generation: generation.to_owned(),
+            dpop_algs: None,
+        },
+        now,
+    );
+}
+
+fn status(step: &Step) -> u16 {
+    match step {
+        Step::Decided(WireVerdict::Allow { .. }) => 200,
+        Step::Decided(WireVerdict::Deny { status, .. }) => *status,
+        Step::Callout => 0,
+    }
+}
+
+/// An engine that has polled generation "g1" and holds `tok-alice` (role user).
+fn holding_alice() -> Engine {
+    let mut e = engine("");
+    poll(&mut e, "g1", T0);
+    e.answered(
+        Some("tok-alice"),
+        allow_answer("g1", claims("alice", "user"), 300),
+        T0,
+    );
+    e
+}
+
+#[test]
+fn a_held_token_is_decided_here_with_the_same_identity_headers_and_denials() {
+    let mut e = holding_alice();
+    let (step, counter) = decide(&mut e, &get("/api/x", Some("tok-alice")), T0 + 1);
+    assert_eq!(counter, Some(Counter::CacheHit));
+    let Step::Decided(WireVerdict::Allow { set, remove }) = step else {
+        panic!("{step:?}");
+    };
+    assert!(
+        set.contains(&("x-user-id".to_owned(), "alice".to_owned())),
+        "{set:?}"
+    );
+    // The token's header goes (identity.strip_authorization is on by default), and every
+    // identity header the token does not supply.
+    assert!(remove.contains(&"authorization".to_owned()), "{remove:?}");
+    assert!(remove.contains(&"x-user-name".to_owned()), "{remove:?}");
+    // The route wants role admin: 403 with the core's denial.
+    let (step, _) = decide(&mut e, &get("/admin/x", Some("tok-alice")), T0 + 1);
+    let Step::Decided(WireVerdict::Deny {
+        status, headers, ..
+    }) = step
+    else {
+        panic!("{step:?}");
+    };
+    assert_eq!(status, 403);
+    assert!(
+        headers
+            .iter()
+            .any(|(n, v)| n == "www-authenticate" && v.contains("error=\"insufficient_scope\""))
+    );
+    // Dot-segments resolve before rules: /public/../admin/x is the admin route.
+    assert_eq!(
+        status_of(&mut e, "/public/../admin/x", Some("tok-alice")),
+        403
+    );
+}
+
+fn status_of(e: &mut Engine, target: &str, token: Option<&str>) -> u16 {
+    status(&decide(e, &get(target, Some(token).flatten()), T0 + 1).0)
+}
+
+#[test]
+fn only_the_exact_token_is_a_hit() {
+    let mut e = holding_alice();
+    assert_eq!(status_of(&mut e, "/api/x", Some("tok-alic")), 0);
+    assert_eq!(status_of(&mut e, "/api/x", Some("tok-alicf")), 0);
+    assert_eq!(status_of(&mut e, "/api/x", Some("tok-alice")), 200);
+}
+
+#[test]
+fn what_needs_the_sidecar_is_a_callout() {
+    let mut e = engine("");
+    // Nothing confirmed yet: every token, and a denial whose challenge may name DPoP.
+    assert_eq!(status_of(&mut e, "/api/x", Some("tok")), 0);
+    assert_eq!(status_of(&mut e, "/api/x", None), 0);
+    // Decided without the sidecar all the same: public, deny rules, refused paths.
+    assert_eq!(status_of(&mut e, "/public/x", None), 200);
+    assert_eq!(status_of(&mut e, "/closed/x", Some("tok")), 403);
+    assert_eq!(status_of(&mut e, "/api%2Fx", None), 400);
+    // Once polled, a request without a token is denied here.
+    poll(&mut e, "g1", T0);
+    let (step, counter) = decide(&mut e, &get("/api/x", None), T0 + 1);
+    assert_eq!((status(&step), counter), (401, Some(Counter::NoToken)));
+
+    // A held token with a DPoP proof, or under the DPoP scheme: the sidecar checks proofs.
+    let mut e = holding_alice();
+    let mut req = get("/api/x", Some("tok-alice"));
+    req.headers.insert("dpop".to_owned(), "proof".to_owned());
+    assert_eq!(status(&decide(&mut e, &req, T0 + 1).0), 0);
+    let mut req = get("/api/x", None);
+    req.headers
+        .insert("authorization".to_owned(), "DPoP tok-alice".to_owned());
+    assert_eq!(status(&decide(&mut e, &req, T0 + 1).0), 0);
+}
+
+#[test]
+fn held_claims_end_with_their_bounds() {
+    // cache_for (the sidecar confirming all along).
+    let mut e = holding_alice();
+    poll(&mut e, "g1", T0 + 299_000);
+    assert_eq!(
+        status(&decide(&mut e, &get("/api/x", Some("tok-alice")), T0 + 299_999).0),
+        200
+    );
+    poll(&mut e, "g1", T0 + 299_999);
+    assert_eq!(
+        status(&decide(&mut e, &get("/api/x", Some("tok-alice")), T0 + 300_000).0),
+        0
+    );
+    // exp, when nearer than cache_for.
+    let mut e = engine("");
+    poll(&mut e, "g1", T0);
+    let mut c = claims("bob", "user");
+    c["exp"] = json!(T0 / 1000 + 2);
+    e.answered(Some("tok-bob"), allow_answer("g1", c, 300), T0);
+    assert_eq!(
+        status(&decide(&mut e, &get("/api/x", Some("tok-bob")), T0 + 1_999).0),
+        200
+    );
+    assert_eq!(
+        status(&decide(&mut e, &get("/api/x", Some("tok-bob")), T0 + 2_000).0),
+        0
+    );
+    // The sidecar's confirmation: past max_unconfirmed (5 s) without a poll, nothing held
+    // is used; a poll that answers again brings it back.
+    let mut e = holding_alice();
+    assert_eq!(
+        status(&decide(&mut e, &get("/api/x", Some("tok-alice")), T0 + 5_000).0),
+        200
+    );
+    assert_eq!(
+        status(&decide(&mut e, &get("/api/x", Some("tok-alice")), T0 + 5_001).0),
+        0
+    );
+    poll(&mut e, "g1", T0 + 6_000);
+    assert_eq!(
+        status(&decide(&mut e, &get("/api/x", Some("tok-alice")), T0 + 6_001).0),
+        200
+    );
+}
+
+#[test]
+fn another_generation_empties_the_cache() {
+    let mut e = holding_alice();
+    assert_eq!(e.held(), 1);
+    poll(&mut e, "g2", T0 + 10);
+    assert_eq!(e.held(), 0);
+    assert_eq!(
+        status(&decide(&mut e, &get("/api/x", Some("tok-alice")), T0 + 11).0),
+        0
+    );
+    // A callout's answer carrying another generation does the same before holding its own.
+    e.answered(
+        Some("tok-a"),
+        allow_answer("g2", claims("a", "user"), 60),
+        T0 + 12,
+    );
+    e.answered(
+        Some("tok-b"),
+        allow_answer("g3", claims("b", "user"), 60),
+        T0 + 13,
+    );
+    assert_eq!(e.held(), 1);
+    assert_eq!(
+        status(&decide(&mut e, &get("/api/x", Some("tok-b")), T0 + 14).0),
+        200
+    );
+}
+
+#[test]
+fn the_cache_is_bounded_and_answers_without_claims_hold_nothing() {
+    let mut e = holding_alice();
+    for (token, sub) in [("tok-b", "b"), ("tok-c", "c")] {
+        e.answered(Some(token), allow_answer("g1", claims(sub, "user"), 60), T0);
+    }
+    assert_eq!(e.held(), 2, "max_cached_tokens: 2");
+    assert_eq!(
+        status_of(&mut e, "/api/x", Some("tok-alice")),
+        0,
+        "the oldest went"
+    );
+    // No claims handed over, a provider that does not exist, or nothing to keep.
+    let mut e = engine("");
+    poll(&mut e, "g1", T0);
+    let mut answer = allow_answer("g1", claims("d", "user"), 60);
+    answer.token = None;
+    e.answered(Some("tok-d"), answer, T0);
+    let mut answer = allow_answer("g1", claims("e", "user"), 60);
+    answer.token.as_mut().expect("token").provider = 7;
+    e.answered(Some("tok-e"), answer, T0);
+    e.answered(
+        Some("tok-f"),
+        allow_answer("g1", claims("f", "user"), 0),
+        T0,
+    );
+    assert_eq!(e.held(), 0);
+    // max_cached_tokens: 0 holds nothing at all.
+    let mut e =
+        Engine::from_config(&CONFIG.replace("max_cached_tokens: 2", "max_cached_tokens: 0"))
+            .expect("valid");
+    poll(&mut e, "g1", T0);
+    e.answered(
+        Some("tok-a"),
+        allow_answer("g1", claims("a", "user"), 60),
+        T0,
+    );
+    assert_eq!(e.held(), 0);
+}
+
+#[test]
+fn shadow_mode_lets_denials_through_as_the_sidecar_does() {
+    let mut e = engine("mode: shadow\n");
+    poll(&mut e, "g1", T0);
+    e.answered(
+        Some("tok-alice"),
+        allow_answer("g1", claims("alice", "user"), 300),
+        T0,
+    );
+    // Valid token short of claims: through, with its identity.
+    let (step, _) = decide(&mut e, &get("/admin/x", Some("tok-alice")), T0 + 1);
+    let Step::Decided(WireVerdict::Allow { set, .. }) = step else {
+        panic!("{step:?}");
+    };
+    assert!(set.contains(&("x-user-id".to_owned(), "alice".to_owned())));
+    // No token: through, anonymous.
+    let (step, _) = decide(&mut e, &get("/api/x", None), T0 + 1);
+    let Step::Decided(WireVerdict::Allow { set, .. }) = step else {
+        panic!("{step:?}");
+    };
+    assert!(set.is_empty());
+}
+
+#[test]
+fn a_configuration_the_sidecar_would_refuse_is_refused() {
+    for bad in [
+        "providers: [",
+        "providers: []\nrules: [{name: r, match: {path: {regex: '('}}, access: public}]\n",
+        "providers: []\nin_proxy: {prefix: /}\n",
+        "providers: []\nin_proxy: {max_cached_tokens: 100000000}\n",
+    ] {
+        assert!(Engine::from_config(bad).is_err(), "{bad}");
+    }
+    // The same document as JSON (Istio's pluginConfig arrives so).
+    let json = r#"{"providers":[{"name":"m","issuer":"https://i","audiences":["a"],"jwks":{"uri":"https://i/j"}}]}"#;
+    let e = Engine::from_config(json).expect("JSON is YAML");
+    assert_eq!(e.in_proxy().cluster, "jwt_authz_http");
+}
+
+#[test]
+fn the_failed_callout_answer_is_a_503_from_the_denial_table() {
+    let e = engine("");
+    let WireVerdict::Deny { status, body, .. } = e.unavailable() else {
+        panic!("not a denial");
+    };
+    assert_eq!(status, 503);
+    assert!(body.contains("temporarily_unavailable"));
+}

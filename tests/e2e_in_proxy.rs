@@ -1,0 +1,188 @@
+//! In-proxy mode end to end: the real Envoy 1.40 with jwt-authz's Wasm filter (V8), the
+//! sidecar answering its callouts, an upstream that echoes what it received. The same
+//! allow/deny/spoof/public/path answers as through ext_authz; a token the filter holds is
+//! decided inside Envoy (its counters say so, and it keeps working with the sidecar gone,
+//! within the bound); key removal reaches the filter's cache; no answer fails closed.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::envoy::{Envoy, echo_upstream, envoy_stat, filter_wasm, in_proxy_config};
+use support::stack::free_port;
+use support::{PATH_RULES, TestKey, TestServer, claims, config_yaml, now};
+
+/// Fast polls and a short confirmation bound, so the bounds can be watched in a test.
+const IN_PROXY: &str = "in_proxy: {poll_interval: 200ms, max_unconfirmed: 2s, timeout: 1s}\n";
+
+const CACHED: &str = "wasmcustom.jwt_authz_filter_decided_cached";
+const CALLOUTS: &str = "wasmcustom.jwt_authz_filter_callouts";
+
+struct InProxy {
+    jwks: support::JwksServer,
+    key: TestKey,
+    sidecar: Option<TestServer>,
+    envoy: Envoy,
+    admin: u16,
+}
+
+/// The sidecar (in this process), and Envoy with the filter given the sidecar's own YAML;
+/// `None` when no filter could be built (the reason is printed).
+async fn start(extra: &str) -> Option<InProxy> {
+    let wasm = filter_wasm()?;
+    let key = TestKey::rsa("k1");
+    let jwks = support::JwksServer::start(vec![key.jwk()]).await;
+    let yaml = config_yaml(&jwks.url(), &format!("{PATH_RULES}{extra}{IN_PROXY}"));
+    let sidecar = TestServer::start_ready(&yaml).await;
+    let upstream = echo_upstream().await;
+    let ports = (free_port(), free_port());
+    let config = in_proxy_config(ports, sidecar.http.port(), upstream, &wasm, &yaml);
+    let envoy = Envoy::start_config(ports, &config);
+    let proxy = InProxy {
+        jwks,
+        key,
+        sidecar: Some(sidecar),
+        envoy,
+        admin: ports.1,
+    };
+    // The filter's first poll confirms the sidecar's key sets.
+    proxy.eventually_decided_in_proxy().await;
+    Some(proxy)
+}
+
+impl InProxy {
+    async fn stat(&self, name: &str) -> u64 {
+        envoy_stat(self.admin, name).await
+    }
+
+    /// Waits until a held token is decided inside Envoy (the first poll has answered).
+    async fn eventually_decided_in_proxy(&self) {
+        let token = self.key.token(&claims("warm-up"));
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            let before = self.stat(CACHED).await;
+            let (status, _) = self.envoy.get("/api/orders", Some(&token)).await;
+            assert_eq!(status, 200);
+            if self.stat(CACHED).await > before {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the filter never decided a held token in-proxy");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_envoy_matrix_answers_the_same_in_proxy() {
+    let Some(p) = start("").await else { return };
+    let user = p.key.token(&claims("u-1"));
+    let mut admin_claims = claims("u-2");
+    admin_claims["role"] = json!("admin");
+    let admin = p.key.token(&admin_claims);
+    let mut expired = claims("u-1");
+    expired["exp"] = json!(now() - 600);
+    let expired = p.key.token(&expired);
+    let forged = TestKey::rsa("k1").token(&claims("u-1"));
+
+    // Twice each: the first may be a callout, the second is decided with held claims; the
+    // answers must not differ.
+    for round in 0..2 {
+        let (status, body) = p.envoy.get("/api/orders", Some(&user)).await;
+        assert_eq!(status, 200, "round {round}");
+        assert_eq!(
+            body["user"], "u-1",
+            "identity from the token, forged one gone"
+        );
+        assert_eq!(body["role"], "user");
+        let (status, body) = p.envoy.get("/api/users", Some(&user)).await;
+        assert_eq!(status, 403, "round {round}: role admin required: {body}");
+        assert_eq!(body["error"], "insufficient_scope");
+        let (status, body) = p.envoy.get("/api/users", Some(&admin)).await;
+        assert_eq!((status, &body["role"]), (200, &json!("admin")));
+        // Dot-segments are resolved before rules match: not public.
+        let (status, _) = p.envoy.get("/public/../api/users", Some(&user)).await;
+        assert_eq!(status, 403, "round {round}");
+        let (status, _) = p.envoy.get("/public/%2e%2e/api/users", Some(&user)).await;
+        assert_eq!(status, 403, "round {round}");
+        let (status, _) = p.envoy.get("/api/orders%2Fx", Some(&user)).await;
+        assert_eq!(status, 400, "an escaped slash is refused");
+        // Public: no token needed, every forged identity header removed.
+        let (status, body) = p.envoy.get("/public/doc", None).await;
+        assert_eq!(
+            (status, &body["user"], &body["role"]),
+            (200, &json!(null), &json!(null))
+        );
+        // Denials.
+        let (status, body) = p.envoy.get("/api/orders", None).await;
+        assert_eq!((status, &body["error"]), (401, &json!("invalid_request")));
+        for bad in [&expired, &forged, &"not.a.token".to_owned()] {
+            let (status, body) = p.envoy.get("/api/orders", Some(bad)).await;
+            assert_eq!((status, &body["error"]), (401, &json!("invalid_token")));
+        }
+    }
+    // The second round's token requests were decided in-proxy: one callout per distinct
+    // token at most (plus the never-held invalid ones, asked each time).
+    let callouts = p.stat(CALLOUTS).await;
+    let cached = p.stat(CACHED).await;
+    assert!(cached >= 8, "held tokens decided in-proxy: {cached}");
+    assert!(callouts <= 2 + 3 * 2 + 1, "callouts {callouts}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_gone_held_tokens_last_only_within_the_bound_others_fail_closed() {
+    let Some(mut p) = start("").await else { return };
+    let held = p.key.token(&claims("held"));
+    assert_eq!(p.envoy.get("/api/orders", Some(&held)).await.0, 200);
+    p.sidecar.take().expect("sidecar").shutdown().await;
+    let stopped = Instant::now();
+
+    // A new token cannot be verified: 503, never let through.
+    let fresh = p.key.token(&claims("fresh"));
+    let (status, body) = p.envoy.get("/api/orders", Some(&fresh)).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (503, &json!("temporarily_unavailable"))
+    );
+    // The held one works in-proxy while the last confirmation is recent (2 s)...
+    let (status, body) = p.envoy.get("/api/orders", Some(&held)).await;
+    if stopped.elapsed() < Duration::from_millis(1500) {
+        assert_eq!((status, &body["user"]), (200, &json!("held")));
+    }
+    // ...and not past it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (status, _) = p.envoy.get("/api/orders", Some(&held)).await;
+    assert_eq!(status, 503, "held claims past max_unconfirmed");
+    // What needs no sidecar still works: a public path.
+    assert_eq!(p.envoy.get("/public/doc", None).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_keys_held_tokens_stop_working_within_the_bound() {
+    let Some(p) = start("").await else { return };
+    let held = p.key.token(&claims("held"));
+    for _ in 0..2 {
+        assert_eq!(p.envoy.get("/api/orders", Some(&held)).await.0, 200);
+    }
+    let before = p.stat(CACHED).await;
+    assert_eq!(p.envoy.get("/api/orders", Some(&held)).await.0, 200);
+    assert!(p.stat(CACHED).await > before, "held in-proxy");
+
+    let next = TestKey::rsa("k2");
+    p.jwks.set_keys(vec![next.jwk()]);
+    let removed = Instant::now();
+    // The sidecar refetches within its min_ttl (1 s in tests); the filter's poll (200 ms)
+    // sees the new generation and drops what it holds.
+    let mut status = 200;
+    while status == 200 && removed.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status = p.envoy.get("/api/orders", Some(&held)).await.0;
+    }
+    assert_eq!(status, 401, "the removed key's token refused");
+    let took = removed.elapsed();
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // The new key's tokens work, held again after one callout.
+    let fresh = next.token(&claims("fresh"));
+    assert_eq!(p.envoy.get("/api/orders", Some(&fresh)).await.0, 200);
+    assert_eq!(p.envoy.get("/api/orders", Some(&fresh)).await.0, 200);
+}
