@@ -1,6 +1,6 @@
 //! End to end through every proxy jwt-authz ships a configuration for, each run for real on
-//! loopback with that configuration: Envoy with gRPC and with HTTP ext_authz, nginx
-//! `auth_request`, Caddy `forward_auth`. The same matrix for each: allow, deny, spoofed
+//! loopback with that configuration: Envoy with gRPC and with HTTP ext_authz, Envoy with
+//! the in-proxy Wasm filter, nginx `auth_request`, Caddy `forward_auth`. The same matrix for each: allow, deny, spoofed
 //! identity headers, a client trying to choose the request that gets decided, and public
 //! routes that must not pass a client's identity headers on either.
 //!
@@ -153,7 +153,7 @@ async fn public_routes_strip_identity(front: Front) {
         // by Envoy, dropped by nginx, removed by Caddy.
         let (status, _, seen) = gw.get(path, None, &[("x_user_id", "alice")]).await;
         match front {
-            Front::EnvoyGrpc | Front::EnvoyHttp | Front::EnvoyMtls => {
+            Front::EnvoyGrpc | Front::EnvoyHttp | Front::EnvoyMtls | Front::EnvoyInProxy => {
                 assert_eq!(status, StatusCode::BAD_REQUEST, "{front:?} {path}: {seen}")
             }
             Front::Nginx | Front::Caddy => {
@@ -190,6 +190,7 @@ macro_rules! matrix {
 matrix! {
     envoy_grpc => Front::EnvoyGrpc,
     envoy_http => Front::EnvoyHttp,
+    envoy_in_proxy => Front::EnvoyInProxy,
     nginx => Front::Nginx,
     caddy => Front::Caddy,
 }

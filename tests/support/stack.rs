@@ -165,6 +165,9 @@ pub enum Front {
     /// envoy/envoy-mtls.yaml.tmpl: gRPC ext_authz behind a listener that requires client
     /// certificates ([`Options::tls`]); the issuer binds tokens to them.
     EnvoyMtls,
+    /// envoy/envoy-in-proxy.yaml.tmpl: the in-proxy Wasm filter, calling jwt-authz's HTTP
+    /// port for what it cannot decide (jwt-authz gets an `in_proxy` section).
+    EnvoyInProxy,
 }
 
 /// The files of the mTLS listener: its certificate and key, and the CA its clients need.
@@ -182,6 +185,7 @@ impl Front {
     pub fn binary(self) -> Option<PathBuf> {
         match self {
             Front::EnvoyGrpc | Front::EnvoyHttp | Front::EnvoyMtls => Some(envoy_binary()),
+            Front::EnvoyInProxy => super::envoy::filter_wasm().map(|_| envoy_binary()),
             Front::Nginx => debian_binary("nginx"),
             Front::Caddy => debian_binary("caddy"),
         }
@@ -379,10 +383,16 @@ impl Stack {
                 Some(value) => config.replace(demo_status, &format!("status_list: {value}")),
                 None => config,
             };
+            // The in-proxy filter's callouts need the endpoints.
+            let in_proxy = if front == Front::EnvoyInProxy {
+                "in_proxy: {poll_interval: 200ms}\n"
+            } else {
+                ""
+            };
             // A public rule no proxy routes to: only a decision about a client-supplied path
             // (never the real one) could allow a request through it (tests/e2e_proxies.rs).
             format!(
-                "{config}  - name: e2e-public\n    match: {{path: {{prefix: /e2e-public/}}}}\n    access: public\n{authz_extra}"
+                "{config}  - name: e2e-public\n    match: {{path: {{prefix: /e2e-public/}}}}\n    access: public\n{authz_extra}{in_proxy}"
             )
         };
         std::fs::write(
@@ -423,7 +433,20 @@ impl Stack {
         let public_port = public_upstream.unwrap_or(stack.issuer_port);
         let file =
             |path: Option<&PathBuf>| path.map(|p| p.display().to_string()).unwrap_or_default();
+        // The in-proxy filter is given jwt-authz's own file, as one JSON string.
+        let authz_json = serde_json::to_string(
+            &std::fs::read_to_string(stack.dir.path().join("jwt-authz.yaml")).expect("config"),
+        )
+        .expect("a string");
         let vars = [
+            (
+                "JWT_AUTHZ_FILTER_WASM",
+                match front {
+                    Front::EnvoyInProxy => file(super::envoy::filter_wasm().as_ref()),
+                    _ => String::new(),
+                },
+            ),
+            ("JWT_AUTHZ_CONFIG_JSON", authz_json),
             ("TLS_CERT_FILE", file(tls.as_ref().map(|t| &t.cert))),
             ("TLS_KEY_FILE", file(tls.as_ref().map(|t| &t.key))),
             ("CLIENT_CA_FILE", file(tls.as_ref().map(|t| &t.client_ca))),
@@ -460,10 +483,11 @@ impl Stack {
             path
         };
         match front {
-            Front::EnvoyGrpc | Front::EnvoyHttp | Front::EnvoyMtls => {
+            Front::EnvoyGrpc | Front::EnvoyHttp | Front::EnvoyMtls | Front::EnvoyInProxy => {
                 let file = match front {
                     Front::EnvoyGrpc => "envoy/envoy.yaml.tmpl",
                     Front::EnvoyHttp => "envoy/envoy-http.yaml.tmpl",
+                    Front::EnvoyInProxy => "envoy/envoy-in-proxy.yaml.tmpl",
                     _ => "envoy/envoy-mtls.yaml.tmpl",
                 };
                 let mut config = render(&template(file), &vars);
