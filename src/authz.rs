@@ -511,7 +511,7 @@ impl Runtime {
             None => ttl,
         };
         (cache_for > 0).then(|| CachedToken {
-            provider: token.provider,
+            provider: provider.name.clone(),
             claims: token.claims.clone(),
             cache_for,
         })

@@ -69,7 +69,7 @@ async fn an_allowed_token_comes_back_with_its_claims_bounded_by_exp_and_the_cach
     let answer = ask(&server, "GET", "/api/orders?x=1", Some(&token)).await;
     assert!(set(&answer.verdict).contains(&("x-user-id", "u-1")));
     let cached = answer.token.expect("claims for the filter");
-    assert_eq!(cached.provider, 0);
+    assert_eq!(cached.provider, "test");
     assert_eq!(cached.claims["sub"], "u-1");
     assert_eq!(cached.cache_for, 120, "the cache's ttl, shorter than exp");
     assert_eq!(answer.generation.len(), 16);

@@ -77,8 +77,9 @@ impl From<Verdict> for WireVerdict {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CachedToken {
-    /// The index of the provider that verified it.
-    pub provider: usize,
+    /// The name of the provider that verified it (names are unique; the filter finds the
+    /// provider in its own copy of the configuration by it, whatever the order there).
+    pub provider: String,
     pub claims: Map<String, Value>,
     /// Seconds the filter may keep it: at most `token_cache.ttl`, and never past `exp`.
     pub cache_for: u64,

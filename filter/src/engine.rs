@@ -313,7 +313,11 @@ impl Engine {
     ) -> WireVerdict {
         self.confirm(answer.generation, now_ms);
         if let (Some(token), Some(cached), Some(held)) = (token, answer.token, self.held.as_mut())
-            && cached.provider < self.config.providers.len()
+            && let Some(provider) = self
+                .config
+                .providers
+                .iter()
+                .position(|p| p.name == cached.provider)
             && cached.cache_for > 0
         {
             let exp = cached.claims.get("exp").and_then(serde_json::Value::as_u64);
@@ -325,7 +329,7 @@ impl Engine {
                 token.into(),
                 Held {
                     token: Arc::new(VerifiedToken {
-                        provider: cached.provider,
+                        provider,
                         thumbprint: String::new(),
                         claims: cached.claims,
                         exp,

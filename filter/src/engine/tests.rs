@@ -82,7 +82,7 @@ fn allow_answer(generation: &str, claims: Map<String, Value>, cache_for: u64) ->
             remove: vec![],
         },
         token: Some(CachedToken {
-            provider: 0,
+            provider: "main".to_owned(),
             claims,
             cache_for,
         }),
@@ -287,7 +287,7 @@ fn the_cache_is_bounded_and_answers_without_claims_hold_nothing() {
     answer.token = None;
     e.answered(Some("tok-d"), answer, T0);
     let mut answer = allow_answer("g1", claims("e", "user"), 60);
-    answer.token.as_mut().expect("token").provider = 7;
+    answer.token.as_mut().expect("token").provider = "elsewhere".to_owned();
     e.answered(Some("tok-e"), answer, T0);
     e.answered(
         Some("tok-f"),
