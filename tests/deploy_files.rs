@@ -492,3 +492,77 @@ fn standalone_envoy_snippet_is_accepted_by_envoy() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The decision's view of a document (the filter's), from YAML or a JSON value.
+fn decision(value: &Value) -> jwt_authz_core::config::DecisionConfig {
+    jwt_authz_core::config::DecisionConfig::from_yaml(&value.to_string())
+        .unwrap_or_else(|e| panic!("the filter refuses {value}: {e}"))
+}
+
+/// The in-proxy manifests give the filter the cluster's decision (realm, rules, identity,
+/// providers) unchanged, fail closed, and point its callouts at the Service's HTTP port.
+#[test]
+fn in_proxy_manifests_carry_the_sidecars_decision_and_fail_closed() {
+    let sidecar: Value =
+        serde_norway::from_str(&read("deploy/kubernetes/config.yaml")).expect("config.yaml");
+    let sidecar = decision(&sidecar);
+    let service = one("deploy/kubernetes/service.yaml", "Service");
+    let http_port = service["spec"]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .find(|p| p["targetPort"] == "http-authz")
+        .and_then(|p| p["port"].as_u64())
+        .expect("the http-authz port");
+    let namespace = read("deploy/kubernetes/kustomization.yaml")
+        .lines()
+        .find_map(|l| l.strip_prefix("namespace: ").map(str::to_owned))
+        .expect("namespace");
+    let host = format!(
+        "{}.{namespace}.svc.cluster.local",
+        service["metadata"]["name"].as_str().expect("name")
+    );
+    let same_decision = |filter: &jwt_authz_core::config::DecisionConfig, file: &str| {
+        assert_eq!(filter.realm, sidecar.realm, "{file}");
+        assert_eq!(filter.mode, sidecar.mode, "{file}");
+        assert_eq!(filter.rules, sidecar.rules, "{file}");
+        assert_eq!(filter.identity, sidecar.identity, "{file}");
+        assert_eq!(filter.paths, sidecar.paths, "{file}");
+        assert_eq!(filter.providers, sidecar.providers, "{file}");
+    };
+
+    let file = "deploy/istio/wasm-plugin.yaml";
+    let plugin = one(file, "WasmPlugin");
+    assert_eq!(plugin["spec"]["failStrategy"], "FAIL_CLOSE");
+    assert_eq!(plugin["spec"]["phase"], "AUTHN");
+    let filter = decision(&plugin["spec"]["pluginConfig"]);
+    same_decision(&filter, file);
+    let istio_cluster = format!("outbound|{http_port}||{host}");
+    assert_eq!(filter.in_proxy.expect("in_proxy").cluster, istio_cluster);
+    assert_eq!(
+        sidecar
+            .in_proxy
+            .as_ref()
+            .expect("the sidecar's in_proxy")
+            .cluster,
+        istio_cluster,
+        "config.yaml turns the endpoints on"
+    );
+
+    let file = "deploy/envoy/envoy-gateway-in-proxy.yaml";
+    let policy = one(file, "EnvoyExtensionPolicy");
+    let wasm = &policy["spec"]["wasm"][0];
+    assert_eq!(wasm["failOpen"], false);
+    let filter = decision(&wasm["config"]);
+    same_decision(&filter, file);
+    let patch = &one(file, "EnvoyPatchPolicy")["spec"]["jsonPatches"][0];
+    let cluster = &patch["operation"]["value"];
+    assert_eq!(
+        Some(filter.in_proxy.expect("in_proxy").cluster.as_str()),
+        cluster["name"].as_str()
+    );
+    let address = &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+        ["socket_address"];
+    assert_eq!(address["address"], host.as_str());
+    assert_eq!(address["port_value"], http_port);
+}
