@@ -136,34 +136,16 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
         && let Some(original) = target.strip_prefix(prefix.as_str())
         && (original.starts_with('/') || path == prefix)
     {
-        let host = original_host(&parts.uri, &headers);
-        let incoming = Incoming {
-            method: parts.method.as_str(),
-            // `/ext-authz?x` leaves `?x`, which the path check refuses (not absolute).
-            target: original,
-            host,
+        // `/ext-authz?x` leaves `?x`, which the path check refuses (not absolute).
+        let asked = AsItself {
+            state: &state,
+            runtime: &runtime,
+            parts: &parts,
             headers: &headers,
-            context_extensions: &no_extensions,
-            // An HTTP authorization request carries neither: `dpop.scheme` names the
-            // scheme, and certificate-bound tokens need the gRPC front end.
-            scheme: None,
-            certificate: None,
-        };
-        // Envoy always sends one valid `:authority`; anything else did not come from it.
-        let checking = super::Checking::start(
-            &state.metrics,
-            &state.telemetry,
-            FrontEnd::Http,
-            &runtime,
-            &carriers,
+            carriers: &carriers,
             started,
-        );
-        let outcome = if valid_host(host) {
-            checking.check(&incoming).await
-        } else {
-            runtime.refuse(Deny::BadForwardedRequest)
         };
-        checking.record(&incoming, &outcome);
+        let outcome = asked.check(FrontEnd::Http, original).await;
         return encode(outcome.verdict, Removal::EnvoyHeader, &parts.method);
     }
 
@@ -173,30 +155,15 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
         if let Some(original) = rest.strip_prefix("/check")
             && original.starts_with('/')
         {
-            let host = original_host(&parts.uri, &headers);
-            let incoming = Incoming {
-                method: parts.method.as_str(),
-                target: original,
-                host,
+            let asked = AsItself {
+                state: &state,
+                runtime: &runtime,
+                parts: &parts,
                 headers: &headers,
-                context_extensions: &no_extensions,
-                scheme: None,
-                certificate: None,
-            };
-            let checking = super::Checking::start(
-                &state.metrics,
-                &state.telemetry,
-                FrontEnd::InProxy,
-                &runtime,
-                &carriers,
+                carriers: &carriers,
                 started,
-            );
-            let outcome = if valid_host(host) {
-                checking.check(&incoming).await
-            } else {
-                runtime.refuse(Deny::BadForwardedRequest)
             };
-            checking.record(&incoming, &outcome);
+            let outcome = asked.check(FrontEnd::InProxy, original).await;
             let token = runtime.in_proxy_token(&outcome);
             return json(&CheckAnswer {
                 generation: runtime.generation(),
@@ -213,6 +180,54 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
     }
 
     (StatusCode::NOT_FOUND, "no authorization endpoint here\n").into_response()
+}
+
+/// A request Envoy (ext_authz) or the in-proxy filter sends as the original one: its own
+/// method and headers, `:authority` the original host, the original path after a prefix.
+struct AsItself<'a> {
+    state: &'a HttpState,
+    runtime: &'a Runtime,
+    parts: &'a axum::http::request::Parts,
+    headers: &'a HashMap<String, String>,
+    carriers: &'a [Carrier<'a>],
+    started: Instant,
+}
+
+impl<'a> AsItself<'a> {
+    /// Decides the request whose path (and query) is `original`, counting and logging it
+    /// as `front_end`'s.
+    async fn check(&self, front_end: FrontEnd, original: &str) -> crate::authz::Outcome<'a> {
+        let no_extensions = HashMap::new();
+        let host = original_host(&self.parts.uri, self.headers);
+        let incoming = Incoming {
+            method: self.parts.method.as_str(),
+            target: original,
+            host,
+            headers: self.headers,
+            context_extensions: &no_extensions,
+            // An HTTP authorization request carries neither: `dpop.scheme` names the
+            // scheme, and certificate-bound tokens need the gRPC front end.
+            scheme: None,
+            certificate: None,
+        };
+        let checking = super::Checking::start(
+            &self.state.metrics,
+            &self.state.telemetry,
+            front_end,
+            self.runtime,
+            self.carriers,
+            self.started,
+        );
+        // Envoy (and the filter) always send one valid `:authority`; anything else did not
+        // come from them.
+        let outcome = if valid_host(host) {
+            checking.check(&incoming).await
+        } else {
+            self.runtime.refuse(Deny::BadForwardedRequest)
+        };
+        checking.record(&incoming, &outcome);
+        outcome
+    }
 }
 
 /// The original request's host: `:authority` in HTTP/2, `Host` in HTTP/1.1 (Envoy, and the

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, Uri};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::stack::{envoy_binary, free_port, wait_http};
+use super::stack::{envoy_binary, free_port};
 
 /// An Envoy that normalises nothing: ext_authz (gRPC, fail closed) in front of one upstream;
 /// with `collector`, tracing with OpenTelemetry (every request sampled, W3C `traceparent`
@@ -172,34 +172,9 @@ impl Envoy {
     }
 
     fn start_with(authz: u16, upstream: u16, collector: Option<u16>) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (port, admin) = (free_port(), free_port());
-        let path = dir.path().join("envoy.yaml");
-        std::fs::write(&path, envoy_config(port, admin, authz, upstream, collector))
-            .expect("write");
-        let log = std::fs::File::create(dir.path().join("envoy.log")).expect("log");
-        let child = Command::new(envoy_binary())
-            .arg("-c")
-            .arg(&path)
-            .args([
-                "--disable-hot-restart",
-                "--concurrency",
-                "1",
-                "--log-level",
-                "warn",
-            ])
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn envoy");
-        let envoy = Self {
-            child,
-            _dir: dir,
-            port,
-        };
-        wait_http(&format!("http://127.0.0.1:{admin}/ready"), "envoy");
-        envoy
+        let ports = (free_port(), free_port());
+        let config = envoy_config(ports.0, ports.1, authz, upstream, collector);
+        Self::start_config(ports, &config)
     }
 
     /// Sends `GET target` exactly as written and returns the status and the JSON body.
