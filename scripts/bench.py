@@ -32,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -292,7 +293,7 @@ def ensure_tools():
 
 
 def authz_config(grpc, admin, cache_entries, http=None, dpop=False, status_origin=None,
-                 otlp=None, limits=None):
+                 otlp=None, limits=None, in_proxy=None):
     http_listen = f', http: "127.0.0.1:{http}"' if http else ""
     # DPoP runs in a process of its own: the proofs it remembers must not count in the
     # other rows' memory figures.
@@ -305,6 +306,8 @@ def authz_config(grpc, admin, cache_entries, http=None, dpop=False, status_origi
     # Signature checks always handed to the verification threads, for the row that shows
     # the hand-off's price (by default they are only while tokens are being refused).
     limits = f"limits: {limits}\n" if limits else ""
+    # The in-proxy callout endpoints (and, in the filter's copy, its settings).
+    in_proxy = f"in_proxy: {in_proxy}\n" if in_proxy else ""
     return f"""
 listen: {{grpc: "127.0.0.1:{grpc}", admin: "127.0.0.1:{admin}"{http_listen}}}
 log: {{level: warn}}
@@ -317,10 +320,13 @@ providers:
     dpop: {{mode: {dpop_mode}, algorithms: [ES256]}}
     status_list: {status}
 token_cache: {{max_entries: {cache_entries}}}
-{tracing}{limits}"""
+{tracing}{limits}{in_proxy}"""
 
 
-def envoy_config(ports, upstream, noop, authz, admin, rsa_jwks, noop_http, authz_http):
+def envoy_config(ports, upstream, noop, authz, admin, rsa_jwks, noop_http, authz_http,
+                 in_proxy=None):
+    """`in_proxy`: (path of jwt_authz_filter.wasm, {listener: plugin configuration}), one
+    listener per plugin configuration with the filter calling the `authz_http` cluster."""
     def listener(name, port, filters):
         return f"""
   - name: {name}
@@ -377,6 +383,28 @@ def envoy_config(ports, upstream, noop, authz, admin, rsa_jwks, noop_http, authz
                   claim_to_headers: [{{header_name: x-user-id, claim_name: sub}}]{cache_cfg}
               rules: [{{match: {{prefix: "/"}}, requires: {{provider_name: bench}}}}]"""
 
+    def wasm_filter(name, wasm, plugin):
+        # A JSON string is a YAML double-quoted scalar.
+        return f"""
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: {name}
+                root_id: jwt_authz
+                failure_policy: FAIL_CLOSED
+                vm_config:
+                  vm_id: {name}
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{local: {{filename: "{wasm}"}}}}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: {json.dumps(plugin)}"""
+
+    in_proxy_listeners = "".join(
+        listener(name, ports[name], wasm_filter(name, in_proxy[0], plugin))
+        for name, plugin in (in_proxy[1].items() if in_proxy else []))
+
     def cluster(name, port, h2):
         proto = """
     typed_extension_protocol_options:
@@ -403,6 +431,7 @@ static_resources:
 {listener("ext_authz_jwt_authz", ports["ext_authz_jwt_authz"], ext_authz("authz"))}
 {listener("http_authz_noop", ports["http_authz_noop"], ext_authz_http("noop_http"))}
 {listener("http_authz_jwt_authz", ports["http_authz_jwt_authz"], ext_authz_http("authz_http"))}
+{in_proxy_listeners}
   clusters:
 {cluster("upstream", upstream, False)}
 {cluster("noop", noop, True)}
@@ -491,6 +520,13 @@ def main():
     log("building release binaries")
     subprocess.run(["cargo", "build", "--release", "--workspace", "--bins"], cwd=ROOT,
                    check=True)
+    log("building the in-proxy filter (make wasm)")
+    wasm_log = subprocess.run([ROOT / "scripts" / "wasm.sh"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stderr
+    wasm = ROOT / "target" / "wasm" / "wasm32-wasip1" / "release" / "jwt_authz_filter.wasm"
+    if "SKIPPING" in wasm_log or not wasm.exists():
+        log(f"SKIPPING the in-proxy rows: no filter .wasm\n{wasm_log}")
+        wasm = None
     envoy = run([ROOT / "scripts" / "ensure-envoy.sh"]).strip()
     info = machine()
     info["envoy"] = run([envoy, "--version"]).strip().split("version:")[-1].strip()
@@ -520,8 +556,9 @@ def main():
                                           "baseline", "baseline_admin",
                                           "baseline_verify", "baseline_verify_admin",
                                           "isolated", "isolated_admin"]}
-        (WORK / "authz.yaml").write_text(
-            authz_config(ports["authz"], ports["authz_admin"], 100000, ports["authz_http"]))
+        (WORK / "authz.yaml").write_text(authz_config(
+            ports["authz"], ports["authz_admin"], 100000, ports["authz_http"],
+            in_proxy="{cluster: authz_http}"))
         (WORK / "verify.yaml").write_text(authz_config(ports["verify"], ports["verify_admin"], 0))
         (WORK / "isolated.yaml").write_text(authz_config(
             ports["isolated"], ports["isolated_admin"], 0, limits="{isolate_after_refusals: 0}"))
@@ -663,9 +700,20 @@ def main():
                      ["none", "jwt_authn", "jwt_authn_cache", "ext_authz_noop", "ext_authz_jwt_authz",
                       "http_authz_noop", "http_authz_jwt_authz"]}
         admin = free_port()
+        in_proxy = None
+        if wasm:
+            # The filter is given the sidecar's own file; the miss row holds no token, so
+            # every request is a callout (the sidecar's cache still answers it, as in the
+            # ext_authz rows).
+            plugin = lambda extra: authz_config(  # noqa: E731
+                ports["authz"], ports["authz_admin"], 100000, ports["authz_http"],
+                in_proxy=f"{{cluster: authz_http{extra}}}")
+            in_proxy = (wasm, {"in_proxy_hot": plugin(""),
+                               "in_proxy_miss": plugin(", max_cached_tokens: 0")})
+            e2e_ports.update({name: free_port() for name in in_proxy[1]})
         (WORK / "envoy.yaml").write_text(envoy_config(
             e2e_ports, ports["upstream"], ports["noop"], ports["authz"], admin, rsa_jwks,
-            ports["noop_http"], ports["authz_http"]))
+            ports["noop_http"], ports["authz_http"], in_proxy))
         Proc("envoy", [envoy, "-c", WORK / "envoy.yaml", "--concurrency", "1",
                        "--disable-hot-restart", "--log-level", "warn"])
         nginx = shutil.which("nginx")
@@ -699,6 +747,15 @@ def main():
                 "rounds": [round(r["rps"]) for r in rs],
             }
         results["e2e"] = e2e
+        if in_proxy:
+            # Where the filter decided (Envoy's counters over the whole run, both listeners):
+            # the hot row must be in-proxy, not callouts.
+            stats = urllib.request.urlopen(
+                f"http://127.0.0.1:{admin}/stats?filter=jwt_authz_filter").read().decode()
+            results["in_proxy_stats"] = {
+                line.split(":")[0].strip(): int(line.split(":")[1])
+                for line in stats.splitlines() if ":" in line}
+            print(f"   filter counters: {results['in_proxy_stats']}", flush=True)
 
         log(f"flood through Envoy ({FLOOD_ROUNDS} rounds: valid load alone, then under a flood)")
         bad_token = (WORK / "flood.txt").read_text().split()[0]

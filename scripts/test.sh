@@ -41,7 +41,7 @@ fi
 echo "== build"
 cargo build --workspace --bins
 
-echo "== the decision core for wasm32-wasip1 (make wasm)"
+echo "== the decision core and the in-proxy filter for wasm32-wasip1 (make wasm)"
 ./scripts/wasm.sh
 
 echo "== Docker for the container tests (tests/containers.rs)"

@@ -186,3 +186,43 @@ async fn a_removed_keys_held_tokens_stop_working_within_the_bound() {
     assert_eq!(p.envoy.get("/api/orders", Some(&fresh)).await.0, 200);
     assert_eq!(p.envoy.get("/api/orders", Some(&fresh)).await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_keeps_every_valid_token_working_and_empties_the_cache_once() {
+    let Some(p) = start("").await else { return };
+    let old = p.key.token(&claims("old"));
+    for _ in 0..2 {
+        assert_eq!(p.envoy.get("/api/orders", Some(&old)).await.0, 200);
+    }
+    // A second key published beside the first: the generation changes, the filter drops
+    // what it holds, and the old key's token is verified again (one callout), then held.
+    let next = TestKey::rsa("k2");
+    p.jwks.set_keys(vec![p.key.jwk(), next.jwk()]);
+    let new = next.token(&claims("new"));
+    let started = Instant::now();
+    loop {
+        let (status, _) = p.envoy.get("/api/orders", Some(&new)).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(
+            status, 401,
+            "the new key's token before the sidecar has the key"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "new key never used"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Throughout and after, the old token never fails.
+    for _ in 0..20 {
+        let (status, body) = p.envoy.get("/api/orders", Some(&old)).await;
+        assert_eq!((status, &body["user"]), (200, &json!("old")));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = p.stat(CACHED).await;
+    assert_eq!(p.envoy.get("/api/orders", Some(&new)).await.0, 200);
+    assert_eq!(p.envoy.get("/api/orders", Some(&old)).await.0, 200);
+    assert!(p.stat(CACHED).await >= before + 2, "both held again");
+}
