@@ -325,8 +325,8 @@ token_cache: {{max_entries: {cache_entries}}}
 
 def envoy_config(ports, upstream, noop, authz, admin, rsa_jwks, noop_http, authz_http,
                  in_proxy=None):
-    """`in_proxy`: (path of jwt_authz_filter.wasm, {listener: plugin configuration}), one
-    listener per plugin configuration with the filter calling the `authz_http` cluster."""
+    """`in_proxy`: {listener: (path of a filter .wasm, plugin configuration)}, one listener
+    each with that Wasm filter (the jwt-authz filter calls the `authz_http` cluster)."""
     def listener(name, port, filters):
         return f"""
   - name: {name}
@@ -402,8 +402,8 @@ def envoy_config(ports, upstream, noop, authz, admin, rsa_jwks, noop_http, authz
                   value: {json.dumps(plugin)}"""
 
     in_proxy_listeners = "".join(
-        listener(name, ports[name], wasm_filter(name, in_proxy[0], plugin))
-        for name, plugin in (in_proxy[1].items() if in_proxy else []))
+        listener(name, ports[name], wasm_filter(name, wasm, plugin))
+        for name, (wasm, plugin) in (in_proxy or {}).items())
 
     def cluster(name, port, h2):
         proto = """
@@ -524,7 +524,8 @@ def main():
     wasm_log = subprocess.run([ROOT / "scripts" / "wasm.sh"], cwd=ROOT, capture_output=True,
                               text=True, check=True).stderr
     wasm = ROOT / "target" / "wasm" / "wasm32-wasip1" / "release" / "jwt_authz_filter.wasm"
-    if "SKIPPING" in wasm_log or not wasm.exists():
+    noop_wasm = wasm.with_name("jwt_authz_wasm_noop.wasm")
+    if "SKIPPING" in wasm_log or not (wasm.exists() and noop_wasm.exists()):
         log(f"SKIPPING the in-proxy rows: no filter .wasm\n{wasm_log}")
         wasm = None
     envoy = run([ROOT / "scripts" / "ensure-envoy.sh"]).strip()
@@ -708,9 +709,12 @@ def main():
             plugin = lambda extra: authz_config(  # noqa: E731
                 ports["authz"], ports["authz_admin"], 100000, ports["authz_http"],
                 in_proxy=f"{{cluster: authz_http{extra}}}")
-            in_proxy = (wasm, {"in_proxy_hot": plugin(""),
-                               "in_proxy_miss": plugin(", max_cached_tokens: 0")})
-            e2e_ports.update({name: free_port() for name in in_proxy[1]})
+            # The floor: a Wasm filter that does nothing (bench/wasm-noop), in the same VM
+            # runtime, so the rows show what the filter's own work costs.
+            in_proxy = {"wasm_noop": (noop_wasm, ""),
+                        "in_proxy_hot": (wasm, plugin("")),
+                        "in_proxy_miss": (wasm, plugin(", max_cached_tokens: 0"))}
+            e2e_ports.update({name: free_port() for name in in_proxy})
         (WORK / "envoy.yaml").write_text(envoy_config(
             e2e_ports, ports["upstream"], ports["noop"], ports["authz"], admin, rsa_jwks,
             ports["noop_http"], ports["authz_http"], in_proxy))

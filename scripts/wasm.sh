@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the decision core (core/, crate jwt-authz-core) for wasm32-wasip1, the target of
+# Builds the decision core (core/, crate jwt-authz-core), the in-proxy filter (filter/) and
+# the bench's do-nothing Wasm filter (bench/wasm-noop/) for wasm32-wasip1, the target of
 # Envoy's Wasm filters, into target/wasm/. `make wasm` runs it; `make test` too, so nothing
 # that cannot run inside Envoy (sockets, threads, a clock, aws-lc) creeps into the core.
 #
@@ -10,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-crates=(-p jwt-authz-core -p jwt-authz-filter)
+crates=(-p jwt-authz-core -p jwt-authz-filter -p jwt-authz-wasm-noop)
 out=target/wasm
 
 if rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
