@@ -5,7 +5,7 @@
 //! (context creation, the header callbacks, the end of the stream) before the filter does
 //! any work of its own. Built by `make wasm`; natively it is empty.
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(any(target_arch = "wasm32", clippy))]
 mod envoy {
     use proxy_wasm::traits::{Context, HttpContext, RootContext};
     use proxy_wasm::types::ContextType;
