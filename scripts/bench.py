@@ -323,6 +323,21 @@ token_cache: {{max_entries: {cache_entries}}}
 {tracing}{limits}{in_proxy}"""
 
 
+# After the jwt-authz Wasm filter, as envoy/envoy-in-proxy.yaml.tmpl ships it: only requests
+# the filter marked as decided go on (Envoy skips a Wasm filter whose VM failed on a worker).
+RBAC_GUARD = """
+          - name: envoy.filters.http.rbac
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
+              rules:
+                action: ALLOW
+                policies:
+                  decided-by-jwt-authz:
+                    permissions: [{any: true}]
+                    principals:
+                    - filter_state: {key: wasm.jwt_authz_decided, string_match: {exact: "1"}}"""
+
+
 def envoy_config(ports, upstream, noop, authz, admin, rsa_jwks, noop_http, authz_http,
                  in_proxy=None):
     """`in_proxy`: {listener: (path of a filter .wasm, plugin configuration)}, one listener
@@ -403,7 +418,7 @@ def envoy_config(ports, upstream, noop, authz, admin, rsa_jwks, noop_http, authz
                   code: {{local: {{filename: "{wasm}"}}}}
                 configuration:
                   "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: {json.dumps(plugin)}"""
+                  value: {json.dumps(plugin)}""" + (RBAC_GUARD if plugin else "")
 
     filters = {
         "none": "",

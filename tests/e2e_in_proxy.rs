@@ -9,7 +9,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::envoy::{Envoy, echo_upstream, envoy_stat, filter_wasm, in_proxy_config};
+use support::envoy::{
+    Envoy, IN_PROXY_GUARD, echo_upstream, envoy_stat, filter_wasm, in_proxy_config,
+};
 use support::stack::free_port;
 use support::{PATH_RULES, TestKey, TestServer, claims, config_yaml, now};
 
@@ -225,4 +227,63 @@ async fn rotation_keeps_every_valid_token_working_and_empties_the_cache_once() {
     assert_eq!(p.envoy.get("/api/orders", Some(&new)).await.0, 200);
     assert_eq!(p.envoy.get("/api/orders", Some(&old)).await.0, 200);
     assert!(p.stat(CACHED).await >= before + 2, "both held again");
+}
+
+/// What Envoy logs when a worker's copy of a Wasm VM cannot be started.
+const WORKER_VM_FAILED: &str = "Failed to create new Wasm instance";
+
+/// Envoy 1.40 leaves a Wasm filter out of a worker's requests when that worker's copy of the
+/// VM cannot be started, whatever `failure_policy` says: the requests go on as if the filter
+/// were not configured. The shipped configurations follow the filter with a guard (an RBAC
+/// filter letting through only requests the filter marked as decided). Here the worker's VM
+/// fails as on a host short of memory: Envoy's address space is limited (`ulimit -v`) to
+/// leave room for the main thread's VM but not the worker's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_filter_could_not_start_lets_nothing_through() {
+    let Some(wasm) = filter_wasm() else { return };
+    let key = TestKey::rsa("k1");
+    let jwks = support::JwksServer::start(vec![key.jwk()]).await;
+    let yaml = config_yaml(&jwks.url(), &format!("{PATH_RULES}{IN_PROXY}"));
+    let sidecar = TestServer::start_ready(&yaml).await;
+    let upstream = echo_upstream().await;
+    let token = key.token(&claims("someone"));
+    let config = |ports| in_proxy_config(ports, sidecar.http.port(), upstream, &wasm, &yaml);
+
+    // V8 reserves several GiB of address space per VM; the window where the main thread's
+    // fits and the worker's does not is a few GiB wide (22-28 GiB on our machines).
+    let failed_worker = |guarded: bool, gib: u64| {
+        let ports = (free_port(), free_port());
+        let mut text = config(ports);
+        if !guarded {
+            text = text.replace(IN_PROXY_GUARD, "");
+        }
+        let envoy = Envoy::start_config_limited(ports, &text, gib << 20)?;
+        std::thread::sleep(Duration::from_millis(500));
+        envoy.log().contains(WORKER_VM_FAILED).then_some(envoy)
+    };
+    let Some((gib, guarded)) = [25, 24, 26, 23, 27, 22, 28]
+        .into_iter()
+        .find_map(|gib| failed_worker(true, gib).map(|envoy| (gib, envoy)))
+    else {
+        panic!("no address-space limit made the worker's Wasm VM fail with Envoy still up");
+    };
+    for (path, token) in [
+        ("/api/orders", Some(&token)),
+        ("/api/orders", None),
+        ("/public/doc", None),
+    ] {
+        let (status, body) = guarded.get(path, token.map(String::as_str)).await;
+        assert_eq!(status, 403, "{path} with the filter left out: {body}");
+    }
+    drop(guarded);
+
+    // Why the guard is there: the same Envoy without it lets the request through to the
+    // upstream unchecked, the client's own identity headers with it.
+    let unguarded = failed_worker(false, gib).expect("the same limit fails the same way");
+    let (status, body) = unguarded.get("/api/orders", None).await;
+    assert_eq!(
+        (status, &body["user"]),
+        (200, &json!("forged")),
+        "Envoy's own behaviour changed: {body}"
+    );
 }

@@ -35,6 +35,14 @@ const NOT_FORWARDED: [&str; 8] = [
     "proxy-connection",
 ];
 
+/// The filter state (`wasm.jwt_authz_decided` in Envoy's filter state, value `1`) set on
+/// every request this filter lets through. Envoy skips a Wasm filter whose VM could not be
+/// started on a worker, whatever its `failure_policy` (the request then goes on as if the
+/// filter were not configured: fail open); the shipped configurations therefore put an RBAC
+/// filter after this one that lets through only requests carrying this mark, which no client
+/// can set. See `envoy/envoy-in-proxy.yaml.tmpl`.
+const DECIDED: &str = "jwt_authz_decided";
+
 /// The filter's counters, as Envoy reports them (`wasmcustom.jwt_authz_filter_*`).
 #[derive(Debug, Clone, Copy, Default)]
 struct Metrics {
@@ -365,6 +373,16 @@ impl Request {
                 }
                 for (name, value) in &set {
                     self.set_http_request_header(name, Some(value));
+                }
+                // The mark the guard after this filter lets through (see [`DECIDED`]); a
+                // request that cannot carry it is refused here rather than there.
+                if proxy_wasm::hostcalls::set_property(vec![DECIDED], Some(b"1")).is_err() {
+                    error!("jwt-authz filter: cannot mark the request as decided: 503");
+                    let verdict = match &self.engine {
+                        Some(engine) => engine.borrow().unavailable(),
+                        None => unconfigured(),
+                    };
+                    return self.apply(verdict);
                 }
                 true
             }

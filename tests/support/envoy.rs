@@ -236,6 +236,20 @@ pub fn filter_wasm() -> Option<std::path::PathBuf> {
     .clone()
 }
 
+/// The RBAC filter that follows the Wasm filter in every shipped in-proxy configuration
+/// (envoy/envoy-in-proxy.yaml.tmpl): only requests the filter marked as decided go on.
+pub const IN_PROXY_GUARD: &str = r#"
+          - name: envoy.filters.http.rbac
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
+              rules:
+                action: ALLOW
+                policies:
+                  decided-by-jwt-authz:
+                    permissions: [{any: true}]
+                    principals:
+                    - filter_state: {key: wasm.jwt_authz_decided, string_match: {exact: "1"}}"#;
+
 /// An Envoy with jwt-authz's Wasm filter (in-proxy mode, V8, fail closed) in front of one
 /// upstream; the filter's callouts go to cluster `jwt_authz_http`, the sidecar's HTTP port
 /// `sidecar_http`, and `plugin` (the sidecar's own YAML) is its configuration.
@@ -288,7 +302,7 @@ static_resources:
                   code: {{local: {{filename: "{wasm}"}}}}
                 configuration:
                   "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: {plugin}
+                  value: {plugin}{IN_PROXY_GUARD}
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
@@ -316,12 +330,47 @@ impl Envoy {
     /// An Envoy running `config` (built by one of this module's functions from `ports`:
     /// listener, admin).
     pub fn start_config(ports: (u16, u16), config: &str) -> Self {
+        match Self::spawn(ports, config, None) {
+            Ok((envoy, _)) => envoy,
+            Err(log) => panic!(
+                "envoy not ready at its admin port {}; its log:\n{log}",
+                ports.1
+            ),
+        }
+    }
+
+    /// [`Envoy::start_config`] with the process's address space limited to `kib` KiB
+    /// (`ulimit -v`): where the limit leaves room for the main thread's Wasm VM but not a
+    /// worker's, the worker's VM fails to start as it would on a host out of memory.
+    /// `None` when it never got ready (the limit left no room even for the main thread).
+    pub fn start_config_limited(ports: (u16, u16), config: &str, kib: u64) -> Option<Self> {
+        Self::spawn(ports, config, Some(kib))
+            .ok()
+            .map(|(envoy, _)| envoy)
+    }
+
+    /// What Envoy has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("envoy.log")).unwrap_or_default()
+    }
+
+    fn spawn(ports: (u16, u16), config: &str, kib: Option<u64>) -> Result<(Self, String), String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("envoy.yaml");
         std::fs::write(&path, config).expect("write");
         let log_path = dir.path().join("envoy.log");
         let log = std::fs::File::create(&log_path).expect("log");
-        let child = Command::new(envoy_binary())
+        let mut command = match kib {
+            // The limit is set by the shell that then becomes Envoy (no pre_exec here).
+            Some(kib) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", "ulimit -v \"$0\" && exec \"$@\"", &kib.to_string()])
+                    .arg(envoy_binary());
+                sh
+            }
+            None => Command::new(envoy_binary()),
+        };
+        let child = command
             .arg("-c")
             .arg(&path)
             .args([
@@ -336,29 +385,31 @@ impl Envoy {
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn envoy");
-        let envoy = Self {
+        let mut envoy = Self {
             child,
             _dir: dir,
             port: ports.0,
         };
-        wait_http_or_log(&format!("http://127.0.0.1:{}/ready", ports.1), &log_path);
-        envoy
+        let ready = wait_ready(&mut envoy.child, ports.1);
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if ready { Ok((envoy, log)) } else { Err(log) }
     }
 }
 
-/// [`wait_http`], printing Envoy's log when it never becomes ready.
-fn wait_http_or_log(url: &str, log: &std::path::Path) {
+/// Whether Envoy's admin `/ready` answers 200 within 30 s; `false` at once if it exited.
+fn wait_ready(child: &mut Child, admin: u16) -> bool {
+    let url = format!("http://127.0.0.1:{admin}/ready");
     let started = std::time::Instant::now();
     while started.elapsed() < std::time::Duration::from_secs(30) {
-        if http_probe::ok(url, std::time::Duration::from_secs(2)).is_ok() {
-            return;
+        if http_probe::ok(&url, std::time::Duration::from_secs(2)).is_ok() {
+            return true;
+        }
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return false;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    panic!(
-        "envoy not ready at {url}; its log:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
+    false
 }
 
 /// A counter from Envoy's admin `/stats` (0 when absent).
