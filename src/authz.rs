@@ -183,9 +183,12 @@ pub struct Runtime {
     telemetry: Telemetry,
     /// The threads that check signatures (kept across reloads that keep its settings).
     pool: VerifyPool,
-    /// Drawn at start: part of the in-proxy [`Runtime::generation`], so a reload (which may
-    /// change rules or providers) empties every filter's cache.
-    serial: u64,
+    /// A digest of what the in-proxy filter's decisions and the claims it is handed depend
+    /// on (see [`config_digest`]): part of [`Runtime::generation`], so a reload that changes
+    /// rules or providers empties every filter's cache, while replicas with the same file and
+    /// keys answer the same generation (a random serial here made each replica's answers
+    /// empty the caches the other's had filled).
+    config_digest: u64,
 }
 
 impl Drop for Runtime {
@@ -194,6 +197,31 @@ impl Drop for Runtime {
             task.abort();
         }
     }
+}
+
+/// A digest of the configuration the in-proxy generation depends on: the decision (mode,
+/// realm, token size, paths, identity, rules), the providers (whose settings decide what a
+/// filter is handed: DPoP, status lists, binding), the token cache (how long claims may be
+/// held) and `in_proxy`. Deterministic across processes of one build (the `Debug` text of
+/// fields without hash maps, under `DefaultHasher::new`'s fixed keys); listen addresses, logs,
+/// limits and the stores' connection settings stay out of it.
+fn config_digest(config: &Config) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    format!(
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        config.mode,
+        config.realm,
+        config.max_token_bytes,
+        config.paths,
+        config.identity,
+        config.rules,
+        config.providers,
+        config.token_cache,
+        config.in_proxy,
+    )
+    .hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The result of one check, with what the decision log line and metrics need. Nothing is
@@ -374,7 +402,7 @@ impl Runtime {
             )
             .collect();
         Ok(Self {
-            serial: fastrand::u64(..),
+            config_digest: config_digest(&config),
             pool,
             replay,
             dpop_algs,
@@ -473,7 +501,7 @@ impl Runtime {
     pub fn generation(&self) -> String {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        self.serial.hash(&mut hasher);
+        self.config_digest.hash(&mut hasher);
         for provider in self.verifier.providers() {
             let keys = provider.store.keys();
             let mut thumbprints: Vec<&str> =
@@ -520,12 +548,29 @@ impl Runtime {
     /// Decides one request, whichever front end it came through.
     pub async fn check(&self, http: &Incoming<'_>) -> Outcome<'_> {
         let mut outcome = Outcome::pending();
-        let mut route_mode = None;
+        let route_mode;
         let result = match (
             InFlight::enter(&self.in_flight, self.config.limits.max_concurrent_checks),
             request::canonical_path(http.target, &self.config.paths),
         ) {
-            (None, _) => Err(Deny::Overloaded),
+            (None, path) => {
+                // Shedding load is a denial like any other: the route's own mode decides
+                // what it becomes (a `mode: enforce` route stays closed under a top-level
+                // `mode: shadow`), and a path that cannot be read is never let through.
+                route_mode = match path {
+                    Ok(path) => {
+                        let request = RequestInfo::new(
+                            http.method,
+                            &path,
+                            http.host,
+                            http.context_extensions,
+                        );
+                        self.policy.route(&request).mode
+                    }
+                    Err(_) => Some(Mode::Enforce),
+                };
+                Err(Deny::Overloaded)
+            }
             (Some(_in_flight), Ok(path)) => {
                 let request =
                     RequestInfo::new(http.method, &path, http.host, http.context_extensions);
@@ -536,6 +581,10 @@ impl Runtime {
             }
             (Some(_), Err(error)) => {
                 tracing::debug!(%error, "refusing the request path");
+                // No rule is known for a path that cannot be read: refused in every mode,
+                // or a garbled path would reach a `mode: enforce` route under a top-level
+                // `mode: shadow` (as `refuse` says).
+                route_mode = Some(Mode::Enforce);
                 Err(Deny::InvalidPath(error))
             }
         };

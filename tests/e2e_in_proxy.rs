@@ -223,6 +223,11 @@ async fn rotation_keeps_every_valid_token_working_and_empties_the_cache_once() {
         assert_eq!((status, &body["user"]), (200, &json!("old")));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // An answer is held only under the generation the last poll gave: the new token's first
+    // answers may have come before the poll caught up, so one more round holds it.
+    for token in [&new, &old] {
+        assert_eq!(p.envoy.get("/api/orders", Some(token)).await.0, 200);
+    }
     let before = p.stat(CACHED).await;
     assert_eq!(p.envoy.get("/api/orders", Some(&new)).await.0, 200);
     assert_eq!(p.envoy.get("/api/orders", Some(&old)).await.0, 200);
@@ -286,4 +291,45 @@ async fn a_worker_whose_filter_could_not_start_lets_nothing_through() {
         (200, &json!("forged")),
         "Envoy's own behaviour changed: {body}"
     );
+}
+
+/// Sends `raw` to Envoy as it is and returns the response's status.
+async fn raw_status(port: u16, raw: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to envoy");
+    stream.write_all(raw).await.expect("write");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    let text = String::from_utf8_lossy(&response);
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text}"))
+}
+
+/// Envoy passes header bytes 0x80-0xFF through (a Latin-1 cookie sent by accident). The
+/// filter reads them instead of crashing, which would leave that worker answering 503 to
+/// every later request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_that_is_not_utf8_does_not_take_the_filter_down() {
+    let Some(p) = start("").await else { return };
+    let public = b"GET /public/doc HTTP/1.1\r\nhost: api.test\r\nx-note: caf\xe9\r\nconnection: close\r\n\r\n";
+    assert_eq!(raw_status(p.envoy.port, public).await, 200);
+    // In the token's own header it is a malformed token like any other.
+    let token = b"GET /api/orders HTTP/1.1\r\nhost: api.test\r\nauthorization: Bearer caf\xe9\r\nconnection: close\r\n\r\n";
+    assert_eq!(raw_status(p.envoy.port, token).await, 401);
+    // A request needing the sidecar, with the byte forwarded in its callout.
+    let fresh = p.key.token(&claims("latin"));
+    let callout = format!(
+        "GET /api/orders HTTP/1.1\r\nhost: api.test\r\nauthorization: Bearer {fresh}\r\nx-note: caf"
+    );
+    let mut raw = callout.into_bytes();
+    raw.extend_from_slice(b"\xe9\r\nconnection: close\r\n\r\n");
+    assert_eq!(raw_status(p.envoy.port, &raw).await, 200);
+    // The worker's filter still decides.
+    let (status, body) = p.envoy.get("/api/orders", Some(&fresh)).await;
+    assert_eq!((status, &body["user"]), (200, &json!("latin")));
+    assert_eq!(p.envoy.get("/api/orders", None).await.0, 401);
 }

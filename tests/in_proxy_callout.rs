@@ -7,7 +7,7 @@ mod support;
 
 use jwt_authz::in_proxy::{CheckAnswer, GenerationAnswer, WireVerdict};
 use serde_json::json;
-use support::{PATH_RULES, TestKey, TestServer, claims, start_with_key};
+use support::{PATH_RULES, TestKey, TestServer, claims, config_yaml, start_with_key};
 
 const IN_PROXY: &str = "in_proxy: {prefix: /in-proxy}\n";
 
@@ -200,6 +200,22 @@ async fn the_generation_changes_when_a_key_is_removed() {
     .await;
     assert_eq!(status(&answer.verdict), 401, "the removed key's token");
     assert_eq!(answer.generation, changed);
+}
+
+#[tokio::test]
+async fn replicas_with_the_same_file_and_keys_answer_the_same_generation() {
+    // Two replicas behind one Service: the filter's polls and callouts reach either, so
+    // they must agree, or each answer would empty the cache the other's had filled.
+    let (jwks, _key, first) = start_with_key(IN_PROXY).await;
+    let second = TestServer::start_ready(&config_yaml(&jwks.url(), IN_PROXY)).await;
+    let generation_of_first = generation(&first).await.generation;
+    assert_eq!(generation(&second).await.generation, generation_of_first);
+    // Another rule set (or identity, or provider) is another generation: held claims were
+    // decided under the old one.
+    let rules = "rules:\n  - name: open\n    match: {path: {prefix: /open/}}\n    access: public\n";
+    let other =
+        TestServer::start_ready(&config_yaml(&jwks.url(), &format!("{IN_PROXY}{rules}"))).await;
+    assert_ne!(generation(&other).await.generation, generation_of_first);
 }
 
 #[tokio::test]

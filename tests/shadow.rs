@@ -133,3 +133,21 @@ async fn a_reload_switches_shadow_to_enforce() {
     admin["role"] = json!("admin");
     allowed(&server.check_token("/admin/x", &key.token(&admin)).await);
 }
+
+#[tokio::test]
+async fn a_path_that_cannot_be_read_is_refused_even_in_shadow_mode() {
+    let (_jwks, key, server) = start_with_key(RULES).await;
+    let token = key.token(&claims("u1"));
+    // The billing rule enforces; a client that garbles the path (an escaped slash, a path
+    // parameter the upstream may route on, dot-segments past the root) must not reach it
+    // anonymously through the top-level shadow mode, with or without a token, nor any other
+    // route: no rule is known for a path that cannot be read.
+    for target in ["/billing%2Fsecret", "/billing;x/secret", "/api/x%2Fy"] {
+        let response = server.check(request("GET", target, &SPOOF)).await;
+        assert_eq!(denied_status(&response), Some(400), "{target}");
+        let response = server.check_token(target, &token).await;
+        assert_eq!(denied_status(&response), Some(400), "{target} with a token");
+    }
+    // A readable path still follows its mode: shadow outside billing.
+    allowed(&server.check(request("GET", "/api/x", &SPOOF)).await);
+}

@@ -145,13 +145,13 @@ impl Engine {
     pub fn decide(&mut self, http: &Incoming<'_>, now_ms: u64) -> (Step, Option<Counter>) {
         let path = match canonical_path(http.target, &self.config.paths) {
             Ok(path) => path,
+            // No rule is known for a path that cannot be read: refused in every mode, as the
+            // sidecar refuses it.
             Err(error) => {
-                return self.local(
-                    Err(Deny::InvalidPath(error)),
-                    None,
-                    None,
-                    http,
-                    Counter::NoToken,
+                let denial = self.denial(&Deny::InvalidPath(error));
+                return (
+                    Step::Decided(Verdict::Deny(denial).into()),
+                    Some(Counter::NoToken),
                 );
             }
         };
@@ -311,7 +311,17 @@ impl Engine {
         answer: CheckAnswer,
         now_ms: u64,
     ) -> WireVerdict {
-        self.confirm(answer.generation, now_ms);
+        // Only the poll sets the generation. An answer under another one than the last poll's
+        // comes from a sidecar whose keys changed since (held claims may be stale: dropped)
+        // or was sent before that poll's answer (its claims may be from a removed key): it
+        // holds nothing, and what is held is dropped until the next poll says which is current.
+        if self.generation.as_deref() != Some(answer.generation.as_str()) {
+            if let Some(held) = self.held.as_mut() {
+                held.clear();
+            }
+            return answer.verdict;
+        }
+        self.confirmed_ms = Some(now_ms);
         if let (Some(token), Some(cached), Some(held)) = (token, answer.token, self.held.as_mut())
             && let Some(provider) = self
                 .config
@@ -341,22 +351,18 @@ impl Engine {
         answer.verdict
     }
 
-    /// Applies the sidecar's answer to the poll.
+    /// Applies the sidecar's answer to the poll: its generation as of `now_ms`. Another one
+    /// than before empties the held tokens (a key was removed or added, or the sidecar's
+    /// configuration changed).
     pub fn polled(&mut self, answer: GenerationAnswer, now_ms: u64) {
-        self.confirm(answer.generation, now_ms);
-        self.dpop_algs = Some(answer.dpop_algs);
-    }
-
-    /// The sidecar's generation as of `now_ms`: another one empties the held tokens (a key
-    /// was removed or added, or the sidecar's configuration reloaded).
-    fn confirm(&mut self, generation: String, now_ms: u64) {
-        if self.generation.as_deref() != Some(generation.as_str()) {
+        if self.generation.as_deref() != Some(answer.generation.as_str()) {
             if let Some(held) = self.held.as_mut() {
                 held.clear();
             }
-            self.generation = Some(generation);
+            self.generation = Some(answer.generation);
         }
         self.confirmed_ms = Some(now_ms);
+        self.dpop_algs = Some(answer.dpop_algs);
     }
 
     /// The answer when the sidecar could not be asked or did not answer: 503, fail closed.

@@ -250,7 +250,19 @@ impl HttpContext for Request {
             self.apply(unconfigured());
             return Action::Pause;
         };
-        let pairs = self.get_http_request_headers();
+        // Values as bytes: Envoy passes bytes 0x80-0xFF through, and proxy-wasm's `String`
+        // reader panics on them, which would take this worker's filter down for every later
+        // request. A value that is not UTF-8 is read with U+FFFD in place of what is not: no
+        // token is, so it cannot pass for one, and the callout forwards it so.
+        let pairs: Vec<(String, String)> = self
+            .get_http_request_headers_bytes()
+            .into_iter()
+            .map(|(name, value)| {
+                let value = String::from_utf8(value)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                (name, value)
+            })
+            .collect();
         let mut method = "";
         let mut target = "";
         let mut host = "";

@@ -250,20 +250,36 @@ fn another_generation_empties_the_cache() {
         status(&decide(&mut e, &get("/api/x", Some("tok-alice")), T0 + 11).0),
         0
     );
-    // A callout's answer carrying another generation does the same before holding its own.
+    // An answer under the polled generation is held.
     e.answered(
         Some("tok-a"),
         allow_answer("g2", claims("a", "user"), 60),
         T0 + 12,
     );
+    assert_eq!(e.held(), 1);
+    // One under another generation empties the cache and holds nothing: the sidecar's keys
+    // changed since the poll, or the answer was sent before it (a late answer from before a
+    // key's removal must not bring back a token of the removed key). Its verdict applies.
+    let verdict = e.answered(
+        Some("tok-b"),
+        allow_answer("g1", claims("b", "user"), 60),
+        T0 + 13,
+    );
+    assert!(matches!(verdict, WireVerdict::Allow { .. }));
+    assert_eq!(e.held(), 0);
+    assert_eq!(
+        decide(&mut e, &get("/api/x", Some("tok-b")), T0 + 14).0,
+        Step::Callout
+    );
+    // Until the next poll says which generation is current.
+    poll(&mut e, "g3", T0 + 15);
     e.answered(
         Some("tok-b"),
         allow_answer("g3", claims("b", "user"), 60),
-        T0 + 13,
+        T0 + 16,
     );
-    assert_eq!(e.held(), 1);
     assert_eq!(
-        status(&decide(&mut e, &get("/api/x", Some("tok-b")), T0 + 14).0),
+        status(&decide(&mut e, &get("/api/x", Some("tok-b")), T0 + 17).0),
         200
     );
 }
