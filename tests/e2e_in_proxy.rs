@@ -333,3 +333,27 @@ async fn a_header_that_is_not_utf8_does_not_take_the_filter_down() {
     assert_eq!((status, &body["user"]), (200, &json!("latin")));
     assert_eq!(p.envoy.get("/api/orders", None).await.0, 401);
 }
+
+/// A HEAD request whose token the filter does not hold is asked of the sidecar like any other
+/// (the callout goes as GET and names the method: a HEAD callout's answer would come back
+/// without its body, and the request would get 503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_request_needing_the_sidecar_is_decided() {
+    let Some(p) = start("").await else { return };
+    let head = |token: Option<String>| {
+        let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
+        format!("HEAD /api/orders HTTP/1.1\r\nhost: api.test\r\n{auth}connection: close\r\n\r\n")
+    };
+    let fresh = p.key.token(&claims("head"));
+    assert_eq!(
+        raw_status(p.envoy.port, head(Some(fresh)).as_bytes()).await,
+        200
+    );
+    let mut expired = claims("head");
+    expired["exp"] = json!(now() - 600);
+    let expired = p.key.token(&expired);
+    assert_eq!(
+        raw_status(p.envoy.port, head(Some(expired)).as_bytes()).await,
+        401
+    );
+}

@@ -203,6 +203,43 @@ async fn the_generation_changes_when_a_key_is_removed() {
 }
 
 #[tokio::test]
+async fn the_callout_is_decided_with_the_method_the_filter_names() {
+    // Callouts go as GET (a HEAD callout's answer would have no body); the filter names the
+    // original method in x-jwt-authz-method, and the sidecar decides with that one.
+    let rules = "rules:\n  - name: no-delete\n    match: {methods: [DELETE], path: {prefix: /api/}}\n    access: deny\n";
+    let (_jwks, key, server) = start_with_key(&format!("{IN_PROXY}{rules}")).await;
+    let token = key.token(&claims("u-1"));
+    let named = |method: Option<&'static str>| {
+        let token = token.clone();
+        let server = &server;
+        async move {
+            let mut request = reqwest::Client::new()
+                .get(format!("http://{}/in-proxy/check/api/orders", server.http))
+                .header("host", "api.test")
+                .header("authorization", format!("Bearer {token}"));
+            if let Some(method) = method {
+                request = request.header("x-jwt-authz-method", method);
+            }
+            let answer: CheckAnswer = request
+                .send()
+                .await
+                .expect("answered")
+                .json()
+                .await
+                .expect("json");
+            status(&answer.verdict)
+        }
+    };
+    assert_eq!(named(Some("DELETE")).await, 403);
+    assert_eq!(named(Some("HEAD")).await, 200);
+    assert_eq!(
+        named(None).await,
+        200,
+        "without the header: the callout's own method"
+    );
+}
+
+#[tokio::test]
 async fn replicas_with_the_same_file_and_keys_answer_the_same_generation() {
     // Two replicas behind one Service: the filter's polls and callouts reach either, so
     // they must agree, or each answer would empty the cache the other's had filled.

@@ -19,6 +19,11 @@ use serde_json::{Map, Value};
 
 use crate::response::Verdict;
 
+/// The header a callout carries the original request's method in. Callouts are sent as
+/// `GET`: the answer of a callout sent as `HEAD` would come back without its body. The filter
+/// sets it itself, after dropping any copy the client sent.
+pub const METHOD_HEADER: &str = "x-jwt-authz-method";
+
 /// The largest answer body a filter reads; a longer one is a failed callout. Claims ride
 /// in it, and a token (so its claims) is bounded by `max_token_bytes` on the sidecar.
 pub const MAX_ANSWER_BYTES: usize = 256 * 1024;

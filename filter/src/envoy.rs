@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use jwt_authz_core::in_proxy::{CheckAnswer, GenerationAnswer, MAX_ANSWER_BYTES, WireVerdict};
+use jwt_authz_core::in_proxy::{
+    CheckAnswer, GenerationAnswer, MAX_ANSWER_BYTES, METHOD_HEADER, WireVerdict,
+};
 use jwt_authz_core::request::Incoming;
 use jwt_authz_core::response::{Deny, Verdict};
 use log::{debug, error, warn};
@@ -345,15 +347,20 @@ impl Request {
         original: &Original<'_>,
         token: Option<String>,
     ) -> Action {
-        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(original.headers.len() + 3);
-        headers.push((":method", original.method));
+        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(original.headers.len() + 4);
+        headers.push((":method", "GET"));
         headers.push((":path", path));
         headers.push((":authority", original.host));
+        headers.push((METHOD_HEADER, original.method));
         headers.extend(
             original
                 .headers
                 .iter()
-                .filter(|(n, _)| !n.starts_with(':') && !NOT_FORWARDED.contains(&n.as_str()))
+                .filter(|(n, _)| {
+                    !n.starts_with(':')
+                        && !NOT_FORWARDED.contains(&n.as_str())
+                        && !n.eq_ignore_ascii_case(METHOD_HEADER)
+                })
                 .map(|(n, v)| (n.as_str(), v.as_str())),
         );
         Metrics::count(self.metrics.callouts);

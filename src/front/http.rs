@@ -35,7 +35,7 @@ use axum::response::{IntoResponse, Response};
 use super::FrontEnd;
 use crate::authz::Runtime;
 use crate::config::ForwardedHeaders;
-use crate::in_proxy::{CheckAnswer, GenerationAnswer, WireVerdict};
+use crate::in_proxy::{CheckAnswer, GenerationAnswer, METHOD_HEADER, WireVerdict};
 use crate::metrics::Metrics;
 use crate::request::Incoming;
 use crate::response::{Deny, Verdict};
@@ -140,6 +140,7 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
         let asked = AsItself {
             state: &state,
             runtime: &runtime,
+            method: parts.method.as_str(),
             parts: &parts,
             headers: &headers,
             carriers: &carriers,
@@ -155,9 +156,14 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
         if let Some(original) = rest.strip_prefix("/check")
             && original.starts_with('/')
         {
+            // The filter sends callouts as GET and names the original method.
+            let method = headers
+                .get(METHOD_HEADER)
+                .map_or(parts.method.as_str(), String::as_str);
             let asked = AsItself {
                 state: &state,
                 runtime: &runtime,
+                method,
                 parts: &parts,
                 headers: &headers,
                 carriers: &carriers,
@@ -187,6 +193,9 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
 struct AsItself<'a> {
     state: &'a HttpState,
     runtime: &'a Runtime,
+    /// The original request's method: the request's own (ext_authz), or the one the
+    /// in-proxy filter names in [`METHOD_HEADER`].
+    method: &'a str,
     parts: &'a axum::http::request::Parts,
     headers: &'a HashMap<String, String>,
     carriers: &'a [Carrier<'a>],
@@ -200,7 +209,7 @@ impl<'a> AsItself<'a> {
         let no_extensions = HashMap::new();
         let host = original_host(&self.parts.uri, self.headers);
         let incoming = Incoming {
-            method: self.parts.method.as_str(),
+            method: self.method,
             target: original,
             host,
             headers: self.headers,
