@@ -207,8 +207,10 @@ impl Engine {
         if found.scheme == Scheme::Dpop || http.headers.contains_key("dpop") {
             return (Step::Callout, None);
         }
+        // A clock behind the last confirmation (stepped back, or unreadable: 0) confirms
+        // nothing: held claims must not outlive their bound because time went backwards.
         let confirmed = self.confirmed_ms.is_some_and(|at| {
-            now_ms.saturating_sub(at) <= self.in_proxy.max_unconfirmed.as_millis() as u64
+            now_ms >= at && now_ms - at <= self.in_proxy.max_unconfirmed.as_millis() as u64
         });
         let held = match self.held.as_mut() {
             Some(held) if confirmed => lookup(held, found.token, now_ms),

@@ -83,6 +83,8 @@ impl Metrics {
     }
 }
 
+/// Envoy's clock in Unix ms; 0 when it cannot be read, which confirms nothing (the engine
+/// takes a clock behind its last confirmation as unconfirmed).
 fn now_ms() -> u64 {
     proxy_wasm::hostcalls::get_current_time()
         .ok()

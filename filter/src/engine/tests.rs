@@ -372,3 +372,16 @@ fn the_failed_callout_answer_is_a_503_from_the_denial_table() {
     assert_eq!(status, 503);
     assert!(body.contains("temporarily_unavailable"));
 }
+
+#[test]
+fn a_clock_gone_back_confirms_nothing() {
+    let mut e = holding_alice();
+    let held = get("/api/x", Some("tok-alice"));
+    assert_eq!(status(&decide(&mut e, &held, T0 + 1).0), 200);
+    // Envoy's clock stepped back (or could not be read, which the glue turns into 0): the
+    // held claims wait for the sidecar instead of living on.
+    assert_eq!(decide(&mut e, &held, T0 - 60_000).0, Step::Callout);
+    assert_eq!(decide(&mut e, &held, 0).0, Step::Callout);
+    // The clock back in step: held again, within the bound.
+    assert_eq!(status(&decide(&mut e, &held, T0 + 2).0), 200);
+}
