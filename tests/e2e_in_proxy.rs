@@ -357,3 +357,26 @@ async fn a_head_request_needing_the_sidecar_is_decided() {
         401
     );
 }
+
+/// A request with a body whose token needs a callout waits for the answer, then goes on
+/// with its body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_a_body_waits_for_its_callout() {
+    let Some(p) = start("").await else { return };
+    let body = "x".repeat(64 * 1024);
+    let post = |token: &str| {
+        format!(
+            "POST /api/orders HTTP/1.1\r\nhost: api.test\r\nauthorization: Bearer {token}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let fresh = p.key.token(&claims("poster"));
+    assert_eq!(raw_status(p.envoy.port, post(&fresh).as_bytes()).await, 200);
+    let mut expired = claims("poster");
+    expired["exp"] = json!(now() - 600);
+    let expired = p.key.token(&expired);
+    assert_eq!(
+        raw_status(p.envoy.port, post(&expired).as_bytes()).await,
+        401
+    );
+}

@@ -165,6 +165,7 @@ impl RootContext for Root {
             engine: self.engine.clone(),
             metrics: self.metrics,
             token: None,
+            pending: false,
         }))
     }
 
@@ -221,6 +222,8 @@ struct Request {
     metrics: Metrics,
     /// The request's token, while its callout is in flight (never logged).
     token: Option<String>,
+    /// A callout is in flight: the request waits for its answer.
+    pending: bool,
 }
 
 impl Context for Request {
@@ -242,6 +245,7 @@ impl Context for Request {
             (_, None) => unconfigured(),
         };
         self.token = None;
+        self.pending = false;
         if self.apply(verdict) {
             self.resume_http_request();
         }
@@ -249,6 +253,24 @@ impl Context for Request {
 }
 
 impl HttpContext for Request {
+    // While a callout is in flight nothing of the request goes on: Envoy already stops at a
+    // paused header callback, and these say so again should a body or trailers arrive.
+    fn on_http_request_body(&mut self, _: usize, _: bool) -> Action {
+        if self.pending {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
+    fn on_http_request_trailers(&mut self, _: usize) -> Action {
+        if self.pending {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
         let Some(engine) = self.engine.clone() else {
             self.apply(unconfigured());
@@ -369,6 +391,7 @@ impl Request {
         match self.dispatch_http_call(cluster, headers, None, vec![], timeout) {
             Ok(_) => {
                 self.token = token;
+                self.pending = true;
                 Action::Pause
             }
             Err(status) => {
