@@ -323,19 +323,17 @@ token_cache: {{max_entries: {cache_entries}}}
 {tracing}{limits}{in_proxy}"""
 
 
-# After the jwt-authz Wasm filter, as envoy/envoy-in-proxy.yaml.tmpl ships it: only requests
-# the filter marked as decided go on (Envoy skips a Wasm filter whose VM failed on a worker).
-RBAC_GUARD = """
-          - name: envoy.filters.http.rbac
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
-              rules:
-                action: ALLOW
-                policies:
-                  decided-by-jwt-authz:
-                    permissions: [{any: true}]
-                    principals:
-                    - filter_state: {key: wasm.jwt_authz_decided, string_match: {exact: "1"}}"""
+def shipped_guard():
+    """The RBAC filter envoy/envoy-in-proxy.yaml.tmpl puts after the jwt-authz Wasm filter,
+    as shipped: only requests the filter marked as decided go on (Envoy skips a Wasm filter
+    whose VM failed on a worker)."""
+    text = (ROOT / "envoy" / "envoy-in-proxy.yaml.tmpl").read_text()
+    start = text.index("          - name: envoy.filters.http.rbac")
+    end = text.index("          - name: envoy.filters.http.router", start)
+    return "\n" + text[start:end].rstrip()
+
+
+RBAC_GUARD = shipped_guard()
 
 
 def envoy_config(ports, upstream, noop, authz, admin, rsa_jwks, noop_http, authz_http,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::envoy::{
-    Envoy, IN_PROXY_GUARD, echo_upstream, envoy_stat, filter_wasm, in_proxy_config,
+    Envoy, echo_upstream, envoy_stat, filter_wasm, in_proxy_config, in_proxy_guard,
 };
 use support::stack::free_port;
 use support::{PATH_RULES, TestKey, TestServer, claims, config_yaml, now};
@@ -260,7 +260,7 @@ async fn a_worker_whose_filter_could_not_start_lets_nothing_through() {
         let ports = (free_port(), free_port());
         let mut text = config(ports);
         if !guarded {
-            text = text.replace(IN_PROXY_GUARD, "");
+            text = text.replace(&in_proxy_guard(), "");
         }
         let envoy = Envoy::start_config_limited(ports, &text, gib << 20)?;
         std::thread::sleep(Duration::from_millis(500));

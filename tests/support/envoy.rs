@@ -236,19 +236,19 @@ pub fn filter_wasm() -> Option<std::path::PathBuf> {
     .clone()
 }
 
-/// The RBAC filter that follows the Wasm filter in every shipped in-proxy configuration
-/// (envoy/envoy-in-proxy.yaml.tmpl): only requests the filter marked as decided go on.
-pub const IN_PROXY_GUARD: &str = r#"
-          - name: envoy.filters.http.rbac
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
-              rules:
-                action: ALLOW
-                policies:
-                  decided-by-jwt-authz:
-                    permissions: [{any: true}]
-                    principals:
-                    - filter_state: {key: wasm.jwt_authz_decided, string_match: {exact: "1"}}"#;
+/// The RBAC filter envoy/envoy-in-proxy.yaml.tmpl puts after the Wasm filter, as shipped:
+/// only requests the filter marked as decided go on.
+pub fn in_proxy_guard() -> String {
+    let template = include_str!("../../envoy/envoy-in-proxy.yaml.tmpl");
+    let start = template
+        .find("          - name: envoy.filters.http.rbac")
+        .expect("the shipped template has the guard");
+    let end = start
+        + template[start..]
+            .find("          - name: envoy.filters.http.router")
+            .expect("the router after the guard");
+    format!("\n{}", template[start..end].trim_end())
+}
 
 /// An Envoy with jwt-authz's Wasm filter (in-proxy mode, V8, fail closed) in front of one
 /// upstream; the filter's callouts go to cluster `jwt_authz_http`, the sidecar's HTTP port
@@ -264,6 +264,7 @@ pub fn in_proxy_config(
     let wasm = wasm.display();
     // A JSON string is a YAML double-quoted scalar.
     let plugin = serde_json::to_string(plugin).expect("a string");
+    let guard = in_proxy_guard();
     format!(
         r#"
 admin:
@@ -302,7 +303,7 @@ static_resources:
                   code: {{local: {{filename: "{wasm}"}}}}
                 configuration:
                   "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: {plugin}{IN_PROXY_GUARD}
+                  value: {plugin}{guard}
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
