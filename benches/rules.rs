@@ -27,7 +27,7 @@ fn policy(n: usize) -> Policy {
         ));
     }
     let config = Config::from_yaml(&yaml).expect("config");
-    Policy::new(&config.rules, &config.provider_names()).expect("policy")
+    Policy::new(&config.rules, &config.paths, &config.provider_names()).expect("policy")
 }
 
 /// A path the rule `i` of [`policy`] matches.

@@ -22,7 +22,7 @@ use crate::jwks::snapshot::SnapshotFile;
 use crate::jwks::{self, KeyStore};
 use crate::metrics::{KeySetStatus, Metrics};
 use crate::policy::{AccessKind, Policy, Route};
-use crate::request::{self, Incoming, RequestInfo};
+use crate::request::{Incoming, RequestInfo};
 use crate::response::{Denial, Deny, Verdict};
 use crate::revocation::StatusLists;
 use crate::sender::{self, ReplayCheck};
@@ -288,7 +288,7 @@ impl Runtime {
         metrics: Arc<Metrics>,
         telemetry: Telemetry,
     ) -> Result<Self, StartError> {
-        let policy = Policy::new(&config.rules, &config.provider_names())?;
+        let policy = Policy::new(&config.rules, &config.paths, &config.provider_names())?;
         if let Some(dir) = &config.state_dir {
             open_state_dir(dir)?;
         }
@@ -551,18 +551,18 @@ impl Runtime {
         let route_mode;
         let result = match (
             InFlight::enter(&self.in_flight, self.config.limits.max_concurrent_checks),
-            request::canonical_path(http.target, &self.config.paths),
+            decision::read(http, &self.config.paths, &self.config.identity),
         ) {
-            (None, path) => {
+            (None, read) => {
                 // Shedding load is a denial like any other: the route's own mode decides
                 // what it becomes (a `mode: enforce` route stays closed under a top-level
-                // `mode: shadow`), and a path that cannot be read is never let through.
-                route_mode = match path {
-                    Ok(path) => {
+                // `mode: shadow`), and a request that cannot be read is never let through.
+                route_mode = match read {
+                    Ok(read) => {
                         let request = RequestInfo::new(
                             http.method,
-                            &path,
-                            http.host,
+                            &read.path,
+                            &read.host,
                             http.context_extensions,
                         );
                         self.policy.route(&request).mode
@@ -571,21 +571,21 @@ impl Runtime {
                 };
                 Err(Deny::Overloaded)
             }
-            (Some(_in_flight), Ok(path)) => {
+            (Some(_in_flight), Ok(read)) => {
                 let request =
-                    RequestInfo::new(http.method, &path, http.host, http.context_extensions);
+                    RequestInfo::new(http.method, &read.path, &read.host, http.context_extensions);
                 let route = self.policy.route(&request);
                 outcome.rule = route.name;
                 route_mode = route.mode;
                 self.decide(http, &route, &mut outcome).await
             }
-            (Some(_), Err(error)) => {
-                tracing::debug!(%error, "refusing the request path");
-                // No rule is known for a path that cannot be read: refused in every mode,
-                // or a garbled path would reach a `mode: enforce` route under a top-level
-                // `mode: shadow` (as `refuse` says).
+            (Some(_), Err(deny)) => {
+                tracing::debug!(reason = deny.answer().reason, detail = ?deny, "refusing the request before any rule");
+                // Refused in every mode (`decision::read`): a garbled path or host must not
+                // reach a `mode: enforce` route under a top-level `mode: shadow`, nor a
+                // lookalike identity header an app.
                 route_mode = Some(Mode::Enforce);
-                Err(Deny::InvalidPath(error))
+                Err(deny)
             }
         };
         self.conclude(http, result, route_mode, &mut outcome);

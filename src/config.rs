@@ -24,7 +24,8 @@ pub use telemetry::TracingConfig;
 // The decision's part of the file: shared with the in-proxy filter.
 pub use jwt_authz_core::config::{
     Access, ClaimHeader, ClaimRequirement, EscapedSlashes, IdentityConfig, InProxyConfig, Invalid,
-    MatchConfig, Mode, PathConfig, PathMatch, RuleConfig, TokenSource, validate_header_name,
+    MatchConfig, Mode, PathConfig, PathMatch, PathParameters, RuleConfig, TokenSource,
+    validate_header_name,
 };
 
 /// Everything jwt-authz needs to run, as read from `--config`.

@@ -292,7 +292,8 @@ fn normalise(uri: &str) -> Option<String> {
     };
     let config = crate::config::PathConfig {
         escaped_slashes: crate::config::EscapedSlashes::Keep,
-        path_parameters: true,
+        path_parameters: crate::config::PathParameters::Keep,
+        case_sensitive: true,
         max_bytes: 8192,
     };
     let path = crate::request::canonical_path(path, &config).ok()?;

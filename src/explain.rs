@@ -127,9 +127,13 @@ pub async fn explain(runtime: &Runtime, req: &Request) -> Report {
         Ok(p) => (Some(p.into_owned()), None),
         Err(e) => (None, Some(e.to_string())),
     };
+    // A host that cannot be read has no rule, as a path that cannot: the decision below
+    // says why it is refused.
+    let canonical_host = request::canonical_host(&req.host).ok();
     let route = canonical_path
         .as_deref()
-        .map(|p| runtime.route(&request::RequestInfo::new(&req.method, p, &req.host, &ext)));
+        .zip(canonical_host.as_deref())
+        .map(|(p, h)| runtime.route(&request::RequestInfo::new(&req.method, p, h, &ext)));
     let token = runtime.token_in(&http).map(|t| t.to_owned());
     let route_audiences = route.and_then(|r| r.audiences).map(<[String]>::to_vec);
 

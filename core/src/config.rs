@@ -190,10 +190,16 @@ pub enum TokenSource {
 pub struct PathConfig {
     #[serde(default)]
     pub escaped_slashes: EscapedSlashes,
-    /// Accept `;` in paths (RFC 3986 path parameters, kept as data). Off: refused with 400,
-    /// since Java servers strip `;params` from every segment before routing.
+    /// What `;` in a path (RFC 3986 §3.3 path parameters) means.
     #[serde(default)]
-    pub path_parameters: bool,
+    pub path_parameters: PathParameters,
+    /// Whether rule paths match letter case exactly. Off (the default): `/API/Users` is
+    /// `/api/users` to the rules, as it is to Caddy's matchers and to Express, ASP.NET and
+    /// Spring before 6, so a protected route cannot be reached in another case; an app that
+    /// tells the two apart answers 404 to the spelling it does not know. A rule's own
+    /// `case_sensitive` overrides this.
+    #[serde(default)]
+    pub case_sensitive: bool,
     /// A `:path` (query included) longer than this is refused (414) before anything else.
     #[serde(default = "default_max_path_bytes")]
     pub max_bytes: usize,
@@ -203,8 +209,49 @@ impl Default for PathConfig {
     fn default() -> Self {
         Self {
             escaped_slashes: EscapedSlashes::default(),
-            path_parameters: false,
+            path_parameters: PathParameters::default(),
+            case_sensitive: false,
             max_bytes: default_max_path_bytes(),
+        }
+    }
+}
+
+/// What `;params` in a path segment means. Java servers (Tomcat, Jetty, Spring's
+/// `UrlPathHelper`) drop them from every segment before routing, so `/admin;x/users` is
+/// `/admin/users` to them and another path to a rule that keeps them; they are never
+/// ignored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PathParameters {
+    /// Refused with 400 (`true`/`false` were this setting's values before: `false` is this).
+    #[default]
+    Reject,
+    /// Dropped from every segment before rules match, as Java servers drop them: the rule
+    /// for `/admin/users` then matches `/admin;jsessionid=1/users;x`.
+    Strip,
+    /// Kept as data (`true` before), for apps that read `;` as part of a segment. Not for
+    /// Java backends: there `/admin;x/users` would escape the `/admin/` rules.
+    Keep,
+}
+
+impl<'de> Deserialize<'de> for PathParameters {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Spelling {
+            Old(bool),
+            Name(String),
+        }
+        match Spelling::deserialize(deserializer)? {
+            Spelling::Old(false) => Ok(Self::Reject),
+            Spelling::Old(true) => Ok(Self::Keep),
+            Spelling::Name(name) => match name.as_str() {
+                "reject" => Ok(Self::Reject),
+                "strip" => Ok(Self::Strip),
+                "keep" => Ok(Self::Keep),
+                other => Err(serde::de::Error::custom(format!(
+                    "unknown value {other:?}: expected reject, strip or keep"
+                ))),
+            },
         }
     }
 }
@@ -247,6 +294,9 @@ pub struct RuleConfig {
     /// Overrides the provider's and the top-level `mode` on this route.
     #[serde(default)]
     pub mode: Option<Mode>,
+    /// Overrides `paths.case_sensitive` for this rule's path.
+    #[serde(default)]
+    pub case_sensitive: Option<bool>,
     pub access: Access,
 }
 
@@ -374,6 +424,25 @@ impl RuleConfig {
                 ));
             }
         }
+        for (i, host) in self.matcher.hosts.iter().enumerate() {
+            // Rules compare canonical hosts (`crate::request::host`): a name, without port.
+            let canonical = crate::request::canonical_host(host).map_err(|e| {
+                invalid(
+                    format!("{field}.match.hosts[{i}]"),
+                    format!("{host:?}: {e} (IPv6 addresses go in brackets)"),
+                )
+            })?;
+            let has_port = match host.strip_prefix('[') {
+                Some(_) => !host.ends_with(']'),
+                None => host.contains(':'),
+            };
+            if has_port {
+                return Err(invalid(
+                    format!("{field}.match.hosts[{i}]"),
+                    format!("{host:?}: rules match hosts whatever the port; write {canonical:?}"),
+                ));
+            }
+        }
         for (i, method) in self.matcher.methods.iter().enumerate() {
             if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
                 return Err(invalid(
@@ -473,6 +542,20 @@ impl IdentityConfig {
                 return Err(invalid(
                     format!("{field}.header"),
                     format!("duplicate header {:?}", mapping.header),
+                ));
+            }
+            // Requests carrying another spelling of an identity header are refused
+            // (`crate::identity::lookalike`): two spellings of one would refuse every request.
+            if let Some(other) = self.headers[..i]
+                .iter()
+                .find(|m| crate::identity::same_folded(&m.header, &mapping.header))
+            {
+                return Err(invalid(
+                    format!("{field}.header"),
+                    format!(
+                        "{:?} and {:?} are one header to CGI, WSGI and Rack apps",
+                        other.header, mapping.header
+                    ),
                 ));
             }
         }

@@ -4,16 +4,43 @@
 //! lists, the DPoP replay store); the in-proxy filter runs them on claims the sidecar
 //! verified. One definition, so both answer a request alike.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::config::{IdentityConfig, Mode, TokenSource};
+use crate::config::{IdentityConfig, Mode, PathConfig, TokenSource};
 use crate::extract::Found;
 use crate::identity::{self, UnsafeClaim};
 use crate::policy::{AccessKind, Route};
+use crate::request::{Incoming, canonical_host, canonical_path};
 use crate::response::{Deny, Verdict};
 use crate::token::{VerifiedToken, VerifyError};
+
+/// A request's path and host in the canonical forms rules compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readable<'r> {
+    pub path: Cow<'r, str>,
+    pub host: Cow<'r, str>,
+}
+
+/// The first step of every decision: the path and host read in canonical form, and no
+/// configured identity header in another spelling. A request that fails here is refused in
+/// every mode, shadow included: a path or host that cannot be read has no rule, and a
+/// lookalike identity header is a forged identity that the app may read, whatever the
+/// route. In this order: an over-long path is 414 before anything else is looked at.
+pub fn read<'r>(
+    http: &Incoming<'r>,
+    paths: &PathConfig,
+    identity: &IdentityConfig,
+) -> Result<Readable<'r>, Deny> {
+    let path = canonical_path(http.target, paths).map_err(Deny::InvalidPath)?;
+    let host = canonical_host(http.host).map_err(Deny::InvalidHost)?;
+    if let Some(name) = identity::lookalike(http.headers, &identity.headers) {
+        return Err(Deny::LookalikeHeader(name.to_owned()));
+    }
+    Ok(Readable { path, host })
+}
 
 /// What the decision reads of the provider that verified a token.
 #[derive(Debug, Clone, Copy)]

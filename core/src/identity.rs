@@ -2,6 +2,8 @@
 //! every configured identity header the token does not supply is removed, so a client's own
 //! `x-user-*` never reaches a service.
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value};
 
 use crate::claims;
@@ -51,6 +53,47 @@ pub fn mutation(
         }
     }
     Ok(out)
+}
+
+/// The first request header that is a configured identity header in another spelling: the
+/// same name once ASCII case is ignored and every character other than a letter or digit is
+/// taken as `-` (`x-user_id`, `x_user-id`, `x.user.id` for `x-user-id`), but not the header
+/// itself. CGI, FastCGI, WSGI and Rack turn such spellings into one variable
+/// (`HTTP_X_USER_ID`), so the app may read the client's copy where the rules removed only
+/// the configured spelling. `headers` has lowercase names.
+pub fn lookalike<'h>(
+    headers: &'h HashMap<String, String>,
+    mappings: &[ClaimHeader],
+) -> Option<&'h str> {
+    // Only a name with a separator other than `-` (or an identity header with one) can be
+    // another spelling of a header it is not equal to: most requests have none and stop here.
+    let odd = |name: &str| {
+        name.bytes()
+            .any(|b| b != b'-' && !b.is_ascii_alphanumeric())
+    };
+    let any_odd = mappings.iter().any(|m| odd(&m.header));
+    headers
+        .keys()
+        .filter(|name| any_odd || odd(name))
+        .find(|name| {
+            mappings
+                .iter()
+                .any(|m| !m.header.eq_ignore_ascii_case(name) && same_folded(&m.header, name))
+        })
+        .map(String::as_str)
+}
+
+/// Whether `a` and `b` are one name once ASCII case is ignored and every character other than
+/// a letter or digit is taken as `-`.
+pub fn same_folded(a: &str, b: &str) -> bool {
+    let fold = |c: u8| {
+        if c.is_ascii_alphanumeric() {
+            c.to_ascii_lowercase()
+        } else {
+            b'-'
+        }
+    };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
 }
 
 /// Strings as they are, arrays joined with `,`, objects as JSON; `null` and empty values
@@ -160,5 +203,43 @@ mod tests {
         assert!(m.set.is_empty());
         assert!(m.remove.contains(&"x-user-id".to_string()));
         assert!(m.remove.contains(&"x-user-role".to_string()));
+    }
+
+    #[test]
+    fn every_other_spelling_of_an_identity_header_is_a_lookalike() {
+        let mappings = mappings();
+        let with = |name: &str| HashMap::from([(name.to_owned(), "admin".to_owned())]);
+        for name in [
+            "x_user_id",
+            "x-user_id",
+            "x_user-id",
+            "x-user_role",
+            "x_user_org",
+            "X_User-Name",
+            "x.user.id",
+            "x~user+role",
+        ] {
+            assert_eq!(lookalike(&with(name), &mappings), Some(name), "{name}");
+        }
+        // The header itself, in any case, is not: it is overwritten or removed.
+        for name in [
+            "x-user-id",
+            "X-User-Id",
+            "x-user-idx",
+            "x_user",
+            "x_other_id",
+        ] {
+            assert_eq!(lookalike(&with(name), &mappings), None, "{name}");
+        }
+        // An identity header spelt with `_` has its `-` spellings as lookalikes.
+        let underscored = [ClaimHeader {
+            claim: "sub".into(),
+            header: "x_user_id".into(),
+        }];
+        assert_eq!(
+            lookalike(&with("x-user-id"), &underscored),
+            Some("x-user-id")
+        );
+        assert_eq!(lookalike(&with("x_user_id"), &underscored), None);
     }
 }

@@ -1,13 +1,20 @@
 //! Route rules: which requests need a token, from which providers and for which audiences,
-//! and which claims that token must carry. Rules match the canonical path and are tried in
-//! order; the first match decides, and no match means "any valid token".
+//! and which claims that token must carry. Rules match the canonical path and host and are
+//! tried in order; the first match decides, and no match means "any valid token".
+//!
+//! A rule's path holds for every spelling common app routers send to the same handler:
+//! letter case, unless the rule (or `paths.case_sensitive`) says otherwise; one trailing
+//! slash on an exact path (`/api/users/` is `/api/users` to Spring before 6, Express and
+//! ASP.NET); and a prefix ending in `/` holds for the path without it (`/admin/` also
+//! protects `/admin`, which those routers send to the same controller). Regexes are matched
+//! as written (case aside), against the canonical path.
 
 use regex::Regex;
 use serde_json::{Map, Value};
 
 use crate::claims;
-use crate::config::{Access, ClaimRequirement, Mode, PathMatch, RuleConfig};
-use crate::request::RequestInfo;
+use crate::config::{Access, ClaimRequirement, Mode, PathConfig, PathMatch, RuleConfig};
+use crate::request::{RequestInfo, canonical_host};
 
 mod index;
 #[cfg(test)]
@@ -15,11 +22,21 @@ mod tests;
 
 use index::PathIndex;
 
+/// A rule's path condition. Exact paths are kept without their trailing slash and, like
+/// prefixes, lowercased when the rule ignores case (the path is then lowercased to compare).
 #[derive(Debug)]
 enum PathMatcher {
     Exact(String),
     Prefix(String),
     Regex(Regex),
+}
+
+/// `path` without one trailing slash (the root stays `/`).
+fn trim_slash(path: &str) -> &str {
+    match path.strip_suffix('/') {
+        Some(trimmed) if !trimmed.is_empty() => trimmed,
+        _ => path,
+    }
 }
 
 /// What a matching rule asks of the request.
@@ -35,6 +52,7 @@ pub enum AccessKind {
 struct Rule {
     name: String,
     path: Option<PathMatcher>,
+    case_sensitive: bool,
     methods: Vec<String>,
     hosts: Vec<String>,
     context_extensions: Vec<(String, String)>,
@@ -86,17 +104,32 @@ impl Policy {
     /// here is unexpected but still reported rather than unwrapped (and a provider name that
     /// names no provider accepts no token). `providers` are the providers' names in
     /// configuration order: a route keeps the indices of those it accepts.
-    pub fn new(rules: &[RuleConfig], providers: &[&str]) -> Result<Self, regex::Error> {
+    pub fn new(
+        rules: &[RuleConfig],
+        paths: &PathConfig,
+        providers: &[&str],
+    ) -> Result<Self, regex::Error> {
         let rules = rules
             .iter()
             .enumerate()
             .map(|(i, rule)| {
+                let case_sensitive = rule.case_sensitive.unwrap_or(paths.case_sensitive);
+                let fold = |p: &str| {
+                    if case_sensitive {
+                        p.to_owned()
+                    } else {
+                        p.to_ascii_lowercase()
+                    }
+                };
                 let path = match &rule.matcher.path {
                     None => None,
-                    Some(PathMatch::Exact(p)) => Some(PathMatcher::Exact(p.clone())),
-                    Some(PathMatch::Prefix(p)) => Some(PathMatcher::Prefix(p.clone())),
+                    Some(PathMatch::Exact(p)) => Some(PathMatcher::Exact(fold(trim_slash(p)))),
+                    Some(PathMatch::Prefix(p)) => Some(PathMatcher::Prefix(fold(p))),
                     Some(PathMatch::Regex(re)) => {
-                        Some(PathMatcher::Regex(Regex::new(&format!("^(?:{re})$"))?))
+                        let flags = if case_sensitive { "" } else { "(?i)" };
+                        Some(PathMatcher::Regex(Regex::new(&format!(
+                            "{flags}^(?:{re})$"
+                        ))?))
                     }
                 };
                 let (kind, requirements) = match &rule.access {
@@ -108,17 +141,20 @@ impl Policy {
                 Ok(Rule {
                     name: rule.name.clone().unwrap_or_else(|| format!("rules[{i}]")),
                     path,
+                    case_sensitive,
                     methods: rule
                         .matcher
                         .methods
                         .iter()
                         .map(|m| m.to_ascii_uppercase())
                         .collect(),
+                    // Validated: every host has a canonical form (one that had none could
+                    // match no request, which is what leaving it out does).
                     hosts: rule
                         .matcher
                         .hosts
                         .iter()
-                        .map(|h| h.to_ascii_lowercase())
+                        .filter_map(|h| canonical_host(h).ok().map(|h| h.into_owned()))
                         .collect(),
                     context_extensions: rule
                         .matcher
@@ -179,10 +215,20 @@ impl Rule {
     }
 
     fn path_matches(&self, path: &str) -> bool {
+        let same = |a: &str, b: &str| {
+            if self.case_sensitive {
+                a == b
+            } else {
+                a.eq_ignore_ascii_case(b)
+            }
+        };
         match &self.path {
             None => true,
-            Some(PathMatcher::Exact(p)) => path == p,
-            Some(PathMatcher::Prefix(p)) => path.starts_with(p.as_str()),
+            Some(PathMatcher::Exact(p)) => same(trim_slash(path), p),
+            Some(PathMatcher::Prefix(p)) => {
+                path.get(..p.len()).is_some_and(|head| same(head, p))
+                    || (p.len() > 1 && p.ends_with('/') && same(path, &p[..p.len() - 1]))
+            }
             Some(PathMatcher::Regex(re)) => re.is_match(path),
         }
     }
@@ -194,11 +240,7 @@ impl Rule {
                 .methods
                 .iter()
                 .any(|m| m.eq_ignore_ascii_case(request.method)))
-            && (self.hosts.is_empty()
-                || self
-                    .hosts
-                    .iter()
-                    .any(|h| h.eq_ignore_ascii_case(request.host)))
+            && (self.hosts.is_empty() || self.hosts.iter().any(|h| h == request.host))
             && self
                 .context_extensions
                 .iter()

@@ -1,12 +1,14 @@
-//! The request as rules see it: method, host without its port, context extensions, and the
-//! path in its canonical form ([`path`]). Everything here is pure computation on strings, so
+//! The request as rules see it: method, host in its canonical form ([`host`]), context
+//! extensions, and the path in its canonical form ([`path`]). Everything here is pure computation on strings, so
 //! every front end (and, later, an in-proxy filter) reads a request the same way.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+pub mod host;
 pub mod path;
 
+pub use host::{HostError, canonical_host};
 pub use path::{PathError, canonical_path};
 
 /// A request as a front end hands it to the decision: every front end (Envoy's gRPC
@@ -37,13 +39,13 @@ pub struct RequestInfo<'r> {
     pub method: &'r str,
     /// The canonical path ([`canonical_path`]): no query, no dot-segments, no `//`.
     pub path: &'r str,
-    /// The host without its port.
+    /// The canonical host ([`canonical_host`]): lowercase, no port, no trailing dot.
     pub host: &'r str,
     pub context_extensions: &'r HashMap<String, String>,
 }
 
 impl<'r> RequestInfo<'r> {
-    /// `path` must already be canonical; `host` may carry a port.
+    /// `path` and `host` must already be canonical.
     pub fn new(
         method: &'r str,
         path: &'r str,
@@ -53,7 +55,7 @@ impl<'r> RequestInfo<'r> {
         Self {
             method,
             path,
-            host: strip_port(host),
+            host,
             context_extensions,
         }
     }
@@ -95,17 +97,6 @@ pub fn decode_query_component(raw: &str) -> Option<Cow<'_, str>> {
     String::from_utf8(out).ok().map(Cow::Owned)
 }
 
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        // [::1]:8080
-        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
-    }
-    match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,12 +120,5 @@ mod tests {
         assert_eq!(decode_query_component("bad%2"), None);
         assert_eq!(decode_query_component("bad%zz"), None);
         assert_eq!(decode_query_component("%ff"), None);
-    }
-
-    #[test]
-    fn host_port_is_ignored() {
-        assert_eq!(strip_port("api.test:8080"), "api.test");
-        assert_eq!(strip_port("[::1]:8080"), "::1");
-        assert_eq!(strip_port("api.test"), "api.test");
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::identity::HeaderMutation;
-use crate::request::PathError;
+use crate::request::{HostError, PathError};
 use crate::token::{DpopError, VerifiedToken, VerifyError};
 
 /// Why a request was denied.
@@ -12,6 +12,11 @@ use crate::token::{DpopError, VerifiedToken, VerifyError};
 pub enum Deny {
     /// The path is ambiguous (or too long); refused before any rule ran.
     InvalidPath(PathError),
+    /// The host is not one RFC 3986 host (`crate::request::host`); refused before any rule.
+    InvalidHost(HostError),
+    /// The request carries a configured identity header in another spelling (case aside,
+    /// `_` for `-`): the header named.
+    LookalikeHeader(String),
     /// The query string cannot be read unambiguously (invalid percent-encoding).
     InvalidQuery,
     /// A forward-auth request that does not describe one original request: a header of its
@@ -135,6 +140,22 @@ impl Deny {
                 "request path too long",
                 true,
                 "path_too_long",
+            ),
+            Deny::InvalidHost(_) => (
+                BadRequest,
+                GrpcCode::InvalidArgument,
+                "invalid_request",
+                "invalid host",
+                true,
+                "invalid_host",
+            ),
+            Deny::LookalikeHeader(_) => (
+                BadRequest,
+                GrpcCode::InvalidArgument,
+                "invalid_request",
+                "identity header in another spelling",
+                true,
+                "lookalike_identity_header",
             ),
             Deny::InvalidQuery => (
                 BadRequest,

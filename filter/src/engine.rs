@@ -23,7 +23,7 @@ use jwt_authz_core::decision::{self, Identity, Provider};
 use jwt_authz_core::extract::{self, Found, Scheme};
 use jwt_authz_core::in_proxy::{CheckAnswer, GenerationAnswer, WireVerdict};
 use jwt_authz_core::policy::{AccessKind, Policy, Route};
-use jwt_authz_core::request::{Incoming, RequestInfo, canonical_path};
+use jwt_authz_core::request::{Incoming, RequestInfo};
 use jwt_authz_core::response::{Deny, Verdict};
 use jwt_authz_core::token::VerifiedToken;
 use lru::LruCache;
@@ -92,8 +92,8 @@ impl Engine {
     pub fn from_config(text: &str) -> Result<Self, ConfigError> {
         let config = DecisionConfig::from_yaml(text).map_err(ConfigError::Load)?;
         let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
-        let policy =
-            Policy::new(&config.rules, &names).map_err(|e| ConfigError::Rule(e.to_string()))?;
+        let policy = Policy::new(&config.rules, &config.paths, &names)
+            .map_err(|e| ConfigError::Rule(e.to_string()))?;
         let mut sources: Vec<TokenSource> = Vec::new();
         for source in config.providers.iter().flat_map(|p| &p.token_sources) {
             if !sources.contains(source) {
@@ -143,12 +143,12 @@ impl Engine {
 
     /// Decides `http` here if it can (see the module's doc); `now_ms`: Unix time in ms.
     pub fn decide(&mut self, http: &Incoming<'_>, now_ms: u64) -> (Step, Option<Counter>) {
-        let path = match canonical_path(http.target, &self.config.paths) {
-            Ok(path) => path,
-            // No rule is known for a path that cannot be read: refused in every mode, as the
-            // sidecar refuses it.
-            Err(error) => {
-                let denial = self.denial(&Deny::InvalidPath(error));
+        let read = match decision::read(http, &self.config.paths, &self.config.identity) {
+            Ok(read) => read,
+            // A request that cannot be read is refused in every mode, as the sidecar
+            // refuses it.
+            Err(deny) => {
+                let denial = self.denial(&deny);
                 return (
                     Step::Decided(Verdict::Deny(denial).into()),
                     Some(Counter::NoToken),
@@ -156,7 +156,7 @@ impl Engine {
             }
         };
         let empty = HashMap::new();
-        let request = RequestInfo::new(http.method, &path, http.host, &empty);
+        let request = RequestInfo::new(http.method, &read.path, &read.host, &empty);
         let route = self.policy.route(&request);
         if route.kind == AccessKind::Deny {
             return self.local(

@@ -260,6 +260,7 @@ impl<'a> Bench<'a> {
         let config = Config::from_yaml(&yaml)?;
         let policy = Arc::new(jwt_authz::policy::Policy::new(
             &config.rules,
+            &config.paths,
             &config.provider_names(),
         )?);
         let ext = Arc::new(HashMap::new());

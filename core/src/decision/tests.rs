@@ -12,7 +12,7 @@ use crate::request::RequestInfo;
 fn policy(yaml: &str) -> Policy {
     let rules: Vec<RuleConfig> =
         serde_path_to_error::deserialize(serde_norway::from_str::<Value>(yaml).unwrap()).unwrap();
-    Policy::new(&rules, &["corp", "partner"]).unwrap()
+    Policy::new(&rules, &PathConfig::default(), &["corp", "partner"]).unwrap()
 }
 
 const RULES: &str = r#"

@@ -2,24 +2,55 @@
 //! hash map, prefixes in a byte trie walked once along the path, regexes in one
 //! `RegexSet` (one pass over the path for all of them), rules without a path always.
 //!
+//! Rules that ignore case sit in their own map and trie, keyed in lowercase and looked up
+//! with the path lowercased; exact paths are keyed without their trailing slash and looked
+//! up the same way, and a prefix ending in `/` is also an exact key without it
+//! ([`super::Rule::path_matches`] says what matches; the index only finds it faster).
+//!
 //! First match wins, as before: every source lists its rules in configuration order, and
 //! the rule that applies is the smallest index whose path matches and whose other
 //! conditions (method, host, context extensions) hold: the minimum over the sources of each
 //! source's first such rule. A source is not even looked at once a smaller index has won.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use regex::RegexSet;
 
-use super::{PathMatcher, Rule};
+use super::{PathMatcher, Rule, trim_slash};
 
 #[derive(Debug)]
 pub(super) struct PathIndex {
     /// Rules without a path condition.
     any_path: Vec<usize>,
+    /// Rules that match case exactly.
+    exact: Paths,
+    /// Rules that ignore case: keys in lowercase.
+    folded: Paths,
+    regexes: Regexes,
+}
+
+/// The exact and prefix rules of one case sensitivity.
+#[derive(Debug, Default)]
+struct Paths {
+    /// By path without its trailing slash.
     exact: HashMap<String, Vec<usize>>,
     prefixes: Trie,
-    regexes: Regexes,
+}
+
+impl Paths {
+    fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.prefixes.nodes.is_empty()
+    }
+
+    fn first(&self, path: &str, best: &mut Option<usize>, accept: &mut impl FnMut(usize) -> bool) {
+        if let Some(exact) = self.exact.get(trim_slash(path)) {
+            first_in(exact, best, accept);
+        }
+        for node in self.prefixes.along(path) {
+            first_in(node, best, accept);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -90,19 +121,30 @@ impl PathIndex {
     pub(super) fn new(rules: &[Rule]) -> Self {
         let mut index = PathIndex {
             any_path: Vec::new(),
-            exact: HashMap::new(),
-            prefixes: Trie::default(),
+            exact: Paths::default(),
+            folded: Paths::default(),
             regexes: Regexes::None,
         };
         let mut patterns = Vec::new();
         let mut regex_rules = Vec::new();
         for (i, rule) in rules.iter().enumerate() {
+            let paths = if rule.case_sensitive {
+                &mut index.exact
+            } else {
+                &mut index.folded
+            };
             match &rule.path {
                 None => index.any_path.push(i),
                 Some(PathMatcher::Exact(path)) => {
-                    index.exact.entry(path.clone()).or_default().push(i)
+                    paths.exact.entry(path.clone()).or_default().push(i)
                 }
-                Some(PathMatcher::Prefix(prefix)) => index.prefixes.insert(prefix, i),
+                Some(PathMatcher::Prefix(prefix)) => {
+                    paths.prefixes.insert(prefix, i);
+                    if prefix.len() > 1 && prefix.ends_with('/') {
+                        let bare = prefix[..prefix.len() - 1].to_owned();
+                        paths.exact.entry(bare).or_default().push(i);
+                    }
+                }
                 Some(PathMatcher::Regex(re)) => {
                     patterns.push(re.as_str().to_owned());
                     regex_rules.push(i);
@@ -131,11 +173,14 @@ impl PathIndex {
     ) -> Option<usize> {
         let mut best = None;
         first_in(&self.any_path, &mut best, &mut accept);
-        if let Some(exact) = self.exact.get(path) {
-            first_in(exact, &mut best, &mut accept);
-        }
-        for node in self.prefixes.along(path) {
-            first_in(node, &mut best, &mut accept);
+        self.exact.first(path, &mut best, &mut accept);
+        if !self.folded.is_empty() {
+            let lower = if path.bytes().any(|b| b.is_ascii_uppercase()) {
+                Cow::Owned(path.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(path)
+            };
+            self.folded.first(&lower, &mut best, &mut accept);
         }
         match &self.regexes {
             Regexes::None => {}

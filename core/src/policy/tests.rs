@@ -12,7 +12,7 @@ fn policy(yaml: &str) -> Policy {
         serde_norway::from_str::<serde_json::Value>(yaml).unwrap(),
     )
     .unwrap();
-    Policy::new(&rules, &[]).unwrap()
+    Policy::new(&rules, &PathConfig::default(), &[]).unwrap()
 }
 
 /// The request as the decision builds it: the path in canonical form (these tests use paths
@@ -48,7 +48,7 @@ fn rules_name_providers_by_index_and_carry_their_audiences() {
         .unwrap(),
     )
     .unwrap();
-    let p = Policy::new(&rules, &["corp", "partner"]).unwrap();
+    let p = Policy::new(&rules, &PathConfig::default(), &["corp", "partner"]).unwrap();
     let ext = HashMap::new();
     let billing = p.route(&info("GET", "/billing/x", "h", &ext));
     assert_eq!(billing.providers, Some(&[1][..]));
@@ -118,11 +118,11 @@ fn method_host_and_context_extensions() {
     let ext = HashMap::from([("svc".to_owned(), "users".to_owned())]);
     let none = HashMap::new();
     assert_eq!(
-        p.route(&info("GET", "/", "api.test:443", &ext)).kind,
+        p.route(&info("GET", "/", "api.test", &ext)).kind,
         AccessKind::Public
     );
     assert_eq!(
-        p.route(&info("GET", "/", "[::1]:80", &ext)).kind,
+        p.route(&info("GET", "/", "[::1]", &ext)).kind,
         AccessKind::Authenticated
     );
     assert_eq!(
@@ -133,6 +133,88 @@ fn method_host_and_context_extensions() {
         p.route(&info("GET", "/", "api.test", &none)).kind,
         AccessKind::Authenticated
     );
+}
+
+/// The spellings app routers send to one handler match one rule: letter case (unless the
+/// rule says otherwise), one trailing slash on an exact path, a prefix's own directory.
+#[test]
+fn paths_match_in_every_spelling_an_app_routes_alike() {
+    let p = policy(
+        r#"
+- name: users
+  match: {path: {exact: /api/users}}
+  access: deny
+- name: admin
+  match: {path: {prefix: /admin/}}
+  access: deny
+- name: exact-case
+  case_sensitive: true
+  match: {path: {exact: /Docs}}
+  access: deny
+- name: regex
+  match: {path: {regex: "/reports/[a-z]+"}}
+  access: deny
+"#,
+    );
+    let ext = HashMap::new();
+    let rule = |path| p.route(&info("GET", path, "h", &ext)).name;
+    for path in ["/api/users", "/api/users/", "/API/USERS", "/Api/Users/"] {
+        assert_eq!(rule(path), "users", "{path}");
+    }
+    for path in ["/admin", "/admin/", "/ADMIN", "/Admin/x", "/admin/x/y"] {
+        assert_eq!(rule(path), "admin", "{path}");
+    }
+    for path in ["/Docs", "/Docs/"] {
+        assert_eq!(rule(path), "exact-case", "{path}");
+    }
+    for path in ["/reports/Q", "/REPORTS/abc"] {
+        assert_eq!(rule(path), "regex", "{path}");
+    }
+    for path in [
+        "/api/users/x",
+        "/api/usersx",
+        "/administrator",
+        "/docs",
+        "/DOCS",
+    ] {
+        assert_eq!(rule(path), "default", "{path}");
+    }
+    // Hosts: rules compare canonical hosts, configured in any spelling.
+    let p = policy("- match: {hosts: [Admin.Example.COM.]}\n  access: deny\n");
+    assert_eq!(
+        p.route(&info("GET", "/", "admin.example.com", &ext)).kind,
+        AccessKind::Deny
+    );
+}
+
+/// With `paths.case_sensitive: true`, case is matched exactly unless a rule says otherwise.
+#[test]
+fn case_sensitivity_is_set_per_config_and_per_rule() {
+    let rules: Vec<RuleConfig> = serde_path_to_error::deserialize(
+        serde_norway::from_str::<serde_json::Value>(
+            r#"
+- name: exact
+  match: {path: {prefix: /api/}}
+  access: deny
+- name: folded
+  case_sensitive: false
+  match: {path: {prefix: /other/}}
+  access: deny
+"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let paths = PathConfig {
+        case_sensitive: true,
+        ..PathConfig::default()
+    };
+    let p = Policy::new(&rules, &paths, &[]).unwrap();
+    let ext = HashMap::new();
+    let rule = |path| p.route(&info("GET", path, "h", &ext)).name;
+    assert_eq!(rule("/api/x"), "exact");
+    assert_eq!(rule("/API/x"), "default");
+    assert_eq!(rule("/OTHER/x"), "folded");
 }
 
 #[test]
@@ -172,7 +254,7 @@ mod index_agrees_with_the_linear_matcher {
     use super::*;
     use proptest::prelude::*;
 
-    const SEGMENTS: [&str; 4] = ["a", "b", "ab", "c"];
+    const SEGMENTS: [&str; 6] = ["a", "b", "ab", "c", "A", "aB"];
     const REGEXES: [&str; 5] = ["/a/.*", "/[ab]+", "/.*/c", "/b(/.*)?", "/(a|c)/[^/]*/?"];
 
     fn path() -> impl Strategy<Value = String> {
@@ -205,8 +287,13 @@ mod index_agrees_with_the_linear_matcher {
             Just("methods: [POST, PUT], ")
         ];
         let hosts = prop_oneof![Just(""), Just("hosts: [h1], ")];
-        (path, methods, hosts)
-            .prop_map(|(p, m, h)| format!("- match: {{{p}{m}{h}}}\n  access: public\n"))
+        let case = prop_oneof![
+            Just(""),
+            Just("  case_sensitive: true\n"),
+            Just("  case_sensitive: false\n")
+        ];
+        (path, methods, hosts, case)
+            .prop_map(|(p, m, h, c)| format!("- match: {{{p}{m}{h}}}\n{c}  access: public\n"))
     }
 
     proptest! {

@@ -15,12 +15,13 @@
 //! §5.2.4 silently drops it; we do not guess), a `..` right after an empty segment, `.`s
 //! aside (`/a//../b` is `/a/b` to RFC 3986 and `/b` to servers that merge slashes first), a
 //! `;` (Java servers strip `;params` from each segment before routing; `paths.path_parameters`
-//! keeps them as data, and then still refuses `/..;/`, which those servers read as `..`), and
+//! drops them the same way (`strip`) or keeps them as data (`keep`), and either way still
+//! refuses `/..;/`, which those servers read as `..` where a proxy in front does not), and
 //! a fragment (`#`, which no client sends and which would hide the rest of the target).
 
 use std::borrow::Cow;
 
-use crate::config::{EscapedSlashes, PathConfig};
+use crate::config::{EscapedSlashes, PathConfig, PathParameters};
 
 #[cfg(test)]
 mod tests;
@@ -247,7 +248,33 @@ fn canonicalize(path: &str, config: &PathConfig) -> Result<String, PathError> {
             b'\\' => return Err(PathError::Backslash),
             // Java servers (Tomcat, Jetty) drop `;params` from each segment before routing:
             // `/admin;x/secret` is `/admin/secret` to them and another path to a rule.
-            b';' if !config.path_parameters => return Err(PathError::PathParameter),
+            b';' => match config.path_parameters {
+                PathParameters::Reject => return Err(PathError::PathParameter),
+                PathParameters::Keep => segment.push(';'),
+                PathParameters::Strip => {
+                    // `..;x` and `.;x` stay refused: what is left is a dot-segment to the
+                    // app and a name to a proxy that routed on the raw path.
+                    if is_dot_segment(&segment) {
+                        return Err(PathError::AmbiguousDotSegment);
+                    }
+                    // The rest of the segment is the parameter, escapes included (a `%2F`
+                    // there is the parameter's, not a separator). Its bytes are checked as
+                    // everywhere else: a control character is refused, not dropped.
+                    let end = bytes[i..]
+                        .iter()
+                        .position(|&b| b == b'/')
+                        .map_or(bytes.len(), |n| i + n);
+                    let parameter = &bytes[i..end];
+                    if parameter.contains(&b'\\') {
+                        return Err(PathError::Backslash);
+                    }
+                    if parameter.iter().any(|&b| is_control(b)) {
+                        return Err(PathError::ControlCharacter);
+                    }
+                    i = end;
+                    continue;
+                }
+            },
             b if is_control(b) => return Err(PathError::ControlCharacter),
             b if stays_raw(b) => segment.push(b as char),
             // Other ASCII (space, quotes, brackets) and the bytes of raw UTF-8 characters.

@@ -13,10 +13,14 @@ fn canon(path: &str) -> Result<String, PathError> {
     canonical_path(path, &PathConfig::default()).map(Cow::into_owned)
 }
 
-/// With `paths.path_parameters` on, which the RFC's `;x` examples need.
+/// With `paths.path_parameters: keep`, which the RFC's `;x` examples need.
 fn canon_with_parameters(path: &str) -> Result<String, PathError> {
+    canon_parameters(path, PathParameters::Keep)
+}
+
+fn canon_parameters(path: &str, path_parameters: PathParameters) -> Result<String, PathError> {
     let config = PathConfig {
-        path_parameters: true,
+        path_parameters,
         ..PathConfig::default()
     };
     canonical_path(path, &config).map(Cow::into_owned)
@@ -221,6 +225,39 @@ fn path_parameters_when_allowed_are_data_but_never_hide_a_dot_segment() {
     }
 }
 
+/// `strip` reads a path as Tomcat, Jetty and Spring route it: every segment without its
+/// `;params` (the Servlet specification's path parameters), so a rule for `/admin/users`
+/// holds for every spelling those servers send to the same handler.
+#[test]
+fn stripped_path_parameters_match_what_java_servers_route() {
+    for (raw, want) in [
+        ("/admin;x/users", Ok("/admin/users")),
+        ("/admin/users;jsessionid=ABC", Ok("/admin/users")),
+        ("/admin;a=1;b=2/users;c", Ok("/admin/users")),
+        ("/admin;x%2F..%2F/users", Ok("/admin/users")),
+        ("/;x/admin", Ok("/admin")),
+        ("/admin/;x", Ok("/admin/")),
+        ("/a;x/../b", Ok("/b")),
+        ("/public/..;/admin", Err(PathError::AmbiguousDotSegment)),
+        ("/public/.;x/admin", Err(PathError::AmbiguousDotSegment)),
+        ("/public/%2e%2e;/admin", Err(PathError::AmbiguousDotSegment)),
+        ("/admin;x\\y/users", Err(PathError::Backslash)),
+        ("/admin;\x01/users", Err(PathError::ControlCharacter)),
+    ] {
+        assert_eq!(
+            canon_parameters(raw, PathParameters::Strip),
+            want.map(str::to_owned),
+            "{raw:?}"
+        );
+    }
+    // Refused by default; kept as data only when asked.
+    assert_eq!(canon("/admin;x/users"), Err(PathError::PathParameter));
+    assert_eq!(
+        canon_parameters("/admin;x/users", PathParameters::Keep).as_deref(),
+        Ok("/admin;x/users")
+    );
+}
+
 #[test]
 fn escaped_slash_modes() {
     let decode = config(EscapedSlashes::Decode);
@@ -283,7 +320,9 @@ proptest! {
         mode in prop::sample::select(vec![
             EscapedSlashes::Reject, EscapedSlashes::Decode, EscapedSlashes::Keep,
         ]),
-        path_parameters in any::<bool>(),
+        path_parameters in prop::sample::select(vec![
+            PathParameters::Reject, PathParameters::Strip, PathParameters::Keep,
+        ]),
     ) {
         let raw = format!("/{}", pieces.concat());
         let config = PathConfig { path_parameters, ..config(mode) };
