@@ -484,3 +484,126 @@ rules:
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert_eq!(answer.header("x-user-id"), None);
 }
+
+/// Every spelling of a host is the host its rules name, through every front end: the
+/// `internal.test` deny rule holds for its uppercase, trailing-dot and ported spellings. A
+/// host that is not one host, and an identity header in another spelling, are refused with
+/// 400 and counted under their own reasons.
+#[tokio::test]
+async fn hosts_are_judged_canonical_and_lookalike_identity_headers_are_refused() {
+    let (_jwks, key, server) = start().await;
+    let auth = bearer(&key.token(&claims("u-1")));
+    let grpc = |host: &str, headers: &[(&str, &str)]| {
+        let mut all = vec![("authorization", auth.as_str())];
+        all.extend_from_slice(headers);
+        request_with("GET", "/api/orders", host, &all, Default::default())
+    };
+    for host in [
+        "internal.test",
+        "INTERNAL.test.",
+        "internal.test.:8443",
+        "Internal.Test:80",
+    ] {
+        let response = server.check(grpc(host, &[])).await;
+        assert_eq!(support::denied_status(&response), Some(403), "grpc {host}");
+        let mut headers = forwarded("GET", "/api/orders", host);
+        headers.push(("authorization", &auth));
+        let answer = send(&server, "GET", "/forward-auth", &headers).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "forward-auth {host}");
+        let answer = send(
+            &server,
+            "GET",
+            "/ext-authz/api/orders",
+            &[("authorization", &auth), ("host", host)],
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "ext_authz {host}");
+    }
+    for host in [
+        "internal.test..",
+        "u@internal.test",
+        "internal%2Etest",
+        "[::1",
+    ] {
+        let response = server.check(grpc(host, &[])).await;
+        assert_eq!(support::denied_status(&response), Some(400), "grpc {host}");
+        let (_, body) = denial(&response);
+        assert_eq!(body["error_description"], "invalid host", "grpc {host}");
+        let mut headers = forwarded("GET", "/api/orders", host);
+        headers.push(("authorization", &auth));
+        let answer = send(&server, "GET", "/forward-auth", &headers).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "forward-auth {host}"
+        );
+    }
+    // A valid host and token, and another spelling of x-user-id or x-user-role: refused on
+    // a route any token passes, with the token's identity or without.
+    for name in ["x_user_id", "x-user_role", "x.user-id"] {
+        let response = server.check(grpc("api.test", &[(name, "admin")])).await;
+        assert_eq!(support::denied_status(&response), Some(400), "grpc {name}");
+        let (_, body) = denial(&response);
+        assert_eq!(
+            body["error_description"], "identity header in another spelling",
+            "grpc {name}"
+        );
+        let mut headers = forwarded("GET", "/public/doc", "api.test");
+        headers.push((name, "admin"));
+        let answer = send(&server, "GET", "/forward-auth", &headers).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "forward-auth {name}"
+        );
+        assert_eq!(answer.header("x-user-id"), None, "forward-auth {name}");
+        let answer = send(
+            &server,
+            "GET",
+            "/ext-authz/api/orders",
+            &[("authorization", &auth), (name, "admin")],
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "ext_authz {name}");
+    }
+    // The header's own spelling is overwritten as always, not refused.
+    let response = server
+        .check(grpc("api.test", &[("x-user-id", "admin")]))
+        .await;
+    assert_eq!(support::grpc_code(&response), 0);
+
+    let (_, metrics) = server.admin_get("/metrics").await;
+    let count = |front_end: &str, reason: &str| {
+        metric(
+            &metrics,
+            "jwt_authz_checks_total",
+            &[
+                ("front_end", front_end),
+                ("result", "deny"),
+                ("reason", reason),
+            ],
+        )
+    };
+    assert_eq!(count("grpc", "invalid_host"), 4, "{metrics}");
+    assert_eq!(count("grpc", "lookalike_identity_header"), 3, "{metrics}");
+    assert_eq!(
+        count("forward_auth", "lookalike_identity_header"),
+        3,
+        "{metrics}"
+    );
+    assert_eq!(count("http", "lookalike_identity_header"), 3, "{metrics}");
+}
+
+/// Shadow mode lets denials through, but not a request carrying a lookalike identity
+/// header: the app might read it as the identity header.
+#[tokio::test]
+async fn a_lookalike_identity_header_is_refused_even_in_shadow_mode() {
+    let (_jwks, _key, server) = start_with_key("mode: shadow\n").await;
+    let mut headers = forwarded("GET", "/api/orders", "a.test");
+    let answer = send(&server, "GET", "/forward-auth", &headers).await;
+    assert_eq!(answer.status, StatusCode::OK, "shadow mode allows");
+    headers.push(("x_user_id", "admin"));
+    let answer = send(&server, "GET", "/forward-auth", &headers).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.header("x-user-id"), None);
+}

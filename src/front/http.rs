@@ -37,7 +37,7 @@ use crate::authz::Runtime;
 use crate::config::ForwardedHeaders;
 use crate::in_proxy::{CheckAnswer, GenerationAnswer, METHOD_HEADER, WireVerdict};
 use crate::metrics::Metrics;
-use crate::request::Incoming;
+use crate::request::{self, Incoming};
 use crate::response::{Deny, Verdict};
 use crate::telemetry::{Carrier, Telemetry};
 
@@ -239,13 +239,20 @@ impl<'a> AsItself<'a> {
     }
 }
 
-/// The original request's host: `:authority` in HTTP/2, `Host` in HTTP/1.1 (Envoy, and the
-/// in-proxy filter, send the original one).
+/// The original request's host: `:authority` in HTTP/2 (or an absolute-form request line),
+/// `Host` in HTTP/1.1 (Envoy, and the in-proxy filter, send the original one). When both are
+/// there and name different hosts, nothing says which one the proxy routed on: `""`, which
+/// is refused.
 fn original_host<'h>(uri: &'h axum::http::Uri, headers: &'h HashMap<String, String>) -> &'h str {
-    uri.authority()
-        .map(|a| a.as_str())
-        .or_else(|| headers.get("host").map(String::as_str))
-        .unwrap_or("")
+    match (uri.authority().map(|a| a.as_str()), headers.get("host")) {
+        (Some(authority), Some(host))
+            if request::canonical_host(authority) != request::canonical_host(host) =>
+        {
+            ""
+        }
+        (Some(authority), _) => authority,
+        (None, host) => host.map_or("", String::as_str),
+    }
 }
 
 /// An in-proxy answer (module `jwt_authz_core::in_proxy`): 200 with a JSON body, the filter

@@ -89,3 +89,20 @@ fn repeated_headers_are_joined_like_envoy_joins_them() {
     assert_eq!(map["authorization"], "Bearer a,Bearer b");
     assert_eq!(map["cookie"], "x=1");
 }
+
+/// An absolute-form target (or HTTP/2 `:authority`) and a `Host` header naming different
+/// hosts: which one the proxy routed on is unknown, so neither is decided on. Spellings of
+/// one host agree.
+#[test]
+fn an_authority_that_disagrees_with_host_is_not_a_host() {
+    let uri: axum::http::Uri = "http://admin.example.com/x".parse().expect("uri");
+    let host = |h: &str| HashMap::from([("host".to_owned(), h.to_owned())]);
+    assert_eq!(original_host(&uri, &host("other.test")), "");
+    assert_eq!(
+        original_host(&uri, &host("Admin.Example.COM.:80")),
+        "admin.example.com"
+    );
+    assert_eq!(original_host(&uri, &HashMap::new()), "admin.example.com");
+    let origin_form: axum::http::Uri = "/x".parse().expect("uri");
+    assert_eq!(original_host(&origin_form, &host("api.test")), "api.test");
+}
