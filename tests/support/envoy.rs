@@ -131,6 +131,12 @@ pub async fn echo_upstream() -> u16 {
         };
         axum::Json(json!({
             "path": uri.path_and_query().map(|p| p.as_str().to_owned()),
+            "host": header("host"),
+            // Every header as received, names lowercase (http's), repeats kept.
+            "headers": headers
+                .iter()
+                .map(|(k, v)| json!([k.as_str(), String::from_utf8_lossy(v.as_bytes())]))
+                .collect::<Vec<_>>(),
             "user": header("x-user-id"),
             "role": header("x-user-role"),
             // Header names an app may read as identity headers (x_user_id is HTTP_X_USER_ID

