@@ -92,13 +92,13 @@ const fn case(name: &'static str, target: &'static str, with_token: bool, expect
 
 const NGINX_DROPS: &[(Front, Expect)] = &[(Front::Nginx, Expect::Reached)];
 /// nginx's `location` and Envoy's route `prefix` match case: `/API/USERS` is routed nowhere
-/// and gets their 404 (Caddy's matchers ignore case, Traefik's shipped `(?i)` rules too; there
+/// and gets their 404 before ext_authz is asked (Caddy's matchers ignore case, Traefik's
+/// shipped `(?i)` rules too, and the in-proxy filter decides before routing: there
 /// jwt-authz's rule decides).
 const CASE_NOT_ROUTED: &[(Front, Expect)] = &[
     (Front::Nginx, Expect::NotRouted),
     (Front::EnvoyGrpc, Expect::NotRouted),
     (Front::EnvoyHttp, Expect::NotRouted),
-    (Front::EnvoyInProxy, Expect::NotRouted),
 ];
 /// Envoy's path normalisation reads `..;` as `..` (as Tomcat does) before anything else sees
 /// the path: jwt-authz judges `/api/users`, and its rule denies.
