@@ -137,3 +137,59 @@ fn a_document_of_the_wrong_shape_is_refused_with_its_path() {
         Err(LoadError::Shape { .. })
     ));
 }
+
+/// The settings issue 30 added: `path_parameters`' names (and its old booleans),
+/// `case_sensitive` per config and per rule, rule hosts without ports, and identity headers
+/// that are not two spellings of one.
+#[test]
+fn path_host_and_identity_settings_are_read_and_checked() {
+    let base = "providers: [{name: p, issuer: https://p.test, audiences: [a]}]\n";
+    let read = |extra: &str| DecisionConfig::from_yaml(&format!("{base}{extra}"));
+    for (value, want) in [
+        ("reject", PathParameters::Reject),
+        ("strip", PathParameters::Strip),
+        ("keep", PathParameters::Keep),
+        ("false", PathParameters::Reject),
+        ("true", PathParameters::Keep),
+    ] {
+        let config = read(&format!("paths: {{path_parameters: {value}}}\n")).unwrap();
+        assert_eq!(config.paths.path_parameters, want, "{value}");
+    }
+    let error = read("paths: {path_parameters: drop}\n")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("expected reject, strip or keep"), "{error}");
+    assert!(!read("").unwrap().paths.case_sensitive);
+    let config = read(
+        "paths: {case_sensitive: true}\nrules: [{match: {path: {prefix: /a/}}, case_sensitive: false, access: public}]\n",
+    )
+    .unwrap();
+    assert!(config.paths.case_sensitive);
+    assert_eq!(config.rules[0].case_sensitive, Some(false));
+
+    for host in ["Admin.Example.COM.", "[::1]", "api.test"] {
+        let rules = format!("rules: [{{match: {{hosts: [\"{host}\"]}}, access: deny}}]\n");
+        assert!(read(&rules).is_ok(), "{host}");
+    }
+    for (host, why) in [
+        ("api.test:8443", "whatever the port"),
+        ("[::1]:80", "whatever the port"),
+        ("a..test", "empty label"),
+        ("::1", "IPv6 addresses go in brackets"),
+    ] {
+        let rules = format!("rules: [{{match: {{hosts: [\"{host}\"]}}, access: deny}}]\n");
+        let error = read(&rules).unwrap_err().to_string();
+        assert!(
+            error.starts_with("rules[0].match.hosts[0]"),
+            "{host}: {error}"
+        );
+        assert!(error.contains(why), "{host}: {error}");
+    }
+
+    let error = read(
+        "identity: {headers: [{claim: sub, header: x-user-id}, {claim: oid, header: x_user_id}]}\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.starts_with("identity.headers[1].header"), "{error}");
+}
