@@ -117,23 +117,7 @@ fn check_port(after: &str) -> Result<(), HostError> {
 
 /// RFC 3986 §3.2.2 reg-name: unreserved and sub-delims (`%` and `,` are refused before).
 fn is_reg_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b';'
-                | b'='
-        )
+    super::path::is_unreserved(b) || super::path::is_sub_delim(b)
 }
 
 #[cfg(test)]

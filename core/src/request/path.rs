@@ -95,29 +95,22 @@ fn is_canonical(path: &str) -> bool {
 }
 
 /// RFC 3986 §2.3 unreserved characters: an escape of one of these means the character.
-fn is_unreserved(b: u8) -> bool {
+pub(crate) fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// RFC 3986 §2.2 sub-delims.
+pub(crate) fn is_sub_delim(b: u8) -> bool {
+    matches!(
+        b,
+        b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+    )
 }
 
 /// Characters a path segment holds raw (§3.3 `pchar` without `%`): unreserved, sub-delims,
 /// `:` and `@`. Everything else is percent-encoded in the canonical form.
 fn stays_raw(b: u8) -> bool {
-    is_unreserved(b)
-        || matches!(
-            b,
-            b'!' | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b':'
-                | b'@'
-        )
+    is_unreserved(b) || is_sub_delim(b) || matches!(b, b':' | b'@')
 }
 
 fn is_control(b: u8) -> bool {
