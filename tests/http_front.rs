@@ -57,6 +57,19 @@ async fn send(server: &TestServer, method: &str, path: &str, headers: &[(&str, &
     }
 }
 
+/// `jwt_authz_checks_total` for one front end, result and reason.
+fn checks(metrics: &str, front_end: &str, result: &str, reason: &str) -> u64 {
+    metric(
+        metrics,
+        "jwt_authz_checks_total",
+        &[
+            ("front_end", front_end),
+            ("result", result),
+            ("reason", reason),
+        ],
+    )
+}
+
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
@@ -341,17 +354,8 @@ async fn a_client_sent_original_uri_cannot_pick_the_decided_path() {
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
 
     let (_, metrics) = server.admin_get("/metrics").await;
-    let count = |front_end: &str, result: &str, reason: &str| {
-        metric(
-            &metrics,
-            "jwt_authz_checks_total",
-            &[
-                ("front_end", front_end),
-                ("result", result),
-                ("reason", reason),
-            ],
-        )
-    };
+    let count =
+        |front_end: &str, result: &str, reason: &str| checks(&metrics, front_end, result, reason);
     assert_eq!(
         count("forward_auth", "deny", "missing_token"),
         2,
@@ -376,17 +380,7 @@ async fn metrics_label_each_front_end() {
     send(&server, "GET", "/ext-authz/x", &[("authorization", &auth)]).await;
     server.check_token("/x", &auth["Bearer ".len()..]).await;
     let (_, metrics) = server.admin_get("/metrics").await;
-    let count = |front_end: &str, reason: &str| {
-        metric(
-            &metrics,
-            "jwt_authz_checks_total",
-            &[
-                ("front_end", front_end),
-                ("result", "allow"),
-                ("reason", reason),
-            ],
-        )
-    };
+    let count = |front_end: &str, reason: &str| checks(&metrics, front_end, "allow", reason);
     assert_eq!(count("forward_auth", "verified"), 1, "{metrics}");
     assert_eq!(count("http", "cached"), 2, "{metrics}");
     assert_eq!(count("grpc", "cached"), 1, "{metrics}");
@@ -573,17 +567,7 @@ async fn hosts_are_judged_canonical_and_lookalike_identity_headers_are_refused()
     assert_eq!(support::grpc_code(&response), 0);
 
     let (_, metrics) = server.admin_get("/metrics").await;
-    let count = |front_end: &str, reason: &str| {
-        metric(
-            &metrics,
-            "jwt_authz_checks_total",
-            &[
-                ("front_end", front_end),
-                ("result", "deny"),
-                ("reason", reason),
-            ],
-        )
-    };
+    let count = |front_end: &str, reason: &str| checks(&metrics, front_end, "deny", reason);
     assert_eq!(count("grpc", "invalid_host"), 4, "{metrics}");
     assert_eq!(count("grpc", "lookalike_identity_header"), 3, "{metrics}");
     assert_eq!(
