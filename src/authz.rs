@@ -189,6 +189,10 @@ pub struct Runtime {
     /// keys answer the same generation (a random serial here made each replica's answers
     /// empty the caches the other's had filled).
     config_digest: u64,
+    /// The digest of the decision's part of the configuration
+    /// ([`crate::config::DecisionConfig::digest`]), which in-proxy answers carry: a filter
+    /// whose own configuration gives another decides nothing itself.
+    decision_digest: String,
 }
 
 impl Drop for Runtime {
@@ -403,6 +407,7 @@ impl Runtime {
             .collect();
         Ok(Self {
             config_digest: config_digest(&config),
+            decision_digest: config.decision().digest(),
             pool,
             replay,
             dpop_algs,
@@ -510,6 +515,11 @@ impl Runtime {
             thumbprints.hash(&mut hasher);
         }
         format!("{:016x}", hasher.finish())
+    }
+
+    /// The digest of the decision configuration in force, for in-proxy answers.
+    pub fn decision_digest(&self) -> &str {
+        &self.decision_digest
     }
 
     /// The DPoP challenge's `algs`, when some provider takes DPoP.

@@ -23,9 +23,9 @@ pub use telemetry::TracingConfig;
 
 // The decision's part of the file: shared with the in-proxy filter.
 pub use jwt_authz_core::config::{
-    Access, ClaimHeader, ClaimRequirement, EscapedSlashes, IdentityConfig, InProxyConfig, Invalid,
-    MatchConfig, Mode, PathConfig, PathMatch, PathParameters, RuleConfig, TokenSource,
-    validate_header_name,
+    Access, ClaimHeader, ClaimRequirement, DecisionConfig, DecisionProvider, EscapedSlashes,
+    IdentityConfig, InProxyConfig, Invalid, MatchConfig, Mode, PathConfig, PathMatch,
+    PathParameters, RuleConfig, TokenSource, validate_header_name,
 };
 
 /// Everything jwt-authz needs to run, as read from `--config`.
@@ -516,6 +516,31 @@ impl Config {
     /// decision knows a provider by its index in this list).
     pub fn provider_names(&self) -> Vec<&str> {
         self.providers.iter().map(|p| p.name.as_str()).collect()
+    }
+
+    /// The decision's part of this configuration, as the in-proxy filter reads the same
+    /// file: what [`DecisionConfig::digest`] is computed over on both ends.
+    pub fn decision(&self) -> DecisionConfig {
+        DecisionConfig {
+            mode: self.mode,
+            realm: self.realm.clone(),
+            max_token_bytes: self.max_token_bytes,
+            paths: self.paths.clone(),
+            identity: self.identity.clone(),
+            rules: self.rules.clone(),
+            providers: self
+                .providers
+                .iter()
+                .map(|p| DecisionProvider {
+                    name: p.name.clone(),
+                    issuer: p.issuer.clone(),
+                    audiences: p.audiences.clone(),
+                    token_sources: p.token_sources.clone(),
+                    mode: p.mode,
+                })
+                .collect(),
+            in_proxy: self.in_proxy.clone(),
+        }
     }
 
     /// Reads, parses and validates a configuration file.

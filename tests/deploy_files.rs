@@ -529,6 +529,9 @@ fn in_proxy_manifests_carry_the_sidecars_decision_and_fail_closed() {
         assert_eq!(filter.identity, sidecar.identity, "{file}");
         assert_eq!(filter.paths, sidecar.paths, "{file}");
         assert_eq!(filter.providers, sidecar.providers, "{file}");
+        // What the filter compares with the sidecar's answers: the same, or it would decide
+        // nothing itself.
+        assert_eq!(filter.digest(), sidecar.digest(), "{file}");
     };
 
     let file = "deploy/istio/wasm-plugin.yaml";

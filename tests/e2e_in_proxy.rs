@@ -20,6 +20,7 @@ const IN_PROXY: &str = "in_proxy: {poll_interval: 200ms, max_unconfirmed: 2s, ti
 
 const CACHED: &str = "wasmcustom.jwt_authz_filter_decided_cached";
 const CALLOUTS: &str = "wasmcustom.jwt_authz_filter_callouts";
+const MISMATCH: &str = "wasmcustom.jwt_authz_filter_config_mismatch_callouts";
 
 struct InProxy {
     jwks: support::JwksServer,
@@ -232,6 +233,62 @@ async fn rotation_keeps_every_valid_token_working_and_empties_the_cache_once() {
     assert_eq!(p.envoy.get("/api/orders", Some(&new)).await.0, 200);
     assert_eq!(p.envoy.get("/api/orders", Some(&old)).await.0, 200);
     assert!(p.stat(CACHED).await >= before + 2, "both held again");
+}
+
+/// A rule changed in the sidecar only (its configuration reloaded; the filter's plugin
+/// configuration, which Envoy holds, not): from the filter's next poll on (at most
+/// `poll_interval`, 200 ms here), every request is decided by the sidecar's new rule, the
+/// token the filter held included, and stays so: while the two configurations differ the
+/// filter holds nothing and decides nothing itself, and says so in its counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_changed_in_the_sidecar_only_is_enforced_through_the_filter() {
+    let Some(p) = start("").await else { return };
+    let token = p.key.token(&claims("u-1"));
+    for _ in 0..2 {
+        assert_eq!(p.envoy.get("/api/orders", Some(&token)).await.0, 200);
+    }
+    let before = p.stat(CACHED).await;
+    assert_eq!(p.envoy.get("/api/orders", Some(&token)).await.0, 200);
+    assert!(p.stat(CACHED).await > before, "held and decided in Envoy");
+    assert_eq!(p.stat(MISMATCH).await, 0, "the configurations agree");
+
+    let orders_for_admins = "  - name: orders-admin\n    match: {path: {prefix: /api/orders}}\n    access:\n      claims:\n        - {claim: role, any_of: [admin]}\n";
+    let yaml = config_yaml(
+        &p.jwks.url(),
+        &format!("{PATH_RULES}{orders_for_admins}{IN_PROXY}"),
+    );
+    let sidecar = p.sidecar.as_ref().expect("sidecar");
+    sidecar
+        .server
+        .reload(jwt_authz::Config::from_yaml(&yaml).expect("valid"))
+        .await
+        .expect("reloaded");
+    let reloaded = Instant::now();
+    loop {
+        let (status, _) = p.envoy.get("/api/orders", Some(&token)).await;
+        if status == 403 {
+            break;
+        }
+        assert_eq!(status, 200, "the old rule, until the filter's next poll");
+        assert!(
+            reloaded.elapsed() < Duration::from_secs(2),
+            "the sidecar's new rule never reached the filter"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cached = p.stat(CACHED).await;
+    // Over five polls and more: never the old rule again, never decided in Envoy.
+    for _ in 0..25 {
+        assert_eq!(p.envoy.get("/api/orders", Some(&token)).await.0, 403);
+        assert_eq!(p.envoy.get("/public/doc", None).await.0, 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        p.stat(CACHED).await,
+        cached,
+        "nothing decided from held claims"
+    );
+    assert!(p.stat(MISMATCH).await >= 50, "{}", p.stat(MISMATCH).await);
 }
 
 /// What Envoy logs when a worker's copy of a Wasm VM cannot be started.

@@ -250,9 +250,23 @@ async fn replicas_with_the_same_file_and_keys_answer_the_same_generation() {
     // Another rule set (or identity, or provider) is another generation: held claims were
     // decided under the old one.
     let rules = "rules:\n  - name: open\n    match: {path: {prefix: /open/}}\n    access: public\n";
-    let other =
-        TestServer::start_ready(&config_yaml(&jwks.url(), &format!("{IN_PROXY}{rules}"))).await;
+    let other_yaml = config_yaml(&jwks.url(), &format!("{IN_PROXY}{rules}"));
+    let other = TestServer::start_ready(&other_yaml).await;
     assert_ne!(generation(&other).await.generation, generation_of_first);
+
+    // Every answer names the digest of the decision configuration, the one a filter given
+    // the same file computes (`DecisionConfig::digest`); another rule set, another digest.
+    let filter_digest = |yaml: &str| {
+        jwt_authz_core::config::DecisionConfig::from_yaml(yaml)
+            .expect("the filter reads the file")
+            .digest()
+    };
+    let same = config_yaml(&jwks.url(), IN_PROXY);
+    assert_eq!(generation(&first).await.config, Some(filter_digest(&same)));
+    assert_eq!(generation(&second).await.config, Some(filter_digest(&same)));
+    let answer = ask(&other, "GET", "/open/x", None).await;
+    assert_eq!(answer.config, Some(filter_digest(&other_yaml)));
+    assert_ne!(answer.config, generation(&first).await.config);
 }
 
 #[tokio::test]

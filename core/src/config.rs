@@ -98,6 +98,35 @@ impl DecisionConfig {
     }
 }
 
+impl DecisionConfig {
+    /// A digest of everything here that decides a request (all but `in_proxy`, which only
+    /// says how the filter holds and asks): the sidecar publishes its own with every in-proxy
+    /// answer, and a filter whose configuration gives another decides nothing itself
+    /// (`jwt_authz_core::in_proxy`). Both ends compute it from this struct's `Debug` text,
+    /// built by this one crate (JSON values in `equals` are `BTreeMap`s: sorted), so the same
+    /// configuration gives the same digest in the sidecar and in the Wasm filter. FNV-1a (64
+    /// bits), written here because the decision core takes no hashing crate and this needs no
+    /// resistance to a chosen collision: the operator writes both configurations.
+    pub fn digest(&self) -> String {
+        let text = format!(
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            self.mode,
+            self.realm,
+            self.max_token_bytes,
+            self.paths,
+            self.identity,
+            self.rules,
+            self.providers,
+        );
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in text.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{hash:016x}")
+    }
+}
+
 /// The parts of a configuration the decision reads, borrowed from whichever struct holds
 /// them (the sidecar's `Config` or [`DecisionConfig`]), for [`validate_decision`].
 #[derive(Debug, Clone, Copy)]

@@ -13,6 +13,12 @@
 //! of `<in_proxy.prefix>/generation` ([`GenerationAnswer`]), carries the sidecar's
 //! generation: a digest of its key sets that changes when a key is added or removed or the
 //! configuration is reloaded. A filter that sees another generation empties its cache.
+//!
+//! Both answers also carry the digest of the sidecar's decision configuration (rules, paths,
+//! identity headers, providers: `DecisionConfig::digest`). A filter given another
+//! configuration than the sidecar runs (a plugin configuration not yet updated after the
+//! sidecar's was reloaded, a typo) would decide by rules the sidecar no longer has: until the
+//! two digests agree, it decides nothing itself and asks the sidecar about every request.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -33,6 +39,12 @@ pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
 #[serde(deny_unknown_fields)]
 pub struct CheckAnswer {
     pub generation: String,
+    /// The digest of the sidecar's decision configuration ([`DecisionConfig::digest`]): a
+    /// filter whose own differs (or that is not told it) decides nothing itself.
+    ///
+    /// [`DecisionConfig::digest`]: crate::config::DecisionConfig::digest
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
     pub verdict: WireVerdict,
     /// The token's verified claims, when the filter may decide its later requests itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,6 +107,9 @@ pub struct CachedToken {
 #[serde(deny_unknown_fields)]
 pub struct GenerationAnswer {
     pub generation: String,
+    /// As [`CheckAnswer::config`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
     /// The DPoP challenge's `algs` when some provider takes DPoP (RFC 9449 §7.1): the
     /// filter names them when it denies a request without a token, as the sidecar would.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,6 +141,7 @@ mod tests {
         )));
         let text = serde_json::to_string(&CheckAnswer {
             generation: "1".into(),
+            config: None,
             verdict: wire.clone(),
             token: None,
         })

@@ -9,6 +9,12 @@
 //! the sidecar decides, and hands over the token's claims when claims are all its later
 //! requests need (`jwt_authz_core::in_proxy`).
 //!
+//! Nothing at all is decided here unless the sidecar has said that its decision
+//! configuration is this filter's own (the digest in its answers, `jwt_authz_core::in_proxy`):
+//! a filter left with rules the sidecar no longer has (a reload not yet rolled out to the
+//! plugin configuration, a typo) asks the sidecar about every request instead, counted as
+//! [`Counter::ConfigMismatch`].
+//!
 //! The steps and their order are the sidecar's (`Runtime::check` in the sidecar): path,
 //! route, `deny` rules, token extraction, then provider, audience, claims and identity
 //! headers on the verified claims, the most specific `mode` deciding what a denial becomes.
@@ -60,6 +66,9 @@ pub enum Counter {
     CacheHit,
     /// Decided without a token (public routes, refused paths, denials without a token).
     NoToken,
+    /// Not decided here (a callout) because the sidecar's decision configuration differs
+    /// from this filter's.
+    ConfigMismatch,
 }
 
 /// One held token: its claims as the sidecar verified them, until `expires_ms`.
@@ -85,6 +94,16 @@ pub struct Engine {
     confirmed_ms: Option<u64>,
     /// The sidecar's DPoP `algs`, as last polled (`None` until a poll answered).
     dpop_algs: Option<Option<String>>,
+    /// The digest of this filter's decision configuration.
+    digest: String,
+    /// The digest the sidecar last published (`None` until it answered, or when it named
+    /// none). Nothing is decided here unless it is this filter's own (`digest`).
+    sidecar_digest: Option<String>,
+    /// Whether the sidecar has answered at all.
+    heard_once: bool,
+    /// The sidecar's digest has just become one that is not this filter's: to be said once
+    /// ([`Engine::newly_disagreeing`]).
+    news: bool,
 }
 
 impl Engine {
@@ -102,7 +121,12 @@ impl Engine {
         }
         let in_proxy = config.in_proxy.clone().unwrap_or_default();
         let held = NonZeroUsize::new(in_proxy.max_cached_tokens).map(LruCache::new);
+        let digest = config.digest();
         Ok(Self {
+            digest,
+            sidecar_digest: None,
+            heard_once: false,
+            news: false,
             config,
             in_proxy,
             policy,
@@ -136,6 +160,39 @@ impl Engine {
         .map(|found| found.token.to_owned())
     }
 
+    /// Whether the sidecar has said its decision configuration is this filter's: only then
+    /// is anything decided here.
+    pub fn config_agrees(&self) -> bool {
+        self.sidecar_digest.as_deref() == Some(self.digest.as_str())
+    }
+
+    /// The digest of this filter's decision configuration, and the sidecar's (for the log
+    /// line that says why nothing is decided here).
+    pub fn digests(&self) -> (&str, Option<&str>) {
+        (&self.digest, self.sidecar_digest.as_deref())
+    }
+
+    /// Takes the sidecar's published digest; another than this filter's drops what is held
+    /// (its claims would be decided on by rules the sidecar no longer has).
+    fn heard(&mut self, digest: Option<String>) {
+        let agreed = self.config_agrees();
+        let changed = !self.heard_once || self.sidecar_digest != digest;
+        self.heard_once = true;
+        self.sidecar_digest = digest;
+        if !self.config_agrees() {
+            self.news |= agreed || changed;
+            if let Some(held) = self.held.as_mut() {
+                held.clear();
+            }
+        }
+    }
+
+    /// Whether the sidecar's digest has become one that is not this filter's since this was
+    /// last asked: once per digest, for one log line.
+    pub fn newly_disagreeing(&mut self) -> bool {
+        std::mem::take(&mut self.news)
+    }
+
     /// How many tokens are held now.
     pub fn held(&self) -> usize {
         self.held.as_ref().map_or(0, LruCache::len)
@@ -143,6 +200,12 @@ impl Engine {
 
     /// Decides `http` here if it can (see the module's doc); `now_ms`: Unix time in ms.
     pub fn decide(&mut self, http: &Incoming<'_>, now_ms: u64) -> (Step, Option<Counter>) {
+        if !self.config_agrees() {
+            // Not yet heard from the sidecar (no counter: every filter starts so), or told
+            // another configuration: the sidecar decides everything.
+            let counter = self.heard_once.then_some(Counter::ConfigMismatch);
+            return (Step::Callout, counter);
+        }
         let read = match decision::read(http, &self.config.paths, &self.config.identity) {
             Ok(read) => read,
             // A request that cannot be read is refused in every mode, as the sidecar
@@ -317,7 +380,8 @@ impl Engine {
         // comes from a sidecar whose keys changed since (held claims may be stale: dropped)
         // or was sent before that poll's answer (its claims may be from a removed key): it
         // holds nothing, and what is held is dropped until the next poll says which is current.
-        if self.generation.as_deref() != Some(answer.generation.as_str()) {
+        self.heard(answer.config);
+        if self.generation.as_deref() != Some(answer.generation.as_str()) || !self.config_agrees() {
             if let Some(held) = self.held.as_mut() {
                 held.clear();
             }
@@ -357,6 +421,7 @@ impl Engine {
     /// than before empties the held tokens (a key was removed or added, or the sidecar's
     /// configuration changed).
     pub fn polled(&mut self, answer: GenerationAnswer, now_ms: u64) {
+        self.heard(answer.config);
         if self.generation.as_deref() != Some(answer.generation.as_str()) {
             if let Some(held) = self.held.as_mut() {
                 held.clear();

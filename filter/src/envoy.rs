@@ -53,6 +53,7 @@ struct Metrics {
     callouts: Option<u32>,
     callout_failures: Option<u32>,
     poll_failures: Option<u32>,
+    config_mismatch: Option<u32>,
 }
 
 impl Metrics {
@@ -65,6 +66,7 @@ impl Metrics {
             callouts: counter("jwt_authz_filter_callouts"),
             callout_failures: counter("jwt_authz_filter_callout_failures"),
             poll_failures: counter("jwt_authz_filter_poll_failures"),
+            config_mismatch: counter("jwt_authz_filter_config_mismatch_callouts"),
         }
     }
 
@@ -78,6 +80,7 @@ impl Metrics {
         match counter {
             Some(Counter::CacheHit) => Self::count(self.in_proxy_cached),
             Some(Counter::NoToken) => Self::count(self.in_proxy_no_token),
+            Some(Counter::ConfigMismatch) => Self::count(self.config_mismatch),
             None => {}
         }
     }
@@ -94,6 +97,21 @@ fn now_ms() -> u64 {
 
 /// The worker's engine, shared by the root context and every request's context.
 type Shared = Rc<RefCell<Engine>>;
+
+/// Hands the engine an answer of the sidecar's, saying once (a log line) when the sidecar's
+/// decision configuration turns out not to be the filter's own.
+fn hear<R>(engine: &Shared, apply: impl FnOnce(&mut Engine) -> R) -> R {
+    let mut engine = engine.borrow_mut();
+    let result = apply(&mut engine);
+    if engine.newly_disagreeing() {
+        let (own, sidecar) = engine.digests();
+        warn!(
+            "jwt-authz filter: the sidecar's decision configuration ({}) is not this filter's ({own}): every request is asked of the sidecar until they agree",
+            sidecar.unwrap_or("not named")
+        );
+    }
+    result
+}
 
 #[derive(Default)]
 struct Root {
@@ -113,7 +131,7 @@ impl Context for Root {
             .then(|| self.read_answer::<GenerationAnswer>(body_size))
             .flatten();
         match (answer, &self.engine) {
-            (Some(answer), Some(engine)) => engine.borrow_mut().polled(answer, now_ms()),
+            (Some(answer), Some(engine)) => hear(engine, |e| e.polled(answer, now_ms())),
             _ => {
                 Metrics::count(self.metrics.poll_failures);
                 debug!("jwt-authz sidecar did not answer the generation poll");
@@ -233,9 +251,8 @@ impl Context for Request {
             .flatten();
         let verdict = match (answer, &self.engine) {
             (Some(answer), Some(engine)) => {
-                engine
-                    .borrow_mut()
-                    .answered(self.token.as_deref(), answer, now_ms())
+                let token = self.token.as_deref();
+                hear(engine, |e| e.answered(token, answer, now_ms()))
             }
             (None, Some(engine)) => {
                 Metrics::count(self.metrics.callout_failures);

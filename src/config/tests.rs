@@ -674,3 +674,30 @@ fn verification_threads_and_their_queue_are_bounded() {
         assert!(error.contains(field), "{limits}: {error}");
     }
 }
+
+/// The sidecar and the in-proxy filter read the same file and must compute the same decision
+/// digest from it (the filter decides nothing while they differ); a change to a rule changes
+/// it, a change to what only the sidecar or only the filter's holding reads does not.
+#[test]
+fn the_decision_digest_is_the_filters_for_the_same_file() {
+    for text in [
+        include_str!("../../config/example.yaml"),
+        include_str!("../../deploy/kubernetes/config.yaml"),
+    ] {
+        let sidecar = Config::from_yaml(text).unwrap().decision().digest();
+        let filter = DecisionConfig::from_yaml(text).unwrap().digest();
+        assert_eq!(sidecar, filter);
+    }
+    let text = include_str!("../../config/example.yaml");
+    let digest = |text: &str| Config::from_yaml(text).unwrap().decision().digest();
+    let base = digest(text);
+    let rule_changed = text.replace("any_of: [admin]", "any_of: [admin, ops]");
+    assert_ne!(text, rule_changed);
+    assert_ne!(digest(&rule_changed), base);
+    let limits_changed = text.replace(
+        "max_queued_verifications: 1024",
+        "max_queued_verifications: 7",
+    );
+    assert_ne!(text, limits_changed);
+    assert_eq!(digest(&limits_changed), base);
+}

@@ -173,6 +173,7 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
             let token = runtime.in_proxy_token(&outcome);
             return json(&CheckAnswer {
                 generation: runtime.generation(),
+                config: Some(runtime.decision_digest().to_owned()),
                 verdict: WireVerdict::from(outcome.verdict),
                 token,
             });
@@ -180,6 +181,7 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
         if rest == "/generation" && parts.method == Method::GET {
             return json(&GenerationAnswer {
                 generation: runtime.generation(),
+                config: Some(runtime.decision_digest().to_owned()),
                 dpop_algs: runtime.dpop_algs().map(str::to_owned),
             });
         }

@@ -77,6 +77,7 @@ fn claims(sub: &str, role: &str) -> Map<String, Value> {
 fn allow_answer(generation: &str, claims: Map<String, Value>, cache_for: u64) -> CheckAnswer {
     CheckAnswer {
         generation: generation.to_owned(),
+        config: None,
         verdict: WireVerdict::Allow {
             set: vec![],
             remove: vec![],
@@ -89,10 +90,24 @@ fn allow_answer(generation: &str, claims: Map<String, Value>, cache_for: u64) ->
     }
 }
 
+/// The sidecar's answer under this engine's own decision configuration (its digest).
+fn answered(
+    engine: &mut Engine,
+    token: Option<&str>,
+    mut answer: CheckAnswer,
+    now: u64,
+) -> WireVerdict {
+    answer.config = Some(engine.digests().0.to_owned());
+    engine.answered(token, answer, now)
+}
+
+/// A poll answered by a sidecar whose decision configuration is this engine's.
 fn poll(engine: &mut Engine, generation: &str, now: u64) {
+    let config = Some(engine.digests().0.to_owned());
     engine.polled(
         GenerationAnswer {
             generation: generation.to_owned(),
+            config,
             dpop_algs: None,
         },
         now,
@@ -111,7 +126,8 @@ fn status(step: &Step) -> u16 {
 fn holding_alice() -> Engine {
     let mut e = engine("");
     poll(&mut e, "g1", T0);
-    e.answered(
+    answered(
+        &mut e,
         Some("tok-alice"),
         allow_answer("g1", claims("alice", "user"), 300),
         T0,
@@ -171,15 +187,26 @@ fn only_the_exact_token_is_a_hit() {
 #[test]
 fn what_needs_the_sidecar_is_a_callout() {
     let mut e = engine("");
-    // Nothing confirmed yet: every token, and a denial whose challenge may name DPoP.
-    assert_eq!(status_of(&mut e, "/api/x", Some("tok")), 0);
-    assert_eq!(status_of(&mut e, "/api/x", None), 0);
-    // Decided without the sidecar all the same: public, deny rules, refused paths.
+    // Not yet told that the sidecar's configuration is this one: nothing is decided here.
+    for (target, token) in [
+        ("/api/x", Some("tok")),
+        ("/api/x", None),
+        ("/public/x", None),
+        ("/closed/x", Some("tok")),
+        ("/api%2Fx", None),
+    ] {
+        assert_eq!(
+            decide(&mut e, &get(target, token), T0),
+            (Step::Callout, None),
+            "{target}"
+        );
+    }
+    // Once polled, decided without the sidecar: public, deny rules, refused paths, and a
+    // request without a token.
+    poll(&mut e, "g1", T0);
     assert_eq!(status_of(&mut e, "/public/x", None), 200);
     assert_eq!(status_of(&mut e, "/closed/x", Some("tok")), 403);
     assert_eq!(status_of(&mut e, "/api%2Fx", None), 400);
-    // Once polled, a request without a token is denied here.
-    poll(&mut e, "g1", T0);
     let (step, counter) = decide(&mut e, &get("/api/x", None), T0 + 1);
     assert_eq!((status(&step), counter), (401, Some(Counter::NoToken)));
 
@@ -213,7 +240,7 @@ fn held_claims_end_with_their_bounds() {
     poll(&mut e, "g1", T0);
     let mut c = claims("bob", "user");
     c["exp"] = json!(T0 / 1000 + 2);
-    e.answered(Some("tok-bob"), allow_answer("g1", c, 300), T0);
+    answered(&mut e, Some("tok-bob"), allow_answer("g1", c, 300), T0);
     assert_eq!(
         status(&decide(&mut e, &get("/api/x", Some("tok-bob")), T0 + 1_999).0),
         200
@@ -251,7 +278,8 @@ fn another_generation_empties_the_cache() {
         0
     );
     // An answer under the polled generation is held.
-    e.answered(
+    answered(
+        &mut e,
         Some("tok-a"),
         allow_answer("g2", claims("a", "user"), 60),
         T0 + 12,
@@ -260,7 +288,8 @@ fn another_generation_empties_the_cache() {
     // One under another generation empties the cache and holds nothing: the sidecar's keys
     // changed since the poll, or the answer was sent before it (a late answer from before a
     // key's removal must not bring back a token of the removed key). Its verdict applies.
-    let verdict = e.answered(
+    let verdict = answered(
+        &mut e,
         Some("tok-b"),
         allow_answer("g1", claims("b", "user"), 60),
         T0 + 13,
@@ -273,7 +302,8 @@ fn another_generation_empties_the_cache() {
     );
     // Until the next poll says which generation is current.
     poll(&mut e, "g3", T0 + 15);
-    e.answered(
+    answered(
+        &mut e,
         Some("tok-b"),
         allow_answer("g3", claims("b", "user"), 60),
         T0 + 16,
@@ -288,7 +318,12 @@ fn another_generation_empties_the_cache() {
 fn the_cache_is_bounded_and_answers_without_claims_hold_nothing() {
     let mut e = holding_alice();
     for (token, sub) in [("tok-b", "b"), ("tok-c", "c")] {
-        e.answered(Some(token), allow_answer("g1", claims(sub, "user"), 60), T0);
+        answered(
+            &mut e,
+            Some(token),
+            allow_answer("g1", claims(sub, "user"), 60),
+            T0,
+        );
     }
     assert_eq!(e.held(), 2, "max_cached_tokens: 2");
     assert_eq!(
@@ -301,11 +336,12 @@ fn the_cache_is_bounded_and_answers_without_claims_hold_nothing() {
     poll(&mut e, "g1", T0);
     let mut answer = allow_answer("g1", claims("d", "user"), 60);
     answer.token = None;
-    e.answered(Some("tok-d"), answer, T0);
+    answered(&mut e, Some("tok-d"), answer, T0);
     let mut answer = allow_answer("g1", claims("e", "user"), 60);
     answer.token.as_mut().expect("token").provider = "elsewhere".to_owned();
-    e.answered(Some("tok-e"), answer, T0);
-    e.answered(
+    answered(&mut e, Some("tok-e"), answer, T0);
+    answered(
+        &mut e,
         Some("tok-f"),
         allow_answer("g1", claims("f", "user"), 0),
         T0,
@@ -316,7 +352,8 @@ fn the_cache_is_bounded_and_answers_without_claims_hold_nothing() {
         Engine::from_config(&CONFIG.replace("max_cached_tokens: 2", "max_cached_tokens: 0"))
             .expect("valid");
     poll(&mut e, "g1", T0);
-    e.answered(
+    answered(
+        &mut e,
         Some("tok-a"),
         allow_answer("g1", claims("a", "user"), 60),
         T0,
@@ -328,7 +365,8 @@ fn the_cache_is_bounded_and_answers_without_claims_hold_nothing() {
 fn shadow_mode_lets_denials_through_as_the_sidecar_does() {
     let mut e = engine("mode: shadow\n");
     poll(&mut e, "g1", T0);
-    e.answered(
+    answered(
+        &mut e,
         Some("tok-alice"),
         allow_answer("g1", claims("alice", "user"), 300),
         T0,
@@ -384,4 +422,76 @@ fn a_clock_gone_back_confirms_nothing() {
     assert_eq!(decide(&mut e, &held, 0).0, Step::Callout);
     // The clock back in step: held again, within the bound.
     assert_eq!(status(&decide(&mut e, &held, T0 + 2).0), 200);
+}
+
+/// A sidecar running another decision configuration (a rule changed there and not in the
+/// plugin configuration): nothing is decided here, held claims are dropped, and it is said
+/// once; when the two agree again, deciding here resumes.
+#[test]
+fn a_sidecar_with_another_configuration_decides_everything() {
+    let mut e = holding_alice();
+    assert_eq!(status_of(&mut e, "/api/x", Some("tok-alice")), 200);
+    assert_eq!(status_of(&mut e, "/public/x", None), 200);
+    assert!(e.config_agrees());
+    assert!(!e.newly_disagreeing());
+
+    let other = engine("mode: shadow\n").digests().0.to_owned();
+    assert_ne!(
+        other,
+        e.digests().0,
+        "another configuration, another digest"
+    );
+    e.polled(
+        GenerationAnswer {
+            generation: "g1".to_owned(),
+            config: Some(other.clone()),
+            dpop_algs: None,
+        },
+        T0 + 1,
+    );
+    assert!(!e.config_agrees());
+    assert!(e.newly_disagreeing(), "said once");
+    assert!(!e.newly_disagreeing());
+    assert_eq!(e.held(), 0);
+    for (target, token) in [
+        ("/api/x", Some("tok-alice")),
+        ("/public/x", None),
+        ("/closed/x", None),
+        ("/api%2Fx", None),
+    ] {
+        assert_eq!(
+            decide(&mut e, &get(target, token), T0 + 2),
+            (Step::Callout, Some(Counter::ConfigMismatch)),
+            "{target}"
+        );
+    }
+    // Its answers hold nothing while the configurations differ.
+    let mut mismatched = allow_answer("g1", claims("alice", "user"), 300);
+    mismatched.config = Some(other.clone());
+    e.answered(Some("tok-alice"), mismatched, T0 + 3);
+    assert_eq!(e.held(), 0);
+    assert!(!e.newly_disagreeing(), "the same digest again is not news");
+    // A sidecar that names no digest (an older one) is not known to agree either.
+    let mut unnamed = allow_answer("g1", claims("alice", "user"), 300);
+    unnamed.config = None;
+    e.answered(Some("tok-alice"), unnamed, T0 + 4);
+    assert_eq!(e.held(), 0);
+    assert!(e.newly_disagreeing());
+    assert_eq!(
+        decide(&mut e, &get("/public/x", None), T0 + 5).1,
+        Some(Counter::ConfigMismatch)
+    );
+
+    // The plugin configuration catches up (or the sidecar is rolled back): decided here.
+    poll(&mut e, "g1", T0 + 6);
+    assert!(e.config_agrees());
+    assert_eq!(status_of(&mut e, "/public/x", None), 200);
+    answered(
+        &mut e,
+        Some("tok-alice"),
+        allow_answer("g1", claims("alice", "user"), 300),
+        T0 + 7,
+    );
+    let (step, counter) = decide(&mut e, &get("/api/x", Some("tok-alice")), T0 + 8);
+    assert_eq!((status(&step), counter), (200, Some(Counter::CacheHit)));
 }
