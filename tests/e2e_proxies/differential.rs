@@ -211,8 +211,8 @@ fn cases() -> Vec<Case> {
             )
         },
     ];
-    // Every `-`/`_` spelling of an identity header but its own, on a protected route with a
-    // token and on a public route without one.
+    // Every `-`/`_` spelling of an identity header but its own: on an authenticated route
+    // and a claim-protected one with a token, and on a public route without one.
     for name in ["x_user_id", "X-User_Id", "x_USER-role", "X_User_Name"] {
         let headers: &'static [(&'static str, &'static str)] =
             Box::leak(Box::new([(name, "admin")]));
@@ -220,6 +220,18 @@ fn cases() -> Vec<Case> {
             headers,
             except: NGINX_DROPS,
             ..case("lookalike identity header", "/api/orders", true, Malformed)
+        });
+        // On the claim-protected route: refused before the rule, except by nginx, which
+        // drops the header and lets the rule deny the user's token.
+        all.push(Case {
+            headers,
+            except: &[(Front::Nginx, Denied)],
+            ..case(
+                "lookalike identity header, claim route",
+                "/api/users",
+                true,
+                Malformed,
+            )
         });
         all.push(Case {
             headers,
