@@ -4,6 +4,11 @@
 //! that order), `rules/<n>/none` a path no rule matches (the default route), both as
 //! `Policy::route` answers (`route`: through the index from 16 rules on, in order below)
 //! and with every rule tried in order (`linear`, the reference).
+//!
+//! `read/*`: the first step of every decision on a request of 12 headers, as the sidecar and
+//! the filter run it (`decision::read`: canonical path and host, no lookalike identity
+//! header), against the canonical path alone (all that step did before hosts and header
+//! spellings were read too).
 
 use std::collections::HashMap;
 
@@ -65,5 +70,54 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+fn read(c: &mut Criterion) {
+    use jwt_authz::config::{IdentityConfig, PathConfig};
+    use jwt_authz::decision;
+    use jwt_authz::request::{Incoming, canonical_path};
+    let headers: HashMap<String, String> = [
+        ("accept", "application/json"),
+        ("accept-encoding", "gzip, deflate, br"),
+        ("accept-language", "en-GB,en;q=0.9"),
+        ("authorization", "Bearer eyJhbGciOiJSUzI1NiJ9.e30.sig"),
+        ("cache-control", "no-cache"),
+        ("content-type", "application/json"),
+        ("cookie", "session=abc; theme=dark"),
+        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64)"),
+        ("x-forwarded-for", "203.0.113.7"),
+        ("x-forwarded-proto", "https"),
+        ("x-request-id", "9f1c2a4e-7d3b-4c8a-9e21-5b6f0a1d2c3e"),
+        ("x-user-id", "spoofed"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let ext = HashMap::new();
+    let paths = PathConfig::default();
+    let identity = IdentityConfig::default();
+    let mut group = c.benchmark_group("read");
+    for (name, host) in [
+        ("canonical-host", "api.example.com"),
+        ("ported-host", "API.example.com.:8443"),
+    ] {
+        let http = Incoming {
+            method: "GET",
+            target: "/api/orders/42?page=2",
+            host,
+            headers: &headers,
+            context_extensions: &ext,
+            scheme: None,
+            certificate: None,
+        };
+        assert!(decision::read(&http, &paths, &identity).is_ok());
+        group.bench_function(format!("decision/{name}"), |b| {
+            b.iter(|| decision::read(std::hint::black_box(&http), &paths, &identity).is_ok())
+        });
+    }
+    group.bench_function("path-only", |b| {
+        b.iter(|| canonical_path(std::hint::black_box("/api/orders/42?page=2"), &paths).is_ok())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, read);
 criterion_main!(benches);
