@@ -1,33 +1,33 @@
 //! The decision for one request, and the runtime that one configuration builds: providers and
 //! their key stores, route policy, token cache. A reload builds a new runtime and swaps it in.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use opentelemetry::trace::FutureExt as _;
 use tokio::task::JoinHandle;
 
 use crate::config::{
-    CertificateBinding, Config, DpopMode, JwksHttpConfig, JwksSource, Mode, ReplayStoreConfig,
-    StatusListMode, TokenSource,
+    CertificateBinding, Config, DpopMode, JwksHttpConfig, JwksSource, ReplayStoreConfig,
+    StatusListMode,
 };
-use crate::decision;
+use crate::decision::{Checks, Decider, Decision, Stop, Verified};
 use crate::dpop::NonceCheck;
 use crate::dpop::nonce::Nonces;
 use crate::dpop::replay::{MemoryStore, RedisStore, ReplayStore, StoreError};
-use crate::extract;
-use crate::in_proxy::CachedToken;
+use crate::extract::Found;
+use crate::in_proxy::{CachedToken, CheckAnswer, WireVerdict};
 
 use crate::jwks::snapshot::SnapshotFile;
 use crate::jwks::{self, KeyStore};
 use crate::metrics::{KeySetStatus, Metrics};
-use crate::policy::{AccessKind, Policy, Route};
-use crate::request::{Incoming, RequestInfo};
+use crate::request::Incoming;
 use crate::response::{Denial, Deny, Verdict};
 use crate::revocation::StatusLists;
 use crate::sender::{self, ReplayCheck};
 use crate::telemetry::{self, Telemetry};
 use crate::token_cache::{self, TokenCache};
+use crate::verify::jws::Record;
 use crate::verify::pool::{PoolSettings, VerifyPool};
 use crate::verify::{Provider, VerifiedToken, Verifier, VerifyError};
 
@@ -164,9 +164,8 @@ impl Replay {
 pub struct Runtime {
     config: Arc<Config>,
     verifier: Verifier,
-    /// Every place any provider accepts tokens from, each listed once.
-    sources: Vec<TokenSource>,
-    policy: Policy,
+    /// The decision's configuration compiled: rules, token sources, the pipeline.
+    decider: Decider,
     cache: TokenCache,
     metrics: Arc<Metrics>,
     refreshers: Vec<JoinHandle<()>>,
@@ -292,18 +291,12 @@ impl Runtime {
         metrics: Arc<Metrics>,
         telemetry: Telemetry,
     ) -> Result<Self, StartError> {
-        let policy = Policy::new(&config.rules, &config.paths, &config.provider_names())?;
+        let decider = Decider::new(config.decision())?;
         if let Some(dir) = &config.state_dir {
             open_state_dir(dir)?;
         }
-        let mut sources: Vec<TokenSource> = Vec::new();
         let mut providers = Vec::with_capacity(config.providers.len());
         for (index, provider) in config.providers.iter().enumerate() {
-            for source in &provider.token_sources {
-                if !sources.contains(source) {
-                    sources.push(source.clone());
-                }
-            }
             let unchanged = previous.and_then(|prev| {
                 prev.verifier
                     .providers()
@@ -407,7 +400,7 @@ impl Runtime {
             .collect();
         Ok(Self {
             config_digest: config_digest(&config),
-            decision_digest: config.decision().digest(),
+            decision_digest: decider.config().digest(),
             pool,
             replay,
             dpop_algs,
@@ -416,8 +409,7 @@ impl Runtime {
             cache: TokenCache::new(&config.token_cache),
             config: Arc::new(config),
             verifier: Verifier::new(providers),
-            sources,
-            policy,
+            decider,
             metrics,
             refreshers,
             telemetry,
@@ -555,51 +547,95 @@ impl Runtime {
         })
     }
 
+    /// The answer to an in-proxy callout decided as `outcome`: its verdict, the claims the
+    /// filter may hold ([`Runtime::in_proxy_token`]), the generation and the decision
+    /// configuration's digest.
+    pub fn in_proxy_answer(&self, outcome: Outcome<'_>) -> CheckAnswer {
+        CheckAnswer {
+            generation: self.generation(),
+            config: Some(self.decision_digest.clone()),
+            token: self.in_proxy_token(&outcome),
+            verdict: WireVerdict::from(outcome.verdict),
+        }
+    }
+
     /// Decides one request, whichever front end it came through.
     pub async fn check(&self, http: &Incoming<'_>) -> Outcome<'_> {
-        let mut outcome = Outcome::pending();
-        let route_mode;
-        let result = match (
-            InFlight::enter(&self.in_flight, self.config.limits.max_concurrent_checks),
-            decision::read(http, &self.config.paths, &self.config.identity),
-        ) {
-            (None, read) => {
-                // Shedding load is a denial like any other: the route's own mode decides
-                // what it becomes (a `mode: enforce` route stays closed under a top-level
-                // `mode: shadow`), and a request that cannot be read is never let through.
-                route_mode = match read {
-                    Ok(read) => {
-                        let request = RequestInfo::new(
-                            http.method,
-                            &read.path,
-                            &read.host,
-                            http.context_extensions,
-                        );
-                        self.policy.route(&request).mode
-                    }
-                    Err(_) => Some(Mode::Enforce),
-                };
-                Err(Deny::Overloaded)
-            }
-            (Some(_in_flight), Ok(read)) => {
-                let request =
-                    RequestInfo::new(http.method, &read.path, &read.host, http.context_extensions);
-                let route = self.policy.route(&request);
-                outcome.rule = route.name;
-                route_mode = route.mode;
-                self.decide(http, &route, &mut outcome).await
-            }
-            (Some(_), Err(deny)) => {
-                tracing::debug!(reason = deny.answer().reason, detail = ?deny, "refusing the request before any rule");
-                // Refused in every mode (`decision::read`): a garbled path or host must not
-                // reach a `mode: enforce` route under a top-level `mode: shadow`, nor a
-                // lookalike identity header an app.
-                route_mode = Some(Mode::Enforce);
-                Err(deny)
-            }
+        self.run(http, None).await.0
+    }
+
+    /// Decides one request with the core's pipeline ([`Decider::decide`]), this runtime
+    /// supplying verification ([`Io`]); `record` (for `explain`) receives the verifier's
+    /// checks. Returns the outcome and the pipeline's steps.
+    pub(crate) async fn run<'s, 'r>(
+        &'s self,
+        http: &Incoming<'r>,
+        record: Record<'_>,
+    ) -> (Outcome<'s>, Decision<'s, 'r, bool>)
+    where
+        's: 'r,
+    {
+        let algs = self.dpop_algs.as_deref();
+        let io = Io {
+            runtime: self,
+            http,
+            hash: OnceLock::new(),
+            record,
         };
-        self.conclude(http, result, route_mode, &mut outcome);
-        outcome
+        let decision =
+            match InFlight::enter(&self.in_flight, self.config.limits.max_concurrent_checks) {
+                // Shedding load is a denial like any other: the route's own mode decides what
+                // it becomes, and a request that cannot be read is never let through.
+                None => self.decider.shed(http, Deny::Overloaded, algs),
+                Some(_in_flight) => match self.decider.decide(http, &io, algs).await {
+                    Some(decision) => decision,
+                    // Unreachable: this runtime's steps never defer; fail closed all the same.
+                    None => self.decider.shed(http, Deny::SidecarUnavailable, algs),
+                },
+            };
+        let mut decision = decision;
+        let outcome = self.outcome(&mut decision, io.hash.get().copied());
+        (outcome, decision)
+    }
+
+    /// What the log line and the metrics record of a decision.
+    fn outcome<'s>(
+        &'s self,
+        d: &mut Decision<'s, '_, bool>,
+        token: Option<token_cache::TokenHash>,
+    ) -> Outcome<'s> {
+        let cached = d.verified.as_ref().map(|v| v.note);
+        let reason = match (&d.deny, cached) {
+            (Some(deny), _) => deny.answer().reason,
+            (None, Some(true)) => "cached",
+            (None, Some(false)) => "verified",
+            (None, None) => "public",
+        };
+        let rule = d.route.map_or("-", |r| r.name);
+        match &d.deny {
+            Some(deny) if d.read.is_none() => {
+                tracing::debug!(reason, detail = ?deny, "refusing the request before any rule");
+            }
+            Some(Deny::UnsafeClaim) => {
+                tracing::warn!("denying token whose claim cannot be a header");
+            }
+            _ => {}
+        }
+        if d.shadowed() {
+            self.metrics
+                .record_shadow_denial(reason, rule, d.provider.map_or("-", |p| p.name));
+        }
+        Outcome {
+            // The verdict moves to the outcome; the decision keeps an empty denial.
+            verdict: std::mem::replace(&mut d.verdict, Outcome::pending().verdict),
+            allowed: d.allowed,
+            reason,
+            rule,
+            token,
+            identity: d.verified.as_ref().map(|v| Arc::clone(&v.token)),
+            would_deny: d.shadowed().then_some(reason),
+            cache_hit: cached.filter(|_| self.cache.enabled()),
+        }
     }
 
     /// Answers a request that cannot be decided on: its front end could not say what the
@@ -609,160 +645,15 @@ impl Runtime {
     pub fn refuse(&self, deny: Deny) -> Outcome<'_> {
         let mut outcome = Outcome::pending();
         outcome.reason = deny.answer().reason;
-        outcome.verdict = Verdict::Deny(self.denial(&deny));
+        outcome.verdict = Verdict::Deny(self.decider.denial(&deny, self.dpop_algs.as_deref()));
         outcome
-    }
-
-    /// A denial as the client sees it, with the DPoP challenge when DPoP is accepted.
-    fn denial(&self, deny: &Deny) -> Denial {
-        deny.denial_with(&self.config.realm, self.dpop_algs.as_deref())
-    }
-
-    /// Turns the decision into the verdict: a denial stands in enforce mode and becomes a
-    /// shadow allow in shadow mode.
-    fn conclude(
-        &self,
-        http: &Incoming<'_>,
-        result: Result<Verdict, Deny>,
-        route_mode: Option<Mode>,
-        outcome: &mut Outcome<'_>,
-    ) {
-        match result {
-            Ok(verdict) => {
-                outcome.verdict = verdict;
-                outcome.allowed = true;
-            }
-            Err(deny) => {
-                let answer = deny.answer();
-                outcome.reason = answer.reason;
-                // The most specific mode applies: the rule's, the provider's of a verified
-                // token, the top level's.
-                let provider = outcome
-                    .identity
-                    .as_ref()
-                    .and_then(|v| self.verifier.provider(v.provider));
-                let mode = decision::mode(
-                    route_mode,
-                    provider.and_then(|p| p.config().mode),
-                    self.config.mode,
-                );
-                if mode == Mode::Shadow {
-                    outcome.verdict =
-                        self.shadow_allow(http, &deny, provider, outcome.identity.as_ref());
-                    outcome.allowed = true;
-                    outcome.would_deny = Some(answer.reason);
-                    self.metrics.record_shadow_denial(
-                        answer.reason,
-                        outcome.rule,
-                        provider.map_or("-", |p| p.config().name.as_str()),
-                    );
-                } else {
-                    outcome.verdict = Verdict::Deny(self.denial(&deny));
-                    outcome.allowed = false;
-                }
-            }
-        }
-    }
-
-    /// The OK answer shadow mode gives instead of `deny` ([`decision::shadow_allow`]).
-    fn shadow_allow(
-        &self,
-        http: &Incoming<'_>,
-        deny: &Deny,
-        provider: Option<&Provider>,
-        identity: Option<&Arc<VerifiedToken>>,
-    ) -> Verdict {
-        let identity = provider
-            .zip(identity)
-            .map(|(provider, token)| decision::Identity {
-                provider: provider.view(),
-                token,
-            });
-        let found = extract::extract(
-            http.headers,
-            http.target,
-            &self.sources,
-            self.config.max_token_bytes,
-        )
-        .ok()
-        .flatten();
-        let strip = decision::stripped(&self.config.identity, found.as_ref());
-        match decision::shadow_allow(&self.config.identity, deny, identity.as_ref(), strip) {
-            Ok(verdict) => verdict,
-            // Unreachable (no claims, nothing unsafe), but never an allow by accident.
-            Err(_) => Verdict::Deny(self.denial(&Deny::UnsafeClaim)),
-        }
-    }
-
-    /// The OK answer, or why the request is denied; fills in what `outcome` records.
-    async fn decide(
-        &self,
-        http: &Incoming<'_>,
-        route: &Route<'_>,
-        outcome: &mut Outcome<'_>,
-    ) -> Result<Verdict, Deny> {
-        if route.kind == AccessKind::Deny {
-            return Err(Deny::DeniedByRule);
-        }
-        let found = extract::extract(
-            http.headers,
-            http.target,
-            &self.sources,
-            self.config.max_token_bytes,
-        )
-        .map_err(Deny::from)?;
-        let Some(found) = found else {
-            if route.kind != AccessKind::Public {
-                return Err(Deny::MissingToken);
-            }
-            let verdict = self.allow(None, None)?;
-            outcome.reason = "public";
-            return Ok(verdict);
-        };
-        let hash = token_cache::token_hash(found.token);
-        outcome.token = Some(hash);
-        let (verified, cached) = self.verified(&hash, found.token).await?;
-        outcome.cache_hit = self.cache.enabled().then_some(cached);
-        outcome.identity = Some(Arc::clone(&verified));
-        let provider = self
-            .verifier
-            .provider(verified.provider)
-            .ok_or(Deny::Invalid(VerifyError::UnknownIssuer))?;
-        decision::accepts(route, &found, &provider.view(), &verified.claims)?;
-        // After the cache, on every request: a revoked token is refused from the moment
-        // its list says so, however long ago it was verified.
-        if let Some(status) = &provider.status {
-            Box::pin(status.check(&verified.claims, self.config.limits.check_timeout)).await?;
-        }
-        // After the cache, on every request: a proof (or certificate) proves this request,
-        // not the token. The replay check comes before the claims check, so shadow mode
-        // never passes identity headers along with a replayed proof.
-        if let Some(replay) = self.sender_constraint(http, &found, provider, &verified)? {
-            Box::pin(self.first_use(&replay)).await?;
-        }
-        decision::claims_hold(route, &verified.claims)?;
-        let strip = decision::stripped(&self.config.identity, Some(&found));
-        let identity = decision::Identity {
-            provider: provider.view(),
-            token: &verified,
-        };
-        let mut verdict = self.allow(Some(&identity), strip)?;
-        // The proof is a credential too: it stays here with the token.
-        if let Verdict::Allow { mutation, .. } = &mut verdict
-            && found.scheme == extract::Scheme::Dpop
-            && self.config.identity.strip_authorization
-        {
-            mutation.remove.push("dpop".to_owned());
-        }
-        outcome.reason = if cached { "cached" } else { "verified" };
-        Ok(verdict)
     }
 
     /// The token's bindings checked against the request (module [`sender`]).
     fn sender_constraint(
         &self,
         http: &Incoming<'_>,
-        found: &extract::Found<'_>,
+        found: &Found<'_>,
         provider: &Provider,
         verified: &VerifiedToken,
     ) -> Result<Option<ReplayCheck>, Deny> {
@@ -823,28 +714,15 @@ impl Runtime {
         }
     }
 
-    /// The rule that applies to a request (for `explain`).
-    pub fn route(&self, request: &RequestInfo<'_>) -> Route<'_> {
-        self.policy.route(request)
-    }
-
-    /// The one token a request carries, if it can be found unambiguously (for `explain`).
-    pub fn token_in(&self, http: &Incoming<'_>) -> Option<String> {
-        extract::extract(
-            http.headers,
-            http.target,
-            &self.sources,
-            self.config.max_token_bytes,
-        )
-        .ok()
-        .flatten()
-        .map(|found| found.token.to_owned())
+    /// The decision's configuration, compiled.
+    pub fn decider(&self) -> &Decider {
+        &self.decider
     }
 
     /// Verifies a token against its provider, without the cache or route rules (so without
     /// the audience check, which depends on the route).
     pub async fn verify_token(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
-        self.verifier.verify(token, &self.pool).await
+        self.verifier.verify(token, &self.pool, None).await
     }
 
     /// The verified claims for a token, from the cache when its key is still published.
@@ -852,6 +730,7 @@ impl Runtime {
         &self,
         hash: &token_cache::TokenHash,
         token: &str,
+        record: Record<'_>,
     ) -> Result<(Arc<VerifiedToken>, bool), Deny> {
         if let Some(hit) = self.cache.get(hash).await {
             let key_live = self
@@ -869,7 +748,7 @@ impl Runtime {
         }
         // Boxed: its future (timeout, key fetch, hand-off) is most of a check's, and a check
         // future is moved several times on its way; a cache hit should not carry it.
-        Box::pin(self.verify_fresh(hash, token)).await
+        Box::pin(self.verify_fresh(hash, token, record)).await
     }
 
     /// A token not in the cache (or whose key went away): verified, then cached.
@@ -877,6 +756,7 @@ impl Runtime {
         &self,
         hash: &token_cache::TokenHash,
         token: &str,
+        record: Record<'_>,
     ) -> Result<(Arc<VerifiedToken>, bool), Deny> {
         // The one step of a check that can wait (on a key fetch); bounding it here keeps the
         // timer off the cached path. Its span (when traced) is the parent of a key fetch it
@@ -884,8 +764,13 @@ impl Runtime {
         let step = self.telemetry.step_span("jwt-authz verify token");
         let verifying = tokio::time::timeout(self.config.limits.check_timeout, async {
             match &step {
-                Some(cx) => self.verify_token(token).with_context(cx.clone()).await,
-                None => self.verify_token(token).await,
+                Some(cx) => {
+                    self.verifier
+                        .verify(token, &self.pool, record)
+                        .with_context(cx.clone())
+                        .await
+                }
+                None => self.verifier.verify(token, &self.pool, record).await,
             }
         })
         .await;
@@ -907,16 +792,53 @@ impl Runtime {
         self.cache.insert(*hash, Arc::clone(&verified)).await;
         Ok((verified, false))
     }
+}
 
-    /// The OK answer ([`decision::allow`]); a claim that cannot be a header denies.
-    fn allow(
-        &self,
-        identity: Option<&decision::Identity<'_>>,
-        strip: Option<&str>,
-    ) -> Result<Verdict, Deny> {
-        decision::allow(&self.config.identity, identity, strip).map_err(|unsafe_claim| {
-            tracing::warn!(%unsafe_claim, "denying token whose claim cannot be a header");
-            Deny::UnsafeClaim
+/// The sidecar's own steps of the pipeline: verification through the token cache, key
+/// fetches and the signature check; the bind step's status lists, DPoP proofs and
+/// certificates.
+struct Io<'a> {
+    runtime: &'a Runtime,
+    http: &'a Incoming<'a>,
+    /// The token's SHA-256, once found (the log line's fingerprint, also for a token
+    /// refused).
+    hash: OnceLock<token_cache::TokenHash>,
+    record: Record<'a>,
+}
+
+impl Checks for Io<'_> {
+    /// Whether the token cache answered.
+    type Note = bool;
+
+    async fn verify(&self, found: &Found<'_>) -> Result<Verified<bool>, Stop> {
+        let hash = *self
+            .hash
+            .get_or_init(|| token_cache::token_hash(found.token));
+        let (token, cached) = self
+            .runtime
+            .verified(&hash, found.token, self.record)
+            .await?;
+        Ok(Verified {
+            token,
+            note: cached,
         })
+    }
+
+    async fn bind(&self, found: &Found<'_>, token: &Arc<VerifiedToken>) -> Result<(), Stop> {
+        let runtime = self.runtime;
+        let provider = runtime
+            .verifier
+            .provider(token.provider)
+            .ok_or(Deny::Invalid(VerifyError::UnknownIssuer))?;
+        // A revoked token is refused from the moment its list says so, however long ago
+        // it was verified.
+        if let Some(status) = &provider.status {
+            Box::pin(status.check(&token.claims, runtime.config.limits.check_timeout)).await?;
+        }
+        // A proof (or certificate) proves this request, not the token.
+        if let Some(replay) = runtime.sender_constraint(self.http, found, provider, token)? {
+            Box::pin(runtime.first_use(&replay)).await?;
+        }
+        Ok(())
     }
 }

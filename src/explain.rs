@@ -9,13 +9,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use std::cmp::Ordering;
+use std::sync::Mutex;
+
 use crate::authz::Runtime;
 use crate::claims;
 use crate::config::ClaimRequirement;
-use crate::request::{self, Incoming};
-use crate::response::Verdict;
+use crate::decision::{Decision, Step};
+use crate::request::Incoming;
+use crate::response::{Deny, Verdict};
 use crate::token_cache;
-use crate::verify::VerifyError;
+use crate::verify::jws::Check;
 
 /// The request to explain, as a proxy would describe it to jwt-authz.
 #[derive(Debug, Clone)]
@@ -39,7 +43,16 @@ pub struct Report {
     pub path_error: Option<String>,
     pub rule: Option<RuleReport>,
     pub token: Option<TokenReport>,
-    pub decision: Decision,
+    /// The decision's steps, in order ([`Step`]).
+    pub steps: Vec<StepReport>,
+    pub decision: DecisionReport,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StepReport {
+    pub step: &'static str,
+    /// `ok`, `failed`, `skipped` or `not reached`.
+    pub result: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -97,7 +110,7 @@ pub struct TimeReport {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Decision {
+pub struct DecisionReport {
     /// `allow`, `deny` or `shadow_allow`.
     pub result: &'static str,
     pub reason: &'static str,
@@ -110,7 +123,9 @@ pub struct Decision {
     pub headers_removed: Vec<String>,
 }
 
-/// Decides `req` with `runtime` and reports every step.
+/// Decides `req` with `runtime` and reports every step: the steps are the ones the decision
+/// took (the core's pipeline, run by [`Runtime::run`]), and the token's checks the ones the
+/// verifier made, as it made them. Nothing here decides anything again.
 pub async fn explain(runtime: &Runtime, req: &Request) -> Report {
     let ext = HashMap::new();
     let http = Incoming {
@@ -123,33 +138,21 @@ pub async fn explain(runtime: &Runtime, req: &Request) -> Report {
         certificate: None,
     };
     let config = runtime.config();
-    let (canonical_path, path_error) = match request::canonical_path(&req.path, &config.paths) {
-        Ok(p) => (Some(p.into_owned()), None),
-        Err(e) => (None, Some(e.to_string())),
-    };
-    // A host that cannot be read has no rule, as a path that cannot: the decision below
-    // says why it is refused.
-    let canonical_host = request::canonical_host(&req.host).ok();
-    let route = canonical_path
-        .as_deref()
-        .zip(canonical_host.as_deref())
-        .map(|(p, h)| runtime.route(&request::RequestInfo::new(&req.method, p, h, &ext)));
-    let token = runtime.token_in(&http).map(|t| t.to_owned());
-    let route_audiences = route.and_then(|r| r.audiences).map(<[String]>::to_vec);
+    let record = Mutex::new(Vec::new());
+    let (outcome, d) = runtime.run(&http, Some(&record)).await;
+    let recorded = record.into_inner().unwrap_or_default();
 
-    let mut token_report = None;
-    let mut verified_claims = None;
-    if let Some(token) = &token {
-        let (header, stated) = unverified_parts(token);
-        let verification = runtime.verify_token(token).await;
-        let provider = verification
-            .as_ref()
-            .ok()
-            .and_then(|v| config.providers.get(v.provider))
-            .map(|p| p.name.clone());
+    let token_report = d.found.map(|found| {
+        let (header, stated) = unverified_parts(found.token);
         let text = |name: &str| header.get(name).and_then(Value::as_str).map(str::to_owned);
-        token_report = Some(TokenReport {
-            fingerprint: token_cache::fingerprint(&token_cache::token_hash(token)),
+        let verification = match (&d.verified, d.reached, &d.deny) {
+            (Some(_), _, _) => "ok".to_owned(),
+            (None, Step::Verify, Some(Deny::Invalid(e))) => e.to_string(),
+            (None, Step::Verify, Some(deny)) => deny.answer().description.to_owned(),
+            _ => "not reached".to_owned(),
+        };
+        TokenReport {
+            fingerprint: token_cache::fingerprint(&token_cache::token_hash(found.token)),
             alg: text("alg"),
             kid: text("kid"),
             typ: text("typ"),
@@ -159,22 +162,18 @@ pub async fn explain(runtime: &Runtime, req: &Request) -> Report {
             exp: time(&stated, "exp"),
             nbf: time(&stated, "nbf"),
             iat: time(&stated, "iat"),
-            checks: checks(
-                config,
-                route_audiences.as_deref(),
-                &stated,
-                verification.as_ref().err(),
-            ),
-            provider,
-            verification: match &verification {
-                Ok(_) => "ok".to_owned(),
-                Err(e) => e.to_string(),
-            },
-        });
-        verified_claims = verification.ok().map(|v| v.claims);
-    }
+            provider: d
+                .verified
+                .as_ref()
+                .and_then(|v| config.providers.get(v.token.provider))
+                .map(|p| p.name.clone()),
+            verification,
+            checks: token_checks(&d, recorded),
+        }
+    });
 
-    let rule = route.map(|route| RuleReport {
+    let verified_claims = d.verified.as_ref().map(|v| &v.token.claims);
+    let rule = d.route.map(|route| RuleReport {
         name: route.name.to_owned(),
         access: route.access_name(),
         providers: route.providers.map(|ids| {
@@ -187,17 +186,15 @@ pub async fn explain(runtime: &Runtime, req: &Request) -> Report {
         requirements: route
             .requirements()
             .iter()
-            .map(|req| requirement(req, verified_claims.as_ref()))
+            .map(|req| requirement(req, verified_claims))
             .collect(),
     });
-
-    let outcome = runtime.check(&http).await;
-    let decision = decision(
-        &outcome.verdict,
-        outcome.result(),
-        outcome.reason,
-        outcome.would_deny,
-    );
+    let path_error = match (&d.read, &d.deny) {
+        (None, Some(Deny::InvalidPath(e))) => Some(e.to_string()),
+        (None, Some(Deny::InvalidHost(e))) => Some(format!("host: {e}")),
+        (None, Some(deny)) => Some(deny.answer().description.to_owned()),
+        _ => None,
+    };
     Report {
         method: req.method.clone(),
         path: req.path.clone(),
@@ -207,113 +204,72 @@ pub async fn explain(runtime: &Runtime, req: &Request) -> Report {
             names.sort();
             names
         },
-        canonical_path,
+        canonical_path: d.read.as_ref().map(|r| r.path.clone().into_owned()),
         path_error,
         rule,
         token: token_report,
-        decision,
+        steps: steps(&d),
+        decision: decision(
+            &outcome.verdict,
+            outcome.result(),
+            outcome.reason,
+            outcome.would_deny,
+        ),
     }
 }
 
-/// The checks a token goes through, one line each. The signature check comes first (a
-/// failure there means the claims were never checked); the claim checks are judged on the
-/// claims as the token states them, against the provider whose `iss` they name.
-fn checks(
-    config: &crate::config::Config,
-    route_audiences: Option<&[String]>,
-    stated: &Map<String, Value>,
-    failure: Option<&VerifyError>,
-) -> Vec<CheckReport> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let iss = stated.get("iss").and_then(Value::as_str);
-    let provider = config
-        .providers
+/// Each step of the pipeline: passed, failed (the last one taken, when it denied), skipped
+/// (after a request allowed without a token) or not reached.
+fn steps(d: &Decision<'_, '_, bool>) -> Vec<StepReport> {
+    Step::ALL
         .iter()
-        .find(|p| Some(p.issuer.as_str()) == iss);
-    let mut out = Vec::new();
-    let mut push = |check, passed, detail: String| {
-        out.push(CheckReport {
-            check,
-            passed,
-            detail,
+        .map(|&step| {
+            let result = match (&d.deny, step.cmp(&d.reached)) {
+                (_, Ordering::Less) => "ok",
+                (Some(_), Ordering::Equal) => "failed",
+                (None, Ordering::Equal) => "ok",
+                (Some(_), Ordering::Greater) => "not reached",
+                (None, Ordering::Greater) => "skipped",
+            };
+            StepReport {
+                step: step.name(),
+                result,
+            }
         })
-    };
-    push(
-        "iss",
-        Some(provider.is_some()),
-        match provider {
-            Some(p) => format!("provider {}", p.name),
-            None => "no provider has this issuer".to_owned(),
-        },
-    );
-    let signature = match failure {
-        None => Some(true),
-        Some(VerifyError::BadSignature) => Some(false),
-        // These stop verification before the signature is checked.
-        Some(
-            VerifyError::Malformed
-            | VerifyError::UnsupportedHeader
-            | VerifyError::UnknownIssuer
-            | VerifyError::AlgorithmNotAllowed
-            | VerifyError::WrongTokenType
-            | VerifyError::UnknownKey
-            | VerifyError::KeysUnavailable
-            | VerifyError::KeyFetchBusy
-            | VerifyError::VerifyBusy,
-        ) => None,
-        // Claim checks run only on a good signature.
-        Some(_) => Some(true),
-    };
-    push(
-        "signature",
-        signature,
-        match (signature, failure) {
-            (Some(true), _) => "valid".to_owned(),
-            (_, Some(e)) => e.to_string(),
-            _ => String::new(),
-        },
-    );
-    let Some(provider) = provider else {
-        return out;
-    };
-    let leeway = provider.leeway.as_secs();
-    let accepted = route_audiences.unwrap_or(&provider.audiences);
-    push(
-        "aud",
-        Some(crate::verify::audience_matches(stated, accepted)),
-        format!("accepted here: {accepted:?}"),
-    );
-    let seconds = |name| {
-        stated
-            .get(name)
-            .and_then(Value::as_f64)
-            .filter(|t| *t >= 0.0)
-            .map(|t| t as i64)
-    };
-    let (now, leeway) = (now as i64, leeway as i64);
-    match seconds("exp") {
-        Some(exp) => push(
-            "exp",
-            Some(exp + leeway > now),
-            format!("{:+} s from now, leeway {leeway} s", exp - now),
-        ),
-        None => push("exp", Some(!provider.require_exp), "absent".to_owned()),
+        .collect()
+}
+
+/// The checks the verifier recorded as it made them, and the pipeline's own check of the
+/// token for the route (`aud`: the route's audiences, or the provider's). A check after the
+/// one that failed was not made.
+fn token_checks(d: &Decision<'_, '_, bool>, recorded: Vec<Check>) -> Vec<CheckReport> {
+    let mut out: Vec<CheckReport> = recorded
+        .into_iter()
+        .map(|c| CheckReport {
+            check: c.check,
+            passed: Some(c.passed),
+            detail: c.detail,
+        })
+        .collect();
+    if !out.iter().any(|c| c.check == "signature") {
+        out.push(CheckReport {
+            check: "signature",
+            passed: None,
+            detail: String::new(),
+        });
     }
-    if let Some(nbf) = seconds("nbf") {
-        push(
-            "nbf",
-            Some(nbf <= now + leeway),
-            format!("{:+} s from now, leeway {leeway} s", nbf - now),
-        );
-    }
-    if let Some(iat) = seconds("iat") {
-        push(
-            "iat",
-            Some(iat <= now + leeway),
-            format!("{:+} s from now", iat - now),
-        );
+    if let (Some(route), Some(provider)) = (d.route, d.provider) {
+        let accepted = route.audiences.unwrap_or(provider.audiences);
+        let passed = match d.reached.cmp(&Step::Accept) {
+            Ordering::Less => None,
+            Ordering::Equal => Some(d.deny.is_none()),
+            Ordering::Greater => Some(true),
+        };
+        out.push(CheckReport {
+            check: "aud",
+            passed,
+            detail: format!("accepted here: {accepted:?}"),
+        });
     }
     out
 }
@@ -377,8 +333,8 @@ fn decision(
     result: &'static str,
     reason: &'static str,
     would_deny: Option<&'static str>,
-) -> Decision {
-    let mut out = Decision {
+) -> DecisionReport {
+    let mut out = DecisionReport {
         result,
         reason,
         would_deny,
@@ -488,6 +444,16 @@ pub fn render(report: &Report) -> String {
             }
         }
     }
+    let steps: Vec<String> = report
+        .steps
+        .iter()
+        .map(|s| match s.result {
+            "ok" => s.step.to_owned(),
+            "failed" => format!("{} FAILED", s.step),
+            other => format!("{} ({other})", s.step),
+        })
+        .collect();
+    line("steps", steps.join(" > "));
     let d = &report.decision;
     let mut verdict = format!("{} ({}), HTTP {}", d.result, d.reason, d.http_status);
     if let (Some(e), Some(desc)) = (&d.error, &d.error_description) {

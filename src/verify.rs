@@ -15,7 +15,7 @@ use crate::keys::{KeySet, VerifyingKey};
 pub mod jws;
 pub mod pool;
 
-use jws::{Registered, Unverified};
+use jws::{Record, Registered, Unverified, stage};
 use pool::VerifyPool;
 
 pub use jwt_authz_core::decision::audience_matches;
@@ -87,32 +87,48 @@ impl Verifier {
     /// Verifies a token: decoded once, its provider chosen by `iss`, its key by `kid`
     /// (refetched, rate-limited, when the provider does not hold it), its signature checked
     /// through `pool` (on its threads while it isolates, here otherwise), its claims
-    /// checked; a refusal after the signature check is reported to `pool`. Everything that can refuse a token without
-    /// cryptography (shape, issuer, header, type, algorithm, unknown key) does so first.
+    /// checked; a refusal after the signature check is reported to `pool`. Everything that
+    /// can refuse a token without cryptography (shape, issuer, header, type, algorithm,
+    /// unknown key) does so first. Each check is recorded in `record` when given (`explain`).
     pub async fn verify(
         &self,
         token: &str,
         pool: &VerifyPool,
+        record: Record<'_>,
     ) -> Result<VerifiedToken, VerifyError> {
-        let token = Unverified::parse(token)?;
-        let provider = self.provider_for(&token)?;
+        let token = stage(record, "shape", Unverified::parse(token), |_| String::new())?;
+        let provider = stage(record, "iss", self.provider_for(&token), |_| {
+            match self.provider_for(&token) {
+                Ok(p) => format!("provider {}", p.config().name),
+                Err(_) => "no provider has this issuer".to_owned(),
+            }
+        })?;
         let config = provider.config();
-        let header = checked_header(&token.header, config)?;
+        let header = stage(
+            record,
+            "header",
+            checked_header(&token.header, config),
+            |_| format!("alg {:?}", token.header.alg),
+        )?;
         // RFC 8725 §3.11: explicit typing keeps, say, an ID token out of where an access
-        // token is meant. Checked before the signature: it costs nothing.
-        if !config.accepts_type(header.typ.as_deref()) {
-            return Err(VerifyError::WrongTokenType);
-        }
-        // A Status List Token is signed with the same keys; it is never an access token.
-        if header
-            .typ
-            .as_deref()
-            .and_then(crate::config::media_type)
-            .is_some_and(|t| t.eq_ignore_ascii_case(crate::status_list::TOKEN_TYPE))
+        // token is meant. Checked before the signature: it costs nothing. A Status List
+        // Token is signed with the same keys; it is never an access token.
+        let typ = header.typ.as_deref();
+        let typed = if !config.accepts_type(typ)
+            || typ
+                .and_then(crate::config::media_type)
+                .is_some_and(|t| t.eq_ignore_ascii_case(crate::status_list::TOKEN_TYPE))
         {
-            return Err(VerifyError::WrongTokenType);
-        }
-        let keys = key_set_for(&provider.store, token.header.kid.as_deref()).await?;
+            Err(VerifyError::WrongTokenType)
+        } else {
+            Ok(())
+        };
+        stage(record, "typ", typed, |_| format!("{}", typ.unwrap_or("-")))?;
+        let kid = token.header.kid.as_deref();
+        let keys = key_set_for(&provider.store, kid).await;
+        let keys = stage(record, "key", keys, |_| {
+            format!("kid {}", kid.unwrap_or("-"))
+        })?;
         // Refused before it queues: the signature check alone is left to do.
         candidates(&keys, token.header.kid.as_deref(), token.header.alg)?;
         let (token, thumbprint) = pool
@@ -122,8 +138,15 @@ impl Verifier {
             })
             .await
             .map_err(|_| VerifyError::VerifyBusy)?;
-        let verified = thumbprint.and_then(|thumbprint| {
-            let exp = checked_claims(config, &token.claims)?;
+        let verified = stage(record, "signature", thumbprint, |ok| {
+            if ok {
+                "valid".to_owned()
+            } else {
+                String::new()
+            }
+        })
+        .and_then(|thumbprint| {
+            let exp = checked_claims(config, &token.claims, record)?;
             Ok(VerifiedToken {
                 provider: provider.index,
                 thumbprint,
@@ -143,6 +166,7 @@ impl Verifier {
 fn checked_claims(
     config: &ProviderConfig,
     claims: &Map<String, Value>,
+    record: Record<'_>,
 ) -> Result<Option<u64>, VerifyError> {
     let mut required = vec!["iss", "aud"];
     if config.require_exp {
@@ -156,9 +180,14 @@ fn checked_claims(
         leeway: config.leeway.as_secs(),
         issuer: Some(&config.issuer),
     };
-    let exp = jws::check_registered(claims, &rules, now)?;
-    check_required(config, claims)?;
-    check_issued_at(config, claims, exp, now)?;
+    let exp = jws::check_registered(claims, &rules, now, record)?;
+    stage(
+        record,
+        "required_claims",
+        check_required(config, claims),
+        |_| format!("{:?}", config.required_claims),
+    )?;
+    check_issued_at(config, claims, exp, now, record)?;
     Ok(exp)
 }
 
@@ -263,7 +292,12 @@ pub async fn verify_status_list_token(
         leeway: config.leeway.as_secs(),
         issuer: Some(&config.issuer),
     };
-    jws::check_registered(&token.claims, &rules, jsonwebtoken::get_current_timestamp())?;
+    jws::check_registered(
+        &token.claims,
+        &rules,
+        jsonwebtoken::get_current_timestamp(),
+        None,
+    )?;
     Ok(token.claims)
 }
 
@@ -283,19 +317,31 @@ fn check_issued_at(
     claims: &Map<String, Value>,
     exp: Option<u64>,
     now: u64,
+    record: Record<'_>,
 ) -> Result<(), VerifyError> {
     let iat = jws::date_claim(claims, "iat")?;
-    if let Some(iat) = iat
-        && iat > now.saturating_add(config.leeway.as_secs())
-    {
-        return Err(VerifyError::IssuedInFuture);
+    if let Some(iat) = iat {
+        let future = if iat > now.saturating_add(config.leeway.as_secs()) {
+            Err(VerifyError::IssuedInFuture)
+        } else {
+            Ok(())
+        };
+        stage(record, "iat", future, |_| {
+            format!("{:+} s from now", jws::from_now(iat, now))
+        })?;
     }
     if let Some(max) = config.max_lifetime {
-        let iat = iat.ok_or_else(|| VerifyError::MissingClaim("iat".to_owned()))?;
-        let exp = exp.ok_or_else(|| VerifyError::MissingClaim("exp".to_owned()))?;
-        if exp.saturating_sub(iat) > max.as_secs() {
-            return Err(VerifyError::LifetimeTooLong);
-        }
+        let lifetime = match (iat, exp) {
+            (None, _) => Err(VerifyError::MissingClaim("iat".to_owned())),
+            (_, None) => Err(VerifyError::MissingClaim("exp".to_owned())),
+            (Some(iat), Some(exp)) if exp.saturating_sub(iat) > max.as_secs() => {
+                Err(VerifyError::LifetimeTooLong)
+            }
+            _ => Ok(()),
+        };
+        stage(record, "lifetime", lifetime, |_| {
+            format!("at most {} s", max.as_secs())
+        })?;
     }
     Ok(())
 }

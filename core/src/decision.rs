@@ -1,8 +1,7 @@
-//! The steps of a decision that follow a verified token, and enforcement: which mode applies,
-//! what an allowed request's headers become, and what shadow mode answers instead of a
-//! denial. The sidecar runs them around its I/O (the token cache, key fetches, status
-//! lists, the DPoP replay store); the in-proxy filter runs them on claims the sidecar
-//! verified. One definition, so both answer a request alike.
+//! The decision: its sequence ([`pipeline`]: [`Decider::decide`], which the sidecar, the
+//! in-proxy filter and `explain` all run) and its steps (here): reading the request,
+//! accepting a verified token for a route, its claims, identity headers on an allow, the
+//! mode that applies, and shadow mode's answer.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -16,6 +15,10 @@ use crate::policy::{AccessKind, Route};
 use crate::request::{Incoming, canonical_host, canonical_path};
 use crate::response::{Deny, Verdict};
 use crate::token::{VerifiedToken, VerifyError};
+
+pub mod pipeline;
+
+pub use pipeline::{Checks, Decider, Decision, Step, Stop, Verified};
 
 /// A request's path and host in the canonical forms rules compare.
 #[derive(Debug, Clone, PartialEq, Eq)]

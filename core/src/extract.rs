@@ -10,7 +10,7 @@ use crate::request;
 mod tests;
 
 /// A token found in a request, still unverified.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Found<'r> {
     pub token: &'r str,
     pub source: &'r TokenSource,

@@ -15,21 +15,20 @@
 //! plugin configuration, a typo) asks the sidecar about every request instead, counted as
 //! [`Counter::ConfigMismatch`].
 //!
-//! The steps and their order are the sidecar's (`Runtime::check` in the sidecar): path,
-//! route, `deny` rules, token extraction, then provider, audience, claims and identity
-//! headers on the verified claims, the most specific `mode` deciding what a denial becomes.
-//! Each step is the decision core's own function; only the sequence is written here.
+//! The decision is the core's pipeline ([`Decider::decide`]), the one the sidecar runs:
+//! this engine supplies only its verification step (held claims, or a callout) and its
+//! bind step (nothing to check: tokens that need more than their claims are never held).
 
-use std::collections::HashMap;
+use std::cell::Cell;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use jwt_authz_core::config::{DecisionConfig, InProxyConfig, LoadError, Mode, TokenSource};
-use jwt_authz_core::decision::{self, Identity, Provider};
-use jwt_authz_core::extract::{self, Found, Scheme};
+use jwt_authz_core::config::{DecisionConfig, InProxyConfig, LoadError};
+use jwt_authz_core::decision::pipeline::now;
+use jwt_authz_core::decision::{Checks, Decider, Stop, Verified};
+use jwt_authz_core::extract::{Found, Scheme};
 use jwt_authz_core::in_proxy::{CheckAnswer, GenerationAnswer, WireVerdict};
-use jwt_authz_core::policy::{AccessKind, Policy, Route};
-use jwt_authz_core::request::{Incoming, RequestInfo};
+use jwt_authz_core::request::Incoming;
 use jwt_authz_core::response::{Deny, Verdict};
 use jwt_authz_core::token::VerifiedToken;
 use lru::LruCache;
@@ -80,11 +79,8 @@ struct Held {
 
 #[derive(Debug)]
 pub struct Engine {
-    config: DecisionConfig,
+    decider: Decider,
     in_proxy: InProxyConfig,
-    policy: Policy,
-    /// Every place any provider accepts tokens from.
-    sources: Vec<TokenSource>,
     /// Tokens by their full text: the map hashes it, and a hit compares it whole.
     held: Option<LruCache<Box<str>, Held>>,
     /// The sidecar's generation the held tokens were verified under. Held claims are used
@@ -110,27 +106,17 @@ impl Engine {
     /// The engine for a plugin configuration: the sidecar's YAML (or the same as JSON).
     pub fn from_config(text: &str) -> Result<Self, ConfigError> {
         let config = DecisionConfig::from_yaml(text).map_err(ConfigError::Load)?;
-        let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
-        let policy = Policy::new(&config.rules, &config.paths, &names)
-            .map_err(|e| ConfigError::Rule(e.to_string()))?;
-        let mut sources: Vec<TokenSource> = Vec::new();
-        for source in config.providers.iter().flat_map(|p| &p.token_sources) {
-            if !sources.contains(source) {
-                sources.push(source.clone());
-            }
-        }
         let in_proxy = config.in_proxy.clone().unwrap_or_default();
         let held = NonZeroUsize::new(in_proxy.max_cached_tokens).map(LruCache::new);
         let digest = config.digest();
+        let decider = Decider::new(config).map_err(|e| ConfigError::Rule(e.to_string()))?;
         Ok(Self {
             digest,
             sidecar_digest: None,
             heard_once: false,
             news: false,
-            config,
+            decider,
             in_proxy,
-            policy,
-            sources,
             held,
             generation: None,
             confirmed_ms: None,
@@ -144,20 +130,12 @@ impl Engine {
 
     /// Whether `identity.dynamic_metadata` is asked for, which the filter cannot provide.
     pub fn wants_metadata(&self) -> bool {
-        self.config.identity.dynamic_metadata
+        self.decider.config().identity.dynamic_metadata
     }
 
     /// The one token `http` carries, if it can be found unambiguously.
     pub fn token_of(&self, http: &Incoming<'_>) -> Option<String> {
-        extract::extract(
-            http.headers,
-            http.target,
-            &self.sources,
-            self.config.max_token_bytes,
-        )
-        .ok()
-        .flatten()
-        .map(|found| found.token.to_owned())
+        self.decider.token(http).map(|found| found.token.to_owned())
     }
 
     /// Whether the sidecar has said its decision configuration is this filter's: only then
@@ -206,166 +184,48 @@ impl Engine {
             let counter = self.heard_once.then_some(Counter::ConfigMismatch);
             return (Step::Callout, counter);
         }
-        let read = match decision::read(http, &self.config.paths, &self.config.identity) {
-            Ok(read) => read,
-            // A request that cannot be read is refused in every mode, as the sidecar
-            // refuses it.
-            Err(deny) => {
-                let denial = self.denial(&deny);
-                return (
-                    Step::Decided(Verdict::Deny(denial).into()),
-                    Some(Counter::NoToken),
-                );
-            }
-        };
-        let empty = HashMap::new();
-        let request = RequestInfo::new(http.method, &read.path, &read.host, &empty);
-        let route = self.policy.route(&request);
-        if route.kind == AccessKind::Deny {
-            return self.local(
-                Err(Deny::DeniedByRule),
-                Some(&route),
-                None,
-                http,
-                Counter::NoToken,
-            );
-        }
-        let found = match extract::extract(
-            http.headers,
-            http.target,
-            &self.sources,
-            self.config.max_token_bytes,
-        ) {
-            Ok(found) => found,
-            Err(error) => {
-                return self.local(
-                    Err(error.into()),
-                    Some(&route),
-                    None,
-                    http,
-                    Counter::NoToken,
-                );
-            }
-        };
-        let Some(found) = found else {
-            if route.kind == AccessKind::Public {
-                let allowed = decision::allow(&self.config.identity, None, None)
-                    .map_err(|_| Deny::UnsafeClaim);
-                return self.local(allowed, Some(&route), None, http, Counter::NoToken);
-            }
-            // The challenge names DPoP's algorithms when a provider takes DPoP: known only
-            // from the sidecar.
-            if self.dpop_algs.is_none() {
-                return (Step::Callout, None);
-            }
-            return self.local(
-                Err(Deny::MissingToken),
-                Some(&route),
-                None,
-                http,
-                Counter::NoToken,
-            );
-        };
-        // A proof proves one request: checked by the sidecar every time.
-        if found.scheme == Scheme::Dpop || http.headers.contains_key("dpop") {
-            return (Step::Callout, None);
-        }
         // A clock behind the last confirmation (stepped back, or unreadable: 0) confirms
         // nothing: held claims must not outlive their bound because time went backwards.
         let confirmed = self.confirmed_ms.is_some_and(|at| {
             now_ms >= at && now_ms - at <= self.in_proxy.max_unconfirmed.as_millis() as u64
         });
-        let held = match self.held.as_mut() {
-            Some(held) if confirmed => lookup(held, found.token, now_ms),
-            _ => None,
-        };
-        let Some(held) = held else {
-            return (Step::Callout, None);
-        };
-        let Some(provider) = self.provider(held.provider) else {
-            return (Step::Callout, None);
-        };
-        let identity = Identity {
-            provider,
-            token: &held,
-        };
-        let result = self.on_claims(&route, &found, &identity);
-        self.local(
-            result,
-            Some(&route),
-            Some(&identity),
+        let lookup = Lookup {
+            held: self.held.as_ref().filter(|_| confirmed),
             http,
-            Counter::CacheHit,
-        )
-    }
-
-    /// The steps after verification, on held claims: the token's place, the route's
-    /// providers and audience, its claim requirements, then the identity headers.
-    fn on_claims(
-        &self,
-        route: &Route<'_>,
-        found: &Found<'_>,
-        identity: &Identity<'_>,
-    ) -> Result<Verdict, Deny> {
-        decision::accepts(route, found, &identity.provider, &identity.token.claims)?;
-        decision::claims_hold(route, &identity.token.claims)?;
-        let strip = decision::stripped(&self.config.identity, Some(found));
-        decision::allow(&self.config.identity, Some(identity), strip).map_err(|_| Deny::UnsafeClaim)
-    }
-
-    /// A decision made here, a denial given in the mode that applies (shadow mode lets it
-    /// through as the sidecar would).
-    fn local(
-        &self,
-        result: Result<Verdict, Deny>,
-        route: Option<&Route<'_>>,
-        identity: Option<&Identity<'_>>,
-        http: &Incoming<'_>,
-        counter: Counter,
-    ) -> (Step, Option<Counter>) {
-        let verdict = match result {
-            Ok(verdict) => verdict,
-            Err(deny) => {
-                let mode = decision::mode(
-                    route.and_then(|r| r.mode),
-                    identity.and_then(|i| i.provider.mode),
-                    self.config.mode,
-                );
-                if mode == Mode::Shadow {
-                    let found = extract::extract(
-                        http.headers,
-                        http.target,
-                        &self.sources,
-                        self.config.max_token_bytes,
-                    )
-                    .ok()
-                    .flatten();
-                    let strip = decision::stripped(&self.config.identity, found.as_ref());
-                    decision::shadow_allow(&self.config.identity, &deny, identity, strip)
-                        .unwrap_or_else(|_| Verdict::Deny(self.denial(&Deny::UnsafeClaim)))
-                } else {
-                    Verdict::Deny(self.denial(&deny))
-                }
-            }
+            now_ms,
+            expired: Cell::new(None),
         };
-        (Step::Decided(verdict.into()), Some(counter))
-    }
-
-    fn denial(&self, deny: &Deny) -> jwt_authz_core::response::Denial {
         let algs = self.dpop_algs.as_ref().and_then(Option::as_deref);
-        deny.denial_with(&self.config.realm, algs)
-    }
-
-    /// What the decision reads of the provider at `index`.
-    fn provider(&self, index: usize) -> Option<Provider<'_>> {
-        let p = self.config.providers.get(index)?;
-        Some(Provider {
-            index,
-            name: &p.name,
-            token_sources: &p.token_sources,
-            audiences: &p.audiences,
-            mode: p.mode,
-        })
+        let decided = now(self.decider.decide(http, &lookup, algs)).flatten();
+        let expired = lookup.expired.take();
+        let step = match decided {
+            // The challenge names DPoP's algorithms when a provider takes DPoP: known only
+            // from the sidecar.
+            Some(d) if d.deny == Some(Deny::MissingToken) && self.dpop_algs.is_none() => None,
+            Some(d) => {
+                let used = d.verified.as_ref().and(d.found).map(|f| f.token.to_owned());
+                let counter = match used {
+                    Some(_) => Counter::CacheHit,
+                    None => Counter::NoToken,
+                };
+                Some((Step::Decided(d.verdict.into()), counter, used))
+            }
+            None => None,
+        };
+        // What the lookup only peeked at: expired claims are dropped, used ones become the
+        // most recently used.
+        if let Some(held) = self.held.as_mut() {
+            if let Some(token) = expired {
+                held.pop(token.as_str());
+            }
+            if let Some((_, _, Some(token))) = &step {
+                held.promote(token.as_str());
+            }
+        }
+        match step {
+            Some((step, counter, _)) => (step, Some(counter)),
+            None => (Step::Callout, None),
+        }
     }
 
     /// Applies the sidecar's answer about a request whose token (if any) was `token`: holds
@@ -390,7 +250,8 @@ impl Engine {
         self.confirmed_ms = Some(now_ms);
         if let (Some(token), Some(cached), Some(held)) = (token, answer.token, self.held.as_mut())
             && let Some(provider) = self
-                .config
+                .decider
+                .config()
                 .providers
                 .iter()
                 .position(|p| p.name == cached.provider)
@@ -434,21 +295,48 @@ impl Engine {
 
     /// The answer when the sidecar could not be asked or did not answer: 503, fail closed.
     pub fn unavailable(&self) -> WireVerdict {
-        Verdict::Deny(self.denial(&Deny::SidecarUnavailable)).into()
+        let algs = self.dpop_algs.as_ref().and_then(Option::as_deref);
+        Verdict::Deny(self.decider.denial(&Deny::SidecarUnavailable, algs)).into()
     }
 }
 
-/// The held claims for `token` unless they expired (then they are dropped).
-fn lookup(
-    held: &mut LruCache<Box<str>, Held>,
-    token: &str,
+/// The filter's own steps of the pipeline: verification is a held token's claims (or a
+/// callout), and the bind step has nothing to check (tokens whose later requests need more
+/// than their claims are never held).
+struct Lookup<'e> {
+    /// The held tokens, while the sidecar's generation is confirmed.
+    held: Option<&'e LruCache<Box<str>, Held>>,
+    http: &'e Incoming<'e>,
     now_ms: u64,
-) -> Option<Arc<VerifiedToken>> {
-    if held.peek(token)?.expires_ms <= now_ms {
-        held.pop(token);
-        return None;
+    /// A held token found expired, to drop once the lookup is done.
+    expired: Cell<Option<String>>,
+}
+
+impl Checks for Lookup<'_> {
+    type Note = ();
+
+    async fn verify(&self, found: &Found<'_>) -> Result<Verified<()>, Stop> {
+        // A proof proves one request: checked by the sidecar every time.
+        if found.scheme == Scheme::Dpop || self.http.headers.contains_key("dpop") {
+            return Err(Stop::Defer);
+        }
+        let held = self
+            .held
+            .and_then(|h| h.peek(found.token))
+            .ok_or(Stop::Defer)?;
+        if held.expires_ms <= self.now_ms {
+            self.expired.set(Some(found.token.to_owned()));
+            return Err(Stop::Defer);
+        }
+        Ok(Verified {
+            token: Arc::clone(&held.token),
+            note: (),
+        })
     }
-    held.get(token).map(|h| Arc::clone(&h.token))
+
+    async fn bind(&self, _: &Found<'_>, _: &Arc<VerifiedToken>) -> Result<(), Stop> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

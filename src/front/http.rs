@@ -35,7 +35,7 @@ use axum::response::{IntoResponse, Response};
 use super::FrontEnd;
 use crate::authz::Runtime;
 use crate::config::ForwardedHeaders;
-use crate::in_proxy::{CheckAnswer, GenerationAnswer, METHOD_HEADER, WireVerdict};
+use crate::in_proxy::{GenerationAnswer, METHOD_HEADER};
 use crate::metrics::Metrics;
 use crate::request::{self, Incoming};
 use crate::response::{Deny, Verdict};
@@ -170,13 +170,7 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
                 started,
             };
             let outcome = asked.check(FrontEnd::InProxy, original).await;
-            let token = runtime.in_proxy_token(&outcome);
-            return json(&CheckAnswer {
-                generation: runtime.generation(),
-                config: Some(runtime.decision_digest().to_owned()),
-                verdict: WireVerdict::from(outcome.verdict),
-                token,
-            });
+            return json(&runtime.in_proxy_answer(outcome));
         }
         if rest == "/generation" && parts.method == Method::GET {
             return json(&GenerationAnswer {

@@ -164,6 +164,49 @@ fn audience(value: &Value) -> Option<()> {
     }
 }
 
+/// One check of a token's verification, as `explain` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Check {
+    pub check: &'static str,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// Where verification records its checks as it makes them (for `explain`); `None` on the
+/// request path, where nothing is recorded.
+pub type Record<'a> = Option<&'a std::sync::Mutex<Vec<Check>>>;
+
+/// `result`, recorded as check `name` with `detail` (on a failure, followed by the error):
+/// the check and what `explain` says of it are one piece of code.
+pub fn stage<T>(
+    record: Record<'_>,
+    name: &'static str,
+    result: Result<T, VerifyError>,
+    detail: impl FnOnce(bool) -> String,
+) -> Result<T, VerifyError> {
+    if let Some(record) = record {
+        let detail = detail(result.is_ok());
+        let (passed, detail) = match &result {
+            Ok(_) => (true, detail),
+            Err(e) if detail.is_empty() => (false, e.to_string()),
+            Err(e) => (false, format!("{detail} ({e})")),
+        };
+        if let Ok(mut checks) = record.lock() {
+            checks.push(Check {
+                check: name,
+                passed,
+                detail,
+            });
+        }
+    }
+    result
+}
+
+/// Seconds from `now` to `at`, signed.
+pub fn from_now(at: u64, now: u64) -> i64 {
+    i64::try_from(at).unwrap_or(i64::MAX) - i64::try_from(now).unwrap_or(i64::MAX)
+}
+
 /// Validates the registered claims of a token whose signature has been checked, in the
 /// order `jsonwebtoken` did, so that each refusal keeps its reason: required claims present,
 /// `exp`/`nbf` well formed, not expired, already valid, then the issuer. Returns `exp`.
@@ -171,45 +214,70 @@ pub fn check_registered(
     claims: &Map<String, Value>,
     rules: &Registered<'_>,
     now: u64,
+    record: Record<'_>,
 ) -> Result<Option<u64>, VerifyError> {
     let exp = Read::of(claims, "exp", numeric_date);
     let nbf = Read::of(claims, "nbf", numeric_date);
-    for &name in rules.required {
-        let present = match name {
-            "exp" => matches!(exp, Read::Valid(_)),
-            "nbf" => matches!(nbf, Read::Valid(_)),
-            "iss" | "sub" => matches!(
-                Read::of(claims, name, |v| v.is_string().then_some(())),
-                Read::Valid(())
-            ),
-            "aud" => matches!(Read::of(claims, name, audience), Read::Valid(())),
-            _ => true,
-        };
-        if !present {
-            return Err(VerifyError::MissingClaim(name.to_owned()));
+    let missing = rules.required.iter().find(|&&name| !match name {
+        "exp" => matches!(exp, Read::Valid(_)),
+        "nbf" => matches!(nbf, Read::Valid(_)),
+        "iss" | "sub" => matches!(
+            Read::of(claims, name, |v| v.is_string().then_some(())),
+            Read::Valid(())
+        ),
+        "aud" => matches!(Read::of(claims, name, audience), Read::Valid(())),
+        _ => true,
+    });
+    let present = match missing {
+        Some(name) => Err(VerifyError::MissingClaim((*name).to_owned())),
+        None => Ok(()),
+    };
+    stage(record, "required", present, |_| rules.required.join(", "))?;
+    let malformed = (rules.check_exp && matches!(exp, Read::Invalid))
+        || (rules.check_nbf && matches!(nbf, Read::Invalid));
+    let dates = if malformed {
+        Err(VerifyError::Malformed)
+    } else {
+        Ok(())
+    };
+    stage(record, "dates", dates, |_| {
+        "exp, nbf well formed".to_owned()
+    })?;
+    let leeway = rules.leeway;
+    match (&exp, rules.check_exp) {
+        (Read::Valid(exp), true) => {
+            let expired = if *exp < now.saturating_sub(leeway) {
+                Err(VerifyError::Expired)
+            } else {
+                Ok(())
+            };
+            stage(record, "exp", expired, |_| {
+                format!("{:+} s from now, leeway {leeway} s", from_now(*exp, now))
+            })?;
         }
+        (_, true) => stage(record, "exp", Ok(()), |_| "absent".to_owned())?,
+        _ => {}
     }
-    if (rules.check_exp && matches!(exp, Read::Invalid))
-        || (rules.check_nbf && matches!(nbf, Read::Invalid))
-    {
-        return Err(VerifyError::Malformed);
+    if let (Read::Valid(nbf), true) = (&nbf, rules.check_nbf) {
+        let early = if *nbf > now.saturating_add(leeway) {
+            Err(VerifyError::NotYetValid)
+        } else {
+            Ok(())
+        };
+        stage(record, "nbf", early, |_| {
+            format!("{:+} s from now, leeway {leeway} s", from_now(*nbf, now))
+        })?;
     }
-    if let (true, Read::Valid(exp)) = (rules.check_exp, &exp)
-        && *exp < now.saturating_sub(rules.leeway)
-    {
-        return Err(VerifyError::Expired);
-    }
-    if let (true, Read::Valid(nbf)) = (rules.check_nbf, &nbf)
-        && *nbf > now.saturating_add(rules.leeway)
-    {
-        return Err(VerifyError::NotYetValid);
-    }
-    if let Some(issuer) = rules.issuer
-        && claims
+    if let Some(issuer) = rules.issuer {
+        let other = claims
             .get("iss")
-            .is_some_and(|iss| iss.as_str() != Some(issuer))
-    {
-        return Err(VerifyError::WrongIssuer);
+            .is_some_and(|iss| iss.as_str() != Some(issuer));
+        let same = if other {
+            Err(VerifyError::WrongIssuer)
+        } else {
+            Ok(())
+        };
+        stage(record, "issuer", same, |_| format!("{issuer} when present"))?;
     }
     Ok(match exp {
         Read::Valid(exp) => Some(exp),

@@ -115,7 +115,7 @@ fn registered_claims_are_checked_in_order_with_leeway() {
     let ok = |extra: Value| {
         let mut c = claims(json!({"iss": "https://issuer.test", "aud": "api", "exp": NOW + 60}));
         c.extend(claims(extra));
-        check_registered(&c, &rules, NOW)
+        check_registered(&c, &rules, NOW, None)
     };
     assert_eq!(ok(json!({})), Ok(Some(NOW + 60)));
     // Expired beyond the leeway, and just within it (RFC 7519 §4.1.4: "MUST NOT be accepted
@@ -168,13 +168,13 @@ fn registered_claims_are_checked_in_order_with_leeway() {
     // Required claims come first: a token without `aud` that is also expired is missing `aud`.
     let c = claims(json!({"iss": "https://issuer.test", "exp": NOW - 100}));
     assert_eq!(
-        check_registered(&c, &rules, NOW),
+        check_registered(&c, &rules, NOW, None),
         Err(VerifyError::MissingClaim("aud".into()))
     );
     // Without `exp` required, a token without one passes and has no expiry.
     let c = claims(json!({"iss": "https://issuer.test", "aud": "api"}));
     assert_eq!(
-        check_registered(&c, &access(&["iss", "aud"]), NOW),
+        check_registered(&c, &access(&["iss", "aud"]), NOW, None),
         Ok(None)
     );
 }
@@ -189,21 +189,21 @@ fn status_list_rules_leave_exp_to_the_caller_and_need_sub() {
         issuer: Some("https://issuer.test"),
     };
     let c = claims(json!({"sub": "https://issuer.test/status/1", "exp": NOW - 100}));
-    assert_eq!(check_registered(&c, &rules, NOW), Ok(Some(NOW - 100)));
+    assert_eq!(check_registered(&c, &rules, NOW, None), Ok(Some(NOW - 100)));
     let c = claims(json!({"sub": 1}));
     assert_eq!(
-        check_registered(&c, &rules, NOW),
+        check_registered(&c, &rules, NOW, None),
         Err(VerifyError::MissingClaim("sub".into()))
     );
     let c = claims(json!({"sub": "s", "nbf": NOW + 1}));
     assert_eq!(
-        check_registered(&c, &rules, NOW),
+        check_registered(&c, &rules, NOW, None),
         Err(VerifyError::NotYetValid)
     );
     // `iss` is optional here, but when present it must be the provider's.
     let c = claims(json!({"sub": "s", "iss": "https://other.test"}));
     assert_eq!(
-        check_registered(&c, &rules, NOW),
+        check_registered(&c, &rules, NOW, None),
         Err(VerifyError::WrongIssuer)
     );
 }

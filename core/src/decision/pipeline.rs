@@ -1,0 +1,428 @@
+//! The decision sequence, written once: every caller (the sidecar's check, the in-proxy
+//! filter's engine, `explain`) runs [`Decider::decide`], and supplies only what needs I/O
+//! or state of its own through [`Checks`]: verifying a token (the sidecar: its cache, key
+//! fetches and signature check; the filter: the claims it holds, or a callout), and the
+//! checks on a verified token that need a store or a list (revocation, DPoP, certificate
+//! binding).
+//!
+//! The steps, in order ([`Step`]):
+//!
+//! 1. **read**: the canonical path and host, no lookalike identity header
+//!    ([`super::read`]); a request refused here is refused in every mode;
+//! 2. **rule**: the route that applies; a `deny` rule denies before any token is looked at;
+//! 3. **token**: the one token the request carries; none is allowed on a public route and
+//!    `missing_token` elsewhere;
+//! 4. **verify**: the caller's verification ([`Checks::verify`]);
+//! 5. **accept**: the token's place, the route's providers and audiences
+//!    ([`super::accepts`]);
+//! 6. **bind**: the caller's revocation and sender checks ([`Checks::bind`]);
+//! 7. **claims**: the route's claim requirements ([`super::claims_hold`]);
+//! 8. **identity**: the identity headers ([`super::allow`]).
+//!
+//! Then the mode that applies ([`super::mode`]) decides what a denial becomes: a denial in
+//! enforce mode, the shadow answer ([`super::shadow_allow`]) in shadow mode.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use crate::config::{DecisionConfig, Mode, TokenSource};
+use crate::extract::{self, Found, Scheme};
+use crate::policy::{AccessKind, Policy, Route};
+use crate::request::{Incoming, RequestInfo};
+use crate::response::{Denial, Deny, Verdict};
+use crate::token::{VerifiedToken, VerifyError};
+
+use super::{Identity, Provider, Readable};
+
+/// The steps of a decision, in the order they are taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Step {
+    Read,
+    Rule,
+    Token,
+    Verify,
+    Accept,
+    Bind,
+    Claims,
+    Identity,
+}
+
+impl Step {
+    pub const ALL: [Step; 8] = [
+        Step::Read,
+        Step::Rule,
+        Step::Token,
+        Step::Verify,
+        Step::Accept,
+        Step::Bind,
+        Step::Claims,
+        Step::Identity,
+    ];
+
+    /// The step's name, as `explain` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Read => "read",
+            Step::Rule => "rule",
+            Step::Token => "token",
+            Step::Verify => "verify",
+            Step::Accept => "accept",
+            Step::Bind => "bind",
+            Step::Claims => "claims",
+            Step::Identity => "identity",
+        }
+    }
+}
+
+/// Why a caller's step did not pass: a denial, or (the in-proxy filter) not decided here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    Deny(Deny),
+    /// The caller cannot decide this request itself (the filter asks the sidecar).
+    Defer,
+}
+
+impl From<Deny> for Stop {
+    fn from(deny: Deny) -> Self {
+        Stop::Deny(deny)
+    }
+}
+
+/// A token the caller verified, with what the caller keeps about how (the sidecar: whether
+/// its cache answered).
+#[derive(Debug, Clone)]
+pub struct Verified<N> {
+    pub token: Arc<VerifiedToken>,
+    pub note: N,
+}
+
+/// What the caller of [`Decider::decide`] supplies: the steps that need I/O or state.
+pub trait Checks {
+    /// What the caller keeps with a verified token.
+    type Note;
+
+    /// The token's verified claims, or why not.
+    fn verify(&self, found: &Found<'_>)
+    -> impl Future<Output = Result<Verified<Self::Note>, Stop>>;
+
+    /// The checks on an accepted token that need more than its claims: its status list,
+    /// and the DPoP proof or certificate it is bound to.
+    fn bind(
+        &self,
+        found: &Found<'_>,
+        token: &Arc<VerifiedToken>,
+    ) -> impl Future<Output = Result<(), Stop>>;
+}
+
+/// One request decided: the verdict, and the steps that led to it.
+#[derive(Debug)]
+pub struct Decision<'d, 'r, N> {
+    /// What the client (or the upstream) gets.
+    pub verdict: Verdict,
+    /// Whether the request goes on (in shadow mode, also when it would be denied).
+    pub allowed: bool,
+    /// Why enforce mode denies it (in shadow mode: let through all the same).
+    pub deny: Option<Deny>,
+    /// The mode that applied to a denial.
+    pub mode: Mode,
+    /// The last step taken: every one before it passed; this one failed when `deny` is set
+    /// (unless the request was allowed without a token at [`Step::Token`]).
+    pub reached: Step,
+    /// The path and host in canonical form (`None`: refused at [`Step::Read`]).
+    pub read: Option<Readable<'r>>,
+    pub route: Option<Route<'d>>,
+    pub found: Option<Found<'r>>,
+    pub verified: Option<Verified<N>>,
+    /// The provider of the verified token.
+    pub provider: Option<Provider<'d>>,
+}
+
+impl<N> Decision<'_, '_, N> {
+    fn new() -> Self {
+        Decision {
+            verdict: Verdict::Deny(Denial {
+                answer: Deny::MissingToken.answer(),
+                headers: Vec::new(),
+                body: String::new(),
+            }),
+            allowed: false,
+            deny: None,
+            mode: Mode::Enforce,
+            reached: Step::Read,
+            read: None,
+            route: None,
+            found: None,
+            verified: None,
+            provider: None,
+        }
+    }
+
+    /// Whether a denial was let through in shadow mode.
+    pub fn shadowed(&self) -> bool {
+        self.allowed && self.deny.is_some()
+    }
+
+    /// The reason in the metrics and the log: the denial's, `public` for a request allowed
+    /// without a token, `verified` for one allowed with one.
+    pub fn reason(&self) -> &'static str {
+        match (&self.deny, &self.verified) {
+            (Some(deny), _) => deny.answer().reason,
+            (None, None) => "public",
+            (None, Some(_)) => "verified",
+        }
+    }
+}
+
+/// The decision's configuration, compiled: the sidecar builds one per configuration it
+/// loads, the filter one per plugin configuration.
+#[derive(Debug)]
+pub struct Decider {
+    config: DecisionConfig,
+    policy: Policy,
+    /// Every place any provider accepts tokens from, each listed once.
+    sources: Vec<TokenSource>,
+}
+
+impl Decider {
+    /// Compiles `config`'s rules (validated already: a regex error is unexpected, but
+    /// reported).
+    pub fn new(config: DecisionConfig) -> Result<Self, regex::Error> {
+        let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
+        let policy = Policy::new(&config.rules, &config.paths, &names)?;
+        let mut sources: Vec<TokenSource> = Vec::new();
+        for source in config.providers.iter().flat_map(|p| &p.token_sources) {
+            if !sources.contains(source) {
+                sources.push(source.clone());
+            }
+        }
+        Ok(Self {
+            config,
+            policy,
+            sources,
+        })
+    }
+
+    pub fn config(&self) -> &DecisionConfig {
+        &self.config
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// What the decision reads of the provider at `index`.
+    pub fn provider(&self, index: usize) -> Option<Provider<'_>> {
+        let p = self.config.providers.get(index)?;
+        Some(Provider {
+            index,
+            name: &p.name,
+            token_sources: &p.token_sources,
+            audiences: &p.audiences,
+            mode: p.mode,
+        })
+    }
+
+    /// The one token `http` carries, if it can be found unambiguously.
+    pub fn token<'r>(&'r self, http: &Incoming<'r>) -> Option<Found<'r>> {
+        self.extract(http).ok().flatten()
+    }
+
+    fn extract<'r>(
+        &'r self,
+        http: &Incoming<'r>,
+    ) -> Result<Option<Found<'r>>, extract::ExtractError> {
+        extract::extract(
+            http.headers,
+            http.target,
+            &self.sources,
+            self.config.max_token_bytes,
+        )
+    }
+
+    /// The first two steps alone: the request read and the route that applies (for a
+    /// caller that sheds load before deciding: the route's mode still decides what the
+    /// denial becomes).
+    pub fn route<'d, 'r>(&'d self, http: &Incoming<'r>) -> Result<(Readable<'r>, Route<'d>), Deny> {
+        let read = super::read(http, &self.config.paths, &self.config.identity)?;
+        let request =
+            RequestInfo::new(http.method, &read.path, &read.host, http.context_extensions);
+        let route = self.policy.route(&request);
+        Ok((read, route))
+    }
+
+    /// A denial as the client sees it; `dpop_algs` names DPoP's algorithms in the
+    /// challenge (RFC 9449 §7.1) when some provider takes DPoP.
+    pub fn denial(&self, deny: &Deny, dpop_algs: Option<&str>) -> Denial {
+        deny.denial_with(&self.config.realm, dpop_algs)
+    }
+
+    /// Decides `http` (see the module's doc); `None` when a caller's step deferred.
+    pub async fn decide<'d: 'r, 'r, C: Checks>(
+        &'d self,
+        http: &Incoming<'r>,
+        checks: &C,
+        dpop_algs: Option<&str>,
+    ) -> Option<Decision<'d, 'r, C::Note>> {
+        let mut d = Decision::new();
+        let result = match self.route(http) {
+            Ok((read, route)) => {
+                d.read = Some(read);
+                d.route = Some(route);
+                self.steps(http, route, checks, &mut d).await
+            }
+            Err(deny) => Err(Stop::Deny(deny)),
+        };
+        match result {
+            Ok(verdict) => {
+                d.verdict = verdict;
+                d.allowed = true;
+                Some(d)
+            }
+            Err(Stop::Defer) => None,
+            Err(Stop::Deny(deny)) => Some(self.conclude(http, d, deny, dpop_algs)),
+        }
+    }
+
+    /// A request denied before its steps (the sidecar sheds load): the route is still read,
+    /// since its mode decides what the denial becomes (a `mode: enforce` route stays closed
+    /// under a top-level `mode: shadow`); a request that cannot be read is never let
+    /// through.
+    pub fn shed<'d: 'r, 'r, N>(
+        &'d self,
+        http: &Incoming<'r>,
+        deny: Deny,
+        dpop_algs: Option<&str>,
+    ) -> Decision<'d, 'r, N> {
+        let mut d = Decision::new();
+        if let Ok((read, route)) = self.route(http) {
+            d.read = Some(read);
+            d.route = Some(route);
+            d.reached = Step::Rule;
+        }
+        self.conclude(http, d, deny, dpop_algs)
+    }
+
+    /// What a denial becomes in the mode that applies.
+    fn conclude<'d: 'r, 'r, N>(
+        &'d self,
+        http: &Incoming<'r>,
+        mut d: Decision<'d, 'r, N>,
+        deny: Deny,
+        dpop_algs: Option<&str>,
+    ) -> Decision<'d, 'r, N> {
+        // The most specific mode applies: the rule's, the provider's of a verified token,
+        // the top level's. A request that cannot be read has no rule and is refused in
+        // every mode (`super::read`).
+        d.mode = match d.read {
+            None => Mode::Enforce,
+            Some(_) => super::mode(
+                d.route.and_then(|r| r.mode),
+                d.provider.and_then(|p| p.mode),
+                self.config.mode,
+            ),
+        };
+        if d.mode == Mode::Shadow {
+            // The token is stripped as on an allow, found again if the denial came before
+            // it was looked for (a `deny` rule).
+            let found = d.found.or_else(|| self.token(http));
+            let strip = super::stripped(&self.config.identity, found.as_ref());
+            let identity = d
+                .provider
+                .zip(d.verified.as_ref())
+                .map(|(provider, v)| Identity {
+                    provider,
+                    token: &v.token,
+                });
+            d.verdict =
+                match super::shadow_allow(&self.config.identity, &deny, identity.as_ref(), strip) {
+                    Ok(verdict) => {
+                        d.allowed = true;
+                        verdict
+                    }
+                    // Unreachable (no claims, nothing unsafe), but never an allow by accident.
+                    Err(_) => Verdict::Deny(self.denial(&Deny::UnsafeClaim, dpop_algs)),
+                };
+        } else {
+            d.verdict = Verdict::Deny(self.denial(&deny, dpop_algs));
+        }
+        d.deny = Some(deny);
+        d
+    }
+
+    /// Steps 2 to 8; `d` records how far they went and what they found.
+    async fn steps<'d: 'r, 'r, C: Checks>(
+        &'d self,
+        http: &Incoming<'r>,
+        route: Route<'d>,
+        checks: &C,
+        d: &mut Decision<'d, 'r, C::Note>,
+    ) -> Result<Verdict, Stop> {
+        d.reached = Step::Rule;
+        if route.kind == AccessKind::Deny {
+            return Err(Deny::DeniedByRule.into());
+        }
+        d.reached = Step::Token;
+        let Some(found) = self.extract(http).map_err(Deny::from)? else {
+            if route.kind != AccessKind::Public {
+                return Err(Deny::MissingToken.into());
+            }
+            return Ok(self.allow(None, None)?);
+        };
+        d.found = Some(found);
+        d.reached = Step::Verify;
+        let verified = checks.verify(&found).await?;
+        let provider = self.provider(verified.token.provider);
+        let token = Arc::clone(&verified.token);
+        d.verified = Some(verified);
+        let provider = provider.ok_or(Deny::Invalid(VerifyError::UnknownIssuer))?;
+        d.provider = Some(provider);
+        d.reached = Step::Accept;
+        super::accepts(&route, &found, &provider, &token.claims)?;
+        // After any cache, on every request: a revoked token is refused from the moment its
+        // list says so, and a proof (or certificate) proves this request, not the token.
+        // Before the claims: shadow mode never passes identity headers along with a
+        // replayed proof.
+        d.reached = Step::Bind;
+        checks.bind(&found, &token).await?;
+        d.reached = Step::Claims;
+        super::claims_hold(&route, &token.claims)?;
+        d.reached = Step::Identity;
+        let strip = super::stripped(&self.config.identity, Some(&found));
+        let identity = Identity {
+            provider,
+            token: &token,
+        };
+        let mut verdict = self.allow(Some(&identity), strip)?;
+        // The proof is a credential too: it stays here with the token.
+        if let Verdict::Allow { mutation, .. } = &mut verdict
+            && found.scheme == Scheme::Dpop
+            && self.config.identity.strip_authorization
+        {
+            mutation.remove.push("dpop".to_owned());
+        }
+        Ok(verdict)
+    }
+
+    /// The OK answer ([`super::allow`]); a claim that cannot be a header denies.
+    fn allow(&self, identity: Option<&Identity<'_>>, strip: Option<&str>) -> Result<Verdict, Deny> {
+        super::allow(&self.config.identity, identity, strip).map_err(|_| Deny::UnsafeClaim)
+    }
+}
+
+/// Runs a future whose every step is ready at once (a caller whose [`Checks`] do no I/O,
+/// as the in-proxy filter's): `None` if it would wait, which such a caller treats as
+/// undecided. No executor is needed, and none is in a Wasm VM.
+pub fn now<F: Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

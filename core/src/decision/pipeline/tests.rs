@@ -1,0 +1,315 @@
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::response::Verdict;
+
+const CONFIG: &str = r#"
+mode: enforce
+identity:
+  headers:
+    - {claim: sub, header: x-user-id}
+rules:
+  - name: health
+    match: {path: {exact: /healthz}}
+    access: public
+  - name: blocked
+    match: {path: {prefix: /internal/}}
+    access: deny
+  - name: admin
+    match: {path: {prefix: /admin/}}
+    access:
+      claims: [{claim: role, any_of: [admin]}]
+  - name: watched
+    match: {path: {prefix: /watched/}}
+    mode: shadow
+    access: authenticated
+  - name: default
+    access: authenticated
+providers:
+  - name: corp
+    issuer: https://corp.example
+    audiences: [api]
+"#;
+
+fn decider(config: &str) -> Decider {
+    Decider::new(DecisionConfig::from_yaml(config).expect("config")).expect("rules")
+}
+
+/// A caller whose verification hands back fixed claims (or a fixed refusal), counting how
+/// often each of its steps ran.
+struct Fake {
+    verify: Result<Value, Stop>,
+    bind: Result<(), Stop>,
+    verified: Cell<usize>,
+    bound: Cell<usize>,
+    tokens: RefCell<Vec<String>>,
+}
+
+impl Fake {
+    fn claims(claims: Value) -> Self {
+        Fake {
+            verify: Ok(claims),
+            bind: Ok(()),
+            verified: Cell::new(0),
+            bound: Cell::new(0),
+            tokens: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn refusing(stop: Stop) -> Self {
+        Fake {
+            verify: Err(stop),
+            ..Fake::claims(json!({}))
+        }
+    }
+}
+
+impl Checks for Fake {
+    type Note = &'static str;
+
+    async fn verify(&self, found: &Found<'_>) -> Result<Verified<Self::Note>, Stop> {
+        self.verified.set(self.verified.get() + 1);
+        self.tokens.borrow_mut().push(found.token.to_owned());
+        let claims = self.verify.clone()?;
+        Ok(Verified {
+            token: Arc::new(VerifiedToken {
+                provider: 0,
+                thumbprint: "k".into(),
+                claims: claims.as_object().cloned().unwrap_or_default(),
+                exp: None,
+            }),
+            note: "fake",
+        })
+    }
+
+    async fn bind(&self, _: &Found<'_>, _: &Arc<VerifiedToken>) -> Result<(), Stop> {
+        self.bound.set(self.bound.get() + 1);
+        self.bind.clone()
+    }
+}
+
+struct Req {
+    target: &'static str,
+    host: &'static str,
+    headers: HashMap<String, String>,
+    ext: HashMap<String, String>,
+}
+
+fn req(target: &'static str, headers: &[(&str, &str)]) -> Req {
+    Req {
+        target,
+        host: "api.example",
+        headers: headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        ext: HashMap::new(),
+    }
+}
+
+impl Req {
+    fn incoming(&self) -> Incoming<'_> {
+        Incoming {
+            method: "GET",
+            target: self.target,
+            host: self.host,
+            headers: &self.headers,
+            context_extensions: &self.ext,
+            scheme: None,
+            certificate: None,
+        }
+    }
+}
+
+fn run<'a>(d: &'a Decider, r: &'a Req, checks: &Fake) -> Option<Decision<'a, 'a, &'static str>> {
+    now(d.decide(&r.incoming(), checks, None)).expect("the fake never waits")
+}
+
+fn removed(verdict: &Verdict) -> Vec<String> {
+    match verdict {
+        Verdict::Allow { mutation, .. } => mutation.remove.clone(),
+        Verdict::Deny(_) => panic!("denied: {verdict:?}"),
+    }
+}
+
+fn status(verdict: &Verdict) -> u16 {
+    match verdict {
+        Verdict::Allow { .. } => 200,
+        Verdict::Deny(denial) => denial.status(),
+    }
+}
+
+const BEARER: (&str, &str) = ("authorization", "Bearer tok");
+
+#[test]
+fn a_valid_token_passes_every_step_with_its_identity() {
+    let d = decider(CONFIG);
+    let r = req("/orders", &[BEARER]);
+    let fake = Fake::claims(json!({"sub": "u-1", "aud": "api"}));
+    let out = run(&d, &r, &fake).expect("decided");
+    assert!(out.allowed && out.deny.is_none(), "{out:?}");
+    assert_eq!(out.reached, Step::Identity);
+    assert_eq!(out.reason(), "verified");
+    assert_eq!(out.route.map(|r| r.name), Some("default"));
+    assert_eq!(out.verified.as_ref().map(|v| v.note), Some("fake"));
+    assert_eq!(*fake.tokens.borrow(), ["tok"]);
+    assert_eq!((fake.verified.get(), fake.bound.get()), (1, 1));
+    match &out.verdict {
+        Verdict::Allow { mutation, .. } => {
+            assert_eq!(mutation.set, [("x-user-id".to_owned(), "u-1".to_owned())]);
+            assert!(mutation.remove.contains(&"authorization".to_owned()));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_unreadable_request_is_refused_in_every_mode_before_any_rule() {
+    let d = decider(&CONFIG.replace("mode: enforce", "mode: shadow"));
+    let r = req("/orders/..%2finternal/x", &[BEARER]);
+    let fake = Fake::claims(json!({"sub": "u-1", "aud": "api"}));
+    let out = run(&d, &r, &fake).expect("decided");
+    assert!(!out.allowed);
+    assert_eq!(out.reached, Step::Read);
+    assert_eq!(out.mode, Mode::Enforce);
+    assert_eq!(out.route.map(|r| r.name), None);
+    assert_eq!(status(&out.verdict), 400);
+    assert_eq!(fake.verified.get(), 0);
+}
+
+#[test]
+fn a_deny_rule_denies_before_the_token_is_looked_at() {
+    let d = decider(CONFIG);
+    let r = req("/internal/x", &[BEARER]);
+    let fake = Fake::claims(json!({"sub": "u-1", "aud": "api"}));
+    let out = run(&d, &r, &fake).expect("decided");
+    assert_eq!(
+        (out.reached, out.deny.clone()),
+        (Step::Rule, Some(Deny::DeniedByRule))
+    );
+    assert_eq!(status(&out.verdict), 403);
+    assert_eq!(fake.verified.get(), 0);
+    // In shadow mode it is let through, and the token (never looked for before) is still
+    // found and stripped.
+    let shadow = decider(&CONFIG.replace("mode: enforce", "mode: shadow"));
+    let out = run(&shadow, &r, &fake).expect("decided");
+    assert!(out.shadowed(), "{out:?}");
+    assert_eq!(removed(&out.verdict), ["x-user-id", "authorization"]);
+}
+
+#[test]
+fn no_token_is_public_or_missing_and_nothing_is_verified() {
+    let d = decider(CONFIG);
+    let fake = Fake::claims(json!({}));
+    let health = req("/healthz", &[]);
+    let out = run(&d, &health, &fake).expect("decided");
+    assert!(out.allowed);
+    assert_eq!((out.reached, out.reason()), (Step::Token, "public"));
+    // A forged identity header is removed on a public route too.
+    assert_eq!(removed(&out.verdict), ["x-user-id"]);
+    let orders = req("/orders", &[]);
+    let out = run(&d, &orders, &fake).expect("decided");
+    assert_eq!(
+        (out.reached, out.deny.clone()),
+        (Step::Token, Some(Deny::MissingToken))
+    );
+    assert_eq!(status(&out.verdict), 401);
+    assert_eq!(fake.verified.get(), 0);
+}
+
+#[test]
+fn a_token_for_another_audience_stops_before_the_callers_bind_step() {
+    let d = decider(CONFIG);
+    let r = req("/orders", &[BEARER]);
+    let fake = Fake::claims(json!({"sub": "u-1", "aud": "other"}));
+    let out = run(&d, &r, &fake).expect("decided");
+    assert_eq!(out.reached, Step::Accept);
+    assert_eq!(out.deny, Some(Deny::Invalid(VerifyError::WrongAudience)));
+    assert_eq!(fake.bound.get(), 0);
+}
+
+#[test]
+fn a_bind_refusal_comes_before_the_claims_so_shadow_mode_passes_no_identity() {
+    let d = decider(CONFIG);
+    let r = req("/watched/x", &[BEARER]);
+    let mut fake = Fake::claims(json!({"sub": "u-1", "aud": "api"}));
+    fake.bind = Err(Stop::Deny(Deny::TokenRevoked));
+    let out = run(&d, &r, &fake).expect("decided");
+    assert_eq!((out.reached, out.mode), (Step::Bind, Mode::Shadow));
+    assert!(out.shadowed());
+    // Not `insufficient_claims`: no identity header from this token.
+    assert_eq!(removed(&out.verdict), ["x-user-id", "authorization"]);
+}
+
+#[test]
+fn shadow_mode_keeps_the_identity_of_a_token_that_only_lacks_claims() {
+    let d = decider(&CONFIG.replace("mode: enforce", "mode: shadow"));
+    let r = req("/admin/x", &[BEARER]);
+    let fake = Fake::claims(json!({"sub": "u-1", "aud": "api", "role": "user"}));
+    let out = run(&d, &r, &fake).expect("decided");
+    assert_eq!(out.reached, Step::Claims);
+    assert_eq!(out.deny, Some(Deny::InsufficientClaims));
+    match &out.verdict {
+        Verdict::Allow { mutation, .. } => {
+            assert_eq!(mutation.set, [("x-user-id".to_owned(), "u-1".to_owned())]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_caller_that_defers_decides_nothing() {
+    let d = decider(CONFIG);
+    let r = req("/orders", &[BEARER]);
+    assert!(run(&d, &r, &Fake::refusing(Stop::Defer)).is_none());
+    // A refusal from verification is a denial like any other.
+    let out = run(
+        &d,
+        &r,
+        &Fake::refusing(Stop::Deny(Deny::Invalid(VerifyError::Expired))),
+    )
+    .expect("decided");
+    assert_eq!(out.reached, Step::Verify);
+    assert_eq!(status(&out.verdict), 401);
+}
+
+#[test]
+fn a_dpop_token_takes_its_proof_along_when_stripped() {
+    let config = CONFIG.replace(
+        "audiences: [api]",
+        "audiences: [api]\n    token_sources: [bearer]",
+    );
+    let d = decider(&config);
+    let r = req(
+        "/orders",
+        &[("authorization", "DPoP tok"), ("dpop", "proof")],
+    );
+    let fake = Fake::claims(json!({"sub": "u-1", "aud": "api"}));
+    let out = run(&d, &r, &fake).expect("decided");
+    assert_eq!(removed(&out.verdict), ["authorization", "dpop"]);
+}
+
+#[test]
+fn shedding_load_keeps_a_routes_enforce_mode() {
+    let d = decider(&CONFIG.replace("mode: enforce", "mode: shadow"));
+    let r = req("/orders", &[BEARER]);
+    let out: Decision<'_, '_, ()> = d.shed(&r.incoming(), Deny::Overloaded, None);
+    assert!(out.shadowed());
+    let enforced = decider(&CONFIG.replace("mode: shadow", "mode: enforce"));
+    let out: Decision<'_, '_, ()> = enforced.shed(&r.incoming(), Deny::Overloaded, None);
+    assert!(!out.allowed);
+    assert_eq!(status(&out.verdict), 503);
+    // Unreadable: refused whatever the mode.
+    let garbled = req("/a/..%2fb", &[]);
+    let out: Decision<'_, '_, ()> = d.shed(&garbled.incoming(), Deny::Overloaded, None);
+    assert!(!out.allowed);
+}
+
+#[test]
+fn a_future_that_waits_is_not_run_to_an_answer() {
+    assert_eq!(now(async { 7 }), Some(7));
+    assert_eq!(now(std::future::pending::<()>()), None);
+}
