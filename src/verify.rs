@@ -123,7 +123,7 @@ impl Verifier {
         } else {
             Ok(())
         };
-        stage(record, "typ", typed, |_| format!("{}", typ.unwrap_or("-")))?;
+        stage(record, "typ", typed, |_| typ.unwrap_or("-").to_owned())?;
         let kid = token.header.kid.as_deref();
         let keys = key_set_for(&provider.store, kid).await;
         let keys = stage(record, "key", keys, |_| {
