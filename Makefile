@@ -14,7 +14,7 @@ bench:
 build:
 	cargo build --workspace --release
 
-# The decision core (core/) built for wasm32-wasip1, Envoy's Wasm target (installs Debian's
+# The decision core (crates/core/) built for wasm32-wasip1, Envoy's Wasm target (installs Debian's
 # rustc-web when rustup has no wasm32-wasip1 target).
 wasm:
 	./scripts/wasm.sh

@@ -2,7 +2,7 @@
 """make bench: jwt-authz against what users would pick instead, in one run, on loopback.
 
 Builds release binaries, then measures
-  a. direct gRPC Check (tools in bench/: authz-load, a tonic load generator, and noop-authz,
+  a. direct gRPC Check (tools in crates/bench/: authz-load, a tonic load generator, and noop-authz,
      the no-op floor) for a hot token, 10,000 tokens cycling, a fresh signature check every
      time (token cache off), and denials (no token, bad signature);
   b. end to end through the real Envoy with wrk: no auth, native jwt_authn without and with
@@ -11,7 +11,7 @@ Builds release binaries, then measures
   b2. the front ends, each against its own no-op floor in the same rounds: Envoy gRPC
      ext_authz, Envoy HTTP ext_authz (http_service), nginx auth_request (Debian's nginx);
   c. CPU time per Check and RSS (idle, under load, after 1,000,000 unique tokens);
-  d. cost curves in-process (bench/src/bin/curves.rs): rules, providers, keys, cached
+  d. cost curves in-process (crates/bench/src/bin/curves.rs): rules, providers, keys, cached
      tokens, identity headers; and the miss path's own work (a check with the cache off,
      less the cached check, less the RS256 signature check alone);
   e. a flood: the latency of a steady valid cached-token load alone and while a flood of
@@ -735,7 +735,7 @@ def main():
             plugin = lambda extra: authz_config(  # noqa: E731
                 ports["authz"], ports["authz_admin"], 100000, ports["authz_http"],
                 in_proxy=f"{{cluster: authz_http{extra}}}")
-            # The floor: a Wasm filter that does nothing (bench/wasm-noop), in the same VM
+            # The floor: a Wasm filter that does nothing (crates/bench/wasm-noop), in the same VM
             # runtime, so the rows show what the filter's own work costs.
             in_proxy = {"wasm_noop": (noop_wasm, ""),
                         "in_proxy_hot": (wasm, plugin("")),

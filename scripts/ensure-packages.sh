@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests run for real when they are missing: nginx and Caddy
-# (tests/e2e_proxies.rs) and redis-server (tests/replay_store.rs). Prints, on stdout, the
+# (crates/sidecar/tests) and redis-server (crates/sidecar/tests). Prints, on stdout, the
 # binaries that are still unavailable, one per line, and on stderr why; the tests skip only
 # what is listed in $JWT_AUTHZ_UNAVAILABLE_PACKAGES and fail on any other missing binary.
 set -uo pipefail

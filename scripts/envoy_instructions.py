@@ -8,7 +8,7 @@ req/s on a shared, noisy machine moved by 30 %.
 One Envoy 1.40 (`--concurrency 1`) under callgrind with one listener per row, every route a
 `direct_response` (no upstream): no filter, jwt_authn with its cache, gRPC ext_authz to
 jwt-authz (Envoy's side only: the sidecar's own work is not in the count), the do-nothing
-Wasm filter (bench/wasm-noop), and the jwt-authz filter (WASM, default the one `make wasm`
+Wasm filter (crates/bench/wasm-noop), and the jwt-authz filter (WASM, default the one `make wasm`
 built) with a held token and with every request a callout. Each row: 50 requests to warm
 up, then N (default 300) on one keep-alive connection counted alone. `--no-guard` leaves
 out the RBAC guard the shipped in-proxy configuration puts after the filter. Needs the

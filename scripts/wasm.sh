@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the decision core (core/, crate jwt-authz-core), the in-proxy filter (filter/) and
-# the bench's do-nothing Wasm filter (bench/wasm-noop/) for wasm32-wasip1, the target of
+# Builds the decision core (crates/core/, crate jwt-authz-core), the in-proxy filter (crates/filter/) and
+# the bench's do-nothing Wasm filter (crates/bench/wasm-noop/) for wasm32-wasip1, the target of
 # Envoy's Wasm filters, into target/wasm/. `make wasm` runs it; `make test` too, so nothing
 # that cannot run inside Envoy (sockets, threads, a clock, aws-lc) creeps into the core.
 #

@@ -224,7 +224,7 @@ impl Envoy {
 pub fn filter_wasm() -> Option<std::path::PathBuf> {
     static WASM: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
     WASM.get_or_init(|| {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
         let out = Command::new(root.join("scripts/wasm.sh"))
             .current_dir(root)
             .output()
@@ -245,7 +245,7 @@ pub fn filter_wasm() -> Option<std::path::PathBuf> {
 /// The RBAC filter envoy/envoy-in-proxy.yaml.tmpl puts after the Wasm filter, as shipped:
 /// only requests the filter marked as decided go on.
 pub fn in_proxy_guard() -> String {
-    let template = include_str!("../../envoy/envoy-in-proxy.yaml.tmpl");
+    let template = include_str!("../../../../envoy/envoy-in-proxy.yaml.tmpl");
     let start = template
         .find("          - name: envoy.filters.http.rbac")
         .expect("the shipped template has the guard");

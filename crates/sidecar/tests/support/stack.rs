@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-const WORKSPACE: &str = env!("CARGO_MANIFEST_DIR");
+const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
 /// A loopback port nothing listens on, for a process the test starts next. Taken below the
 /// kernel's ephemeral range (from 32768 on Linux): a port the kernel hands out for `:0` can

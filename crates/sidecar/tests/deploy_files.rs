@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-const WORKSPACE: &str = env!("CARGO_MANIFEST_DIR");
+const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(Path::new(WORKSPACE).join(path)).expect(path)

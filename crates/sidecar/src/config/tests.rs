@@ -128,7 +128,7 @@ fn duplicate_providers_are_rejected() {
 
 #[test]
 fn example_config_is_valid() {
-    let text = include_str!("../../config/example.yaml");
+    let text = include_str!("../../../../config/example.yaml");
     let config = Config::from_yaml(text).unwrap();
     assert_eq!(config.providers.len(), 1);
     assert!(!config.rules.is_empty());
@@ -681,14 +681,14 @@ fn verification_threads_and_their_queue_are_bounded() {
 #[test]
 fn the_decision_digest_is_the_filters_for_the_same_file() {
     for text in [
-        include_str!("../../config/example.yaml"),
-        include_str!("../../deploy/kubernetes/config.yaml"),
+        include_str!("../../../../config/example.yaml"),
+        include_str!("../../../../deploy/kubernetes/config.yaml"),
     ] {
         let sidecar = Config::from_yaml(text).unwrap().decision().digest();
         let filter = DecisionConfig::from_yaml(text).unwrap().digest();
         assert_eq!(sidecar, filter);
     }
-    let text = include_str!("../../config/example.yaml");
+    let text = include_str!("../../../../config/example.yaml");
     let digest = |text: &str| Config::from_yaml(text).unwrap().decision().digest();
     let base = digest(text);
     let rule_changed = text.replace("any_of: [admin]", "any_of: [admin, ops]");

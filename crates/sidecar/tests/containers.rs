@@ -28,7 +28,7 @@ use testcontainers::core::{ExecCommand, Healthcheck, IntoContainerPort, WaitFor}
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
-const WORKSPACE: &str = env!("CARGO_MANIFEST_DIR");
+const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 const PUBLIC_URL: &str = "http://localhost:8000";
 
 fn template(path: &str) -> String {
