@@ -1,15 +1,15 @@
 //! Sender-constrained tokens at login. A valid `DPoP` proof (RFC 9449 §5) binds the token to
 //! the proof's key (`cnf.jkt`); a client certificate forwarded by a trusted Envoy binds it to
 //! the certificate (RFC 8705 §3, `cnf["x5t#S256"]`). The checks are jwt-authz's own
-//! ([`jwt_authz::dpop`], [`jwt_authz::mtls`]), so issuer and verifier read proofs alike.
+//! ([`jwt_authz_jose::dpop`], [`jwt_authz_jose::mtls`]), so issuer and verifier read proofs alike.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::HeaderMap;
 use jsonwebtoken::Algorithm;
-use jwt_authz::dpop::replay::{MemoryStore, ReplayStore, StoreError, proof_key};
-use jwt_authz::dpop::{self, Expected};
-use jwt_authz::mtls;
+use jwt_authz_jose::dpop::replay::{MemoryStore, StoreError, proof_key};
+use jwt_authz_jose::dpop::{self, Expected};
+use jwt_authz_jose::mtls;
 
 use crate::config::Settings;
 use crate::token::Confirmation;
@@ -45,7 +45,7 @@ pub enum BindingError {
 /// The login proofs seen within their window (RFC 9449 §11.1), in this process.
 #[derive(Clone)]
 pub struct Proofs {
-    store: ReplayStore,
+    store: MemoryStore,
     max_age: Duration,
 }
 
@@ -59,7 +59,7 @@ impl Proofs {
     pub fn new(max_age: Duration) -> Self {
         let window = max_age + PROOF_LEEWAY * 2;
         Self {
-            store: ReplayStore::Memory(MemoryStore::new(window, MAX_REMEMBERED_PROOFS)),
+            store: MemoryStore::new(window, MAX_REMEMBERED_PROOFS),
             max_age,
         }
     }
@@ -112,8 +112,7 @@ async fn dpop_key(
         BindingError::InvalidProof("invalid DPoP proof")
     })?;
     let key = proof_key("login", &accepted.jkt, &accepted.jti);
-    let window = proofs.max_age + PROOF_LEEWAY * 2;
-    match proofs.store.first_use(&key, window).await {
+    match proofs.store.first_use(&key).await {
         Ok(true) => Ok(Some(accepted.jkt)),
         Ok(false) => Err(BindingError::InvalidProof("DPoP proof already used")),
         Err(StoreError::Full(_) | StoreError::Unavailable(_)) => Err(BindingError::Busy),

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use jsonwebtoken::{Algorithm, Header};
-use jwt_authz::status_list::{StatusList, TOKEN_TYPE};
+use jwt_authz_jose::status_list::{StatusList, TOKEN_TYPE};
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::json;
 

@@ -365,13 +365,13 @@ fn statuses(token: &str, jwks: &Value, uri: &str, entries: u64) -> Vec<u8> {
     assert_eq!(claims["ttl"], 60);
     let map = claims.as_object().expect("claims");
     let (list, _) =
-        jwt_authz::status_list::check_token_claims(map, uri, now(), 1 << 20).expect("list");
+        jwt_authz_jose::status_list::check_token_claims(map, uri, now(), 1 << 20).expect("list");
     (0..entries)
         .map(|i| match list.get(i).expect("entry") {
-            jwt_authz::status_list::Status::Valid => 0,
-            jwt_authz::status_list::Status::Invalid => 1,
-            jwt_authz::status_list::Status::Suspended => 2,
-            jwt_authz::status_list::Status::Other(v) => v,
+            jwt_authz_jose::status_list::Status::Valid => 0,
+            jwt_authz_jose::status_list::Status::Invalid => 1,
+            jwt_authz_jose::status_list::Status::Suspended => 2,
+            jwt_authz_jose::status_list::Status::Other(v) => v,
         })
         .collect()
 }

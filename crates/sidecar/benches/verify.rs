@@ -134,7 +134,7 @@ fn bench(c: &mut Criterion) {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs();
-    let expected = jwt_authz::dpop::Expected {
+    let expected = jwt_authz_jose::dpop::Expected {
         method: "GET",
         uri: jwt_authz_bench::BENCH_URI,
         access_token: Some(&token),
@@ -144,9 +144,9 @@ fn bench(c: &mut Criterion) {
         max_age: 3600,
         leeway: 5,
     };
-    assert!(jwt_authz::dpop::verify_proof(&proof, &expected).is_ok());
+    assert!(jwt_authz_jose::dpop::verify_proof(&proof, &expected).is_ok());
     c.bench_function("dpop/verify_proof", |b| {
-        b.iter(|| jwt_authz::dpop::verify_proof(&proof, &expected))
+        b.iter(|| jwt_authz_jose::dpop::verify_proof(&proof, &expected))
     });
     // The floor under it: the P-256 signature check alone, in aws-lc.
     let (signed, signature) = proof.rsplit_once('.').expect("jws");
@@ -165,7 +165,7 @@ fn bench(c: &mut Criterion) {
     let jwk = jwt_authz_bench::dpop_jwk(&dpop_key);
     let jwk = jwk.as_object().expect("object");
     c.bench_function("dpop/thumbprint", |b| {
-        b.iter(|| jwt_authz::dpop::thumbprint(jwk))
+        b.iter(|| jwt_authz_jose::dpop::thumbprint(jwk))
     });
 
     // The signature check alone: jsonwebtoken's stock aws-lc verifier (key rebuilt from
@@ -173,7 +173,7 @@ fn bench(c: &mut Criterion) {
     let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(rsa_jwk(&key)).expect("jwk");
     let decoding = jsonwebtoken::DecodingKey::from_jwk(&jwk).expect("decoding key");
     let alg = jsonwebtoken::Algorithm::RS256;
-    let prepared = jwt_authz::crypto::prepare(&decoding, &[alg]);
+    let prepared = jwt_authz_jose::crypto::prepare(&decoding, &[alg]);
     let (message, signature) = token.rsplit_once('.').expect("jws");
     let signature =
         base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, signature)
@@ -194,7 +194,7 @@ fn bench(c: &mut Criterion) {
     // header and claims JSON) as verification does now, against `jsonwebtoken::decode`
     // (signature included) as it did before, less signature/stock.
     c.bench_function("token/parse_once", |b| {
-        b.iter(|| jwt_authz::verify::jws::Unverified::parse(&token).expect("parses"))
+        b.iter(|| jwt_authz_jose::jws::Unverified::parse(&token).expect("parses"))
     });
     let mut validation = jsonwebtoken::Validation::new(alg);
     validation.validate_aud = false;

@@ -12,11 +12,11 @@ use crate::config::{
     StatusListMode,
 };
 use crate::decision::{Checks, Decider, Decision, Stop, Verified};
-use crate::dpop::NonceCheck;
-use crate::dpop::nonce::Nonces;
-use crate::dpop::replay::{MemoryStore, RedisStore, ReplayStore, StoreError};
 use crate::extract::Found;
 use crate::in_proxy::{CachedToken, CheckAnswer, WireVerdict};
+use crate::sender::replay::{MemoryStore, RedisStore, ReplayStore, StoreError};
+use jwt_authz_jose::dpop::NonceCheck;
+use jwt_authz_jose::dpop::nonce::Nonces;
 
 use crate::jwks::snapshot::SnapshotFile;
 use crate::jwks::{self, KeyStore};
@@ -27,9 +27,9 @@ use crate::revocation::StatusLists;
 use crate::sender::{self, ReplayCheck};
 use crate::telemetry::{self, Telemetry};
 use crate::token_cache::{self, TokenCache};
-use crate::verify::jws::Record;
 use crate::verify::pool::{PoolSettings, VerifyPool};
 use crate::verify::{Provider, VerifiedToken, Verifier, VerifyError};
+use jwt_authz_jose::jws::Record;
 
 /// How long signature checks stay on the verification threads after the last second in
 /// which `limits.isolate_after_refusals` tokens were refused.

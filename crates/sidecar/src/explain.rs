@@ -19,7 +19,7 @@ use crate::decision::{Decision, Step};
 use crate::request::Incoming;
 use crate::response::{Deny, Verdict};
 use crate::token_cache;
-use crate::verify::jws::Check;
+use jwt_authz_jose::jws::Check;
 
 /// The request to explain, as a proxy would describe it to jwt-authz.
 #[derive(Debug, Clone)]

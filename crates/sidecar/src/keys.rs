@@ -10,7 +10,7 @@ use jsonwebtoken::jwk::{
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 use crate::config::ProviderConfig;
-use crate::crypto::PreparedKey;
+use jwt_authz_jose::crypto::PreparedKey;
 
 #[cfg(test)]
 mod tests;
@@ -243,7 +243,7 @@ impl VerifyingKey {
         let thumbprint = jwk
             .thumbprint(ThumbprintHash::SHA256)
             .map_err(|e| format!("key {kid_hint}: cannot compute thumbprint: {e}"))?;
-        let prepared = crate::crypto::prepare(&decoding_key, &algorithms);
+        let prepared = jwt_authz_jose::crypto::prepare(&decoding_key, &algorithms);
         // An algorithm aws-lc could not parse the key for is one this key never verifies.
         algorithms.retain(|alg| prepared.iter().any(|p| p.alg == *alg));
         if algorithms.is_empty() {

@@ -23,9 +23,9 @@ use crate::jwks::snapshot::{self, SnapshotError};
 use crate::jwks::{self, FetchError, KeyStore};
 use crate::metrics::Metrics;
 use crate::response::Deny;
-use crate::status_list::{self, Status, StatusList, StatusListError};
 use crate::telemetry::Telemetry;
 use crate::verify::{self, VerifyError};
+use jwt_authz_jose::status_list::{self, Status, StatusList, StatusListError};
 
 /// The media type of a Status List Token in JWT format (§8.1).
 pub const MEDIA_TYPE: &str = "application/statuslist+jwt";

@@ -12,12 +12,13 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
 use crate::config::{CertificateBinding, DpopMode, ProviderConfig};
-use crate::dpop::{self, DpopError, Expected, NonceCheck, replay::ProofKey};
 use crate::extract::{Found, Scheme};
-use crate::mtls::{self, CertificateError};
 use crate::request::Incoming;
 use crate::response::Deny;
+use jwt_authz_jose::dpop::{self, DpopError, Expected, NonceCheck, replay::ProofKey};
+use jwt_authz_jose::mtls::{self, CertificateError};
 
+pub mod replay;
 #[cfg(test)]
 mod tests;
 

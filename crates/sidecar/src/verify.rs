@@ -12,10 +12,9 @@ use crate::config::ProviderConfig;
 use crate::jwks::KeyStore;
 use crate::keys::{KeySet, VerifyingKey};
 
-pub mod jws;
 pub mod pool;
 
-use jws::{Record, Registered, Unverified, stage};
+use jwt_authz_jose::jws::{self, Record, Registered, Unverified, stage};
 use pool::VerifyPool;
 
 pub use jwt_authz_core::decision::audience_matches;
@@ -117,7 +116,7 @@ impl Verifier {
         let typed = if !config.accepts_type(typ)
             || typ
                 .and_then(crate::config::media_type)
-                .is_some_and(|t| t.eq_ignore_ascii_case(crate::status_list::TOKEN_TYPE))
+                .is_some_and(|t| t.eq_ignore_ascii_case(jwt_authz_jose::status_list::TOKEN_TYPE))
         {
             Err(VerifyError::WrongTokenType)
         } else {
@@ -267,7 +266,7 @@ fn candidates<'k>(
 /// same web-based key resolution as the Referenced Token): `typ` must be `statuslist+jwt`,
 /// the signature valid, `nbf` (if any) reached, `sub` present, and `iss`, if present, the
 /// provider's issuer. Returns the claims; the caller checks `sub`, `iat`, `exp` and `ttl`
-/// against the reference ([`crate::status_list::check_token_claims`]).
+/// against the reference ([`jwt_authz_jose::status_list::check_token_claims`]).
 pub async fn verify_status_list_token(
     store: &Arc<KeyStore>,
     token: &str,
@@ -278,7 +277,7 @@ pub async fn verify_status_list_token(
     // §5.1: "The JWT type MUST be statuslist+jwt" (RFC 7515 §4.1.9: with or without the
     // application/ prefix).
     let typ = header.typ.as_deref().and_then(crate::config::media_type);
-    if !typ.is_some_and(|t| t.eq_ignore_ascii_case(crate::status_list::TOKEN_TYPE)) {
+    if !typ.is_some_and(|t| t.eq_ignore_ascii_case(jwt_authz_jose::status_list::TOKEN_TYPE)) {
         return Err(VerifyError::WrongTokenType);
     }
     let keys = key_set_for(store, header.kid.as_deref()).await?;

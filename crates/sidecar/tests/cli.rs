@@ -34,7 +34,8 @@ fn check_config(path: &std::path::Path) -> (Option<i32>, String, String) {
 
 #[test]
 fn check_config_accepts_the_example_and_names_the_bad_field() {
-    let example = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("config/example.yaml");
+    let example = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .join("config/example.yaml");
     let (code, stdout, stderr) = check_config(&example);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("ok"));

@@ -7,8 +7,10 @@ use jwt_authz::Config;
 use jwt_authz_core::config::{DecisionConfig, LoadError};
 
 fn read(path: &str) -> String {
-    std::fs::read_to_string(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join(path))
-        .unwrap_or_else(|e| panic!("{path}: {e}"))
+    std::fs::read_to_string(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join(path),
+    )
+    .unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 #[test]

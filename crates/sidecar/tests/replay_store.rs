@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use jwt_authz::dpop::replay::{MemoryStore, RedisStore, ReplayStore, StoreError, proof_key};
+use jwt_authz::sender::replay::{MemoryStore, RedisStore, ReplayStore, StoreError, proof_key};
 use support::redis::Redis;
 use support::stack::{debian_binary, free_port};
 

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use jwt_authz::status_list::StatusList;
+use jwt_authz_jose::status_list::StatusList;
 use serde_json::{Value, json};
 use support::*;
 

@@ -183,7 +183,7 @@ async fn status_lists_are_snapshotted_and_revocations_survive_a_restart() {
     let key = TestKey::rsa("k1");
     let jwks = JwksServer::start(vec![key.jwk()]).await;
     let uri = jwks.document_url("1");
-    let mut list = jwt_authz::status_list::StatusList::new(1, 8).expect("list");
+    let mut list = jwt_authz_jose::status_list::StatusList::new(1, 8).expect("list");
     list.set(1, 1).expect("revoke");
     jwks.set_document(
         "1",

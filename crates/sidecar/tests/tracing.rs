@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use jwt_authz::status_list::StatusList;
+use jwt_authz_jose::status_list::StatusList;
 use serde_json::json;
 use support::otlp::{Collector, Span};
 use support::*;

@@ -89,7 +89,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             cli.out.join("status-token.txt"),
             sign_rs256(&rsa, &referencing) + "\n",
         )?;
-        let mut list = jwt_authz::status_list::StatusList::new(1, 1024)?;
+        let mut list = jwt_authz_jose::status_list::StatusList::new(1, 1024)?;
         list.set(7, 1)?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
@@ -100,7 +100,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
         std::fs::write(
             cli.out.join("status-list.jwt"),
-            sign_rs256_typed(&rsa, jwt_authz::status_list::TOKEN_TYPE, &list_claims),
+            sign_rs256_typed(&rsa, jwt_authz_jose::status_list::TOKEN_TYPE, &list_claims),
         )?;
     }
     println!(

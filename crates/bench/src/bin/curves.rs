@@ -359,7 +359,8 @@ impl<'a> Bench<'a> {
         let uncached = self.runtime(&format!("{provider}token_cache: {{max_entries: 0}}\n"))?;
         let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk)?;
         let decoding = jsonwebtoken::DecodingKey::from_jwk(&jwk)?;
-        let prepared = jwt_authz::crypto::prepare(&decoding, &[jsonwebtoken::Algorithm::RS256]);
+        let prepared =
+            jwt_authz_jose::crypto::prepare(&decoding, &[jsonwebtoken::Algorithm::RS256]);
         let prepared = prepared.into_iter().next().ok_or("RSA key not prepared")?;
         let (message, signature) = token.rsplit_once('.').ok_or("not a JWS")?;
         let message = message.as_bytes().to_vec();

@@ -198,7 +198,7 @@ fn rfc7515_appendix_a2_and_a3_examples_verify() {
     );
     let keys = parse(vec![rs256, es256], &[Algorithm::RS256, Algorithm::ES256]).unwrap();
     for (example, compact, alg) in [("A.2", a2, Algorithm::RS256), ("A.3", a3, Algorithm::ES256)] {
-        let token = crate::verify::jws::Unverified::parse(compact).unwrap();
+        let token = jwt_authz_jose::jws::Unverified::parse(compact).unwrap();
         assert_eq!(token.header.alg, alg, "{example}");
         assert_eq!(token.claims["iss"], "joe");
         assert_eq!(token.claims["exp"], 1_300_819_380);

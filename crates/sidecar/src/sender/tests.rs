@@ -4,8 +4,8 @@ use serde_json::json;
 
 use super::*;
 use crate::config::TokenSource;
-use crate::dpop::DpopError;
-use crate::dpop::examples::{ACCESS_TOKEN, EXAMPLE_JKT, FIGURE_13};
+use jwt_authz_jose::dpop::DpopError;
+use jwt_authz_jose::dpop::examples::{ACCESS_TOKEN, EXAMPLE_JKT, FIGURE_13};
 
 /// RFC 9449 Figure 13's clock.
 const AT: u64 = 1_562_262_618;

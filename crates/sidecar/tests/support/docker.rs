@@ -27,7 +27,8 @@ pub fn ensure_images() {
     if missing_image().is_none() {
         return;
     }
-    let script = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("scripts/docker-local-images.sh");
+    let script = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .join("scripts/docker-local-images.sh");
     let status = Command::new(script)
         .status()
         .expect("run docker-local-images.sh");

@@ -4,7 +4,7 @@
 //! decompression may produce.
 //!
 //! Pure: fetching, signature verification (by a key of the token's own provider), caching
-//! and the per-request lookup are [`crate::revocation`]'s.
+//! and the per-request lookup are the sidecar's (its `revocation` module).
 
 use std::io::Read;
 
@@ -12,8 +12,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
-#[cfg(test)]
-pub(crate) mod examples;
+/// The examples the specification itself gives, for tests here and in the sidecar.
+#[doc(hidden)]
+pub mod examples;
 #[cfg(test)]
 mod tests;
 

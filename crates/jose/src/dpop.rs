@@ -12,8 +12,9 @@ use serde_json::{Map, Value};
 pub mod nonce;
 pub mod replay;
 
-#[cfg(test)]
-pub(crate) mod examples;
+/// The examples the specification itself gives, for tests here and in the sidecar.
+#[doc(hidden)]
+pub mod examples;
 #[cfg(test)]
 mod tests;
 
@@ -290,12 +291,12 @@ fn normalise(uri: &str) -> Option<String> {
     } else {
         format!("{host}:{port}")
     };
-    let config = crate::config::PathConfig {
-        escaped_slashes: crate::config::EscapedSlashes::Keep,
-        path_parameters: crate::config::PathParameters::Keep,
+    let config = jwt_authz_core::config::PathConfig {
+        escaped_slashes: jwt_authz_core::config::EscapedSlashes::Keep,
+        path_parameters: jwt_authz_core::config::PathParameters::Keep,
         case_sensitive: true,
         max_bytes: 8192,
     };
-    let path = crate::request::canonical_path(path, &config).ok()?;
+    let path = jwt_authz_core::request::canonical_path(path, &config).ok()?;
     Some(format!("{scheme}://{authority}{path}"))
 }

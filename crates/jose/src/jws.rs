@@ -6,14 +6,14 @@
 //! the provider by `iss` and the key by `kid` parsed both once more before it: about a tenth
 //! of a miss's CPU (BENCHMARKS.md, "miss path"). `jsonwebtoken` still reads the keys
 //! (`Jwk`, `DecodingKey`) and the header type; the signature is checked with the aws-lc key
-//! prepared per fetch ([`crate::keys::VerifyingKey::verify_signature`]).
+//! prepared per fetch (the sidecar's `keys::VerifyingKey::verify_signature`, over [`crate::crypto`]).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Header;
 use serde_json::{Map, Value};
 
-use super::VerifyError;
+use jwt_authz_core::token::VerifyError;
 
 #[cfg(test)]
 mod tests;
