@@ -7,7 +7,16 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use crate::claims;
-use crate::config::ClaimHeader;
+use serde::Deserialize;
+
+/// One identity header: which claim it carries.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimHeader {
+    /// A claim name; `a.b` reaches into nested objects.
+    pub claim: String,
+    pub header: String,
+}
 
 /// Header changes for an allowed request.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -49,6 +49,27 @@ pub struct ListState {
 const KEEP_EXPIRED_SECS: i64 = 7 * 24 * 3600;
 
 impl UserStore {
+    /// Removes a user and revokes every unexpired token issued to them, in one
+    /// transaction; returns how many tokens were revoked.
+    pub fn remove(&self, username: &str) -> Result<usize, UserError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let id: Option<String> = tx
+            .query_row(
+                "SELECT id FROM users WHERE username = ?1",
+                params![username],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(id) = id else {
+            return Err(UserError::NotFound(username.to_owned()));
+        };
+        let revoked = revoke_subject_in(&tx, &id, now())?;
+        tx.execute("DELETE FROM users WHERE id = ?1", params![id])?;
+        tx.commit()?;
+        Ok(revoked)
+    }
+
     /// Records a newly minted token and gives it the next free entry: in the newest list
     /// with room, or a new list of `list_size` entries.
     pub fn record_token(

@@ -195,27 +195,6 @@ impl UserStore {
         Ok(user)
     }
 
-    /// Removes a user and revokes every unexpired token issued to them, in one
-    /// transaction; returns how many tokens were revoked.
-    pub fn remove(&self, username: &str) -> Result<usize, UserError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let id: Option<String> = tx
-            .query_row(
-                "SELECT id FROM users WHERE username = ?1",
-                params![username],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(id) = id else {
-            return Err(UserError::NotFound(username.to_owned()));
-        };
-        let revoked = crate::revocation::revoke_subject_in(&tx, &id, now())?;
-        tx.execute("DELETE FROM users WHERE id = ?1", params![id])?;
-        tx.commit()?;
-        Ok(revoked)
-    }
-
     /// The user named `username`, if any.
     pub fn find(&self, username: &str) -> Result<Option<User>, UserError> {
         Ok(self

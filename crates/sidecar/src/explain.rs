@@ -12,13 +12,13 @@ use serde_json::{Map, Value};
 use std::cmp::Ordering;
 use std::sync::Mutex;
 
-use crate::authz::Runtime;
-use crate::claims;
 use crate::config::ClaimRequirement;
-use crate::decision::{Decision, Step};
-use crate::request::Incoming;
-use crate::response::{Deny, Verdict};
-use crate::token_cache;
+use crate::runtime::Runtime;
+use crate::verify::token_cache;
+use jwt_authz_core::claims;
+use jwt_authz_core::decision::{Decision, Step};
+use jwt_authz_core::request::Incoming;
+use jwt_authz_core::response::{Deny, Verdict};
 use jwt_authz_jose::jws::Check;
 
 /// The request to explain, as a proxy would describe it to jwt-authz.
@@ -287,7 +287,7 @@ fn requirement(
     let holds = claims_held
         .and_then(|c| claims::lookup(c, &req.claim))
         .cloned();
-    let met = claims_held.is_some_and(|c| crate::policy::requirement_met(req, c));
+    let met = claims_held.is_some_and(|c| jwt_authz_core::policy::requirement_met(req, c));
     RequirementReport {
         claim: req.claim.clone(),
         wants,

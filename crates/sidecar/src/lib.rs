@@ -30,24 +30,17 @@
 //! - [`telemetry`]: OpenTelemetry spans for checks and fetches, exported over OTLP.
 //! - [`server`]: serving the ports, reload and graceful shutdown.
 
-pub mod admin;
-pub mod authz;
+mod clock;
 pub mod config;
 pub mod explain;
 pub mod front;
-pub mod jwks;
 pub mod keys;
-pub mod metrics;
+pub mod obs;
 pub mod revocation;
+pub mod runtime;
 pub mod sender;
-pub mod server;
-pub mod telemetry;
-pub mod token_cache;
+pub mod serve;
 pub mod verify;
 
-pub use jwt_authz_core::{
-    claims, decision, extract, identity, in_proxy, policy, request, response,
-};
-
 pub use config::Config;
-pub use server::Server;
+pub use serve::Server;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use jwt_authz::config::LogFormat;
-use jwt_authz::server::Listeners;
+use jwt_authz::serve::Listeners;
 use jwt_authz::{Config, Server};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -291,7 +291,7 @@ fn explain(args: ExplainArgs) -> ExitCode {
         Err(e) => return usage(format!("cannot start the async runtime: {e}")),
     };
     let report = runtime.block_on(async {
-        let client = jwt_authz::jwks::http_client(&Default::default())?;
+        let client = jwt_authz::keys::store::http_client(&Default::default())?;
         let wait = config
             .providers
             .iter()
@@ -299,9 +299,9 @@ fn explain(args: ExplainArgs) -> ExitCode {
             .max()
             .unwrap_or_default()
             + std::time::Duration::from_secs(1);
-        let metrics = std::sync::Arc::new(jwt_authz::metrics::Metrics::new());
-        let telemetry = jwt_authz::telemetry::Telemetry::off();
-        let decider = jwt_authz::authz::Runtime::start(config, None, client, metrics, telemetry)
+        let metrics = std::sync::Arc::new(jwt_authz::obs::metrics::Metrics::new());
+        let telemetry = jwt_authz::obs::telemetry::Telemetry::off();
+        let decider = jwt_authz::runtime::Runtime::start(config, None, client, metrics, telemetry)
             .map_err(|e| e.to_string())?;
         let started = std::time::Instant::now();
         while !decider.ready() && started.elapsed() < wait {

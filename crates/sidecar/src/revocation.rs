@@ -17,14 +17,14 @@ use opentelemetry::trace::FutureExt as _;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-use crate::authz::unix_now;
+use crate::clock::unix_now;
 use crate::config::{StatusListConfig, StatusListMode};
-use crate::jwks::snapshot::{self, SnapshotError};
-use crate::jwks::{self, FetchError, KeyStore};
-use crate::metrics::Metrics;
-use crate::response::Deny;
-use crate::telemetry::Telemetry;
+use crate::keys::snapshot::{self, SnapshotError};
+use crate::keys::store::{self, FetchError, KeyStore};
+use crate::obs::metrics::Metrics;
+use crate::obs::telemetry::Telemetry;
 use crate::verify::{self, VerifyError};
+use jwt_authz_core::response::Deny;
 use jwt_authz_jose::status_list::{self, Status, StatusList, StatusListError};
 
 /// The media type of a Status List Token in JWT format (§8.1).
@@ -338,7 +338,7 @@ impl StatusLists {
             }
             Err(error) => {
                 state.failures = state.failures.saturating_add(1);
-                let wait = jwks::retry_delay(
+                let wait = store::retry_delay(
                     state.failures,
                     self.config().max_ttl.min(Duration::from_secs(60)),
                 );
@@ -394,7 +394,7 @@ impl StatusLists {
             .and_then(|v| v.to_str().ok())
             .filter(|v| v.len() <= 256)
             .map(str::to_owned);
-        let body = jwks::read_body(response, config.max_bytes).await?;
+        let body = store::read_body(response, config.max_bytes).await?;
         let token = std::str::from_utf8(&body)
             .map_err(|_| ListError::NotText)?
             .trim();

@@ -12,9 +12,9 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
 use crate::config::{CertificateBinding, DpopMode, ProviderConfig};
-use crate::extract::{Found, Scheme};
-use crate::request::Incoming;
-use crate::response::Deny;
+use jwt_authz_core::extract::{Found, Scheme};
+use jwt_authz_core::request::Incoming;
+use jwt_authz_core::response::Deny;
 use jwt_authz_jose::dpop::{self, DpopError, Expected, NonceCheck, replay::ProofKey};
 use jwt_authz_jose::mtls::{self, CertificateError};
 

@@ -9,10 +9,11 @@ use jsonwebtoken::{Algorithm, Header};
 use serde_json::{Map, Value};
 
 use crate::config::ProviderConfig;
-use crate::jwks::KeyStore;
+use crate::keys::store::KeyStore;
 use crate::keys::{KeySet, VerifyingKey};
 
 pub mod pool;
+pub mod token_cache;
 
 use jwt_authz_jose::jws::{self, Record, Registered, Unverified, stage};
 use pool::VerifyPool;
@@ -25,8 +26,6 @@ pub use jwt_authz_core::token::{VerifiedToken, VerifyError};
 pub struct Provider {
     pub index: usize,
     pub store: Arc<KeyStore>,
-    /// The status lists its tokens name, when `status_list.mode` is not off.
-    pub status: Option<Arc<crate::revocation::StatusLists>>,
 }
 
 impl Provider {

@@ -11,13 +11,13 @@ mod support;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use jwt_authz::authz::Runtime;
 use jwt_authz::config::Config;
 use jwt_authz::explain::{self, Request};
-use jwt_authz::in_proxy::{GenerationAnswer, WireVerdict};
-use jwt_authz::metrics::Metrics;
-use jwt_authz::request::Incoming;
-use jwt_authz::telemetry::Telemetry;
+use jwt_authz::obs::metrics::Metrics;
+use jwt_authz::obs::telemetry::Telemetry;
+use jwt_authz::runtime::Runtime;
+use jwt_authz_core::in_proxy::{GenerationAnswer, WireVerdict};
+use jwt_authz_core::request::Incoming;
 use jwt_authz_filter::engine::{Engine, Step};
 use serde_json::{Value, json};
 use support::{ISSUER, TestKey, claims};

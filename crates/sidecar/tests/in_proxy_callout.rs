@@ -5,7 +5,7 @@
 
 mod support;
 
-use jwt_authz::in_proxy::{CheckAnswer, GenerationAnswer, WireVerdict};
+use jwt_authz_core::in_proxy::{CheckAnswer, GenerationAnswer, WireVerdict};
 use serde_json::json;
 use support::{PATH_RULES, TestKey, TestServer, claims, config_yaml, start_with_key};
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use jwt_authz::Config;
-use jwt_authz::jwks::snapshot::SnapshotFile;
+use jwt_authz::keys::snapshot::SnapshotFile;
 use support::*;
 
 fn yaml(jwks_url: &str, dir: &Path, max_age: &str) -> String {

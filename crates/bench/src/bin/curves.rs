@@ -30,12 +30,12 @@ use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use clap::Parser;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use jwt_authz::Config;
-use jwt_authz::authz::Runtime;
-use jwt_authz::metrics::Metrics;
-use jwt_authz::request::{Incoming, RequestInfo};
-use jwt_authz::token_cache::{TokenCache, token_hash};
-use jwt_authz::verify::VerifiedToken;
+use jwt_authz::obs::metrics::Metrics;
+use jwt_authz::runtime::Runtime;
+use jwt_authz::verify::token_cache::{TokenCache, token_hash};
 use jwt_authz_bench::{b64, check_request};
+use jwt_authz_core::request::{Incoming, RequestInfo};
+use jwt_authz_core::token::VerifiedToken;
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -204,7 +204,7 @@ impl<'a> Bench<'a> {
             None,
             reqwest::Client::new(),
             Arc::new(Metrics::new()),
-            jwt_authz::telemetry::Telemetry::off(),
+            jwt_authz::obs::telemetry::Telemetry::off(),
         )?;
         self.rt.block_on(async {
             while !runtime.ready() {
@@ -258,7 +258,7 @@ impl<'a> Bench<'a> {
         let token = sign(&key, "k0", &claims_for("https://p.test"));
         let check = self.check_call(runtime, &token, &last)?;
         let config = Config::from_yaml(&yaml)?;
-        let policy = Arc::new(jwt_authz::policy::Policy::new(
+        let policy = Arc::new(jwt_authz_core::policy::Policy::new(
             &config.rules,
             &config.paths,
             &config.provider_names(),

@@ -21,7 +21,97 @@
 
 use std::borrow::Cow;
 
-use crate::config::{EscapedSlashes, PathConfig, PathParameters};
+use serde::Deserialize;
+
+/// The `paths` section: request paths are matched in their canonical form ([`canonical_path`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathConfig {
+    #[serde(default)]
+    pub escaped_slashes: EscapedSlashes,
+    /// What `;` in a path (RFC 3986 §3.3 path parameters) means.
+    #[serde(default)]
+    pub path_parameters: PathParameters,
+    /// Whether rule paths match letter case exactly. Off (the default): `/API/Users` is
+    /// `/api/users` to the rules, as it is to Caddy's matchers and to Express, ASP.NET and
+    /// Spring before 6, so a protected route cannot be reached in another case; an app that
+    /// tells the two apart answers 404 to the spelling it does not know. A rule's own
+    /// `case_sensitive` overrides this.
+    #[serde(default)]
+    pub case_sensitive: bool,
+    /// A `:path` (query included) longer than this is refused (414) before anything else.
+    #[serde(default = "default_max_path_bytes")]
+    pub max_bytes: usize,
+}
+
+impl Default for PathConfig {
+    fn default() -> Self {
+        Self {
+            escaped_slashes: EscapedSlashes::default(),
+            path_parameters: PathParameters::default(),
+            case_sensitive: false,
+            max_bytes: default_max_path_bytes(),
+        }
+    }
+}
+
+/// What `;params` in a path segment means. Java servers (Tomcat, Jetty, Spring's
+/// `UrlPathHelper`) drop them from every segment before routing, so `/admin;x/users` is
+/// `/admin/users` to them and another path to a rule that keeps them; they are never
+/// ignored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PathParameters {
+    /// Refused with 400 (`true`/`false` were this setting's values before: `false` is this).
+    #[default]
+    Reject,
+    /// Dropped from every segment before rules match, as Java servers drop them: the rule
+    /// for `/admin/users` then matches `/admin;jsessionid=1/users;x`.
+    Strip,
+    /// Kept as data (`true` before), for apps that read `;` as part of a segment. Not for
+    /// Java backends: there `/admin;x/users` would escape the `/admin/` rules.
+    Keep,
+}
+
+impl<'de> Deserialize<'de> for PathParameters {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Spelling {
+            Old(bool),
+            Name(String),
+        }
+        match Spelling::deserialize(deserializer)? {
+            Spelling::Old(false) => Ok(Self::Reject),
+            Spelling::Old(true) => Ok(Self::Keep),
+            Spelling::Name(name) => match name.as_str() {
+                "reject" => Ok(Self::Reject),
+                "strip" => Ok(Self::Strip),
+                "keep" => Ok(Self::Keep),
+                other => Err(serde::de::Error::custom(format!(
+                    "unknown value {other:?}: expected reject, strip or keep"
+                ))),
+            },
+        }
+    }
+}
+
+/// What `%2F` in a path means. `%5C` (an escaped backslash) is refused whatever this says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedSlashes {
+    /// Refused with 400: servers disagree on whether it separates segments.
+    #[default]
+    Reject,
+    /// Decoded to `/` and matched as a separator (Envoy's `UNESCAPE_AND_FORWARD`, Istio's
+    /// `DECODE_AND_MERGE_SLASHES`); the proxy should forward the decoded path.
+    Decode,
+    /// Kept as `%2F`, data inside one segment, for apps whose identifiers contain slashes.
+    Keep,
+}
+
+fn default_max_path_bytes() -> usize {
+    8 * 1024
+}
 
 #[cfg(test)]
 mod tests;

@@ -20,11 +20,11 @@ use serde_json::{Map, Value};
 use tonic::{Code, Request, Response};
 
 use super::FrontEnd;
-use crate::authz::Runtime;
-use crate::metrics::Metrics;
-use crate::request::Incoming;
-use crate::response::{Denial, Verdict};
-use crate::telemetry::{Carrier, GrpcMetadata, Telemetry};
+use crate::obs::metrics::Metrics;
+use crate::obs::telemetry::{Carrier, GrpcMetadata, Telemetry};
+use crate::runtime::Runtime;
+use jwt_authz_core::request::Incoming;
+use jwt_authz_core::response::{Denial, Verdict};
 
 #[derive(Debug, Clone)]
 pub struct AuthorizationService {

@@ -33,13 +33,13 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::FrontEnd;
-use crate::authz::Runtime;
 use crate::config::ForwardedHeaders;
-use crate::in_proxy::{GenerationAnswer, METHOD_HEADER};
-use crate::metrics::Metrics;
-use crate::request::{self, Incoming};
-use crate::response::{Deny, Verdict};
-use crate::telemetry::{Carrier, Telemetry};
+use crate::obs::metrics::Metrics;
+use crate::obs::telemetry::{Carrier, Telemetry};
+use crate::runtime::Runtime;
+use jwt_authz_core::in_proxy::{GenerationAnswer, METHOD_HEADER};
+use jwt_authz_core::request::{self, Incoming};
+use jwt_authz_core::response::{Deny, Verdict};
 
 /// Envoy removes the headers this response header names from the request it forwards
 /// (ext_authz HTTP service).
@@ -201,7 +201,7 @@ struct AsItself<'a> {
 impl<'a> AsItself<'a> {
     /// Decides the request whose path (and query) is `original`, counting and logging it
     /// as `front_end`'s.
-    async fn check(&self, front_end: FrontEnd, original: &str) -> crate::authz::Outcome<'a> {
+    async fn check(&self, front_end: FrontEnd, original: &str) -> crate::runtime::Outcome<'a> {
         let no_extensions = HashMap::new();
         let host = original_host(&self.parts.uri, self.headers);
         let incoming = Incoming {

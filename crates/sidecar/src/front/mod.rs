@@ -11,11 +11,11 @@ use std::time::Instant;
 
 use opentelemetry::trace::FutureExt as _;
 
-use crate::authz::{Outcome, Runtime};
-use crate::metrics::Metrics;
-use crate::request::{self, Incoming};
-use crate::telemetry::{self, Carrier, CheckRecord, CheckSpan, Telemetry};
-use crate::token_cache;
+use crate::obs::metrics::Metrics;
+use crate::obs::telemetry::{self, Carrier, CheckRecord, CheckSpan, Telemetry};
+use crate::runtime::{Outcome, Runtime};
+use crate::verify::token_cache;
+use jwt_authz_core::request::{self, Incoming};
 
 pub mod grpc;
 pub mod http;

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::metrics::Metrics;
+use crate::obs::metrics::Metrics;
 
 type Job = Box<dyn FnOnce() + Send>;
 

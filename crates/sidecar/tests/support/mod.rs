@@ -29,7 +29,7 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, 
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
-use jwt_authz::server::Listeners;
+use jwt_authz::serve::Listeners;
 use jwt_authz::{Config, Server};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;

@@ -1,7 +1,7 @@
 use super::*;
-use crate::identity::HeaderMutation;
-use crate::response::Deny;
 use crate::verify::VerifyError;
+use jwt_authz_core::identity::HeaderMutation;
+use jwt_authz_core::response::Deny;
 
 #[test]
 fn a_denial_is_an_ok_rpc_carrying_the_http_answer() {
@@ -66,8 +66,8 @@ fn allow_overwrites_and_removes() {
 /// tonic); on the wire they must be Envoy's and gRPC's own numbers.
 #[test]
 fn core_status_numbers_are_envoys_and_grpcs() {
-    use crate::response::{GrpcCode, HttpStatus};
     use envoy_types::pb::envoy::r#type::v3::StatusCode;
+    use jwt_authz_core::response::{GrpcCode, HttpStatus};
     for (ours, envoy) in [
         (HttpStatus::BadRequest, StatusCode::BadRequest),
         (HttpStatus::Unauthorized, StatusCode::Unauthorized),

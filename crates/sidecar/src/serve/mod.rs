@@ -2,6 +2,8 @@
 //! configured, and the admin port; the atomic swap of the runtime on reload, and graceful
 //! shutdown.
 
+pub mod admin;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,14 +16,14 @@ use tokio::sync::{Mutex, watch};
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
-use crate::admin::{self, AdminState};
-use crate::authz::{Runtime, StartError};
 use crate::config::{Config, JwksHttpConfig};
 use crate::front::grpc::AuthorizationService;
 use crate::front::http::{self, HttpState};
-use crate::jwks;
-use crate::metrics::Metrics;
-use crate::telemetry::{Telemetry, TelemetryError};
+use crate::keys::store;
+use crate::obs::metrics::Metrics;
+use crate::obs::telemetry::{Telemetry, TelemetryError};
+use crate::runtime::{Runtime, StartError};
+use admin::AdminState;
 
 /// The gRPC service name Envoy's health checks can ask about.
 pub const AUTHORIZATION_SERVICE: &str = "envoy.service.auth.v3.Authorization";
@@ -72,7 +74,7 @@ impl Server {
     /// runtime.
     pub fn new(config: Config) -> Result<Arc<Self>, Error> {
         let metrics = Arc::new(Metrics::new());
-        let client = jwks::http_client(&JwksHttpConfig::default()).map_err(Error::Client)?;
+        let client = store::http_client(&JwksHttpConfig::default()).map_err(Error::Client)?;
         let telemetry = Telemetry::start(&config.tracing, Arc::clone(&metrics))?;
         let runtime = Runtime::start(
             config,

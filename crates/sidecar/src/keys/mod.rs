@@ -12,6 +12,8 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use crate::config::ProviderConfig;
 use jwt_authz_jose::crypto::PreparedKey;
 
+pub mod snapshot;
+pub mod store;
 #[cfg(test)]
 mod tests;
 

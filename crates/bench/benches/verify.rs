@@ -25,11 +25,11 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use jwt_authz::Config;
-use jwt_authz::authz::Runtime;
 use jwt_authz::front::grpc::check_response;
-use jwt_authz::metrics::Metrics;
-use jwt_authz::request::Incoming;
+use jwt_authz::obs::metrics::Metrics;
+use jwt_authz::runtime::Runtime;
 use jwt_authz_bench::{check_request, claims, rsa_jwk, sign_rs256};
+use jwt_authz_core::request::Incoming;
 
 fn runtime_for(jwks: &std::path::Path, cache_entries: u64) -> Runtime {
     let yaml = format!(
@@ -49,7 +49,7 @@ token_cache: {{max_entries: {cache_entries}}}
         None,
         reqwest::Client::new(),
         Arc::new(Metrics::new()),
-        jwt_authz::telemetry::Telemetry::off(),
+        jwt_authz::obs::telemetry::Telemetry::off(),
     )
     .expect("runtime")
 }

@@ -14,8 +14,8 @@ use std::collections::HashMap;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use jwt_authz::Config;
-use jwt_authz::policy::Policy;
-use jwt_authz::request::RequestInfo;
+use jwt_authz_core::policy::Policy;
+use jwt_authz_core::request::RequestInfo;
 
 fn policy(n: usize) -> Policy {
     let mut yaml = String::from(
@@ -72,8 +72,8 @@ fn bench(c: &mut Criterion) {
 
 fn read(c: &mut Criterion) {
     use jwt_authz::config::{IdentityConfig, PathConfig};
-    use jwt_authz::decision;
-    use jwt_authz::request::{Incoming, canonical_path};
+    use jwt_authz_core::decision;
+    use jwt_authz_core::request::{Incoming, canonical_path};
     let headers: HashMap<String, String> = [
         ("accept", "application/json"),
         ("accept-encoding", "gzip, deflate, br"),

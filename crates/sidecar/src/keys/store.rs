@@ -13,14 +13,13 @@ use tokio::time::Instant;
 
 use crate::config::{self, JwksHttpConfig, JwksSource, ProviderConfig};
 use crate::keys::{KeySet, KeySetError};
-use crate::metrics::Metrics;
-use crate::telemetry::Telemetry;
+use crate::obs::metrics::Metrics;
+use crate::obs::telemetry::Telemetry;
 
-pub mod snapshot;
 #[cfg(test)]
 mod tests;
 
-use snapshot::{SnapshotError, SnapshotFile};
+use super::snapshot::{SnapshotError, SnapshotFile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {

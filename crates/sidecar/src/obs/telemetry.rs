@@ -33,7 +33,7 @@ use opentelemetry_sdk::trace::{
 };
 
 use crate::config::TracingConfig;
-use crate::metrics::Metrics;
+use crate::obs::metrics::Metrics;
 
 /// Where a trace context may be read from: request headers, or gRPC metadata.
 pub type Carrier<'a> = &'a (dyn Extractor + Sync);

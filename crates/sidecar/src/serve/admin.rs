@@ -11,8 +11,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::authz::Runtime;
-use crate::metrics::Metrics;
+use crate::obs::metrics::Metrics;
+use crate::runtime::Runtime;
 
 #[derive(Debug, Clone)]
 pub struct AdminState {

@@ -1,0 +1,4 @@
+//! What jwt-authz tells operators: Prometheus metrics and OpenTelemetry spans.
+
+pub mod metrics;
+pub mod telemetry;

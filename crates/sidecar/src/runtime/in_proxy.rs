@@ -1,0 +1,80 @@
+//! What the in-proxy filter is told (module `jwt_authz_core::in_proxy`): the key-set
+//! generation, the decision configuration's digest, the DPoP challenge's algorithms, and the
+//! claims it may hold for a decided token.
+
+use jwt_authz_core::in_proxy::{CachedToken, CheckAnswer, WireVerdict};
+
+use crate::clock::unix_now;
+use crate::config::{CertificateBinding, DpopMode, StatusListMode};
+
+use super::{Outcome, Runtime};
+
+impl Runtime {
+    /// The in-proxy generation (module `jwt_authz_core::in_proxy`): a digest of this
+    /// runtime and of every provider's key thumbprints. It changes when a key is published
+    /// or removed (or dropped past `max_stale`) and on every reload; a filter that sees it
+    /// change empties its cache, so a removed key's tokens stop working in-proxy too.
+    pub fn generation(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.config_digest.hash(&mut hasher);
+        for provider in self.verifier.providers() {
+            let keys = provider.store.keys();
+            let mut thumbprints: Vec<&str> =
+                keys.keys.iter().map(|k| k.thumbprint.as_str()).collect();
+            thumbprints.sort_unstable();
+            thumbprints.hash(&mut hasher);
+        }
+        format!("{:016x}", hasher.finish())
+    }
+
+    /// The digest of the decision configuration in force, for in-proxy answers.
+    pub fn decision_digest(&self) -> &str {
+        &self.decision_digest
+    }
+
+    /// The DPoP challenge's `algs`, when some provider takes DPoP.
+    pub fn dpop_algs(&self) -> Option<&str> {
+        self.dpop_algs.as_deref()
+    }
+
+    /// The verified claims the in-proxy filter may keep for the token of a decided request,
+    /// and for how long; `None` when a later request with it needs more than its claims
+    /// (a DPoP proof, a certificate, a status list: the sidecar checks those on every
+    /// request) or when the token cache is off. Every denial of a token kept in-proxy comes
+    /// from the decision's own steps (provider, audience, claims, identity), which the
+    /// filter runs the same way.
+    pub fn in_proxy_token(&self, outcome: &Outcome<'_>) -> Option<CachedToken> {
+        let token = outcome.identity.as_ref()?;
+        let provider = self.verifier.provider(token.provider)?.config();
+        let claims_suffice = provider.dpop.mode == DpopMode::Off
+            && provider.certificate_binding == CertificateBinding::Optional
+            && provider.status_list.mode == StatusListMode::Off
+            && !token.claims.contains_key("cnf");
+        if !claims_suffice || !self.cache.enabled() {
+            return None;
+        }
+        let ttl = self.config.token_cache.ttl.as_secs();
+        let cache_for = match token.exp {
+            Some(exp) => ttl.min(exp.saturating_sub(unix_now())),
+            None => ttl,
+        };
+        (cache_for > 0).then(|| CachedToken {
+            provider: provider.name.clone(),
+            claims: token.claims.clone(),
+            cache_for,
+        })
+    }
+
+    /// The answer to an in-proxy callout decided as `outcome`: its verdict, the claims the
+    /// filter may hold ([`Runtime::in_proxy_token`]), the generation and the decision
+    /// configuration's digest.
+    pub fn in_proxy_answer(&self, outcome: Outcome<'_>) -> CheckAnswer {
+        CheckAnswer {
+            generation: self.generation(),
+            config: Some(self.decision_digest.clone()),
+            token: self.in_proxy_token(&outcome),
+            verdict: WireVerdict::from(outcome.verdict),
+        }
+    }
+}
