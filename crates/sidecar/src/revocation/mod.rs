@@ -19,13 +19,15 @@ use tokio::time::Instant;
 
 use crate::clock::unix_now;
 use crate::config::{StatusListConfig, StatusListMode};
-use crate::keys::snapshot::{self, SnapshotError};
-use crate::keys::store::{self, FetchError, KeyStore};
+use crate::keys::store::{FetchError, KeyStore};
 use crate::obs::metrics::Metrics;
 use crate::obs::telemetry::Telemetry;
-use crate::verify::{self, VerifyError};
+use crate::verify::VerifyError;
 use jwt_authz_core::response::Deny;
 use jwt_authz_jose::status_list::{self, Status, StatusList, StatusListError};
+
+mod fetch;
+mod stored;
 
 /// The media type of a Status List Token in JWT format (§8.1).
 pub const MEDIA_TYPE: &str = "application/statuslist+jwt";
@@ -117,18 +119,6 @@ impl List {
     fn usable(&self, now: u64) -> Option<Arc<Held>> {
         self.held.load_full().filter(|h| now < h.usable_until)
     }
-}
-
-const SNAPSHOT_VERSION: u32 = 1;
-
-/// A list as kept in `state_dir`: the token as fetched, and when.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct StoredList {
-    version: u32,
-    issuer: String,
-    uri: String,
-    fetched_at: u64,
-    token: String,
 }
 
 /// The status lists of one provider.
@@ -308,250 +298,6 @@ impl StatusLists {
             .ok()
             .flatten()
             .ok_or(Deny::StatusListUnavailable)
-    }
-
-    /// Fetches and verifies `list`; on success it replaces the held one. On failure the
-    /// held list stays (it is used until `usable_until`) and the backoff grows.
-    async fn fetch_locked(&self, list: &List, state: &mut FetchState) -> Option<Arc<Held>> {
-        let held = list.held.load_full();
-        let span = self.telemetry.fetch_span(
-            "jwt-authz status list fetch",
-            self.provider_name(),
-            &list.uri,
-        );
-        let fetched = self.fetch(&list.uri, held.as_deref()).await;
-        match &fetched {
-            Ok((_, outcome)) => span.finish(outcome, None),
-            Err(error) => span.finish(error.outcome(), Some(error)),
-        }
-        match fetched {
-            Ok((held, outcome)) => {
-                state.failures = 0;
-                state.retry_at = None;
-                self.metrics
-                    .record_status_list_fetch(self.provider_name(), outcome);
-                tracing::debug!(provider = %self.provider_name(), uri = %list.uri, outcome, entries = held.list.len(), ttl = ?held.ttl, "status list fetched");
-                let held = Arc::new(held);
-                list.held.store(Some(Arc::clone(&held)));
-                self.write_snapshot(list, &held);
-                Some(held)
-            }
-            Err(error) => {
-                state.failures = state.failures.saturating_add(1);
-                let wait = store::retry_delay(
-                    state.failures,
-                    self.config().max_ttl.min(Duration::from_secs(60)),
-                );
-                state.retry_at = Some(Instant::now() + wait);
-                self.metrics
-                    .record_status_list_fetch(self.provider_name(), error.outcome());
-                let usable_until = held.as_ref().map(|h| h.usable_until);
-                tracing::warn!(provider = %self.provider_name(), uri = %list.uri, %error, ?usable_until, "status list fetch failed; keeping the list held until max_stale");
-                if held.is_some() {
-                    return None;
-                }
-                // Nothing held (a restart): the snapshot, used as if just held.
-                let held = Arc::new(self.snapshot_held(&list.uri).await?);
-                list.held.store(Some(Arc::clone(&held)));
-                Some(held)
-            }
-        }
-    }
-
-    /// One GET of the list token, verified (§8.3 steps 2 to 5).
-    async fn fetch(
-        &self,
-        uri: &str,
-        held: Option<&Held>,
-    ) -> Result<(Held, &'static str), ListError> {
-        let config = self.config();
-        let now = unix_now();
-        // Revalidate the token held only while it has not expired: a 304 cannot renew it.
-        let revalidate = held.filter(|h| h.etag.is_some() && h.exp.is_none_or(|exp| now < exp));
-        let mut request = self
-            .client
-            .get(uri)
-            .header(http::header::ACCEPT, MEDIA_TYPE)
-            .timeout(config.fetch_timeout);
-        if let Some(etag) = revalidate.and_then(|h| h.etag.as_deref()) {
-            request = request.header(http::header::IF_NONE_MATCH, etag);
-        }
-        // The list itself, not a copy a shared cache has held for up to its max-age.
-        request = request.header(http::header::CACHE_CONTROL, "no-cache");
-        let response = request.send().await.map_err(FetchError::from)?;
-        let status = response.status();
-        if status == http::StatusCode::NOT_MODIFIED
-            && let Some(held) = revalidate
-        {
-            return Ok((self.renewed(held, now), "not_modified"));
-        }
-        if !status.is_success() {
-            return Err(FetchError::Status(status.as_u16()).into());
-        }
-        let etag = response
-            .headers()
-            .get(http::header::ETAG)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| v.len() <= 256)
-            .map(str::to_owned);
-        let body = store::read_body(response, config.max_bytes).await?;
-        let token = std::str::from_utf8(&body)
-            .map_err(|_| ListError::NotText)?
-            .trim();
-        Ok((self.accept(uri, token, etag, now, held).await?, "ok"))
-    }
-
-    /// A list token for `uri`, fetched (or snapshotted) at `fetched_at`, verified and read
-    /// (§8.3 steps 3 to 5); `held` is the list it would replace.
-    async fn accept(
-        &self,
-        uri: &str,
-        token: &str,
-        etag: Option<String>,
-        fetched_at: u64,
-        held: Option<&Held>,
-    ) -> Result<Held, ListError> {
-        let config = self.config();
-        let now = unix_now();
-        // Keys are the provider's own (§11.3); the token's header cannot bring its own.
-        let claims = verify::verify_status_list_token(&self.keys, token).await?;
-        let (list, lifetime) =
-            status_list::check_token_claims(&claims, uri, now, config.max_bytes)?;
-        // §8.3 step 4b (the relying party's freshness policy): a list issued in the future
-        // (beyond the provider's leeway) would, once held, make every correct list after
-        // it look older and be refused.
-        if lifetime.iat > now.saturating_add(self.keys.provider().leeway.as_secs()) {
-            return Err(ListError::FromTheFuture(lifetime.iat));
-        }
-        if let Some(held) = held
-            && lifetime.iat < held.iat
-        {
-            // An older list (a stale cache, or a replayed response) would un-revoke tokens.
-            return Err(ListError::Older {
-                fetched: lifetime.iat,
-                held: held.iat,
-            });
-        }
-        let ttl = lifetime
-            .ttl
-            .map_or(config.default_ttl, Duration::from_secs)
-            .clamp(config.min_ttl, config.max_ttl);
-        Ok(Held {
-            list: Arc::new(list),
-            iat: lifetime.iat,
-            usable_until: usable_until(fetched_at, config.max_stale, lifetime.exp),
-            fetched_at,
-            refresh_at: refresh_at(ttl, config.max_stale, now, lifetime.exp),
-            etag,
-            exp: lifetime.exp,
-            ttl,
-            token: token.into(),
-        })
-    }
-
-    /// The snapshot file of `uri` for this provider (two providers naming one URI keep
-    /// two files: each verifies with its own keys).
-    fn snapshot_path(&self, uri: &str) -> Option<std::path::PathBuf> {
-        let (dir, _) = self.state.as_ref()?;
-        let key = format!("{}\n{uri}", self.keys.provider().issuer);
-        Some(dir.join(snapshot::file_name("status", &key)))
-    }
-
-    /// Keeps a good fetch in `state_dir` (in the background; a failure is only logged).
-    fn write_snapshot(&self, list: &List, held: &Held) {
-        let Some(path) = self.snapshot_path(&list.uri) else {
-            return;
-        };
-        let stored = StoredList {
-            version: SNAPSHOT_VERSION,
-            issuer: self.keys.provider().issuer.clone(),
-            uri: list.uri.clone(),
-            fetched_at: held.fetched_at,
-            token: held.token.to_string(),
-        };
-        let (iat, written) = (held.iat, Arc::clone(&list.written));
-        tokio::task::spawn_blocking(move || {
-            let mut last = written.lock().unwrap_or_else(|p| p.into_inner());
-            if iat < *last {
-                return;
-            }
-            let result = serde_json::to_vec(&stored)
-                .map_err(std::io::Error::other)
-                .and_then(|body| snapshot::write_atomic(&path, &body));
-            match result {
-                Ok(()) => *last = iat,
-                Err(error) => {
-                    tracing::warn!(path = %path.display(), %error, "cannot write the status list snapshot");
-                }
-            }
-        });
-    }
-
-    /// The snapshot of `uri` kept by an earlier run, verified like a fetch (signature,
-    /// claims, `exp`) and used only within `max_stale` of the fetch that produced it (and
-    /// `max_snapshot_age`). Anything else is ignored with a warning.
-    async fn snapshot_held(&self, uri: &str) -> Option<Held> {
-        let path = self.snapshot_path(uri)?;
-        let (_, max_age) = self.state.as_ref()?;
-        let (max_age, limit) = (*max_age, self.config().max_bytes);
-        let issuer = self.keys.provider().issuer.clone();
-        let wanted = uri.to_owned();
-        let read = tokio::task::spawn_blocking(move || {
-            let file = snapshot::open(&path)?;
-            let body = snapshot::read_limited(file, limit)?;
-            let stored: StoredList =
-                serde_json::from_slice(&body).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
-            if stored.version != SNAPSHOT_VERSION {
-                return Err(SnapshotError::Version(stored.version));
-            }
-            if stored.issuer != issuer || stored.uri != wanted {
-                return Err(SnapshotError::Foreign {
-                    found: format!("issuer {:?}, list {:?}", stored.issuer, stored.uri),
-                    expected: format!("issuer {issuer:?}, list {wanted:?}"),
-                });
-            }
-            let age = unix_now()
-                .checked_sub(stored.fetched_at)
-                .ok_or(SnapshotError::Future)?;
-            if age > max_age.as_secs() {
-                return Err(SnapshotError::TooOld {
-                    age,
-                    max: max_age.as_secs(),
-                });
-            }
-            Ok(stored)
-        })
-        .await;
-        let name = self.provider_name();
-        let stored = match read {
-            Ok(Ok(stored)) => stored,
-            Ok(Err(SnapshotError::Missing)) => return None,
-            Ok(Err(error)) => {
-                tracing::warn!(provider = %name, uri, %error, "ignoring the status list snapshot");
-                return None;
-            }
-            Err(error) => {
-                tracing::error!(provider = %name, %error, "snapshot task failed");
-                return None;
-            }
-        };
-        match self
-            .accept(uri, &stored.token, None, stored.fetched_at, None)
-            .await
-        {
-            Ok(held) if unix_now() < held.usable_until => {
-                tracing::warn!(provider = %name, uri, age_seconds = unix_now().saturating_sub(held.fetched_at), "status list unreachable; using its snapshot from state_dir until max_stale after its fetch");
-                Some(held)
-            }
-            Ok(_) => {
-                tracing::warn!(provider = %name, uri, "ignoring the status list snapshot: older than max_stale");
-                None
-            }
-            Err(error) => {
-                tracing::warn!(provider = %name, uri, %error, "ignoring the status list snapshot");
-                None
-            }
-        }
     }
 
     /// The held list confirmed current by a 304.
