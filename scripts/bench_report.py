@@ -30,7 +30,7 @@ E2E = [
     ("jwt_authn_cache", "Envoy jwt_authn + jwt_cache_config"),
     ("ext_authz_noop", "Envoy ext_authz → no-op server"),
     ("ext_authz_jwt_authz", "Envoy ext_authz → jwt-authz"),
-    ("wasm_noop", "Envoy + a Wasm filter that does nothing (bench/wasm-noop: the in-proxy floor)"),
+    ("wasm_noop", "Envoy + a Wasm filter that does nothing (crates/bench/wasm-noop: the in-proxy floor)"),
     ("in_proxy_hot", "Envoy + jwt-authz Wasm filter (in-proxy), token held"),
     ("in_proxy_miss", "Envoy + jwt-authz Wasm filter, every request a callout (max_cached_tokens: 0)"),
 ]
@@ -96,7 +96,7 @@ def chart(r):
     return "\n".join(out) + "\n"
 
 
-# Cost curves (bench/src/bin/curves.rs): dimension, title, the series charted, and whether the
+# Cost curves (crates/bench/src/bin/curves.rs): dimension, title, the series charted, and whether the
 # cost may grow with n (identity headers: every header is work the answer has to carry).
 CURVES = [
     ("rules", "route rules (a third each exact, prefix, regex; the request matches the last)",
@@ -213,7 +213,7 @@ def report(r):
     own = av_cpu - verify_us
     flood_rss = r["rss_after_flood_mib"]
     miss_budget = d["noop"]["cpu_us_per_check"] + verify_us + 5
-    # The miss path's own work, in-process (bench/src/bin/curves.rs, `miss_path`).
+    # The miss path's own work, in-process (crates/bench/src/bin/curves.rs, `miss_path`).
     mp = (r.get("curves", {}).get("miss_path") or [None])[0]
     miss_own_us = (mp["uncached_ns"] - mp["cached_ns"] - mp["signature_ns"]) / 1e3 if mp else None
     curve_targets = []
@@ -264,7 +264,7 @@ def report(r):
         "",
         "## Direct gRPC Check",
         "",
-        f"`bench/` `authz-load` (tonic): {s['connections']} HTTP/2 connections, {s['concurrency']} "
+        f"`crates/bench/` `authz-load` (tonic): {s['connections']} HTTP/2 connections, {s['concurrency']} "
         f"requests in flight, {s['warmup']} warm-up, {s['duration']} measured, {s['rounds']} "
         "interleaved rounds (medians shown; every round in the last column). The no-op server "
         "(`noop-authz`, same tonic + envoy-types stack, answers OK with one header) is the floor. "
@@ -461,7 +461,7 @@ def report(r):
     if "in_proxy_stats" in r:
         st = {k.rsplit("jwt_authz_filter_", 1)[-1]: v for k, v in r["in_proxy_stats"].items()}
         notes.append(
-            "- In-proxy rows: the jwt-authz Wasm filter (`filter/`, Envoy's V8) given the "
+            "- In-proxy rows: the jwt-authz Wasm filter (`crates/filter/`, Envoy's V8) given the "
             "sidecar's own configuration, in the same Envoy and rounds as the other rows. The "
             "held row's token is decided inside Envoy after its first callout; the callout row "
             "holds nothing (`in_proxy.max_cached_tokens: 0`), so every request is an HTTP call "
@@ -474,7 +474,7 @@ def report(r):
         floor, hot = e["wasm_noop"]["rps"], e["in_proxy_hot"]["rps"]
         ext, none = e["ext_authz_jwt_authz"]["rps"], e["none"]["rps"]
         notes.append(
-            "- The Wasm floor: a filter that does nothing (`bench/wasm-noop`, every callback "
+            "- The Wasm floor: a filter that does nothing (`crates/bench/wasm-noop`, every callback "
             "proxy-wasm's default) in the same Envoy and V8 does "
             f"{floor:,.0f} req/s, {floor / ext:.2f}× ext_authz → jwt-authz, so on this host no "
             "Wasm filter can go much past that ratio. Per request, loading a Wasm filter costs "
@@ -490,10 +490,10 @@ def report(r):
         f"pays, cached or not (gRPC, HTTP/2, the decision; the no-op floor pays "
         f"{d['noop']['cpu_us_per_check']:.1f} µs of it), and {parse:.1f} µs of token handling "
         "on a cache miss: the token split, base64url-decoded and its header and claims parsed "
-        "once (`src/verify/jws.rs`), the claims validated on that parse, the check's timeout "
+        "once (`crates/jose/src/jws.rs`), the claims validated on that parse, the check's timeout "
         "armed; the signature is checked where the token arrived, since nothing is being "
         "refused. The token cache takes both the RSA and the parsing "
-        "off the hot path; the aws-lc key is parsed once per JWKS fetch (`src/crypto.rs`; "
+        "off the hot path; the aws-lc key is parsed once per JWKS fetch (`crates/jose/src/crypto.rs`; "
         "`cargo bench --bench verify` shows signature/prepared against signature/stock, and "
         "token/parse_once against token/jsonwebtoken_decode)."
         + (f" Isolated on the verification threads (as under a flood), the same check costs "
@@ -527,7 +527,7 @@ def report(r):
             "## Cost curves",
             "",
             "How the CPU of one check of a cached token grows with the configuration, measured "
-            "in-process (`bench/src/bin/curves.rs`, pinned to CPU 0; no network, so these are the "
+            "in-process (`crates/bench/src/bin/curves.rs`, pinned to CPU 0; no network, so these are the "
             "decision's own nanoseconds, the part of the CPU per check above that jwt-authz "
             "controls). Each point is its own `Runtime` built from a generated configuration; "
             "every point is calibrated, then measured in 15 interleaved rounds and its fastest "

