@@ -12,8 +12,10 @@
 //! - [`token`]: what verification hands the decision: verified claims, or why not.
 //! - [`response`]: every denial's HTTP status, gRPC code and RFC 6750 error, in one table.
 //! - [`in_proxy`]: what the sidecar and the in-proxy filter say to each other.
-//! - [`decision`]: the steps after verification (provider, audience, claims), identity
-//!   headers on an allow, the mode that applies, shadow mode's answer.
+//! - [`decision`]: the decision's sequence, written once ([`decision::Decider::decide`]:
+//!   the sidecar, the in-proxy filter and `explain` all run it, each supplying only its
+//!   I/O), and its steps: reading the request, accepting a token for a route, claims,
+//!   identity headers, the mode that applies, shadow mode's answer.
 
 pub mod claims;
 pub mod config;

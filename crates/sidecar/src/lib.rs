@@ -1,34 +1,27 @@
-//! jwt-authz: an Envoy ext_authz gRPC server that verifies JWTs against cached JWKS and
-//! injects identity headers.
+//! jwt-authz, the sidecar: JWT authentication for the services behind Envoy (ext_authz over
+//! gRPC and HTTP) and nginx, Traefik and Caddy (forward-auth). Tokens are verified against
+//! each provider's cached JWKS; the decision itself is the core's pipeline
+//! (`jwt_authz_core::decision::Decider`), which this crate runs with its I/O.
 //!
-//! The decision itself (request, path, rules' configuration, claims, identity headers) is in
-//! the `jwt-authz-core` crate, which the in-proxy filter shares; its modules are re-exported
-//! here under the same names.
+//! - [`config`]: the YAML file by section, its defaults and validation.
+//! - [`runtime`]: what one configuration builds, and one request decided through it
+//!   (`runtime::check`: the pipeline's verification and bind steps).
+//! - [`verify`]: choosing provider and key, the signature and claims checks, the
+//!   verification threads, the verified-token cache.
+//! - [`keys`]: key sets parsed from a JWKS, the per-provider key store (fetch, refresh,
+//!   unknown-kid refetch, stale-on-error), snapshots in `state_dir`.
+//! - [`revocation`]: per-provider status lists: fetched, verified, refreshed, stored; the
+//!   per-request status check.
+//! - [`sender`]: whether a request proves the key or certificate its token is bound to;
+//!   the DPoP replay stores.
+//! - [`front`]: the front ends proxies ask through: gRPC ext_authz, HTTP ext_authz,
+//!   forward-auth, the in-proxy filter's callouts.
+//! - [`serve`]: serving the ports, reload and graceful shutdown; the admin port.
+//! - [`obs`]: Prometheus metrics and OpenTelemetry spans.
+//! - [`explain`]: `jwt-authz explain`: the steps one request's decision took.
 //!
-//! - [`config`]: the YAML configuration, its defaults and validation.
-//! - [`extract`]: finding the one token in a request (bearer, header, cookie, query).
-//! - [`keys`]: a JWKS document turned into ready verifiers, one per usable key.
-//! - [`crypto`]: keys parsed by aws-lc once per fetch; every signature is checked with them.
-//! - [`dpop`]: DPoP proofs (RFC 9449) and JWK thumbprints (RFC 7638).
-//! - [`mtls`]: certificate-bound tokens (RFC 8705 §3): the client certificate's thumbprint.
-//! - [`sender`]: whether a request proves the key or certificate its token is bound to.
-//! - [`status_list`]: Token Status List references, list tokens and lookups (revocation).
-//! - [`revocation`]: per-provider status lists: fetched, verified, refreshed; the per-request status check.
-//! - [`jwks`]: per-provider key stores: fetch, refresh, unknown-kid refetch, stale-on-error.
-//! - [`verify`]: choosing provider and key, verifying signature and claims.
-//! - [`token_cache`]: the verified-token cache, bounded by entries and bytes.
-//! - [`request`]: the request as rules see it; its path in canonical form (RFC 3986).
-//! - [`policy`]: route rules (public, authenticated, deny, claim requirements, providers).
-//! - [`claims`]: reading claims by name or dotted path.
-//! - [`identity`]: identity headers set for upstream, client copies removed.
-//! - [`response`]: every denial's HTTP status, gRPC code and RFC 6750 error, in one table.
-//! - [`authz`]: the decision for one request, and the runtime one configuration builds.
-//! - [`front`]: the front ends proxies ask through: gRPC ext_authz, HTTP ext_authz, forward-auth.
-//! - [`explain`]: `jwt-authz explain`: one request's decision, step by step.
-//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
-//! - [`metrics`]: the Prometheus registry.
-//! - [`telemetry`]: OpenTelemetry spans for checks and fetches, exported over OTLP.
-//! - [`server`]: serving the ports, reload and graceful shutdown.
+//! The pure JOSE (JWS parsing, DPoP proofs, certificate thumbprints, status-list decoding)
+//! is `jwt_authz_jose`'s.
 
 mod clock;
 pub mod config;
@@ -36,7 +29,7 @@ pub mod explain;
 pub mod front;
 pub mod keys;
 pub mod obs;
-pub mod revocation;
+pub(crate) mod revocation;
 pub mod runtime;
 pub mod sender;
 pub mod serve;

@@ -291,7 +291,7 @@ fn explain(args: ExplainArgs) -> ExitCode {
         Err(e) => return usage(format!("cannot start the async runtime: {e}")),
     };
     let report = runtime.block_on(async {
-        let client = jwt_authz::keys::store::http_client(&Default::default())?;
+        let client = jwt_authz::keys::fetch::http_client(&Default::default())?;
         let wait = config
             .providers
             .iter()

@@ -12,6 +12,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use crate::config::ProviderConfig;
 use jwt_authz_jose::crypto::PreparedKey;
 
+pub mod fetch;
 pub mod snapshot;
 pub mod store;
 #[cfg(test)]

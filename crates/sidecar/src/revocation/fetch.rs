@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::clock::unix_now;
-use crate::keys::store::{self, FetchError};
+use crate::keys::fetch::{self, FetchError};
 use crate::verify::{self};
 use jwt_authz_jose::status_list::{self};
 
@@ -46,7 +46,7 @@ impl StatusLists {
             }
             Err(error) => {
                 state.failures = state.failures.saturating_add(1);
-                let wait = store::retry_delay(
+                let wait = fetch::retry_delay(
                     state.failures,
                     self.config().max_ttl.min(Duration::from_secs(60)),
                 );
@@ -102,7 +102,7 @@ impl StatusLists {
             .and_then(|v| v.to_str().ok())
             .filter(|v| v.len() <= 256)
             .map(str::to_owned);
-        let body = store::read_body(response, config.max_bytes).await?;
+        let body = fetch::read_body(response, config.max_bytes).await?;
         let token = std::str::from_utf8(&body)
             .map_err(|_| ListError::NotText)?
             .trim();

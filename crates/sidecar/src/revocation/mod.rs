@@ -19,7 +19,8 @@ use tokio::time::Instant;
 
 use crate::clock::unix_now;
 use crate::config::{StatusListConfig, StatusListMode};
-use crate::keys::store::{FetchError, KeyStore};
+use crate::keys::fetch::FetchError;
+use crate::keys::store::KeyStore;
 use crate::obs::metrics::Metrics;
 use crate::obs::telemetry::Telemetry;
 use crate::verify::VerifyError;

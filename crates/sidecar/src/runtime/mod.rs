@@ -17,8 +17,9 @@ use jwt_authz_core::decision::Decider;
 use jwt_authz_jose::dpop::nonce::Nonces;
 
 use crate::config::{Config, DpopMode, JwksHttpConfig, JwksSource};
+use crate::keys::fetch;
 use crate::keys::snapshot::SnapshotFile;
-use crate::keys::store::{self, KeyStore};
+use crate::keys::store::KeyStore;
 use crate::obs::metrics::Metrics;
 use crate::obs::telemetry::Telemetry;
 use crate::revocation::StatusLists;
@@ -177,7 +178,7 @@ impl Runtime {
             let client = if provider.jwks_http == JwksHttpConfig::default() {
                 client.clone()
             } else {
-                store::http_client(&provider.jwks_http)
+                fetch::http_client(&provider.jwks_http)
                     .map_err(|message| StartError::Client { index, message })?
             };
             let store = KeyStore::new(

@@ -19,7 +19,6 @@ use tonic_health::ServingStatus;
 use crate::config::{Config, JwksHttpConfig};
 use crate::front::grpc::AuthorizationService;
 use crate::front::http::{self, HttpState};
-use crate::keys::store;
 use crate::obs::metrics::Metrics;
 use crate::obs::telemetry::{Telemetry, TelemetryError};
 use crate::runtime::{Runtime, StartError};
@@ -74,7 +73,8 @@ impl Server {
     /// runtime.
     pub fn new(config: Config) -> Result<Arc<Self>, Error> {
         let metrics = Arc::new(Metrics::new());
-        let client = store::http_client(&JwksHttpConfig::default()).map_err(Error::Client)?;
+        let client =
+            crate::keys::fetch::http_client(&JwksHttpConfig::default()).map_err(Error::Client)?;
         let telemetry = Telemetry::start(&config.tracing, Arc::clone(&metrics))?;
         let runtime = Runtime::start(
             config,
