@@ -1,15 +1,16 @@
-//! Shared pieces of the benchmark tools: token minting and Check requests as Envoy sends them.
+//! Shared pieces of the benchmark tools: the benchmark's tokens (signed and published with
+//! the test kit's JWS helpers, `testkit::jws`) and Check requests as Envoy sends them.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{self, KeyPair as _};
+use aws_lc_rs::signature;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use serde_json::{Value, json};
+use testkit::jws;
 
 pub const ISSUER: &str = "https://bench.test";
 pub const AUDIENCE: &str = "bench";
@@ -36,17 +37,8 @@ pub fn claims(n: u64) -> Value {
     })
 }
 
-fn signing_input(alg: &str, kid: &str, claims: &Value) -> String {
-    typed_signing_input(alg, kid, "JWT", claims)
-}
-
-fn typed_signing_input(alg: &str, kid: &str, typ: &str, claims: &Value) -> String {
-    let header = json!({"alg": alg, "kid": kid, "typ": typ});
-    format!(
-        "{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims.to_string().as_bytes())
-    )
+fn header(alg: &str, kid: &str, typ: &str) -> Value {
+    json!({"alg": alg, "kid": kid, "typ": typ})
 }
 
 pub fn sign_rs256(key: &signature::RsaKeyPair, claims: &Value) -> String {
@@ -55,35 +47,33 @@ pub fn sign_rs256(key: &signature::RsaKeyPair, claims: &Value) -> String {
 
 /// An RS256 JWS with this `typ` (`statuslist+jwt` for a Status List Token).
 pub fn sign_rs256_typed(key: &signature::RsaKeyPair, typ: &str, claims: &Value) -> String {
-    let input = typed_signing_input("RS256", RSA_KID, typ, claims);
-    let mut sig = vec![0; key.public_modulus_len()];
-    key.sign(
-        &signature::RSA_PKCS1_SHA256,
-        &SystemRandom::new(),
-        input.as_bytes(),
-        &mut sig,
-    )
-    .expect("RSA signing");
-    format!("{input}.{}", b64(&sig))
-}
-
-pub fn sign_ed25519(key: &signature::Ed25519KeyPair, claims: &Value) -> String {
-    let input = signing_input("EdDSA", ED_KID, claims);
-    format!("{input}.{}", b64(key.sign(input.as_bytes()).as_ref()))
-}
-
-pub fn rsa_jwk(key: &signature::RsaKeyPair) -> Value {
-    let public = key.public_key();
-    json!({
-        "kty": "RSA", "use": "sig", "alg": "RS256", "kid": RSA_KID,
-        "n": b64(public.modulus().big_endian_without_leading_zero()),
-        "e": b64(public.exponent().big_endian_without_leading_zero()),
+    jws::compact(&header("RS256", RSA_KID, typ), claims, |input| {
+        jws::rsa_sign(key, &signature::RSA_PKCS1_SHA256, input)
     })
 }
 
+pub fn sign_ed25519(key: &signature::Ed25519KeyPair, claims: &Value) -> String {
+    sign_ed25519_as(key, ED_KID, claims)
+}
+
+/// An EdDSA token under key id `kid`.
+pub fn sign_ed25519_as(key: &signature::Ed25519KeyPair, kid: &str, claims: &Value) -> String {
+    jws::compact(&header("EdDSA", kid, "JWT"), claims, |input| {
+        key.sign(input).as_ref().to_vec()
+    })
+}
+
+pub fn rsa_jwk(key: &signature::RsaKeyPair) -> Value {
+    jws::published(jws::rsa_public_jwk(key), RSA_KID, "RS256")
+}
+
 pub fn ed_jwk(key: &signature::Ed25519KeyPair) -> Value {
-    json!({"kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA", "kid": ED_KID,
-           "x": b64(key.public_key().as_ref())})
+    ed_jwk_as(key, ED_KID)
+}
+
+/// The public JWK of an Ed25519 key under key id `kid`.
+pub fn ed_jwk_as(key: &signature::Ed25519KeyPair, kid: &str) -> Value {
+    jws::published(jws::ed25519_public_jwk(key), kid, "EdDSA")
 }
 
 /// A Check request for `GET /bench` carrying `token` (or none).
@@ -117,18 +107,12 @@ pub fn check_request(token: Option<&str>) -> CheckRequest {
 
 /// The public JWK of a DPoP key (P-256), as a proof header carries it.
 pub fn dpop_jwk(key: &signature::EcdsaKeyPair) -> Value {
-    let point = key.public_key().as_ref();
-    json!({"kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..65])})
+    jws::p256_public_jwk(key)
 }
 
 /// The RFC 7638 thumbprint of a DPoP key: what a bound token's `cnf.jkt` holds.
 pub fn dpop_jkt(key: &signature::EcdsaKeyPair) -> String {
-    let jwk = dpop_jwk(key);
-    let canonical = format!(
-        r#"{{"crv":"P-256","kty":"EC","x":{},"y":{}}}"#,
-        jwk["x"], jwk["y"]
-    );
-    b64(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes()).as_ref())
+    jws::p256_thumbprint(&dpop_jwk(key))
 }
 
 /// The URI [`check_request`] describes, as a proof's `htu` names it.
@@ -142,15 +126,7 @@ pub fn dpop_proof(key: &signature::EcdsaKeyPair, token: &str, jti: u64) -> Strin
     aws_lc_rs::rand::fill(&mut nonce).expect("random");
     let claims = json!({"jti": format!("{jti}-{}", b64(&nonce)), "htm": "GET", "htu": BENCH_URI,
                         "iat": now(), "ath": ath});
-    let input = format!(
-        "{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims.to_string().as_bytes())
-    );
-    let sig = key
-        .sign(&SystemRandom::new(), input.as_bytes())
-        .expect("EC signing");
-    format!("{input}.{}", b64(sig.as_ref()))
+    jws::compact(&header, &claims, |input| jws::es256_sign(key, input))
 }
 
 /// [`check_request`] with `Authorization: DPoP token` and the proof.

@@ -94,7 +94,13 @@ impl Verifier {
         pool: &VerifyPool,
         record: Record<'_>,
     ) -> Result<VerifiedToken, VerifyError> {
-        let token = stage(record, "shape", Unverified::parse(token), |_| String::new())?;
+        let token = stage(record, "shape", Unverified::parse(token), |ok| {
+            if ok {
+                "compact JWS, JSON header and claims".to_owned()
+            } else {
+                String::new()
+            }
+        })?;
         let provider = stage(record, "iss", self.provider_for(&token), |_| {
             match self.provider_for(&token) {
                 Ok(p) => format!("provider {}", p.config().name),

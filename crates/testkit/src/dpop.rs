@@ -34,13 +34,7 @@ impl DpopClient {
 
     /// RFC 7638: SHA-256 over the required members in lexicographic order, no spaces.
     pub fn jkt(&self) -> String {
-        let jwk = self.public_jwk();
-        let canonical = format!(
-            r#"{{"crv":"P-256","kty":"EC","x":{},"y":{}}}"#,
-            jwk["x"], jwk["y"]
-        );
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
-        b64(digest.as_ref())
+        crate::jws::p256_thumbprint(&self.public_jwk())
     }
 
     /// A fresh proof for `method uri`, bound to `access_token` when given (`ath`).

@@ -18,6 +18,7 @@ pub mod docker;
 pub mod dpop;
 pub mod envoy;
 pub mod gateway;
+pub mod jws;
 pub mod otlp;
 pub mod redis;
 pub mod stack;
@@ -29,7 +30,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, KeyPair as _};
 use axum::Router;
 use axum::extract::State;
@@ -129,34 +129,12 @@ impl TestKey {
 
     /// The public JWK, with `kid` and `alg`.
     pub fn jwk(&self) -> Value {
-        let mut jwk = match &self.signer {
-            Signer::Rsa(pair) => {
-                let public = pair.public_key();
-                json!({
-                    "kty": "RSA",
-                    "n": b64(public.modulus().big_endian_without_leading_zero()),
-                    "e": b64(public.exponent().big_endian_without_leading_zero()),
-                })
-            }
-            Signer::Ec256(pair) => {
-                let point = pair.public_key().as_ref();
-                json!({
-                    "kty": "EC",
-                    "crv": "P-256",
-                    "x": b64(&point[1..33]),
-                    "y": b64(&point[33..65]),
-                })
-            }
-            Signer::Ed25519(pair) => json!({
-                "kty": "OKP",
-                "crv": "Ed25519",
-                "x": b64(pair.public_key().as_ref()),
-            }),
+        let public = match &self.signer {
+            Signer::Rsa(pair) => jws::rsa_public_jwk(pair),
+            Signer::Ec256(pair) => jws::p256_public_jwk(pair),
+            Signer::Ed25519(pair) => jws::ed25519_public_jwk(pair),
         };
-        jwk["kid"] = json!(self.kid);
-        jwk["alg"] = json!(self.alg);
-        jwk["use"] = json!("sig");
-        jwk
+        jws::published(public, &self.kid, self.alg)
     }
 
     /// The RSA public key as DER (PKCS#1), the "secret" of the HS256 confusion attack.
@@ -169,32 +147,22 @@ impl TestKey {
     }
 
     pub fn sign_raw(&self, message: &[u8]) -> Vec<u8> {
-        let rng = SystemRandom::new();
         match &self.signer {
             Signer::Rsa(pair) => {
                 let padding: &'static dyn signature::RsaEncoding = match self.alg {
                     "PS256" => &signature::RSA_PSS_SHA256,
                     _ => &signature::RSA_PKCS1_SHA256,
                 };
-                let mut sig = vec![0; pair.public_modulus_len()];
-                pair.sign(padding, &rng, message, &mut sig)
-                    .expect("RSA sign");
-                sig
+                jws::rsa_sign(pair, padding, message)
             }
-            Signer::Ec256(pair) => pair.sign(&rng, message).expect("EC sign").as_ref().to_vec(),
+            Signer::Ec256(pair) => jws::es256_sign(pair, message),
             Signer::Ed25519(pair) => pair.sign(message).as_ref().to_vec(),
         }
     }
 
     /// A compact JWS over `header` and `claims`, signed with this key whatever `header` says.
     pub fn sign(&self, header: &Value, claims: &Value) -> String {
-        let message = format!(
-            "{}.{}",
-            b64(header.to_string().as_bytes()),
-            b64(claims.to_string().as_bytes())
-        );
-        let sig = self.sign_raw(message.as_bytes());
-        format!("{message}.{}", b64(&sig))
+        jws::compact(header, claims, |message| self.sign_raw(message))
     }
 
     /// A token with the usual header (`alg`, `kid`, `typ`).

@@ -26,14 +26,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+use aws_lc_rs::signature::Ed25519KeyPair;
 use clap::Parser;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use jwt_authz::Config;
 use jwt_authz::obs::metrics::Metrics;
 use jwt_authz::runtime::Runtime;
 use jwt_authz::verify::token_cache::{TokenCache, token_hash};
-use jwt_authz_bench::{b64, check_request};
+use jwt_authz_bench::check_request;
 use jwt_authz_core::request::{Incoming, RequestInfo};
 use jwt_authz_core::token::VerifiedToken;
 use serde_json::{Value, json};
@@ -160,19 +160,11 @@ fn ed_key() -> Ed25519KeyPair {
 }
 
 fn ed_jwk(key: &Ed25519KeyPair, kid: &str) -> Value {
-    json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "use": "sig", "alg": "EdDSA",
-           "x": b64(key.public_key().as_ref())})
+    jwt_authz_bench::ed_jwk_as(key, kid)
 }
 
 fn sign(key: &Ed25519KeyPair, kid: &str, claims: &Value) -> String {
-    let header = json!({"alg": "EdDSA", "kid": kid, "typ": "JWT"});
-    let input = format!(
-        "{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims.to_string().as_bytes())
-    );
-    let signature = key.sign(input.as_bytes());
-    format!("{input}.{}", b64(signature.as_ref()))
+    jwt_authz_bench::sign_ed25519_as(key, kid, claims)
 }
 
 fn claims_for(issuer: &str) -> Value {
