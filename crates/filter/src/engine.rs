@@ -19,7 +19,6 @@
 //! this engine supplies only its verification step (held claims, or a callout) and its
 //! bind step (nothing to check: tokens that need more than their claims are never held).
 
-use std::cell::Cell;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
@@ -189,15 +188,15 @@ impl Engine {
         let confirmed = self.confirmed_ms.is_some_and(|at| {
             now_ms >= at && now_ms - at <= self.in_proxy.max_unconfirmed.as_millis() as u64
         });
-        let lookup = Lookup {
+        let mut lookup = Lookup {
             held: self.held.as_ref().filter(|_| confirmed),
             http,
             now_ms,
-            expired: Cell::new(None),
+            expired: None,
         };
         let algs = self.dpop_algs.as_ref().and_then(Option::as_deref);
-        let decided = now(self.decider.decide(http, &lookup, algs)).flatten();
-        let expired = lookup.expired.take();
+        let decided = now(self.decider.decide(http, &mut lookup, algs)).flatten();
+        let expired = lookup.expired;
         let step = match decided {
             // The challenge names DPoP's algorithms when a provider takes DPoP: known only
             // from the sidecar.
@@ -309,13 +308,13 @@ struct Lookup<'e> {
     http: &'e Incoming<'e>,
     now_ms: u64,
     /// A held token found expired, to drop once the lookup is done.
-    expired: Cell<Option<String>>,
+    expired: Option<String>,
 }
 
 impl Checks for Lookup<'_> {
     type Note = ();
 
-    async fn verify(&self, found: &Found<'_>) -> Result<Verified<()>, Stop> {
+    async fn verify(&mut self, found: &Found<'_>) -> Result<Verified<()>, Stop> {
         // A proof proves one request: checked by the sidecar every time.
         if found.scheme == Scheme::Dpop || self.http.headers.contains_key("dpop") {
             return Err(Stop::Defer);
@@ -325,7 +324,7 @@ impl Checks for Lookup<'_> {
             .and_then(|h| h.peek(found.token))
             .ok_or(Stop::Defer)?;
         if held.expires_ms <= self.now_ms {
-            self.expired.set(Some(found.token.to_owned()));
+            self.expired = Some(found.token.to_owned());
             return Err(Stop::Defer);
         }
         Ok(Verified {
@@ -334,7 +333,7 @@ impl Checks for Lookup<'_> {
         })
     }
 
-    async fn bind(&self, _: &Found<'_>, _: &Arc<VerifiedToken>) -> Result<(), Stop> {
+    async fn bind(&mut self, _: &Found<'_>, _: &Arc<VerifiedToken>) -> Result<(), Stop> {
         Ok(())
     }
 }

@@ -145,7 +145,7 @@ pub async fn explain(runtime: &Runtime, req: &Request) -> Report {
     let token_report = d.found.map(|found| {
         let (header, stated) = unverified_parts(found.token);
         let text = |name: &str| header.get(name).and_then(Value::as_str).map(str::to_owned);
-        let verification = match (&d.verified, d.reached, &d.deny) {
+        let verification = match (&outcome.identity, d.reached, &d.deny) {
             (Some(_), _, _) => "ok".to_owned(),
             (None, Step::Verify, Some(Deny::Invalid(e))) => e.to_string(),
             (None, Step::Verify, Some(deny)) => deny.answer().description.to_owned(),
@@ -162,17 +162,17 @@ pub async fn explain(runtime: &Runtime, req: &Request) -> Report {
             exp: time(&stated, "exp"),
             nbf: time(&stated, "nbf"),
             iat: time(&stated, "iat"),
-            provider: d
-                .verified
+            provider: outcome
+                .identity
                 .as_ref()
-                .and_then(|v| config.providers.get(v.token.provider))
+                .and_then(|token| config.providers.get(token.provider))
                 .map(|p| p.name.clone()),
             verification,
             checks: token_checks(&d, recorded),
         }
     });
 
-    let verified_claims = d.verified.as_ref().map(|v| &v.token.claims);
+    let verified_claims = outcome.identity.as_ref().map(|token| &token.claims);
     let rule = d.route.map(|route| RuleReport {
         name: route.name.to_owned(),
         access: route.access_name(),

@@ -103,13 +103,15 @@ pub trait Checks {
     type Note;
 
     /// The token's verified claims, or why not.
-    fn verify(&self, found: &Found<'_>)
-    -> impl Future<Output = Result<Verified<Self::Note>, Stop>>;
+    fn verify(
+        &mut self,
+        found: &Found<'_>,
+    ) -> impl Future<Output = Result<Verified<Self::Note>, Stop>>;
 
     /// The checks on an accepted token that need more than its claims: its status list,
     /// and the DPoP proof or certificate it is bound to.
     fn bind(
-        &self,
+        &mut self,
         found: &Found<'_>,
         token: &Arc<VerifiedToken>,
     ) -> impl Future<Output = Result<(), Stop>>;
@@ -172,6 +174,15 @@ impl<N> Decision<'_, '_, N> {
             (None, Some(_)) => "verified",
         }
     }
+}
+
+/// What the steps record as they go (the rest of a [`Decision`] is known before them).
+struct Trace<'r, N> {
+    reached: Step,
+    found: Option<Found<'r>>,
+    verified: Option<Verified<N>>,
+    /// The verified token's provider, by index.
+    provider: Option<usize>,
 }
 
 /// The decision's configuration, compiled: the sidecar builds one per configuration it
@@ -261,18 +272,29 @@ impl Decider {
     pub async fn decide<'d: 'r, 'r, C: Checks>(
         &'d self,
         http: &Incoming<'r>,
-        checks: &C,
+        checks: &mut C,
         dpop_algs: Option<&str>,
     ) -> Option<Decision<'d, 'r, C::Note>> {
-        let mut d = Decision::new();
-        let result = match self.route(http) {
-            Ok((read, route)) => {
-                d.read = Some(read);
-                d.route = Some(route);
-                self.steps(http, route, checks, &mut d).await
-            }
-            Err(deny) => Err(Stop::Deny(deny)),
+        let (read, route) = match self.route(http) {
+            Ok(read) => read,
+            Err(deny) => return Some(self.conclude(http, Decision::new(), deny, dpop_algs)),
         };
+        // Only what the steps record lives across their awaits (the decision is assembled
+        // after them): a check's future stays small, and a cached token's check fast.
+        let mut trace = Trace {
+            reached: Step::Rule,
+            found: None,
+            verified: None,
+            provider: None,
+        };
+        let result = self.steps(http, &route, checks, &mut trace).await;
+        let mut d = Decision::new();
+        d.read = Some(read);
+        d.route = Some(route);
+        d.reached = trace.reached;
+        d.found = trace.found;
+        d.verified = trace.verified;
+        d.provider = trace.provider.and_then(|index| self.provider(index));
         match result {
             Ok(verdict) => {
                 d.verdict = verdict;
@@ -350,49 +372,61 @@ impl Decider {
         d
     }
 
-    /// Steps 2 to 8; `d` records how far they went and what they found.
+    /// Steps 2 to 8; `t` records how far they went and what they found.
     async fn steps<'d: 'r, 'r, C: Checks>(
         &'d self,
         http: &Incoming<'r>,
-        route: Route<'d>,
-        checks: &C,
-        d: &mut Decision<'d, 'r, C::Note>,
+        route: &Route<'d>,
+        checks: &mut C,
+        t: &mut Trace<'r, C::Note>,
     ) -> Result<Verdict, Stop> {
-        d.reached = Step::Rule;
+        t.reached = Step::Rule;
         if route.kind == AccessKind::Deny {
             return Err(Deny::DeniedByRule.into());
         }
-        d.reached = Step::Token;
+        t.reached = Step::Token;
         let Some(found) = self.extract(http).map_err(Deny::from)? else {
             if route.kind != AccessKind::Public {
                 return Err(Deny::MissingToken.into());
             }
             return Ok(self.allow(None, None)?);
         };
-        d.found = Some(found);
-        d.reached = Step::Verify;
+        t.found = Some(found);
+        t.reached = Step::Verify;
         let verified = checks.verify(&found).await?;
-        let provider = self.provider(verified.token.provider);
-        let token = Arc::clone(&verified.token);
-        d.verified = Some(verified);
-        let provider = provider.ok_or(Deny::Invalid(VerifyError::UnknownIssuer))?;
-        d.provider = Some(provider);
-        d.reached = Step::Accept;
-        super::accepts(&route, &found, &provider, &token.claims)?;
+        let result = self
+            .verified_steps(route, &found, &verified.token, checks, t)
+            .await;
+        t.verified = Some(verified);
+        result
+    }
+
+    /// Steps 5 to 8, on a verified token (kept by the caller: no reference count is taken).
+    async fn verified_steps<'d: 'r, 'r, C: Checks>(
+        &'d self,
+        route: &Route<'d>,
+        found: &Found<'r>,
+        token: &Arc<VerifiedToken>,
+        checks: &mut C,
+        t: &mut Trace<'r, C::Note>,
+    ) -> Result<Verdict, Stop> {
+        let provider = self
+            .provider(token.provider)
+            .ok_or(Deny::Invalid(VerifyError::UnknownIssuer))?;
+        t.provider = Some(provider.index);
+        t.reached = Step::Accept;
+        super::accepts(route, found, &provider, &token.claims)?;
         // After any cache, on every request: a revoked token is refused from the moment its
         // list says so, and a proof (or certificate) proves this request, not the token.
         // Before the claims: shadow mode never passes identity headers along with a
         // replayed proof.
-        d.reached = Step::Bind;
-        checks.bind(&found, &token).await?;
-        d.reached = Step::Claims;
-        super::claims_hold(&route, &token.claims)?;
-        d.reached = Step::Identity;
-        let strip = super::stripped(&self.config.identity, Some(&found));
-        let identity = Identity {
-            provider,
-            token: &token,
-        };
+        t.reached = Step::Bind;
+        checks.bind(found, token).await?;
+        t.reached = Step::Claims;
+        super::claims_hold(route, &token.claims)?;
+        t.reached = Step::Identity;
+        let strip = super::stripped(&self.config.identity, Some(found));
+        let identity = Identity { provider, token };
         let mut verdict = self.allow(Some(&identity), strip)?;
         // The proof is a credential too: it stays here with the token.
         if let Verdict::Allow { mutation, .. } = &mut verdict

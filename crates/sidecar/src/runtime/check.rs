@@ -2,8 +2,8 @@
 //! I/O ([`Io`]: the token cache, key fetches and signature checks; status lists, DPoP
 //! proofs, the replay store), and what the log line and metrics record of it ([`Outcome`]).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use opentelemetry::trace::FutureExt as _;
 
@@ -112,10 +112,10 @@ impl Runtime {
         's: 'r,
     {
         let algs = self.dpop_algs.as_deref();
-        let io = Io {
+        let mut io = Io {
             runtime: self,
             http,
-            hash: OnceLock::new(),
+            hash: None,
             record,
         };
         let decision =
@@ -123,14 +123,14 @@ impl Runtime {
                 // Shedding load is a denial like any other: the route's own mode decides what
                 // it becomes, and a request that cannot be read is never let through.
                 None => self.decider.shed(http, Deny::Overloaded, algs),
-                Some(_in_flight) => match self.decider.decide(http, &io, algs).await {
+                Some(_in_flight) => match self.decider.decide(http, &mut io, algs).await {
                     Some(decision) => decision,
                     // Unreachable: this runtime's steps never defer; fail closed all the same.
                     None => self.decider.shed(http, Deny::SidecarUnavailable, algs),
                 },
             };
         let mut decision = decision;
-        let outcome = self.outcome(&mut decision, io.hash.get().copied());
+        let outcome = self.outcome(&mut decision, io.hash);
         (outcome, decision)
     }
 
@@ -168,7 +168,8 @@ impl Runtime {
             reason,
             rule,
             token,
-            identity: d.verified.as_ref().map(|v| Arc::clone(&v.token)),
+            // Moved, not shared: the outcome holds the verified token from here on.
+            identity: d.verified.take().map(|v| v.token),
             would_deny: d.shadowed().then_some(reason),
             cache_hit: cached.filter(|_| self.cache.enabled()),
         }
@@ -327,7 +328,7 @@ struct Io<'a> {
     http: &'a Incoming<'a>,
     /// The token's SHA-256, once found (the log line's fingerprint, also for a token
     /// refused).
-    hash: OnceLock<token_cache::TokenHash>,
+    hash: Option<token_cache::TokenHash>,
     record: Record<'a>,
 }
 
@@ -335,10 +336,9 @@ impl Checks for Io<'_> {
     /// Whether the token cache answered.
     type Note = bool;
 
-    async fn verify(&self, found: &Found<'_>) -> Result<Verified<bool>, Stop> {
-        let hash = *self
-            .hash
-            .get_or_init(|| token_cache::token_hash(found.token));
+    async fn verify(&mut self, found: &Found<'_>) -> Result<Verified<bool>, Stop> {
+        let hash = token_cache::token_hash(found.token);
+        self.hash = Some(hash);
         let (token, cached) = self
             .runtime
             .verified(&hash, found.token, self.record)
@@ -349,7 +349,7 @@ impl Checks for Io<'_> {
         })
     }
 
-    async fn bind(&self, found: &Found<'_>, token: &Arc<VerifiedToken>) -> Result<(), Stop> {
+    async fn bind(&mut self, found: &Found<'_>, token: &Arc<VerifiedToken>) -> Result<(), Stop> {
         let runtime = self.runtime;
         let provider = runtime
             .verifier

@@ -70,7 +70,7 @@ impl Fake {
 impl Checks for Fake {
     type Note = &'static str;
 
-    async fn verify(&self, found: &Found<'_>) -> Result<Verified<Self::Note>, Stop> {
+    async fn verify(&mut self, found: &Found<'_>) -> Result<Verified<Self::Note>, Stop> {
         self.verified.set(self.verified.get() + 1);
         self.tokens.borrow_mut().push(found.token.to_owned());
         let claims = self.verify.clone()?;
@@ -85,7 +85,7 @@ impl Checks for Fake {
         })
     }
 
-    async fn bind(&self, _: &Found<'_>, _: &Arc<VerifiedToken>) -> Result<(), Stop> {
+    async fn bind(&mut self, _: &Found<'_>, _: &Arc<VerifiedToken>) -> Result<(), Stop> {
         self.bound.set(self.bound.get() + 1);
         self.bind.clone()
     }
@@ -124,7 +124,11 @@ impl Req {
     }
 }
 
-fn run<'a>(d: &'a Decider, r: &'a Req, checks: &Fake) -> Option<Decision<'a, 'a, &'static str>> {
+fn run<'a>(
+    d: &'a Decider,
+    r: &'a Req,
+    checks: &mut Fake,
+) -> Option<Decision<'a, 'a, &'static str>> {
     now(d.decide(&r.incoming(), checks, None)).expect("the fake never waits")
 }
 
@@ -148,8 +152,8 @@ const BEARER: (&str, &str) = ("authorization", "Bearer tok");
 fn a_valid_token_passes_every_step_with_its_identity() {
     let d = decider(CONFIG);
     let r = req("/orders", &[BEARER]);
-    let fake = Fake::claims(json!({"sub": "u-1", "aud": "api"}));
-    let out = run(&d, &r, &fake).expect("decided");
+    let mut fake = Fake::claims(json!({"sub": "u-1", "aud": "api"}));
+    let out = run(&d, &r, &mut fake).expect("decided");
     assert!(out.allowed && out.deny.is_none(), "{out:?}");
     assert_eq!(out.reached, Step::Identity);
     assert_eq!(out.reason(), "verified");
@@ -170,8 +174,8 @@ fn a_valid_token_passes_every_step_with_its_identity() {
 fn an_unreadable_request_is_refused_in_every_mode_before_any_rule() {
     let d = decider(&CONFIG.replace("mode: enforce", "mode: shadow"));
     let r = req("/orders/..%2finternal/x", &[BEARER]);
-    let fake = Fake::claims(json!({"sub": "u-1", "aud": "api"}));
-    let out = run(&d, &r, &fake).expect("decided");
+    let mut fake = Fake::claims(json!({"sub": "u-1", "aud": "api"}));
+    let out = run(&d, &r, &mut fake).expect("decided");
     assert!(!out.allowed);
     assert_eq!(out.reached, Step::Read);
     assert_eq!(out.mode, Mode::Enforce);
@@ -184,8 +188,8 @@ fn an_unreadable_request_is_refused_in_every_mode_before_any_rule() {
 fn a_deny_rule_denies_before_the_token_is_looked_at() {
     let d = decider(CONFIG);
     let r = req("/internal/x", &[BEARER]);
-    let fake = Fake::claims(json!({"sub": "u-1", "aud": "api"}));
-    let out = run(&d, &r, &fake).expect("decided");
+    let mut fake = Fake::claims(json!({"sub": "u-1", "aud": "api"}));
+    let out = run(&d, &r, &mut fake).expect("decided");
     assert_eq!(
         (out.reached, out.deny.clone()),
         (Step::Rule, Some(Deny::DeniedByRule))
@@ -195,7 +199,7 @@ fn a_deny_rule_denies_before_the_token_is_looked_at() {
     // In shadow mode it is let through, and the token (never looked for before) is still
     // found and stripped.
     let shadow = decider(&CONFIG.replace("mode: enforce", "mode: shadow"));
-    let out = run(&shadow, &r, &fake).expect("decided");
+    let out = run(&shadow, &r, &mut fake).expect("decided");
     assert!(out.shadowed(), "{out:?}");
     assert_eq!(removed(&out.verdict), ["x-user-id", "authorization"]);
 }
@@ -203,15 +207,15 @@ fn a_deny_rule_denies_before_the_token_is_looked_at() {
 #[test]
 fn no_token_is_public_or_missing_and_nothing_is_verified() {
     let d = decider(CONFIG);
-    let fake = Fake::claims(json!({}));
+    let mut fake = Fake::claims(json!({}));
     let health = req("/healthz", &[]);
-    let out = run(&d, &health, &fake).expect("decided");
+    let out = run(&d, &health, &mut fake).expect("decided");
     assert!(out.allowed);
     assert_eq!((out.reached, out.reason()), (Step::Token, "public"));
     // A forged identity header is removed on a public route too.
     assert_eq!(removed(&out.verdict), ["x-user-id"]);
     let orders = req("/orders", &[]);
-    let out = run(&d, &orders, &fake).expect("decided");
+    let out = run(&d, &orders, &mut fake).expect("decided");
     assert_eq!(
         (out.reached, out.deny.clone()),
         (Step::Token, Some(Deny::MissingToken))
@@ -224,8 +228,8 @@ fn no_token_is_public_or_missing_and_nothing_is_verified() {
 fn a_token_for_another_audience_stops_before_the_callers_bind_step() {
     let d = decider(CONFIG);
     let r = req("/orders", &[BEARER]);
-    let fake = Fake::claims(json!({"sub": "u-1", "aud": "other"}));
-    let out = run(&d, &r, &fake).expect("decided");
+    let mut fake = Fake::claims(json!({"sub": "u-1", "aud": "other"}));
+    let out = run(&d, &r, &mut fake).expect("decided");
     assert_eq!(out.reached, Step::Accept);
     assert_eq!(out.deny, Some(Deny::Invalid(VerifyError::WrongAudience)));
     assert_eq!(fake.bound.get(), 0);
@@ -237,7 +241,7 @@ fn a_bind_refusal_comes_before_the_claims_so_shadow_mode_passes_no_identity() {
     let r = req("/watched/x", &[BEARER]);
     let mut fake = Fake::claims(json!({"sub": "u-1", "aud": "api"}));
     fake.bind = Err(Stop::Deny(Deny::TokenRevoked));
-    let out = run(&d, &r, &fake).expect("decided");
+    let out = run(&d, &r, &mut fake).expect("decided");
     assert_eq!((out.reached, out.mode), (Step::Bind, Mode::Shadow));
     assert!(out.shadowed());
     // Not `insufficient_claims`: no identity header from this token.
@@ -248,8 +252,8 @@ fn a_bind_refusal_comes_before_the_claims_so_shadow_mode_passes_no_identity() {
 fn shadow_mode_keeps_the_identity_of_a_token_that_only_lacks_claims() {
     let d = decider(&CONFIG.replace("mode: enforce", "mode: shadow"));
     let r = req("/admin/x", &[BEARER]);
-    let fake = Fake::claims(json!({"sub": "u-1", "aud": "api", "role": "user"}));
-    let out = run(&d, &r, &fake).expect("decided");
+    let mut fake = Fake::claims(json!({"sub": "u-1", "aud": "api", "role": "user"}));
+    let out = run(&d, &r, &mut fake).expect("decided");
     assert_eq!(out.reached, Step::Claims);
     assert_eq!(out.deny, Some(Deny::InsufficientClaims));
     match &out.verdict {
@@ -264,12 +268,12 @@ fn shadow_mode_keeps_the_identity_of_a_token_that_only_lacks_claims() {
 fn a_caller_that_defers_decides_nothing() {
     let d = decider(CONFIG);
     let r = req("/orders", &[BEARER]);
-    assert!(run(&d, &r, &Fake::refusing(Stop::Defer)).is_none());
+    assert!(run(&d, &r, &mut Fake::refusing(Stop::Defer)).is_none());
     // A refusal from verification is a denial like any other.
     let out = run(
         &d,
         &r,
-        &Fake::refusing(Stop::Deny(Deny::Invalid(VerifyError::Expired))),
+        &mut Fake::refusing(Stop::Deny(Deny::Invalid(VerifyError::Expired))),
     )
     .expect("decided");
     assert_eq!(out.reached, Step::Verify);
@@ -287,8 +291,8 @@ fn a_dpop_token_takes_its_proof_along_when_stripped() {
         "/orders",
         &[("authorization", "DPoP tok"), ("dpop", "proof")],
     );
-    let fake = Fake::claims(json!({"sub": "u-1", "aud": "api"}));
-    let out = run(&d, &r, &fake).expect("decided");
+    let mut fake = Fake::claims(json!({"sub": "u-1", "aud": "api"}));
+    let out = run(&d, &r, &mut fake).expect("decided");
     assert_eq!(removed(&out.verdict), ["authorization", "dpop"]);
 }
 
