@@ -141,11 +141,10 @@ impl Runtime {
         token: Option<token_cache::TokenHash>,
     ) -> Outcome<'s> {
         let cached = d.verified.as_ref().map(|v| v.note);
-        let reason = match (&d.deny, cached) {
-            (Some(deny), _) => deny.answer().reason,
-            (None, Some(true)) => "cached",
-            (None, Some(false)) => "verified",
-            (None, None) => "public",
+        // The decision's reason, `verified` told apart by whether the cache answered.
+        let reason = match (d.reason(), cached) {
+            ("verified", Some(true)) => "cached",
+            (reason, _) => reason,
         };
         let rule = d.route.map_or("-", |r| r.name);
         match &d.deny {
