@@ -218,10 +218,6 @@ impl Decider {
         &self.config
     }
 
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
     /// What the decision reads of the provider at `index`.
     pub fn provider(&self, index: usize) -> Option<Provider<'_>> {
         let p = self.config.providers.get(index)?;

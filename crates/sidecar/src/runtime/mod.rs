@@ -284,11 +284,6 @@ impl Runtime {
             .map(|p| p.config().name.as_str())
     }
 
-    /// The decision's configuration, compiled.
-    pub fn decider(&self) -> &Decider {
-        &self.decider
-    }
-
     /// Verifies a token against its provider, without the cache or route rules (so without
     /// the audience check, which depends on the route).
     pub async fn verify_token(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
