@@ -27,6 +27,9 @@ mod tests;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplayCheck {
     pub key: ProofKey,
+    /// The proof's `iat`.
+    pub iat: u64,
+    /// How long to remember it: as long as the provider's window can accept it.
     pub ttl: Duration,
 }
 
@@ -148,7 +151,9 @@ fn check_dpop(
         return Err(Deny::DpopKeyMismatch);
     }
     Ok(Some(ReplayCheck {
-        key: dpop::replay::proof_key(&provider.name, &proof.jkt, &proof.jti),
+        // By issuer, not by name: renaming a provider in a reload keeps what was seen.
+        key: dpop::replay::proof_key(&provider.issuer, &proof.jkt, &proof.jti),
+        iat: proof.iat,
         ttl: config.replay_window(),
     }))
 }

@@ -90,4 +90,9 @@ impl MemoryStore {
         }
         Ok(fresh)
     }
+
+    /// Whether `key` is held (a proof seen within the window).
+    pub fn holds(&self, key: &ProofKey) -> bool {
+        self.seen.contains_key(key)
+    }
 }

@@ -11,7 +11,7 @@ use jwt_authz_core::decision::{Checks, Decision, Stop, Verified};
 use jwt_authz_core::extract::Found;
 use jwt_authz_core::request::Incoming;
 use jwt_authz_core::response::{Denial, Deny, Verdict};
-use jwt_authz_jose::dpop::NonceCheck;
+use jwt_authz_jose::dpop::{DpopError, NonceCheck};
 use jwt_authz_jose::jws::Record;
 
 use crate::clock::unix_now;
@@ -22,6 +22,7 @@ use crate::verify::token_cache::{self};
 use crate::verify::{Provider, VerifiedToken, VerifyError};
 
 use super::Runtime;
+use super::replay::Refusal;
 
 /// One check counted in flight until dropped.
 struct InFlight<'a>(&'a AtomicUsize);
@@ -225,21 +226,31 @@ impl Runtime {
             // A provider took DPoP, so a store was built: unreachable, but fail closed.
             return Err(Deny::ReplayStoreUnavailable);
         };
-        match replay.store.first_use(&check.key, check.ttl).await {
-            Ok(true) => {
+        let now = unix_now();
+        match replay
+            .first_use(&check.key, check.iat, check.ttl, now)
+            .await
+        {
+            Ok(()) => {
                 self.metrics.record_dpop_proof("accepted");
                 Ok(())
             }
-            Ok(false) => {
+            Err(Refusal::Replayed) => {
                 self.metrics.record_dpop_proof("replayed");
                 Err(Deny::DpopReplayed)
             }
-            Err(error) => {
+            Err(Refusal::Stale) => {
+                // Issued before a reload that lengthened the window, and older than the
+                // window it was remembered for: it may have been used already.
+                self.metrics.record_dpop_proof("invalid");
+                Err(Deny::DpopInvalidProof(DpopError::StaleOrFuture))
+            }
+            Err(Refusal::Store(error)) => {
                 let kind = match error {
                     StoreError::Full(_) => "full",
                     StoreError::Unavailable(_) => "unavailable",
                 };
-                if replay.should_warn(unix_now()) {
+                if replay.should_warn(now) {
                     tracing::warn!(%error, store = replay.kind(), "DPoP replay store failed; answering 503 (warned once a minute, jwt_authz_dpop_replay_store_errors_total counts each)");
                 } else {
                     tracing::debug!(%error, store = replay.kind(), "DPoP replay store failed");

@@ -209,7 +209,11 @@ impl Runtime {
             providers.push(Provider { index, store });
             status_lists.push(status);
         }
-        let replay = Replay::start(&config, previous.and_then(|p| p.replay.as_ref()))?;
+        let replay = Replay::start(
+            &config,
+            previous.and_then(|p| p.replay.as_ref()),
+            crate::clock::unix_now(),
+        )?;
         let mut algs: Vec<String> = Vec::new();
         for provider in config
             .providers

@@ -32,6 +32,14 @@ impl ReplayStore {
             ReplayStore::Redis(r) => r.first_use(key, ttl).await,
         }
     }
+
+    /// Whether `key` was seen and is still remembered (asked of a store a reload replaced).
+    pub async fn holds(&self, key: &ProofKey) -> Result<bool, StoreError> {
+        match self {
+            ReplayStore::Memory(m) => Ok(m.holds(key)),
+            ReplayStore::Redis(r) => r.holds(key).await,
+        }
+    }
 }
 
 /// Shared by every replica: Redis or Valkey, over one multiplexed connection that
@@ -62,21 +70,41 @@ impl RedisStore {
         })
     }
 
-    async fn first_use(&self, key: &ProofKey, ttl: Duration) -> Result<bool, StoreError> {
+    fn name(&self, key: &ProofKey) -> String {
         let mut name = String::with_capacity(self.prefix.len() + 64);
         name.push_str(&self.prefix);
         for byte in key {
             use std::fmt::Write as _;
             let _ = write!(name, "{byte:02x}");
         }
+        name
+    }
+
+    async fn first_use(&self, key: &ProofKey, ttl: Duration) -> Result<bool, StoreError> {
         let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let mut connection = self.connection.clone();
         let mut command = redis::cmd("SET");
-        command.arg(&name).arg(1).arg("NX").arg("PX").arg(millis);
-        let set = command.query_async::<Option<String>>(&mut connection);
+        command
+            .arg(self.name(key))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis);
+        let reply: Option<String> = self.query(command).await?;
+        Ok(reply.is_some())
+    }
+
+    async fn holds(&self, key: &ProofKey) -> Result<bool, StoreError> {
+        let mut command = redis::cmd("EXISTS");
+        command.arg(self.name(key));
+        Ok(self.query::<u64>(command).await? > 0)
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, StoreError> {
+        let mut connection = self.connection.clone();
+        let reply = command.query_async::<T>(&mut connection);
         // The manager's own timeouts cover each attempt; this bounds the whole call.
-        match tokio::time::timeout(self.timeout, set).await {
-            Ok(Ok(reply)) => Ok(reply.is_some()),
+        match tokio::time::timeout(self.timeout, reply).await {
+            Ok(Ok(reply)) => Ok(reply),
             Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
             Err(_) => Err(StoreError::Unavailable(format!(
                 "no answer within {:?}",

@@ -99,7 +99,10 @@ fn rfc_9449_figure_13_request_is_accepted_and_owes_a_replay_check() {
     assert_eq!(
         accepted,
         Some(ReplayCheck {
-            key: dpop::replay::proof_key("p", EXAMPLE_JKT, "e1j3V_bKic8-LAEB"),
+            // By the provider's issuer (a rename in a reload keeps what was seen).
+            key: dpop::replay::proof_key("https://i", EXAMPLE_JKT, "e1j3V_bKic8-LAEB"),
+            // Figure 13's `iat`.
+            iat: 1_562_262_618,
             // max_age 60 s + twice the 5 s leeway: as long as the proof is accepted.
             ttl: Duration::from_secs(70),
         })

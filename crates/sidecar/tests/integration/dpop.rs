@@ -407,3 +407,67 @@ async fn server_nonces_are_issued_on_demand_and_shared_by_replicas() {
         .await;
     assert_eq!(error(&response), "use_dpop_nonce");
 }
+
+/// A reload forgets no proof (§11.1): not when the window changes (max_age 60 s -> 61 s and
+/// back), not when the store is replaced (memory -> a real `redis-server` -> memory), not when
+/// the provider is renamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_reload_keeps_the_proofs_seen() {
+    let window = |max_age: &str| format!("    dpop: {{mode: optional, max_age: {max_age}}}\n");
+    let (jwks, key, server) = start_with_key(&window("60s")).await;
+    let client = DpopClient::new();
+    let token = bound_token(&key, &client, "alice");
+    let used = dpop_get(&client, "/api/orders", &token);
+    allowed(&server.check(used.clone()).await);
+
+    let reload = |extra: String| {
+        let yaml = config_yaml(&jwks.url(), &extra);
+        let server = std::sync::Arc::clone(&server.server);
+        async move {
+            server
+                .reload(jwt_authz::Config::from_yaml(&yaml).expect("config"))
+                .await
+                .expect("reload");
+        }
+    };
+    let replayed = |response: &CheckResponse| {
+        assert_eq!(denied_status(response), Some(401), "{response:?}");
+        let challenge = challenge(response);
+        assert!(
+            challenge.contains("error_description=\"DPoP proof already used\""),
+            "{challenge}"
+        );
+    };
+    reload(window("61s")).await;
+    replayed(&server.check(used.clone()).await);
+    reload(window("60s")).await;
+    replayed(&server.check(used.clone()).await);
+    let renamed = window("60s");
+    let yaml = config_yaml(&jwks.url(), &renamed).replace("- name: test", "- name: renamed");
+    server
+        .server
+        .reload(jwt_authz::Config::from_yaml(&yaml).expect("config"))
+        .await
+        .expect("reload");
+    replayed(&server.check(used.clone()).await);
+
+    let Some(binary) = debian_binary("redis-server") else {
+        return;
+    };
+    let redis = Redis::start(&binary, free_port());
+    let in_redis = format!(
+        "{}dpop:\n  replay_store:\n    redis: {{url: \"{}\", timeout: 300ms}}\n",
+        window("60s"),
+        redis.url()
+    );
+    reload(in_redis).await;
+    // Seen in memory before the store changed.
+    replayed(&server.check(used.clone()).await);
+    let second = dpop_get(&client, "/api/orders", &token);
+    allowed(&server.check(second.clone()).await);
+    reload(window("60s")).await;
+    // Seen in Redis (asked while what it holds lives), and in the first memory store.
+    replayed(&server.check(second).await);
+    replayed(&server.check(used).await);
+    allowed(&server.check(dpop_get(&client, "/api/orders", &token)).await);
+}
