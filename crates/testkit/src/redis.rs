@@ -11,6 +11,11 @@ pub struct Redis {
 
 impl Redis {
     pub fn start(binary: &std::path::Path, port: u16) -> Self {
+        Self::start_with(binary, port, &[])
+    }
+
+    /// [`Redis::start`] with more `redis-server` arguments (`--maxmemory-policy`, ...).
+    pub fn start_with(binary: &std::path::Path, port: u16, args: &[&str]) -> Self {
         let child = Command::new(binary)
             .args([
                 "--port",
@@ -22,6 +27,7 @@ impl Redis {
                 "--appendonly",
                 "no",
             ])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -39,6 +45,20 @@ impl Redis {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// `CONFIG SET name value`, over a plain connection speaking RESP.
+    pub fn config_set(&self, name: &str, value: &str) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        let mut command = String::from("*4\r\n");
+        for part in ["CONFIG", "SET", name, value] {
+            command.push_str(&format!("${}\r\n{part}\r\n", part.len()));
+        }
+        stream.write_all(command.as_bytes()).expect("send");
+        let mut reply = [0u8; 5];
+        stream.read_exact(&mut reply).expect("reply");
+        assert_eq!(&reply, b"+OK\r\n", "CONFIG SET {name} {value}");
     }
 
     pub fn stop(&mut self) {

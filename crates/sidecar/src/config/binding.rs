@@ -171,6 +171,11 @@ pub enum ReplayStoreConfig {
         /// How long one store call may take before the request is answered 503.
         #[serde(default = "default_store_timeout", with = "humantime_serde")]
         timeout: Duration,
+        /// Skip the check that the server never evicts a proof early (`maxmemory-policy
+        /// noeviction`, or no `maxmemory`): for servers where `CONFIG GET` is disabled and
+        /// the policy has been checked another way.
+        #[serde(default)]
+        trust_eviction_policy: bool,
     },
 }
 
@@ -197,6 +202,7 @@ impl ReplayStoreConfig {
                 url,
                 key_prefix,
                 timeout,
+                ..
             } => {
                 let field = "dpop.replay_store.redis";
                 if !(url.starts_with("redis://") || url.starts_with("rediss://"))

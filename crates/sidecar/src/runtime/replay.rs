@@ -236,9 +236,22 @@ fn build(wanted: &ReplayStoreConfig, windows: Windows) -> Result<ReplayStore, St
             url,
             key_prefix,
             timeout,
-        } => ReplayStore::Redis(
-            RedisStore::new(url, key_prefix, *timeout).map_err(StartError::ReplayStore)?,
-        ),
+            trust_eviction_policy,
+        } => {
+            let store = RedisStore::new(url, key_prefix, *timeout, *trust_eviction_policy)
+                .map_err(StartError::ReplayStore)?;
+            // Said at start, not only at the first DPoP request (which would get 503).
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let store = store.clone();
+                runtime.spawn(async move {
+                    match store.check_eviction_policy().await {
+                        Ok(()) => tracing::debug!("the DPoP replay store's eviction policy is safe"),
+                        Err(error) => tracing::error!(%error, "DPoP requests will be answered 503 until this is fixed"),
+                    }
+                });
+            }
+            ReplayStore::Redis(store)
+        }
     })
 }
 

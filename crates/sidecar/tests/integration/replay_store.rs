@@ -78,7 +78,7 @@ fn proof_keys_do_not_collide_across_field_boundaries() {
 
 fn replica(url: &str) -> ReplayStore {
     ReplayStore::Redis(
-        RedisStore::new(url, "jwt-authz:dpop:", Duration::from_millis(500)).expect("store"),
+        RedisStore::new(url, "jwt-authz:dpop:", Duration::from_millis(500), false).expect("store"),
     )
 }
 
@@ -167,7 +167,106 @@ async fn an_unreachable_store_is_an_error_from_the_start() {
         "{result:?}"
     );
     assert!(matches!(
-        RedisStore::new("not a url", "p:", Duration::from_millis(100)),
+        RedisStore::new("not a url", "p:", Duration::from_millis(100), false),
         Err(StoreError::Unavailable(_))
     ));
+}
+
+/// A Redis that may evict keys with a TTL before it (every proof's key has one) is refused:
+/// 503 with the reason, never "first use" of a proof it may have forgotten. Read at the
+/// first use and again while unsafe; `noeviction`, or no memory limit, is safe; the
+/// override skips the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_may_evict_proofs_early_is_refused() {
+    let Some(binary) = debian_binary("redis-server") else {
+        return;
+    };
+    let redis = Redis::start_with(
+        &binary,
+        free_port(),
+        &["--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"],
+    );
+    let store = replica(&redis.url());
+    let key = proof_key("corp", "jkt", "jti-evict");
+    for policy in [
+        "allkeys-lru",
+        "volatile-ttl",
+        "volatile-lru",
+        "allkeys-random",
+    ] {
+        redis.config_set("maxmemory-policy", policy);
+        // An unsafe verdict is read again within about a second.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        match store.first_use(&key, WINDOW).await {
+            Err(StoreError::Unavailable(message)) => {
+                assert!(
+                    message.contains(&format!("maxmemory-policy {policy}"))
+                        && message.contains("noeviction"),
+                    "{message}"
+                );
+            }
+            other => panic!("{policy}: {other:?}"),
+        }
+    }
+    redis.config_set("maxmemory-policy", "noeviction");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(store.first_use(&key, WINDOW).await, Ok(true));
+    assert_eq!(store.first_use(&key, WINDOW).await, Ok(false));
+
+    // No memory limit: nothing is ever evicted, whatever the policy says.
+    redis.config_set("maxmemory-policy", "allkeys-lru");
+    redis.config_set("maxmemory", "0");
+    let fresh = replica(&redis.url());
+    assert_eq!(
+        fresh
+            .first_use(&proof_key("corp", "jkt", "j2"), WINDOW)
+            .await,
+        Ok(true)
+    );
+    // The override, for servers where CONFIG is disabled.
+    redis.config_set("maxmemory", "64mb");
+    let trusting = ReplayStore::Redis(
+        RedisStore::new(
+            &redis.url(),
+            "jwt-authz:dpop:",
+            Duration::from_millis(500),
+            true,
+        )
+        .expect("store"),
+    );
+    assert_eq!(
+        trusting
+            .first_use(&proof_key("corp", "jkt", "j3"), WINDOW)
+            .await,
+        Ok(true)
+    );
+    assert!(fresh_unsafe(&redis.url()).await);
+}
+
+/// A new store against an unsafe server refuses at its first use.
+async fn fresh_unsafe(url: &str) -> bool {
+    matches!(
+        replica(url)
+            .first_use(&proof_key("corp", "jkt", "j4"), WINDOW)
+            .await,
+        Err(StoreError::Unavailable(_))
+    )
+}
+
+#[test]
+fn only_noeviction_or_no_limit_is_safe() {
+    use jwt_authz::sender::replay::eviction_verdict;
+    assert!(eviction_verdict("noeviction", "1073741824").is_ok());
+    assert!(eviction_verdict("allkeys-lru", "0").is_ok());
+    for policy in [
+        "allkeys-lru",
+        "allkeys-lfu",
+        "allkeys-random",
+        "volatile-lru",
+        "volatile-lfu",
+        "volatile-random",
+        "volatile-ttl",
+    ] {
+        assert!(eviction_verdict(policy, "100mb").is_err(), "{policy}");
+    }
 }
