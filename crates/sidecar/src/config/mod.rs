@@ -74,6 +74,11 @@ pub struct Config {
     /// while an identity provider is down starts from its last keys. Unset: none kept.
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
+    /// At least 32 random bytes: every file in `state_dir` is then sealed with an
+    /// HMAC-SHA256 under it, and only sealed files are read (for a `state_dir` jwt-authz's
+    /// user cannot have to itself, such as a shared volume). Read at start and on reload.
+    #[serde(default)]
+    pub state_key_file: Option<PathBuf>,
     /// A snapshot older than this is not used (and keys are dropped at `max_stale` after
     /// their fetch, snapshot or not).
     #[serde(default = "default_max_snapshot_age", with = "humantime_serde")]
@@ -261,6 +266,9 @@ impl Config {
             .is_some_and(|d| d.as_os_str().is_empty())
         {
             return Err(invalid("state_dir", "must not be empty"));
+        }
+        if self.state_key_file.is_some() && self.state_dir.is_none() {
+            return Err(invalid("state_key_file", "is set without state_dir"));
         }
         self.token_cache.validate()?;
         self.tracing.validate()?;

@@ -8,9 +8,17 @@
 //! leaves the old snapshot or the new one, never half of one. On load it is checked whole
 //! (format, checksum, provider, issuer, source, age, parse): anything else is ignored with
 //! a warning. It is only ever used when the network gave nothing.
+//!
+//! The checksum finds accidents, not forgeries: whoever can write to `state_dir` could plant
+//! keys. So the directory must belong to jwt-authz's user and be writable by nobody else, and
+//! so must every file read from it ([`StateDir::open`], [`open`]); otherwise start-up fails
+//! or the file is ignored. Where that cannot be had (a shared volume), `state_key_file` makes
+//! every file carry an HMAC-SHA256 under a key of its own, and only files with a valid one
+//! are read.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -21,11 +29,148 @@ use crate::config::ProviderConfig;
 
 const VERSION: u32 = 1;
 
+/// `state_dir`, checked, with what every snapshot in it is held to.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    pub path: PathBuf,
+    /// `max_snapshot_age`.
+    pub max_age: Duration,
+    /// `state_key_file`: when set, files are sealed with it and read only when sealed.
+    key: Option<Arc<StateKey>>,
+}
+
+struct StateKey(aws_lc_rs::hmac::Key);
+
+impl std::fmt::Debug for StateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateKey(..)")
+    }
+}
+
+/// Why `state_dir` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateDirError {
+    #[error("state_dir {path}: {message}")]
+    Dir { path: String, message: String },
+    #[error("state_key_file {path}: {message}")]
+    Key { path: String, message: String },
+}
+
+/// The least a `state_key_file` holds.
+pub const MIN_STATE_KEY_BYTES: usize = 32;
+
+impl StateDir {
+    /// Creates `path` (0700) when missing, and checks it: it must be owned by this process's
+    /// user and writable by no one else, unless `key_file` seals the files (then a warning).
+    pub fn open(
+        path: &Path,
+        max_age: Duration,
+        key_file: Option<&Path>,
+    ) -> Result<Self, StateDirError> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        let failed = |message: String| StateDirError::Dir {
+            path: path.display().to_string(),
+            message,
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .map_err(|e| failed(e.to_string()))?;
+        let key = match key_file {
+            None => None,
+            Some(file) => {
+                let failed = |message: String| StateDirError::Key {
+                    path: file.display().to_string(),
+                    message,
+                };
+                let secret = std::fs::read(file).map_err(|e| failed(e.to_string()))?;
+                if secret.len() < MIN_STATE_KEY_BYTES {
+                    return Err(failed(format!(
+                        "holds {} bytes; at least {MIN_STATE_KEY_BYTES} random bytes are needed",
+                        secret.len()
+                    )));
+                }
+                Some(Arc::new(StateKey(aws_lc_rs::hmac::Key::new(
+                    aws_lc_rs::hmac::HMAC_SHA256,
+                    &secret,
+                ))))
+            }
+        };
+        let meta = std::fs::metadata(path).map_err(|e| failed(e.to_string()))?;
+        let me = rustix::process::geteuid().as_raw();
+        let problem = if !meta.is_dir() {
+            return Err(failed("not a directory".to_owned()));
+        } else if meta.uid() != me {
+            Some(format!(
+                "owned by uid {}, not by jwt-authz's user (uid {me})",
+                meta.uid()
+            ))
+        } else if meta.mode() & 0o022 != 0 {
+            Some(format!(
+                "writable by group or others (mode {:o})",
+                meta.mode() & 0o7777
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            if key.is_none() {
+                return Err(failed(format!(
+                    "{problem}: whoever else can write there could plant a key snapshot. Give it \
+                     to jwt-authz's user alone (chown; chmod 700), or set state_key_file so that \
+                     only snapshots sealed with that key are read"
+                )));
+            }
+            tracing::warn!(path = %path.display(), "state_dir is {problem}; only snapshots sealed with state_key_file are read");
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            max_age,
+            key,
+        })
+    }
+
+    /// The seal of a file made of `parts` (`None` without `state_key_file`).
+    pub(crate) fn seal(&self, parts: &[&[u8]]) -> Option<String> {
+        let key = self.key.as_ref()?;
+        Some(URL_SAFE_NO_PAD.encode(aws_lc_rs::hmac::sign(&key.0, &framed(parts))))
+    }
+
+    /// Opens a file of the directory (see [`open`]): without a key, only a file of this
+    /// user's; with one, the seal is checked instead ([`StateDir::verify`]).
+    pub(crate) fn open_file(&self, path: &Path) -> Result<std::fs::File, SnapshotError> {
+        open(path, self.key.is_none())
+    }
+
+    /// Checks `seal` over `parts`, when files are sealed.
+    pub(crate) fn verify(&self, parts: &[&[u8]], seal: Option<&str>) -> Result<(), SnapshotError> {
+        let Some(key) = &self.key else {
+            return Ok(());
+        };
+        let seal = seal.ok_or(SnapshotError::Unsealed)?;
+        let tag = URL_SAFE_NO_PAD
+            .decode(seal)
+            .map_err(|_| SnapshotError::Unsealed)?;
+        aws_lc_rs::hmac::verify(&key.0, &framed(parts), &tag).map_err(|_| SnapshotError::Unsealed)
+    }
+}
+
+/// `parts`, each prefixed with its length, so no two lists frame the same bytes.
+fn framed(parts: &[&[u8]]) -> Vec<u8> {
+    let mut framed = b"jwt-authz state v1".to_vec();
+    for part in parts {
+        framed.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        framed.extend_from_slice(part);
+    }
+    framed
+}
+
 /// Where a provider's snapshot lives, and how old one may be to be used.
 #[derive(Debug, Clone)]
 pub struct SnapshotFile {
     path: PathBuf,
-    max_age: Duration,
+    state: StateDir,
     /// The fetch time of the snapshot last written: writes run one at a time and never
     /// replace a newer snapshot with an older one.
     written: std::sync::Arc<std::sync::Mutex<u64>>,
@@ -49,6 +194,27 @@ struct Stored {
     jwks: String,
     /// SHA-256 of `jwks`, base64url: a file cut short or edited is not used.
     sha256: String,
+    /// With `state_key_file`: the HMAC-SHA256 of every field above, base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seal: Option<String>,
+}
+
+impl Stored {
+    fn parts(&self) -> [Vec<u8>; 7] {
+        [
+            self.version.to_string().into_bytes(),
+            self.provider.clone().into_bytes(),
+            self.issuer.clone().into_bytes(),
+            self.source.clone().into_bytes(),
+            self.fetched_at.to_string().into_bytes(),
+            self.jwks_uri.clone().unwrap_or_default().into_bytes(),
+            self.jwks.clone().into_bytes(),
+        ]
+    }
+}
+
+fn borrowed<const N: usize>(parts: &[Vec<u8>; N]) -> Vec<&[u8]> {
+    parts.iter().map(Vec::as_slice).collect()
 }
 
 /// A snapshot read back and found sound.
@@ -81,7 +247,9 @@ pub enum SnapshotError {
     #[error("fetched in the future")]
     Future,
     #[error("unsafe file: {0}")]
-    Unsafe(&'static str),
+    Unsafe(String),
+    #[error("not sealed with state_key_file (written without it, or by someone else)")]
+    Unsealed,
 }
 
 fn digest(bytes: &[u8]) -> String {
@@ -110,11 +278,11 @@ fn identity(provider: &ProviderConfig) -> String {
 impl SnapshotFile {
     /// The snapshot of `provider` in `dir`: named by a hash of its issuer and source, so
     /// that renaming a provider keeps its snapshot and two providers never share one.
-    pub fn new(dir: &Path, provider: &ProviderConfig, max_age: Duration) -> Self {
+    pub fn new(state: &StateDir, provider: &ProviderConfig) -> Self {
         let id = format!("{}\n{}", provider.issuer, source_of(provider));
         Self {
-            path: dir.join(file_name("jwks", &id)),
-            max_age,
+            path: state.path.join(file_name("jwks", &id)),
+            state: state.clone(),
             written: Default::default(),
         }
     }
@@ -145,7 +313,7 @@ impl SnapshotFile {
         if fetched_at < *written {
             return Ok(());
         }
-        let stored = Stored {
+        let mut stored = Stored {
             version: VERSION,
             provider: provider.name.clone(),
             issuer: provider.issuer.clone(),
@@ -154,7 +322,9 @@ impl SnapshotFile {
             jwks_uri: jwks_uri.map(str::to_owned),
             sha256: digest(jwks.as_bytes()),
             jwks,
+            seal: None,
         };
+        stored.seal = self.state.seal(&borrowed(&stored.parts()));
         let body = serde_json::to_vec(&stored).map_err(invalid)?;
         write_atomic(&self.path, &body)?;
         *written = fetched_at;
@@ -163,7 +333,7 @@ impl SnapshotFile {
 
     /// Reads `provider`'s snapshot back; `limit` bounds the JWKS it may hold.
     pub fn load(&self, provider: &ProviderConfig, limit: usize) -> Result<Loaded, SnapshotError> {
-        let file = open(&self.path)?;
+        let file = self.state.open_file(&self.path)?;
         // The JWKS escaped as a JSON string, plus the fields around it.
         let body = read_limited(file, limit)?;
         let stored: Stored =
@@ -174,6 +344,8 @@ impl SnapshotFile {
         if digest(stored.jwks.as_bytes()) != stored.sha256 {
             return Err(SnapshotError::Checksum);
         }
+        self.state
+            .verify(&borrowed(&stored.parts()), stored.seal.as_deref())?;
         let expected = identity(provider);
         let found = format!(
             "provider {:?}, issuer {:?}, source {:?}",
@@ -188,7 +360,7 @@ impl SnapshotFile {
             .duration_since(fetched_at)
             .map_err(|_| SnapshotError::Future)?;
         // Keys are never trusted past max_stale after their fetch, snapshot or not.
-        let max = self.max_age.min(provider.jwks_cache.max_stale);
+        let max = self.state.max_age.min(provider.jwks_cache.max_stale);
         if age >= max {
             return Err(SnapshotError::TooOld {
                 age: age.as_secs(),
@@ -228,16 +400,26 @@ pub(crate) fn read_limited(file: std::fs::File, limit: usize) -> Result<Vec<u8>,
     Ok(body)
 }
 
-/// Opens a snapshot file; a missing one is [`SnapshotError::Missing`]. A symbolic link, or
-/// a file others may write to, is refused: snapshots are written 0600 by this process.
-pub(crate) fn open(path: &Path) -> Result<std::fs::File, SnapshotError> {
-    use std::os::unix::fs::PermissionsExt;
+/// Opens a snapshot file; a missing one is [`SnapshotError::Missing`]. A symbolic link, a
+/// file others may write to, or (when `owned`) one another user owns is refused: snapshots
+/// are written 0600 by this process. (With `state_key_file` the seal decides whose a file
+/// is, so `owned` is false.)
+pub(crate) fn open(path: &Path, owned: bool) -> Result<std::fs::File, SnapshotError> {
+    use std::os::unix::fs::MetadataExt;
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_symlink() || !meta.is_file() => {
-            return Err(SnapshotError::Unsafe("not a regular file"));
+            return Err(SnapshotError::Unsafe("not a regular file".to_owned()));
         }
-        Ok(meta) if meta.permissions().mode() & 0o022 != 0 => {
-            return Err(SnapshotError::Unsafe("writable by group or others"));
+        Ok(meta) if meta.mode() & 0o022 != 0 => {
+            return Err(SnapshotError::Unsafe(
+                "writable by group or others".to_owned(),
+            ));
+        }
+        Ok(meta) if owned && meta.uid() != rustix::process::geteuid().as_raw() => {
+            return Err(SnapshotError::Unsafe(format!(
+                "owned by uid {}, not by jwt-authz's user",
+                meta.uid()
+            )));
         }
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(SnapshotError::Missing),
@@ -274,6 +456,10 @@ pub(crate) fn file_name(prefix: &str, key: &str) -> String {
 mod tests {
     use super::*;
 
+    fn state(dir: &Path) -> StateDir {
+        StateDir::open(dir, Duration::from_secs(3600), None).unwrap()
+    }
+
     fn provider(max_stale: &str) -> ProviderConfig {
         let yaml = format!(
             "providers:\n  - name: p\n    issuer: https://issuer.test\n    audiences: [api]\n    jwks: {{uri: \"https://issuer.test/jwks.json\"}}\n    jwks_cache: {{min_ttl: 10s, max_ttl: 30s, max_stale: {max_stale}}}\n"
@@ -298,7 +484,7 @@ mod tests {
     fn only_public_keys_are_written_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let p = provider("4h");
-        let file = SnapshotFile::new(dir.path(), &p, Duration::from_secs(3600));
+        let file = SnapshotFile::new(&state(dir.path()), &p);
         file.write(
             &p,
             JWKS.as_bytes(),
@@ -325,7 +511,7 @@ mod tests {
     fn an_older_fetch_never_replaces_a_newer_snapshot() {
         let dir = tempfile::tempdir().unwrap();
         let p = provider("4h");
-        let file = SnapshotFile::new(dir.path(), &p, Duration::from_secs(3600));
+        let file = SnapshotFile::new(&state(dir.path()), &p);
         file.write(&p, JWKS.as_bytes(), ago(10), None).unwrap();
         let newer = std::fs::read_to_string(file.path()).unwrap();
         file.write(&p, br#"{"keys": []}"#, ago(20), None).unwrap();
@@ -337,21 +523,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // max_stale (1m) is shorter than max_snapshot_age (1h): it bounds the snapshot.
         let p = provider("1m");
-        let file = SnapshotFile::new(dir.path(), &p, Duration::from_secs(3600));
+        let file = SnapshotFile::new(&state(dir.path()), &p);
         file.write(&p, JWKS.as_bytes(), ago(120), None).unwrap();
         assert!(matches!(
             file.load(&p, 512 * 1024),
             Err(SnapshotError::TooOld { max: 60, .. })
         ));
         let p = provider("4h");
-        let file = SnapshotFile::new(dir.path(), &p, Duration::from_secs(3600));
+        let file = SnapshotFile::new(&state(dir.path()), &p);
         file.write(&p, JWKS.as_bytes(), ago(7200), None).unwrap();
         assert!(matches!(
             file.load(&p, 512 * 1024),
             Err(SnapshotError::TooOld { max: 3600, .. })
         ));
 
-        let fresh = SnapshotFile::new(dir.path(), &p, Duration::from_secs(3600));
+        let fresh = SnapshotFile::new(&state(dir.path()), &p);
         std::fs::remove_file(fresh.path()).unwrap();
         fresh.write(&p, JWKS.as_bytes(), ago(1), None).unwrap();
         assert!(fresh.load(&p, 512 * 1024).is_ok());

@@ -209,6 +209,12 @@ impl KeyStore {
         let limit = provider.jwks_cache.max_body_bytes;
         let loaded = tokio::task::spawn_blocking(move || {
             let loaded = snapshot.load(&provider, limit)?;
+            // Nothing in a snapshot is configuration: the jwks_uri it remembers from
+            // discovery must pass the rules a discovered one does, or none of it is used.
+            if let Some(uri) = &loaded.jwks_uri {
+                check_jwks_uri(&provider, uri)
+                    .map_err(|e| SnapshotError::Corrupt(format!("remembered {e}")))?;
+            }
             let mut keys = KeySet::parse(&loaded.jwks, &provider)
                 .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
             keys.fetched_at = Some(loaded.fetched_at);
@@ -226,10 +232,13 @@ impl KeyStore {
                     .and_then(|at| at.elapsed().ok())
                     .unwrap_or_default()
                     .as_secs();
+                let kids: Vec<&str> = keys.keys.iter().filter_map(|k| k.kid.as_deref()).collect();
                 tracing::warn!(
                     provider = name,
                     keys = keys.keys.len(),
+                    kids = ?kids,
                     age_seconds = age,
+                    path = %self.snapshot.as_ref().map(|s| s.path().display().to_string()).unwrap_or_default(),
                     "JWKS unreachable at start; using the keys of the snapshot in state_dir until a fetch succeeds"
                 );
                 // Unless a fetch on demand got fresh keys meanwhile.
@@ -370,31 +379,8 @@ impl KeyStore {
                 doc.issuer
             )));
         }
-        match reqwest::Url::parse(&doc.jwks_uri) {
-            // The bearer token goes only where the configuration says: the issuer's origin.
-            Ok(u)
-                if self.provider.jwks_http.bearer_token_file.is_some()
-                    && reqwest::Url::parse(issuer).map(|i| i.origin()).ok() != Some(u.origin()) =>
-            {
-                Err(FetchError::Discovery(format!(
-                    "jwks_uri {:?} is not on the issuer's origin, and the bearer token is only \
-                     sent there; set jwks: {{uri: ...}} instead",
-                    doc.jwks_uri
-                )))
-            }
-            Ok(_) if !self.provider.allows_url(&doc.jwks_uri) => {
-                Err(FetchError::Discovery(format!(
-                    "jwks_uri {:?} is plain http to another host; keys must come over https \
-                 (or set allow_insecure_http)",
-                    doc.jwks_uri
-                )))
-            }
-            Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(doc.jwks_uri),
-            _ => Err(FetchError::Discovery(format!(
-                "jwks_uri {:?} is not an http(s) URL",
-                doc.jwks_uri
-            ))),
-        }
+        check_jwks_uri(&self.provider, &doc.jwks_uri)?;
+        Ok(doc.jwks_uri)
     }
 
     async fn get(&self, url: &str) -> Result<(Vec<u8>, Option<Duration>), FetchError> {
@@ -420,5 +406,32 @@ impl KeyStore {
             .and_then(max_age);
         let body = read_body(response, cache.max_body_bytes).await?;
         Ok((body, max_age))
+    }
+}
+
+/// The rules a `jwks_uri` named by discovery (or remembered in a snapshot of its answer) must
+/// meet before anything is fetched from it: an http(s) URL, https unless
+/// `allow_insecure_http` allows it, and on the issuer's origin when a bearer token is sent.
+pub(crate) fn check_jwks_uri(provider: &ProviderConfig, jwks_uri: &str) -> Result<(), FetchError> {
+    let issuer = &provider.issuer;
+    match reqwest::Url::parse(jwks_uri) {
+        // The bearer token goes only where the configuration says: the issuer's origin.
+        Ok(u)
+            if provider.jwks_http.bearer_token_file.is_some()
+                && reqwest::Url::parse(issuer).map(|i| i.origin()).ok() != Some(u.origin()) =>
+        {
+            Err(FetchError::Discovery(format!(
+                "jwks_uri {jwks_uri:?} is not on the issuer's origin, and the bearer token is only \
+                 sent there; set jwks: {{uri: ...}} instead"
+            )))
+        }
+        Ok(_) if !provider.allows_url(jwks_uri) => Err(FetchError::Discovery(format!(
+            "jwks_uri {jwks_uri:?} is plain http to another host; keys must come over https \
+             (or set allow_insecure_http)"
+        ))),
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(()),
+        _ => Err(FetchError::Discovery(format!(
+            "jwks_uri {jwks_uri:?} is not an http(s) URL"
+        ))),
     }
 }

@@ -127,7 +127,7 @@ impl List {
 pub struct StatusLists {
     keys: Arc<KeyStore>,
     /// `state_dir` and `max_snapshot_age`, when lists are kept for the next start.
-    state: Option<(std::path::PathBuf, Duration)>,
+    state: Option<crate::keys::snapshot::StateDir>,
     origins: Vec<String>,
     client: reqwest::Client,
     metrics: Arc<Metrics>,
@@ -145,7 +145,7 @@ impl StatusLists {
         client: reqwest::Client,
         metrics: Arc<Metrics>,
         previous: Option<&StatusLists>,
-        state: Option<(std::path::PathBuf, Duration)>,
+        state: Option<crate::keys::snapshot::StateDir>,
         telemetry: Telemetry,
     ) -> Option<Arc<Self>> {
         let provider = keys.provider();

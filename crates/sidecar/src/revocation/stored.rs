@@ -18,15 +18,34 @@ struct StoredList {
     uri: String,
     fetched_at: u64,
     token: String,
+    /// With `state_key_file`: the HMAC-SHA256 of the fields above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seal: Option<String>,
+}
+
+impl StoredList {
+    fn parts(&self) -> [Vec<u8>; 5] {
+        [
+            self.version.to_string().into_bytes(),
+            self.issuer.clone().into_bytes(),
+            self.uri.clone().into_bytes(),
+            self.fetched_at.to_string().into_bytes(),
+            self.token.clone().into_bytes(),
+        ]
+    }
+}
+
+fn borrowed(parts: &[Vec<u8>; 5]) -> Vec<&[u8]> {
+    parts.iter().map(Vec::as_slice).collect()
 }
 
 impl StatusLists {
     /// The snapshot file of `uri` for this provider (two providers naming one URI keep
     /// two files: each verifies with its own keys).
     fn snapshot_path(&self, uri: &str) -> Option<std::path::PathBuf> {
-        let (dir, _) = self.state.as_ref()?;
+        let state = self.state.as_ref()?;
         let key = format!("{}\n{uri}", self.keys.provider().issuer);
-        Some(dir.join(snapshot::file_name("status", &key)))
+        Some(state.path.join(snapshot::file_name("status", &key)))
     }
 
     /// Keeps a good fetch in `state_dir` (in the background; a failure is only logged).
@@ -34,13 +53,18 @@ impl StatusLists {
         let Some(path) = self.snapshot_path(&list.uri) else {
             return;
         };
-        let stored = StoredList {
+        let Some(state) = &self.state else {
+            return;
+        };
+        let mut stored = StoredList {
             version: SNAPSHOT_VERSION,
             issuer: self.keys.provider().issuer.clone(),
             uri: list.uri.clone(),
             fetched_at: held.fetched_at,
             token: held.token.to_string(),
+            seal: None,
         };
+        stored.seal = state.seal(&borrowed(&stored.parts()));
         let (iat, written) = (held.iat, Arc::clone(&list.written));
         tokio::task::spawn_blocking(move || {
             let mut last = written.lock().unwrap_or_else(|p| p.into_inner());
@@ -64,18 +88,19 @@ impl StatusLists {
     /// `max_snapshot_age`). Anything else is ignored with a warning.
     pub(super) async fn snapshot_held(&self, uri: &str) -> Option<Held> {
         let path = self.snapshot_path(uri)?;
-        let (_, max_age) = self.state.as_ref()?;
-        let (max_age, limit) = (*max_age, self.config().max_bytes);
+        let state = self.state.clone()?;
+        let (max_age, limit) = (state.max_age, self.config().max_bytes);
         let issuer = self.keys.provider().issuer.clone();
         let wanted = uri.to_owned();
         let read = tokio::task::spawn_blocking(move || {
-            let file = snapshot::open(&path)?;
+            let file = state.open_file(&path)?;
             let body = snapshot::read_limited(file, limit)?;
             let stored: StoredList =
                 serde_json::from_slice(&body).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
             if stored.version != SNAPSHOT_VERSION {
                 return Err(SnapshotError::Version(stored.version));
             }
+            state.verify(&borrowed(&stored.parts()), stored.seal.as_deref())?;
             if stored.issuer != issuer || stored.uri != wanted {
                 return Err(SnapshotError::Foreign {
                     found: format!("issuer {:?}, list {:?}", stored.issuer, stored.uri),

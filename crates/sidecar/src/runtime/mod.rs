@@ -18,7 +18,7 @@ use jwt_authz_jose::dpop::nonce::Nonces;
 
 use crate::config::{Config, DpopMode, JwksHttpConfig, JwksSource};
 use crate::keys::fetch;
-use crate::keys::snapshot::SnapshotFile;
+use crate::keys::snapshot::{SnapshotFile, StateDir, StateDirError};
 use crate::keys::store::KeyStore;
 use crate::obs::metrics::Metrics;
 use crate::obs::telemetry::Telemetry;
@@ -51,23 +51,10 @@ pub enum StartError {
     ReplayStore(StoreError),
     #[error("dpop.nonce.secret_file {path}: {message}")]
     NonceSecret { path: String, message: String },
-    #[error("state_dir {path}: {message}")]
-    StateDir { path: String, message: String },
+    #[error(transparent)]
+    StateDir(#[from] StateDirError),
     #[error("cannot start the verification threads: {0}")]
     VerifyThreads(std::io::Error),
-}
-
-/// Creates `state_dir` (owner only) if it does not exist yet.
-fn open_state_dir(dir: &std::path::Path) -> Result<(), StartError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| StartError::StateDir {
-            path: dir.display().to_string(),
-            message: e.to_string(),
-        })
 }
 
 /// Everything built from one configuration.
@@ -154,9 +141,14 @@ impl Runtime {
         telemetry: Telemetry,
     ) -> Result<Self, StartError> {
         let decider = Decider::new(config.decision())?;
-        if let Some(dir) = &config.state_dir {
-            open_state_dir(dir)?;
-        }
+        let state = match &config.state_dir {
+            Some(dir) => Some(StateDir::open(
+                dir,
+                config.max_snapshot_age,
+                config.state_key_file.as_deref(),
+            )?),
+            None => None,
+        };
         let mut providers = Vec::with_capacity(config.providers.len());
         let mut status_lists = Vec::with_capacity(config.providers.len());
         for (index, provider) in config.providers.iter().enumerate() {
@@ -188,11 +180,10 @@ impl Runtime {
                 Arc::clone(&metrics),
                 config.limits.max_key_fetch_waiters,
                 // A key file on disk is its own snapshot.
-                config
-                    .state_dir
-                    .as_deref()
+                state
+                    .as_ref()
                     .filter(|_| !matches!(provider.jwks, JwksSource::File(_)))
-                    .map(|dir| SnapshotFile::new(dir, provider, config.max_snapshot_age)),
+                    .map(|state| SnapshotFile::new(state, provider)),
                 telemetry.clone(),
             );
             let status = StatusLists::new(
@@ -200,10 +191,7 @@ impl Runtime {
                 client,
                 Arc::clone(&metrics),
                 unchanged.and_then(|p| previous?.status_lists.get(p.index)?.as_deref()),
-                config
-                    .state_dir
-                    .clone()
-                    .map(|dir| (dir, config.max_snapshot_age)),
+                state.clone(),
                 telemetry.clone(),
             );
             providers.push(Provider { index, store });

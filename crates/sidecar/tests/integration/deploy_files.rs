@@ -140,14 +140,20 @@ fn kubernetes_manifests_match_the_config_and_harden_the_pod() {
         args[1],
         format!("{}/config.yaml", mount.as_str().expect("mount"))
     );
-    // Key snapshots go to a writable volume (the root filesystem is read-only).
+    // Key snapshots go to a writable volume (the root filesystem is read-only), in a
+    // directory jwt-authz creates there (an emptyDir is root's and 0777: refused as is).
     let state_dir = config.state_dir.as_ref().expect("state_dir set");
     let state_mount = container["volumeMounts"]
         .as_array()
         .expect("mounts")
         .iter()
-        .find(|m| m["mountPath"] == state_dir.display().to_string())
-        .expect("state_dir is mounted");
+        .find(|m| {
+            state_dir.parent()
+                == Some(std::path::Path::new(
+                    m["mountPath"].as_str().unwrap_or_default(),
+                ))
+        })
+        .expect("state_dir's parent is mounted");
     assert_ne!(state_mount["readOnly"], true);
     let state_volume = pod["volumes"]
         .as_array()

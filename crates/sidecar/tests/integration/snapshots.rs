@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::support::*;
 use jwt_authz::Config;
-use jwt_authz::keys::snapshot::SnapshotFile;
+use jwt_authz::keys::snapshot::{SnapshotFile, StateDir};
 
 fn yaml(jwks_url: &str, dir: &Path, max_age: &str) -> String {
     yaml_with(jwks_url, dir, max_age, "")
@@ -38,7 +38,13 @@ async fn from_snapshot(server: &TestServer) -> u64 {
 /// The snapshot file of the (only) provider of `yaml`.
 fn snapshot_path(yaml: &str, dir: &Path) -> std::path::PathBuf {
     let config = Config::from_yaml(yaml).expect("config");
-    SnapshotFile::new(dir, &config.providers[0], config.max_snapshot_age)
+    let state = StateDir::open(
+        dir,
+        config.max_snapshot_age,
+        config.state_key_file.as_deref(),
+    )
+    .expect("state_dir");
+    SnapshotFile::new(&state, &config.providers[0])
         .path()
         .to_owned()
 }
@@ -259,4 +265,172 @@ async fn a_provider_that_answers_is_never_overruled_by_the_snapshot() {
     let jwks = JwksServer::start_on(addr, vec![]).await;
     assert_ignored(&yaml, &key).await;
     drop(jwks);
+}
+
+/// The review's reproduction: an attacker who can write to `state_dir` plants a snapshot of
+/// their own key, with a checksum that matches, while the JWKS is unreachable. Whatever the
+/// route, the planted key never signs a token that passes.
+#[tokio::test]
+async fn a_planted_snapshot_is_never_trusted() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, _, yaml) = first_run(dir.path(), "1h").await;
+    let path = snapshot_path(&yaml, dir.path());
+    let genuine = std::fs::read_to_string(&path).expect("snapshot");
+    let attacker = TestKey::rsa("k1");
+    let mut admin = claims("mallory");
+    admin["role"] = "admin".into();
+    let forged = attacker.token(&admin);
+    // The attacker's key, with the checksum recomputed: a sound file in every other way.
+    let plant = |jwks_uri: Option<&str>| {
+        let mut stored: serde_json::Value = serde_json::from_str(&genuine).expect("json");
+        let jwks = serde_json::json!({"keys": [attacker.jwk()]}).to_string();
+        stored["sha256"] = jwt_authz_sha256(&jwks).into();
+        stored["jwks"] = jwks.into();
+        if let Some(uri) = jwks_uri {
+            stored["jwks_uri"] = uri.into();
+        }
+        let _ = std::fs::remove_file(&path);
+        std::fs::write(&path, stored.to_string()).expect("plant");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    };
+
+    // 1. The directory others may write to: jwt-authz refuses to start, saying why.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let config = Config::from_yaml(&yaml).expect("config");
+    let Err(error) = jwt_authz::serve::Server::new(config.clone()) else {
+        panic!("a state_dir others can write to is refused");
+    };
+    let message = error.to_string();
+    assert!(
+        message.contains("state_dir") && message.contains("writable by group or others (mode 777)"),
+        "{message}"
+    );
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+
+    // 2. A file owned by another user (as root can make it; the directory is sound).
+    plant(None);
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).expect("chown to nobody");
+        assert_planted_refused(&yaml, &forged).await;
+    } else {
+        eprintln!("SKIPPING the foreign-owner case: chown to another user needs root");
+    }
+
+    // 3. With `jwks: discovery`, the jwks_uri remembered from discovery pointing elsewhere
+    // (plain http to another host): no part of the snapshot is used. (The same file naming
+    // the provider's own JWKS is used: the control.)
+    let discovery = yaml.replace(&format!("uri: {}", jwks_url_of(&yaml)), "discovery");
+    assert!(matches!(
+        Config::from_yaml(&discovery).expect("config").providers[0].jwks,
+        jwt_authz::config::JwksSource::Discovery
+    ));
+    let discovered = snapshot_path(&discovery, dir.path());
+    let plant_discovered = |jwks_uri: &str| {
+        let mut stored: serde_json::Value = serde_json::from_str(&genuine).expect("json");
+        let jwks = serde_json::json!({"keys": [attacker.jwk()]}).to_string();
+        stored["sha256"] = jwt_authz_sha256(&jwks).into();
+        stored["jwks"] = jwks.into();
+        stored["source"] = "discovery".into();
+        stored["jwks_uri"] = jwks_uri.into();
+        std::fs::write(&discovered, stored.to_string()).expect("plant");
+        std::fs::set_permissions(&discovered, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+    };
+    plant_discovered(&jwks_url_of(&yaml));
+    let server = TestServer::start(&discovery).await;
+    server.wait_ready().await;
+    server.shutdown().await;
+    plant_discovered("http://attacker.test/jwks.json");
+    assert_planted_refused(&discovery, &forged).await;
+}
+
+/// Sealed state (`state_key_file`): a group-writable directory is accepted, snapshots are
+/// written sealed and used; one planted without the key (or sealed with another) is not.
+#[tokio::test]
+async fn with_a_state_key_only_sealed_snapshots_are_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key_file = keys.path().join("state.key");
+    std::fs::write(&key_file, [7u8; 32]).expect("key");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o770)).expect("chmod");
+    let sealed = |yaml: &str| format!("{yaml}state_key_file: {}\n", key_file.display());
+
+    let key = TestKey::rsa("k1");
+    let jwks = JwksServer::start(vec![key.jwk()]).await;
+    let yaml = sealed(&yaml(&jwks.url(), dir.path(), "1h"));
+    let server = TestServer::start_ready(&yaml).await;
+    let path = snapshot_path(&yaml, dir.path());
+    for _ in 0..100 {
+        if path.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let genuine = std::fs::read_to_string(&path).expect("snapshot");
+    assert!(genuine.contains("\"seal\""), "{genuine}");
+    server.shutdown().await;
+    jwks.stop();
+    drop(jwks);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Down: the sealed snapshot is used.
+    let server = TestServer::start(&yaml).await;
+    server.wait_ready().await;
+    allowed(
+        &server
+            .check_token("/api", &key.token(&claims("alice")))
+            .await,
+    );
+    server.shutdown().await;
+
+    // The same file with the attacker's key and a fixed checksum: the seal no longer
+    // matches. Without a seal at all: refused too.
+    let attacker = TestKey::rsa("k1");
+    let mut stored: serde_json::Value = serde_json::from_str(&genuine).expect("json");
+    let planted = serde_json::json!({"keys": [attacker.jwk()]}).to_string();
+    stored["sha256"] = jwt_authz_sha256(&planted).into();
+    stored["jwks"] = planted.into();
+    std::fs::write(&path, stored.to_string()).expect("plant");
+    assert_planted_refused(&yaml, &attacker.token(&claims("mallory"))).await;
+    stored.as_object_mut().expect("object").remove("seal");
+    std::fs::write(&path, stored.to_string()).expect("plant");
+    assert_planted_refused(&yaml, &attacker.token(&claims("mallory"))).await;
+
+    // A key too short is refused at start.
+    std::fs::write(&key_file, [7u8; 16]).expect("key");
+    let Err(error) = jwt_authz::serve::Server::new(Config::from_yaml(&yaml).expect("config"))
+    else {
+        panic!("a key shorter than 32 bytes is refused");
+    };
+    assert!(error.to_string().contains("at least 32"), "{error}");
+}
+
+/// What the snapshot's `sha256` holds: base64url SHA-256.
+fn jwt_authz_sha256(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        text.as_bytes(),
+    ))
+}
+
+fn jwks_url_of(yaml: &str) -> String {
+    match &Config::from_yaml(yaml).expect("config").providers[0].jwks {
+        jwt_authz::config::JwksSource::Uri(uri) => uri.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Started on a planted snapshot (JWKS unreachable): not ready, and the forged token gets
+/// 503 (no keys), never 200.
+async fn assert_planted_refused(yaml: &str, forged: &str) {
+    let server = TestServer::start(yaml).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = server.admin_get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    let response = server.check_token("/api", forged).await;
+    assert_eq!(denied_status(&response), Some(503), "{response:?}");
+    server.shutdown().await;
 }
