@@ -133,11 +133,13 @@ pub fn stripped<'r>(config: &IdentityConfig, found: Option<&Found<'r>>) -> Optio
 pub fn allow(
     config: &IdentityConfig,
     identity: Option<&Identity<'_>>,
-    strip: Option<&str>,
+    strip: &[&str],
 ) -> Result<Verdict, UnsafeClaim> {
     let claims = identity.map(|i| &i.token.claims);
     let mut mutation = identity::mutation(&config.headers, claims)?;
-    mutation.remove.extend(strip.map(str::to_owned));
+    mutation
+        .remove
+        .extend(strip.iter().map(|h| (*h).to_owned()));
     let metadata = identity
         .filter(|_| config.dynamic_metadata)
         .map(|i| (i.provider.name.to_owned(), Arc::clone(i.token)));
@@ -153,7 +155,7 @@ pub fn shadow_allow(
     config: &IdentityConfig,
     deny: &Deny,
     identity: Option<&Identity<'_>>,
-    strip: Option<&str>,
+    strip: &[&str],
 ) -> Result<Verdict, UnsafeClaim> {
     let identity = identity.filter(|_| matches!(deny, Deny::InsufficientClaims));
     allow(config, identity, strip).or_else(|_| allow(config, None, strip))

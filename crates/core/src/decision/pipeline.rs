@@ -230,6 +230,62 @@ impl Decider {
         })
     }
 
+    /// Whether the decision reads the request header `name` (lowercase), so that a
+    /// request decided elsewhere (the in-proxy filter's callout) must carry it: every
+    /// header a token may come in (`authorization`, configured headers, `cookie` when a
+    /// cookie is a source), the DPoP proof, the trace context (W3C `traceparent` and
+    /// `tracestate`), and every header that is a configured identity header in any spelling
+    /// (the lookalike check refuses the others; the identity headers themselves are removed
+    /// or replaced whatever the request had). Also any name with a character other than a
+    /// lowercase letter, digit or `-`: it may be a lookalike of an identity header only the
+    /// sidecar's configuration has (while the two configurations differ, the sidecar decides
+    /// every request, and must see it to refuse it). Never a pseudo-header, nor the proxy's
+    /// own `x-envoy-*`, nor any other header a client adds.
+    pub fn reads_header(&self, name: &str) -> bool {
+        if name.starts_with(':') || name.starts_with("x-envoy-") {
+            return false;
+        }
+        let odd = name
+            .bytes()
+            .any(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+        let source = |s: &TokenSource| match s {
+            TokenSource::Bearer => name == "authorization",
+            TokenSource::Header { name: header, .. } => header.eq_ignore_ascii_case(name),
+            TokenSource::Cookie(_) => name == "cookie",
+            TokenSource::Query(_) => false,
+        };
+        odd || matches!(
+            name,
+            "authorization" | "dpop" | "traceparent" | "tracestate"
+        ) || self.sources.iter().any(source)
+            || self
+                .config
+                .identity
+                .headers
+                .iter()
+                .any(|m| crate::identity::same_folded(&m.header, name))
+    }
+
+    /// Every header of `http` a token may come in (and the DPoP proof), whether or not it
+    /// holds one: what goes when no single token can be found.
+    fn token_headers<'d>(&'d self, http: &Incoming<'_>) -> Vec<&'d str> {
+        let mut names: Vec<&'d str> = Vec::new();
+        for source in &self.sources {
+            let name = match source {
+                TokenSource::Bearer => "authorization",
+                TokenSource::Header { name, .. } => name.as_str(),
+                TokenSource::Cookie(_) | TokenSource::Query(_) => continue,
+            };
+            if http.headers.contains_key(name) && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        if http.headers.contains_key("dpop") {
+            names.push("dpop");
+        }
+        names
+    }
+
     /// The one token `http` carries, if it can be found unambiguously.
     pub fn token<'r>(&'r self, http: &Incoming<'r>) -> Option<Found<'r>> {
         self.extract(http).ok().flatten()
@@ -342,9 +398,18 @@ impl Decider {
         };
         if d.mode == Mode::Shadow {
             // The token is stripped as on an allow, found again if the denial came before
-            // it was looked for (a `deny` rule).
-            let found = d.found.or_else(|| self.token(http));
-            let strip = super::stripped(&self.config.identity, found.as_ref());
+            // it was looked for (a `deny` rule); its proof with it.
+            let strip_all = self.config.identity.strip_authorization;
+            let strip: Vec<&str> = match d.found.or_else(|| self.token(http)) {
+                Some(found) => super::stripped(&self.config.identity, Some(&found))
+                    .into_iter()
+                    .chain((found.scheme == Scheme::Dpop && strip_all).then_some("dpop"))
+                    .collect(),
+                // No one token could be told apart (two, or one too large): every header a
+                // token may come in goes, as none of them would pass in enforce mode.
+                None if strip_all => self.token_headers(http),
+                None => Vec::new(),
+            };
             let identity = d
                 .provider
                 .zip(d.verified.as_ref())
@@ -352,15 +417,19 @@ impl Decider {
                     provider,
                     token: &v.token,
                 });
-            d.verdict =
-                match super::shadow_allow(&self.config.identity, &deny, identity.as_ref(), strip) {
-                    Ok(verdict) => {
-                        d.allowed = true;
-                        verdict
-                    }
-                    // Unreachable (no claims, nothing unsafe), but never an allow by accident.
-                    Err(_) => Verdict::Deny(self.denial(&Deny::UnsafeClaim, dpop_algs)),
-                };
+            d.verdict = match super::shadow_allow(
+                &self.config.identity,
+                &deny,
+                identity.as_ref(),
+                &strip,
+            ) {
+                Ok(verdict) => {
+                    d.allowed = true;
+                    verdict
+                }
+                // Unreachable (no claims, nothing unsafe), but never an allow by accident.
+                Err(_) => Verdict::Deny(self.denial(&Deny::UnsafeClaim, dpop_algs)),
+            };
         } else {
             d.verdict = Verdict::Deny(self.denial(&deny, dpop_algs));
         }
@@ -385,7 +454,7 @@ impl Decider {
             if route.kind != AccessKind::Public {
                 return Err(Deny::MissingToken.into());
             }
-            return Ok(self.allow(None, None)?);
+            return Ok(self.allow(None, &[])?);
         };
         t.found = Some(found);
         t.reached = Step::Verify;
@@ -423,7 +492,7 @@ impl Decider {
         t.reached = Step::Identity;
         let strip = super::stripped(&self.config.identity, Some(found));
         let identity = Identity { provider, token };
-        let mut verdict = self.allow(Some(&identity), strip)?;
+        let mut verdict = self.allow(Some(&identity), strip.as_slice())?;
         // The proof is a credential too: it stays here with the token.
         if let Verdict::Allow { mutation, .. } = &mut verdict
             && found.scheme == Scheme::Dpop
@@ -435,7 +504,7 @@ impl Decider {
     }
 
     /// The OK answer ([`super::allow`]); a claim that cannot be a header denies.
-    fn allow(&self, identity: Option<&Identity<'_>>, strip: Option<&str>) -> Result<Verdict, Deny> {
+    fn allow(&self, identity: Option<&Identity<'_>>, strip: &[&str]) -> Result<Verdict, Deny> {
         super::allow(&self.config.identity, identity, strip).map_err(|_| Deny::UnsafeClaim)
     }
 }

@@ -159,7 +159,7 @@ fn an_allow_sets_identity_removes_the_rest_and_strips_the_token_header() {
     let config = identity_config(false);
     let strip = stripped(&config, Some(&found(&BEARER)));
     assert_eq!(strip, Some("authorization"));
-    let verdict = allow(&config, Some(&identity), strip).unwrap();
+    let verdict = allow(&config, Some(&identity), strip.as_slice()).unwrap();
     assert_eq!(
         mutation(&verdict),
         &HeaderMutation {
@@ -172,7 +172,7 @@ fn an_allow_sets_identity_removes_the_rest_and_strips_the_token_header() {
     );
     assert!(matches!(verdict, Verdict::Allow { metadata: None, .. }));
     // Metadata only when asked for, named by the provider.
-    let verdict = allow(&identity_config(true), Some(&identity), None).unwrap();
+    let verdict = allow(&identity_config(true), Some(&identity), &[]).unwrap();
     let Verdict::Allow {
         metadata: Some((name, claims)),
         ..
@@ -203,7 +203,7 @@ fn a_claim_that_cannot_be_a_header_is_refused() {
             provider: corp(&sources, &api),
             token: &token,
         };
-        let refused = allow(&identity_config(false), Some(&identity), None).unwrap_err();
+        let refused = allow(&identity_config(false), Some(&identity), &[]).unwrap_err();
         assert_eq!(refused.header, "x-user-id");
     }
 }
@@ -228,7 +228,7 @@ fn shadow_mode_passes_identity_only_for_a_valid_token_short_of_claims() {
         &config,
         &Deny::InsufficientClaims,
         Some(&identity),
-        Some("authorization"),
+        &["authorization"],
     )
     .unwrap();
     assert_eq!(
@@ -242,7 +242,7 @@ fn shadow_mode_passes_identity_only_for_a_valid_token_short_of_claims() {
         Deny::DpopKeyMismatch,
         Deny::MissingToken,
     ] {
-        let verdict = shadow_allow(&config, &deny, Some(&identity), Some("authorization")).unwrap();
+        let verdict = shadow_allow(&config, &deny, Some(&identity), &["authorization"]).unwrap();
         assert_eq!(
             mutation(&verdict),
             &HeaderMutation {
@@ -262,7 +262,7 @@ fn shadow_mode_passes_identity_only_for_a_valid_token_short_of_claims() {
         &config,
         &Deny::InsufficientClaims,
         Some(&unsafe_identity),
-        None,
+        &[],
     )
     .unwrap();
     assert_eq!(mutation(&verdict).set, vec![]);

@@ -317,3 +317,50 @@ fn a_future_that_waits_is_not_run_to_an_answer() {
     assert_eq!(now(async { 7 }), Some(7));
     assert_eq!(now(std::future::pending::<()>()), None);
 }
+
+/// Shadow mode lets a request through whose token could not be found (two tokens, one too
+/// large): every header a token may come in goes, as enforce mode would pass none of them;
+/// so does a DPoP token's proof when shadow mode lets a refused one through.
+#[test]
+fn shadow_mode_strips_the_token_headers_when_no_single_token_is_found() {
+    let config = CONFIG.replace("mode: enforce", "mode: shadow").replace(
+        "audiences: [api]",
+        "audiences: [api]\n    token_sources: [bearer, {header: {name: x-api-token}}]",
+    );
+    let d = decider(&config);
+    let two = req(
+        "/orders",
+        &[
+            ("authorization", "Bearer one"),
+            ("x-api-token", "two"),
+            ("dpop", "proof"),
+        ],
+    );
+    let mut fake = Fake::claims(json!({"sub": "u-1", "aud": "api"}));
+    let out = run(&d, &two, &mut fake).expect("decided");
+    assert!(out.shadowed(), "{out:?}");
+    let gone = removed(&out.verdict);
+    for header in ["authorization", "x-api-token", "dpop", "x-user-id"] {
+        assert!(gone.iter().any(|r| r == header), "{header}: {gone:?}");
+    }
+    assert_eq!(fake.verified.get(), 0, "nothing verified");
+
+    let large = "Bearer ".to_owned() + &"a".repeat(20_000);
+    let too_large = req("/orders", &[("authorization", large.as_str())]);
+    let out = run(&d, &too_large, &mut fake).expect("decided");
+    assert!(out.shadowed());
+    assert!(removed(&out.verdict).contains(&"authorization".to_owned()));
+
+    // A DPoP-bound token refused by the bind step: shadow passes it without its proof.
+    let mut refused = Fake::claims(json!({"sub": "u-1", "aud": "api"}));
+    refused.bind = Err(Stop::Deny(Deny::DpopReplayed));
+    let dpop = req(
+        "/orders",
+        &[("authorization", "DPoP tok"), ("dpop", "proof")],
+    );
+    let out = run(&d, &dpop, &mut refused).expect("decided");
+    assert!(out.shadowed());
+    let gone = removed(&out.verdict);
+    assert!(gone.contains(&"authorization".to_owned()), "{gone:?}");
+    assert!(gone.contains(&"dpop".to_owned()), "{gone:?}");
+}
