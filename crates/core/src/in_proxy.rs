@@ -19,6 +19,14 @@
 //! configuration than the sidecar runs (a plugin configuration not yet updated after the
 //! sidecar's was reloaded, a typo) would decide by rules the sidecar no longer has: until the
 //! two digests agree, it decides nothing itself and asks the sidecar about every request.
+//!
+//! **Rolling upgrades.** Sidecars and filters are upgraded one after the other, in either
+//! order, so each reads what the other version writes: a reader ignores members it does not
+//! know (a newer writer's additions), and every member added after the first version has a
+//! default (an older writer leaves it out: `config` missing means "not known to agree", so
+//! the filter asks the sidecar about everything, which is slower, never wrong). What cannot
+//! be read safely is still refused: a verdict of a kind the reader does not know is not an
+//! answer (503, fail closed).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -36,7 +44,6 @@ pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
 
 /// The sidecar's answer to a callout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CheckAnswer {
     pub generation: String,
     /// The digest of the sidecar's decision configuration ([`DecisionConfig::digest`]): a
@@ -53,7 +60,7 @@ pub struct CheckAnswer {
 
 /// A verdict as it travels: what the filter applies to the request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(rename_all = "snake_case")]
 pub enum WireVerdict {
     /// Let the request through with these header changes.
     Allow {
@@ -92,7 +99,6 @@ impl From<Verdict> for WireVerdict {
 
 /// A token's verified claims, for the filter's cache.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CachedToken {
     /// The name of the provider that verified it (names are unique; the filter finds the
     /// provider in its own copy of the configuration by it, whatever the order there).
@@ -104,7 +110,6 @@ pub struct CachedToken {
 
 /// The sidecar's answer to the filter's poll.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct GenerationAnswer {
     pub generation: String,
     /// As [`CheckAnswer::config`].
@@ -151,11 +156,54 @@ mod tests {
         assert_eq!(back.token, None);
     }
 
+    /// A newer sidecar's answer (members this version does not know, at every level) read
+    /// by this filter: the same answer as without them.
     #[test]
-    fn an_answer_with_unknown_fields_is_not_one() {
-        let text = r#"{"generation":"1","verdict":{"allow":{"set":[],"remove":[]}},"extra":1}"#;
-        assert!(serde_json::from_str::<CheckAnswer>(text).is_err());
-        let text = r#"{"generation":"1","verdict":{"allow":{"set":[],"remove":[]}}}"#;
-        assert!(serde_json::from_str::<CheckAnswer>(text).is_ok());
+    fn a_newer_sidecars_answers_read_as_without_what_they_add() {
+        let plain = r#"{"generation":"g1","config":"d1","verdict":{"allow":{"set":[["x-user-id","alice"]],"remove":["x-user-role"]}},"token":{"provider":"corp","claims":{"sub":"alice"},"cache_for":30}}"#;
+        let newer = r#"{"generation":"g1","config":"d1","reason":"allowed","explain":{"steps":[]},"verdict":{"allow":{"set":[["x-user-id","alice"]],"remove":["x-user-role"],"metadata":{"k":"v"}}},"token":{"provider":"corp","claims":{"sub":"alice"},"cache_for":30,"bytes":120}}"#;
+        let plain: CheckAnswer = serde_json::from_str(plain).unwrap();
+        assert_eq!(serde_json::from_str::<CheckAnswer>(newer).unwrap(), plain);
+        let denial = r#"{"generation":"g1","verdict":{"deny":{"status":401,"headers":[],"body":"{}","retry_after":3}}}"#;
+        assert!(matches!(
+            serde_json::from_str::<CheckAnswer>(denial).unwrap().verdict,
+            WireVerdict::Deny { status: 401, .. }
+        ));
+        let poll = r#"{"generation":"g2","config":"d1","dpop_algs":"ES256","keys":3}"#;
+        assert_eq!(
+            serde_json::from_str::<GenerationAnswer>(poll).unwrap(),
+            GenerationAnswer {
+                generation: "g2".into(),
+                config: Some("d1".into()),
+                dpop_algs: Some("ES256".into()),
+            }
+        );
+    }
+
+    /// An older sidecar's answers (from before `config`, `token` and `dpop_algs` existed) read
+    /// by this filter: what is missing takes its default (`config` unknown: the filter then
+    /// decides nothing itself).
+    #[test]
+    fn an_older_sidecars_answers_read_with_defaults() {
+        let older = r#"{"generation":"g1","verdict":{"allow":{"set":[],"remove":[]}}}"#;
+        let answer: CheckAnswer = serde_json::from_str(older).unwrap();
+        assert_eq!((answer.config, answer.token), (None, None));
+        let poll: GenerationAnswer = serde_json::from_str(r#"{"generation":"g1"}"#).unwrap();
+        assert_eq!((poll.config, poll.dpop_algs), (None, None));
+    }
+
+    /// What cannot be read safely is no answer (the filter answers 503): a verdict of a kind
+    /// this version does not know, or one without what it must have.
+    #[test]
+    fn an_answer_that_cannot_be_read_safely_is_not_one() {
+        for text in [
+            r#"{"generation":"1","verdict":{"challenge":{"status":401}}}"#,
+            r#"{"generation":"1","verdict":{"allow":{"set":[]}}}"#,
+            r#"{"generation":"1","verdict":{"deny":{"status":401,"headers":[]}}}"#,
+            r#"{"verdict":{"allow":{"set":[],"remove":[]}}}"#,
+            r#"{"generation":"1"}"#,
+        ] {
+            assert!(serde_json::from_str::<CheckAnswer>(text).is_err(), "{text}");
+        }
     }
 }
