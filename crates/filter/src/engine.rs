@@ -74,6 +74,77 @@ pub enum Counter {
 struct Held {
     token: Arc<VerifiedToken>,
     expires_ms: u64,
+    /// What it takes ([`entry_bytes`]).
+    bytes: usize,
+}
+
+/// What one held token is counted as taking: the token twice (the key, and the claims'
+/// own copy of what it says), the claims as JSON (their parsed form is of that order), and
+/// a fixed part for the map entry, the `Arc` and the strings' headers.
+fn entry_bytes(token: &str, claims: &serde_json::Map<String, serde_json::Value>) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut json = Count(0);
+    // Writing to a counter fails only if serializing does, which a `Map` never does.
+    let _ = serde_json::to_writer(&mut json, claims);
+    token.len() * 2 + json.0 + 256
+}
+
+/// The held tokens, bounded by count (`max_cached_tokens`) and by bytes
+/// (`max_cached_bytes`): past either, the least recently used go first.
+#[derive(Debug)]
+struct HeldTokens {
+    map: LruCache<Box<str>, Held>,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl HeldTokens {
+    fn peek(&self, token: &str) -> Option<&Held> {
+        self.map.peek(token)
+    }
+
+    fn promote(&mut self, token: &str) {
+        self.map.promote(token);
+    }
+
+    fn pop(&mut self, token: &str) {
+        if let Some(held) = self.map.pop(token) {
+            self.bytes -= held.bytes;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.bytes = 0;
+    }
+
+    /// Holds `held` for `token`, making room; one larger than the whole bound is not held.
+    fn put(&mut self, token: &str, held: Held) {
+        self.pop(token);
+        if held.bytes > self.max_bytes {
+            return;
+        }
+        while self.bytes + held.bytes > self.max_bytes {
+            match self.map.pop_lru() {
+                Some((_, old)) => self.bytes -= old.bytes,
+                None => break,
+            }
+        }
+        self.bytes += held.bytes;
+        // At the count bound, `push` hands back the entry it evicted.
+        if let Some((_, evicted)) = self.map.push(token.into(), held) {
+            self.bytes -= evicted.bytes;
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -81,7 +152,7 @@ pub struct Engine {
     decider: Decider,
     in_proxy: InProxyConfig,
     /// Tokens by their full text: the map hashes it, and a hit compares it whole.
-    held: Option<LruCache<Box<str>, Held>>,
+    held: Option<HeldTokens>,
     /// The sidecar's generation the held tokens were verified under. Held claims are used
     /// only while it was confirmed within `in_proxy.max_unconfirmed`.
     generation: Option<String>,
@@ -106,7 +177,11 @@ impl Engine {
     pub fn from_config(text: &str) -> Result<Self, ConfigError> {
         let config = DecisionConfig::from_yaml(text).map_err(ConfigError::Load)?;
         let in_proxy = config.in_proxy.clone().unwrap_or_default();
-        let held = NonZeroUsize::new(in_proxy.max_cached_tokens).map(LruCache::new);
+        let held = NonZeroUsize::new(in_proxy.max_cached_tokens).map(|count| HeldTokens {
+            map: LruCache::new(count),
+            bytes: 0,
+            max_bytes: in_proxy.max_cached_bytes,
+        });
         let digest = config.digest();
         let decider = Decider::new(config).map_err(|e| ConfigError::Rule(e.to_string()))?;
         Ok(Self {
@@ -130,6 +205,12 @@ impl Engine {
     /// Whether `identity.dynamic_metadata` is asked for, which the filter cannot provide.
     pub fn wants_metadata(&self) -> bool {
         self.decider.config().identity.dynamic_metadata
+    }
+
+    /// Whether a callout carries the original request's header `name` (lowercase): only
+    /// what the decision reads ([`Decider::reads_header`]).
+    pub fn forwards(&self, name: &str) -> bool {
+        self.decider.reads_header(name)
     }
 
     /// The one token `http` carries, if it can be found unambiguously.
@@ -172,7 +253,12 @@ impl Engine {
 
     /// How many tokens are held now.
     pub fn held(&self) -> usize {
-        self.held.as_ref().map_or(0, LruCache::len)
+        self.held.as_ref().map_or(0, |h| h.map.len())
+    }
+
+    /// The bytes the held tokens are counted as taking.
+    pub fn held_bytes(&self) -> usize {
+        self.held.as_ref().map_or(0, |h| h.bytes)
     }
 
     /// Decides `http` here if it can (see the module's doc); `now_ms`: Unix time in ms.
@@ -261,8 +347,9 @@ impl Engine {
             if let Some(exp) = exp {
                 expires_ms = expires_ms.min(exp.saturating_mul(1000));
             }
+            let bytes = entry_bytes(token, &cached.claims);
             held.put(
-                token.into(),
+                token,
                 Held {
                     token: Arc::new(VerifiedToken {
                         provider,
@@ -271,6 +358,7 @@ impl Engine {
                         exp,
                     }),
                     expires_ms,
+                    bytes,
                 },
             );
         }
@@ -304,7 +392,7 @@ impl Engine {
 /// than their claims are never held).
 struct Lookup<'e> {
     /// The held tokens, while the sidecar's generation is confirmed.
-    held: Option<&'e LruCache<Box<str>, Held>>,
+    held: Option<&'e HeldTokens>,
     http: &'e Incoming<'e>,
     now_ms: u64,
     /// A held token found expired, to drop once the lookup is done.

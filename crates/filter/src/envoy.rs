@@ -24,19 +24,6 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| Box::new(Root::default()));
 }}
 
-/// Request headers never copied into a callout: it has no body, and hop-by-hop headers
-/// describe the client's connection, not the request.
-const NOT_FORWARDED: [&str; 8] = [
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "upgrade",
-    "te",
-    "expect",
-    "proxy-connection",
-];
-
 /// The filter state (`wasm.jwt_authz_decided` in Envoy's filter state, value `1`) set on
 /// every request this filter lets through. Envoy skips a Wasm filter whose VM could not be
 /// started on a worker, whatever its `failure_policy` (the request then goes on as if the
@@ -393,17 +380,20 @@ impl Request {
         headers.push((":path", path));
         headers.push((":authority", original.host));
         headers.push((METHOD_HEADER, original.method));
+        // Only what the decision reads (an allowlist: not the proxy's `x-envoy-*`, not what
+        // a client adds); never a copy of the method header, which is the filter's own.
+        let engine_ref = engine.borrow();
         headers.extend(
             original
                 .headers
                 .iter()
                 .filter(|(n, _)| {
-                    !n.starts_with(':')
-                        && !NOT_FORWARDED.contains(&n.as_str())
-                        && !n.eq_ignore_ascii_case(METHOD_HEADER)
+                    let name = n.to_ascii_lowercase();
+                    engine_ref.forwards(&name) && name != METHOD_HEADER
                 })
                 .map(|(n, v)| (n.as_str(), v.as_str())),
         );
+        drop(engine_ref);
         Metrics::count(self.metrics.callouts);
         match self.dispatch_http_call(cluster, headers, None, vec![], timeout) {
             Ok(_) => {

@@ -13,6 +13,12 @@ use super::{Invalid, invalid};
 const MAX_DURATION: Duration = Duration::from_secs(300);
 /// The most tokens one Envoy worker's filter may hold.
 const MAX_CACHED_TOKENS: usize = 1_000_000;
+/// The most bytes of tokens and claims one worker's filter may hold: each worker has its
+/// own Wasm VM, whose linear memory (wasm32) cannot pass 4 GiB, and Envoy runs one per
+/// worker, so a quarter of that is the ceiling.
+const MAX_CACHED_BYTES: usize = 1 << 30;
+/// The least: room for a few of the largest tokens (`max_token_bytes` is at most 64 KiB).
+const MIN_CACHED_BYTES: usize = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +36,10 @@ pub struct InProxyConfig {
     /// Verified tokens each Envoy worker's filter holds; 0 sends every token to the sidecar.
     #[serde(default = "default_max_cached_tokens")]
     pub max_cached_tokens: usize,
+    /// The bytes those tokens may take in each worker's filter (token, claims as JSON and
+    /// bookkeeping, counted per entry): the least recently used go first past it.
+    #[serde(default = "default_max_cached_bytes")]
+    pub max_cached_bytes: usize,
     /// How often the filter asks the sidecar whether its key sets changed (each change
     /// empties the filter's cache): the bound on a removed key's tokens staying usable
     /// in-proxy, on top of the sidecar's own key refresh.
@@ -49,6 +59,7 @@ impl Default for InProxyConfig {
             cluster: default_cluster(),
             timeout: default_timeout(),
             max_cached_tokens: default_max_cached_tokens(),
+            max_cached_bytes: default_max_cached_bytes(),
             poll_interval: default_poll_interval(),
             max_unconfirmed: default_max_unconfirmed(),
         }
@@ -103,6 +114,12 @@ impl InProxyConfig {
             self.max_unconfirmed,
             self.poll_interval,
         )?;
+        if !(MIN_CACHED_BYTES..=MAX_CACHED_BYTES).contains(&self.max_cached_bytes) {
+            return Err(invalid(
+                "in_proxy.max_cached_bytes",
+                format!("must be between {MIN_CACHED_BYTES} and {MAX_CACHED_BYTES}"),
+            ));
+        }
         if self.max_cached_tokens > MAX_CACHED_TOKENS {
             return Err(invalid(
                 "in_proxy.max_cached_tokens",
@@ -137,6 +154,10 @@ fn default_timeout() -> Duration {
 
 fn default_max_cached_tokens() -> usize {
     10_000
+}
+
+fn default_max_cached_bytes() -> usize {
+    32 << 20
 }
 
 fn default_poll_interval() -> Duration {

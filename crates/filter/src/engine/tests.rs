@@ -495,3 +495,131 @@ fn a_sidecar_with_another_configuration_decides_everything() {
     let (step, counter) = decide(&mut e, &get("/api/x", Some("tok-alice")), T0 + 8);
     assert_eq!((status(&step), counter), (200, Some(Counter::CacheHit)));
 }
+
+/// Held tokens are bounded by bytes as well as by count: large claims push the least
+/// recently used out before the count bound is reached, an entry larger than the whole
+/// bound is not held, and the count of bytes follows every removal.
+#[test]
+fn the_cache_is_bounded_by_bytes_too() {
+    // 1 MiB (the least accepted) and room for 100 tokens.
+    let config = CONFIG.replace(
+        "max_cached_tokens: 2",
+        "max_cached_tokens: 100, max_cached_bytes: 1048576",
+    );
+    let mut e = Engine::from_config(&config).expect("valid");
+    poll(&mut e, "g1", T0);
+    let big = |sub: &str, kib: usize| {
+        let mut c = claims(sub, "user");
+        c.insert("blob".into(), json!("x".repeat(kib * 1024)));
+        c
+    };
+    for i in 0..5 {
+        answered(
+            &mut e,
+            Some(&format!("tok-{i}")),
+            allow_answer("g1", big(&format!("u{i}"), 300), 60),
+            T0,
+        );
+    }
+    // Three of 300 KiB fit in 1 MiB, a fourth does not: the two oldest went.
+    assert_eq!(e.held(), 3);
+    assert!(e.held_bytes() <= 1 << 20, "{}", e.held_bytes());
+    assert_eq!(status_of(&mut e, "/api/x", Some("tok-0")), 0);
+    assert_eq!(status_of(&mut e, "/api/x", Some("tok-1")), 0);
+    assert_eq!(status_of(&mut e, "/api/x", Some("tok-4")), 200);
+    // Larger than the whole bound: not held, and nothing else dropped for it.
+    answered(
+        &mut e,
+        Some("tok-huge"),
+        allow_answer("g1", big("huge", 1100), 60),
+        T0,
+    );
+    assert_eq!(e.held(), 3);
+    assert_eq!(status_of(&mut e, "/api/x", Some("tok-huge")), 0);
+    // Another generation empties the cache, bytes included.
+    poll(&mut e, "g2", T0);
+    assert_eq!((e.held(), e.held_bytes()), (0, 0));
+    // The bound is checked.
+    for bad in ["max_cached_bytes: 1000", "max_cached_bytes: 2147483648"] {
+        let config = CONFIG.replace("max_cached_tokens: 2", bad);
+        assert!(Engine::from_config(&config).is_err(), "{bad}");
+    }
+}
+
+/// A callout carries only what the decision reads: token sources, the proof, the trace
+/// context, and names that may spell an identity header; not Envoy's `x-envoy-*`, not
+/// pseudo-headers, not what a client adds.
+#[test]
+fn a_callout_forwards_only_what_the_decision_reads() {
+    let e = engine("identity:\n  headers:\n    - {claim: sub, header: x-user-id}\n");
+    for name in [
+        "authorization",
+        "dpop",
+        "traceparent",
+        "tracestate",
+        "x-user-id",
+        "x_user_id",
+        "x.user.id",
+        "x-odd_name",
+    ] {
+        assert!(e.forwards(name), "{name}");
+    }
+    for name in [
+        "x-envoy-retry-on",
+        "x-envoy-upstream-rq-timeout-ms",
+        "x-envoy-odd_name",
+        ":path",
+        "cookie",
+        "x-client-junk",
+        "x-forwarded-for",
+        "content-length",
+        "connection",
+        "user-agent",
+    ] {
+        assert!(!e.forwards(name), "{name}");
+    }
+    // A provider that reads a cookie, or its own header, gets those too.
+    let e = Engine::from_config(&CONFIG.replace(
+        "    jwks: {uri: https://issuer.test/jwks}\n",
+        "    jwks: {uri: https://issuer.test/jwks}\n    token_sources: [bearer, {cookie: session}, {header: {name: X-Api-Token}}]\n",
+    ))
+    .expect("valid");
+    assert!(e.forwards("cookie"));
+    assert!(e.forwards("x-api-token"));
+}
+
+/// Rolling upgrades in both orders. A newer sidecar's answer (with members this filter does
+/// not know) is applied as the same answer without them; an older sidecar's (without the
+/// configuration digest) is applied too, and the filter then decides nothing itself (slower,
+/// never wrong) until a sidecar names its configuration.
+#[test]
+fn answers_from_a_newer_or_an_older_sidecar_are_applied() {
+    let mut e = engine("");
+    poll(&mut e, "g1", T0);
+    let digest = e.digests().0.to_owned();
+    let newer = format!(
+        r#"{{"generation":"g1","config":"{digest}","reason":"allowed","verdict":{{"allow":{{"set":[["x-user-id","alice"]],"remove":[],"metadata":{{}}}}}},"token":{{"provider":"main","claims":{claims},"cache_for":60,"confirmed":true}}}}"#,
+        claims = serde_json::to_string(&claims("alice", "user")).expect("json")
+    );
+    let answer: CheckAnswer = serde_json::from_str(&newer).expect("a newer answer reads");
+    let verdict = e.answered(Some("tok-alice"), answer, T0);
+    assert!(matches!(verdict, WireVerdict::Allow { .. }), "{verdict:?}");
+    assert_eq!(status_of(&mut e, "/api/x", Some("tok-alice")), 200, "held");
+
+    let older = r#"{"generation":"g1","verdict":{"deny":{"status":401,"headers":[["www-authenticate","Bearer realm=\"test\""]],"body":"{}"}}}"#;
+    let answer: CheckAnswer = serde_json::from_str(older).expect("an older answer reads");
+    let verdict = e.answered(Some("tok-bob"), answer, T0 + 1);
+    assert!(
+        matches!(verdict, WireVerdict::Deny { status: 401, .. }),
+        "{verdict:?}"
+    );
+    assert!(!e.config_agrees());
+    assert_eq!(
+        decide(&mut e, &get("/api/x", Some("tok-alice")), T0 + 2),
+        (Step::Callout, Some(Counter::ConfigMismatch))
+    );
+    let older_poll: GenerationAnswer =
+        serde_json::from_str(r#"{"generation":"g1"}"#).expect("an older poll reads");
+    e.polled(older_poll, T0 + 3);
+    assert!(!e.config_agrees());
+}
