@@ -371,6 +371,15 @@ impl Stack {
             ("TLS_CERT_FILE", file(tls.as_ref().map(|t| &t.cert))),
             ("TLS_KEY_FILE", file(tls.as_ref().map(|t| &t.key))),
             ("CLIENT_CA_FILE", file(tls.as_ref().map(|t| &t.client_ca))),
+            (
+                "NGINX_ACCESS_LOG",
+                stack
+                    .dir
+                    .path()
+                    .join("nginx-access.log")
+                    .display()
+                    .to_string(),
+            ),
             ("ENVOY_LISTEN_ADDRESS", "127.0.0.1".into()),
             ("ENVOY_LISTEN_PORT", envoy_port.to_string()),
             ("ENVOY_ADMIN_PORT", admin_port.to_string()),
@@ -514,6 +523,16 @@ impl Stack {
         super::gateway::Gateway::new(&self.base)
     }
 
+    /// What the proxy wrote to its access log so far (nginx's file; Envoy's stdout, where
+    /// its access log goes, with its own log).
+    pub fn access_log(&self) -> String {
+        let nginx = std::fs::read_to_string(self.dir.path().join("nginx-access.log"));
+        nginx.unwrap_or_else(|_| {
+            let envoy = self.dir.path().join("logs").join("envoy.log");
+            std::fs::read_to_string(envoy).unwrap_or_default()
+        })
+    }
+
     pub fn key_dir(&self) -> PathBuf {
         self.dir.path().join("keys")
     }
@@ -558,6 +577,24 @@ impl Stack {
     /// Kills the named process (the most recent one of that name).
     pub fn stop(&mut self, name: &str) {
         if let Some(p) = self.procs.iter_mut().rev().find(|p| p.name == name) {
+            p.stop();
+        }
+    }
+
+    /// Stops `name` with SIGTERM and waits for it: what it buffered is written out (Envoy
+    /// holds its stdout access log until then).
+    pub fn terminate(&mut self, name: &str) {
+        if let Some(p) = self.procs.iter_mut().rev().find(|p| p.name == name) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &p.child.id().to_string()])
+                .status();
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = p.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             p.stop();
         }
     }

@@ -435,3 +435,103 @@ async fn a_request_with_a_body_waits_for_its_callout() {
         401
     );
 }
+
+/// Between Envoy and the sidecar, a recorder: every callout's headers are kept, and the
+/// callout is passed on to the sidecar's HTTP port as it came.
+async fn recording_proxy(
+    sidecar_http: u16,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Vec<String>>>>) {
+    use axum::body::Body;
+    use axum::http::Request;
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<Vec<String>>>> = Default::default();
+    let kept = std::sync::Arc::clone(&seen);
+    let client = reqwest::Client::new();
+    let app = axum::Router::new().fallback(move |request: Request<Body>| {
+        let (kept, client) = (std::sync::Arc::clone(&kept), client.clone());
+        async move {
+            let path = request
+                .uri()
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            if path.contains("/check/") {
+                let names = request
+                    .headers()
+                    .keys()
+                    .map(|n| n.as_str().to_owned())
+                    .collect();
+                kept.lock().expect("lock").push(names);
+            }
+            let mut forwarded = client.get(format!("http://127.0.0.1:{sidecar_http}{path}"));
+            for (name, value) in request.headers() {
+                forwarded = forwarded.header(name, value);
+            }
+            let answer = forwarded.send().await.expect("sidecar answers");
+            let status = answer.status().as_u16();
+            let body = answer.bytes().await.expect("body");
+            axum::http::Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .expect("response")
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (port, seen)
+}
+
+/// A callout carries what the decision reads, and nothing else a client sent: not Envoy's
+/// `x-envoy-*` (which Envoy itself would act on), not arbitrary headers, not cookies when no
+/// provider reads one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callout_carries_only_what_the_decision_reads() {
+    let Some(wasm) = filter_wasm() else { return };
+    let key = TestKey::rsa("k1");
+    let jwks = crate::support::JwksServer::start(vec![key.jwk()]).await;
+    let yaml = config_yaml(&jwks.url(), &format!("{PATH_RULES}{IN_PROXY}"));
+    let sidecar = TestServer::start_ready(&yaml).await;
+    let (recorder, seen) = recording_proxy(sidecar.http.port()).await;
+    let upstream = echo_upstream().await;
+    let ports = (free_port(), free_port());
+    let envoy = Envoy::start_config(
+        ports,
+        &in_proxy_config(ports, recorder, upstream, &wasm, &yaml),
+    );
+    let token = key.token(&claims("u-allowlist"));
+    let sent = [
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+        ("x-envoy-retry-on", "5xx"),
+        ("x-envoy-upstream-rq-timeout-ms", "1"),
+        ("x-client-junk", "1"),
+        ("cookie", "session=abc"),
+        ("x-forwarded-for", "203.0.113.9"),
+    ];
+    let (status, _) = envoy.get_with("/api/orders", Some(&token), &sent).await;
+    assert_eq!(status, 200);
+    let callouts = seen.lock().expect("lock").clone();
+    let names = callouts.last().expect("a callout was made");
+    for wanted in ["authorization", "traceparent", "x-jwt-authz-method"] {
+        assert!(names.iter().any(|n| n == wanted), "{wanted}: {names:?}");
+    }
+    for unwanted in [
+        "x-envoy-retry-on",
+        "x-envoy-upstream-rq-timeout-ms",
+        "x-client-junk",
+        "cookie",
+    ] {
+        assert!(
+            !names.iter().any(|n| n == unwanted),
+            "{unwanted}: {names:?}"
+        );
+    }
+    drop(sidecar);
+}
