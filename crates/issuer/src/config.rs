@@ -176,6 +176,15 @@ pub struct Settings {
     pub login_hash_queue: usize,
     #[arg(long, env = "ISSUER_LOGIN_WINDOW", default_value = "1m", value_parser = parse_ttl, global = true)]
     pub login_window: Duration,
+    /// Read-only database connections the server reads with (besides the one that writes).
+    #[arg(
+        long,
+        env = "ISSUER_DB_READERS",
+        value_parser = clap::value_parser!(u16).range(1..=64),
+        default_value_t = 4,
+        global = true
+    )]
+    pub db_readers: u16,
     /// Take the client address from the last `X-Forwarded-For` entry (set this only behind
     /// a proxy such as Envoy that appends it).
     #[arg(long, env = "ISSUER_TRUST_FORWARDED_FOR", global = true)]
@@ -299,6 +308,13 @@ mod tests {
         let cli = Cli::try_parse_from(["issuer"]).unwrap();
         assert_eq!(cli.settings.key_publish_ahead, Duration::from_secs(600));
         assert_eq!(cli.settings.login_max_failures_per_user, 50);
+        assert_eq!(cli.settings.db_readers, 4);
+        for value in ["0", "65"] {
+            assert!(
+                Cli::try_parse_from(["issuer", "--db-readers", value]).is_err(),
+                "{value}"
+            );
+        }
         let cli = Cli::try_parse_from([
             "issuer",
             "users",

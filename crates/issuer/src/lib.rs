@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: flags and `ISSUER_*` environment variables.
 //! - [`binding`]: DPoP- and certificate-bound tokens (RFC 9449, RFC 8705) at login.
+//! - [`db`]: the SQLite file: WAL, migrations, the writer and the pool of readers.
 //! - [`users`]: the SQLite user store with argon2id hashes.
 //! - [`keys`]: RSA keys on disk, rotation and pruning.
 //! - [`token`]: minting tokens.
@@ -13,6 +14,7 @@
 
 pub mod binding;
 pub mod config;
+mod db;
 pub mod hashing;
 pub mod http;
 pub mod keys;
@@ -69,7 +71,7 @@ impl Issuer {
                 settings.status_list_lifetime, settings.status_list_ttl
             )));
         }
-        let users = UserStore::open(&settings.db)?;
+        let users = UserStore::open_with_readers(&settings.db, settings.db_readers.into())?;
         if settings.demo {
             let added = users.seed_demo()?;
             if added > 0 {

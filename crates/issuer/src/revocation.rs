@@ -120,6 +120,21 @@ impl UserStore {
     /// Revokes the token with this `jti`; `None` when no such token was recorded, else
     /// whether this call revoked it (false: it already was).
     pub fn revoke_jti(&self, jti: &str) -> Result<Option<bool>, UserError> {
+        // Read first: a token unknown or already revoked (a repeated logout) costs no
+        // write lock.
+        let known: Option<Option<i64>> = self
+            .reader()
+            .query_row(
+                "SELECT revoked_at FROM issued_tokens WHERE jti = ?1",
+                params![jti],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match known {
+            None => return Ok(None),
+            Some(Some(_)) => return Ok(Some(false)),
+            Some(None) => {}
+        }
         let mut conn = self.conn();
         // IMMEDIATE: read and write under one lock, also against the CLI in another process.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -159,7 +174,7 @@ impl UserStore {
 
     /// Every recorded token of `subject`, newest first.
     pub fn tokens_of(&self, subject: &str) -> Result<Vec<IssuedToken>, UserError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare(
             "SELECT jti, subject, list, idx, issued_at, expires_at, revoked_at
              FROM issued_tokens WHERE subject = ?1 ORDER BY issued_at DESC, list DESC, idx DESC",
@@ -184,8 +199,10 @@ impl UserStore {
 
     /// A list's size, version and revoked entries; `None` for a list never created.
     pub fn status_list(&self, list: i64) -> Result<Option<ListState>, UserError> {
-        let conn = self.conn();
-        let head: Option<(i64, i64)> = conn
+        let conn = self.reader();
+        // One snapshot: the version matches the entries.
+        let tx = conn.unchecked_transaction()?;
+        let head: Option<(i64, i64)> = tx
             .query_row(
                 "SELECT size, version FROM status_lists WHERE id = ?1",
                 params![list],
@@ -195,8 +212,8 @@ impl UserStore {
         let Some((size, version)) = head else {
             return Ok(None);
         };
-        let mut stmt = conn
-            .prepare("SELECT idx FROM issued_tokens WHERE list = ?1 AND revoked_at IS NOT NULL")?;
+        let mut stmt =
+            tx.prepare("SELECT idx FROM issued_tokens WHERE list = ?1 AND revoked_at IS NOT NULL")?;
         let revoked = stmt
             .query_map(params![list], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
@@ -210,7 +227,7 @@ impl UserStore {
     /// The version of a list (cheap: tells whether a signed copy is still current).
     pub fn status_list_version(&self, list: i64) -> Result<Option<i64>, UserError> {
         Ok(self
-            .conn()
+            .reader()
             .query_row(
                 "SELECT version FROM status_lists WHERE id = ?1",
                 params![list],
@@ -221,7 +238,7 @@ impl UserStore {
 
     /// Ids of the lists that hold an unexpired token (the Status List Aggregation, §9).
     pub fn live_status_lists(&self) -> Result<Vec<i64>, UserError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare(
             "SELECT DISTINCT list FROM issued_tokens WHERE expires_at > ?1 ORDER BY list",
         )?;
@@ -436,6 +453,38 @@ mod tests {
         assert_eq!(bobs.len(), 4);
         assert_eq!(bobs.iter().filter(|t| t.revoked_at.is_some()).count(), 3);
         assert_eq!(store.live_status_lists().unwrap(), vec![a.list]);
+    }
+
+    #[test]
+    fn reads_do_not_wait_for_the_writer() {
+        let (_dir, store) = store();
+        let user = store.add("erin", "user", "erin's password").unwrap();
+        let now = now();
+        let slot = store.record_token("e", &user.id, now, now + 60, 8).unwrap();
+        assert_eq!(store.revoke_jti("e").unwrap(), Some(true));
+        // A long write holds the writer (a login recording its token, a revocation).
+        let writer = store.conn();
+        let (done, finished) = std::sync::mpsc::channel();
+        let reading = store.clone();
+        std::thread::spawn(move || {
+            let read = (
+                reading.status_list(slot.list).unwrap().unwrap().revoked,
+                reading.live_status_lists().unwrap(),
+                reading.status_list_version(slot.list).unwrap(),
+                reading
+                    .authenticate("erin", "erin's password")
+                    .unwrap()
+                    .is_some(),
+                reading.revoke_jti("e").unwrap(),
+            );
+            let _ = done.send(read);
+        });
+        let read = finished.recv_timeout(std::time::Duration::from_secs(10));
+        drop(writer);
+        assert_eq!(
+            read.expect("the reads finished while the writer was held"),
+            (vec![0], vec![slot.list], Some(1), true, Some(false))
+        );
     }
 
     #[test]

@@ -134,3 +134,6 @@ async fn discovery(State(state): State<AppState>) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests;
