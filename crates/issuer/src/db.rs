@@ -52,6 +52,18 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX issued_tokens_by_subject ON issued_tokens (subject, expires_at);
 "#,
+    // Issue 32: the Status List Aggregation read every issued token. Each list now keeps
+    // the latest expiry of its tokens (set as a token is recorded), so the lists with live
+    // tokens are read from the small table alone; backfilled from the tokens recorded so
+    // far. The revoked entries of a list, read when it is signed, get a partial index.
+    r#"
+    ALTER TABLE status_lists ADD COLUMN live_until INTEGER NOT NULL DEFAULT 0;
+    UPDATE status_lists SET live_until = latest.until
+        FROM (SELECT list, MAX(expires_at) AS until FROM issued_tokens GROUP BY list) AS latest
+        WHERE latest.list = status_lists.id;
+    CREATE INDEX issued_tokens_revoked ON issued_tokens (list, idx)
+        WHERE revoked_at IS NOT NULL;
+"#,
 ];
 
 /// The database file's connections.
@@ -168,6 +180,16 @@ impl Db {
 mod tests {
     use super::*;
 
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        rows.join("; ")
+    }
+
     #[test]
     fn wal_mode_and_read_only_readers() {
         let dir = tempfile::tempdir().unwrap();
@@ -210,5 +232,61 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM status_lists", [], |r| r.get(0))
             .unwrap();
         assert_eq!(count, 1, "a commit is seen by the next read");
+    }
+
+    #[test]
+    fn what_status_requests_query_is_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("users.db"), 1).unwrap();
+        let conn = db.reader();
+        let revoked = plan(
+            &conn,
+            "SELECT idx FROM issued_tokens WHERE list = 1 AND revoked_at IS NOT NULL",
+        );
+        assert!(
+            revoked.contains("USING INDEX issued_tokens_revoked"),
+            "{revoked}"
+        );
+        // The aggregation reads the lists' table only.
+        let live = plan(
+            &conn,
+            "SELECT id, size, version, live_until FROM status_lists",
+        );
+        assert!(!live.contains("issued_tokens"), "{live}");
+    }
+
+    #[test]
+    fn a_database_of_the_previous_schema_is_migrated_and_backfilled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(MIGRATIONS[1]).unwrap();
+            conn.execute_batch(
+                "INSERT INTO status_lists (id, size, next_idx, created_at)
+                     VALUES (1, 8, 2, 0), (2, 8, 1, 0), (3, 8, 0, 0);
+                 INSERT INTO issued_tokens (jti, subject, list, idx, issued_at, expires_at)
+                     VALUES ('a', 's', 1, 0, 0, 100), ('b', 's', 1, 1, 0, 300),
+                            ('c', 's', 2, 0, 0, 200);
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        }
+        let db = Db::open(&path, 1).unwrap();
+        let conn = db.reader();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version as usize, MIGRATIONS.len());
+        let mut stmt = conn
+            .prepare("SELECT id, live_until FROM status_lists ORDER BY id")
+            .unwrap();
+        let heads = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        assert_eq!(heads, vec![(1, 300), (2, 200), (3, 0)]);
     }
 }

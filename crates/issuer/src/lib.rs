@@ -8,6 +8,7 @@
 //! - [`keys`]: RSA keys on disk, rotation and pruning.
 //! - [`token`]: minting tokens.
 //! - [`revocation`]: status list entries, revocation, signed Status List Tokens.
+//! - [`list_heads`]: the status lists' heads kept in memory between writes.
 //! - [`throttle`]: login throttling per user, per user and address, per address.
 //! - [`hashing`]: the bound on password verifications in flight.
 //! - [`http`]: the HTTP API.
@@ -18,6 +19,7 @@ mod db;
 pub mod hashing;
 pub mod http;
 pub mod keys;
+pub mod list_heads;
 pub mod revocation;
 pub mod throttle;
 pub mod token;

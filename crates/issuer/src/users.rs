@@ -9,6 +9,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::db::Db;
+use crate::list_heads::HeadCache;
 
 /// Demo users seeded by `--demo` into an empty database (documented in the README).
 pub const DEMO_USERS: &[(&str, &str, &str)] = &[
@@ -54,6 +55,8 @@ pub struct User {
 #[derive(Debug, Clone)]
 pub struct UserStore {
     pub(crate) db: Arc<Db>,
+    /// The status lists' heads, read by every status request.
+    pub(crate) heads: Arc<HeadCache>,
     /// A hash of a random password, verified for unknown users so their login costs the same.
     dummy_hash: Arc<String>,
 }
@@ -101,6 +104,7 @@ impl UserStore {
         let dummy = hex(&random_bytes::<16>()?);
         Ok(Self {
             db: Arc::new(db),
+            heads: Arc::default(),
             dummy_hash: Arc::new(hash_password(&dummy)?),
         })
     }
