@@ -10,6 +10,7 @@
 //! - [`revocation`]: status list entries, revocation, signed Status List Tokens.
 //! - [`list_heads`]: the status lists' heads kept in memory between writes.
 //! - [`throttle`]: login throttling per user, per user and address, per address.
+//! - [`ratelimit`]: requests per client address on the public endpoints.
 //! - [`hashing`]: the bound on password verifications in flight.
 //! - [`http`]: the HTTP API.
 
@@ -20,6 +21,7 @@ pub mod hashing;
 pub mod http;
 pub mod keys;
 pub mod list_heads;
+pub mod ratelimit;
 pub mod revocation;
 pub mod throttle;
 pub mod token;
@@ -36,6 +38,7 @@ pub use config::Settings;
 use hashing::HashGate;
 use http::AppState;
 use keys::{KeyDir, KeyError};
+use ratelimit::RateLimit;
 use throttle::Throttle;
 use users::{UserError, UserStore};
 
@@ -88,6 +91,10 @@ impl Issuer {
         let throttle = Throttle::new(settings.login_window);
         let hashing = HashGate::new(settings.hash_concurrency(), settings.login_hash_queue);
         let proofs = binding::Proofs::new(settings.dpop_max_age);
+        let public_limit = Arc::new(RateLimit::new(
+            settings.public_rate_limit,
+            settings.public_rate_burst,
+        ));
         Ok(Self {
             state: AppState {
                 proofs,
@@ -96,6 +103,7 @@ impl Issuer {
                 users,
                 keys: Arc::new(RwLock::new(Arc::new(ring))),
                 throttle: Arc::new(throttle),
+                public_limit,
                 hashing,
             },
             key_dir,
