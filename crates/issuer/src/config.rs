@@ -176,6 +176,35 @@ pub struct Settings {
     pub login_hash_queue: usize,
     #[arg(long, env = "ISSUER_LOGIN_WINDOW", default_value = "1m", value_parser = parse_ttl, global = true)]
     pub login_window: Duration,
+    /// Requests a second one client address (IPv6: its /64) may make to the public
+    /// endpoints (status lists, JWKS, discovery, logout) once its burst is spent; beyond,
+    /// 429 with Retry-After. Verifiers fetch a list once per ttl: this is for floods.
+    #[arg(
+        long,
+        env = "ISSUER_PUBLIC_RATE_LIMIT",
+        value_parser = clap::value_parser!(u32).range(1..),
+        default_value_t = 20,
+        global = true
+    )]
+    pub public_rate_limit: u32,
+    /// Requests one client address may make to the public endpoints at once.
+    #[arg(
+        long,
+        env = "ISSUER_PUBLIC_RATE_BURST",
+        value_parser = clap::value_parser!(u32).range(1..),
+        default_value_t = 100,
+        global = true
+    )]
+    pub public_rate_burst: u32,
+    /// Read-only database connections the server reads with (besides the one that writes).
+    #[arg(
+        long,
+        env = "ISSUER_DB_READERS",
+        value_parser = clap::value_parser!(u16).range(1..=64),
+        default_value_t = 4,
+        global = true
+    )]
+    pub db_readers: u16,
     /// Take the client address from the last `X-Forwarded-For` entry (set this only behind
     /// a proxy such as Envoy that appends it).
     #[arg(long, env = "ISSUER_TRUST_FORWARDED_FOR", global = true)]
@@ -299,6 +328,20 @@ mod tests {
         let cli = Cli::try_parse_from(["issuer"]).unwrap();
         assert_eq!(cli.settings.key_publish_ahead, Duration::from_secs(600));
         assert_eq!(cli.settings.login_max_failures_per_user, 50);
+        assert_eq!(cli.settings.public_rate_limit, 20);
+        assert_eq!(cli.settings.public_rate_burst, 100);
+        assert_eq!(cli.settings.db_readers, 4);
+        for (flag, value) in [
+            ("--public-rate-limit", "0"),
+            ("--public-rate-burst", "0"),
+            ("--db-readers", "0"),
+            ("--db-readers", "65"),
+        ] {
+            assert!(
+                Cli::try_parse_from(["issuer", flag, value]).is_err(),
+                "{flag} {value}"
+            );
+        }
         let cli = Cli::try_parse_from([
             "issuer",
             "users",

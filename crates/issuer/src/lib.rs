@@ -3,19 +3,25 @@
 //!
 //! - [`config`]: flags and `ISSUER_*` environment variables.
 //! - [`binding`]: DPoP- and certificate-bound tokens (RFC 9449, RFC 8705) at login.
+//! - [`db`]: the SQLite file: WAL, migrations, the writer and the pool of readers.
 //! - [`users`]: the SQLite user store with argon2id hashes.
 //! - [`keys`]: RSA keys on disk, rotation and pruning.
 //! - [`token`]: minting tokens.
 //! - [`revocation`]: status list entries, revocation, signed Status List Tokens.
+//! - [`list_heads`]: the status lists' heads kept in memory between writes.
 //! - [`throttle`]: login throttling per user, per user and address, per address.
+//! - [`ratelimit`]: requests per client address on the public endpoints.
 //! - [`hashing`]: the bound on password verifications in flight.
 //! - [`http`]: the HTTP API.
 
 pub mod binding;
 pub mod config;
+mod db;
 pub mod hashing;
 pub mod http;
 pub mod keys;
+pub mod list_heads;
+pub mod ratelimit;
 pub mod revocation;
 pub mod throttle;
 pub mod token;
@@ -32,6 +38,7 @@ pub use config::Settings;
 use hashing::HashGate;
 use http::AppState;
 use keys::{KeyDir, KeyError};
+use ratelimit::RateLimit;
 use throttle::Throttle;
 use users::{UserError, UserStore};
 
@@ -69,7 +76,7 @@ impl Issuer {
                 settings.status_list_lifetime, settings.status_list_ttl
             )));
         }
-        let users = UserStore::open(&settings.db)?;
+        let users = UserStore::open_with_readers(&settings.db, settings.db_readers.into())?;
         if settings.demo {
             let added = users.seed_demo()?;
             if added > 0 {
@@ -84,6 +91,10 @@ impl Issuer {
         let throttle = Throttle::new(settings.login_window);
         let hashing = HashGate::new(settings.hash_concurrency(), settings.login_hash_queue);
         let proofs = binding::Proofs::new(settings.dpop_max_age);
+        let public_limit = Arc::new(RateLimit::new(
+            settings.public_rate_limit,
+            settings.public_rate_burst,
+        ));
         Ok(Self {
             state: AppState {
                 proofs,
@@ -92,6 +103,7 @@ impl Issuer {
                 users,
                 keys: Arc::new(RwLock::new(Arc::new(ring))),
                 throttle: Arc::new(throttle),
+                public_limit,
                 hashing,
             },
             key_dir,

@@ -13,6 +13,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::json;
 
 use crate::keys::LoadedKey;
+use crate::list_heads::{Head, Heads};
 use crate::users::{UserError, UserStore, now};
 
 /// The media type of a Status List Token in JWT format (§8.1).
@@ -52,6 +53,12 @@ impl UserStore {
     /// Removes a user and revokes every unexpired token issued to them, in one
     /// transaction; returns how many tokens were revoked.
     pub fn remove(&self, username: &str) -> Result<usize, UserError> {
+        let removed = self.remove_in(username);
+        self.heads.invalidate();
+        removed
+    }
+
+    fn remove_in(&self, username: &str) -> Result<usize, UserError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let id: Option<String> = tx
@@ -73,6 +80,19 @@ impl UserStore {
     /// Records a newly minted token and gives it the next free entry: in the newest list
     /// with room, or a new list of `list_size` entries.
     pub fn record_token(
+        &self,
+        jti: &str,
+        subject: &str,
+        issued_at: i64,
+        expires_at: i64,
+        list_size: i64,
+    ) -> Result<Slot, UserError> {
+        let slot = self.record_token_in(jti, subject, issued_at, expires_at, list_size);
+        self.heads.invalidate();
+        slot
+    }
+
+    fn record_token_in(
         &self,
         jti: &str,
         subject: &str,
@@ -105,8 +125,9 @@ impl UserStore {
             }
         };
         tx.execute(
-            "UPDATE status_lists SET next_idx = ?2 WHERE id = ?1",
-            params![list, idx + 1],
+            "UPDATE status_lists SET next_idx = ?2, live_until = MAX(live_until, ?3)
+             WHERE id = ?1",
+            params![list, idx + 1, expires_at],
         )?;
         tx.execute(
             "INSERT INTO issued_tokens (jti, subject, list, idx, issued_at, expires_at)
@@ -120,6 +141,27 @@ impl UserStore {
     /// Revokes the token with this `jti`; `None` when no such token was recorded, else
     /// whether this call revoked it (false: it already was).
     pub fn revoke_jti(&self, jti: &str) -> Result<Option<bool>, UserError> {
+        // Read first: a token unknown or already revoked (a repeated logout) costs no
+        // write lock.
+        let known: Option<Option<i64>> = self
+            .reader()
+            .query_row(
+                "SELECT revoked_at FROM issued_tokens WHERE jti = ?1",
+                params![jti],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match known {
+            None => return Ok(None),
+            Some(Some(_)) => return Ok(Some(false)),
+            Some(None) => {}
+        }
+        let revoked = self.revoke_jti_in(jti);
+        self.heads.invalidate();
+        revoked
+    }
+
+    fn revoke_jti_in(&self, jti: &str) -> Result<Option<bool>, UserError> {
         let mut conn = self.conn();
         // IMMEDIATE: read and write under one lock, also against the CLI in another process.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -150,16 +192,20 @@ impl UserStore {
 
     /// Revokes every unexpired, unrevoked token of `subject`; returns how many.
     pub fn revoke_subject(&self, subject: &str) -> Result<usize, UserError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let revoked = revoke_subject_in(&tx, subject, now())?;
-        tx.commit()?;
-        Ok(revoked)
+        let revoked = (|| -> Result<usize, UserError> {
+            let mut conn = self.conn();
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let revoked = revoke_subject_in(&tx, subject, now())?;
+            tx.commit()?;
+            Ok(revoked)
+        })();
+        self.heads.invalidate();
+        revoked
     }
 
     /// Every recorded token of `subject`, newest first.
     pub fn tokens_of(&self, subject: &str) -> Result<Vec<IssuedToken>, UserError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare(
             "SELECT jti, subject, list, idx, issued_at, expires_at, revoked_at
              FROM issued_tokens WHERE subject = ?1 ORDER BY issued_at DESC, list DESC, idx DESC",
@@ -184,8 +230,10 @@ impl UserStore {
 
     /// A list's size, version and revoked entries; `None` for a list never created.
     pub fn status_list(&self, list: i64) -> Result<Option<ListState>, UserError> {
-        let conn = self.conn();
-        let head: Option<(i64, i64)> = conn
+        let conn = self.reader();
+        // One snapshot: the version matches the entries.
+        let tx = conn.unchecked_transaction()?;
+        let head: Option<(i64, i64)> = tx
             .query_row(
                 "SELECT size, version FROM status_lists WHERE id = ?1",
                 params![list],
@@ -195,8 +243,8 @@ impl UserStore {
         let Some((size, version)) = head else {
             return Ok(None);
         };
-        let mut stmt = conn
-            .prepare("SELECT idx FROM issued_tokens WHERE list = ?1 AND revoked_at IS NOT NULL")?;
+        let mut stmt =
+            tx.prepare("SELECT idx FROM issued_tokens WHERE list = ?1 AND revoked_at IS NOT NULL")?;
         let revoked = stmt
             .query_map(params![list], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
@@ -207,28 +255,45 @@ impl UserStore {
         }))
     }
 
+    /// Every list's head, from memory when the copy there is current (see
+    /// [`crate::list_heads`]).
+    pub fn list_heads(&self) -> Result<Arc<Heads>, UserError> {
+        if let Some(heads) = self.heads.fresh() {
+            return Ok(heads);
+        }
+        let generation = self.heads.generation();
+        let conn = self.reader();
+        let mut stmt = conn.prepare("SELECT id, size, version, live_until FROM status_lists")?;
+        let by_list = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    Head {
+                        size: r.get(1)?,
+                        version: r.get(2)?,
+                        live_until: r.get(3)?,
+                    },
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        let heads = Arc::new(Heads { by_list });
+        self.heads.store(generation, Arc::clone(&heads));
+        Ok(heads)
+    }
+
+    /// The heads held in memory, if current: no database call (for the async fast path).
+    pub fn cached_list_heads(&self) -> Option<Arc<Heads>> {
+        self.heads.fresh()
+    }
+
     /// The version of a list (cheap: tells whether a signed copy is still current).
     pub fn status_list_version(&self, list: i64) -> Result<Option<i64>, UserError> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT version FROM status_lists WHERE id = ?1",
-                params![list],
-                |r| r.get(0),
-            )
-            .optional()?)
+        Ok(self.list_heads()?.by_list.get(&list).map(|h| h.version))
     }
 
     /// Ids of the lists that hold an unexpired token (the Status List Aggregation, §9).
     pub fn live_status_lists(&self) -> Result<Vec<i64>, UserError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT DISTINCT list FROM issued_tokens WHERE expires_at > ?1 ORDER BY list",
-        )?;
-        let lists = stmt
-            .query_map(params![now()], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        Ok(lists)
+        Ok(self.list_heads()?.live(now()))
     }
 }
 
@@ -436,6 +501,58 @@ mod tests {
         assert_eq!(bobs.len(), 4);
         assert_eq!(bobs.iter().filter(|t| t.revoked_at.is_some()).count(), 3);
         assert_eq!(store.live_status_lists().unwrap(), vec![a.list]);
+    }
+
+    #[test]
+    fn reads_do_not_wait_for_the_writer() {
+        let (_dir, store) = store();
+        let user = store.add("erin", "user", "erin's password").unwrap();
+        let now = now();
+        let slot = store.record_token("e", &user.id, now, now + 60, 8).unwrap();
+        assert_eq!(store.revoke_jti("e").unwrap(), Some(true));
+        // A long write holds the writer (a login recording its token, a revocation).
+        let writer = store.conn();
+        let (done, finished) = std::sync::mpsc::channel();
+        let reading = store.clone();
+        std::thread::spawn(move || {
+            let read = (
+                reading.status_list(slot.list).unwrap().unwrap().revoked,
+                reading.live_status_lists().unwrap(),
+                reading.status_list_version(slot.list).unwrap(),
+                reading
+                    .authenticate("erin", "erin's password")
+                    .unwrap()
+                    .is_some(),
+                reading.revoke_jti("e").unwrap(),
+            );
+            let _ = done.send(read);
+        });
+        let read = finished.recv_timeout(std::time::Duration::from_secs(10));
+        drop(writer);
+        assert_eq!(
+            read.expect("the reads finished while the writer was held"),
+            (vec![0], vec![slot.list], Some(1), true, Some(false))
+        );
+    }
+
+    #[test]
+    fn writes_here_are_seen_at_once_and_other_writers_within_the_cache_age() {
+        let (dir, store) = store();
+        let now = now();
+        let a = store.record_token("a", "s", now, now + 60, 1).unwrap();
+        assert_eq!(store.live_status_lists().unwrap(), vec![a.list]);
+        assert_eq!(store.status_list_version(a.list).unwrap(), Some(0));
+        // Recorded here (in a new list, the first is full): seen by the next read, though
+        // the heads were just read.
+        let b = store.record_token("b", "s", now, now + 60, 1).unwrap();
+        assert_eq!(store.live_status_lists().unwrap(), vec![a.list, b.list]);
+        store.revoke_jti("a").unwrap();
+        assert_eq!(store.status_list_version(a.list).unwrap(), Some(1));
+        // Revoked by another process (the CLI): seen once the copy in memory is too old.
+        let cli = UserStore::open(&dir.path().join("users.db")).unwrap();
+        cli.revoke_subject("s").unwrap();
+        std::thread::sleep(crate::list_heads::MAX_AGE + std::time::Duration::from_millis(50));
+        assert_eq!(store.status_list_version(b.list).unwrap(), Some(1));
     }
 
     #[test]

@@ -2,11 +2,14 @@
 //! and migrated at start-up (`PRAGMA user_version`).
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, MutexGuard};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::db::Db;
+use crate::list_heads::HeadCache;
 
 /// Demo users seeded by `--demo` into an empty database (documented in the README).
 pub const DEMO_USERS: &[(&str, &str, &str)] = &[
@@ -51,58 +54,15 @@ pub struct User {
 /// The user store. Blocking: call it from `spawn_blocking` in async code.
 #[derive(Debug, Clone)]
 pub struct UserStore {
-    pub(crate) conn: Arc<Mutex<Connection>>,
+    pub(crate) db: Arc<Db>,
+    /// The status lists' heads, read by every status request.
+    pub(crate) heads: Arc<HeadCache>,
     /// A hash of a random password, verified for unknown users so their login costs the same.
     dummy_hash: Arc<String>,
 }
 
-const MIGRATIONS: &[&str] = &[
-    r#"
-    CREATE TABLE users (
-        id TEXT PRIMARY KEY,
-        username TEXT NOT NULL UNIQUE,
-        role TEXT NOT NULL,
-        password_hash TEXT NOT NULL,
-        created_at INTEGER NOT NULL
-    );
-"#,
-    // Token Status List (issue 16): every issued token's entry in a list. AUTOINCREMENT
-    // never reuses a list id, so a (list, idx) pair names one token forever.
-    r#"
-    CREATE TABLE status_lists (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        size INTEGER NOT NULL,
-        next_idx INTEGER NOT NULL DEFAULT 0,
-        version INTEGER NOT NULL DEFAULT 0,
-        created_at INTEGER NOT NULL
-    );
-    CREATE TABLE issued_tokens (
-        jti TEXT PRIMARY KEY,
-        subject TEXT NOT NULL,
-        list INTEGER NOT NULL REFERENCES status_lists(id),
-        idx INTEGER NOT NULL,
-        issued_at INTEGER NOT NULL,
-        expires_at INTEGER NOT NULL,
-        revoked_at INTEGER,
-        UNIQUE (list, idx)
-    );
-    CREATE INDEX issued_tokens_by_subject ON issued_tokens (subject, expires_at);
-"#,
-];
-
-/// Creates the database file readable by its owner only (0600), like the key directory, or
-/// tightens an existing one. SQLite gives its `-wal` and `-shm` files the database file's
-/// permissions, so they follow.
-fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-}
+/// Read-only connections of a store opened with [`UserStore::open`] (the CLI's).
+pub const DEFAULT_READERS: usize = 2;
 
 fn argon2() -> Argon2<'static> {
     // OWASP's argon2id baseline: 19 MiB, 2 passes, 1 lane.
@@ -134,37 +94,29 @@ fn valid_name(s: &str, extra: &[u8]) -> bool {
 impl UserStore {
     /// Opens (creating if needed) and migrates the database at `path`.
     pub fn open(path: &Path) -> Result<Self, UserError> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| UserError::Dir {
-                path: parent.display().to_string(),
-                source,
-            })?;
-        }
-        restrict_to_owner(path).map_err(|source| UserError::Dir {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let mut conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let tx = conn.transaction()?;
-        for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            tx.execute_batch(migration)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        }
-        tx.commit()?;
+        Self::open_with_readers(path, DEFAULT_READERS)
+    }
+
+    /// Opens the database at `path` with `readers` read-only connections for the reads
+    /// (at least one), besides the one that writes.
+    pub fn open_with_readers(path: &Path, readers: usize) -> Result<Self, UserError> {
+        let db = Db::open(path, readers)?;
         let dummy = hex(&random_bytes::<16>()?);
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            db: Arc::new(db),
+            heads: Arc::default(),
             dummy_hash: Arc::new(hash_password(&dummy)?),
         })
     }
 
-    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // A panic while holding the lock leaves SQLite consistent (transactions roll back),
-        // so a poisoned lock is still safe to use.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    /// The connection that writes (one transaction at a time).
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.db.writer()
+    }
+
+    /// A read-only connection: never waits for the writer.
+    pub(crate) fn reader(&self) -> MutexGuard<'_, Connection> {
+        self.db.reader()
     }
 
     pub fn add(&self, username: &str, role: &str, password: &str) -> Result<User, UserError> {
@@ -198,7 +150,7 @@ impl UserStore {
     /// The user named `username`, if any.
     pub fn find(&self, username: &str) -> Result<Option<User>, UserError> {
         Ok(self
-            .conn()
+            .reader()
             .query_row(
                 "SELECT id, username, role, created_at FROM users WHERE username = ?1",
                 params![username],
@@ -215,7 +167,7 @@ impl UserStore {
     }
 
     pub fn list(&self) -> Result<Vec<User>, UserError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt =
             conn.prepare("SELECT id, username, role, created_at FROM users ORDER BY username")?;
         let users = stmt
@@ -233,7 +185,7 @@ impl UserStore {
 
     pub fn is_empty(&self) -> Result<bool, UserError> {
         let count: i64 = self
-            .conn()
+            .reader()
             .query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?;
         Ok(count == 0)
     }
@@ -253,7 +205,7 @@ impl UserStore {
     /// too, so the answer's timing does not tell which part was wrong.
     pub fn authenticate(&self, username: &str, password: &str) -> Result<Option<User>, UserError> {
         let row = self
-            .conn()
+            .reader()
             .query_row(
                 "SELECT id, username, role, created_at, password_hash FROM users WHERE username = ?1",
                 params![username],

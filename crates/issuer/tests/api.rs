@@ -461,6 +461,26 @@ async fn logout_revokes_the_token_in_its_signed_status_list() {
     }
 }
 
+#[tokio::test]
+async fn a_revocation_by_the_cli_reaches_the_list_within_a_second() {
+    let fx = Fixture::new();
+    let issuer = fx.issuer(&["--status-list-size", "8"]);
+    let app = issuer.router();
+    let (status, _, _) = call(&app, login("bob", "bob-password")).await;
+    assert_eq!(status, StatusCode::OK);
+    let keys = jwks(&app).await;
+    let uri = "http://issuer.test/auth/status/1";
+    let (_, _, list) = get_raw(&app, "/auth/status/1", None).await;
+    assert_eq!(statuses(&list, &keys, uri, 1), vec![0]);
+    // `issuer tokens revoke --user bob` in another process: its own connection.
+    let cli = issuer::users::UserStore::open(&fx.dir.path().join("users.db")).expect("open");
+    let bob = cli.find("bob").expect("find").expect("bob");
+    assert_eq!(cli.revoke_subject(&bob.id).expect("revoke"), 1);
+    tokio::time::sleep(issuer::list_heads::MAX_AGE + Duration::from_millis(100)).await;
+    let (_, _, list) = get_raw(&app, "/auth/status/1", None).await;
+    assert_eq!(statuses(&list, &keys, uri, 1), vec![1]);
+}
+
 #[test]
 fn a_list_lifetime_shorter_than_two_ttls_is_refused_at_start() {
     let fx = Fixture::new();
@@ -474,8 +494,13 @@ async fn a_full_list_is_followed_by_a_new_one_and_the_aggregation_names_both() {
     let fx = Fixture::new();
     let app = fx.issuer(&["--status-list-size", "8"]).router();
     let mut references = Vec::new();
-    for _ in 0..10 {
+    for i in 0..10 {
         let (_, _, body) = call(&app, login("alice", "alice-password")).await;
+        // The aggregation is held in memory between writes: each login's list is named at
+        // once (the second list from the ninth login on).
+        let (_, _, aggregation) = call(&app, get("/auth/status")).await;
+        let named = aggregation["status_lists"].as_array().map_or(0, Vec::len);
+        assert_eq!(named, if i < 8 { 1 } else { 2 }, "after login {i}");
         let (_, claims) = verify_independently(
             body["accessToken"].as_str().expect("token"),
             &jwks(&app).await,

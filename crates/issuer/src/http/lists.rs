@@ -1,6 +1,8 @@
 //! `GET /auth/status` and `/auth/status/{list}`: the signed Status List Tokens, with
 //! conditional requests.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -9,6 +11,7 @@ use serde_json::json;
 
 use crate::config::Settings;
 use crate::keys::unix_now;
+use crate::list_heads::Heads;
 use crate::revocation::{self, ListPolicy};
 
 use super::{AppState, blocking, error, internal_error};
@@ -18,6 +21,16 @@ fn list_policy(settings: &Settings) -> ListPolicy {
         ttl: settings.status_list_ttl.as_secs(),
         lifetime: settings.status_list_lifetime.as_secs(),
     }
+}
+
+/// The lists' heads: from memory, or read (off the async workers) when the copy there is
+/// stale.
+async fn list_heads(state: &AppState) -> Result<Arc<Heads>, Response> {
+    if let Some(heads) = state.users.cached_list_heads() {
+        return Ok(heads);
+    }
+    let users = state.users.clone();
+    blocking("status list heads", move || users.list_heads()).await
 }
 
 /// `GET /auth/status/{list}`: the Status List Token (draft §8.1, §8.2), with an ETag
@@ -37,15 +50,12 @@ pub(super) async fn status_list(
     else {
         return not_found();
     };
-    let users = state.users.clone();
-    let version = match blocking("status list version", move || {
-        users.status_list_version(list)
-    })
-    .await
-    {
-        Ok(Some(version)) => version,
-        Ok(None) => return not_found(),
+    let heads = match list_heads(&state).await {
+        Ok(heads) => heads,
         Err(response) => return response,
+    };
+    let Some(version) = heads.by_list.get(&list).map(|head| head.version) else {
+        return not_found();
     };
     let settings = &state.settings;
     let policy = list_policy(settings);
@@ -111,9 +121,8 @@ pub(super) async fn status_list(
 /// `GET /auth/status`: the Status List Aggregation (draft §9.3): every list that holds an
 /// unexpired token.
 pub(super) async fn status_lists(State(state): State<AppState>) -> Response {
-    let users = state.users.clone();
-    let lists = match blocking("status lists", move || users.live_status_lists()).await {
-        Ok(lists) => lists,
+    let lists = match list_heads(&state).await {
+        Ok(heads) => heads.live(crate::users::now()),
         Err(response) => return response,
     };
     let base = state.settings.status_base();

@@ -1,57 +1,28 @@
 //! `POST /auth/login`: throttled, hashed, bound (DPoP or certificate) when asked, a token
 //! minted and entered in a status list.
 
-use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::binding::{self, BindingError};
-use crate::config::Settings;
 use crate::revocation::{self};
 use crate::throttle::{Network, Subject};
 use crate::token;
 use crate::users::User;
 
-use super::{AppState, MAX_LOGIN_BODY, blocking, error, internal_error};
+use super::{
+    AppState, MAX_LOGIN_BODY, blocking, client_address, error, internal_error, with_retry_after,
+};
 
 #[derive(Deserialize)]
 struct LoginRequest {
     username: String,
     password: String,
-}
-
-/// The client address: the socket peer, or (when trusted) the last `X-Forwarded-For` entry,
-/// the one the proxy in front appended.
-fn client_address(settings: &Settings, request: &Request) -> Option<IpAddr> {
-    if settings.trust_forwarded_for
-        && let Some(ip) = request
-            .headers()
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .next_back()
-            .and_then(|s| s.trim().parse().ok())
-    {
-        return Some(ip);
-    }
-    request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-}
-
-fn with_retry_after(mut response: Response, wait: Duration) -> Response {
-    let secs = wait.as_secs().max(1).to_string();
-    if let Ok(value) = HeaderValue::from_str(&secs) {
-        response.headers_mut().insert(header::RETRY_AFTER, value);
-    }
-    response
 }
 
 /// 503: more logins than the issuer takes on at once; retry in a second.

@@ -1,12 +1,16 @@
-//! The HTTP API: the router, JWKS, OIDC discovery, health; login ([`login`]), logout
-//! ([`logout`]) and the status lists ([`lists`]) each in their own file.
+//! The HTTP API: the router, JWKS, OIDC discovery, health, the client address and the rate
+//! limit on the public endpoints; login ([`login`]), logout ([`logout`]) and the status
+//! lists ([`lists`]) each in their own file.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
@@ -15,8 +19,9 @@ use crate::binding::{self, Proofs};
 use crate::config::Settings;
 use crate::hashing::HashGate;
 use crate::keys::KeyRing;
+use crate::ratelimit::RateLimit;
 use crate::revocation::SignedLists;
-use crate::throttle::Throttle;
+use crate::throttle::{Network, Throttle};
 use crate::users::{UserError, UserStore};
 
 /// The largest login body accepted.
@@ -28,6 +33,8 @@ pub struct AppState {
     pub users: UserStore,
     pub keys: Arc<RwLock<Arc<KeyRing>>>,
     pub throttle: Arc<Throttle>,
+    /// Requests per client address on the public endpoints.
+    pub public_limit: Arc<RateLimit>,
     pub hashing: Arc<HashGate>,
     pub proofs: Proofs,
     /// Signed copies of status lists.
@@ -49,15 +56,73 @@ use login::login;
 use logout::logout;
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/auth/login", post(login))
+    // Limited per client address: what anyone may call without credentials and that reads
+    // the database or signs (logout only verifies a token, but a revoked one may be sent
+    // again and again). Login has its own limits (the throttle and the bound on password
+    // verifications); the health check touches nothing.
+    let public = Router::new()
         .route("/auth/logout", post(logout))
         .route("/auth/status", get(status_lists))
         .route("/auth/status/{list}", get(status_list))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/.well-known/openid-configuration", get(discovery))
+        .route_layer(middleware::from_fn_with_state(state.clone(), limit_public));
+    Router::new()
+        .route("/auth/login", post(login))
         .route("/healthz", get(|| async { "ok\n" }))
+        .merge(public)
         .with_state(state)
+}
+
+/// The client address: the socket peer, or (when trusted) the last `X-Forwarded-For` entry,
+/// the one the proxy in front appended.
+fn client_address(settings: &Settings, request: &Request) -> Option<IpAddr> {
+    if settings.trust_forwarded_for
+        && let Some(ip) = request
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .next_back()
+            .and_then(|s| s.trim().parse().ok())
+    {
+        return Some(ip);
+    }
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+fn with_retry_after(mut response: Response, wait: Duration) -> Response {
+    // Rounded up: a client that waits this long finds room.
+    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+        .max(1)
+        .to_string();
+    if let Ok(value) = HeaderValue::from_str(&secs) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// 429 with Retry-After for a client address past its share of the public endpoints.
+async fn limit_public(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let network = client_address(&state.settings, &request).map(Network::from);
+    match state.public_limit.check(network) {
+        Ok(()) => next.run(request).await,
+        Err(wait) => {
+            tracing::debug!(?network, path = request.uri().path(), "rate limited");
+            with_retry_after(
+                error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_requests",
+                    "too many requests, retry later",
+                ),
+                wait,
+            )
+        }
+    }
 }
 
 fn error(status: StatusCode, code: &str, description: &str) -> Response {
@@ -134,3 +199,6 @@ async fn discovery(State(state): State<AppState>) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests;
