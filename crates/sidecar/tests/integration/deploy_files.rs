@@ -573,3 +573,181 @@ fn in_proxy_manifests_carry_the_sidecars_decision_and_fail_closed() {
     assert_eq!(address["address"], host.as_str());
     assert_eq!(address["port_value"], http_port);
 }
+
+/// The guard's RBAC rules as the shipped in-proxy template has them (the ones the e2e
+/// tests prove let marked requests through and refuse the rest).
+fn template_guard_rules() -> Value {
+    let guard: Value =
+        serde_norway::from_str(crate::support::envoy::in_proxy_guard().trim_start_matches('\n'))
+            .expect("the template's guard is YAML");
+    guard[0]["typed_config"]["rules"].clone()
+}
+
+/// Runs the real Envoy with `http_filters` and `routes` (each answering 200 itself) and
+/// returns each path's status.
+async fn statuses_through(http_filters: Value, routes: Value, paths: &[&str]) -> Vec<u16> {
+    use crate::support::bins::free_port;
+    let ports = (free_port(), free_port());
+    let bootstrap = serde_json::json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": ports.1}}},
+        "static_resources": {"listeners": [{
+            "name": "ingress",
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": ports.0}},
+            "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": "ingress",
+                    "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
+                    "http_filters": http_filters,
+                }
+            }]}]
+        }]}
+    });
+    let envoy = crate::support::envoy::Envoy::start_config(ports, &bootstrap.to_string());
+    let mut statuses = Vec::new();
+    for path in paths {
+        statuses.push(envoy.get(path, None).await.0);
+    }
+    statuses
+}
+
+const ROUTER: &str = r#"{"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}"#;
+
+/// The Istio and Envoy Gateway in-proxy manifests carry the guard after the Wasm filter:
+/// the template's RBAC rules, on the same workloads or routes as the filter, placed where
+/// the platform puts it (checked against the fields of Istio's EnvoyFilter proto and Envoy
+/// Gateway's EnvoyPatchPolicy type), and as plain Envoy configuration loaded by the real
+/// Envoy, refusing every request the filter did not mark (and, for Envoy Gateway's scoped
+/// guard, only on the routes the filter is on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_proxy_manifests_carry_the_guard_and_envoy_loads_it() {
+    let rules = template_guard_rules();
+    assert_eq!(
+        rules["policies"]["decided-by-jwt-authz"]["principals"][0]["filter_state"]["key"],
+        "wasm.jwt_authz_decided"
+    );
+    let router: Value = serde_json::from_str(ROUTER).expect("json");
+    let direct = |prefix: &str, per_filter: Value| {
+        let mut route =
+            serde_json::json!({"match": {"prefix": prefix}, "direct_response": {"status": 200}});
+        if !per_filter.is_null() {
+            route["typed_per_filter_config"] = per_filter;
+        }
+        route
+    };
+
+    // Istio: an EnvoyFilter on the WasmPlugin's workloads, before the router.
+    let file = "deploy/istio/wasm-plugin.yaml";
+    let plugin = one(file, "WasmPlugin");
+    let guard = one(file, "EnvoyFilter");
+    assert_eq!(guard["apiVersion"], "networking.istio.io/v1alpha3");
+    assert_eq!(
+        guard["metadata"]["namespace"],
+        plugin["metadata"]["namespace"]
+    );
+    assert_eq!(
+        guard["spec"]["workloadSelector"]["labels"],
+        plugin["spec"]["selector"]["matchLabels"]
+    );
+    let patches = guard["spec"]["configPatches"]
+        .as_array()
+        .expect("configPatches");
+    assert_eq!(patches.len(), 1);
+    let patch = &patches[0];
+    assert_eq!(patch["applyTo"], "HTTP_FILTER");
+    assert_eq!(patch["match"]["context"], "SIDECAR_INBOUND");
+    let filter = &patch["match"]["listener"]["filterChain"]["filter"];
+    assert_eq!(
+        filter["name"],
+        "envoy.filters.network.http_connection_manager"
+    );
+    assert_eq!(filter["subFilter"]["name"], "envoy.filters.http.router");
+    assert_eq!(patch["patch"]["operation"], "INSERT_BEFORE");
+    let value = patch["patch"]["value"].clone();
+    assert_eq!(value["typed_config"]["rules"], rules);
+    assert_ne!(
+        value["name"], "envoy.filters.http.rbac",
+        "not Istio's own name"
+    );
+    let statuses = statuses_through(
+        serde_json::json!([value, router.clone()]),
+        serde_json::json!([direct("/", Value::Null)]),
+        &["/api/orders", "/healthz"],
+    )
+    .await;
+    assert_eq!(statuses, [403, 403], "{file}: nothing unmarked passes");
+
+    // Envoy Gateway: off on the listener, on for the HTTPRoute's routes, as the Wasm filter.
+    let file = "deploy/envoy/envoy-gateway-in-proxy.yaml";
+    let extension = one(file, "EnvoyExtensionPolicy");
+    let guard = documents(file)
+        .into_iter()
+        .find(|d| {
+            d["kind"] == "EnvoyPatchPolicy" && d["metadata"]["name"] == "jwt-authz-in-proxy-guard"
+        })
+        .expect("the guard's EnvoyPatchPolicy");
+    assert_eq!(guard["spec"]["type"], "JSONPatch");
+    assert_eq!(
+        guard["metadata"]["namespace"],
+        extension["metadata"]["namespace"]
+    );
+    assert_eq!(guard["spec"]["targetRef"]["kind"], "Gateway");
+    let ops = guard["spec"]["jsonPatches"]
+        .as_array()
+        .expect("jsonPatches");
+    assert_eq!(ops.len(), 2);
+    let (listener, route) = (&ops[0], &ops[1]);
+    assert_eq!(
+        listener["type"],
+        "type.googleapis.com/envoy.config.listener.v3.Listener"
+    );
+    assert_eq!(listener["operation"]["op"], "add");
+    assert_eq!(
+        listener["operation"]["jsonPath"],
+        "..http_filters[?(@.name==\"envoy.filters.http.router\")]"
+    );
+    let value = listener["operation"]["value"].clone();
+    assert_eq!(
+        value["disabled"], true,
+        "{file}: off where the Wasm filter is off"
+    );
+    assert_eq!(value["typed_config"]["rules"], rules);
+    assert_eq!(
+        route["type"],
+        "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+    );
+    assert_eq!(route["name"], listener["name"]);
+    let target = &extension["spec"]["targetRefs"][0];
+    assert_eq!(target["kind"], "HTTPRoute");
+    assert_eq!(
+        route["operation"]["jsonPath"],
+        format!(
+            "..routes[?(@.name=~\"^httproute/{}/{}/rule/\")]",
+            extension["metadata"]["namespace"]
+                .as_str()
+                .expect("namespace"),
+            target["name"].as_str().expect("name")
+        )
+    );
+    let name = value["name"].as_str().expect("guard name");
+    assert_eq!(
+        route["operation"]["path"],
+        format!("typed_per_filter_config/{name}")
+    );
+    let enable = route["operation"]["value"].clone();
+    let statuses = statuses_through(
+        serde_json::json!([value, router]),
+        serde_json::json!([
+            direct("/api/", serde_json::json!({name: enable})),
+            direct("/", Value::Null),
+        ]),
+        &["/api/orders", "/elsewhere"],
+    )
+    .await;
+    assert_eq!(
+        statuses,
+        [403, 200],
+        "{file}: refused where the filter should have marked it, untouched elsewhere"
+    );
+}
