@@ -183,6 +183,25 @@ pub struct LogConfig {
     /// A `tracing` filter directive such as `info` or `jwt_authz=debug`.
     #[serde(default)]
     pub level: Option<String>,
+    /// How the decision log line (debug level) names the token's `sub`, which is personal
+    /// data: a keyed fingerprint (default), the raw value, or not at all.
+    #[serde(default)]
+    pub subject: SubjectLog,
+    /// At least 32 random bytes keying the `sub` fingerprints: the same file on every
+    /// replica makes one user's fingerprint the same everywhere. Unset: a random key per
+    /// process (fingerprints then match only within one run).
+    #[serde(default)]
+    pub subject_key_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubjectLog {
+    /// `hmac:` and 16 base64url characters of HMAC-SHA256(key, sub).
+    #[default]
+    Fingerprint,
+    Raw,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]

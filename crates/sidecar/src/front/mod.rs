@@ -107,7 +107,8 @@ impl<'a, 'c> Checking<'a, 'c> {
                 .token
                 .as_ref()
                 .map_or_else(|| "-".to_owned(), token_cache::fingerprint),
-            sub = outcome.subject().unwrap_or("-"),
+            // Personal data: a keyed fingerprint unless `log.subject` says otherwise.
+            sub = self.runtime.logged_subject(outcome.subject()),
             // Debug-quoted: a refused method or path may hold anything the client sent.
             method = ?incoming.method,
             path = ?request::split_target(incoming.target).0,

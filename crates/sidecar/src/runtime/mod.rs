@@ -21,6 +21,7 @@ use crate::keys::fetch;
 use crate::keys::snapshot::{SnapshotFile, StateDir, StateDirError};
 use crate::keys::store::KeyStore;
 use crate::obs::metrics::Metrics;
+use crate::obs::subject::Subjects;
 use crate::obs::telemetry::Telemetry;
 use crate::revocation::StatusLists;
 use crate::sender::replay::StoreError;
@@ -53,6 +54,8 @@ pub enum StartError {
     NonceSecret { path: String, message: String },
     #[error(transparent)]
     StateDir(#[from] StateDirError),
+    #[error("{0}")]
+    Subjects(String),
     #[error("cannot start the verification threads: {0}")]
     VerifyThreads(std::io::Error),
 }
@@ -92,6 +95,8 @@ pub struct Runtime {
     /// ([`crate::config::DecisionConfig::digest`]), which in-proxy answers carry: a filter
     /// whose own configuration gives another decides nothing itself.
     decision_digest: String,
+    /// How the decision log names a token's `sub` (`log.subject`).
+    subjects: Subjects,
 }
 
 impl Drop for Runtime {
@@ -246,7 +251,10 @@ impl Runtime {
             .map(|p| p.store.spawn_refresher())
             .chain(status_lists.iter().flatten().map(|s| s.spawn_refresher()))
             .collect();
+        let subjects = Subjects::start(&config, previous.map(|p| &p.subjects))
+            .map_err(StartError::Subjects)?;
         Ok(Self {
+            subjects,
             config_digest: config_digest(&config),
             decision_digest: decider.config().digest(),
             pool,
@@ -267,6 +275,11 @@ impl Runtime {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// What the decision log line says for a token's `sub` (`log.subject`).
+    pub fn logged_subject(&self, sub: Option<&str>) -> String {
+        self.subjects.logged(sub)
     }
 
     /// A provider's name by its index (a verified token's `provider`).
