@@ -45,7 +45,10 @@ impl Span {
 }
 
 #[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<Span>>>);
+struct Received(
+    Arc<Mutex<Vec<Span>>>,
+    Arc<Mutex<Vec<HashMap<String, String>>>>,
+);
 
 #[tonic::async_trait]
 impl TraceService for Received {
@@ -53,6 +56,18 @@ impl TraceService for Received {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let metadata = request
+            .metadata()
+            .iter()
+            .filter_map(|entry| match entry {
+                tonic::metadata::KeyAndValueRef::Ascii(k, v) => Some((
+                    k.as_str().to_owned(),
+                    v.to_str().unwrap_or_default().to_owned(),
+                )),
+                tonic::metadata::KeyAndValueRef::Binary(..) => None,
+            })
+            .collect();
+        self.1.lock().expect("metadata").push(metadata);
         let mut spans = Vec::new();
         for resource_spans in request.into_inner().resource_spans {
             let service = resource_spans
@@ -111,6 +126,7 @@ pub struct Collector {
     pub port: u16,
     received: Received,
     task: tokio::task::JoinHandle<()>,
+    tls: bool,
 }
 
 impl Drop for Collector {
@@ -121,12 +137,36 @@ impl Drop for Collector {
 
 impl Collector {
     pub async fn start() -> Self {
+        Self::serve(None).await
+    }
+
+    /// A collector behind TLS: its certificate (for `localhost` and `127.0.0.1`) from
+    /// `ca`, asking for a client certificate from `client_ca` when given one.
+    pub async fn start_tls(
+        ca: &crate::tls::TestCa,
+        client_ca: Option<&crate::tls::TestCa>,
+    ) -> Self {
+        let (cert, key) = ca.issue(&["localhost", "127.0.0.1"]);
+        let mut tls = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(cert, key));
+        if let Some(client_ca) = client_ca {
+            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(client_ca.pem()));
+        }
+        Self::serve(Some(tls)).await
+    }
+
+    async fn serve(tls: Option<tonic::transport::ServerTlsConfig>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let received = Received::default();
         let service = TraceServiceServer::new(received.clone());
+        let tls_on = tls.is_some();
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            server = server.tls_config(tls).expect("collector TLS");
+        }
         let task = tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
+            let _ = server
                 .add_service(service)
                 .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
                 .await;
@@ -135,11 +175,18 @@ impl Collector {
             port,
             received,
             task,
+            tls: tls_on,
         }
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The metadata (ASCII headers) of every export received.
+    pub fn exports_metadata(&self) -> Vec<HashMap<String, String>> {
+        self.received.1.lock().expect("metadata").clone()
     }
 
     pub fn spans(&self) -> Vec<Span> {

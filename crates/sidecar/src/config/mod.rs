@@ -23,7 +23,7 @@ pub use limits::*;
 pub use listen::*;
 pub use provider::*;
 pub use status::{StatusListConfig, StatusListMode};
-pub use telemetry::TracingConfig;
+pub use telemetry::{OtlpTls, RequestContext, TracingConfig};
 
 // The decision's part of the file: shared with the in-proxy filter.
 pub use jwt_authz_core::config::{

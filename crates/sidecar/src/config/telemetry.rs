@@ -1,5 +1,6 @@
 //! Configuration of OpenTelemetry tracing: the top-level `tracing` block.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -11,10 +12,26 @@ use super::{ConfigError, has_control, invalid};
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TracingConfig {
-    /// The collector's OTLP/gRPC address, `http://host:port` (a collector or agent next to
-    /// jwt-authz). Unset: no spans are made and no trace context is read for them.
+    /// The collector's OTLP/gRPC address: `http://host:port` (a collector or agent next to
+    /// jwt-authz), or `https://host:port` with `tls`. Unset: no spans are made and no trace
+    /// context is read for them.
     #[serde(default)]
     pub otlp_endpoint: Option<String>,
+    /// TLS to the collector (required by, and only with, an `https://` endpoint).
+    #[serde(default)]
+    pub tls: Option<OtlpTls>,
+    /// A file of `name: value` lines sent as gRPC metadata with every export (a vendor's
+    /// API key): read at start, never logged.
+    #[serde(default)]
+    pub headers_file: Option<PathBuf>,
+    /// Whether the trace context of the request being decided (the client's, unless the
+    /// proxy replaced it) may choose the span's parent and so its sampling: `follow`
+    /// (default), or `ignore`, where only the proxy's own call counts (the gRPC front end's
+    /// metadata; on the HTTP front ends the two cannot be told apart, so none is read) and
+    /// everything else is sampled at `root_sample_ratio`. Set `ignore` when the proxy does not
+    /// trace: a client should not choose what is sampled.
+    #[serde(default)]
+    pub request_context: RequestContext,
     /// The `service.name` resource attribute (`OTEL_RESOURCE_ATTRIBUTES` adds others).
     #[serde(default = "default_service_name")]
     pub service_name: String,
@@ -41,6 +58,9 @@ impl Default for TracingConfig {
     fn default() -> Self {
         Self {
             otlp_endpoint: None,
+            tls: None,
+            headers_file: None,
+            request_context: RequestContext::default(),
             service_name: default_service_name(),
             root_sample_ratio: default_root_sample_ratio(),
             export_interval: default_export_interval(),
@@ -49,6 +69,32 @@ impl Default for TracingConfig {
             max_export_batch_size: default_max_export_batch_size(),
         }
     }
+}
+
+/// `tracing.tls`: how jwt-authz checks the collector, and proves itself to it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpTls {
+    /// The CA certificates (PEM) the collector's certificate must chain to (a public
+    /// collector: the system's bundle, e.g. /etc/ssl/certs/ca-certificates.crt).
+    pub ca_file: PathBuf,
+    /// A client certificate (PEM) for collectors that ask for one, with `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// The name the collector's certificate must carry, when not the endpoint's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+/// `tracing.request_context`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestContext {
+    #[default]
+    Follow,
+    Ignore,
 }
 
 /// Bounds on what one process may hold for export.
@@ -86,7 +132,34 @@ impl TracingConfig {
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if let Some(endpoint) = &self.otlp_endpoint {
-            validate_endpoint(endpoint)?;
+            let https = validate_endpoint(endpoint)?;
+            match (&self.tls, https) {
+                (None, true) => {
+                    return Err(invalid(
+                        "tracing.tls",
+                        "an https:// otlp_endpoint needs tls.ca_file (the CAs the collector's certificate chains to)",
+                    ));
+                }
+                (Some(_), false) => {
+                    return Err(invalid(
+                        "tracing.tls",
+                        "is set for a plain http:// otlp_endpoint: use https://",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if let Some(tls) = &self.tls {
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                return Err(invalid("tracing.tls", "cert_file and key_file go together"));
+            }
+            if tls
+                .server_name
+                .as_ref()
+                .is_some_and(|n| n.is_empty() || n.len() > 253 || has_control(n))
+            {
+                return Err(invalid("tracing.tls.server_name", "must be a host name"));
+            }
         }
         if self.service_name.is_empty()
             || self.service_name.len() > MAX_SERVICE_NAME_BYTES
@@ -127,20 +200,13 @@ impl TracingConfig {
     }
 }
 
-/// `http://host[:port]`, nothing else: spans go to a collector the operator runs, and a
-/// path, credentials or a query would be silently dropped by the exporter.
-fn validate_endpoint(endpoint: &str) -> Result<(), ConfigError> {
+/// `http://host[:port]` or `https://host[:port]` (`true`), nothing else: a path,
+/// credentials or a query would be silently dropped by the exporter.
+fn validate_endpoint(endpoint: &str) -> Result<bool, ConfigError> {
     let field = "tracing.otlp_endpoint";
     let parsed = reqwest::Url::parse(endpoint)
         .map_err(|e| invalid(field, format!("invalid URL {endpoint:?}: {e}")))?;
-    if parsed.scheme() == "https" {
-        return Err(invalid(
-            field,
-            "TLS to the collector is not supported: export over plain gRPC to a collector or \
-             agent next to jwt-authz (http://host:port), and let it forward over TLS",
-        ));
-    }
-    if parsed.scheme() != "http"
+    if !matches!(parsed.scheme(), "http" | "https")
         || parsed.host().is_none()
         || !parsed.username().is_empty()
         || parsed.password().is_some()
@@ -150,8 +216,10 @@ fn validate_endpoint(endpoint: &str) -> Result<(), ConfigError> {
     {
         return Err(invalid(
             field,
-            format!("{endpoint:?} must be http://host:port (no path, credentials or query)"),
+            format!(
+                "{endpoint:?} must be http://host:port or https://host:port (no path, credentials or query)"
+            ),
         ));
     }
-    Ok(())
+    Ok(parsed.scheme() == "https")
 }

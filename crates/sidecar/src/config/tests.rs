@@ -573,6 +573,15 @@ fn tracing_is_off_by_default_with_bounded_export() {
     .unwrap();
     assert!(on.tracing.enabled());
     assert_eq!(on.tracing.root_sample_ratio, 0.25);
+    let tls = Config::from_yaml(&format!(
+        "{MINIMAL}tracing:\n  otlp_endpoint: \"https://collector.example:4317\"\n  tls: {{ca_file: /etc/ca.pem, cert_file: /etc/c.pem, key_file: /etc/k.pem}}\n  headers_file: /etc/otlp-headers\n  request_context: ignore\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        tls.tracing.request_context,
+        crate::config::RequestContext::Ignore
+    );
+    assert!(tls.tracing.tls.is_some() && tls.tracing.headers_file.is_some());
 }
 
 #[test]
@@ -580,8 +589,21 @@ fn tracing_settings_are_validated() {
     for (extra, field) in [
         (
             "tracing: {otlp_endpoint: \"https://c:4317\"}",
-            "TLS to the collector",
+            "needs tls.ca_file",
         ),
+        (
+            "tracing: {otlp_endpoint: \"http://c:4317\", tls: {ca_file: /ca.pem}}",
+            "plain http:// otlp_endpoint",
+        ),
+        (
+            "tracing: {otlp_endpoint: \"https://c:4317\", tls: {ca_file: /ca.pem, cert_file: /c.pem}}",
+            "cert_file and key_file go together",
+        ),
+        (
+            "tracing: {otlp_endpoint: \"https://c:4317\", tls: {ca_file: /ca.pem, server_name: \"\"}}",
+            "tracing.tls.server_name",
+        ),
+        ("tracing: {request_context: sometimes}", "request_context"),
         (
             "tracing: {otlp_endpoint: \"http://c:4317/v1/traces\"}",
             "no path",

@@ -74,15 +74,17 @@ impl Authorization for AuthorizationService {
             scheme: Some(http.scheme.as_str()).filter(|s| !s.is_empty()),
             certificate: certificate.as_deref(),
         };
-        // Envoy's own call first (its ext_authz span), then the request it asks about.
-        let carriers: [Carrier<'_>; 2] = [&GrpcMetadata(&metadata), &http.headers];
+        // Envoy's own call first (its ext_authz span), then the request it asks about (not
+        // read with `tracing.request_context: ignore`).
+        let both: [Carrier<'_>; 2] = [&GrpcMetadata(&metadata), &http.headers];
+        let carriers = self.telemetry.carriers(&both, 1);
         let runtime = self.runtime.load_full();
         let checking = super::Checking::start(
             &self.metrics,
             &self.telemetry,
             FrontEnd::Grpc,
             &runtime,
-            &carriers,
+            carriers,
             started,
         );
         let outcome = checking.check(&incoming).await;

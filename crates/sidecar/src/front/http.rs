@@ -76,7 +76,10 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
     let no_extensions = HashMap::new();
     // The joined map: repeated `tracestate` headers are one list (Trace Context, "tracestate
     // Header Field Values").
-    let carriers: [Carrier<'_>; 1] = [&headers];
+    // The proxy's context and the client's come in the same headers here: none is read
+    // with `tracing.request_context: ignore`.
+    let all: [Carrier<'_>; 1] = [&headers];
+    let carriers = state.telemetry.carriers(&all, 0);
 
     if let Some(endpoint) = config.forward_auth.iter().find(|e| e.path == path) {
         let own = Incoming {
@@ -95,7 +98,7 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
             &state.telemetry,
             FrontEnd::ForwardAuth,
             &runtime,
-            &carriers,
+            carriers,
             started,
         );
         let (outcome, incoming) = match forwarded(&parts.headers, endpoint.headers) {
@@ -143,7 +146,7 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
             method: parts.method.as_str(),
             parts: &parts,
             headers: &headers,
-            carriers: &carriers,
+            carriers,
             started,
         };
         let outcome = asked.check(FrontEnd::Http, original).await;
@@ -166,7 +169,7 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
                 method,
                 parts: &parts,
                 headers: &headers,
-                carriers: &carriers,
+                carriers,
                 started,
             };
             let outcome = asked.check(FrontEnd::InProxy, original).await;

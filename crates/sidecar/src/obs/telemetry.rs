@@ -32,7 +32,7 @@ use opentelemetry_sdk::trace::{
     SpanExporter,
 };
 
-use crate::config::TracingConfig;
+use crate::config::{OtlpTls, RequestContext, TracingConfig};
 use crate::obs::metrics::Metrics;
 
 /// Where a trace context may be read from: request headers, or gRPC metadata.
@@ -155,6 +155,8 @@ pub struct Telemetry {
 struct Inner {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
+    /// `tracing.request_context: follow`.
+    follow_request: bool,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -186,8 +188,18 @@ impl Telemetry {
         // The channel is built here: the exporter's own has no connect timeout, so a
         // collector that never answers the handshake would hold the export thread for the
         // OS's connect timeout instead of `export_timeout`.
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
-            .map_err(|e| TelemetryError(format!("otlp_endpoint {endpoint:?}: {e}")))?
+        let mut channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
+            .map_err(|e| TelemetryError(format!("otlp_endpoint {endpoint:?}: {e}")))?;
+        if let Some(tls) = &config.tls {
+            channel = channel
+                .tls_config(client_tls(tls)?)
+                .map_err(|e| TelemetryError(format!("tracing.tls: {e}")))?;
+        }
+        let metadata = match &config.headers_file {
+            Some(path) => read_headers(path)?,
+            None => tonic::metadata::MetadataMap::new(),
+        };
+        let channel = channel
             .connect_timeout(config.export_timeout)
             .timeout(config.export_timeout)
             .http2_keep_alive_interval(KEEP_ALIVE)
@@ -196,6 +208,7 @@ impl Telemetry {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_channel(channel)
+            .with_metadata(metadata)
             .with_timeout(config.export_timeout)
             .build()
             .map_err(|e| TelemetryError(e.to_string()))?;
@@ -223,8 +236,23 @@ impl Telemetry {
             .build();
         let tracer = provider.tracer("jwt-authz");
         Ok(Self {
-            inner: Some(Arc::new(Inner { provider, tracer })),
+            inner: Some(Arc::new(Inner {
+                provider,
+                tracer,
+                follow_request: config.request_context == RequestContext::Follow,
+            })),
         })
+    }
+
+    /// The carriers a check's trace context may come from: all of them, or with
+    /// `tracing.request_context: ignore` only the first `proxy_own` (the proxy's own call,
+    /// which the front end lists first), so the request being decided cannot choose what
+    /// is sampled.
+    pub fn carriers<'s, 'c>(&self, all: &'s [Carrier<'c>], proxy_own: usize) -> &'s [Carrier<'c>] {
+        match &self.inner {
+            Some(inner) if !inner.follow_request => &all[..proxy_own.min(all.len())],
+            _ => all,
+        }
     }
 
     /// The span of one check, started now, continuing the trace of the first
@@ -530,3 +558,86 @@ mod b3;
 
 #[cfg(test)]
 mod tests;
+
+/// The client side of TLS to the collector: its CAs, the client certificate if any, the
+/// name to check. Files are read at start; a missing or unreadable one fails the start.
+fn client_tls(tls: &OtlpTls) -> Result<tonic::transport::ClientTlsConfig, TelemetryError> {
+    let read = |field: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| TelemetryError(format!("tracing.tls.{field} {}: {e}", path.display())))
+    };
+    let mut config = tonic::transport::ClientTlsConfig::new().ca_certificate(
+        tonic::transport::Certificate::from_pem(read("ca_file", &tls.ca_file)?),
+    );
+    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        config = config.identity(tonic::transport::Identity::from_pem(
+            read("cert_file", cert)?,
+            read("key_file", key)?,
+        ));
+    }
+    if let Some(name) = &tls.server_name {
+        config = config.domain_name(name.clone());
+    }
+    Ok(config)
+}
+
+/// The most a `tracing.headers_file` may hold, and the most headers in it.
+const MAX_HEADERS_FILE_BYTES: u64 = 64 * 1024;
+const MAX_HEADERS: usize = 64;
+
+/// `tracing.headers_file`: `name: value` lines (blank lines and `#` comments skipped), as
+/// gRPC metadata. Names are lowercase header names, not gRPC's own (`grpc-*`, pseudo-headers,
+/// `content-type`, `te`); values visible ASCII. Errors name the line, never its value.
+fn read_headers(path: &std::path::Path) -> Result<tonic::metadata::MetadataMap, TelemetryError> {
+    use std::io::Read as _;
+    let failed = |message: String| {
+        TelemetryError(format!(
+            "tracing.headers_file {}: {message}",
+            path.display()
+        ))
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(|e| failed(e.to_string()))?
+        .take(MAX_HEADERS_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| failed(e.to_string()))?;
+    if text.len() as u64 > MAX_HEADERS_FILE_BYTES {
+        return Err(failed(format!(
+            "larger than {MAX_HEADERS_FILE_BYTES} bytes"
+        )));
+    }
+    let mut map = tonic::metadata::MetadataMap::new();
+    for (number, line) in text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(failed(format!("line {number}: not `name: value`")));
+        };
+        let (name, value) = (name.trim(), value.trim());
+        let reserved = name.starts_with("grpc-") || matches!(name, "content-type" | "te");
+        let key = tonic::metadata::AsciiMetadataKey::from_bytes(name.as_bytes())
+            .ok()
+            .filter(|_| !reserved && !name.is_empty() && name == name.to_ascii_lowercase());
+        let Some(key) = key else {
+            return Err(failed(format!(
+                "line {number}: {name:?} is not a lowercase header name jwt-authz may send"
+            )));
+        };
+        let value = value
+            .parse::<tonic::metadata::AsciiMetadataValue>()
+            .ok()
+            .filter(|_| !value.is_empty() && value.bytes().all(|b| (0x20..0x7f).contains(&b)));
+        let Some(value) = value else {
+            return Err(failed(format!(
+                "line {number}: the value of {name:?} is empty or not visible ASCII"
+            )));
+        };
+        map.append(key, value);
+        if map.len() > MAX_HEADERS {
+            return Err(failed(format!("more than {MAX_HEADERS} headers")));
+        }
+    }
+    Ok(map)
+}

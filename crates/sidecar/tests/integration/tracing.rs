@@ -514,3 +514,119 @@ async fn a_check_the_proxy_gave_up_on_says_so() {
     assert_eq!(span.attr("jwt_authz.decision"), Some("abandoned"));
     assert_eq!(span.status, 2);
 }
+
+/// Production collectors: spans over TLS to a collector that checks jwt-authz's client
+/// certificate, with the headers of `headers_file` (an API key) on every export. Without the
+/// client certificate the collector refuses the handshake: no span arrives, the failed export
+/// is counted, and no answer changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_go_over_tls_with_a_client_certificate_and_the_configured_headers() {
+    let server_ca = crate::support::tls::TestCa::new("collector CA");
+    let client_ca = crate::support::tls::TestCa::new("jwt-authz client CA");
+    let collector = Collector::start_tls(&server_ca, Some(&client_ca)).await;
+    assert!(collector.endpoint().starts_with("https://"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.display().to_string()
+    };
+    let ca = write("ca.pem", &server_ca.pem());
+    let (cert, key) = client_ca.issue(&["jwt-authz"]);
+    let (cert, key) = (write("client.pem", &cert), write("client.key", &key));
+    let headers = write(
+        "headers",
+        "# the vendor's key\nx-api-key: sekret-123\nx-team: auth\n",
+    );
+    let tls = |client: bool| {
+        let identity = if client {
+            format!(", cert_file: {cert}, key_file: {key}")
+        } else {
+            String::new()
+        };
+        format!(
+            "{}  tls: {{ca_file: {ca}{identity}}}\n  headers_file: {headers}\n",
+            tracing_yaml(&collector.endpoint(), 1.0)
+        )
+    };
+
+    let (_jwks, token_key, server) = start_with_key(&tls(true)).await;
+    let auth = format!("Bearer {}", token_key.token(&claims("alice")));
+    let parent = traceparent(TRACE, PARENT, "01");
+    allowed(&get(&server, "/orders", &auth, &[("traceparent", &parent)]).await);
+    collector.wait_for(WAIT, check_span(TRACE)).await;
+    let metadata = collector.exports_metadata();
+    assert!(
+        metadata.iter().all(
+            |m| m.get("x-api-key").map(String::as_str) == Some("sekret-123")
+                && m.get("x-team").map(String::as_str) == Some("auth")
+        ),
+        "{metadata:?}"
+    );
+
+    // No client certificate: refused by the collector; the check is answered all the same.
+    let trace = "33333333333333333333333333333333";
+    let (_jwks, token_key, server) = start_with_key(&tls(false)).await;
+    let auth = format!("Bearer {}", token_key.token(&claims("bob")));
+    let parent = traceparent(trace, PARENT, "01");
+    allowed(&get(&server, "/orders", &auth, &[("traceparent", &parent)]).await);
+    let mut failed = 0;
+    for _ in 0..100 {
+        let (_, metrics) = server.admin_get("/metrics").await;
+        failed = metric(
+            &metrics,
+            "jwt_authz_trace_spans_exported_total",
+            &[("result", "error")],
+        );
+        if failed > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(failed > 0, "the refused export was not counted");
+    assert!(collector.spans().iter().all(|s| s.trace_id != trace));
+}
+
+/// `request_context: ignore`: a client's sampled trace context chooses nothing (at ratio 0
+/// nothing is traced for it), while the proxy's own call (Envoy's gRPC metadata) still
+/// continues its trace.
+#[tokio::test]
+async fn a_client_cannot_choose_sampling_when_request_contexts_are_ignored() {
+    let collector = Collector::start().await;
+    let yaml = format!(
+        "{}  request_context: ignore\n",
+        tracing_yaml(&collector.endpoint(), 0.0)
+    );
+    let (_jwks, key, server) = start_with_key(&yaml).await;
+    let auth = format!("Bearer {}", key.token(&claims("alice")));
+    let client_trace = "44444444444444444444444444444444";
+    let client = traceparent(client_trace, PARENT, "01");
+    allowed(
+        &get(
+            &server,
+            "/orders/client",
+            &auth,
+            &[("traceparent", &client)],
+        )
+        .await,
+    );
+    let mut call = tonic::Request::new(request(
+        "GET",
+        "/orders/proxy",
+        &[("authorization", &auth), ("traceparent", &client)],
+    ));
+    call.metadata_mut().insert(
+        "traceparent",
+        traceparent(TRACE, "1111111111111111", "01")
+            .parse()
+            .expect("metadata"),
+    );
+    server.check_request(call).await;
+    let span = collector.wait_for(WAIT, check_span(TRACE)).await;
+    assert_eq!(span.parent_span_id, "1111111111111111");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        collector.spans().iter().all(|s| s.trace_id != client_trace),
+        "the client's context chose a trace"
+    );
+}
