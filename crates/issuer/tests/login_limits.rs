@@ -5,55 +5,29 @@
 
 use std::time::Duration;
 
-use clap::Parser;
-use issuer::config::Cli;
 use serde_json::json;
 
+mod support;
+
+/// The demo issuer trusting `X-Forwarded-For`, and a client that opens a new connection
+/// for every request.
 struct Running {
+    _issuer: support::Running,
     base: String,
     client: reqwest::Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
 }
 
 async fn start(extra: &[&str]) -> Running {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut args = vec![
-        "issuer".to_owned(),
-        "--demo".into(),
-        "--trust-forwarded-for".into(),
-        "--db".into(),
-        dir.path().join("users.db").display().to_string(),
-        "--key-dir".into(),
-        dir.path().join("keys").display().to_string(),
-    ];
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    let settings = Cli::try_parse_from(args).expect("settings").settings;
-    let issuer = issuer::Issuer::open(settings).expect("issuer");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(issuer.serve(listener, async {
-        let _ = stopped.await;
-    }));
+    let mut args = vec!["--trust-forwarded-for"];
+    args.extend_from_slice(extra);
+    let issuer = support::start(&args).await;
     Running {
-        base,
+        base: issuer.base.clone(),
+        _issuer: issuer,
         client: reqwest::Client::builder()
             .pool_max_idle_per_host(0)
             .build()
             .expect("client"),
-        stop: Some(stop),
-        _dir: dir,
     }
 }
 

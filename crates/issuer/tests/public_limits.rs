@@ -3,51 +3,11 @@
 
 use std::net::IpAddr;
 
-use clap::Parser;
-use issuer::config::Cli;
 use serde_json::json;
 
-struct Running {
-    base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    _dir: tempfile::TempDir,
-}
+mod support;
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-async fn start(extra: &[&str]) -> Running {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut args = vec![
-        "issuer".to_owned(),
-        "--demo".into(),
-        "--db".into(),
-        dir.path().join("users.db").display().to_string(),
-        "--key-dir".into(),
-        dir.path().join("keys").display().to_string(),
-    ];
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    let settings = Cli::try_parse_from(args).expect("settings").settings;
-    let issuer = issuer::Issuer::open(settings).expect("issuer");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(issuer.serve(listener, async {
-        let _ = stopped.await;
-    }));
-    Running {
-        base,
-        stop: Some(stop),
-        _dir: dir,
-    }
-}
+use support::{Running, start};
 
 /// A client whose connections come from `from` (a loopback address).
 fn client_from(from: &str) -> reqwest::Client {

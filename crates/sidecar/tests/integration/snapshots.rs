@@ -52,9 +52,17 @@ fn snapshot_path(yaml: &str, dir: &Path) -> std::path::PathBuf {
 /// Runs jwt-authz once with the provider up, so that it writes its snapshot; returns the
 /// stopped JWKS server's address (to bring it back on) and the key.
 async fn first_run(dir: &Path, max_age: &str) -> (std::net::SocketAddr, TestKey, String) {
+    first_run_with(dir, |url| yaml(url, dir, max_age)).await
+}
+
+/// [`first_run`] with the configuration `config` makes for the JWKS URL.
+async fn first_run_with(
+    dir: &Path,
+    config: impl Fn(&str) -> String,
+) -> (std::net::SocketAddr, TestKey, String) {
     let key = TestKey::rsa("k1");
     let jwks = JwksServer::start(vec![key.jwk()]).await;
-    let yaml = yaml(&jwks.url(), dir, max_age);
+    let yaml = config(&jwks.url());
     let server = TestServer::start_ready(&yaml).await;
     let path = snapshot_path(&yaml, dir);
     for _ in 0..100 {
@@ -357,23 +365,11 @@ async fn with_a_state_key_only_sealed_snapshots_are_read() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o770)).expect("chmod");
     let sealed = |yaml: &str| format!("{yaml}state_key_file: {}\n", key_file.display());
 
-    let key = TestKey::rsa("k1");
-    let jwks = JwksServer::start(vec![key.jwk()]).await;
-    let yaml = sealed(&yaml(&jwks.url(), dir.path(), "1h"));
-    let server = TestServer::start_ready(&yaml).await;
+    let (_, key, yaml) =
+        first_run_with(dir.path(), |url| sealed(&yaml(url, dir.path(), "1h"))).await;
     let path = snapshot_path(&yaml, dir.path());
-    for _ in 0..100 {
-        if path.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let genuine = std::fs::read_to_string(&path).expect("snapshot");
     assert!(genuine.contains("\"seal\""), "{genuine}");
-    server.shutdown().await;
-    jwks.stop();
-    drop(jwks);
-    tokio::time::sleep(Duration::from_millis(200)).await;
 
     // Down: the sealed snapshot is used.
     let server = TestServer::start(&yaml).await;

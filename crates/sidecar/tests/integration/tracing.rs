@@ -51,6 +51,24 @@ async fn get(
     server.check(request("GET", path, &all)).await
 }
 
+/// A check as Envoy sends it: the client's `client` context in the request's headers, and
+/// Envoy's own ext_authz span (trace [`TRACE`], span 1111111111111111, sampled) in the
+/// call's metadata.
+async fn as_envoy_calls(server: &TestServer, path: &str, auth: &str, client: &str) {
+    let mut call = tonic::Request::new(request(
+        "GET",
+        path,
+        &[("authorization", auth), ("traceparent", client)],
+    ));
+    call.metadata_mut().insert(
+        "traceparent",
+        traceparent(TRACE, "1111111111111111", "01")
+            .parse()
+            .expect("metadata"),
+    );
+    server.check_request(call).await;
+}
+
 fn check_span(trace: &str) -> impl Fn(&Span) -> bool + '_ {
     move |s: &Span| s.name == "jwt-authz check" && s.trace_id == trace
 }
@@ -264,18 +282,7 @@ async fn envoys_grpc_metadata_comes_before_the_request_headers_and_b3_is_read() 
     // about carries the client's.
     let client_trace = "22222222222222222222222222222222";
     let client = traceparent(client_trace, PARENT, "01");
-    let mut call = tonic::Request::new(request(
-        "GET",
-        "/orders",
-        &[("authorization", &auth), ("traceparent", &client)],
-    ));
-    call.metadata_mut().insert(
-        "traceparent",
-        traceparent(TRACE, "1111111111111111", "01")
-            .parse()
-            .expect("metadata"),
-    );
-    server.check_request(call).await;
+    as_envoy_calls(&server, "/orders", &auth, &client).await;
     let span = collector.wait_for(WAIT, check_span(TRACE)).await;
     assert_eq!(span.parent_span_id, "1111111111111111");
 
@@ -610,18 +617,7 @@ async fn a_client_cannot_choose_sampling_when_request_contexts_are_ignored() {
         )
         .await,
     );
-    let mut call = tonic::Request::new(request(
-        "GET",
-        "/orders/proxy",
-        &[("authorization", &auth), ("traceparent", &client)],
-    ));
-    call.metadata_mut().insert(
-        "traceparent",
-        traceparent(TRACE, "1111111111111111", "01")
-            .parse()
-            .expect("metadata"),
-    );
-    server.check_request(call).await;
+    as_envoy_calls(&server, "/orders/proxy", &auth, &client).await;
     let span = collector.wait_for(WAIT, check_span(TRACE)).await;
     assert_eq!(span.parent_span_id, "1111111111111111");
     tokio::time::sleep(Duration::from_millis(300)).await;
