@@ -21,12 +21,15 @@
 //! two digests agree, it decides nothing itself and asks the sidecar about every request.
 //!
 //! **Rolling upgrades.** Sidecars and filters are upgraded one after the other, in either
-//! order, so each reads what the other version writes: a reader ignores members it does not
-//! know (a newer writer's additions), and every member added after the first version has a
-//! default (an older writer leaves it out: `config` missing means "not known to agree", so
-//! the filter asks the sidecar about everything, which is slower, never wrong). What cannot
-//! be read safely is still refused: a verdict of a kind the reader does not know is not an
-//! answer (503, fail closed).
+//! order, so each reads what the other version writes: an answer's or a poll's top-level
+//! members a reader does not know (a newer writer's additions: information such as a reason)
+//! are ignored, and every member added after the first version has a default (an older
+//! writer leaves it out: `config` missing means "not known to agree", so the filter asks the
+//! sidecar about everything, which is slower, never wrong). Inside a verdict and inside the
+//! held claims' envelope, an unknown member is still refused, as is a verdict of an unknown
+//! kind (503, fail closed): there a newer sidecar's addition may restrict what the filter
+//! does (another header to remove, a token not to hold), and an older filter that dropped it
+//! would fail open. Such additions need the filters upgraded first.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -60,7 +63,7 @@ pub struct CheckAnswer {
 
 /// A verdict as it travels: what the filter applies to the request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum WireVerdict {
     /// Let the request through with these header changes.
     Allow {
@@ -99,6 +102,7 @@ impl From<Verdict> for WireVerdict {
 
 /// A token's verified claims, for the filter's cache.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CachedToken {
     /// The name of the provider that verified it (names are unique; the filter finds the
     /// provider in its own copy of the configuration by it, whatever the order there).
@@ -156,19 +160,14 @@ mod tests {
         assert_eq!(back.token, None);
     }
 
-    /// A newer sidecar's answer (members this version does not know, at every level) read
-    /// by this filter: the same answer as without them.
+    /// A newer sidecar's answer (top-level members this version does not know) read by
+    /// this filter: the same answer as without them.
     #[test]
     fn a_newer_sidecars_answers_read_as_without_what_they_add() {
         let plain = r#"{"generation":"g1","config":"d1","verdict":{"allow":{"set":[["x-user-id","alice"]],"remove":["x-user-role"]}},"token":{"provider":"corp","claims":{"sub":"alice"},"cache_for":30}}"#;
-        let newer = r#"{"generation":"g1","config":"d1","reason":"allowed","explain":{"steps":[]},"verdict":{"allow":{"set":[["x-user-id","alice"]],"remove":["x-user-role"],"metadata":{"k":"v"}}},"token":{"provider":"corp","claims":{"sub":"alice"},"cache_for":30,"bytes":120}}"#;
+        let newer = r#"{"generation":"g1","config":"d1","reason":"allowed","explain":{"steps":[]},"verdict":{"allow":{"set":[["x-user-id","alice"]],"remove":["x-user-role"]}},"token":{"provider":"corp","claims":{"sub":"alice"},"cache_for":30}}"#;
         let plain: CheckAnswer = serde_json::from_str(plain).unwrap();
         assert_eq!(serde_json::from_str::<CheckAnswer>(newer).unwrap(), plain);
-        let denial = r#"{"generation":"g1","verdict":{"deny":{"status":401,"headers":[],"body":"{}","retry_after":3}}}"#;
-        assert!(matches!(
-            serde_json::from_str::<CheckAnswer>(denial).unwrap().verdict,
-            WireVerdict::Deny { status: 401, .. }
-        ));
         let poll = r#"{"generation":"g2","config":"d1","dpop_algs":"ES256","keys":3}"#;
         assert_eq!(
             serde_json::from_str::<GenerationAnswer>(poll).unwrap(),
@@ -193,11 +192,16 @@ mod tests {
     }
 
     /// What cannot be read safely is no answer (the filter answers 503): a verdict of a kind
-    /// this version does not know, or one without what it must have.
+    /// this version does not know, a member it does not know inside a verdict or the held
+    /// claims' envelope, or one without what it must have.
     #[test]
     fn an_answer_that_cannot_be_read_safely_is_not_one() {
         for text in [
             r#"{"generation":"1","verdict":{"challenge":{"status":401}}}"#,
+            // Inside a verdict or the held claims' envelope, an addition may be a restriction.
+            r#"{"generation":"1","verdict":{"allow":{"set":[],"remove":[],"also_remove":["x-a"]}}}"#,
+            r#"{"generation":"1","verdict":{"deny":{"status":401,"headers":[],"body":"{}","retry_after":3}}}"#,
+            r#"{"generation":"1","verdict":{"allow":{"set":[],"remove":[]}},"token":{"provider":"p","claims":{},"cache_for":5,"do_not_hold":true}}"#,
             r#"{"generation":"1","verdict":{"allow":{"set":[]}}}"#,
             r#"{"generation":"1","verdict":{"deny":{"status":401,"headers":[]}}}"#,
             r#"{"verdict":{"allow":{"set":[],"remove":[]}}}"#,

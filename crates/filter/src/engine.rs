@@ -48,6 +48,19 @@ impl std::fmt::Display for ConfigError {
     }
 }
 
+/// Headers that describe the client's connection, not the request (and a callout has no
+/// body): never copied into one.
+const HOP_BY_HOP: [&str; 8] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "expect",
+    "proxy-connection",
+];
+
 /// What to do with a request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
@@ -207,10 +220,16 @@ impl Engine {
         self.decider.config().identity.dynamic_metadata
     }
 
-    /// Whether a callout carries the original request's header `name` (lowercase): only
-    /// what the decision reads ([`Decider::reads_header`]).
+    /// Whether a callout carries the original request's header `name` (lowercase): what the
+    /// decision reads ([`Decider::reads_header`]). While the sidecar's configuration is not
+    /// known to be this filter's, what it reads is not known either (another token source,
+    /// another identity header whose lookalikes it must see to refuse): then every header
+    /// but the proxy's own (`x-envoy-*`), pseudo-headers and hop-by-hop ones.
     pub fn forwards(&self, name: &str) -> bool {
-        self.decider.reads_header(name)
+        if self.config_agrees() {
+            return self.decider.reads_header(name);
+        }
+        !(name.starts_with(':') || name.starts_with("x-envoy-") || HOP_BY_HOP.contains(&name))
     }
 
     /// The one token `http` carries, if it can be found unambiguously.

@@ -237,10 +237,11 @@ impl Decider {
     /// `tracestate`), and every header that is a configured identity header in any spelling
     /// (the lookalike check refuses the others; the identity headers themselves are removed
     /// or replaced whatever the request had). Also any name with a character other than a
-    /// lowercase letter, digit or `-`: it may be a lookalike of an identity header only the
-    /// sidecar's configuration has (while the two configurations differ, the sidecar decides
-    /// every request, and must see it to refuse it). Never a pseudo-header, nor the proxy's
-    /// own `x-envoy-*`, nor any other header a client adds.
+    /// lowercase letter, digit or `-`, which only a lookalike of some header would have (the
+    /// sidecar refuses the lookalikes of its identity headers). Never a pseudo-header, nor
+    /// the proxy's own `x-envoy-*`, nor any other header a client adds. (For a request
+    /// decided elsewhere by *this* configuration: the in-proxy filter forwards more while it
+    /// does not know the sidecar's configuration to be its own.)
     pub fn reads_header(&self, name: &str) -> bool {
         if name.starts_with(':') || name.starts_with("x-envoy-") {
             return false;

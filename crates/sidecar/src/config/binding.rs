@@ -23,6 +23,11 @@ pub enum DpopMode {
     Required,
 }
 
+/// The longest `providers[].dpop.max_age` and `leeway` accepted: together, the longest any
+/// configuration can accept a proof after its `iat`.
+pub const MAX_PROOF_AGE: Duration = Duration::from_secs(3600);
+pub const MAX_PROOF_LEEWAY: Duration = Duration::from_secs(300);
+
 /// `providers[].dpop`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,13 +80,13 @@ impl DpopProviderConfig {
                 ),
             ));
         }
-        if self.max_age.is_zero() || self.max_age > Duration::from_secs(3600) {
+        if self.max_age.is_zero() || self.max_age > MAX_PROOF_AGE {
             return Err(invalid(
                 format!("{field}.max_age"),
                 "must be between 1s and 1h (every proof's jti is remembered this long)",
             ));
         }
-        if self.leeway > Duration::from_secs(300) {
+        if self.leeway > MAX_PROOF_LEEWAY {
             return Err(invalid(format!("{field}.leeway"), "must be at most 5m"));
         }
         Ok(())

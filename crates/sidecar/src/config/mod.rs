@@ -17,7 +17,8 @@ mod telemetry;
 mod tests;
 
 pub use binding::{
-    CertificateBinding, DpopConfig, DpopMode, DpopProviderConfig, NonceConfig, ReplayStoreConfig,
+    CertificateBinding, DpopConfig, DpopMode, DpopProviderConfig, MAX_PROOF_AGE, MAX_PROOF_LEEWAY,
+    NonceConfig, ReplayStoreConfig,
 };
 pub use limits::*;
 pub use listen::*;

@@ -133,6 +133,13 @@ impl TracingConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if let Some(endpoint) = &self.otlp_endpoint {
             let https = validate_endpoint(endpoint)?;
+            // An API key goes over TLS, or no further than this host.
+            if self.headers_file.is_some() && !https && !loopback(endpoint) {
+                return Err(invalid(
+                    "tracing.headers_file",
+                    "would be sent in the clear: use an https:// otlp_endpoint (or a collector on loopback)",
+                ));
+            }
             match (&self.tls, https) {
                 (None, true) => {
                     return Err(invalid(
@@ -198,6 +205,20 @@ impl TracingConfig {
         }
         Ok(())
     }
+}
+
+/// Whether `endpoint` names a loopback host.
+fn loopback(endpoint: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(endpoint) else {
+        return false;
+    };
+    let host = url.host_str().unwrap_or_default();
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `http://host[:port]` or `https://host[:port]` (`true`), nothing else: a path,

@@ -605,6 +605,10 @@ fn tracing_settings_are_validated() {
         ),
         ("tracing: {request_context: sometimes}", "request_context"),
         (
+            "tracing: {otlp_endpoint: \"http://collector.example:4317\", headers_file: /h}",
+            "would be sent in the clear",
+        ),
+        (
             "tracing: {otlp_endpoint: \"http://c:4317/v1/traces\"}",
             "no path",
         ),

@@ -85,6 +85,11 @@ impl StateDir {
                     message,
                 };
                 let secret = std::fs::read(file).map_err(|e| failed(e.to_string()))?;
+                if let Ok(meta) = std::fs::metadata(file)
+                    && meta.mode() & 0o077 != 0
+                {
+                    tracing::warn!(path = %file.display(), mode = format!("{:o}", meta.mode() & 0o7777), "state_key_file is readable by group or others: whoever reads it can seal snapshots");
+                }
                 if secret.len() < MIN_STATE_KEY_BYTES {
                     return Err(failed(format!(
                         "holds {} bytes; at least {MIN_STATE_KEY_BYTES} random bytes are needed",
@@ -405,27 +410,39 @@ pub(crate) fn read_limited(file: std::fs::File, limit: usize) -> Result<Vec<u8>,
 /// are written 0600 by this process. (With `state_key_file` the seal decides whose a file
 /// is, so `owned` is false.)
 pub(crate) fn open(path: &Path, owned: bool) -> Result<std::fs::File, SnapshotError> {
-    use std::os::unix::fs::MetadataExt;
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() || !meta.is_file() => {
-            return Err(SnapshotError::Unsafe("not a regular file".to_owned()));
-        }
-        Ok(meta) if meta.mode() & 0o022 != 0 => {
-            return Err(SnapshotError::Unsafe(
-                "writable by group or others".to_owned(),
-            ));
-        }
-        Ok(meta) if owned && meta.uid() != rustix::process::geteuid().as_raw() => {
-            return Err(SnapshotError::Unsafe(format!(
-                "owned by uid {}, not by jwt-authz's user",
-                meta.uid()
-            )));
-        }
-        Ok(_) => {}
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    // O_NOFOLLOW: a symbolic link is not opened; what is checked below is the file opened,
+    // not a name that could be swapped between a check and the open. O_NONBLOCK: a FIFO put
+    // in its place does not hold the start waiting for a writer (and is then refused).
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)
+    {
+        Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(SnapshotError::Missing),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(SnapshotError::Unsafe("a symbolic link".to_owned()));
+        }
         Err(e) => return Err(e.into()),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(SnapshotError::Unsafe("not a regular file".to_owned()));
     }
-    Ok(std::fs::File::open(path)?)
+    if meta.mode() & 0o022 != 0 {
+        return Err(SnapshotError::Unsafe(
+            "writable by group or others".to_owned(),
+        ));
+    }
+    if owned && meta.uid() != rustix::process::geteuid().as_raw() {
+        return Err(SnapshotError::Unsafe(format!(
+            "owned by uid {}, not by jwt-authz's user",
+            meta.uid()
+        )));
+    }
+    Ok(file)
 }
 
 /// The private members of a JWK (RFC 7518 §6.2.2, §6.3.2, §6.4.1; RFC 8037 §2).
@@ -551,6 +568,17 @@ mod tests {
         std::fs::copy(fresh.path(), &elsewhere).unwrap();
         std::fs::remove_file(fresh.path()).unwrap();
         std::os::unix::fs::symlink(&elsewhere, fresh.path()).unwrap();
+        assert!(matches!(
+            fresh.load(&p, 512 * 1024),
+            Err(SnapshotError::Unsafe(_))
+        ));
+        // A FIFO in its place is refused at once (not waited on for a writer).
+        std::fs::remove_file(fresh.path()).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(fresh.path())
+            .status()
+            .unwrap();
+        assert!(made.success());
         assert!(matches!(
             fresh.load(&p, 512 * 1024),
             Err(SnapshotError::Unsafe(_))

@@ -225,8 +225,17 @@ impl KeyStore {
         let name = self.provider.name.as_str();
         match loaded {
             Ok(Ok((keys, jwks_uri))) => {
-                // Discovery down and the JWKS up: fetches go where discovery last said.
-                state.remembered = jwks_uri;
+                // Discovery down and the JWKS up: fetches go where discovery last said, but
+                // only on the issuer's own origin. A snapshot is not configuration: a
+                // remembered URI elsewhere is dropped (its keys are still used) and fetches
+                // wait for discovery to answer again.
+                state.remembered = jwks_uri.filter(|uri| {
+                    let same = same_origin(&self.provider.issuer, uri);
+                    if !same {
+                        tracing::warn!(provider = %self.provider.name, %uri, "the key snapshot remembers a jwks_uri off the issuer's origin; not fetching from it until discovery answers");
+                    }
+                    same
+                });
                 let age = keys
                     .fetched_at
                     .and_then(|at| at.elapsed().ok())
@@ -433,5 +442,13 @@ pub(crate) fn check_jwks_uri(provider: &ProviderConfig, jwks_uri: &str) -> Resul
         _ => Err(FetchError::Discovery(format!(
             "jwks_uri {jwks_uri:?} is not an http(s) URL"
         ))),
+    }
+}
+
+/// Whether `url` is on `issuer`'s origin (scheme, host and port).
+fn same_origin(issuer: &str, url: &str) -> bool {
+    match (reqwest::Url::parse(issuer), reqwest::Url::parse(url)) {
+        (Ok(issuer), Ok(url)) => issuer.origin() == url.origin(),
+        _ => false,
     }
 }

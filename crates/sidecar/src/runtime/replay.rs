@@ -7,15 +7,18 @@
 //! - a store replaced by another (memory to Redis, another URL, prefix or size, or a
 //!   memory store whose window changes: it holds every proof for one window) is *retired*:
 //!   still asked "seen before?" until every proof it holds has expired;
-//! - when windows change, a proof issued before the reload is held to the shortest
-//!   acceptance window in force before it (an *epoch*): the store held it for at least that
-//!   long, so a longer new window cannot accept it again once its entry has expired.
+//! - when any provider's window changes, a proof issued before the reload is held to the
+//!   shortest acceptance window in force before it (an *epoch*): the store held it for at
+//!   least that long, so a longer new window cannot accept it again once its entry has
+//!   expired. An epoch is kept for as long as any configuration could accept such a proof;
+//! - with DPoP turned off, the store is kept (dormant) for as long as any configuration could
+//!   accept a proof it saw, so turning DPoP back on, with any window, forgets nothing.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::config::{Config, DpopMode, ReplayStoreConfig};
+use crate::config::{Config, DpopMode, MAX_PROOF_AGE, MAX_PROOF_LEEWAY, ReplayStoreConfig};
 use crate::sender::replay::{MemoryStore, ProofKey, RedisStore, ReplayStore, StoreError};
 
 use super::StartError;
@@ -38,9 +41,18 @@ pub(super) struct Replay {
     warned_at: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// The longest any configuration accepts a proof after its `iat`, and the most a proof's
+/// `iat` may be ahead of the clock: past `t + LONGEST_LEEWAY + LONGEST_ACCEPT`, no proof
+/// used up to `t` can be accepted again, whatever the configuration.
+const LONGEST_ACCEPT: u64 = MAX_PROOF_AGE.as_secs() + MAX_PROOF_LEEWAY.as_secs();
+const LONGEST_LEEWAY: u64 = MAX_PROOF_LEEWAY.as_secs();
+
 /// The DPoP providers' windows, in whole seconds (proof `iat`s are whole seconds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Windows {
+    /// Each provider's (issuer, held, accepted) in issuer order: a change to any one of them
+    /// is a change (Redis keys carry their own provider's hold).
+    each: Vec<(String, u64, u64)>,
     /// The longest any proof is held (`max_age + 2 × leeway`).
     longest_held: u64,
     /// The shortest acceptance after `iat` (`max_age + leeway`, RFC 9449 §4.3 check 11):
@@ -81,13 +93,22 @@ pub(super) enum Refusal {
 }
 
 fn windows(config: &Config) -> Option<Windows> {
-    let dpop = config
+    let providers = config
         .providers
         .iter()
-        .filter(|p| p.dpop.mode != DpopMode::Off)
-        .map(|p| &p.dpop);
+        .filter(|p| p.dpop.mode != DpopMode::Off);
+    let dpop = providers.clone().map(|p| &p.dpop);
     let accepts = || dpop.clone().map(|d| (d.max_age + d.leeway).as_secs());
+    let mut each: Vec<(String, u64, u64)> = providers
+        .map(|p| {
+            let d = &p.dpop;
+            let accept = (d.max_age + d.leeway).as_secs();
+            (p.issuer.clone(), ceil_secs(d.replay_window()), accept)
+        })
+        .collect();
+    each.sort();
     Some(Windows {
+        each,
         longest_held: dpop.clone().map(|d| ceil_secs(d.replay_window())).max()?,
         shortest_accept: accepts().min()?,
         longest_accept: accepts().max()?,
@@ -116,11 +137,11 @@ impl Replay {
                     off_since: p.off_since.or(Some(now)),
                     ..p.aged(now)
                 })
-                .filter(|p| now <= p.remembered_until(now)));
+                .filter(|p| now <= p.remembered_until()));
         };
         let Some(previous) = previous else {
             return Ok(Some(Self {
-                store: build(wanted, windows)?,
+                store: build(wanted, &windows)?,
                 config: wanted.clone(),
                 windows,
                 retired: Vec::new(),
@@ -138,7 +159,7 @@ impl Replay {
                 store: previous.store.clone(),
                 until: now.saturating_add(previous.windows.longest_held),
             });
-            next.store = build(wanted, windows)?;
+            next.store = build(wanted, &windows)?;
             next.config = wanted.clone();
             tracing::info!(
                 "the DPoP replay store changed: the previous one is still asked for {}s",
@@ -146,13 +167,14 @@ impl Replay {
             );
         }
         if previous.windows != windows {
-            let old = previous.windows;
+            let old = &previous.windows;
+            let issued_up_to = now.saturating_add(old.leeway);
             next.epochs.push(Epoch {
-                issued_up_to: now.saturating_add(old.leeway),
+                issued_up_to,
                 accept: old.shortest_accept,
-                until: now
-                    .saturating_add(old.leeway)
-                    .saturating_add(old.longest_accept.max(windows.longest_accept)),
+                // A later reload may lengthen the window again: kept until no configuration
+                // could accept what it governs.
+                until: issued_up_to.saturating_add(LONGEST_ACCEPT),
             });
             next.windows = windows;
         }
@@ -167,12 +189,13 @@ impl Replay {
         aged
     }
 
-    /// Until when something this remembers could still be accepted.
-    fn remembered_until(&self, now: u64) -> u64 {
+    /// Until when something this remembers could still be accepted, by any configuration
+    /// (asked of a dormant store: DPoP may come back with the longest window).
+    fn remembered_until(&self) -> u64 {
         let held = self
             .off_since
-            .unwrap_or(now)
-            .saturating_add(self.windows.longest_held);
+            .unwrap_or(0)
+            .saturating_add(LONGEST_LEEWAY + LONGEST_ACCEPT);
         let retired = self.retired.iter().map(|r| r.until);
         let epochs = self.epochs.iter().map(|e| e.until);
         retired.chain(epochs).fold(held, u64::max)
@@ -225,7 +248,7 @@ impl Replay {
     }
 }
 
-fn build(wanted: &ReplayStoreConfig, windows: Windows) -> Result<ReplayStore, StartError> {
+fn build(wanted: &ReplayStoreConfig, windows: &Windows) -> Result<ReplayStore, StartError> {
     Ok(match wanted {
         // Every proof held for the longest window (Redis keys carry their provider's).
         ReplayStoreConfig::Memory { max_entries } => ReplayStore::Memory(MemoryStore::new(

@@ -503,6 +503,22 @@ async fn a_callout_carries_only_what_the_decision_reads() {
         ports,
         &in_proxy_config(ports, recorder, upstream, &wasm, &yaml),
     );
+    // Once the filter has heard the sidecar's configuration is its own (a held token is
+    // decided in Envoy), it forwards only what that configuration reads.
+    let warm = key.token(&claims("warm-up"));
+    let started = Instant::now();
+    loop {
+        let before = envoy_stat(ports.1, CACHED).await;
+        assert_eq!(envoy.get("/api/orders", Some(&warm)).await.0, 200);
+        if envoy_stat(ports.1, CACHED).await > before {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never decided in Envoy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let token = key.token(&claims("u-allowlist"));
     let sent = [
         (

@@ -351,6 +351,26 @@ async fn a_planted_snapshot_is_never_trusted() {
     server.shutdown().await;
     plant_discovered("http://attacker.test/jwks.json");
     assert_planted_refused(&discovery, &forged).await;
+
+    // 4. The genuine keys, with a remembered jwks_uri that passes the URL rules but is off
+    // the issuer's origin: the keys are used, the URI never (a token of an unknown key makes
+    // the sidecar look for keys; it must not find the attacker's there).
+    let evil_key = TestKey::rsa("evil");
+    let evil = JwksServer::start(vec![evil_key.jwk()]).await;
+    let mut stored: serde_json::Value = serde_json::from_str(&genuine).expect("json");
+    stored["source"] = "discovery".into();
+    stored["jwks_uri"] = evil.url().into();
+    std::fs::write(&discovered, stored.to_string()).expect("plant");
+    std::fs::set_permissions(&discovered, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let server = TestServer::start(&discovery).await;
+    server.wait_ready().await;
+    let response = server.check_token("/api", &evil_key.token(&admin)).await;
+    assert!(
+        matches!(denied_status(&response), Some(401 | 503)),
+        "{response:?}"
+    );
+    assert_eq!(evil.fetches(), 0, "keys fetched from a snapshot's jwks_uri");
+    server.shutdown().await;
 }
 
 /// Sealed state (`state_key_file`): a group-writable directory is accepted, snapshots are

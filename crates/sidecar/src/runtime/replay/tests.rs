@@ -82,8 +82,13 @@ async fn a_longer_window_never_accepts_a_proof_whose_entry_expired_under_the_sho
             .await,
         Ok(())
     );
-    // Once no window could accept the old proofs, the epoch is dropped.
-    let again = Replay::start(&long, Some(&replay), T0 + 11)
+    // Kept while any configuration (max_age up to 1h, leeway up to 5m) could accept the
+    // old proofs; dropped after.
+    let kept = Replay::start(&long, Some(&replay), T0 + 3900)
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.epochs.len(), 1);
+    let again = Replay::start(&long, Some(&replay), T0 + 3901)
         .unwrap()
         .unwrap();
     assert!(again.epochs.is_empty(), "{:?}", again.epochs);
@@ -137,16 +142,69 @@ async fn turning_dpop_off_and_on_again_forgets_nothing() {
         replay.first_use(&key("a"), T0, ttl(&on), T0 + 2).await,
         Err(Refusal::Replayed)
     );
-    // Off (reloaded again meanwhile) for longer than anything could be accepted: nothing
-    // is kept.
+    // Off, reloaded meanwhile, then on again with a much longer window: the proof seen
+    // before DPoP was turned off is still refused (its entry is gone, its epoch is not).
+    let still_off = Replay::start(&off, dormant.as_ref(), T0 + 200).unwrap();
     assert!(
-        Replay::start(&off, dormant.as_ref(), T0 + 1 + 71)
+        still_off.is_some(),
+        "kept while any window could accept what it saw"
+    );
+    let longer = config("300s", "5s", MEMORY);
+    let replay = Replay::start(&longer, still_off.as_ref(), T0 + 210)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        replay
+            .first_use(&key("a"), T0, ttl(&longer), T0 + 210)
+            .await,
+        Err(Refusal::Stale)
+    );
+    // Off for longer than any configuration accepts a proof (1h + 2 x 5m after it was
+    // turned off): nothing is kept.
+    assert!(
+        Replay::start(&off, dormant.as_ref(), T0 + 1 + 4200)
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        Replay::start(&off, dormant.as_ref(), T0 + 1 + 4201)
             .unwrap()
             .is_none()
     );
-    assert!(
-        Replay::start(&off, dormant.as_ref(), T0 + 1 + 70)
-            .unwrap()
-            .is_some()
+}
+
+/// One provider's window changing is a change, even when the shortest and longest of all
+/// stay the same (each Redis key carries its own provider's hold).
+#[tokio::test]
+async fn a_change_to_any_providers_window_records_an_epoch() {
+    let three = |b: &str| {
+        let provider = |name: &str, max_age: &str| {
+            format!(
+                "  - name: {name}\n    issuer: https://{name}.test\n    audiences: [api]\n    jwks: {{uri: \"https://{name}.test/jwks.json\"}}\n    dpop: {{mode: optional, max_age: {max_age}, leeway: 5s}}\n"
+            )
+        };
+        Config::from_yaml(&format!(
+            "providers:\n{}{}{}",
+            provider("a", "30s"),
+            provider("b", b),
+            provider("c", "120s")
+        ))
+        .expect("config")
+    };
+    let before = Replay::start(&three("60s"), None, T0).unwrap().unwrap();
+    let same = Replay::start(&three("60s"), Some(&before), T0 + 1)
+        .unwrap()
+        .unwrap();
+    assert!(same.epochs.is_empty());
+    let after = Replay::start(&three("90s"), Some(&before), T0 + 1)
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.epochs.len(), 1);
+    // A proof issued before the reload, past the shortest window held then: refused.
+    assert_eq!(
+        after
+            .first_use(&key("b1"), T0, Duration::from_secs(100), T0 + 36)
+            .await,
+        Err(Refusal::Stale)
     );
 }
