@@ -14,8 +14,6 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::users::UserError;
-
 /// How long a statement waits for a lock held by another connection (the CLI in another
 /// process, a checkpoint) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -88,8 +86,20 @@ fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
+/// Why the database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
 /// Runs the migrations `conn` has not seen, in one transaction.
-fn migrate(conn: &mut Connection) -> Result<(), UserError> {
+fn migrate(conn: &mut Connection) -> Result<(), DbError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     for (i, migration) in MIGRATIONS
@@ -107,14 +117,14 @@ fn migrate(conn: &mut Connection) -> Result<(), UserError> {
 impl Db {
     /// Opens (creating if needed) and migrates the database at `path`, with `readers`
     /// read-only connections (at least one).
-    pub(crate) fn open(path: &Path, readers: usize) -> Result<Self, UserError> {
+    pub(crate) fn open(path: &Path, readers: usize) -> Result<Self, DbError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| UserError::Dir {
+            std::fs::create_dir_all(parent).map_err(|source| DbError::Dir {
                 path: parent.display().to_string(),
                 source,
             })?;
         }
-        restrict_to_owner(path).map_err(|source| UserError::Dir {
+        restrict_to_owner(path).map_err(|source| DbError::Dir {
             path: path.display().to_string(),
             source,
         })?;

@@ -8,7 +8,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::{Algorithm, Argon2, Params, Version};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::db::Db;
+use crate::db::{Db, DbError};
 use crate::list_heads::HeadCache;
 
 /// Demo users seeded by `--demo` into an empty database (documented in the README).
@@ -40,6 +40,15 @@ pub enum UserError {
     InvalidRole(String),
     #[error("password must be at least {MIN_PASSWORD_LEN} characters")]
     WeakPassword,
+}
+
+impl From<DbError> for UserError {
+    fn from(error: DbError) -> Self {
+        match error {
+            DbError::Db(e) => UserError::Db(e),
+            DbError::Dir { path, source } => UserError::Dir { path, source },
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
