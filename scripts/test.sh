@@ -58,7 +58,9 @@ echo "== Docker for the container tests (crates/sidecar/tests/e2e/containers.rs)
 containers=skip
 if engine=$(docker version --format '{{.Server.APIVersion}}' 2>&1); then
   echo "engine API $engine: building the images locally (no registry needed)"
-  ./scripts/docker-local-images.sh
+  # From the debug binaries just built: the container tests test behaviour, and an
+  # optimised build of the workspace would add minutes.
+  JWT_AUTHZ_IMAGE_PROFILE=debug ./scripts/docker-local-images.sh
   containers=run
 else
   echo "SKIPPING the container tests: no Docker engine reachable: $engine"
