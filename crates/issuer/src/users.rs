@@ -23,11 +23,9 @@ pub const MIN_PASSWORD_LEN: usize = 8;
 pub enum UserError {
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
-    #[error("cannot create {path}: {source}")]
-    Dir {
-        path: String,
-        source: std::io::Error,
-    },
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Open(#[from] DbError),
     #[error("password hashing failed")]
     Hash,
     #[error("user {0:?} already exists")]
@@ -40,15 +38,6 @@ pub enum UserError {
     InvalidRole(String),
     #[error("password must be at least {MIN_PASSWORD_LEN} characters")]
     WeakPassword,
-}
-
-impl From<DbError> for UserError {
-    fn from(error: DbError) -> Self {
-        match error {
-            DbError::Db(e) => UserError::Db(e),
-            DbError::Dir { path, source } => UserError::Dir { path, source },
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
