@@ -42,12 +42,7 @@ impl Running {
             .send()
             .await
             .expect("login");
-        let retry = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        (response.status().as_u16(), retry)
+        support::status_and_retry_after(&response)
     }
 }
 

@@ -30,12 +30,7 @@ impl Running {
             request = request.header("x-forwarded-for", from);
         }
         let response = request.send().await.expect("get");
-        let retry = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        (response.status().as_u16(), retry)
+        support::status_and_retry_after(&response)
     }
 }
 

@@ -46,3 +46,13 @@ pub async fn start(extra: &[&str]) -> Running {
         _dir: dir,
     }
 }
+
+/// A response's status and its `Retry-After`, if any.
+pub fn status_and_retry_after(response: &reqwest::Response) -> (u16, Option<String>) {
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (response.status().as_u16(), retry)
+}
