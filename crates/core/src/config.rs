@@ -13,7 +13,7 @@ mod rules;
 mod tests;
 
 pub use in_proxy::InProxyConfig;
-pub use rules::{Access, ClaimRequirement, MatchConfig, PathMatch, RuleConfig};
+pub use rules::{Access, ClaimRequirement, MatchConfig, OnInvalid, PathMatch, RuleConfig};
 // The `paths` section is defined with the code that reads paths, and identity headers'
 // mapping with the code that sets them: neither reads this module.
 pub use crate::identity::ClaimHeader;
@@ -89,6 +89,11 @@ impl DecisionConfig {
                 message: e.inner().to_string(),
             })?;
         let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
+        let sources: Vec<&[TokenSource]> = config
+            .providers
+            .iter()
+            .map(|p| p.token_sources.as_slice())
+            .collect();
         validate_decision(&Decision {
             realm: &config.realm,
             max_token_bytes: config.max_token_bytes,
@@ -96,6 +101,7 @@ impl DecisionConfig {
             identity: &config.identity,
             rules: &config.rules,
             provider_names: &names,
+            token_sources: &sources,
         })?;
         if let Some(in_proxy) = &config.in_proxy {
             in_proxy.validate()?;
@@ -143,6 +149,8 @@ pub struct Decision<'c> {
     pub identity: &'c IdentityConfig,
     pub rules: &'c [RuleConfig],
     pub provider_names: &'c [&'c str],
+    /// Where each provider (in the order of `provider_names`) reads tokens from.
+    pub token_sources: &'c [&'c [TokenSource]],
 }
 
 /// Validates the decision's part of a configuration: one definition of the checks, run by
@@ -163,7 +171,12 @@ pub fn validate_decision(d: &Decision<'_>) -> Result<(), Invalid> {
     }
     d.identity.validate()?;
     for (i, rule) in d.rules.iter().enumerate() {
-        rule.validate(&format!("rules[{i}]"), d.paths, d.provider_names)?;
+        rule.validate(
+            &format!("rules[{i}]"),
+            d.paths,
+            d.provider_names,
+            d.token_sources,
+        )?;
     }
     Ok(())
 }
@@ -233,6 +246,13 @@ pub struct IdentityConfig {
     /// Emit the verified claims as ext_authz dynamic metadata for later Envoy filters.
     #[serde(default)]
     pub dynamic_metadata: bool,
+    /// The header that tells the upstream a request goes on without a verified identity
+    /// (`true`; a public or `optional` route without a token, or an `optional` route's
+    /// refused token with `on_invalid: anonymous`). Set on every such allow and removed from
+    /// every other, so a client's own copy never arrives; `null` leaves it out (the absence
+    /// of identity headers then says it). Default `x-user-anonymous`.
+    #[serde(default = "default_anonymous_header")]
+    pub anonymous_header: Option<String>,
 }
 
 impl Default for IdentityConfig {
@@ -241,14 +261,57 @@ impl Default for IdentityConfig {
             headers: default_claim_headers(),
             strip_authorization: true,
             dynamic_metadata: false,
+            anonymous_header: default_anonymous_header(),
         }
     }
 }
 
+/// `identity.anonymous_header`'s default.
+pub fn default_anonymous_header() -> Option<String> {
+    Some("x-user-anonymous".to_owned())
+}
+
 impl IdentityConfig {
+    /// Every header the decision sets or removes on an allow: the identity headers, then the
+    /// anonymous marker. A proxy copying jwt-authz's answer lists exactly these.
+    pub fn upstream_headers(&self) -> impl Iterator<Item = &str> {
+        self.headers
+            .iter()
+            .map(|m| m.header.as_str())
+            .chain(self.anonymous_header.as_deref())
+    }
+
     /// Checks `identity`: every mapping names a claim and a distinct, valid header that may
-    /// carry identity.
+    /// carry identity, and the anonymous marker is another such header.
     pub fn validate(&self) -> Result<(), Invalid> {
+        self.validate_mappings()?;
+        if let Some(marker) = &self.anonymous_header {
+            let field = "identity.anonymous_header";
+            validate_header_name(field, marker)?;
+            if matches!(
+                marker.as_str(),
+                "authorization" | "host" | "content-length" | "transfer-encoding" | "connection"
+            ) {
+                return Err(invalid(field, format!("{marker:?} cannot carry identity")));
+            }
+            if let Some(other) = self
+                .headers
+                .iter()
+                .find(|m| crate::identity::same_folded(&m.header, marker))
+            {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "{marker:?} is also the identity header for claim {:?} (or one header with it to CGI, WSGI and Rack apps)",
+                        other.claim
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_mappings(&self) -> Result<(), Invalid> {
         let mut seen = HashSet::new();
         for (i, mapping) in self.headers.iter().enumerate() {
             let field = format!("identity.headers[{i}]");

@@ -39,7 +39,11 @@ pub fn read<'r>(
 ) -> Result<Readable<'r>, Deny> {
     let path = canonical_path(http.target, paths).map_err(Deny::InvalidPath)?;
     let host = canonical_host(http.host).map_err(Deny::InvalidHost)?;
-    if let Some(name) = identity::lookalike(http.headers, &identity.headers) {
+    if let Some(name) = identity::lookalike(
+        http.headers,
+        &identity.headers,
+        identity.anonymous_header.as_deref(),
+    ) {
         return Err(Deny::LookalikeHeader(name.to_owned()));
     }
     Ok(Readable { path, host })
@@ -98,9 +102,12 @@ pub fn accepts(
     Ok(())
 }
 
-/// Whether the route's claim requirements hold (routes that require none always do).
+/// Whether the route's claim requirements hold (routes that require none always do; an
+/// `optional` route's hold for a request that carries a token, the only one this is asked of).
 pub fn claims_hold(route: &Route<'_>, claims: &Map<String, Value>) -> Result<(), Deny> {
-    if route.kind == AccessKind::Claims && route.check_claims(claims).is_err() {
+    if matches!(route.kind, AccessKind::Claims | AccessKind::Optional)
+        && route.check_claims(claims).is_err()
+    {
         return Err(Deny::InsufficientClaims);
     }
     Ok(())
@@ -128,8 +135,9 @@ pub fn stripped<'r>(config: &IdentityConfig, found: Option<&Found<'r>>) -> Optio
 }
 
 /// The OK answer: identity headers set from the token's claims (every configured one the
-/// token does not supply removed), `strip` removed, and the claims as metadata when
-/// `identity.dynamic_metadata` asks for them. `Err` when a claim cannot travel in a header.
+/// token does not supply removed), the anonymous marker set without a token and removed
+/// with one, `strip` removed, and the claims as metadata when `identity.dynamic_metadata`
+/// asks for them. `Err` when a claim cannot travel in a header.
 pub fn allow(
     config: &IdentityConfig,
     identity: Option<&Identity<'_>>,
@@ -137,6 +145,12 @@ pub fn allow(
 ) -> Result<Verdict, UnsafeClaim> {
     let claims = identity.map(|i| &i.token.claims);
     let mut mutation = identity::mutation(&config.headers, claims)?;
+    if let Some(marker) = &config.anonymous_header {
+        match identity {
+            None => mutation.set.push((marker.clone(), "true".to_owned())),
+            Some(_) => mutation.remove.push(marker.clone()),
+        }
+    }
     mutation
         .remove
         .extend(strip.iter().map(|h| (*h).to_owned()));

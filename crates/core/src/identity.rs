@@ -64,15 +64,17 @@ pub fn mutation(
     Ok(out)
 }
 
-/// The first request header that is a configured identity header in another spelling: the
-/// same name once ASCII case is ignored and every character other than a letter or digit is
-/// taken as `-` (`x-user_id`, `x_user-id`, `x.user.id` for `x-user-id`), but not the header
-/// itself. CGI, FastCGI, WSGI and Rack turn such spellings into one variable
-/// (`HTTP_X_USER_ID`), so the app may read the client's copy where the rules removed only
-/// the configured spelling. `headers` has lowercase names.
+/// The first request header that is a configured identity header (or the anonymous marker,
+/// `marker`) in another spelling: the same name once ASCII case is ignored and every
+/// character other than a letter or digit is taken as `-` (`x-user_id`, `x_user-id`,
+/// `x.user.id` for `x-user-id`), but not the header itself. CGI, FastCGI, WSGI and Rack
+/// turn such spellings into one variable (`HTTP_X_USER_ID`), so the app may read the
+/// client's copy where the rules removed only the configured spelling. `headers` has
+/// lowercase names.
 pub fn lookalike<'h>(
     headers: &'h HashMap<String, String>,
     mappings: &[ClaimHeader],
+    marker: Option<&str>,
 ) -> Option<&'h str> {
     // Only a name with a separator other than `-` (or an identity header with one) can be
     // another spelling of a header it is not equal to: most requests have none and stop here.
@@ -80,14 +82,14 @@ pub fn lookalike<'h>(
         name.bytes()
             .any(|b| b != b'-' && !b.is_ascii_alphanumeric())
     };
-    let any_odd = mappings.iter().any(|m| odd(&m.header));
+    let configured = || mappings.iter().map(|m| m.header.as_str()).chain(marker);
+    let any_odd = configured().any(odd);
     headers
         .keys()
         .filter(|name| any_odd || odd(name))
         .find(|name| {
-            mappings
-                .iter()
-                .any(|m| !m.header.eq_ignore_ascii_case(name) && same_folded(&m.header, name))
+            configured()
+                .any(|header| !header.eq_ignore_ascii_case(name) && same_folded(header, name))
         })
         .map(String::as_str)
 }
@@ -228,7 +230,11 @@ mod tests {
             "x.user.id",
             "x~user+role",
         ] {
-            assert_eq!(lookalike(&with(name), &mappings), Some(name), "{name}");
+            assert_eq!(
+                lookalike(&with(name), &mappings, None),
+                Some(name),
+                "{name}"
+            );
         }
         // The header itself, in any case, is not: it is overwritten or removed.
         for name in [
@@ -238,7 +244,7 @@ mod tests {
             "x_user",
             "x_other_id",
         ] {
-            assert_eq!(lookalike(&with(name), &mappings), None, "{name}");
+            assert_eq!(lookalike(&with(name), &mappings, None), None, "{name}");
         }
         // An identity header spelt with `_` has its `-` spellings as lookalikes.
         let underscored = [ClaimHeader {
@@ -246,9 +252,9 @@ mod tests {
             header: "x_user_id".into(),
         }];
         assert_eq!(
-            lookalike(&with("x-user-id"), &underscored),
+            lookalike(&with("x-user-id"), &underscored, None),
             Some("x-user-id")
         );
-        assert_eq!(lookalike(&with("x_user_id"), &underscored), None);
+        assert_eq!(lookalike(&with("x_user_id"), &underscored, None), None);
     }
 }

@@ -13,7 +13,7 @@ use regex::Regex;
 use serde_json::{Map, Value};
 
 use crate::claims;
-use crate::config::{Access, ClaimRequirement, Mode, PathConfig, PathMatch, RuleConfig};
+use crate::config::{Access, ClaimRequirement, Mode, OnInvalid, PathConfig, PathMatch, RuleConfig};
 use crate::request::{RequestInfo, canonical_host};
 
 mod index;
@@ -46,6 +46,8 @@ pub enum AccessKind {
     Authenticated,
     Deny,
     Claims,
+    /// A token is not required; one that is present must pass (and meet the requirements).
+    Optional,
 }
 
 #[derive(Debug)]
@@ -61,6 +63,7 @@ struct Rule {
     providers: Option<Vec<usize>>,
     audiences: Option<Vec<String>>,
     mode: Option<Mode>,
+    on_invalid: OnInvalid,
 }
 
 /// The rule that applies to a request.
@@ -75,6 +78,8 @@ pub struct Route<'p> {
     pub audiences: Option<&'p [String]>,
     /// The rule's own `mode`, if it sets one.
     pub mode: Option<Mode>,
+    /// What an `optional` rule does with a token that does not pass (`Deny` elsewhere).
+    pub on_invalid: OnInvalid,
 }
 
 #[derive(Debug)]
@@ -97,6 +102,7 @@ const DEFAULT_ROUTE: Route<'static> = Route {
     providers: None,
     audiences: None,
     mode: None,
+    on_invalid: OnInvalid::Deny,
 };
 
 impl Policy {
@@ -137,6 +143,7 @@ impl Policy {
                     Access::Authenticated => (AccessKind::Authenticated, Vec::new()),
                     Access::Deny => (AccessKind::Deny, Vec::new()),
                     Access::Claims(reqs) => (AccessKind::Claims, reqs.clone()),
+                    Access::Optional(reqs) => (AccessKind::Optional, reqs.clone()),
                 };
                 Ok(Rule {
                     name: rule.name.clone().unwrap_or_else(|| format!("rules[{i}]")),
@@ -172,6 +179,7 @@ impl Policy {
                     }),
                     audiences: rule.audiences.clone(),
                     mode: rule.mode,
+                    on_invalid: rule.on_invalid.unwrap_or_default(),
                 })
             })
             .collect::<Result<Vec<Rule>, regex::Error>>()?;
@@ -211,6 +219,7 @@ impl Rule {
             providers: self.providers.as_deref(),
             audiences: self.audiences.as_deref(),
             mode: self.mode,
+            on_invalid: self.on_invalid,
         }
     }
 
@@ -273,6 +282,7 @@ impl Route<'_> {
             AccessKind::Authenticated => "authenticated",
             AccessKind::Deny => "deny",
             AccessKind::Claims => "claims",
+            AccessKind::Optional => "optional",
         }
     }
 }

@@ -115,6 +115,9 @@ pub struct DecisionReport {
     pub result: &'static str,
     pub reason: &'static str,
     pub would_deny: Option<&'static str>,
+    /// Why the token did not pass, on a request an optional rule let through anonymously
+    /// (`on_invalid: anonymous`).
+    pub waived: Option<&'static str>,
     /// The HTTP status the client gets (for an allow: the upstream's, shown as 200).
     pub http_status: i32,
     pub error: Option<String>,
@@ -145,7 +148,7 @@ pub async fn explain(runtime: &Runtime, req: &Request) -> Report {
     let token_report = d.found.map(|found| {
         let (header, stated) = unverified_parts(found.token);
         let text = |name: &str| header.get(name).and_then(Value::as_str).map(str::to_owned);
-        let verification = match (&outcome.identity, d.reached, &d.deny) {
+        let verification = match (&outcome.identity, d.reached, d.refusal()) {
             (Some(_), _, _) => "ok".to_owned(),
             (None, Step::Verify, Some(Deny::Invalid(e))) => e.to_string(),
             (None, Step::Verify, Some(deny)) => deny.answer().description.to_owned(),
@@ -189,7 +192,7 @@ pub async fn explain(runtime: &Runtime, req: &Request) -> Report {
             .map(|req| requirement(req, verified_claims))
             .collect(),
     });
-    let path_error = match (&d.read, &d.deny) {
+    let path_error = match (&d.read, d.refusal()) {
         (None, Some(Deny::InvalidPath(e))) => Some(e.to_string()),
         (None, Some(Deny::InvalidHost(e))) => Some(format!("host: {e}")),
         (None, Some(deny)) => Some(deny.answer().description.to_owned()),
@@ -214,17 +217,19 @@ pub async fn explain(runtime: &Runtime, req: &Request) -> Report {
             outcome.result(),
             outcome.reason,
             outcome.would_deny,
+            d.waived.as_ref().map(|deny| deny.answer().reason),
         ),
     }
 }
 
-/// Each step of the pipeline: passed, failed (the last one taken, when it denied), skipped
-/// (after a request allowed without a token) or not reached.
+/// Each step of the pipeline: passed, failed (the last one taken, when it denied, or when
+/// `on_invalid: anonymous` waived its denial), skipped (after a request allowed without a
+/// token) or not reached.
 fn steps(d: &Decision<'_, '_, bool>) -> Vec<StepReport> {
     Step::ALL
         .iter()
         .map(|&step| {
-            let result = match (&d.deny, step.cmp(&d.reached)) {
+            let result = match (d.refusal(), step.cmp(&d.reached)) {
                 (_, Ordering::Less) => "ok",
                 (Some(_), Ordering::Equal) => "failed",
                 (None, Ordering::Equal) => "ok",
@@ -262,7 +267,7 @@ fn token_checks(d: &Decision<'_, '_, bool>, recorded: Vec<Check>) -> Vec<CheckRe
         let accepted = route.audiences.unwrap_or(provider.audiences);
         let passed = match d.reached.cmp(&Step::Accept) {
             Ordering::Less => None,
-            Ordering::Equal => Some(d.deny.is_none()),
+            Ordering::Equal => Some(d.refusal().is_none()),
             Ordering::Greater => Some(true),
         };
         out.push(CheckReport {
@@ -333,11 +338,13 @@ fn decision(
     result: &'static str,
     reason: &'static str,
     would_deny: Option<&'static str>,
+    waived: Option<&'static str>,
 ) -> DecisionReport {
     let mut out = DecisionReport {
         result,
         reason,
         would_deny,
+        waived,
         http_status: 200,
         error: None,
         error_description: None,
@@ -461,6 +468,11 @@ pub fn render(report: &Report) -> String {
     }
     if let Some(would) = d.would_deny {
         verdict.push_str(&format!("; enforce mode would deny: {would}"));
+    }
+    if let Some(waived) = d.waived {
+        verdict.push_str(&format!(
+            "; the token did not pass ({waived}) and was removed: anonymous (on_invalid: anonymous)"
+        ));
     }
     line("decision", verdict);
     for (k, v) in &d.headers_set {

@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
-use super::{Invalid, Mode, PathConfig, invalid};
+use super::{Invalid, Mode, PathConfig, TokenSource, invalid};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +28,24 @@ pub struct RuleConfig {
     #[serde(default)]
     pub case_sensitive: Option<bool>,
     pub access: Access,
+    /// On an `optional` rule, what a token that does not pass becomes: a denial (the
+    /// default), or an anonymous request with the token removed.
+    #[serde(default)]
+    pub on_invalid: Option<OnInvalid>,
+}
+
+/// What an `optional` rule does with a token that does not pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnInvalid {
+    /// The denial the token earns (401, 403), as on any other rule.
+    #[default]
+    Deny,
+    /// The request goes on as one without a token: the token (and its DPoP proof) removed,
+    /// no identity header, the anonymous marker set. Envoy `jwt_authn`'s
+    /// `allow_missing_or_failed`. Never for the sidecar's own failures (503): a signed-in
+    /// user is not silently made anonymous by an outage.
+    Anonymous,
 }
 
 /// All present conditions must hold; an empty match matches every request.
@@ -52,8 +71,9 @@ pub enum PathMatch {
     Regex(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// What a rule asks of a request. Written as a name (`public`, `authenticated`, `deny`,
+/// `optional`) or as a map with one key (`{claims: [...]}`, `{optional: [...]}`).
+#[derive(Debug, Clone, PartialEq)]
 pub enum Access {
     /// No token needed; a token that is present is still verified.
     Public,
@@ -63,6 +83,64 @@ pub enum Access {
     Deny,
     /// A valid token whose claims meet every requirement.
     Claims(Vec<ClaimRequirement>),
+    /// A token is welcome, not required: without one the request goes on anonymously (the
+    /// anonymous marker set, every identity header removed); with one, the token must pass
+    /// as on an `authenticated` rule and meet these requirements (none for `optional`
+    /// written as a name). `on_invalid` says what a token that does not pass becomes.
+    Optional(Vec<ClaimRequirement>),
+}
+
+const ACCESS_NAMES: &[&str] = &["public", "authenticated", "deny", "optional"];
+const ACCESS_KEYS: &[&str] = &["claims", "optional"];
+
+impl<'de> Deserialize<'de> for Access {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(AccessVisitor)
+    }
+}
+
+/// Reads both spellings of `access`; a visitor (not an untagged enum) so that a mistake
+/// inside a requirement is reported at its own path (`rules[0].access.claims[1].claim`).
+struct AccessVisitor;
+
+impl<'de> Visitor<'de> for AccessVisitor {
+    type Value = Access;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "one of public, authenticated, deny, optional, or a map {claims: [...]} or {optional: [...]}",
+        )
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<Access, E> {
+        match name {
+            "public" => Ok(Access::Public),
+            "authenticated" => Ok(Access::Authenticated),
+            "deny" => Ok(Access::Deny),
+            "optional" => Ok(Access::Optional(Vec::new())),
+            "claims" => Err(E::custom(
+                "claims needs its requirements: {claims: [{claim: ..., any_of: [...]}]}",
+            )),
+            other => Err(E::unknown_variant(other, ACCESS_NAMES)),
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Access, A::Error> {
+        let Some(key) = map.next_key::<String>()? else {
+            return Err(de::Error::invalid_length(0, &self));
+        };
+        let access = match key.as_str() {
+            "claims" => Access::Claims(map.next_value()?),
+            "optional" => Access::Optional(map.next_value()?),
+            other => return Err(de::Error::unknown_variant(other, ACCESS_KEYS)),
+        };
+        if map.next_key::<String>()?.is_some() {
+            return Err(de::Error::custom(
+                "access is one map key: claims or optional, not both",
+            ));
+        }
+        Ok(access)
+    }
 }
 
 /// Exactly one of `any_of`, `all_of` and `equals`.
@@ -101,7 +179,9 @@ impl RuleConfig {
         field: &str,
         paths: &PathConfig,
         provider_names: &[&str],
+        token_sources: &[&[TokenSource]],
     ) -> Result<(), Invalid> {
+        self.validate_optional(field, provider_names, token_sources)?;
         if let Some(names) = &self.providers {
             if names.is_empty() {
                 return Err(invalid(
@@ -180,15 +260,20 @@ impl RuleConfig {
                 ));
             }
         }
-        if let Access::Claims(requirements) = &self.access {
-            if requirements.is_empty() {
+        if let Access::Claims(requirements) | Access::Optional(requirements) = &self.access {
+            let key = match self.access {
+                Access::Optional(_) => "optional",
+                _ => "claims",
+            };
+            // `optional` written as a name has none; `{optional: []}` is the same rule.
+            if requirements.is_empty() && key == "claims" {
                 return Err(invalid(
                     format!("{field}.access.claims"),
                     "at least one requirement is required",
                 ));
             }
             for (i, req) in requirements.iter().enumerate() {
-                let f = format!("{field}.access.claims[{i}]");
+                let f = format!("{field}.access.{key}[{i}]");
                 if req.claim.is_empty() {
                     return Err(invalid(format!("{f}.claim"), "must not be empty"));
                 }
@@ -211,6 +296,59 @@ impl RuleConfig {
                 {
                     return Err(invalid(f, "the list of values must not be empty"));
                 }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RuleConfig {
+    /// `on_invalid` only on an `optional` rule, and `anonymous` only where an invalid token
+    /// can be taken off the request: in a header. A token in a cookie or the query string
+    /// would reach the app with the request it was refused for (the decision can remove a
+    /// header, not one cookie or one parameter), so `anonymous` is refused while any provider
+    /// reads tokens there (tokens are looked for in every provider's places, whichever the
+    /// rule accepts).
+    fn validate_optional(
+        &self,
+        field: &str,
+        provider_names: &[&str],
+        token_sources: &[&[TokenSource]],
+    ) -> Result<(), Invalid> {
+        let Some(on_invalid) = self.on_invalid else {
+            return Ok(());
+        };
+        if !matches!(self.access, Access::Optional(_)) {
+            return Err(invalid(
+                format!("{field}.on_invalid"),
+                "only an optional rule (access: optional) lets a request through without a token",
+            ));
+        }
+        if on_invalid == OnInvalid::Anonymous {
+            let unremovable =
+                provider_names
+                    .iter()
+                    .zip(token_sources)
+                    .find_map(|(name, sources)| {
+                        sources
+                            .iter()
+                            .find(|s| matches!(s, TokenSource::Cookie(_) | TokenSource::Query(_)))
+                            .map(|s| (name, s))
+                    });
+            if let Some((name, source)) = unremovable {
+                let place = match source {
+                    TokenSource::Cookie(c) => format!("cookie {c:?}"),
+                    TokenSource::Query(q) => format!("query parameter {q:?}"),
+                    _ => String::new(),
+                };
+                return Err(invalid(
+                    format!("{field}.on_invalid"),
+                    format!(
+                        "provider {name:?} reads tokens from the {place}, which cannot be removed \
+                         from a request passed on anonymously: an invalid token would reach the \
+                         app; use on_invalid: deny"
+                    ),
+                ));
             }
         }
         Ok(())

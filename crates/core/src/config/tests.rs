@@ -193,3 +193,90 @@ fn path_host_and_identity_settings_are_read_and_checked() {
     .to_string();
     assert!(error.starts_with("identity.headers[1].header"), "{error}");
 }
+
+#[test]
+fn optional_access_reads_both_spellings_and_on_invalid_only_where_it_means_something() {
+    let base =
+        "providers:\n  - {name: corp, issuer: https://corp.example, audiences: [api]}\nrules:\n";
+    let read = |rules: &str| DecisionConfig::from_yaml(&format!("{base}{rules}"));
+    let config = read("  - {access: optional}\n  - {access: {optional: [{claim: plan, equals: pro}]}, on_invalid: anonymous}\n").expect("valid");
+    assert_eq!(config.rules[0].access, Access::Optional(Vec::new()));
+    assert!(matches!(&config.rules[1].access, Access::Optional(reqs) if reqs.len() == 1));
+    assert_eq!(config.rules[1].on_invalid, Some(OnInvalid::Anonymous));
+    for (rules, wants) in [
+        (
+            "  - {access: authenticated, on_invalid: anonymous}\n",
+            "rules[0].on_invalid: only an optional rule",
+        ),
+        (
+            "  - {access: {optional: [{claim: plan}]}}\n",
+            "rules[0].access.optional[0]: exactly one of",
+        ),
+        (
+            "  - {access: {optional: [], claims: []}}\n",
+            "access is one map key",
+        ),
+        ("  - {access: sometimes}\n", "unknown variant `sometimes`"),
+        (
+            "  - {access: {optional: [{claim: plan, equals: pro, nope: 1}]}}\n",
+            "rules[0].access.optional[0].nope: unknown field `nope`",
+        ),
+    ] {
+        let error = read(rules).expect_err(rules).to_string();
+        assert!(error.contains(wants), "{rules}: {error}");
+    }
+    // An invalid token in a cookie cannot be taken off a request passed on anonymously.
+    let cookie = "providers:\n  - {name: corp, issuer: https://corp.example, audiences: [api], token_sources: [bearer, {cookie: session}]}\nrules:\n  - {access: optional, on_invalid: anonymous}\n";
+    let error = DecisionConfig::from_yaml(cookie)
+        .expect_err("cookie")
+        .to_string();
+    assert!(
+        error.starts_with(
+            "rules[0].on_invalid: provider \"corp\" reads tokens from the cookie \"session\""
+        ),
+        "{error}"
+    );
+    assert!(DecisionConfig::from_yaml(&cookie.replace("anonymous", "deny")).is_ok());
+}
+
+#[test]
+fn the_anonymous_marker_is_a_header_of_its_own() {
+    let read = |identity: &str| {
+        DecisionConfig::from_yaml(&format!("providers: []\nidentity:\n{identity}"))
+    };
+    assert_eq!(
+        read("  headers: []\n")
+            .expect("default")
+            .identity
+            .anonymous_header
+            .as_deref(),
+        Some("x-user-anonymous")
+    );
+    assert_eq!(
+        read("  anonymous_header: null\n")
+            .expect("off")
+            .identity
+            .anonymous_header,
+        None
+    );
+    for (identity, wants) in [
+        (
+            "  anonymous_header: X-Anon\n",
+            "not a valid lowercase header name",
+        ),
+        (
+            "  anonymous_header: authorization\n",
+            "cannot carry identity",
+        ),
+        (
+            "  anonymous_header: x_user_id\n",
+            "identity header for claim \"sub\"",
+        ),
+    ] {
+        let error = read(identity).expect_err(identity).to_string();
+        assert!(
+            error.starts_with("identity.anonymous_header") && error.contains(wants),
+            "{error}"
+        );
+    }
+}

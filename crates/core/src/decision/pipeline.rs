@@ -10,8 +10,8 @@
 //! 1. **read**: the canonical path and host, no lookalike identity header
 //!    ([`super::read`]); a request refused here is refused in every mode;
 //! 2. **rule**: the route that applies; a `deny` rule denies before any token is looked at;
-//! 3. **token**: the one token the request carries; none is allowed on a public route and
-//!    `missing_token` elsewhere;
+//! 3. **token**: the one token the request carries; none is allowed (anonymous) on a
+//!    public or optional route and `missing_token` elsewhere;
 //! 4. **verify**: the caller's verification ([`Checks::verify`]);
 //! 5. **accept**: the token's place, the route's providers and audiences
 //!    ([`super::accepts`]);
@@ -19,18 +19,20 @@
 //! 7. **claims**: the route's claim requirements ([`super::claims_hold`]);
 //! 8. **identity**: the identity headers ([`super::allow`]).
 //!
-//! Then the mode that applies ([`super::mode`]) decides what a denial becomes: a denial in
-//! enforce mode, the shadow answer ([`super::shadow_allow`]) in shadow mode.
+//! A denial at steps 3 to 8 on an `optional` rule with `on_invalid: anonymous` is waived
+//! ([`Decider::waive`]): the request goes on anonymously, its token removed. Otherwise the
+//! mode that applies ([`super::mode`]) decides what a denial becomes: a denial in enforce
+//! mode, the shadow answer ([`super::shadow_allow`]) in shadow mode.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use crate::config::{DecisionConfig, Mode, TokenSource};
+use crate::config::{DecisionConfig, Mode, OnInvalid, TokenSource};
 use crate::extract::{self, Found, Scheme};
 use crate::policy::{AccessKind, Policy, Route};
 use crate::request::{Incoming, RequestInfo};
-use crate::response::{Denial, Deny, Verdict};
+use crate::response::{Denial, Deny, HttpStatus, Verdict};
 use crate::token::{VerifiedToken, VerifyError};
 
 use super::{Identity, Provider, Readable};
@@ -126,6 +128,9 @@ pub struct Decision<'d, 'r, N> {
     pub allowed: bool,
     /// Why enforce mode denies it (in shadow mode: let through all the same).
     pub deny: Option<Deny>,
+    /// Why the token of a request let through anonymously did not pass (an `optional` rule
+    /// with `on_invalid: anonymous`); `deny` is then `None`.
+    pub waived: Option<Deny>,
     /// The mode that applied to a denial.
     pub mode: Mode,
     /// The last step taken: every one before it passed; this one failed when `deny` is set
@@ -150,6 +155,7 @@ impl<N> Decision<'_, '_, N> {
             }),
             allowed: false,
             deny: None,
+            waived: None,
             mode: Mode::Enforce,
             reached: Step::Read,
             read: None,
@@ -160,18 +166,29 @@ impl<N> Decision<'_, '_, N> {
         }
     }
 
+    /// The denial the steps reached, enforced or waived (`on_invalid: anonymous`).
+    pub fn refusal(&self) -> Option<&Deny> {
+        self.deny.as_ref().or(self.waived.as_ref())
+    }
+
     /// Whether a denial was let through in shadow mode.
     pub fn shadowed(&self) -> bool {
         self.allowed && self.deny.is_some()
     }
 
-    /// The reason in the metrics and the log: the denial's, `public` for a request allowed
-    /// without a token, `verified` for one allowed with one.
+    /// The reason in the metrics and the log: the denial's; for a request allowed, `public`
+    /// without a token on a public route, `anonymous` without one on an optional route,
+    /// `anonymous_invalid` when an optional route's `on_invalid: anonymous` let it through
+    /// without the token it carried, `verified` with a token.
     pub fn reason(&self) -> &'static str {
-        match (&self.deny, &self.verified) {
-            (Some(deny), _) => deny.answer().reason,
-            (None, None) => "public",
-            (None, Some(_)) => "verified",
+        match (&self.deny, &self.waived, &self.verified) {
+            (Some(deny), _, _) => deny.answer().reason,
+            (None, Some(_), _) => "anonymous_invalid",
+            (None, None, Some(_)) => "verified",
+            (None, None, None) => match self.route.map(|r| r.kind) {
+                Some(AccessKind::Optional) => "anonymous",
+                _ => "public",
+            },
         }
     }
 }
@@ -355,8 +372,57 @@ impl Decider {
                 Some(d)
             }
             Err(Stop::Defer) => None,
-            Err(Stop::Deny(deny)) => Some(self.conclude(http, d, deny, dpop_algs)),
+            Err(Stop::Deny(deny)) => match self.waive(http, &route, d.found.as_ref(), &deny) {
+                Some(verdict) => {
+                    d.verdict = verdict;
+                    d.allowed = true;
+                    d.waived = Some(deny);
+                    Some(d)
+                }
+                None => Some(self.conclude(http, d, deny, dpop_algs)),
+            },
         }
+    }
+
+    /// An `optional` rule's `on_invalid: anonymous`: the anonymous answer for a request whose
+    /// token did not pass, with the token taken off whatever `identity.strip_authorization`
+    /// says (a refused token never reaches the app), and its DPoP proof. `None` where the
+    /// denial stands: another rule; the sidecar's own failure (503: a signed-in user is not
+    /// made anonymous by an outage); a DPoP nonce challenge (RFC 9449 §8: the client is to
+    /// retry with the nonce, not to be served as someone else); a token that is not in a
+    /// header of its own (configuration validation refuses such sources with `anonymous`;
+    /// checked again here, failing closed).
+    fn waive(
+        &self,
+        http: &Incoming<'_>,
+        route: &Route<'_>,
+        found: Option<&Found<'_>>,
+        deny: &Deny,
+    ) -> Option<Verdict> {
+        if route.kind != AccessKind::Optional
+            || route.on_invalid != OnInvalid::Anonymous
+            || deny.answer().http == HttpStatus::ServiceUnavailable
+            || matches!(deny, Deny::DpopUseNonce(_))
+        {
+            return None;
+        }
+        let mut strip: Vec<&str> = match found {
+            Some(found) => vec![found.header()?],
+            // No one token could be told apart (two, or one too large): every header a token
+            // may come in goes.
+            None => {
+                let unremovable =
+                    |s: &TokenSource| matches!(s, TokenSource::Cookie(_) | TokenSource::Query(_));
+                if self.sources.iter().any(unremovable) {
+                    return None;
+                }
+                self.token_headers(http)
+            }
+        };
+        if http.headers.contains_key("dpop") && !strip.contains(&"dpop") {
+            strip.push("dpop");
+        }
+        self.allow(None, &strip).ok()
     }
 
     /// A request denied before its steps (the sidecar sheds load): the route is still read,
@@ -452,7 +518,7 @@ impl Decider {
         }
         t.reached = Step::Token;
         let Some(found) = self.extract(http).map_err(Deny::from)? else {
-            if route.kind != AccessKind::Public {
+            if !matches!(route.kind, AccessKind::Public | AccessKind::Optional) {
                 return Err(Deny::MissingToken.into());
             }
             return Ok(self.allow(None, &[])?);

@@ -167,7 +167,11 @@ fn an_allow_sets_identity_removes_the_rest_and_strips_the_token_header() {
                 ("x-user-id".into(), "alice".into()),
                 ("x-user-role".into(), "a,b".into()),
             ],
-            remove: vec!["x-user-name".into(), "authorization".into()],
+            remove: vec![
+                "x-user-name".into(),
+                "x-user-anonymous".into(),
+                "authorization".into()
+            ],
         }
     );
     assert!(matches!(verdict, Verdict::Allow { metadata: None, .. }));
@@ -246,7 +250,7 @@ fn shadow_mode_passes_identity_only_for_a_valid_token_short_of_claims() {
         assert_eq!(
             mutation(&verdict),
             &HeaderMutation {
-                set: vec![],
+                set: vec![("x-user-anonymous".into(), "true".into())],
                 remove: vec!["x-user-id".into(), "authorization".into()],
             },
             "{deny:?}"
@@ -265,5 +269,9 @@ fn shadow_mode_passes_identity_only_for_a_valid_token_short_of_claims() {
         &[],
     )
     .unwrap();
-    assert_eq!(mutation(&verdict).set, vec![]);
+    // Anonymous, then: no identity header, the marker set.
+    assert_eq!(
+        mutation(&verdict).set,
+        vec![("x-user-anonymous".to_owned(), "true".to_owned())]
+    );
 }

@@ -382,7 +382,7 @@ fn shadow_mode_lets_denials_through_as_the_sidecar_does() {
     let Step::Decided(WireVerdict::Allow { set, .. }) = step else {
         panic!("{step:?}");
     };
-    assert!(set.is_empty());
+    assert_eq!(set, [("x-user-anonymous".to_owned(), "true".to_owned())]);
 }
 
 #[test]

@@ -185,6 +185,11 @@ impl Config {
         // The decision's part (realm, sizes, identity headers, rules): the checks the
         // in-proxy filter runs on the same document.
         let provider_names = self.provider_names();
+        let token_sources: Vec<&[TokenSource]> = self
+            .providers
+            .iter()
+            .map(|p| p.token_sources.as_slice())
+            .collect();
         jwt_authz_core::config::validate_decision(&jwt_authz_core::config::Decision {
             realm: &self.realm,
             max_token_bytes: self.max_token_bytes,
@@ -192,6 +197,7 @@ impl Config {
             identity: &self.identity,
             rules: &self.rules,
             provider_names: &provider_names,
+            token_sources: &token_sources,
         })?;
         if let Some(in_proxy) = &self.in_proxy {
             in_proxy.validate()?;

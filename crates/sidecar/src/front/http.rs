@@ -121,13 +121,7 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
             }
         };
         checking.record(&incoming, &outcome);
-        let identity: Vec<&str> = runtime
-            .config()
-            .identity
-            .headers
-            .iter()
-            .map(|h| h.header.as_str())
-            .collect();
+        let identity: Vec<&str> = runtime.config().identity.upstream_headers().collect();
         return encode(
             outcome.verdict,
             Removal::SendEmpty(&identity),

@@ -157,6 +157,13 @@ impl Runtime {
             }
             _ => {}
         }
+        if let Some(waived) = &d.waived {
+            tracing::debug!(
+                rule,
+                waived = waived.answer().reason,
+                "token did not pass; request let through anonymously without it (on_invalid: anonymous)"
+            );
+        }
         if d.shadowed() {
             self.metrics
                 .record_shadow_denial(reason, rule, d.provider.map_or("-", |p| p.name));

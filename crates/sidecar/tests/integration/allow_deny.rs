@@ -48,8 +48,13 @@ async fn valid_token_is_allowed_with_identity_headers() {
         Some("u-42-name")
     );
     assert_eq!(set.get("x-user-role").map(String::as_str), Some("user"));
-    // The token itself does not travel upstream (strip_authorization defaults to true).
-    assert_eq!(removed, vec!["authorization".to_string()]);
+    // The token itself does not travel upstream (strip_authorization defaults to true), nor
+    // does a claim of anonymity.
+    assert_eq!(
+        removed,
+        vec!["x-user-anonymous".to_string(), "authorization".to_string()]
+    );
+    assert!(!set.contains_key("x-user-anonymous"));
 }
 
 #[tokio::test]
@@ -103,9 +108,14 @@ async fn client_sent_identity_headers_are_overwritten_or_removed() {
     let (set, removed) = allowed(&response);
     assert_eq!(set["x-user-id"], "u-1");
     assert_eq!(set["x-user-role"], "user");
+    // The anonymous marker goes too: this request has an identity.
     assert_eq!(
         removed,
-        vec!["x-user-name".to_string(), "authorization".to_string()]
+        vec![
+            "x-user-name".to_string(),
+            "x-user-anonymous".to_string(),
+            "authorization".to_string()
+        ]
     );
 }
 
@@ -120,7 +130,12 @@ async fn public_route_without_token_strips_all_identity_headers() {
         ))
         .await;
     let (set, mut removed) = allowed(&response);
-    assert!(set.is_empty());
+    // No identity: the upstream is told so.
+    assert_eq!(set.len(), 1);
+    assert_eq!(
+        set.get("x-user-anonymous").map(String::as_str),
+        Some("true")
+    );
     removed.sort();
     assert_eq!(removed, vec!["x-user-id", "x-user-name", "x-user-role"]);
 }

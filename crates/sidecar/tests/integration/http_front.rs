@@ -94,7 +94,10 @@ async fn ext_authz_allows_with_identity_and_names_what_envoy_must_remove() {
         .expect("removal list")
         .split(',')
         .collect();
-    assert_eq!(removed, ["x-user-role", "authorization"]);
+    assert_eq!(
+        removed,
+        ["x-user-role", "x-user-anonymous", "authorization"]
+    );
     assert_eq!(answer.header("x-user-role"), None);
 
     // A public route: every identity header a client might send is removed.

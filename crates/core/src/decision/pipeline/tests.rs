@@ -293,7 +293,10 @@ fn a_dpop_token_takes_its_proof_along_when_stripped() {
     );
     let mut fake = Fake::claims(json!({"sub": "u-1", "aud": "api"}));
     let out = run(&d, &r, &mut fake).expect("decided");
-    assert_eq!(removed(&out.verdict), ["authorization", "dpop"]);
+    assert_eq!(
+        removed(&out.verdict),
+        ["x-user-anonymous", "authorization", "dpop"]
+    );
 }
 
 #[test]
@@ -363,4 +366,206 @@ fn shadow_mode_strips_the_token_headers_when_no_single_token_is_found() {
     let gone = removed(&out.verdict);
     assert!(gone.contains(&"authorization".to_owned()), "{gone:?}");
     assert!(gone.contains(&"dpop".to_owned()), "{gone:?}");
+}
+
+const OPTIONAL: &str = r#"
+identity:
+  headers:
+    - {claim: sub, header: x-user-id}
+  strip_authorization: false
+rules:
+  - name: catalogue
+    match: {path: {prefix: /catalogue/}}
+    access: optional
+  - name: pro
+    match: {path: {prefix: /pro/}}
+    access:
+      optional: [{claim: plan, any_of: [pro]}]
+    on_invalid: anonymous
+  - name: lenient
+    match: {path: {prefix: /lenient/}}
+    access: optional
+    on_invalid: anonymous
+providers:
+  - name: corp
+    issuer: https://corp.example
+    audiences: [api]
+    token_sources: [bearer, {header: {name: x-token}}]
+"#;
+
+fn set(verdict: &Verdict) -> Vec<(String, String)> {
+    match verdict {
+        Verdict::Allow { mutation, .. } => mutation.set.clone(),
+        Verdict::Deny(_) => panic!("denied: {verdict:?}"),
+    }
+}
+
+fn anonymous() -> (String, String) {
+    ("x-user-anonymous".to_owned(), "true".to_owned())
+}
+
+#[test]
+fn an_optional_route_without_a_token_goes_on_anonymously() {
+    let d = decider(OPTIONAL);
+    for path in ["/catalogue/1", "/pro/1", "/lenient/1"] {
+        let r = req(path, &[("x-user-id", "forged")]);
+        let mut fake = Fake::claims(json!({"sub": "u-1", "aud": "api"}));
+        let out = run(&d, &r, &mut fake).expect("decided");
+        assert!(
+            out.allowed && out.deny.is_none() && out.waived.is_none(),
+            "{out:?}"
+        );
+        assert_eq!((out.reached, out.reason()), (Step::Token, "anonymous"));
+        assert_eq!(set(&out.verdict), vec![anonymous()], "{path}");
+        assert_eq!(removed(&out.verdict), vec!["x-user-id"], "{path}");
+        assert_eq!(fake.verified.get(), 0, "nothing to verify");
+    }
+}
+
+#[test]
+fn an_optional_route_with_a_valid_token_passes_its_identity_and_no_marker() {
+    let d = decider(OPTIONAL);
+    let r = req("/catalogue/1", &[BEARER, ("x-user-anonymous", "true")]);
+    let mut fake = Fake::claims(json!({"sub": "u-1", "aud": "api"}));
+    let out = run(&d, &r, &mut fake).expect("decided");
+    assert_eq!(out.reason(), "verified");
+    assert_eq!(
+        set(&out.verdict),
+        vec![("x-user-id".to_owned(), "u-1".to_owned())]
+    );
+    assert_eq!(removed(&out.verdict), vec!["x-user-anonymous"]);
+}
+
+#[test]
+fn an_optional_route_denies_an_invalid_token_by_default() {
+    let d = decider(OPTIONAL);
+    let r = req("/catalogue/1", &[BEARER]);
+    let mut fake = Fake::refusing(Deny::Invalid(VerifyError::Expired).into());
+    let out = run(&d, &r, &mut fake).expect("decided");
+    assert!(!out.allowed && out.waived.is_none());
+    assert_eq!((status(&out.verdict), out.reason()), (401, "expired"));
+    // Another audience: also the ordinary denial.
+    let mut fake = Fake::claims(json!({"sub": "u-1", "aud": "other"}));
+    let out = run(&d, &r, &mut fake).expect("decided");
+    assert_eq!(status(&out.verdict), 401);
+}
+
+#[test]
+fn on_invalid_anonymous_removes_the_refused_token_and_passes_no_identity() {
+    let d = decider(OPTIONAL);
+    // `strip_authorization: false` above: a valid token would stay, a refused one never.
+    for (headers, refusal, header) in [
+        (
+            vec![BEARER],
+            Fake::refusing(Deny::Invalid(VerifyError::BadSignature).into()),
+            "authorization",
+        ),
+        (
+            vec![("x-token", "tok")],
+            Fake::claims(json!({"sub": "u-1", "aud": "other"})),
+            "x-token",
+        ),
+    ] {
+        let mut headers = headers;
+        headers.push(("x-user-id", "forged"));
+        let r = req("/lenient/1", &headers);
+        let mut fake = refusal;
+        let out = run(&d, &r, &mut fake).expect("decided");
+        assert!(out.allowed && out.deny.is_none(), "{out:?}");
+        assert!(out.waived.is_some());
+        assert_eq!(out.reason(), "anonymous_invalid");
+        assert_eq!(set(&out.verdict), vec![anonymous()]);
+        let gone = removed(&out.verdict);
+        assert!(
+            gone.contains(&header.to_owned()) && gone.contains(&"x-user-id".to_owned()),
+            "{gone:?}"
+        );
+    }
+}
+
+#[test]
+fn on_invalid_anonymous_takes_off_both_tokens_of_an_ambiguous_request_and_the_proof() {
+    let d = decider(OPTIONAL);
+    let r = req(
+        "/lenient/1",
+        &[BEARER, ("x-token", "other"), ("dpop", "proof")],
+    );
+    let mut fake = Fake::claims(json!({"sub": "u-1", "aud": "api"}));
+    let out = run(&d, &r, &mut fake).expect("decided");
+    assert_eq!(out.waived, Some(Deny::MultipleTokens));
+    let gone = removed(&out.verdict);
+    for header in ["authorization", "x-token", "dpop"] {
+        assert!(gone.contains(&header.to_owned()), "{header}: {gone:?}");
+    }
+    assert_eq!(fake.verified.get(), 0);
+}
+
+#[test]
+fn optional_claims_apply_only_with_a_token() {
+    let d = decider(OPTIONAL);
+    // Without a token: anonymous, whatever the requirement.
+    let r = req("/pro/1", &[]);
+    let out = run(&d, &r, &mut Fake::claims(json!({}))).expect("decided");
+    assert_eq!(out.reason(), "anonymous");
+    // With one that meets it: identity.
+    let r = req("/pro/1", &[BEARER]);
+    let mut fake = Fake::claims(json!({"sub": "u-1", "aud": "api", "plan": "pro"}));
+    let out = run(&d, &r, &mut fake).expect("decided");
+    assert_eq!(out.reason(), "verified");
+    // With one that does not: this rule says anonymous (the token removed)...
+    let mut fake = Fake::claims(json!({"sub": "u-2", "aud": "api", "plan": "free"}));
+    let out = run(&d, &r, &mut fake).expect("decided");
+    assert_eq!(out.waived, Some(Deny::InsufficientClaims));
+    assert_eq!(set(&out.verdict), vec![anonymous()]);
+    // ...and a rule without on_invalid answers 403.
+    let strict = decider(&OPTIONAL.replace(
+        "    on_invalid: anonymous\n  - name: lenient",
+        "  - name: lenient",
+    ));
+    let out = run(&strict, &r, &mut fake).expect("decided");
+    assert_eq!(
+        (status(&out.verdict), out.reason()),
+        (403, "insufficient_claims")
+    );
+}
+
+#[test]
+fn on_invalid_anonymous_never_hides_an_outage_or_a_nonce_challenge() {
+    let d = decider(OPTIONAL);
+    let r = req("/lenient/1", &[BEARER]);
+    for stop in [
+        Deny::Invalid(VerifyError::KeysUnavailable),
+        Deny::StatusListUnavailable,
+        Deny::ReplayStoreUnavailable,
+        Deny::SidecarUnavailable,
+        Deny::DpopUseNonce("n".into()),
+    ] {
+        let mut fake = Fake::refusing(stop.clone().into());
+        let out = run(&d, &r, &mut fake).expect("decided");
+        assert!(!out.allowed && out.waived.is_none(), "{stop:?}: {out:?}");
+        assert_eq!(out.deny, Some(stop));
+    }
+    // A check the caller cannot make here stays undecided (the filter asks the sidecar).
+    let mut fake = Fake::refusing(Stop::Defer);
+    assert!(run(&d, &r, &mut fake).is_none());
+}
+
+#[test]
+fn the_anonymous_marker_is_set_on_public_routes_and_refused_in_another_spelling() {
+    let d = decider(CONFIG);
+    let r = req("/healthz", &[("x-user-anonymous", "false")]);
+    let out = run(&d, &r, &mut Fake::claims(json!({}))).expect("decided");
+    assert_eq!(out.reason(), "public");
+    assert_eq!(set(&out.verdict), vec![anonymous()]);
+    let r = req("/healthz", &[("x_user_anonymous", "false")]);
+    let out = run(&d, &r, &mut Fake::claims(json!({}))).expect("decided");
+    assert_eq!(
+        out.deny,
+        Some(Deny::LookalikeHeader("x_user_anonymous".into()))
+    );
+    // Turned off: neither set nor removed.
+    let off = decider(&CONFIG.replace("identity:\n", "identity:\n  anonymous_header: null\n"));
+    let r = req("/healthz", &[]);
+    let out = run(&off, &r, &mut Fake::claims(json!({}))).expect("decided");
+    assert_eq!(set(&out.verdict), vec![]);
 }

@@ -340,10 +340,13 @@ fn judge_reached(
         let ext = HashMap::new();
         let route = policy.route(&RequestInfo::new("GET", &canonical, &host, &ext));
         let allowed = match (route.kind, claims) {
+            (AccessKind::Public | AccessKind::Optional, None) => true,
             (AccessKind::Public, _) => true,
             (AccessKind::Deny, _) | (_, None) => false,
             (AccessKind::Authenticated, Some(_)) => true,
-            (AccessKind::Claims, Some(claims)) => route.check_claims(claims).is_ok(),
+            (AccessKind::Claims | AccessKind::Optional, Some(claims)) => {
+                route.check_claims(claims).is_ok()
+            }
         };
         if !allowed {
             return Err(format!(
