@@ -125,6 +125,13 @@ curl -si $public_url/api/orders
 # an admin-only route as a plain user: 403 insufficient_scope
 curl -si $public_url/api/users -H "authorization: Bearer \$TOKEN"
 
+# an optional route: without a token, the public highlights (jwt-authz tells the service
+# x-user-anonymous: true); with one, a section for bob; with a bad one, the public ones again
+# (the rule says on_invalid: anonymous, and the bad token never reaches the service)
+curl -s $public_url/api/feed/highlights
+curl -s $public_url/api/feed/highlights -H "authorization: Bearer \$TOKEN"
+curl -s $public_url/api/feed/highlights -H "authorization: Bearer not-a-token"
+
 # jwt-authz metrics and readiness
 curl -s http://127.0.0.1:$AUTHZ_ADMIN_PORT/metrics | grep jwt_authz_checks_total
 

@@ -4,7 +4,9 @@
 //!
 //! - users: `GET /api/users/me`, `GET /api/users` (admins only, by a jwt-authz rule)
 //! - orders: `GET`/`POST /api/orders`, the caller's own orders, in memory
-//! - feed: `GET /api/feed/hierarchical`
+//! - feed: `GET /api/feed/hierarchical`, and `GET /api/feed/highlights` (an optional route:
+//!   what everyone sees when jwt-authz says the caller is anonymous, with a section of the
+//!   caller's own when it names one)
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -114,7 +116,9 @@ pub fn router(service: Service) -> Router {
         app = app.route("/api/orders", get(list_orders).post(create_order));
     }
     if matches!(service, Service::Feed | Service::All) {
-        app = app.route("/api/feed/hierarchical", get(feed));
+        app = app
+            .route("/api/feed/hierarchical", get(feed))
+            .route("/api/feed/highlights", get(highlights));
     }
     app.with_state(AppState::default())
 }
@@ -192,4 +196,48 @@ async fn feed(State(state): State<AppState>, who: Identity) -> Json<serde_json::
             {"title": "Everyone", "items": [{"title": "Release notes", "children": []}]}
         ]
     }))
+}
+
+/// The caller of an optional route: anonymous when jwt-authz says so (`x-user-anonymous:
+/// true`), the identity otherwise. A request with neither did not come through jwt-authz
+/// and gets 401.
+pub enum Viewer {
+    Anonymous,
+    Known(Identity),
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let anonymous = parts
+            .headers
+            .get("x-user-anonymous")
+            .is_some_and(|v| v.as_bytes() == b"true");
+        if anonymous {
+            return Ok(Viewer::Anonymous);
+        }
+        Identity::from_request_parts(parts, state)
+            .await
+            .map(Viewer::Known)
+    }
+}
+
+async fn highlights(State(state): State<AppState>, viewer: Viewer) -> Json<serde_json::Value> {
+    let everyone = json!({"title": "Everyone", "items": [{"title": "Release notes"}, {"title": "Status page"}]});
+    match viewer {
+        Viewer::Anonymous => Json(json!({
+            "anonymous": true,
+            "sections": [everyone, {"title": "Sign in to see your orders"}],
+        })),
+        Viewer::Known(who) => {
+            state.saw(&who);
+            let name = who.username.clone().unwrap_or_else(|| who.id.clone());
+            Json(json!({
+                "anonymous": false,
+                "viewer": who,
+                "sections": [{"title": format!("For {name}"), "items": [{"title": "Your orders"}]}, everyone],
+            }))
+        }
+    }
 }

@@ -34,6 +34,7 @@ async fn no_identity_headers_means_401() {
         "/api/users",
         "/api/orders",
         "/api/feed/hierarchical",
+        "/api/feed/highlights",
     ] {
         assert_eq!(
             call(&app, get(path, None, "")).await.0,
@@ -81,4 +82,29 @@ async fn users_me_feed_and_admin_listing() {
     let (status, feed) = call(&app, get("/api/feed/hierarchical", Some("u1"), "user")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(feed["viewer"]["id"], "u1");
+}
+
+#[tokio::test]
+async fn highlights_answer_the_anonymous_and_the_signed_in_differently() {
+    let app = router(Service::Feed);
+    let anonymous = Request::get("/api/feed/highlights")
+        .header("x-user-anonymous", "true")
+        .body(Body::empty())
+        .expect("request");
+    let (status, body) = call(&app, anonymous).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["anonymous"], true);
+    assert!(body.get("viewer").is_none());
+    let (status, body) = call(&app, get("/api/feed/highlights", Some("u1"), "user")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (body["anonymous"].clone(), body["viewer"]["id"].clone()),
+        (false.into(), "u1".into())
+    );
+    // Only `true` says anonymous.
+    let odd = Request::get("/api/feed/highlights")
+        .header("x-user-anonymous", "yes")
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(call(&app, odd).await.0, StatusCode::UNAUTHORIZED);
 }

@@ -28,8 +28,12 @@ use jwt_authz_core::policy::{AccessKind, Policy};
 use jwt_authz_core::request::{RequestInfo, canonical_host, canonical_path};
 
 /// The rules under test, after the demo's (`admin-user-list`: GET /api/users needs role
-/// admin): a host rule, and a case-sensitive exact rule.
-const RULES: &str = "  - name: admin-host\n    match: {hosts: [admin.example.com]}\n    access:\n      claims:\n        - {claim: role, any_of: [admin]}\n";
+/// admin; `feed-highlights`: /api/feed/highlights is optional, `on_invalid: anonymous`): an
+/// optional rule that denies an invalid token, and a host rule.
+const RULES: &str = "  - name: feed-strict\n    match: {path: {prefix: /api/feed/strict}}\n    access: optional\n  - name: admin-host\n    match: {hosts: [admin.example.com]}\n    access:\n      claims:\n        - {claim: role, any_of: [admin]}\n";
+
+/// The anonymous marker the demo's configuration sets (the default).
+const MARKER: &str = "x-user-anonymous";
 
 /// What the table expects of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +76,8 @@ struct Case {
     /// `Host` headers, in order (none, one, or two).
     hosts: &'static [&'static str],
     with_token: bool,
+    /// The token sent is bob's with its signature broken.
+    invalid_token: bool,
     headers: &'static [(&'static str, &'static str)],
     expect: Expect,
     /// Documented differences: these proxies answer otherwise, and why is in the module doc.
@@ -84,6 +90,7 @@ const fn case(name: &'static str, target: &'static str, with_token: bool, expect
         target,
         hosts: &["api.test"],
         with_token,
+        invalid_token: false,
         headers: &[],
         expect,
         except: &[],
@@ -211,6 +218,75 @@ fn cases() -> Vec<Case> {
             )
         },
     ];
+    // Optional routes (the demo's on_invalid: anonymous, and feed-strict's deny), with forged
+    // identity and a forged marker in every case: what reaches the app is the decision's.
+    let forged: &'static [(&'static str, &'static str)] =
+        &[("X-User-Id", "admin-id"), ("X-User-Anonymous", "false")];
+    let invalid = |case: Case| Case {
+        invalid_token: true,
+        ..case
+    };
+    all.extend([
+        Case {
+            headers: forged,
+            ..case("optional, no token", "/api/feed/highlights", false, Reached)
+        },
+        Case {
+            headers: forged,
+            ..case(
+                "optional, valid token",
+                "/api/feed/highlights",
+                true,
+                Reached,
+            )
+        },
+        Case {
+            headers: forged,
+            ..invalid(case(
+                "optional, invalid token: anonymous",
+                "/api/feed/highlights",
+                true,
+                Reached,
+            ))
+        },
+        Case {
+            headers: forged,
+            ..case(
+                "optional (deny), no token",
+                "/api/feed/strict",
+                false,
+                Reached,
+            )
+        },
+        Case {
+            headers: forged,
+            ..case(
+                "optional (deny), valid token",
+                "/api/feed/strict",
+                true,
+                Reached,
+            )
+        },
+        Case {
+            headers: forged,
+            ..invalid(case(
+                "optional (deny), invalid token: denied",
+                "/api/feed/strict",
+                true,
+                Denied,
+            ))
+        },
+        Case {
+            headers: &[("X_User_Anonymous", "true")],
+            except: NGINX_DROPS,
+            ..case(
+                "lookalike anonymous marker",
+                "/api/feed/highlights",
+                false,
+                Malformed,
+            )
+        },
+    ]);
     // Every `-`/`_` spelling of an identity header but its own: on an authenticated route
     // and a claim-protected one with a token, and on a public route without one.
     for name in ["x_user_id", "X-User_Id", "x_USER-role", "X_User_Name"] {
@@ -318,6 +394,10 @@ fn judge_reached(
 ) -> Result<(), String> {
     let path = echo["path"].as_str().ok_or("no path")?;
     let host = echo["host"].as_str().ok_or("no host")?;
+    // An empty header is no header: forward-auth answers carry every identity header and the
+    // marker, empty when jwt-authz sets none, and Caddy and Traefik pass them on empty (the
+    // documented contract: an empty identity header names no one, and only `true` in the
+    // marker says anonymous).
     let received: Vec<(String, String)> = echo["headers"]
         .as_array()
         .ok_or("no headers")?
@@ -328,6 +408,7 @@ fn judge_reached(
                 pair[1].as_str().unwrap_or_default().to_owned(),
             )
         })
+        .filter(|(_, value)| !value.is_empty())
         .collect();
     // Public routes skip jwt-authz in every shipped proxy config: nothing to judge there
     // but the identity headers.
@@ -354,6 +435,29 @@ fn judge_reached(
                 route.name
             ));
         }
+    }
+    // The anonymous marker: exactly when no identity passed, in its one spelling, and never
+    // on routes the proxies send past jwt-authz. Nor any token: a refused one is taken off,
+    // and a valid one stripped (`identity.strip_authorization`, and the proxies' own lines).
+    let markers: Vec<&(String, String)> = received
+        .iter()
+        .filter(|(name, _)| same_to_cgi(name, MARKER))
+        .collect();
+    match (markers.as_slice(), public, claims) {
+        ([], true, _) | ([], false, Some(_)) => {}
+        ([(name, value)], false, None) if name == MARKER && value == "true" => {}
+        (got, _, _) => {
+            return Err(format!(
+                "{MARKER}: the upstream got {got:?} (public route: {public}, token: {})",
+                claims.is_some()
+            ));
+        }
+    }
+    if let Some((_, value)) = received
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+    {
+        return Err(format!("a token reached the upstream: {value:.20}..."));
     }
     for mapping in &config.identity.headers {
         let copies: Vec<&(String, String)> = received
@@ -400,6 +504,11 @@ pub async fn run(front: Front) {
     let issuer = Gateway::new(&format!("http://127.0.0.1:{}", stack.issuer_port));
     let bob = issuer.login("bob", "bob-password").await;
     let bob_claims = jwt_part(&bob, 1);
+    // Bob's token with its signature broken: one character well inside it changed (the last
+    // may carry only padding bits).
+    let at = bob.len() - 10;
+    let flipped = if &bob[at..=at] == "A" { "B" } else { "A" };
+    let broken = format!("{}{flipped}{}", &bob[..at], &bob[at + 1..]);
     let port: u16 = stack
         .base
         .rsplit(':')
@@ -415,7 +524,8 @@ pub async fn run(front: Front) {
             request.push_str(&format!("Host: {host}\r\n"));
         }
         if case.with_token {
-            request.push_str(&format!("Authorization: Bearer {bob}\r\n"));
+            let token = if case.invalid_token { &broken } else { &bob };
+            request.push_str(&format!("Authorization: Bearer {token}\r\n"));
         }
         for (name, value) in case.headers {
             request.push_str(&format!("{name}: {value}\r\n"));
@@ -427,7 +537,9 @@ pub async fn run(front: Front) {
             case.name, case.target, case.hosts, case.headers
         );
         if let Seen::Reached(echo) = &seen {
-            let claims = case.with_token.then(|| bob_claims.as_object()).flatten();
+            let claims = (case.with_token && !case.invalid_token)
+                .then(|| bob_claims.as_object())
+                .flatten();
             if let Err(why) = judge_reached(echo, &config, &policy, claims) {
                 failures.push(format!("{label}: BYPASS: {why}"));
             }
