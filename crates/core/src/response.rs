@@ -277,6 +277,22 @@ impl Deny {
                 false,
                 "verify_busy",
             ),
+            Deny::Invalid(VerifyError::IntrospectionUnavailable) => (
+                ServiceUnavailable,
+                GrpcCode::Unavailable,
+                "temporarily_unavailable",
+                "token introspection unavailable, retry later",
+                false,
+                "introspection_unavailable",
+            ),
+            Deny::Invalid(VerifyError::IntrospectionBusy) => (
+                ServiceUnavailable,
+                GrpcCode::Unavailable,
+                "temporarily_unavailable",
+                "server busy, retry later",
+                false,
+                "introspection_busy",
+            ),
             Deny::Invalid(VerifyError::KeysUnavailable) => (
                 ServiceUnavailable,
                 GrpcCode::Unavailable,
@@ -444,9 +460,17 @@ impl Deny {
                     VerifyError::IssuedInFuture => {
                         ("token issued in the future", "issued_in_future")
                     }
+                    VerifyError::Inactive => ("token not active", "inactive"),
+                    VerifyError::BadIntrospection => {
+                        ("token could not be introspected", "bad_introspection")
+                    }
                     VerifyError::KeysUnavailable
                     | VerifyError::KeyFetchBusy
-                    | VerifyError::VerifyBusy => ("signing keys unavailable", "keys_unavailable"),
+                    | VerifyError::VerifyBusy
+                    | VerifyError::IntrospectionUnavailable
+                    | VerifyError::IntrospectionBusy => {
+                        ("signing keys unavailable", "keys_unavailable")
+                    }
                 };
                 (
                     Unauthorized,

@@ -74,6 +74,21 @@ pub enum VerifyError {
     KeyFetchBusy,
     #[error("too many tokens waiting for a signature check")]
     VerifyBusy,
+    /// The provider's introspection endpoint says the token is not active (RFC 7662 §2.2:
+    /// unknown, expired, revoked, or anything else it will not vouch for).
+    #[error("token not active")]
+    Inactive,
+    /// The introspection answer cannot be read: not JSON, too large, or not the shape
+    /// RFC 7662 §2.2 (or RFC 9701 §5) gives it.
+    #[error("introspection answer unusable")]
+    BadIntrospection,
+    /// The introspection endpoint could not be asked: unreachable, timed out, an error status,
+    /// or it refused this sidecar's client authentication. Nothing is known about the token.
+    #[error("introspection unavailable")]
+    IntrospectionUnavailable,
+    /// More introspection calls than the provider's rate limit or `max_in_flight` allow.
+    #[error("introspection busy")]
+    IntrospectionBusy,
 }
 
 /// A proof larger than this is refused before parsing (a proof holds one public key and a

@@ -10,6 +10,8 @@
 //!   verification threads, the verified-token cache.
 //! - [`keys`]: key sets parsed from a JWKS, the per-provider key store (fetch, refresh,
 //!   unknown-kid refetch, stale-on-error), snapshots in `state_dir`.
+//! - [`introspection`]: opaque tokens checked at their provider's RFC 7662 endpoint: the
+//!   request and client authentication, the answer, its cache and limits.
 //! - [`revocation`]: per-provider status lists: fetched, verified, refreshed, stored; the
 //!   per-request status check.
 //! - [`sender`]: whether a request proves the key or certificate its token is bound to;
@@ -27,6 +29,7 @@ mod clock;
 pub mod config;
 pub mod explain;
 pub mod front;
+pub mod introspection;
 pub mod keys;
 pub mod obs;
 pub(crate) mod revocation;

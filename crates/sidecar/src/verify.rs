@@ -305,6 +305,33 @@ pub async fn verify_status_list_token(
     Ok(token.claims)
 }
 
+/// Verifies a JWT-secured introspection answer (RFC 9701 §5) with a key of `store`'s
+/// provider: `typ` `token-introspection+jwt` (§5: REQUIRED, keeping any other JWT of the
+/// provider's out), an algorithm the provider accepts, the signature. Returns the claims;
+/// [`crate::introspection`] checks `iss`, `aud`, `iat` and the introspection object.
+pub async fn verify_signed_introspection(
+    store: &Arc<KeyStore>,
+    jwt: &str,
+) -> Result<Map<String, Value>, VerifyError> {
+    let token = Unverified::parse(jwt).map_err(|_| VerifyError::BadIntrospection)?;
+    let header = checked_header(&token.header, store.provider())
+        .map_err(|_| VerifyError::BadIntrospection)?;
+    let typ = header.typ.as_deref().and_then(crate::config::media_type);
+    if !typ.is_some_and(|t| t.eq_ignore_ascii_case("token-introspection+jwt")) {
+        return Err(VerifyError::BadIntrospection);
+    }
+    let keys = match key_set_for(store, header.kid.as_deref()).await {
+        Ok(keys) => keys,
+        // The keys cannot be had: nothing is known of the answer.
+        Err(VerifyError::KeysUnavailable | VerifyError::KeyFetchBusy) => {
+            return Err(VerifyError::IntrospectionUnavailable);
+        }
+        Err(_) => return Err(VerifyError::BadIntrospection),
+    };
+    signed_by(&keys, &token).map_err(|_| VerifyError::BadIntrospection)?;
+    Ok(token.claims)
+}
+
 fn check_required(config: &ProviderConfig, claims: &Map<String, Value>) -> Result<(), VerifyError> {
     for name in &config.required_claims {
         if claims.get(name).is_none_or(Value::is_null) {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod binding;
+mod introspection;
 mod limits;
 mod listen;
 mod provider;
@@ -19,6 +20,10 @@ mod tests;
 pub use binding::{
     CertificateBinding, DpopConfig, DpopMode, DpopProviderConfig, MAX_PROOF_AGE, MAX_PROOF_LEEWAY,
     NonceConfig, ReplayStoreConfig,
+};
+pub use introspection::{
+    ClientAuth, IntrospectionCacheConfig, IntrospectionConfig, RateLimitConfig, read_secret,
+    signing_key,
 };
 pub use limits::*;
 pub use listen::*;
@@ -261,6 +266,28 @@ impl Config {
                 return Err(invalid(
                     format!("{field}.issuer"),
                     format!("duplicate issuer {:?}", provider.issuer),
+                ));
+            }
+            // An opaque token names no issuer: the place it came in chooses the one endpoint
+            // it is sent to, so no two introspecting providers may share a place.
+            if provider.introspection.is_some()
+                && let Some((j, source)) = self.providers[..i]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.introspection.is_some())
+                    .find_map(|(j, p)| {
+                        p.token_sources
+                            .iter()
+                            .find(|s| provider.token_sources.contains(s))
+                            .map(|s| (j, s))
+                    })
+            {
+                return Err(invalid(
+                    format!("{field}.token_sources"),
+                    format!(
+                        "providers[{j}] also introspects opaque tokens from {source:?}: an opaque \
+                         token names no issuer, so each place may have one introspecting provider"
+                    ),
                 ));
             }
         }

@@ -8,8 +8,8 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
 use super::{
-    CertificateBinding, ConfigError, DpopProviderConfig, Mode, StatusListConfig, TokenSource,
-    invalid, is_loopback, validate_header_name, validate_http_url,
+    CertificateBinding, ConfigError, DpopProviderConfig, IntrospectionConfig, Mode,
+    StatusListConfig, TokenSource, invalid, is_loopback, validate_header_name, validate_http_url,
 };
 
 /// One trusted token issuer.
@@ -64,6 +64,10 @@ pub struct ProviderConfig {
     /// Revocation by Token Status List: whether tokens' `status` references are checked.
     #[serde(default)]
     pub status_list: StatusListConfig,
+    /// Opaque tokens (any token that is not a JWS compact serialization) checked at this
+    /// provider's RFC 7662 introspection endpoint; its JWTs are still verified locally.
+    #[serde(default)]
+    pub introspection: Option<IntrospectionConfig>,
 }
 
 /// TLS trust and credentials for fetching keys from a private endpoint, such as a Kubernetes
@@ -226,19 +230,33 @@ impl ProviderConfig {
         self.dpop.validate(&format!("{field}.dpop"))?;
         self.status_list
             .validate(&format!("{field}.status_list"), self)?;
+        if let Some(introspection) = &self.introspection {
+            introspection.validate(&format!("{field}.introspection"), self)?;
+        }
         self.jwks_cache.validate(&format!("{field}.jwks_cache"))
     }
 
     /// Keys come over https, from loopback, or with `allow_insecure_http` said explicitly.
     fn check_transport(&self, field: &str, url: &str) -> Result<(), ConfigError> {
+        self.check_url_transport(field, url, "keys")
+    }
+
+    /// `what` (keys, the introspection endpoint) is reached over https, on loopback, or with
+    /// `allow_insecure_http` said explicitly.
+    pub(super) fn check_url_transport(
+        &self,
+        field: &str,
+        url: &str,
+        what: &str,
+    ) -> Result<(), ConfigError> {
         if self.allows_url(url) {
             return Ok(());
         }
         Err(invalid(
             field,
             format!(
-                "{url:?}: keys must come over https (plain http is allowed to loopback, or \
-                 with allow_insecure_http: true)"
+                "{url:?}: {what} must be reached over https (plain http is allowed to \
+                 loopback, or with allow_insecure_http: true)"
             ),
         ))
     }

@@ -47,6 +47,7 @@ fn provider(algorithms: &[Algorithm]) -> ProviderConfig {
         dpop: Default::default(),
         certificate_binding: Default::default(),
         status_list: Default::default(),
+        introspection: None,
     }
 }
 

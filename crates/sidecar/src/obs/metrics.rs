@@ -84,6 +84,8 @@ pub struct Metrics {
     dpop_proofs: Family<ProofLabels, Counter>,
     replay_store_errors: Family<StoreLabels, Counter>,
     status_list_fetches: Family<FetchLabels, Counter>,
+    introspections: Family<FetchLabels, Counter>,
+    introspection_cache: Family<FetchLabels, Counter>,
     status_list_age: Family<ListLabels, Gauge>,
     revoked_tokens: Family<RevokedLabels, Counter>,
     trace_spans: Family<CacheLabels, Counter>,
@@ -183,6 +185,18 @@ impl Metrics {
             "Status list fetches by provider and outcome (ok, not_modified, error: unreachable or HTTP error, invalid: refused by verification)",
             status_list_fetches.clone(),
         );
+        let introspections = Family::<FetchLabels, Counter>::default();
+        registry.register(
+            "introspections",
+            "Calls to introspection endpoints by provider and outcome (active, inactive, bad_answer, auth_refused: the endpoint refused this client, error: an HTTP error, unreachable, timeout), and checks that did not call by outcome (rate_limited, busy, no_endpoint, credentials)",
+            introspections.clone(),
+        );
+        let introspection_cache = Family::<FetchLabels, Counter>::default();
+        registry.register(
+            "introspection_cache_lookups",
+            "Introspection answers looked up by provider and outcome (hit, miss: a call made or joined)",
+            introspection_cache.clone(),
+        );
         let status_list_age = Family::<ListLabels, Gauge>::default();
         registry.register(
             "status_list_age_seconds",
@@ -226,6 +240,8 @@ impl Metrics {
             trace_spans,
             jwks_from_snapshot,
             status_list_fetches,
+            introspections,
+            introspection_cache,
             status_list_age,
             revoked_tokens,
             dpop_proofs,
@@ -281,6 +297,26 @@ impl Metrics {
     pub fn record_replay_store_error(&self, store: &'static str, error: &'static str) {
         self.replay_store_errors
             .get_or_create(&StoreLabels { store, error })
+            .inc();
+    }
+
+    /// An introspection call (or a check that could not make one), by its outcome.
+    pub fn record_introspection(&self, provider: &str, outcome: &'static str) {
+        self.introspections
+            .get_or_create(&FetchLabels {
+                provider: provider.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// An introspection-cache lookup: `hit` answered without a call.
+    pub fn record_introspection_cache(&self, provider: &str, hit: bool) {
+        self.introspection_cache
+            .get_or_create(&FetchLabels {
+                provider: provider.to_owned(),
+                outcome: if hit { "hit" } else { "miss" },
+            })
             .inc();
     }
 

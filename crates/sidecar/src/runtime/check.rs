@@ -12,9 +12,10 @@ use jwt_authz_core::extract::Found;
 use jwt_authz_core::request::Incoming;
 use jwt_authz_core::response::{Denial, Deny, Verdict};
 use jwt_authz_jose::dpop::{DpopError, NonceCheck};
-use jwt_authz_jose::jws::Record;
+use jwt_authz_jose::jws::{Record, stage};
 
 use crate::clock::unix_now;
+use crate::introspection::{self, Introspector};
 use crate::obs::telemetry::{self};
 use crate::sender::replay::StoreError;
 use crate::sender::{self, ReplayCheck};
@@ -294,6 +295,48 @@ impl Runtime {
         Box::pin(self.verify_fresh(hash, token, record)).await
     }
 
+    /// An opaque token's claims, from its provider's introspection (cached there, not in
+    /// the verified-token cache: its answers have lifetimes of their own), within the
+    /// check's time limit; whether the cache answered.
+    async fn introspected(
+        &self,
+        introspector: &Introspector,
+        hash: &token_cache::TokenHash,
+        token: &str,
+        record: Record<'_>,
+    ) -> Result<(Arc<VerifiedToken>, bool), Deny> {
+        let step = self.telemetry.step_span("jwt-authz introspect token");
+        let checking = tokio::time::timeout(self.config.limits.check_timeout, async {
+            match &step {
+                Some(cx) => {
+                    introspector
+                        .check(hash, token)
+                        .with_context(cx.clone())
+                        .await
+                }
+                None => introspector.check(hash, token).await,
+            }
+        })
+        .await;
+        let result = match checking {
+            Ok(result) => result,
+            Err(_) => {
+                telemetry::end_step(step, Some(&"timed out"));
+                return Err(Deny::TimedOut);
+            }
+        };
+        telemetry::end_step(
+            step,
+            result.as_ref().err().map(|e| e as &dyn std::fmt::Display),
+        );
+        let name = &introspector.provider_config().name;
+        let result = stage(record, "introspection", result, |ok| match ok {
+            true => format!("active at provider {name}"),
+            false => format!("provider {name}"),
+        });
+        result.map_err(Deny::Invalid)
+    }
+
     /// A token not in the cache (or whose key went away): verified, then cached.
     async fn verify_fresh(
         &self,
@@ -356,6 +399,22 @@ impl Checks for Io<'_> {
     async fn verify(&mut self, found: &Found<'_>) -> Result<Verified<bool>, Stop> {
         let hash = token_cache::token_hash(found.token);
         self.hash = Some(hash);
+        // An opaque token goes to the provider that introspects tokens from where it came;
+        // a JWT is verified here, whatever provider it names.
+        if !introspection::is_jws_shaped(found.token)
+            && let Some(introspector) = self.runtime.introspector_for(found.source)
+        {
+            let (token, cached) =
+                Box::pin(
+                    self.runtime
+                        .introspected(introspector, &hash, found.token, self.record),
+                )
+                .await?;
+            return Ok(Verified {
+                token,
+                note: cached,
+            });
+        }
         let (token, cached) = self
             .runtime
             .verified(&hash, found.token, self.record)

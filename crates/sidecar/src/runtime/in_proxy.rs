@@ -46,6 +46,12 @@ impl Runtime {
     /// filter runs the same way.
     pub fn in_proxy_token(&self, outcome: &Outcome<'_>) -> Option<CachedToken> {
         let token = outcome.identity.as_ref()?;
+        // An introspected token's answer lives in the sidecar's introspection cache, for its
+        // `cache.max_ttl`; a filter holding it as well would keep a revoked token alive for
+        // longer. Every request with one asks the sidecar (whose cache answers).
+        if token.thumbprint == crate::introspection::INTROSPECTED {
+            return None;
+        }
         let provider = self.verifier.provider(token.provider)?.config();
         let claims_suffice = provider.dpop.mode == DpopMode::Off
             && provider.certificate_binding == CertificateBinding::Optional

@@ -16,7 +16,8 @@ use tokio::task::JoinHandle;
 use jwt_authz_core::decision::Decider;
 use jwt_authz_jose::dpop::nonce::Nonces;
 
-use crate::config::{Config, DpopMode, JwksHttpConfig, JwksSource};
+use crate::config::{Config, DpopMode, JwksHttpConfig, JwksSource, TokenSource};
+use crate::introspection::Introspector;
 use crate::keys::fetch;
 use crate::keys::snapshot::{SnapshotFile, StateDir, StateDirError};
 use crate::keys::store::KeyStore;
@@ -48,6 +49,8 @@ pub enum StartError {
     Rule(#[from] regex::Error),
     #[error("providers[{index}].jwks_http: {message}")]
     Client { index: usize, message: String },
+    #[error("providers[{index}].introspection: {message}")]
+    Introspection { index: usize, message: String },
     #[error("dpop.replay_store: {0}")]
     ReplayStore(StoreError),
     #[error("dpop.nonce.secret_file {path}: {message}")]
@@ -67,6 +70,8 @@ pub struct Runtime {
     verifier: Verifier,
     /// Each provider's status lists (by its index), when its `status_list.mode` is not off.
     status_lists: Vec<Option<Arc<StatusLists>>>,
+    /// Each provider's introspection (by its index), when it has `introspection`.
+    introspectors: Vec<Option<Arc<Introspector>>>,
     /// The decision's configuration compiled: rules, token sources, the pipeline.
     decider: Decider,
     cache: TokenCache,
@@ -156,6 +161,7 @@ impl Runtime {
         };
         let mut providers = Vec::with_capacity(config.providers.len());
         let mut status_lists = Vec::with_capacity(config.providers.len());
+        let mut introspectors = Vec::with_capacity(config.providers.len());
         for (index, provider) in config.providers.iter().enumerate() {
             let unchanged = previous.and_then(|prev| {
                 prev.verifier
@@ -199,8 +205,14 @@ impl Runtime {
                 state.clone(),
                 telemetry.clone(),
             );
+            // Built anew with each configuration (a reload starts with an empty cache of
+            // answers: at worst one call per token in use).
+            let introspector = Introspector::new(index, Arc::clone(&store), Arc::clone(&metrics))
+                .map_err(|message| StartError::Introspection { index, message })?
+                .map(Arc::new);
             providers.push(Provider { index, store });
             status_lists.push(status);
+            introspectors.push(introspector);
         }
         let replay = Replay::start(
             &config,
@@ -267,6 +279,7 @@ impl Runtime {
             verifier: Verifier::new(providers),
             decider,
             status_lists,
+            introspectors,
             metrics,
             refreshers,
             telemetry,
@@ -287,6 +300,16 @@ impl Runtime {
         self.verifier
             .provider(index)
             .map(|p| p.config().name.as_str())
+    }
+
+    /// The provider that introspects opaque tokens found in `source` (configuration allows
+    /// one per place).
+    pub(crate) fn introspector_for(&self, source: &TokenSource) -> Option<&Introspector> {
+        self.introspectors
+            .iter()
+            .flatten()
+            .find(|i| i.provider_config().token_sources.contains(source))
+            .map(Arc::as_ref)
     }
 
     /// Verifies a token against its provider, without the cache or route rules (so without
