@@ -14,7 +14,7 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
-use super::{ConfigError, ProviderConfig, invalid, read_bearer_token, validate_http_url};
+use super::{ConfigError, ProviderConfig, invalid, validate_http_url};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -269,11 +269,31 @@ impl ClientAuth {
     }
 }
 
-/// A client secret file: one secret of printable characters (surrounding whitespace
-/// trimmed), at most [`MAX_CREDENTIAL_BYTES`]. Errors never quote it.
+/// A client secret file: one secret of RFC 6749's VSCHARs (printable ASCII, spaces
+/// included; Appendix A.2), surrounding whitespace trimmed, at most
+/// [`MAX_CREDENTIAL_BYTES`]. Errors never quote it.
 pub fn read_secret(path: &Path) -> Result<String, String> {
-    // The same rules as a bearer token file (and the same limit).
-    read_bearer_token(path).map_err(|m| m.replace("one token", "one secret"))
+    use std::io::Read;
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut text = String::new();
+    file.take(MAX_CREDENTIAL_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if text.len() as u64 > MAX_CREDENTIAL_BYTES {
+        return Err(format!(
+            "{} is larger than {MAX_CREDENTIAL_BYTES} bytes",
+            path.display()
+        ));
+    }
+    let secret = text.trim();
+    if secret.is_empty() || !secret.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return Err(format!(
+            "{} must hold one secret of printable ASCII characters",
+            path.display()
+        ));
+    }
+    Ok(secret.to_owned())
 }
 
 /// The private key of a `private_key_jwt` client: a PKCS#8 PEM key for `algorithm` (RSA for

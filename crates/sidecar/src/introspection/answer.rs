@@ -132,7 +132,9 @@ mod tests {
 
     fn provider() -> ProviderConfig {
         let yaml = "name: p\nissuer: https://idp.example\naudiences: [api]\njwks: {uri: https://idp.example/jwks}\n";
-        serde_norway::from_str(yaml).expect("provider")
+        // Through a JSON value, as the configuration file is read.
+        let value: Value = serde_norway::from_str(yaml).expect("yaml");
+        serde_json::from_value(value).expect("provider")
     }
 
     fn active(members: Value) -> Map<String, Value> {

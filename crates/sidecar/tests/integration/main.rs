@@ -15,6 +15,7 @@ mod dpop;
 mod explain;
 mod http_front;
 mod in_proxy_callout;
+mod introspection;
 mod limits;
 mod outage;
 mod paths;
