@@ -161,10 +161,15 @@ async fn an_active_token_passes_with_its_members_as_claims_and_is_then_cached() 
     // The scope the answer lacks: 403, from the same cached answer.
     let denied = server.check_token("/admin/x", opaque).await;
     assert_eq!(denied_status(&denied), Some(403));
+    // And the allowed route again.
+    assert_eq!(
+        grpc_code(&server.check_token("/api/orders", opaque).await),
+        0
+    );
     assert_eq!(
         fake.calls(),
         1,
-        "the second check was answered by the cache"
+        "the later checks were answered by the cache"
     );
     let (headers, body) = fake.last();
     let form: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes())
