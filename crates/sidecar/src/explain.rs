@@ -146,7 +146,15 @@ pub async fn explain(runtime: &Runtime, req: &Request) -> Report {
     let recorded = record.into_inner().unwrap_or_default();
 
     let token_report = d.found.map(|found| {
-        let (header, stated) = unverified_parts(found.token);
+        let (header, mut stated) = unverified_parts(found.token);
+        // An opaque token states nothing itself: what its provider's introspection answered.
+        if let Some(token) = outcome
+            .identity
+            .as_ref()
+            .filter(|t| t.thumbprint == crate::introspection::INTROSPECTED)
+        {
+            stated.clone_from(&token.claims);
+        }
         let text = |name: &str| header.get(name).and_then(Value::as_str).map(str::to_owned);
         let verification = match (&outcome.identity, d.reached, d.refusal()) {
             (Some(_), _, _) => "ok".to_owned(),
