@@ -181,6 +181,34 @@ mod tests {
     }
 
     #[test]
+    fn the_cli_revokes_opaque_tokens_by_user_and_by_jti() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = UserStore::open(&dir.path().join("users.db")).unwrap();
+        let far = now() + 3600;
+        let (a, b, other) = (token_hash("a"), token_hash("b"), token_hash("c"));
+        store.record_opaque(&a, &record("ja", 0, far)).unwrap();
+        store.record_opaque(&b, &record("jb", 0, far)).unwrap();
+        let mut someone_else = record("jc", 0, far);
+        someone_else.subject = "t".into();
+        store.record_opaque(&other, &someone_else).unwrap();
+        assert_eq!(store.revoke_jti("ja").unwrap(), Some(true));
+        assert_eq!(store.revoke_jti("ja").unwrap(), Some(false));
+        assert_eq!(store.revoke_jti("nope").unwrap(), None);
+        assert!(store.find_opaque(&a).unwrap().unwrap().revoked_at.is_some());
+        assert!(store.find_opaque(&b).unwrap().unwrap().revoked_at.is_none());
+        assert_eq!(store.revoke_subject("s").unwrap(), 1);
+        assert!(store.find_opaque(&b).unwrap().unwrap().revoked_at.is_some());
+        assert!(
+            store
+                .find_opaque(&other)
+                .unwrap()
+                .unwrap()
+                .revoked_at
+                .is_none()
+        );
+    }
+
+    #[test]
     fn recorded_found_revoked_and_expired_rows_pruned_in_batches() {
         let dir = tempfile::tempdir().unwrap();
         let store = UserStore::open(&dir.path().join("users.db")).unwrap();
