@@ -237,6 +237,31 @@ pub struct Settings {
     /// a new one. 65536 entries are 8 KiB before compression.
     #[arg(long, env = "ISSUER_STATUS_LIST_SIZE", default_value_t = 65536, value_parser = parse_list_size, global = true)]
     pub status_list_size: i64,
+    /// A client allowed to call `POST /auth/introspect` with a secret (`client_secret_basic`
+    /// or `client_secret_post`, RFC 6749 §2.3.1): `ID=PATH`, PATH a file holding the secret
+    /// (read at start, trailing newline trimmed, at least 16 bytes). Repeatable; in the
+    /// environment, comma-separated.
+    #[arg(
+        long = "introspection-client",
+        env = "ISSUER_INTROSPECTION_CLIENTS",
+        value_name = "ID=PATH",
+        value_delimiter = ',',
+        value_parser = parse_client_file,
+        global = true
+    )]
+    pub introspection_clients: Vec<ClientFile>,
+    /// A client allowed to call `POST /auth/introspect` with `private_key_jwt` (RFC 7523):
+    /// `ID=PATH`, PATH a JWKS file of the client's public keys (RSA, EC P-256). Repeatable;
+    /// in the environment, comma-separated.
+    #[arg(
+        long = "introspection-client-jwks",
+        env = "ISSUER_INTROSPECTION_CLIENT_JWKS",
+        value_name = "ID=PATH",
+        value_delimiter = ',',
+        value_parser = parse_client_file,
+        global = true
+    )]
+    pub introspection_client_jwks: Vec<ClientFile>,
 }
 
 impl Settings {
@@ -270,6 +295,40 @@ impl Settings {
     pub fn token_endpoint(&self) -> String {
         format!("{}/auth/login", self.issuer_url.trim_end_matches('/'))
     }
+
+    /// RFC 7662 §2: the introspection endpoint, as discovery lists it.
+    pub fn introspection_endpoint(&self) -> String {
+        format!("{}/auth/introspect", self.issuer_url.trim_end_matches('/'))
+    }
+}
+
+/// An introspection client's id and the file that holds its secret or its keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientFile {
+    pub id: String,
+    pub path: PathBuf,
+}
+
+/// The longest client id accepted.
+pub const MAX_CLIENT_ID: usize = 128;
+
+/// `ID=PATH`: the id 1-128 visible ASCII characters (no `=`), the path not empty.
+fn parse_client_file(s: &str) -> Result<ClientFile, String> {
+    let (id, path) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected ID=PATH"))?;
+    if id.is_empty() || id.len() > MAX_CLIENT_ID || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{id:?}: a client id is 1-{MAX_CLIENT_ID} visible ASCII characters"
+        ));
+    }
+    if path.is_empty() {
+        return Err(format!("{s:?}: the path is empty"));
+    }
+    Ok(ClientFile {
+        id: id.to_owned(),
+        path: PathBuf::from(path),
+    })
 }
 
 fn parse_url(s: &str) -> Result<String, String> {
@@ -366,5 +425,40 @@ mod tests {
         let cli =
             Cli::try_parse_from(["issuer", "--status-base-url", "http://issuer:8080/"]).unwrap();
         assert_eq!(cli.settings.status_base(), "http://issuer:8080");
+    }
+
+    #[test]
+    fn introspection_clients_are_id_equals_path() {
+        let cli = Cli::try_parse_from([
+            "issuer",
+            "--introspection-client",
+            "sidecar=/run/secrets/sidecar",
+            "--introspection-client",
+            "other=a=b",
+            "--introspection-client-jwks",
+            "sidecar=/etc/sidecar.jwks",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.settings.introspection_clients,
+            vec![
+                ClientFile {
+                    id: "sidecar".into(),
+                    path: "/run/secrets/sidecar".into()
+                },
+                ClientFile {
+                    id: "other".into(),
+                    path: "a=b".into()
+                },
+            ]
+        );
+        assert_eq!(cli.settings.introspection_client_jwks.len(), 1);
+        let long = format!("{}=/x", "a".repeat(MAX_CLIENT_ID + 1));
+        for bad in ["sidecar", "=/x", "sidecar=", "two words=/x", long.as_str()] {
+            assert!(
+                Cli::try_parse_from(["issuer", "--introspection-client", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

@@ -62,6 +62,26 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX issued_tokens_revoked ON issued_tokens (list, idx)
         WHERE revoked_at IS NOT NULL;
 "#,
+    // Opaque access tokens (introspected, RFC 7662): the SHA-256 of the token, never the
+    // token, and what introspection answers about it. `cnf_*` are its binding (RFC 9449
+    // `jkt`, RFC 8705 `x5t#S256`). Expired rows are pruned by expiry, a few at a time.
+    r#"
+    CREATE TABLE opaque_tokens (
+        token_hash BLOB PRIMARY KEY,
+        jti TEXT NOT NULL UNIQUE,
+        subject TEXT NOT NULL,
+        username TEXT NOT NULL,
+        role TEXT NOT NULL,
+        audience TEXT NOT NULL,
+        issued_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        cnf_jkt TEXT,
+        cnf_x5t_s256 TEXT,
+        revoked_at INTEGER
+    ) WITHOUT ROWID;
+    CREATE INDEX opaque_tokens_by_expiry ON opaque_tokens (expires_at);
+    CREATE INDEX opaque_tokens_by_subject ON opaque_tokens (subject, expires_at);
+"#,
 ];
 
 /// The database file's connections.

@@ -3,6 +3,11 @@
 //!
 //! - [`config`]: flags and `ISSUER_*` environment variables.
 //! - [`binding`]: DPoP- and certificate-bound tokens (RFC 9449, RFC 8705) at login.
+//! - [`clients`]: the clients allowed to introspect, their secrets and keys.
+//! - [`client_auth`]: their authentication (RFC 6749 §2.3.1, RFC 7523).
+//! - [`form`]: form-urlencoded request bodies.
+//! - [`opaque`]: opaque access tokens, stored by hash.
+//! - [`introspection`]: what introspection answers about a token (RFC 7662, RFC 9701).
 //! - [`db`]: the SQLite file: WAL, migrations, the writer and the pool of readers.
 //! - [`users`]: the SQLite user store with argon2id hashes.
 //! - [`keys`]: RSA keys on disk, rotation and pruning.
@@ -15,12 +20,17 @@
 //! - [`http`]: the HTTP API.
 
 pub mod binding;
+pub mod client_auth;
+pub mod clients;
 pub mod config;
 mod db;
+pub mod form;
 pub mod hashing;
 pub mod http;
+pub mod introspection;
 pub mod keys;
 pub mod list_heads;
+pub mod opaque;
 pub mod ratelimit;
 pub mod revocation;
 pub mod throttle;
@@ -34,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
+use clients::{Clients, ClientsError};
 pub use config::Settings;
 use hashing::HashGate;
 use http::AppState;
@@ -53,6 +64,8 @@ pub enum Error {
     Users(#[from] UserError),
     #[error(transparent)]
     Keys(#[from] KeyError),
+    #[error(transparent)]
+    Clients(#[from] ClientsError),
     #[error("{0}")]
     Settings(String),
 }
@@ -75,6 +88,10 @@ impl Issuer {
                 "--status-list-lifetime ({:?}) must be at least twice --status-list-ttl ({:?})",
                 settings.status_list_lifetime, settings.status_list_ttl
             )));
+        }
+        let clients = Clients::load(&settings)?;
+        if !clients.is_empty() {
+            tracing::info!(clients = clients.len(), "introspection clients loaded");
         }
         let users = UserStore::open_with_readers(&settings.db, settings.db_readers.into())?;
         if settings.demo {
@@ -105,6 +122,8 @@ impl Issuer {
                 throttle: Arc::new(throttle),
                 public_limit,
                 hashing,
+                clients: Arc::new(clients),
+                assertions: Default::default(),
             },
             key_dir,
         })

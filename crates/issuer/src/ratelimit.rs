@@ -53,7 +53,17 @@ impl RateLimit {
         self.check_at(network, Instant::now())
     }
 
+    /// Whether `network`'s bucket holds a request now, without taking it: for requests
+    /// that spend the bucket only when they fail (introspection's client authentication).
+    pub fn peek(&self, network: Option<Network>) -> Result<(), Duration> {
+        self.take_at(network, Instant::now(), false)
+    }
+
     fn check_at(&self, network: Option<Network>, now: Instant) -> Result<(), Duration> {
+        self.take_at(network, now, true)
+    }
+
+    fn take_at(&self, network: Option<Network>, now: Instant, take: bool) -> Result<(), Duration> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let burst = self.burst;
         let bucket = buckets.get_or_insert_mut(network, || Bucket {
@@ -64,7 +74,9 @@ impl RateLimit {
         bucket.tokens = (bucket.tokens + elapsed * self.rate).min(self.burst);
         bucket.at = now;
         if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+            if take {
+                bucket.tokens -= 1.0;
+            }
             Ok(())
         } else {
             Err(Duration::from_secs_f64((1.0 - bucket.tokens) / self.rate))
@@ -110,6 +122,18 @@ mod tests {
             assert!(limit.check_at(a, t2).is_ok());
         }
         assert!(limit.check_at(a, t2).is_err());
+    }
+
+    #[test]
+    fn a_peek_takes_nothing() {
+        let limit = RateLimit::new(1, 1);
+        let a = net("192.0.2.1");
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(limit.take_at(a, t0, false).is_ok());
+        }
+        assert!(limit.check_at(a, t0).is_ok());
+        assert!(limit.take_at(a, t0, false).is_err());
     }
 
     #[test]

@@ -152,13 +152,47 @@ impl UserStore {
             )
             .optional()?;
         match known {
-            None => return Ok(None),
+            None => return self.revoke_opaque_jti(jti),
             Some(Some(_)) => return Ok(Some(false)),
             Some(None) => {}
         }
         let revoked = self.revoke_jti_in(jti);
         self.heads.invalidate();
         revoked
+    }
+
+    /// [`UserStore::revoke_jti`] for an opaque token (`tokens revoke --jti`).
+    fn revoke_opaque_jti(&self, jti: &str) -> Result<Option<bool>, UserError> {
+        let changed = self.conn().execute(
+            "UPDATE opaque_tokens SET revoked_at = ?2 WHERE jti = ?1 AND revoked_at IS NULL",
+            params![jti, now()],
+        )?;
+        if changed == 1 {
+            return Ok(Some(true));
+        }
+        let known: Option<i64> = self
+            .reader()
+            .query_row(
+                "SELECT 1 FROM opaque_tokens WHERE jti = ?1",
+                params![jti],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(known.map(|_| false))
+    }
+
+    /// Whether the JWT with this `jti` is revoked; `None` when it was never recorded here
+    /// (or its record is long gone).
+    pub fn jti_revoked(&self, jti: &str) -> Result<Option<bool>, UserError> {
+        let known: Option<Option<i64>> = self
+            .reader()
+            .query_row(
+                "SELECT revoked_at FROM issued_tokens WHERE jti = ?1",
+                params![jti],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(known.map(|revoked_at| revoked_at.is_some()))
     }
 
     fn revoke_jti_in(&self, jti: &str) -> Result<Option<bool>, UserError> {
@@ -308,6 +342,7 @@ pub(crate) fn revoke_subject_in(
     subject: &str,
     now: i64,
 ) -> Result<usize, UserError> {
+    let revoked_at = now;
     let now = now - EXPIRY_LEEWAY_SECS;
     tx.execute(
         "UPDATE status_lists SET version = version + 1 WHERE id IN (
@@ -315,11 +350,18 @@ pub(crate) fn revoke_subject_in(
              WHERE subject = ?1 AND expires_at > ?2 AND revoked_at IS NULL)",
         params![subject, now],
     )?;
-    Ok(tx.execute(
+    let listed = tx.execute(
         "UPDATE issued_tokens SET revoked_at = ?2
          WHERE subject = ?1 AND expires_at > ?2 AND revoked_at IS NULL",
         params![subject, now],
-    )?)
+    )?;
+    // Opaque tokens have no list entry: their record is what introspection reads.
+    let opaque = tx.execute(
+        "UPDATE opaque_tokens SET revoked_at = ?3
+         WHERE subject = ?1 AND expires_at > ?2 AND revoked_at IS NULL",
+        params![subject, now, revoked_at],
+    )?;
+    Ok(listed + opaque)
 }
 
 /// A list's URI under `base` (the issuer's URL as verifiers reach it).

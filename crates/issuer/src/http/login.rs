@@ -1,5 +1,6 @@
 //! `POST /auth/login`: throttled, hashed, bound (DPoP or certificate) when asked, a token
-//! minted and entered in a status list.
+//! minted and entered in a status list, or (`"token_format": "opaque"`) an opaque token
+//! recorded for introspection.
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::binding::{self, BindingError};
+use crate::opaque::{self, OpaqueRecord};
 use crate::revocation::{self};
 use crate::throttle::{Network, Subject};
 use crate::token;
@@ -23,6 +25,19 @@ use super::{
 struct LoginRequest {
     username: String,
     password: String,
+    #[serde(default)]
+    token_format: TokenFormat,
+}
+
+/// The kind of access token a login asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum TokenFormat {
+    /// A signed JWT any verifier with the JWKS checks by itself.
+    #[default]
+    Jwt,
+    /// An opaque reference only this issuer's introspection endpoint answers for.
+    Opaque,
 }
 
 /// 503: more logins than the issuer takes on at once; retry in a second.
@@ -87,7 +102,7 @@ pub(super) async fn login(State(state): State<AppState>, request: Request) -> Re
         return error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
-            "body must be JSON with username and password",
+            "body must be JSON with username, password and an optional token_format of \"jwt\" or \"opaque\"",
         );
     };
     let settings = &state.settings;
@@ -169,7 +184,10 @@ pub(super) async fn login(State(state): State<AppState>, request: Request) -> Re
         clear.push(Subject::UserFrom(name, network));
     }
     state.throttle.succeeded(attempt, &clear);
-    let minted = issue(&state, &user, &cnf).await;
+    let minted = match credentials.token_format {
+        TokenFormat::Jwt => issue(&state, &user, &cnf).await,
+        TokenFormat::Opaque => issue_opaque(&state, &user, &cnf).await,
+    };
     match minted {
         Ok(token) => {
             // RFC 9449 §5: a DPoP-bound token's type is DPoP.
@@ -236,6 +254,46 @@ async fn issue(state: &AppState, user: &User, cnf: &token::Confirmation) -> Resu
         dpop = cnf.jkt.is_some(),
         certificate = cnf.x5t_s256.is_some(),
         "token issued"
+    );
+    Ok(token)
+}
+
+/// Creates an opaque token for `user` and records its hash with what introspection answers
+/// (RFC 7662 §2.2); no status list entry: introspection is its source of truth.
+async fn issue_opaque(
+    state: &AppState,
+    user: &User,
+    cnf: &token::Confirmation,
+) -> Result<String, String> {
+    let settings = &state.settings;
+    let minting = token::Minting::new(settings.token_ttl).map_err(|e| e.to_string())?;
+    let token = opaque::new_token().ok_or_else(|| "no randomness for a token".to_owned())?;
+    let record = OpaqueRecord {
+        jti: minting.jti.clone(),
+        subject: user.id.clone(),
+        username: user.username.clone(),
+        role: user.role.clone(),
+        audience: settings.audience.clone(),
+        issued_at: minting.iat as i64,
+        expires_at: minting.exp as i64,
+        cnf: cnf.clone(),
+        revoked_at: None,
+    };
+    let hash = opaque::token_hash(&token);
+    let users = state.users.clone();
+    blocking("record opaque token", move || {
+        users.record_opaque(&hash, &record)
+    })
+    .await
+    .map_err(|_| "cannot record the token".to_owned())?;
+    tracing::info!(
+        sub = %user.id,
+        username = %user.username,
+        jti = %minting.jti,
+        token = %opaque::fingerprint(&token),
+        dpop = cnf.jkt.is_some(),
+        certificate = cnf.x5t_s256.is_some(),
+        "opaque token issued"
     );
     Ok(token)
 }

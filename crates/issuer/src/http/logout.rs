@@ -1,8 +1,11 @@
-//! `POST /auth/logout`: the caller's own token, verified with this issuer's keys, revoked.
+//! `POST /auth/logout`: the caller's own token, verified with this issuer's keys (a JWT) or
+//! found by its hash (an opaque token), revoked.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+
+use crate::opaque;
 
 use super::{AppState, blocking, error};
 
@@ -29,7 +32,7 @@ fn presented_token(headers: &HeaderMap) -> Option<&str> {
 
 /// The claims of a token this issuer signed (with a key it still publishes), for this
 /// audience; expired tokens included (revoking one is harmless).
-fn own_token_claims(
+pub(super) fn own_token_claims(
     state: &AppState,
     token: &str,
 ) -> Option<serde_json::Map<String, serde_json::Value>> {
@@ -68,6 +71,28 @@ pub(super) async fn logout(State(state): State<AppState>, headers: HeaderMap) ->
     let Some(token) = presented_token(&headers) else {
         return denied("invalid_request", "one bearer token required");
     };
+    if opaque::looks_opaque(token) {
+        let hash = opaque::token_hash(token);
+        let users = state.users.clone();
+        return match blocking("revoke opaque token", move || users.revoke_opaque(&hash)).await {
+            Ok(Some((record, first))) => {
+                tracing::info!(
+                    sub = %record.subject,
+                    jti = %record.jti,
+                    token = %opaque::fingerprint(token),
+                    already = !first,
+                    "opaque token revoked by logout"
+                );
+                (
+                    StatusCode::NO_CONTENT,
+                    [(header::CACHE_CONTROL, "no-store")],
+                )
+                    .into_response()
+            }
+            Ok(None) => denied("invalid_token", "token not issued here or invalid"),
+            Err(response) => response,
+        };
+    }
     let Some(claims) = own_token_claims(&state, token) else {
         return denied("invalid_token", "token not issued here or invalid");
     };

@@ -1,6 +1,6 @@
 //! The HTTP API: the router, JWKS, OIDC discovery, health, the client address and the rate
-//! limit on the public endpoints; login ([`login`]), logout ([`logout`]) and the status
-//! lists ([`lists`]) each in their own file.
+//! limit on the public endpoints; login ([`login`]), logout ([`logout`]), introspection
+//! ([`introspect`]) and the status lists ([`lists`]) each in their own file.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
@@ -16,6 +16,8 @@ use axum::routing::{get, post};
 use serde_json::json;
 
 use crate::binding::{self, Proofs};
+use crate::client_auth::{self, Assertions};
+use crate::clients::Clients;
 use crate::config::Settings;
 use crate::hashing::HashGate;
 use crate::keys::KeyRing;
@@ -39,6 +41,10 @@ pub struct AppState {
     pub proofs: Proofs,
     /// Signed copies of status lists.
     pub lists: SignedLists,
+    /// The clients allowed to introspect.
+    pub clients: Arc<Clients>,
+    /// Client assertions accepted and not yet expired (RFC 7523 §3 item 7).
+    pub assertions: Assertions,
 }
 
 impl AppState {
@@ -47,10 +53,12 @@ impl AppState {
     }
 }
 
+mod introspect;
 mod lists;
 mod login;
 mod logout;
 
+use introspect::introspect;
 use lists::{status_list, status_lists};
 use login::login;
 use logout::logout;
@@ -67,8 +75,11 @@ pub fn router(state: AppState) -> Router {
         .route("/.well-known/jwks.json", get(jwks))
         .route("/.well-known/openid-configuration", get(discovery))
         .route_layer(middleware::from_fn_with_state(state.clone(), limit_public));
+    // Introspection limits itself: only its failed client authentications count against
+    // the address (see [`introspect`]).
     Router::new()
         .route("/auth/login", post(login))
+        .route("/auth/introspect", post(introspect))
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(public)
         .with_state(state)
@@ -195,6 +206,16 @@ async fn discovery(State(state): State<AppState>) -> Response {
             "tls_client_certificate_bound_access_tokens": s.trust_client_cert_header,
             // draft-ietf-oauth-status-list §9.1.
             "status_list_aggregation_endpoint": format!("{}/auth/status", s.status_base()),
+            // RFC 8414 §2 (RFC 7662 metadata), listed even with no client configured.
+            "introspection_endpoint": s.introspection_endpoint(),
+            "introspection_endpoint_auth_methods_supported":
+                ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+            "introspection_endpoint_auth_signing_alg_values_supported": client_auth::ASSERTION_ALGORITHMS
+                .iter()
+                .map(|alg| format!("{alg:?}"))
+                .collect::<Vec<_>>(),
+            // RFC 9701 §7.
+            "introspection_signing_alg_values_supported": ["RS256"],
         })),
     )
         .into_response()

@@ -1,8 +1,13 @@
 //! An issuer serving on a loopback port for the tests that need real sockets, with its own
-//! database and keys in a temporary directory; stopped when dropped.
+//! database and keys in a temporary directory; stopped when dropped. Each test binary uses
+//! a part of it.
+#![allow(dead_code)]
+
+use std::path::Path;
 
 use clap::Parser;
 use issuer::config::Cli;
+use serde_json::Value;
 
 pub struct Running {
     pub base: String,
@@ -18,8 +23,30 @@ impl Drop for Running {
     }
 }
 
+impl Running {
+    /// The directory of its database (`users.db`) and keys.
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+}
+
+/// An introspection client to register: its id, and its secret and/or public JWKS.
+#[derive(Debug, Clone, Copy)]
+pub struct Client<'a> {
+    pub id: &'a str,
+    pub secret: Option<&'a str>,
+    pub jwks: Option<&'a Value>,
+}
+
 /// The demo issuer with `extra` command-line arguments.
 pub async fn start(extra: &[&str]) -> Running {
+    start_with_clients(extra, &[]).await
+}
+
+/// The demo issuer with `extra` arguments and `clients` allowed to introspect: each secret
+/// and JWKS written to a file and named by `--introspection-client` or
+/// `--introspection-client-jwks`, as an operator would.
+pub async fn start_with_clients(extra: &[&str], clients: &[Client<'_>]) -> Running {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut args = vec![
         "issuer".to_owned(),
@@ -30,6 +57,20 @@ pub async fn start(extra: &[&str]) -> Running {
         dir.path().join("keys").display().to_string(),
     ];
     args.extend(extra.iter().map(|s| (*s).to_owned()));
+    for (n, client) in clients.iter().enumerate() {
+        if let Some(secret) = client.secret {
+            let path = dir.path().join(format!("client-{n}.secret"));
+            std::fs::write(&path, format!("{secret}\n")).expect("secret file");
+            args.push("--introspection-client".into());
+            args.push(format!("{}={}", client.id, path.display()));
+        }
+        if let Some(jwks) = client.jwks {
+            let path = dir.path().join(format!("client-{n}.jwks"));
+            std::fs::write(&path, jwks.to_string()).expect("jwks file");
+            args.push("--introspection-client-jwks".into());
+            args.push(format!("{}={}", client.id, path.display()));
+        }
+    }
     let settings = Cli::try_parse_from(args).expect("settings").settings;
     let issuer = issuer::Issuer::open(settings).expect("issuer");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
