@@ -56,6 +56,38 @@ impl Gateway {
         Ok(body["accessToken"].as_str().expect("token").to_owned())
     }
 
+    /// A login asking for an opaque token (`token_format: opaque`), with a DPoP proof by
+    /// `client` when given: the status and the JSON body.
+    pub async fn login_opaque(
+        &self,
+        user: &str,
+        password: &str,
+        client: Option<&DpopClient>,
+    ) -> (StatusCode, Value) {
+        let url = format!("{}/auth/login", self.base);
+        let mut request = self
+            .client
+            .post(&url)
+            .json(&json!({"username": user, "password": password, "token_format": "opaque"}));
+        if let Some(client) = client {
+            request = request.header("dpop", client.proof("POST", &url, None));
+        }
+        let response = request.send().await.expect("login request");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST /auth/logout` with `token` as a bearer token: the status.
+    pub async fn logout(&self, token: &str) -> StatusCode {
+        self.client
+            .post(format!("{}/auth/logout", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("logout request")
+            .status()
+    }
+
     /// A login with a DPoP proof by `client` (RFC 9449 §5): the status and the JSON body.
     pub async fn login_dpop(
         &self,

@@ -17,11 +17,18 @@ async fn jwt_authz_keys(server: &TestServer) -> u64 {
 /// The issuer serving on a loopback port (demo users, audience `api`, data in `dir`): its
 /// base URL and the settings it runs with.
 async fn start_issuer(dir: &std::path::Path) -> (String, issuer::Settings) {
+    start_issuer_with(dir, &[]).await
+}
+
+/// [`start_issuer`] with more command-line arguments.
+async fn start_issuer_with(dir: &std::path::Path, extra: &[&str]) -> (String, issuer::Settings) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let settings = issuer::config::Cli::try_parse_from([
+    let db = dir.join("users.db").display().to_string();
+    let keys = dir.join("keys").display().to_string();
+    let mut args = vec![
         "issuer",
         "--demo",
         "--issuer-url",
@@ -29,12 +36,14 @@ async fn start_issuer(dir: &std::path::Path) -> (String, issuer::Settings) {
         "--audience",
         "api",
         "--db",
-        &dir.join("users.db").display().to_string(),
+        &db,
         "--key-dir",
-        &dir.join("keys").display().to_string(),
-    ])
-    .expect("settings")
-    .settings;
+        &keys,
+    ];
+    args.extend_from_slice(extra);
+    let settings = issuer::config::Cli::try_parse_from(args)
+        .expect("settings")
+        .settings;
     let iss = issuer::Issuer::open(settings.clone()).expect("issuer");
     tokio::spawn(iss.serve(listener, std::future::pending()));
     (base, settings)
@@ -197,5 +206,169 @@ async fn a_dpop_login_gets_a_bound_token_usable_only_with_proofs() {
         denied_status(&server.check_token("/api/orders", &token).await),
         Some(401),
         "a bound token is not a bearer token"
+    );
+}
+
+/// The issuer as an introspecting provider: `jwt-authz` its client (secret `secret`), and the
+/// sidecar's config for it (endpoint found by discovery, answers cached for 1 s), `more`
+/// provider lines added.
+async fn introspecting_pair(
+    dir: &std::path::Path,
+    issuer_args: &[&str],
+    sidecar_secret: &str,
+    more: &str,
+) -> (String, TestServer) {
+    let issuer_secret = dir.join("issuer-secret");
+    std::fs::write(&issuer_secret, "introspection-secret-0123456789\n").expect("secret");
+    let sidecar_file = dir.join("sidecar-secret");
+    std::fs::write(&sidecar_file, sidecar_secret).expect("secret");
+    let client = format!("jwt-authz={}", issuer_secret.display());
+    let mut args = vec!["--introspection-client", client.as_str()];
+    args.extend_from_slice(issuer_args);
+    let (base, _) = start_issuer_with(dir, &args).await;
+    let yaml = config_yaml(&format!("{base}/.well-known/jwks.json"), "")
+        .replace(ISSUER, &base)
+        .replace("audiences: [api, other-api]", "audiences: [api]")
+        .replace(
+            "    leeway: 5s\n",
+            &format!(
+                "    leeway: 1s\n{more}    introspection:\n      client_id: jwt-authz\n      client_auth: {{client_secret_basic: {{secret_file: {}}}}}\n      cache: {{max_ttl: 1s, inactive_ttl: 1s}}\n",
+                sidecar_file.display()
+            ),
+        )
+        + "rules:\n  - name: billing\n    match: {path: {prefix: /billing/}}\n    audiences: [billing-api]\n    access: authenticated\n";
+    (base, TestServer::start_ready(&yaml).await)
+}
+
+/// RFC 7662 end to end: the issuer's opaque tokens pass through its real introspection
+/// endpoint (found by discovery), each token asked about once however many checks arrive at
+/// once, and a token logged out stops passing within the cache's second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_issuers_opaque_tokens_are_introspected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (base, server) =
+        introspecting_pair(dir.path(), &[], "introspection-secret-0123456789", "").await;
+    let issuer_api = Gateway::new(&base);
+    let (status, body) = issuer_api.login_opaque("bob", "bob-password", None).await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["accessToken"].as_str().expect("token").to_owned();
+    assert!(!token.contains('.'), "opaque");
+    let (set, _) = allowed(&server.check_token("/api/orders", &token).await);
+    assert_eq!(set["x-user-name"], "bob");
+    assert_eq!(set["x-user-role"], "user");
+    let introspections = |metrics: &str, outcome: &str| {
+        metric(
+            metrics,
+            "jwt_authz_introspections_total",
+            &[("outcome", outcome)],
+        )
+    };
+    // Another route of the same token: the cached answer.
+    assert_eq!(
+        denied_status(&server.check_token("/billing/1", &token).await),
+        Some(401),
+        "another audience"
+    );
+    let (_, metrics) = server.admin_get("/metrics").await;
+    assert_eq!(introspections(&metrics, "active"), 1, "{metrics}");
+
+    // A second token, checked 16 times at once: one call.
+    let (_, body) = issuer_api
+        .login_opaque("alice", "alice-password", None)
+        .await;
+    let alice = body["accessToken"].as_str().expect("token").to_owned();
+    let server = std::sync::Arc::new(server);
+    let checks: Vec<_> = (0..16)
+        .map(|_| {
+            let (server, alice) = (std::sync::Arc::clone(&server), alice.clone());
+            tokio::spawn(async move { server.check_token("/api/orders", &alice).await })
+        })
+        .collect();
+    for check in checks {
+        assert_eq!(grpc_code(&check.await.expect("joined")), 0);
+    }
+    let (_, metrics) = server.admin_get("/metrics").await;
+    assert_eq!(introspections(&metrics, "active"), 2, "{metrics}");
+
+    // Logged out: the issuer answers active: false once the cached answer is gone.
+    assert_eq!(issuer_api.logout(&token).await, 204);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let response = server.check_token("/api/orders", &token).await;
+    assert_eq!(denied_status(&response), Some(401));
+    assert_eq!(denial(&response).1["error_description"], "token not active");
+    // A token the issuer never issued.
+    let response = server
+        .check_token("/api/orders", "never-issued-token")
+        .await;
+    assert_eq!(denial(&response).1["error_description"], "token not active");
+}
+
+/// An expired opaque token, a sidecar whose secret the issuer refuses (503: nothing is known
+/// of the token), and a DPoP-bound opaque token (`cnf.jkt` in the answer) that passes only
+/// with its proof.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_refused_and_bound_opaque_tokens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (base, server) = introspecting_pair(
+        dir.path(),
+        &["--token-ttl", "1s"],
+        "introspection-secret-0123456789",
+        "    dpop: {mode: optional, algorithms: [ES256]}\n",
+    )
+    .await;
+    let issuer_api = Gateway::new(&base);
+    let (_, body) = issuer_api.login_opaque("bob", "bob-password", None).await;
+    let token = body["accessToken"].as_str().expect("token").to_owned();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let response = server.check_token("/api/orders", &token).await;
+    assert_eq!(denied_status(&response), Some(401), "expired: {response:?}");
+
+    // DPoP-bound (a fresh login: the issuer's tokens live 1 s here).
+    let client = crate::support::dpop::DpopClient::new();
+    let (status, body) = issuer_api
+        .login_opaque("bob", "bob-password", Some(&client))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["tokenType"], "DPoP");
+    let bound = body["accessToken"].as_str().expect("token").to_owned();
+    let proof = client.proof("GET", "http://api.test/api/orders", Some(&bound));
+    let with_proof = with_scheme(
+        request(
+            "GET",
+            "/api/orders",
+            &[
+                ("authorization", &format!("DPoP {bound}")),
+                ("dpop", &proof),
+            ],
+        ),
+        "http",
+    );
+    let (set, _) = allowed(&server.check(with_proof).await);
+    assert_eq!(set["x-user-name"], "bob");
+    let response = server.check_token("/api/orders", &bound).await;
+    assert_eq!(
+        denied_status(&response),
+        Some(401),
+        "a bound token is not a bearer token"
+    );
+
+    // The issuer refuses this sidecar's secret: 503, never 401.
+    let refused_dir = tempfile::tempdir().expect("tempdir");
+    let (base, refused) =
+        introspecting_pair(refused_dir.path(), &[], "not-the-secret-at-all-0000", "").await;
+    let (_, body) = Gateway::new(&base)
+        .login_opaque("bob", "bob-password", None)
+        .await;
+    let token = body["accessToken"].as_str().expect("token");
+    let response = refused.check_token("/api/orders", token).await;
+    assert_eq!(denied_status(&response), Some(503), "{response:?}");
+    let (_, metrics) = refused.admin_get("/metrics").await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "jwt_authz_introspections_total",
+            &[("outcome", "auth_refused")]
+        ),
+        1
     );
 }
