@@ -72,10 +72,15 @@ wait_for() {
 
 public_url="http://127.0.0.1:$ENVOY_PORT"
 
+# jwt-authz's client secret at the issuer's introspection endpoint: fresh for each run.
+secret_file="$run/introspection.secret"
+(umask 077 && head -c 24 /dev/urandom | base64 >"$secret_file")
+
 echo "== starting the issuer on 127.0.0.1:$ISSUER_PORT"
 start issuer "$bin/issuer" --demo --listen "127.0.0.1:$ISSUER_PORT" \
   --issuer-url "$public_url" --trust-forwarded-for \
   --status-base-url "http://127.0.0.1:$ISSUER_PORT" \
+  --introspection-client "jwt-authz=$secret_file" \
   --db "$run/data/users.db" --key-dir "$run/data/keys"
 wait_for issuer "http://127.0.0.1:$ISSUER_PORT/healthz"
 
@@ -84,6 +89,8 @@ JWT_AUTHZ_GRPC_LISTEN="127.0.0.1:$AUTHZ_GRPC_PORT" \
 JWT_AUTHZ_ADMIN_LISTEN="127.0.0.1:$AUTHZ_ADMIN_PORT" \
 PUBLIC_ISSUER_URL="$public_url" \
 JWKS_URI="http://127.0.0.1:$ISSUER_PORT/.well-known/jwks.json" \
+INTROSPECTION_ENDPOINT="http://127.0.0.1:$ISSUER_PORT/auth/introspect" \
+INTROSPECTION_SECRET_FILE="$secret_file" \
   "$root/scripts/render.sh" config/jwt-authz.demo.yaml.tmpl >"$run/jwt-authz.yaml"
 start jwt-authz env RUST_LOG="${RUST_LOG:-info,jwt_authz=debug}" "$bin/jwt-authz" --config "$run/jwt-authz.yaml"
 wait_for jwt-authz "http://127.0.0.1:$AUTHZ_ADMIN_PORT/readyz"
@@ -131,6 +138,13 @@ curl -si $public_url/api/users -H "authorization: Bearer \$TOKEN"
 curl -s $public_url/api/feed/highlights
 curl -s $public_url/api/feed/highlights -H "authorization: Bearer \$TOKEN"
 curl -s $public_url/api/feed/highlights -H "authorization: Bearer not-a-token"
+
+# an opaque token (not a JWT): jwt-authz asks the issuer's introspection endpoint about it
+# (RFC 7662) once, then answers from its cache; after logout it stops working within a minute
+OPAQUE=\$(curl -s $public_url/auth/login -H 'content-type: application/json' \\
+  -d '{"username":"bob","password":"bob-password","token_format":"opaque"}' | jq -r .accessToken)
+curl -s $public_url/api/users/me -H "authorization: Bearer \$OPAQUE"
+curl -s http://127.0.0.1:$AUTHZ_ADMIN_PORT/metrics | grep jwt_authz_introspections_total
 
 # jwt-authz metrics and readiness
 curl -s http://127.0.0.1:$AUTHZ_ADMIN_PORT/metrics | grep jwt_authz_checks_total

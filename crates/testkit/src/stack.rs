@@ -279,6 +279,7 @@ impl Stack {
         );
 
         let (public_issuer, issuer_port) = (stack.base.clone(), stack.issuer_port);
+        let secret_file = stack.introspection_secret();
         let authz_config = |grpc: u16, admin: u16| {
             let config = render(
                 &std::fs::read_to_string(
@@ -292,6 +293,14 @@ impl Stack {
                     (
                         "JWKS_URI",
                         format!("http://127.0.0.1:{issuer_port}/.well-known/jwks.json"),
+                    ),
+                    (
+                        "INTROSPECTION_ENDPOINT",
+                        format!("http://127.0.0.1:{issuer_port}/auth/introspect"),
+                    ),
+                    (
+                        "INTROSPECTION_SECRET_FILE",
+                        secret_file.display().to_string(),
                     ),
                 ],
             );
@@ -537,6 +546,15 @@ impl Stack {
         self.dir.path().join("keys")
     }
 
+    /// jwt-authz's client secret at the issuer's introspection endpoint (written once).
+    pub fn introspection_secret(&self) -> PathBuf {
+        let path = self.dir.path().join("introspection.secret");
+        if !path.exists() {
+            std::fs::write(&path, "stack-introspection-secret-0123456789\n").expect("secret");
+        }
+        path
+    }
+
     /// The issuer command line shared by the server and `issuer keys ...`.
     pub fn issuer_command(&self) -> Command {
         let mut cmd = Command::new(binary("issuer"));
@@ -555,7 +573,13 @@ impl Stack {
     /// With `client_certificates`, the issuer binds tokens to the certificate Envoy forwards.
     fn start_issuer(&mut self, client_certificates: bool, extra: &[String]) {
         let mut cmd = self.issuer_command();
-        cmd.args(["--demo", "--trust-forwarded-for"]).args(extra);
+        cmd.args(["--demo", "--trust-forwarded-for"])
+            .arg("--introspection-client")
+            .arg(format!(
+                "jwt-authz={}",
+                self.introspection_secret().display()
+            ))
+            .args(extra);
         if client_certificates {
             cmd.arg("--trust-client-cert-header");
         }

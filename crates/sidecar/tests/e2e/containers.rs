@@ -26,6 +26,9 @@ use testcontainers::core::{ExecCommand, Healthcheck, IntoContainerPort, WaitFor}
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
+/// jwt-authz's client secret at the issuer's introspection endpoint, copied into both.
+const SECRET: &[u8] = b"containers-introspection-secret-0123\n";
+
 const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 const PUBLIC_URL: &str = "http://localhost:8000";
 
@@ -79,7 +82,10 @@ impl Stack {
                 "--trust-forwarded-for".to_owned(),
                 "--status-base-url".to_owned(),
                 format!("http://{}:8080", name("issuer")),
+                "--introspection-client".to_owned(),
+                "jwt-authz=/etc/issuer/introspection.secret".to_owned(),
             ])
+            .with_copy_to("/etc/issuer/introspection.secret", SECRET.to_vec())
             .with_network(&net)
             .with_container_name(name("issuer"))
             .start()
@@ -96,6 +102,14 @@ impl Stack {
                     "JWKS_URI",
                     format!("http://{}:8080/.well-known/jwks.json", name("issuer")),
                 ),
+                (
+                    "INTROSPECTION_ENDPOINT",
+                    format!("http://{}:8080/auth/introspect", name("issuer")),
+                ),
+                (
+                    "INTROSPECTION_SECRET_FILE",
+                    "/etc/jwt-authz/introspection.secret".into(),
+                ),
             ],
         );
         // Key snapshots in the image's state directory (kept across a container restart).
@@ -107,6 +121,7 @@ impl Stack {
                 &["--probe", "http://127.0.0.1:9002/readyz"],
             ))
             .with_copy_to("/etc/jwt-authz/config.yaml", authz_config.into_bytes())
+            .with_copy_to("/etc/jwt-authz/introspection.secret", SECRET.to_vec())
             .with_env_var("RUST_LOG", "info,jwt_authz=debug")
             .with_network(&net)
             .with_container_name(name("authz"))
