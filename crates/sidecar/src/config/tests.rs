@@ -135,6 +135,36 @@ fn example_config_is_valid() {
     assert!(!config.rules.is_empty());
 }
 
+/// The example's commented-out `introspection` block, uncommented with a secret file that
+/// exists, is a valid configuration with the documented defaults.
+#[test]
+fn example_introspection_block_is_valid_once_uncommented() {
+    let text = include_str!("../../../../config/example.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "a-secret-of-some-length\n").unwrap();
+    let mut out = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if line == "    # introspection:" {
+            inside = true;
+        } else if inside && !line.starts_with("    #   ") {
+            inside = false;
+        }
+        let line = match line.strip_prefix("    # ") {
+            Some(rest) if inside && !rest.trim_start().starts_with('#') => format!("    {rest}"),
+            _ => line.to_owned(),
+        };
+        out.push_str(&line.replace("/run/secrets/introspection", &secret.display().to_string()));
+        out.push('\n');
+    }
+    let config = Config::from_yaml(&out).unwrap();
+    let introspection = config.providers[0].introspection.as_ref().unwrap();
+    assert_eq!(introspection.client_id, "jwt-authz");
+    assert_eq!(introspection.cache, IntrospectionCacheConfig::default());
+    assert_eq!(introspection.timeout, Duration::from_secs(2));
+}
+
 #[test]
 fn new_trust_options_name_the_field() {
     let with =

@@ -211,7 +211,7 @@ mod tests {
             ),
             (
                 json!({"active": true, "exp": "soon"}),
-                VerifyError::Malformed,
+                VerifyError::MissingClaim("exp".into()),
             ),
         ] {
             assert_eq!(

@@ -20,7 +20,13 @@ fn shipped_configurations_read_the_same_both_ways() {
         "compose/jwt-authz.yaml",
         "deploy/kubernetes/config.yaml",
     ] {
-        let text = read(path);
+        // compose's secret file is the container's mount of compose/introspection.secret.
+        let secret = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+            .join("compose/introspection.secret");
+        let text = read(path).replace(
+            "/etc/jwt-authz/introspection.secret",
+            &secret.display().to_string(),
+        );
         let sidecar = Config::from_yaml(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
         let view = DecisionConfig::from_yaml(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
         assert_eq!(view.mode, sidecar.mode, "{path}");

@@ -45,7 +45,14 @@ fn compose_configs_are_rendered_from_the_templates() {
             "{generated} is stale: run scripts/render-compose.sh"
         );
     }
-    let config = jwt_authz::Config::from_yaml(&read("compose/jwt-authz.yaml")).expect("valid");
+    // The secret file is the container's mount of compose/introspection.secret.
+    let secret = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .join("compose/introspection.secret");
+    let text = read("compose/jwt-authz.yaml").replace(
+        "/etc/jwt-authz/introspection.secret",
+        &secret.display().to_string(),
+    );
+    let config = jwt_authz::Config::from_yaml(&text).expect("valid");
     assert_eq!(config.listen.grpc.port(), 9001);
 }
 
