@@ -293,7 +293,7 @@ def ensure_tools():
 
 
 def authz_config(grpc, admin, cache_entries, http=None, dpop=False, status_origin=None,
-                 otlp=None, limits=None, in_proxy=None):
+                 otlp=None, limits=None, in_proxy=None, introspect=None):
     http_listen = f', http: "127.0.0.1:{http}"' if http else ""
     # DPoP runs in a process of its own: the proofs it remembers must not count in the
     # other rows' memory figures.
@@ -308,6 +308,19 @@ def authz_config(grpc, admin, cache_entries, http=None, dpop=False, status_origi
     limits = f"limits: {limits}\n" if limits else ""
     # The in-proxy callout endpoints (and, in the filter's copy, its settings).
     in_proxy = f"in_proxy: {in_proxy}\n" if in_proxy else ""
+    # Opaque tokens at a local endpoint (bench-introspect), with its answers cached or
+    # (introspect = (port, 0)) not: the hot and miss rows. Limits out of the way.
+    introspection = ""
+    if introspect:
+        port, entries = introspect
+        introspection = f"""    introspection:
+      endpoint: http://127.0.0.1:{port}/introspect
+      client_id: bench
+      client_auth: {{client_secret_basic: {{secret_file: {WORK / "introspect.secret"}}}}}
+      cache: {{max_entries: {entries}}}
+      rate_limit: {{per_second: 1000000000, burst: 1000000000}}
+      max_in_flight: 100000
+"""
     return f"""
 listen: {{grpc: "127.0.0.1:{grpc}", admin: "127.0.0.1:{admin}"{http_listen}}}
 log: {{level: warn}}
@@ -319,7 +332,7 @@ providers:
     algorithms: [RS256, EdDSA]
     dpop: {{mode: {dpop_mode}, algorithms: [ES256]}}
     status_list: {status}
-token_cache: {{max_entries: {cache_entries}}}
+{introspection}token_cache: {{max_entries: {cache_entries}}}
 {tracing}{limits}{in_proxy}"""
 
 
@@ -582,7 +595,10 @@ def main():
                                           "traced", "traced_admin", "otlp",
                                           "baseline", "baseline_admin",
                                           "baseline_verify", "baseline_verify_admin",
-                                          "isolated", "isolated_admin"]}
+                                          "isolated", "isolated_admin",
+                                          "introspect", "introspect_admin",
+                                          "introspect_miss", "introspect_miss_admin",
+                                          "introspect_endpoint"]}
         (WORK / "authz.yaml").write_text(authz_config(
             ports["authz"], ports["authz_admin"], 100000, ports["authz_http"],
             in_proxy="{cluster: authz_http}"))
@@ -595,6 +611,20 @@ def main():
             ports["status"], ports["status_admin"], 100000, status_origin=status_origin))
         (WORK / "traced.yaml").write_text(authz_config(
             ports["traced"], ports["traced_admin"], 100000, otlp=ports["otlp"]))
+        (WORK / "introspect.secret").write_text("bench-introspection-secret\n")
+        (WORK / "opaque-hot.txt").write_text("bench-opaque-token-0123456789abcdef\n")
+        (WORK / "introspect.yaml").write_text(authz_config(
+            ports["introspect"], ports["introspect_admin"], 100000,
+            introspect=(ports["introspect_endpoint"], 100000)))
+        (WORK / "introspect-miss.yaml").write_text(authz_config(
+            ports["introspect_miss"], ports["introspect_miss_admin"], 100000,
+            introspect=(ports["introspect_endpoint"], 0)))
+        Proc("bench-introspect", ["taskset", "-c", LOAD_CPU, BIN / "bench-introspect",
+                                  f"127.0.0.1:{ports['introspect_endpoint']}"])
+        introspect = Proc("jwt-authz-introspect",
+                          [BIN / "jwt-authz", "--config", WORK / "introspect.yaml"])
+        introspect_miss = Proc("jwt-authz-introspect-miss",
+                               [BIN / "jwt-authz", "--config", WORK / "introspect-miss.yaml"])
         Proc("otlp-sink", [BIN / "otlp-sink", f"127.0.0.1:{ports['otlp']}"])
         traced = Proc("jwt-authz-traced", [BIN / "jwt-authz", "--config", WORK / "traced.yaml"])
         authz = Proc("jwt-authz", [BIN / "jwt-authz", "--config", WORK / "authz.yaml"])
@@ -622,7 +652,8 @@ def main():
         Proc("noop-authz-http", [BIN / "noop-authz", "--http", f"127.0.0.1:{ports['noop_http']}"])
         upstream = Proc("upstream", [BIN / "bench-upstream", f"127.0.0.1:{ports['upstream']}"])
         for p in ["authz", "verify", "isolated", "noop", "noop_mimalloc", "upstream", "authz_http", "noop_http", "dpop",
-                  "status", "otlp", "traced"] + (["baseline", "baseline_verify"] if baseline else []):
+                  "status", "otlp", "traced", "introspect", "introspect_miss",
+                  "introspect_endpoint"] + (["baseline", "baseline_verify"] if baseline else []):
             wait_port(ports[p])
         time.sleep(1)
         results["rss_idle_mib"] = authz.rss_mib()
@@ -648,6 +679,10 @@ def main():
              ["--tokens", WORK / "hot.txt", "--traceparent", TRACEPARENT]),
             ("hot_traced", traced, ports["traced"],
              ["--tokens", WORK / "hot.txt", "--traceparent", TRACEPARENT]),
+            ("introspect_hot", introspect, ports["introspect"],
+             ["--tokens", WORK / "opaque-hot.txt"]),
+            ("introspect_miss", introspect_miss, ports["introspect_miss"],
+             ["--tokens", WORK / "opaque-hot.txt"]),
             ("dpop_hot", dpop, ports["dpop"],
              ["--tokens", WORK / "dpop-token.txt", "--dpop-key", WORK / "dpop-p256.pk8"]),
             ("tokens_10k", authz, ports["authz"], ["--tokens", WORK / "tokens-rs256.txt"]),
