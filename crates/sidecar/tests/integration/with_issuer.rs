@@ -211,12 +211,13 @@ async fn a_dpop_login_gets_a_bound_token_usable_only_with_proofs() {
 
 /// The issuer as an introspecting provider: `jwt-authz` its client (secret `secret`), and the
 /// sidecar's config for it (endpoint found by discovery, answers cached for 1 s), `more`
-/// provider lines added.
+/// provider lines added, and `introspection_more` lines in its `introspection`.
 async fn introspecting_pair(
     dir: &std::path::Path,
     issuer_args: &[&str],
     sidecar_secret: &str,
     more: &str,
+    introspection_more: &str,
 ) -> (String, TestServer) {
     let issuer_secret = dir.join("issuer-secret");
     std::fs::write(&issuer_secret, "introspection-secret-0123456789\n").expect("secret");
@@ -232,7 +233,7 @@ async fn introspecting_pair(
         .replace(
             "    leeway: 5s\n",
             &format!(
-                "    leeway: 1s\n{more}    introspection:\n      client_id: jwt-authz\n      client_auth: {{client_secret_basic: {{secret_file: {}}}}}\n      cache: {{max_ttl: 1s, inactive_ttl: 1s}}\n",
+                "    leeway: 1s\n{more}    introspection:\n      client_id: jwt-authz\n      client_auth: {{client_secret_basic: {{secret_file: {}}}}}\n      cache: {{max_ttl: 1s, inactive_ttl: 1s}}\n{introspection_more}",
                 sidecar_file.display()
             ),
         )
@@ -247,7 +248,7 @@ async fn introspecting_pair(
 async fn the_issuers_opaque_tokens_are_introspected() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (base, server) =
-        introspecting_pair(dir.path(), &[], "introspection-secret-0123456789", "").await;
+        introspecting_pair(dir.path(), &[], "introspection-secret-0123456789", "", "").await;
     let issuer_api = Gateway::new(&base);
     let (status, body) = issuer_api.login_opaque("bob", "bob-password", None).await;
     assert_eq!(status, 200, "{body}");
@@ -308,24 +309,36 @@ async fn the_issuers_opaque_tokens_are_introspected() {
 /// with its proof.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_refused_and_bound_opaque_tokens() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    // Tokens that live one second.
+    let short_dir = tempfile::tempdir().expect("tempdir");
     let (base, server) = introspecting_pair(
-        dir.path(),
+        short_dir.path(),
         &["--token-ttl", "1s"],
         "introspection-secret-0123456789",
-        "    dpop: {mode: optional, algorithms: [ES256]}\n",
+        "",
+        "",
     )
     .await;
-    let issuer_api = Gateway::new(&base);
-    let (_, body) = issuer_api.login_opaque("bob", "bob-password", None).await;
+    let (_, body) = Gateway::new(&base)
+        .login_opaque("bob", "bob-password", None)
+        .await;
     let token = body["accessToken"].as_str().expect("token").to_owned();
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let response = server.check_token("/api/orders", &token).await;
     assert_eq!(denied_status(&response), Some(401), "expired: {response:?}");
 
-    // DPoP-bound (a fresh login: the issuer's tokens live 1 s here).
+    // DPoP-bound.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (base, server) = introspecting_pair(
+        dir.path(),
+        &[],
+        "introspection-secret-0123456789",
+        "    dpop: {mode: optional, algorithms: [ES256]}\n",
+        "",
+    )
+    .await;
     let client = crate::support::dpop::DpopClient::new();
-    let (status, body) = issuer_api
+    let (status, body) = Gateway::new(&base)
         .login_opaque("bob", "bob-password", Some(&client))
         .await;
     assert_eq!(status, 200, "{body}");
@@ -354,8 +367,14 @@ async fn expired_refused_and_bound_opaque_tokens() {
 
     // The issuer refuses this sidecar's secret: 503, never 401.
     let refused_dir = tempfile::tempdir().expect("tempdir");
-    let (base, refused) =
-        introspecting_pair(refused_dir.path(), &[], "not-the-secret-at-all-0000", "").await;
+    let (base, refused) = introspecting_pair(
+        refused_dir.path(),
+        &[],
+        "not-the-secret-at-all-0000",
+        "",
+        "",
+    )
+    .await;
     let (_, body) = Gateway::new(&base)
         .login_opaque("bob", "bob-password", None)
         .await;
@@ -371,4 +390,30 @@ async fn expired_refused_and_bound_opaque_tokens() {
         ),
         1
     );
+}
+
+/// RFC 9701: the sidecar asks for signed answers, and the issuer's (RS256, its current key)
+/// verify with the keys the sidecar holds for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_issuers_signed_introspection_answers_are_verified() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (base, server) = introspecting_pair(
+        dir.path(),
+        &[],
+        "introspection-secret-0123456789",
+        "",
+        "      jwt_response: true\n",
+    )
+    .await;
+    let issuer_api = Gateway::new(&base);
+    let (_, body) = issuer_api
+        .login_opaque("alice", "alice-password", None)
+        .await;
+    let token = body["accessToken"].as_str().expect("token");
+    let (set, _) = allowed(&server.check_token("/api/orders", token).await);
+    assert_eq!(set["x-user-name"], "alice");
+    let response = server
+        .check_token("/api/orders", "never-issued-token")
+        .await;
+    assert_eq!(denial(&response).1["error_description"], "token not active");
 }
