@@ -388,8 +388,9 @@ impl Decider {
     /// token did not pass, with the token taken off whatever `identity.strip_authorization`
     /// says (a refused token never reaches the app), and its DPoP proof. `None` where the
     /// denial stands: another rule; the sidecar's own failure (503: a signed-in user is not
-    /// made anonymous by an outage); a DPoP nonce challenge (RFC 9449 §8: the client is to
-    /// retry with the nonce, not to be served as someone else); a token that is not in a
+    /// made anonymous by an outage) or an introspection answer it could not read; a DPoP
+    /// nonce challenge (RFC 9449 §8: the client is to retry with the nonce, not to be served
+    /// as someone else); a token that is not in a
     /// header of its own (configuration validation refuses such sources with `anonymous`;
     /// checked again here, failing closed).
     fn waive(
@@ -399,10 +400,16 @@ impl Decider {
         found: Option<&Found<'_>>,
         deny: &Deny,
     ) -> Option<Verdict> {
+        // An introspection answer that cannot be read says nothing about the token either
+        // (a misbehaving endpoint, an HTML page in its place): not a reason to serve a
+        // signed-in user anonymously.
         if route.kind != AccessKind::Optional
             || route.on_invalid != OnInvalid::Anonymous
             || deny.answer().http == HttpStatus::ServiceUnavailable
-            || matches!(deny, Deny::DpopUseNonce(_))
+            || matches!(
+                deny,
+                Deny::DpopUseNonce(_) | Deny::Invalid(VerifyError::BadIntrospection)
+            )
         {
             return None;
         }

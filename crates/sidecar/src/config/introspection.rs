@@ -37,8 +37,10 @@ pub struct IntrospectionConfig {
     pub max_body_bytes: usize,
     #[serde(default)]
     pub cache: IntrospectionCacheConfig,
-    /// Calls to the endpoint per second (a token bucket of `burst`); beyond it, a check that
-    /// would call answers 503.
+    /// Calls to the endpoint per second (a token bucket of `burst`) for tokens not seen
+    /// active lately; tokens seen active within the hour have a bucket of the same size of
+    /// their own (then this one), so a flood of made-up tokens cannot starve them. Beyond
+    /// it, a check that would call answers 503.
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
     /// Calls in flight at once; beyond it, a check that would call answers 503.
@@ -55,8 +57,7 @@ pub struct IntrospectionConfig {
 }
 
 /// Client authentication at the introspection endpoint. Secrets and keys are read from
-/// files, again at every call (a rotated secret is used at once); never from the
-/// configuration itself.
+/// files (never written in the configuration itself), at start and at each reload.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientAuth {
@@ -65,13 +66,16 @@ pub enum ClientAuth {
     /// `client_id` and `client_secret` in the request body (RFC 6749 §2.3.1).
     ClientSecretPost { secret_file: PathBuf },
     /// A JWT signed with this client's private key (RFC 7523 §2.2; OpenID Connect Core §9):
-    /// `key_file` a PKCS#8 PEM key of `algorithm`'s kind, `kid` named in its header.
+    /// `key_file` a PKCS#8 PEM key of `algorithm`'s kind, `kid` named in its header, `aud`
+    /// the endpoint URL unless `audience` names another (some servers want their issuer).
     PrivateKeyJwt {
         key_file: PathBuf,
         #[serde(default = "default_assertion_algorithm")]
         algorithm: Algorithm,
         #[serde(default)]
         kid: Option<String>,
+        #[serde(default)]
+        audience: Option<String>,
     },
 }
 
@@ -81,6 +85,10 @@ pub struct IntrospectionCacheConfig {
     /// Answers held at once (0: none held, every check calls the endpoint).
     #[serde(default = "default_cache_entries")]
     pub max_entries: u64,
+    /// And the bytes they may hold (an answer's claims are weighed, each at least
+    /// `max_bytes / max_entries`).
+    #[serde(default = "default_cache_bytes")]
+    pub max_bytes: u64,
     /// How long an `active` answer is used, at most (and never past the token's `exp`): a
     /// token revoked at the provider passes here for up to this long.
     #[serde(default = "default_max_ttl", with = "humantime_serde")]
@@ -96,6 +104,7 @@ impl Default for IntrospectionCacheConfig {
     fn default() -> Self {
         Self {
             max_entries: default_cache_entries(),
+            max_bytes: default_cache_bytes(),
             max_ttl: default_max_ttl(),
             inactive_ttl: default_inactive_ttl(),
         }
@@ -125,6 +134,9 @@ pub const MAX_CREDENTIAL_BYTES: u64 = 16 * 1024;
 
 /// The longest `timeout`: a check waits on the call, and checks have their own bound.
 const MAX_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest `cache.max_ttl`: how long a revoked token may still pass.
+const MAX_CACHE_TTL: Duration = Duration::from_secs(60 * 60);
 
 /// The largest answer `max_body_bytes` may allow.
 const MAX_BODY_LIMIT: usize = 1024 * 1024;
@@ -177,10 +189,17 @@ impl IntrospectionConfig {
             ));
         }
         let cache = &self.cache;
-        if cache.max_ttl.is_zero() {
+        if cache.max_ttl.is_zero() || cache.max_ttl > MAX_CACHE_TTL {
             return Err(invalid(
                 format!("{field}.cache.max_ttl"),
-                "must be greater than 0 (cache.max_entries: 0 holds nothing)",
+                "must be more than 0 and at most 1h: a token revoked at the provider passes for \
+                 up to this long (cache.max_entries: 0 holds nothing)",
+            ));
+        }
+        if cache.max_entries > 0 && cache.max_bytes < cache.max_entries {
+            return Err(invalid(
+                format!("{field}.cache.max_bytes"),
+                "must be at least max_entries",
             ));
         }
         if cache.inactive_ttl > cache.max_ttl {
@@ -209,6 +228,13 @@ impl IntrospectionConfig {
         }
         if let Some(path) = &self.ca_file {
             ca_certificates(path).map_err(|m| invalid(format!("{field}.ca_file"), m))?;
+        }
+        if provider.status_list.mode == super::StatusListMode::Required {
+            return Err(invalid(
+                field.to_owned(),
+                "status_list.mode: required refuses every opaque token (an introspection \
+                 answer carries no status reference); use optional",
+            ));
         }
         Ok(())
     }
@@ -245,7 +271,11 @@ impl ClientAuth {
                 key_file,
                 algorithm,
                 kid,
+                audience,
             } => {
+                if audience.as_deref().is_some_and(str::is_empty) {
+                    return Err(invalid(format!("{field}.audience"), "must not be empty"));
+                }
                 if !matches!(
                     algorithm,
                     Algorithm::RS256 | Algorithm::PS256 | Algorithm::ES256
@@ -333,8 +363,14 @@ pub fn signing_key(path: &Path, algorithm: Algorithm) -> Result<jsonwebtoken::En
     Ok(key)
 }
 
+/// Under `limits.check_timeout`'s default (2s), so that a slow endpoint is this call's
+/// timeout (counted as such), not the whole check's.
 fn default_timeout() -> Duration {
-    Duration::from_secs(2)
+    Duration::from_secs(1)
+}
+
+fn default_cache_bytes() -> u64 {
+    16 * 1024 * 1024
 }
 
 fn default_max_body_bytes() -> usize {

@@ -268,6 +268,14 @@ impl Config {
                     format!("duplicate issuer {:?}", provider.issuer),
                 ));
             }
+            if let Some(introspection) = &provider.introspection
+                && introspection.timeout >= self.limits.check_timeout
+            {
+                return Err(invalid(
+                    format!("{field}.introspection.timeout"),
+                    "must be shorter than limits.check_timeout (the check would time out first)",
+                ));
+            }
             // An opaque token names no issuer: the place it came in chooses the one endpoint
             // it is sent to, so no two introspecting providers may share a place.
             if provider.introspection.is_some()

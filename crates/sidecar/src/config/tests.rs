@@ -162,7 +162,7 @@ fn example_introspection_block_is_valid_once_uncommented() {
     let introspection = config.providers[0].introspection.as_ref().unwrap();
     assert_eq!(introspection.client_id, "jwt-authz");
     assert_eq!(introspection.cache, IntrospectionCacheConfig::default());
-    assert_eq!(introspection.timeout, Duration::from_secs(2));
+    assert_eq!(introspection.timeout, Duration::from_secs(1));
 }
 
 #[test]

@@ -97,16 +97,31 @@ pub fn check_active(
         // A refresh token, an ID token, anything that is not an access token.
         Some(_) => return Err(VerifyError::WrongTokenType),
     }
+    // §2.1: the server looks for the token among every kind it issued, whatever the hint,
+    // and some say a refresh token is active without `token_type` but with a marker of their
+    // own (Ory Hydra's `token_use`, Keycloak's `typ`).
+    let refresh = |name: &str| {
+        claims.get(name).and_then(Value::as_str).is_some_and(|v| {
+            v.eq_ignore_ascii_case("refresh_token") || v.eq_ignore_ascii_case("refresh")
+        })
+    };
+    if refresh("token_use") || refresh("typ") {
+        return Err(VerifyError::WrongTokenType);
+    }
     Ok(exp)
 }
 
 /// The introspection object of a JWT-secured answer's claims (RFC 9701 §5), the JWT's
 /// signature already checked with the provider's keys: `iss` the provider's issuer, `aud` this
-/// client, `iat` present, and `token_introspection` an object.
+/// client, `iat` within `fresh` seconds of `now` (an answer names no token: an old one
+/// replayed by whoever sits on the path could vouch for any token), and `token_introspection`
+/// an object.
 pub fn signed_object(
     config: &ProviderConfig,
     client_id: &str,
     mut claims: Map<String, Value>,
+    now: u64,
+    fresh: u64,
 ) -> Result<Value, VerifyError> {
     if claims.get("iss").and_then(Value::as_str) != Some(config.issuer.as_str()) {
         return Err(VerifyError::BadIntrospection);
@@ -116,7 +131,9 @@ pub fn signed_object(
         Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(client_id)),
         _ => false,
     };
-    if !for_us || jws::date_claim(&claims, "iat").ok().flatten().is_none() {
+    let iat = jws::date_claim(&claims, "iat").ok().flatten();
+    let recent = iat.is_some_and(|iat| iat + fresh >= now && iat <= now + fresh);
+    if !for_us || !recent {
         return Err(VerifyError::BadIntrospection);
     }
     match claims.remove("token_introspection") {
@@ -202,6 +219,14 @@ mod tests {
                 VerifyError::WrongTokenType,
             ),
             (
+                json!({"active": true, "exp": NOW + 60, "token_use": "refresh_token"}),
+                VerifyError::WrongTokenType,
+            ),
+            (
+                json!({"active": true, "exp": NOW + 60, "typ": "Refresh"}),
+                VerifyError::WrongTokenType,
+            ),
+            (
                 json!({"active": true, "exp": NOW + 60, "token_type": "DPoP"}),
                 VerifyError::BadIntrospection,
             ),
@@ -232,19 +257,21 @@ mod tests {
         let claims = |c: Value| c.as_object().cloned().expect("object");
         let good = json!({"iss": "https://idp.example", "aud": "jwt-authz", "iat": NOW, "token_introspection": {"active": true}});
         assert_eq!(
-            signed_object(&config, "jwt-authz", claims(good.clone())),
+            signed_object(&config, "jwt-authz", claims(good.clone()), NOW, 5),
             Ok(json!({"active": true}))
         );
         for (key, value) in [
             ("iss", json!("https://other.example")),
             ("aud", json!("another-client")),
             ("iat", Value::Null),
+            ("iat", json!(NOW - 60)),
+            ("iat", json!(NOW + 60)),
             ("token_introspection", json!("active")),
         ] {
             let mut bad = good.clone();
             bad[key] = value;
             assert_eq!(
-                signed_object(&config, "jwt-authz", claims(bad)),
+                signed_object(&config, "jwt-authz", claims(bad), NOW, 5),
                 Err(VerifyError::BadIntrospection),
                 "{key}"
             );

@@ -20,14 +20,66 @@ const ASSERTION_LIFETIME: u64 = 60;
 /// The largest discovery document read.
 const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
 
-/// Why no request could be sent (the endpoint unknown, a credential unreadable): the token
-/// cannot be checked, so the check answers 503.
+/// Why no request could be sent (the endpoint unknown, an assertion that cannot be signed):
+/// the token cannot be checked, so the check answers 503.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
     #[error("discovery: {0}")]
     Discovery(String),
     #[error("credentials: {0}")]
     Credentials(String),
+}
+
+/// This client's credentials, read from their files when the configuration is put in force
+/// (at start and at each reload: a rotated secret needs a reload, not a restart), so that a
+/// call does no file I/O and parses no key.
+pub enum Credentials {
+    /// The whole `Authorization: Basic ...` value.
+    Basic(String),
+    Post(String),
+    Jwt {
+        key: jsonwebtoken::EncodingKey,
+        algorithm: jsonwebtoken::Algorithm,
+        kid: Option<String>,
+        audience: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for Credentials {
+    /// Never the secret or the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Credentials::Basic(_) => "Credentials::Basic(..)",
+            Credentials::Post(_) => "Credentials::Post(..)",
+            Credentials::Jwt { .. } => "Credentials::Jwt(..)",
+        })
+    }
+}
+
+impl Credentials {
+    /// Reads `config`'s secret or key file (validated with the configuration; read again
+    /// here, so an error names what changed since).
+    pub fn load(config: &IntrospectionConfig) -> Result<Self, String> {
+        Ok(match &config.client_auth {
+            ClientAuth::ClientSecretBasic { secret_file } => {
+                Credentials::Basic(basic(&config.client_id, &read_secret(secret_file)?))
+            }
+            ClientAuth::ClientSecretPost { secret_file } => {
+                Credentials::Post(read_secret(secret_file)?)
+            }
+            ClientAuth::PrivateKeyJwt {
+                key_file,
+                algorithm,
+                kid,
+                audience,
+            } => Credentials::Jwt {
+                key: signing_key(key_file, *algorithm)?,
+                algorithm: *algorithm,
+                kid: kid.clone(),
+                audience: audience.clone(),
+            },
+        })
+    }
 }
 
 /// The HTTP client for one provider's endpoint: its CA file when set, and no redirect
@@ -92,6 +144,7 @@ pub fn build(
     client: &reqwest::Client,
     endpoint: &str,
     config: &IntrospectionConfig,
+    credentials: &Credentials,
     token: &str,
     now: u64,
 ) -> Result<reqwest::RequestBuilder, RequestError> {
@@ -100,26 +153,22 @@ pub fn build(
     // §2.1: a hint only; the server looks further when it is wrong.
     form.append_pair("token_type_hint", "access_token");
     let mut request = client.post(endpoint);
-    match &config.client_auth {
-        ClientAuth::ClientSecretBasic { secret_file } => {
-            let secret = read_secret(secret_file).map_err(RequestError::Credentials)?;
-            request = request.header(
-                reqwest::header::AUTHORIZATION,
-                basic(&config.client_id, &secret),
-            );
+    match credentials {
+        Credentials::Basic(value) => {
+            request = request.header(reqwest::header::AUTHORIZATION, value);
         }
-        ClientAuth::ClientSecretPost { secret_file } => {
-            let secret = read_secret(secret_file).map_err(RequestError::Credentials)?;
+        Credentials::Post(secret) => {
             form.append_pair("client_id", &config.client_id);
-            form.append_pair("client_secret", &secret);
+            form.append_pair("client_secret", secret);
         }
-        ClientAuth::PrivateKeyJwt {
-            key_file,
+        Credentials::Jwt {
+            key,
             algorithm,
             kid,
+            audience,
         } => {
-            let key = signing_key(key_file, *algorithm).map_err(RequestError::Credentials)?;
-            let assertion = assertion(&config.client_id, endpoint, *algorithm, kid, &key, now)?;
+            let audience = audience.as_deref().unwrap_or(endpoint);
+            let assertion = assertion(&config.client_id, audience, *algorithm, kid, key, now)?;
             form.append_pair("client_id", &config.client_id);
             form.append_pair("client_assertion_type", ASSERTION_TYPE);
             form.append_pair("client_assertion", &assertion);
@@ -150,11 +199,12 @@ pub fn basic(client_id: &str, secret: &str) -> String {
     )
 }
 
-/// A client assertion (RFC 7523 §3): `iss` and `sub` this client, `aud` the endpoint,
-/// a short `exp`, a random `jti` so that the server can refuse it twice.
+/// A client assertion (RFC 7523 §3): `iss` and `sub` this client, `aud` the endpoint (or
+/// the configured `audience`, such as the issuer), a short `exp`, a random `jti` so that the
+/// server can refuse it twice.
 fn assertion(
     client_id: &str,
-    endpoint: &str,
+    audience: &str,
     algorithm: jsonwebtoken::Algorithm,
     kid: &Option<String>,
     key: &jsonwebtoken::EncodingKey,
@@ -168,7 +218,7 @@ fn assertion(
     let claims = serde_json::json!({
         "iss": client_id,
         "sub": client_id,
-        "aud": endpoint,
+        "aud": audience,
         "iat": now,
         "exp": now + ASSERTION_LIFETIME,
         "jti": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(jti),

@@ -3,11 +3,13 @@
 //! A token that is not a JWS compact serialization goes to the one provider that introspects
 //! tokens from the place it came in (configuration refuses two). Its answer is cached by the
 //! token's SHA-256 (never the token): an active one until the token's `exp` and at most
-//! `cache.max_ttl`, an inactive (or refused) one for `cache.inactive_ttl`; concurrent checks
-//! of one token share one call. Calls are rate limited and bounded in number; the endpoint
-//! unreachable, slow, erring or refusing this client is 503 (nothing is known of the token),
-//! never 401. The answer's members are the token's claims from there on: audiences, rules,
-//! identity headers, DPoP and certificate binding (`cnf`) as for a JWT.
+//! `cache.max_ttl`, an inactive (or otherwise final) one for `cache.inactive_ttl`; concurrent
+//! checks of one token share one call; the cache outlives a reload that leaves the provider
+//! as it was. Calls are rate limited, with a bucket of their own for tokens seen active in
+//! the last hour (made-up tokens, which never are, cannot starve them), and bounded in
+//! number; the endpoint unreachable, slow, erring or refusing this client is 503 (nothing is
+//! known of the token), never 401. The answer's members are the token's claims from there
+//! on: audiences, rules, identity headers, DPoP and certificate binding (`cnf`) as for a JWT.
 //!
 //! - here: the cache, the limits and one call;
 //! - [`client`]: the request (endpoint, client authentication, body);
@@ -56,12 +58,37 @@ struct Cached {
     ttl: Duration,
 }
 
+impl Cached {
+    /// Bytes, roughly, for the cache's bound.
+    fn weight(&self) -> u64 {
+        match &self.answer {
+            Answer::Active(token) => token.approx_size() as u64,
+            Answer::Refused(_) => 64,
+        }
+    }
+}
+
 struct ForItsTtl;
 
 impl moka::Expiry<TokenHash, Cached> for ForItsTtl {
     fn expire_after_create(&self, _: &TokenHash, value: &Cached, _: Instant) -> Option<Duration> {
         Some(value.ttl)
     }
+}
+
+/// How long a token seen active keeps its place in the reserved bucket.
+const KNOWN_FOR: Duration = Duration::from_secs(60 * 60);
+
+/// What one provider's introspection keeps across a reload that leaves the provider's
+/// configuration (and its place in it) as it was: its answers, the tokens seen active, the
+/// endpoint discovery found.
+#[derive(Debug, Clone)]
+struct Held {
+    cache: Option<Cache<TokenHash, Cached>>,
+    known: Cache<TokenHash, ()>,
+    /// The configured endpoint, or the one discovery found (found once; a failed discovery
+    /// is tried again by the next call).
+    endpoint: Arc<OnceCell<String>>,
 }
 
 /// One provider's introspection: its endpoint, client, cache and limits.
@@ -72,11 +99,11 @@ pub struct Introspector {
     /// `config.introspection`, which an introspector is built only with.
     settings: IntrospectionConfig,
     client: reqwest::Client,
-    /// The configured endpoint, or the one discovery found (found once; a failed discovery
-    /// is tried again by the next call).
-    endpoint: OnceCell<String>,
-    cache: Option<Cache<TokenHash, Cached>>,
+    credentials: client::Credentials,
+    held: Held,
+    /// Calls for tokens not seen active lately, and the reserve of those that were.
     bucket: std::sync::Mutex<Bucket>,
+    known_bucket: std::sync::Mutex<Bucket>,
     in_flight: Arc<Semaphore>,
     /// The provider's keys: they verify RFC 9701 answers.
     keys: Arc<KeyStore>,
@@ -111,37 +138,60 @@ impl Bucket {
 
 impl Introspector {
     /// The introspector of the provider at `index`, whose configuration has `introspection`
-    /// (`None` otherwise); `Err` when its HTTP client cannot be built (the CA file).
+    /// (`None` otherwise), keeping `previous`'s answers when that was the same provider in
+    /// the same place; `Err` when its HTTP client cannot be built (the CA file) or its
+    /// credentials read.
     pub fn new(
         index: usize,
         keys: Arc<KeyStore>,
         metrics: Arc<Metrics>,
+        previous: Option<&Introspector>,
     ) -> Result<Option<Self>, String> {
         let config = Arc::new(keys.provider().clone());
         let Some(settings) = config.introspection.clone() else {
             return Ok(None);
         };
         let client = client::http_client(&settings)?;
-        let cache = (settings.cache.max_entries > 0).then(|| {
-            Cache::builder()
-                .max_capacity(settings.cache.max_entries)
-                .expire_after(ForItsTtl)
-                .build()
-        });
-        let endpoint = OnceCell::new_with(settings.endpoint.clone());
-        let bucket = Bucket {
-            tokens: f64::from(settings.rate_limit.burst),
-            at: Instant::now(),
-            per_second: settings.rate_limit.per_second,
-            burst: f64::from(settings.rate_limit.burst),
+        let credentials = client::Credentials::load(&settings)?;
+        let held = match previous.filter(|p| p.provider == index && *p.config == *config) {
+            Some(previous) => previous.held.clone(),
+            None => {
+                let cache = &settings.cache;
+                let floor = (cache.max_bytes / cache.max_entries.max(1)).max(1);
+                Held {
+                    cache: (cache.max_entries > 0).then(|| {
+                        Cache::builder()
+                            .max_capacity(cache.max_bytes)
+                            .weigher(move |_: &TokenHash, v: &Cached| {
+                                u32::try_from(v.weight().max(floor)).unwrap_or(u32::MAX)
+                            })
+                            .expire_after(ForItsTtl)
+                            .build()
+                    }),
+                    known: Cache::builder()
+                        .max_capacity(cache.max_entries.max(10_000))
+                        .time_to_live(KNOWN_FOR)
+                        .build(),
+                    endpoint: Arc::new(OnceCell::new_with(settings.endpoint.clone())),
+                }
+            }
+        };
+        let bucket = || {
+            std::sync::Mutex::new(Bucket {
+                tokens: f64::from(settings.rate_limit.burst),
+                at: Instant::now(),
+                per_second: settings.rate_limit.per_second,
+                burst: f64::from(settings.rate_limit.burst),
+            })
         };
         Ok(Some(Self {
             provider: index,
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
+            bucket: bucket(),
+            known_bucket: bucket(),
             settings,
-            bucket: std::sync::Mutex::new(bucket),
-            endpoint,
-            cache,
+            credentials,
+            held,
             client,
             keys,
             metrics,
@@ -150,8 +200,7 @@ impl Introspector {
         }))
     }
 
-    /// The provider's configuration this introspector was built from (a reload keeps an
-    /// introspector, and its cache, while this is unchanged).
+    /// The provider's configuration this introspector was built from.
     pub fn provider_config(&self) -> &ProviderConfig {
         &self.config
     }
@@ -167,17 +216,20 @@ impl Introspector {
         hash: &TokenHash,
         token: &str,
     ) -> Result<(Arc<VerifiedToken>, bool), VerifyError> {
-        let (cached, hit) = match &self.cache {
-            Some(cache) => {
-                let entry = cache
-                    .entry(*hash)
-                    .or_try_insert_with(self.call(token))
-                    .await
-                    .map_err(|error| (*error).clone())?;
-                let hit = !entry.is_fresh();
-                (entry.into_value(), hit)
-            }
-            None => (self.call(token).await?, false),
+        let (cached, hit) = match &self.held.cache {
+            Some(cache) => match cache.get(hash).await {
+                Some(cached) => (cached, true),
+                // A call made here, or joined: concurrent checks share the first's.
+                None => {
+                    let entry = cache
+                        .entry(*hash)
+                        .or_try_insert_with(self.call(hash, token))
+                        .await
+                        .map_err(|error| (*error).clone())?;
+                    (entry.into_value(), false)
+                }
+            },
+            None => (self.call(hash, token).await?, false),
         };
         self.metrics.record_introspection_cache(self.name(), hit);
         match cached.answer {
@@ -189,20 +241,25 @@ impl Introspector {
     /// One call to the endpoint, within the rate limit and `max_in_flight`: the answer to
     /// cache, or why there is none to cache (the endpoint could not be asked, or its answer
     /// could not be read).
-    async fn call(&self, token: &str) -> Result<Cached, VerifyError> {
+    async fn call(&self, hash: &TokenHash, token: &str) -> Result<Cached, VerifyError> {
         let settings = &self.settings;
-        let allowed = self
-            .bucket
-            .lock()
-            .map(|mut bucket| bucket.take(Instant::now()))
-            .unwrap_or(false);
-        if !allowed {
-            return Err(self.failed("rate_limited", VerifyError::IntrospectionBusy, &""));
-        }
+        // The permit first: a call refused for it spends nothing of the rate.
         let Ok(_permit) = Arc::clone(&self.in_flight).try_acquire_owned() else {
             return Err(self.failed("busy", VerifyError::IntrospectionBusy, &""));
         };
+        let at = Instant::now();
+        let take = |bucket: &std::sync::Mutex<Bucket>| {
+            bucket
+                .lock()
+                .map(|mut bucket| bucket.take(at))
+                .unwrap_or(false)
+        };
+        let known = self.held.known.contains_key(hash);
+        if !((known && take(&self.known_bucket)) || take(&self.bucket)) {
+            return Err(self.failed("rate_limited", VerifyError::IntrospectionBusy, &""));
+        }
         let endpoint = match self
+            .held
             .endpoint
             .get_or_try_init(|| client::discover(&self.client, &self.config))
             .await
@@ -217,10 +274,17 @@ impl Introspector {
             }
         };
         let now = unix_now();
-        let request =
-            client::build(&self.client, endpoint, settings, token, now).map_err(|error| {
-                self.failed("credentials", VerifyError::IntrospectionUnavailable, &error)
-            })?;
+        let request = client::build(
+            &self.client,
+            endpoint,
+            settings,
+            &self.credentials,
+            token,
+            now,
+        )
+        .map_err(|error| {
+            self.failed("credentials", VerifyError::IntrospectionUnavailable, &error)
+        })?;
         let response = request.send().await.map_err(|error| {
             let outcome = if error.is_timeout() {
                 "timeout"
@@ -272,7 +336,7 @@ impl Introspector {
             }
         };
         let said = self
-            .read_answer(media_type.as_deref(), &body)
+            .read_answer(media_type.as_deref(), &body, now)
             .await
             .map_err(|error| match error {
                 VerifyError::IntrospectionUnavailable => self.failed(
@@ -296,6 +360,7 @@ impl Introspector {
         self.metrics.record_introspection(self.name(), "active");
         match answer::check_active(&self.config, &claims, now) {
             Ok(exp) => {
+                self.held.known.insert(*hash, ()).await;
                 let until_exp = exp.map_or(settings.cache.max_ttl, |exp| {
                     Duration::from_secs(exp.saturating_sub(now))
                 });
@@ -309,8 +374,10 @@ impl Introspector {
                     ttl: until_exp.min(settings.cache.max_ttl),
                 })
             }
-            // An answer about this token that will not change (expired, another issuer):
-            // as an inactive one.
+            // Not valid yet (or issued ahead of this clock): another call may pass.
+            Err(refused @ (VerifyError::NotYetValid | VerifyError::IssuedInFuture)) => Err(refused),
+            // An answer about this token that will not change (expired, another issuer, not an
+            // access token): as an inactive one.
             Err(refused) => Ok(Cached {
                 answer: Answer::Refused(refused),
                 ttl: inactive_ttl,
@@ -324,6 +391,7 @@ impl Introspector {
         &self,
         media_type: Option<&str>,
         body: &[u8],
+        now: u64,
     ) -> Result<Said, VerifyError> {
         let settings = &self.settings;
         let object = if settings.jwt_response {
@@ -334,7 +402,9 @@ impl Introspector {
                 .map_err(|_| VerifyError::BadIntrospection)?
                 .trim();
             let claims = crate::verify::verify_signed_introspection(&self.keys, jwt).await?;
-            answer::signed_object(&self.config, &settings.client_id, claims)?
+            // Issued for this call: at most the call's time (and the clocks' leeway) ago.
+            let fresh = settings.timeout.as_secs() + 1 + self.config.leeway.as_secs();
+            answer::signed_object(&self.config, &settings.client_id, claims, now, fresh)?
         } else {
             serde_json::from_slice(body).map_err(|_| VerifyError::BadIntrospection)?
         };

@@ -205,11 +205,17 @@ impl Runtime {
                 state.clone(),
                 telemetry.clone(),
             );
-            // Built anew with each configuration (a reload starts with an empty cache of
-            // answers: at worst one call per token in use).
-            let introspector = Introspector::new(index, Arc::clone(&store), Arc::clone(&metrics))
-                .map_err(|message| StartError::Introspection { index, message })?
-                .map(Arc::new);
+            // Built with each configuration, keeping the previous one's answers when the
+            // provider is unchanged (a reload must not send every token in use to the
+            // endpoint at once).
+            let introspector = Introspector::new(
+                index,
+                Arc::clone(&store),
+                Arc::clone(&metrics),
+                previous.and_then(|p| p.introspectors.get(index)?.as_deref()),
+            )
+            .map_err(|message| StartError::Introspection { index, message })?
+            .map(Arc::new);
             providers.push(Provider { index, store });
             status_lists.push(status);
             introspectors.push(introspector);

@@ -222,6 +222,16 @@ async fn concurrent_checks_of_one_token_make_one_call() {
         assert_eq!(grpc_code(&response), 0, "{response:?}");
     }
     assert_eq!(fake.calls(), 1, "20 concurrent checks, one call");
+    // Each waited on that call: none was answered by the cache.
+    let (_, metrics) = server.admin_get("/metrics").await;
+    let lookups = |outcome| {
+        metric(
+            &metrics,
+            "jwt_authz_introspection_cache_lookups_total",
+            &[("outcome", outcome)],
+        )
+    };
+    assert_eq!((lookups("hit"), lookups("miss")), (0, 20), "{metrics}");
 }
 
 #[tokio::test]
@@ -494,7 +504,13 @@ async fn signed_answers_are_verified_with_the_providers_keys() {
         fake.last().0["accept"].to_str().expect("ascii"),
         "application/token-introspection+jwt"
     );
+    let stale = key.sign(
+        &json!({"alg": "RS256", "kid": key.kid, "typ": "token-introspection+jwt"}),
+        &json!({"iss": ISSUER, "aud": "jwt-authz", "iat": now() - 600, "token_introspection": active("u-3")}),
+    );
     for (i, answer) in [
+        // Issued ten minutes ago: a replay, whatever token it is shown for.
+        Answer::Raw("application/token-introspection+jwt", stale),
         // Signed by a key the provider does not publish.
         Answer::Raw(
             "application/token-introspection+jwt",
@@ -520,6 +536,11 @@ async fn signed_answers_are_verified_with_the_providers_keys() {
             .check_token("/api/orders", &format!("s-{}", i + 2))
             .await;
         assert_eq!(denied_status(&response), Some(401), "case {i}");
+        assert_eq!(
+            denial(&response).1["error_description"],
+            "token could not be introspected",
+            "case {i}"
+        );
     }
 }
 
@@ -566,4 +587,55 @@ fn two_introspecting_providers_may_not_share_a_place() {
     .expect_err("refused")
     .to_string();
     assert!(error.contains("must be reached over https"), "{error}");
+}
+
+/// Made-up tokens spend the shared rate; a token seen active keeps a bucket of its own, and
+/// a reload that leaves the provider as it was keeps the answers.
+#[tokio::test]
+async fn tokens_seen_active_are_not_starved_and_a_reload_keeps_the_answers() {
+    let (_dir, jwks, fake, server) = start(
+        Answer::Json(active("u-1")),
+        "      rate_limit: {per_second: 0.01, burst: 1}\n      cache: {max_entries: 0}\n",
+    )
+    .await;
+    assert_eq!(
+        grpc_code(&server.check_token("/api/orders", "known").await),
+        0
+    );
+    // The shared bucket is empty: a new token waits...
+    let flood = server.check_token("/api/orders", "made-up").await;
+    assert_eq!(denied_status(&flood), Some(503));
+    // ...and the token seen active passes on its own bucket (once: it holds one call too).
+    assert_eq!(
+        grpc_code(&server.check_token("/api/orders", "known").await),
+        0
+    );
+    assert_eq!(
+        denied_status(&server.check_token("/api/orders", "known").await),
+        Some(503)
+    );
+    assert_eq!(fake.calls(), 2);
+    drop((jwks, server));
+
+    // With a cache: reloaded with the same provider, the answer is still held.
+    let (dir, jwks, fake, server) = start(Answer::Json(active("u-2")), "").await;
+    assert_eq!(
+        grpc_code(&server.check_token("/api/orders", "held").await),
+        0
+    );
+    let (auth, _) = secret_file(dir.path());
+    let same = config(&jwks, &fake.url, &auth, "");
+    server
+        .server
+        .reload(
+            jwt_authz::Config::from_yaml(&format!("{same}log: {{level: debug}}\n"))
+                .expect("config"),
+        )
+        .await
+        .expect("reload");
+    assert_eq!(
+        grpc_code(&server.check_token("/api/orders", "held").await),
+        0
+    );
+    assert_eq!(fake.calls(), 1, "the reload kept the cached answer");
 }

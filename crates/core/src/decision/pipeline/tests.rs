@@ -538,6 +538,9 @@ fn on_invalid_anonymous_never_hides_an_outage_or_a_nonce_challenge() {
         Deny::StatusListUnavailable,
         Deny::ReplayStoreUnavailable,
         Deny::SidecarUnavailable,
+        Deny::Invalid(VerifyError::IntrospectionUnavailable),
+        Deny::Invalid(VerifyError::IntrospectionBusy),
+        Deny::Invalid(VerifyError::BadIntrospection),
         Deny::DpopUseNonce("n".into()),
     ] {
         let mut fake = Fake::refusing(stop.clone().into());
