@@ -251,7 +251,8 @@ impl Decider {
     /// request decided elsewhere (the in-proxy filter's callout) must carry it: every
     /// header a token may come in (`authorization`, configured headers, `cookie` when a
     /// cookie is a source), the DPoP proof, the trace context (W3C `traceparent` and
-    /// `tracestate`), and every header that is a configured identity header in any spelling
+    /// `tracestate`), and every header that is a configured identity header (or the
+    /// anonymous marker) in any spelling
     /// (the lookalike check refuses the others; the identity headers themselves are removed
     /// or replaced whatever the request had). Also any name with a character other than a
     /// lowercase letter, digit or `-`, which only a lookalike of some header would have (the
@@ -279,9 +280,8 @@ impl Decider {
             || self
                 .config
                 .identity
-                .headers
-                .iter()
-                .any(|m| crate::identity::same_folded(&m.header, name))
+                .upstream_headers()
+                .any(|header| crate::identity::same_folded(header, name))
     }
 
     /// Every header of `http` a token may come in (and the DPoP proof), whether or not it
