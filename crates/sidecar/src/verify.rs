@@ -332,7 +332,10 @@ pub async fn verify_signed_introspection(
     Ok(token.claims)
 }
 
-fn check_required(config: &ProviderConfig, claims: &Map<String, Value>) -> Result<(), VerifyError> {
+pub(crate) fn check_required(
+    config: &ProviderConfig,
+    claims: &Map<String, Value>,
+) -> Result<(), VerifyError> {
     for name in &config.required_claims {
         if claims.get(name).is_none_or(Value::is_null) {
             return Err(VerifyError::MissingClaim(name.clone()));
@@ -343,7 +346,7 @@ fn check_required(config: &ProviderConfig, claims: &Map<String, Value>) -> Resul
 
 /// `iat` (RFC 7519 §4.1.6) must not lie in the future beyond the leeway, and with
 /// `max_lifetime` set the token must carry `iat` and `exp` no further apart than that.
-fn check_issued_at(
+pub(crate) fn check_issued_at(
     config: &ProviderConfig,
     claims: &Map<String, Value>,
     exp: Option<u64>,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
-use super::{ConfigError, ProviderConfig, invalid, validate_http_url};
+use super::{ConfigError, ProviderConfig, invalid, read_small_file, validate_http_url};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -303,19 +303,7 @@ impl ClientAuth {
 /// included; Appendix A.2), surrounding whitespace trimmed, at most
 /// [`MAX_CREDENTIAL_BYTES`]. Errors never quote it.
 pub fn read_secret(path: &Path) -> Result<String, String> {
-    use std::io::Read;
-    let file =
-        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut text = String::new();
-    file.take(MAX_CREDENTIAL_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if text.len() as u64 > MAX_CREDENTIAL_BYTES {
-        return Err(format!(
-            "{} is larger than {MAX_CREDENTIAL_BYTES} bytes",
-            path.display()
-        ));
-    }
+    let text = read_small_file(path, MAX_CREDENTIAL_BYTES)?;
     let secret = text.trim();
     if secret.is_empty() || !secret.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
         return Err(format!(
@@ -329,22 +317,10 @@ pub fn read_secret(path: &Path) -> Result<String, String> {
 /// The private key of a `private_key_jwt` client: a PKCS#8 PEM key for `algorithm` (RSA for
 /// RS256 and PS256, P-256 for ES256). Errors never quote it.
 pub fn signing_key(path: &Path, algorithm: Algorithm) -> Result<jsonwebtoken::EncodingKey, String> {
-    use std::io::Read;
-    let file =
-        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut pem = Vec::new();
-    file.take(MAX_CREDENTIAL_BYTES + 1)
-        .read_to_end(&mut pem)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if pem.len() as u64 > MAX_CREDENTIAL_BYTES {
-        return Err(format!(
-            "{} is larger than {MAX_CREDENTIAL_BYTES} bytes",
-            path.display()
-        ));
-    }
+    let pem = read_small_file(path, MAX_CREDENTIAL_BYTES)?;
     let key = match algorithm {
-        Algorithm::ES256 => jsonwebtoken::EncodingKey::from_ec_pem(&pem),
-        _ => jsonwebtoken::EncodingKey::from_rsa_pem(&pem),
+        Algorithm::ES256 => jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes()),
+        _ => jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()),
     }
     .map_err(|_| {
         format!(

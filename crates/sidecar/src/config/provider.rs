@@ -363,19 +363,7 @@ pub const MAX_BEARER_TOKEN_BYTES: u64 = 16 * 1024;
 /// Reads a bearer token file: surrounding whitespace trimmed, non-empty, at most
 /// [`MAX_BEARER_TOKEN_BYTES`], and usable as a header value. Errors never quote the token.
 pub fn read_bearer_token(path: &Path) -> Result<String, String> {
-    use std::io::Read;
-    let file =
-        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut text = String::new();
-    file.take(MAX_BEARER_TOKEN_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if text.len() as u64 > MAX_BEARER_TOKEN_BYTES {
-        return Err(format!(
-            "{} is larger than {MAX_BEARER_TOKEN_BYTES} bytes",
-            path.display()
-        ));
-    }
+    let text = read_small_file(path, MAX_BEARER_TOKEN_BYTES)?;
     let token = text.trim();
     if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(format!(
@@ -384,6 +372,22 @@ pub fn read_bearer_token(path: &Path) -> Result<String, String> {
         ));
     }
     Ok(token.to_owned())
+}
+
+/// A file of credentials read whole, refused past `limit` bytes (read through the bound, so
+/// a huge or growing file is never held whole). Errors name the file, never its contents.
+pub fn read_small_file(path: &Path, limit: u64) -> Result<String, String> {
+    use std::io::Read;
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut text = String::new();
+    file.take(limit + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if text.len() as u64 > limit {
+        return Err(format!("{} is larger than {limit} bytes", path.display()));
+    }
+    Ok(text)
 }
 
 impl JwksCacheConfig {

@@ -59,25 +59,9 @@ pub fn check_active(
     {
         return Err(VerifyError::WrongIssuer);
     }
-    for name in &config.required_claims {
-        if claims.get(name).is_none_or(Value::is_null) {
-            return Err(VerifyError::MissingClaim(name.clone()));
-        }
-    }
-    let iat = jws::date_claim(claims, "iat")?;
-    if iat.is_some_and(|iat| iat > now.saturating_add(config.leeway.as_secs())) {
-        return Err(VerifyError::IssuedInFuture);
-    }
-    if let Some(max) = config.max_lifetime {
-        match (iat, exp) {
-            (None, _) => return Err(VerifyError::MissingClaim("iat".to_owned())),
-            (_, None) => return Err(VerifyError::MissingClaim("exp".to_owned())),
-            (Some(iat), Some(exp)) if exp.saturating_sub(iat) > max.as_secs() => {
-                return Err(VerifyError::LifetimeTooLong);
-            }
-            _ => {}
-        }
-    }
+    // The provider's own requirements, as a JWT's.
+    crate::verify::check_required(config, claims)?;
+    crate::verify::check_issued_at(config, claims, exp, now, None)?;
     let cnf = match claims.get("cnf") {
         None => None,
         Some(Value::Object(cnf)) => Some(cnf),
