@@ -383,7 +383,7 @@ def report(r):
         f"(crates/bench/src/bin/bench-introspect.rs, on the load generator's CPU) costs "
         f"{d['introspect_miss']['cpu_us_per_check']:.1f} µs of jwt-authz CPU per check "
         f"({d['introspect_miss']['cpu_us_per_check'] - d['introspect_hot']['cpu_us_per_check']:+.1f} µs: "
-        "the HTTP/1.1 request with Basic credentials read from the secret file, the answer read "
+        "the HTTP/1.1 request with its Basic credentials, the answer read "
         f"and checked) and p50 {d['introspect_miss']['p50_us']:.0f} µs against "
         f"{d['introspect_hot']['p50_us']:.0f} µs hot; a real endpoint adds its own time and the network.",
         f"- Revocation (Token Status List): a hot token whose status list entry is read on "

@@ -255,3 +255,55 @@ async fn jwt_authz_down_fails_closed_and_recovers() {
         .await;
     assert_eq!(status, StatusCode::OK, "recovered once jwt-authz is back");
 }
+
+/// The demo walkthrough's two steps of issue 33, through Envoy to the sample services: an
+/// opaque login works like a JWT one (jwt-authz asks the issuer's introspection endpoint,
+/// once) and stops working after logout; the optional highlights route answers the
+/// anonymous, the signed-in and the bearer of a bad token (served anonymously, the token kept
+/// from the service) differently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opaque_login_and_an_optional_route_through_envoy() {
+    let stack = Stack::start();
+    let gw = stack.gateway();
+    let (status, body) = gw.login_opaque("bob", "bob-password", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let opaque = body["accessToken"].as_str().expect("token").to_owned();
+    assert!(!opaque.contains('.'));
+    let (status, _, me) = gw.get("/api/users/me", Some(&opaque), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(me["username"], "bob");
+    let (status, _, _) = gw.get("/api/orders", Some(&opaque), &[]).await;
+    assert_eq!(status, StatusCode::OK, "the cached answer");
+    let calls = crate::support::admin_metric(
+        stack.authz_admin,
+        "jwt_authz_introspections_total",
+        &[("outcome", "active")],
+    )
+    .await;
+    assert_eq!(calls, 1);
+    // Logged out (through Envoy): refused once the cached answer is gone (max_ttl 60s is
+    // too long to wait here: a token never issued shows the same answer).
+    assert_eq!(gw.logout(&opaque).await, StatusCode::NO_CONTENT);
+    let (status, _, body) = gw
+        .get("/api/users/me", Some("never-issued-opaque-token"), &[])
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error_description"], "token not active");
+
+    // The optional route.
+    let (status, _, anonymous) = gw
+        .get("/api/feed/highlights", None, &[("x-user-id", "forged")])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(anonymous["anonymous"], true);
+    let jwt = gw.login("alice", "alice-password").await;
+    let (status, _, signed_in) = gw.get("/api/feed/highlights", Some(&jwt), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(signed_in["anonymous"], false);
+    assert_eq!(signed_in["viewer"]["username"], "alice");
+    let (status, _, bad) = gw
+        .get("/api/feed/highlights", Some("not.a.token"), &[])
+        .await;
+    assert_eq!(status, StatusCode::OK, "on_invalid: anonymous");
+    assert_eq!(bad["anonymous"], true);
+}
