@@ -229,13 +229,6 @@ impl IntrospectionConfig {
         if let Some(path) = &self.ca_file {
             ca_certificates(path).map_err(|m| invalid(format!("{field}.ca_file"), m))?;
         }
-        if provider.status_list.mode == super::StatusListMode::Required {
-            return Err(invalid(
-                field.to_owned(),
-                "status_list.mode: required refuses every opaque token (an introspection \
-                 answer carries no status reference); use optional",
-            ));
-        }
         Ok(())
     }
 

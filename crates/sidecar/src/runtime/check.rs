@@ -432,8 +432,11 @@ impl Checks for Io<'_> {
             .provider(token.provider)
             .ok_or(Deny::Invalid(VerifyError::UnknownIssuer))?;
         // A revoked token is refused from the moment its list says so, however long ago
-        // it was verified.
-        if let Some(Some(status)) = runtime.status_lists.get(token.provider) {
+        // it was verified. (An introspected token has no list: the endpoint's answer is its
+        // status, held for at most `cache.max_ttl`.)
+        if token.thumbprint != introspection::INTROSPECTED
+            && let Some(Some(status)) = runtime.status_lists.get(token.provider)
+        {
             Box::pin(status.check(&token.claims, runtime.config.limits.check_timeout)).await?;
         }
         // A proof (or certificate) proves this request, not the token.

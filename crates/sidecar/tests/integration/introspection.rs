@@ -639,3 +639,35 @@ async fn tokens_seen_active_are_not_starved_and_a_reload_keeps_the_answers() {
     );
     assert_eq!(fake.calls(), 1, "the reload kept the cached answer");
 }
+
+/// Status lists are the JWTs' revocation; an introspected token's is the endpoint's answer:
+/// `status_list.mode: required` refuses a JWT without a reference, not an opaque token.
+#[tokio::test]
+async fn a_required_status_list_applies_to_jwts_not_to_introspected_tokens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = TestKey::rsa("k1");
+    let jwks = JwksServer::start(vec![key.jwk()]).await;
+    let fake = Fake::start(Answer::Json(active("u-1"))).await;
+    let (auth, _) = secret_file(dir.path());
+    let server = TestServer::start_ready(&config(
+        &jwks,
+        &fake.url,
+        &auth,
+        "    status_list: {mode: required}\n",
+    ))
+    .await;
+    assert_eq!(
+        grpc_code(&server.check_token("/api/orders", "opaque").await),
+        0
+    );
+    let mut jwt_claims = claims("u-2");
+    jwt_claims["scope"] = json!("orders:read");
+    let response = server
+        .check_token("/api/orders", &key.token(&jwt_claims))
+        .await;
+    assert_eq!(denied_status(&response), Some(401));
+    assert_eq!(
+        denial(&response).1["error_description"],
+        "token carries no status"
+    );
+}
