@@ -9,12 +9,14 @@ pub fn lookup<'c>(claims: &'c Map<String, Value>, name: &str) -> Option<&'c Valu
     if let Some(v) = claims.get(name) {
         return Some(v);
     }
-    let mut parts = name.split('.');
-    let mut current = claims.get(parts.next()?)?;
-    for part in parts {
-        current = current.as_object()?.get(part)?;
-    }
-    Some(current)
+    // A key may hold dots itself (a Kubernetes token's `kubernetes.io`): the longest key
+    // that the claims have is tried first, then shorter ones.
+    name.match_indices('.')
+        .rev()
+        .find_map(|(at, _)| match claims.get(&name[..at]) {
+            Some(Value::Object(inner)) => lookup(inner, &name[at + 1..]),
+            _ => None,
+        })
 }
 
 /// The values a claim holds: an array's elements, numbers and booleans as their JSON text,
@@ -86,5 +88,42 @@ mod tests {
         assert!(values(&json!(null), false).is_empty());
         assert!(is_space_separated("scope") && is_space_separated("scp"));
         assert!(!is_space_separated("role") && !is_space_separated("roles"));
+    }
+}
+
+#[cfg(test)]
+mod lookup_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn dotted_names_reach_nested_claims_and_keys_holding_dots() {
+        // A Kubernetes service-account token's claims.
+        let claims = json!({
+            "sub": "system:serviceaccount:payments:api",
+            "kubernetes.io": {"namespace": "payments", "serviceaccount": {"name": "api"}},
+            "a": {"b": {"c": 1}},
+        });
+        let claims = claims.as_object().expect("object");
+        assert_eq!(
+            lookup(claims, "kubernetes.io.namespace"),
+            Some(&json!("payments"))
+        );
+        assert_eq!(
+            lookup(claims, "kubernetes.io.serviceaccount.name"),
+            Some(&json!("api"))
+        );
+        assert_eq!(lookup(claims, "a.b.c"), Some(&json!(1)));
+        assert_eq!(lookup(claims, "kubernetes.io"), claims.get("kubernetes.io"));
+        for absent in [
+            "kubernetes",
+            "kubernetes.io.pod",
+            "a.c",
+            "a.b.c.d",
+            ".",
+            "a.",
+        ] {
+            assert_eq!(lookup(claims, absent), None, "{absent}");
+        }
     }
 }

@@ -287,9 +287,21 @@ impl Route<'_> {
     }
 }
 
+/// Whether `value` is `prefix` or lies under it by whole `/` segments.
+fn under_path(value: &str, prefix: &str) -> bool {
+    value
+        .strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// Whether `claims` meet one requirement.
 pub fn requirement_met(req: &ClaimRequirement, claims: &Map<String, Value>) -> bool {
     let value = claims::lookup(claims, &req.claim);
+    if let Some(prefixes) = &req.path_prefix {
+        return value
+            .and_then(Value::as_str)
+            .is_some_and(|v| prefixes.iter().any(|p| under_path(v, p)));
+    }
     match (value, &req.any_of, &req.all_of, &req.equals) {
         (None, ..) => false,
         (Some(v), Some(any), _, _) => {

@@ -461,6 +461,10 @@ impl Deny {
                         ("token issued in the future", "issued_in_future")
                     }
                     VerifyError::Inactive => ("token not active", "inactive"),
+                    VerifyError::NotSpiffeId => (
+                        "subject is not a SPIFFE ID of this trust domain",
+                        "not_spiffe_id",
+                    ),
                     VerifyError::BadIntrospection => {
                         ("token could not be introspected", "bad_introspection")
                     }

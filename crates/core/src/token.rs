@@ -74,6 +74,9 @@ pub enum VerifyError {
     KeyFetchBusy,
     #[error("too many tokens waiting for a signature check")]
     VerifyBusy,
+    /// A JWT-SVID whose `sub` is not a SPIFFE ID of its provider's trust domain.
+    #[error("subject is not a SPIFFE ID of this trust domain")]
+    NotSpiffeId,
     /// The provider's introspection endpoint says the token is not active (RFC 7662 §2.2:
     /// unknown, expired, revoked, or anything else it will not vouch for).
     #[error("token not active")]

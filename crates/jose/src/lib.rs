@@ -9,9 +9,11 @@
 //!   the in-process store of proofs seen.
 //! - [`mtls`]: certificate-bound tokens (RFC 8705 §3): the certificate's thumbprint.
 //! - [`status_list`]: Token Status List references, list tokens and lookups.
+//! - [`spiffe`]: SPIFFE IDs, the subjects of JWT-SVIDs.
 
 pub mod crypto;
 pub mod dpop;
 pub mod jws;
 pub mod mtls;
+pub mod spiffe;
 pub mod status_list;

@@ -291,10 +291,11 @@ fn requirement(
     req: &ClaimRequirement,
     claims_held: Option<&Map<String, Value>>,
 ) -> RequirementReport {
-    let wants = match (&req.any_of, &req.all_of, &req.equals) {
-        (Some(any), _, _) => format!("any of {any:?}"),
-        (_, Some(all), _) => format!("all of {all:?}"),
-        (_, _, Some(value)) => format!("equals {value}"),
+    let wants = match (&req.any_of, &req.all_of, &req.equals, &req.path_prefix) {
+        (Some(any), ..) => format!("any of {any:?}"),
+        (_, Some(all), ..) => format!("all of {all:?}"),
+        (_, _, Some(value), _) => format!("equals {value}"),
+        (.., Some(prefixes)) => format!("at or under {prefixes:?}"),
         _ => String::new(),
     };
     let holds = claims_held

@@ -46,11 +46,13 @@ impl Provider {
     }
 }
 
-/// All providers of one configuration, looked up by issuer.
+/// All providers of one configuration, looked up by issuer (and, for JWT-SVIDs without
+/// one, by trust domain).
 #[derive(Debug)]
 pub struct Verifier {
     providers: Vec<Provider>,
     by_issuer: HashMap<String, usize>,
+    by_trust_domain: HashMap<String, usize>,
 }
 
 impl Verifier {
@@ -59,9 +61,14 @@ impl Verifier {
             .iter()
             .map(|p| (p.config().issuer.clone(), p.index))
             .collect();
+        let by_trust_domain = providers
+            .iter()
+            .filter_map(|p| Some((p.config().spiffe.as_ref()?.trust_domain.clone(), p.index)))
+            .collect();
         Self {
             providers,
             by_issuer,
+            by_trust_domain,
         }
     }
 
@@ -74,10 +81,20 @@ impl Verifier {
     }
 
     /// The provider a token claims to come from (its `iss`, read before verification:
-    /// only used to pick which keys to verify with).
+    /// only used to pick which keys to verify with). A JWT-SVID need not carry `iss`
+    /// (JWT-SVID §3): one without it names its trust domain in `sub`, and goes to the
+    /// provider of that trust domain, whose checks then hold `sub` to it.
     pub fn provider_for(&self, token: &Unverified) -> Result<&Provider, VerifyError> {
-        self.by_issuer
-            .get(token.issuer()?)
+        let index = match token.claims.get("iss") {
+            Some(_) => self.by_issuer.get(token.issuer()?),
+            None => token
+                .claims
+                .get("sub")
+                .and_then(Value::as_str)
+                .and_then(|sub| jwt_authz_jose::spiffe::parse(sub).ok())
+                .and_then(|id| self.by_trust_domain.get(id.trust_domain)),
+        };
+        index
             .and_then(|i| self.providers.get(*i))
             .ok_or(VerifyError::UnknownIssuer)
     }
@@ -172,7 +189,12 @@ fn checked_claims(
     claims: &Map<String, Value>,
     record: Record<'_>,
 ) -> Result<Option<u64>, VerifyError> {
-    let mut required = vec!["iss", "aud"];
+    // JWT-SVID §3: `iss` is optional (the trust domain in `sub` chose the provider).
+    let mut required = if config.spiffe.is_some() {
+        vec!["aud"]
+    } else {
+        vec!["iss", "aud"]
+    };
     if config.require_exp {
         required.push("exp");
     }
@@ -191,6 +213,14 @@ fn checked_claims(
         check_required(config, claims),
         |_| format!("{:?}", config.required_claims),
     )?;
+    if let Some(spiffe) = &config.spiffe {
+        stage(
+            record,
+            "spiffe_id",
+            check_spiffe_id(&spiffe.trust_domain, claims),
+            |_| format!("sub in trust domain {}", spiffe.trust_domain),
+        )?;
+    }
     check_issued_at(config, claims, exp, now, record)?;
     Ok(exp)
 }
@@ -330,6 +360,16 @@ pub async fn verify_signed_introspection(
     };
     signed_by(&keys, &token).map_err(|_| VerifyError::BadIntrospection)?;
     Ok(token.claims)
+}
+
+/// JWT-SVID §3.1: `sub` is the workload's SPIFFE ID (SPIFFE-ID §2), and of this provider's
+/// trust domain (a bundle's keys speak for their own domain only).
+fn check_spiffe_id(trust_domain: &str, claims: &Map<String, Value>) -> Result<(), VerifyError> {
+    let sub = claims.get("sub").and_then(Value::as_str);
+    match sub.map(jwt_authz_jose::spiffe::parse) {
+        Some(Ok(id)) if id.trust_domain == trust_domain => Ok(()),
+        _ => Err(VerifyError::NotSpiffeId),
+    }
 }
 
 pub(crate) fn check_required(

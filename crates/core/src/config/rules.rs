@@ -143,7 +143,7 @@ impl<'de> Visitor<'de> for AccessVisitor {
     }
 }
 
-/// Exactly one of `any_of`, `all_of` and `equals`.
+/// Exactly one of `any_of`, `all_of`, `equals` and `path_prefix`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimRequirement {
@@ -157,6 +157,12 @@ pub struct ClaimRequirement {
     /// The claim equals this JSON value exactly.
     #[serde(default)]
     pub equals: Option<serde_json::Value>,
+    /// The claim (a string) is one of these or lies under one by whole `/` segments:
+    /// `spiffe://prod.example/ns/payments` holds for `.../ns/payments` and
+    /// `.../ns/payments/sa/api`, never for `.../ns/payments-old` (a SPIFFE ID's path, a
+    /// URL). Compared byte for byte.
+    #[serde(default)]
+    pub path_prefix: Option<Vec<String>>,
     /// Read a string claim as space-separated values for `any_of` / `all_of`. Default: only
     /// for `scope` and `scp`; every other string is one value.
     #[serde(default)]
@@ -281,6 +287,7 @@ impl RuleConfig {
                     req.any_of.is_some(),
                     req.all_of.is_some(),
                     req.equals.is_some(),
+                    req.path_prefix.is_some(),
                 ]
                 .iter()
                 .filter(|b| **b)
@@ -288,13 +295,25 @@ impl RuleConfig {
                 if set != 1 {
                     return Err(invalid(
                         f,
-                        "exactly one of any_of, all_of and equals is required",
+                        "exactly one of any_of, all_of, equals and path_prefix is required",
                     ));
                 }
                 if req.any_of.as_ref().is_some_and(Vec::is_empty)
                     || req.all_of.as_ref().is_some_and(Vec::is_empty)
+                    || req.path_prefix.as_ref().is_some_and(Vec::is_empty)
                 {
                     return Err(invalid(f, "the list of values must not be empty"));
+                }
+                if req
+                    .path_prefix
+                    .iter()
+                    .flatten()
+                    .any(|p| p.is_empty() || p.ends_with('/'))
+                {
+                    return Err(invalid(
+                        format!("{f}.path_prefix"),
+                        "each prefix must be non-empty and end without '/' (segments are matched whole)",
+                    ));
                 }
             }
         }

@@ -326,3 +326,32 @@ mod index_agrees_with_the_linear_matcher {
         }
     }
 }
+
+#[test]
+fn path_prefix_holds_by_whole_segments() {
+    let req: ClaimRequirement = serde_json::from_value(serde_json::json!({
+        "claim": "sub",
+        "path_prefix": ["spiffe://prod.example/ns/payments"],
+    }))
+    .expect("requirement");
+    let holds = |sub: serde_json::Value| {
+        let claims = serde_json::json!({ "sub": sub });
+        requirement_met(&req, claims.as_object().expect("object"))
+    };
+    assert!(holds("spiffe://prod.example/ns/payments".into()));
+    assert!(holds("spiffe://prod.example/ns/payments/sa/api".into()));
+    for other in [
+        "spiffe://prod.example/ns/payments-old/sa/api",
+        "spiffe://prod.example/ns/pay",
+        "spiffe://prod.example/ns",
+        "spiffe://PROD.example/ns/payments",
+        "spiffe://prod.example.evil/ns/payments",
+    ] {
+        assert!(!holds(other.into()), "{other}");
+    }
+    // Only a string claim.
+    assert!(!holds(serde_json::json!([
+        "spiffe://prod.example/ns/payments"
+    ])));
+    assert!(!requirement_met(&req, &serde_json::Map::new()));
+}

@@ -253,6 +253,7 @@ impl Config {
         }
         let mut names = HashSet::new();
         let mut issuers = HashSet::new();
+        let mut trust_domains = HashSet::new();
         for (i, provider) in self.providers.iter().enumerate() {
             let field = format!("providers[{i}]");
             provider.validate(&field)?;
@@ -266,6 +267,14 @@ impl Config {
                 return Err(invalid(
                     format!("{field}.issuer"),
                     format!("duplicate issuer {:?}", provider.issuer),
+                ));
+            }
+            if let Some(spiffe) = &provider.spiffe
+                && !trust_domains.insert(spiffe.trust_domain.as_str())
+            {
+                return Err(invalid(
+                    format!("{field}.spiffe.trust_domain"),
+                    format!("duplicate trust domain {:?}", spiffe.trust_domain),
                 ));
             }
             if let Some(introspection) = &provider.introspection

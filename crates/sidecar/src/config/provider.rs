@@ -68,6 +68,18 @@ pub struct ProviderConfig {
     /// provider's RFC 7662 introspection endpoint; its JWTs are still verified locally.
     #[serde(default)]
     pub introspection: Option<IntrospectionConfig>,
+    /// The provider issues JWT-SVIDs of this SPIFFE trust domain: `sub` must be a SPIFFE ID
+    /// in it (JWT-SVID §3.1).
+    #[serde(default)]
+    pub spiffe: Option<SpiffeConfig>,
+}
+
+/// `providers[].spiffe`: the trust domain whose JWT-SVIDs the provider's keys (the trust
+/// bundle's `jwt-svid` keys) sign.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpiffeConfig {
+    pub trust_domain: String,
 }
 
 /// TLS trust and credentials for fetching keys from a private endpoint, such as a Kubernetes
@@ -232,6 +244,27 @@ impl ProviderConfig {
             .validate(&format!("{field}.status_list"), self)?;
         if let Some(introspection) = &self.introspection {
             introspection.validate(&format!("{field}.introspection"), self)?;
+        }
+        if let Some(spiffe) = &self.spiffe {
+            jwt_authz_jose::spiffe::check_trust_domain(&spiffe.trust_domain).map_err(|e| {
+                invalid(
+                    format!("{field}.spiffe.trust_domain"),
+                    format!("{:?}: {e}", spiffe.trust_domain),
+                )
+            })?;
+            // JWT-SVID §3: `exp` is required, and so is `aud` (always, here).
+            if !self.require_exp {
+                return Err(invalid(
+                    format!("{field}.require_exp"),
+                    "a JWT-SVID must carry exp (JWT-SVID §3): require_exp cannot be false with spiffe",
+                ));
+            }
+            if self.introspection.is_some() {
+                return Err(invalid(
+                    format!("{field}.spiffe"),
+                    "JWT-SVIDs are JWTs: a SPIFFE provider introspects nothing",
+                ));
+            }
         }
         self.jwks_cache.validate(&format!("{field}.jwks_cache"))
     }

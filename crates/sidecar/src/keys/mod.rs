@@ -179,8 +179,15 @@ impl VerifyingKey {
         }
         let jwk: Jwk = serde_json::from_value(value)
             .map_err(|e| format!("key {kid_hint}: invalid JWK: {e}"))?;
+        // A SPIFFE trust bundle marks its JWT authorities `jwt-svid` (SPIFFE Trust Domain and
+        // Bundle §4.2.1), its X.509 ones `x509-svid`: only the former sign JWTs.
+        let signs_jwts = |key_use: &PublicKeyUse| match key_use {
+            PublicKeyUse::Signature => true,
+            PublicKeyUse::Other(other) => other == "jwt-svid",
+            PublicKeyUse::Encryption => false,
+        };
         if let Some(key_use) = &jwk.common.public_key_use
-            && *key_use != PublicKeyUse::Signature
+            && !signs_jwts(key_use)
         {
             return Err(format!("key {kid_hint}: not a signing key"));
         }

@@ -48,6 +48,7 @@ fn provider(algorithms: &[Algorithm]) -> ProviderConfig {
         certificate_binding: Default::default(),
         status_list: Default::default(),
         introspection: None,
+        spiffe: None,
     }
 }
 

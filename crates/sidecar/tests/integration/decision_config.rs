@@ -74,3 +74,38 @@ fn a_bad_decision_field_is_refused_alike() {
         assert_eq!(sidecar.to_string(), invalid.to_string(), "{extra}");
     }
 }
+
+/// The Kubernetes service-account example's rules, on the claims a projected token carries:
+/// the namespace and service account (in `kubernetes.io`, a key holding a dot) choose who may
+/// call which route.
+#[test]
+fn the_service_account_examples_rules_go_by_namespace_and_account() {
+    use jwt_authz_core::policy::Policy;
+    use jwt_authz_core::request::RequestInfo;
+    let config = DecisionConfig::from_yaml(&read("deploy/kubernetes-service-accounts/config.yaml"))
+        .expect("valid");
+    let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
+    let policy = Policy::new(&config.rules, &config.paths, &names).expect("rules");
+    let token = |namespace: &str, account: &str| {
+        serde_json::json!({
+            "sub": format!("system:serviceaccount:{namespace}:{account}"),
+            "kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": account, "uid": "u"}},
+        })
+    };
+    let ext = std::collections::HashMap::new();
+    let allowed = |path: &str, claims: &serde_json::Value| {
+        let route = policy.route(&RequestInfo::new("GET", path, "api.test", &ext));
+        route
+            .check_claims(claims.as_object().expect("object"))
+            .is_ok()
+    };
+    assert!(allowed("/internal/payments/x", &token("payments", "api")));
+    assert!(allowed(
+        "/internal/payments/x",
+        &token("payments", "settlement")
+    ));
+    assert!(!allowed("/internal/payments/x", &token("payments", "web")));
+    assert!(!allowed("/internal/payments/x", &token("staging", "api")));
+    assert!(allowed("/reports/daily", &token("batch", "reporter")));
+    assert!(!allowed("/reports/daily", &token("payments", "api")));
+}

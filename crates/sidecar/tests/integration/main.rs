@@ -28,6 +28,7 @@ mod shadow;
 mod shutdown;
 mod snapshots;
 mod sources;
+mod spiffe;
 mod tracing;
 mod trust;
 mod with_issuer;
