@@ -99,6 +99,48 @@ static_resources:
     )
 }
 
+/// [`envoy_config`] (no tracing) with the shipped per-identity rate-limit recipe
+/// (`deploy/envoy/per-identity-rate-limit.yaml`) applied as it says: its filter after
+/// ext_authz, its `rate_limits` on the route; each user's bucket holding `per_user` requests
+/// for the minute.
+pub fn envoy_config_rate_limited(
+    listen: u16,
+    admin: u16,
+    authz: u16,
+    upstream: u16,
+    per_user: u64,
+) -> String {
+    let recipe: Value = serde_norway::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(crate::bins::WORKSPACE)
+                .join("deploy/envoy/per-identity-rate-limit.yaml"),
+        )
+        .expect("the recipe"),
+    )
+    .expect("the recipe is YAML");
+    let mut filter = recipe["http_filter"].clone();
+    let bucket = &mut filter["typed_config"]["descriptors"][0]["token_bucket"];
+    bucket["max_tokens"] = json!(per_user);
+    bucket["tokens_per_fill"] = json!(per_user);
+    let config = envoy_config(listen, admin, authz, upstream, None);
+    // JSON is YAML's flow style: the recipe's parts go in as they are.
+    let with_filter = config.replacen(
+        "          - name: envoy.filters.http.router",
+        &format!("          - {filter}\n          - name: envoy.filters.http.router"),
+        1,
+    );
+    let with_route = with_filter.replacen(
+        "route: {cluster: upstream}",
+        &format!(
+            "route: {{cluster: upstream, rate_limits: {}}}",
+            recipe["route_rate_limits"]
+        ),
+        1,
+    );
+    assert_ne!(with_route, config, "the recipe went in");
+    with_route
+}
+
 /// A loopback cluster speaking HTTP/2 (gRPC), as a `clusters:` entry.
 fn grpc_cluster(name: &str, port: u16) -> String {
     format!(

@@ -13,6 +13,7 @@ mod e2e_envoy;
 mod e2e_in_proxy;
 mod e2e_mtls;
 mod e2e_proxies;
+mod e2e_rate_limit;
 mod e2e_raw_paths;
 mod e2e_revocation;
 mod e2e_shadow;
