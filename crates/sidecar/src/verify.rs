@@ -190,23 +190,13 @@ fn checked_claims(
     record: Record<'_>,
 ) -> Result<Option<u64>, VerifyError> {
     // JWT-SVID §3: `iss` is optional (the trust domain in `sub` chose the provider).
-    let mut required = if config.spiffe.is_some() {
-        vec!["aud"]
+    let required: &[&str] = if config.spiffe.is_some() {
+        &["aud"]
     } else {
-        vec!["iss", "aud"]
+        &["iss", "aud"]
     };
-    if config.require_exp {
-        required.push("exp");
-    }
     let now = jsonwebtoken::get_current_timestamp();
-    let rules = Registered {
-        required: &required,
-        check_exp: true,
-        check_nbf: true,
-        leeway: config.leeway.as_secs(),
-        issuer: Some(&config.issuer),
-    };
-    let exp = jws::check_registered(claims, &rules, now, record)?;
+    let exp = check_registered(config, claims, required, now, record)?;
     stage(
         record,
         "required_claims",
@@ -370,6 +360,30 @@ fn check_spiffe_id(trust_domain: &str, claims: &Map<String, Value>) -> Result<()
         Some(Ok(id)) if id.trust_domain == trust_domain => Ok(()),
         _ => Err(VerifyError::NotSpiffeId),
     }
+}
+
+/// RFC 7519 §4.1 under the provider's rules: `required` present (and `exp` too unless
+/// `require_exp: false`), `exp` and `nbf` within `leeway`, `iss` (when present) the provider's
+/// issuer; the token's `exp`. For a JWT's claims and an introspection answer's members alike.
+pub(crate) fn check_registered(
+    config: &ProviderConfig,
+    claims: &Map<String, Value>,
+    required: &[&str],
+    now: u64,
+    record: Record<'_>,
+) -> Result<Option<u64>, VerifyError> {
+    let mut required = required.to_vec();
+    if config.require_exp {
+        required.push("exp");
+    }
+    let rules = Registered {
+        required: &required,
+        check_exp: true,
+        check_nbf: true,
+        leeway: config.leeway.as_secs(),
+        issuer: Some(&config.issuer),
+    };
+    jws::check_registered(claims, &rules, now, record)
 }
 
 pub(crate) fn check_required(

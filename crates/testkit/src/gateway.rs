@@ -77,6 +77,13 @@ impl Gateway {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// [`Gateway::login_opaque`] that must succeed: the opaque token.
+    pub async fn opaque_token(&self, user: &str, password: &str) -> String {
+        let (status, body) = self.login_opaque(user, password, None).await;
+        assert_eq!(status, StatusCode::OK, "opaque login: {body}");
+        body["accessToken"].as_str().expect("token").to_owned()
+    }
+
     /// `POST /auth/logout` with `token` as a bearer token: the status.
     pub async fn logout(&self, token: &str) -> StatusCode {
         self.client

@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use crate::config::ProviderConfig;
 use crate::verify::VerifyError;
-use jwt_authz_jose::jws::{self, Registered};
+use jwt_authz_jose::jws;
 
 /// What the endpoint said of a token.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,18 +42,7 @@ pub fn check_active(
     claims: &Map<String, Value>,
     now: u64,
 ) -> Result<Option<u64>, VerifyError> {
-    let mut required = Vec::new();
-    if config.require_exp {
-        required.push("exp");
-    }
-    let rules = Registered {
-        required: &required,
-        check_exp: true,
-        check_nbf: true,
-        leeway: config.leeway.as_secs(),
-        issuer: Some(&config.issuer),
-    };
-    let exp = jws::check_registered(claims, &rules, now, None)?;
+    let exp = crate::verify::check_registered(config, claims, &[], now, None)?;
     if let Some(iss) = claims.get("iss")
         && !iss.is_string()
     {

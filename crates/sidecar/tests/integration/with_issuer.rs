@@ -250,9 +250,7 @@ async fn the_issuers_opaque_tokens_are_introspected() {
     let (base, server) =
         introspecting_pair(dir.path(), &[], "introspection-secret-0123456789", "", "").await;
     let issuer_api = Gateway::new(&base);
-    let (status, body) = issuer_api.login_opaque("bob", "bob-password", None).await;
-    assert_eq!(status, 200, "{body}");
-    let token = body["accessToken"].as_str().expect("token").to_owned();
+    let token = issuer_api.opaque_token("bob", "bob-password").await;
     assert!(!token.contains('.'), "opaque");
     let (set, _) = allowed(&server.check_token("/api/orders", &token).await);
     assert_eq!(set["x-user-name"], "bob");
@@ -274,10 +272,7 @@ async fn the_issuers_opaque_tokens_are_introspected() {
     assert_eq!(introspections(&metrics, "active"), 1, "{metrics}");
 
     // A second token, checked 16 times at once: one call.
-    let (_, body) = issuer_api
-        .login_opaque("alice", "alice-password", None)
-        .await;
-    let alice = body["accessToken"].as_str().expect("token").to_owned();
+    let alice = issuer_api.opaque_token("alice", "alice-password").await;
     let server = std::sync::Arc::new(server);
     let checks: Vec<_> = (0..16)
         .map(|_| {
@@ -319,10 +314,9 @@ async fn expired_refused_and_bound_opaque_tokens() {
         "",
     )
     .await;
-    let (_, body) = Gateway::new(&base)
-        .login_opaque("bob", "bob-password", None)
+    let token = Gateway::new(&base)
+        .opaque_token("bob", "bob-password")
         .await;
-    let token = body["accessToken"].as_str().expect("token").to_owned();
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let response = server.check_token("/api/orders", &token).await;
     assert_eq!(denied_status(&response), Some(401), "expired: {response:?}");
@@ -375,11 +369,10 @@ async fn expired_refused_and_bound_opaque_tokens() {
         "",
     )
     .await;
-    let (_, body) = Gateway::new(&base)
-        .login_opaque("bob", "bob-password", None)
+    let token = Gateway::new(&base)
+        .opaque_token("bob", "bob-password")
         .await;
-    let token = body["accessToken"].as_str().expect("token");
-    let response = refused.check_token("/api/orders", token).await;
+    let response = refused.check_token("/api/orders", &token).await;
     assert_eq!(denied_status(&response), Some(503), "{response:?}");
     let (_, metrics) = refused.admin_get("/metrics").await;
     assert_eq!(
@@ -406,11 +399,8 @@ async fn the_issuers_signed_introspection_answers_are_verified() {
     )
     .await;
     let issuer_api = Gateway::new(&base);
-    let (_, body) = issuer_api
-        .login_opaque("alice", "alice-password", None)
-        .await;
-    let token = body["accessToken"].as_str().expect("token");
-    let (set, _) = allowed(&server.check_token("/api/orders", token).await);
+    let token = issuer_api.opaque_token("alice", "alice-password").await;
+    let (set, _) = allowed(&server.check_token("/api/orders", &token).await);
     assert_eq!(set["x-user-name"], "alice");
     let response = server
         .check_token("/api/orders", "never-issued-token")
