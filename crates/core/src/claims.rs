@@ -41,6 +41,14 @@ pub fn is_space_separated(claim: &str) -> bool {
     matches!(claim, "scope" | "scp")
 }
 
+/// RFC 6749 §3.3 `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`: no space, quote or
+/// backslash, so a scope can be named in a `WWW-Authenticate` parameter as it is.
+pub fn is_scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+}
+
 fn scalar(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.clone()),

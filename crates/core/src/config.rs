@@ -8,11 +8,13 @@ use std::collections::HashSet;
 use serde::Deserialize;
 
 mod in_proxy;
+pub mod resource;
 mod rules;
 #[cfg(test)]
 mod tests;
 
 pub use in_proxy::InProxyConfig;
+pub use resource::{ResourceConfig, ResourceUri};
 pub use rules::{Access, ClaimRequirement, MatchConfig, OnInvalid, PathMatch, RuleConfig};
 // The `paths` section is defined with the code that reads paths, and identity headers'
 // mapping with the code that sets them: neither reads this module.
@@ -57,6 +59,9 @@ pub struct DecisionConfig {
     pub identity: IdentityConfig,
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// Protected resources (RFC 9728) the rules belong to.
+    #[serde(default)]
+    pub resources: Vec<ResourceConfig>,
     pub providers: Vec<DecisionProvider>,
     /// The in-proxy mode's settings; the filter reads the defaults when this is absent.
     #[serde(default)]
@@ -94,13 +99,16 @@ impl DecisionConfig {
             .iter()
             .map(|p| p.token_sources.as_slice())
             .collect();
+        let issuers: Vec<&str> = config.providers.iter().map(|p| p.issuer.as_str()).collect();
         validate_decision(&Decision {
             realm: &config.realm,
             max_token_bytes: config.max_token_bytes,
             paths: &config.paths,
             identity: &config.identity,
             rules: &config.rules,
+            resources: &config.resources,
             provider_names: &names,
+            provider_issuers: &issuers,
             token_sources: &sources,
         })?;
         if let Some(in_proxy) = &config.in_proxy {
@@ -121,7 +129,7 @@ impl DecisionConfig {
     /// resistance to a chosen collision: the operator writes both configurations.
     pub fn digest(&self) -> String {
         let text = format!(
-            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
             self.mode,
             self.realm,
             self.max_token_bytes,
@@ -129,6 +137,7 @@ impl DecisionConfig {
             self.identity,
             self.rules,
             self.providers,
+            self.resources,
         );
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
         for byte in text.bytes() {
@@ -148,7 +157,10 @@ pub struct Decision<'c> {
     pub paths: &'c PathConfig,
     pub identity: &'c IdentityConfig,
     pub rules: &'c [RuleConfig],
+    pub resources: &'c [ResourceConfig],
     pub provider_names: &'c [&'c str],
+    /// Each provider's `issuer`, in the same order.
+    pub provider_issuers: &'c [&'c str],
     /// Where each provider (in the order of `provider_names`) reads tokens from.
     pub token_sources: &'c [&'c [TokenSource]],
 }
@@ -170,6 +182,13 @@ pub fn validate_decision(d: &Decision<'_>) -> Result<(), Invalid> {
         return Err(invalid("paths.max_bytes", "must be greater than 0"));
     }
     d.identity.validate()?;
+    resource::validate(
+        d.resources,
+        resource::Context {
+            paths: d.paths,
+            issuers: d.provider_issuers,
+        },
+    )?;
     for (i, rule) in d.rules.iter().enumerate() {
         rule.validate(
             &format!("rules[{i}]"),
@@ -177,6 +196,14 @@ pub fn validate_decision(d: &Decision<'_>) -> Result<(), Invalid> {
             d.provider_names,
             d.token_sources,
         )?;
+        if let Some(name) = &rule.resource
+            && !d.resources.iter().any(|r| r.name == *name)
+        {
+            return Err(invalid(
+                format!("rules[{i}].resource"),
+                format!("no resource is named {name:?}"),
+            ));
+        }
     }
     Ok(())
 }

@@ -18,7 +18,7 @@ use crate::token::{VerifiedToken, VerifyError};
 
 pub mod pipeline;
 
-pub use pipeline::{Checks, Decider, Decision, Step, Stop, Verified};
+pub use pipeline::{Checks, Decider, Decision, Document, Step, Stop, Verified};
 
 /// A request's path and host in the canonical forms rules compare.
 #[derive(Debug, Clone, PartialEq, Eq)]

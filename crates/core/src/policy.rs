@@ -13,7 +13,10 @@ use regex::Regex;
 use serde_json::{Map, Value};
 
 use crate::claims;
-use crate::config::{Access, ClaimRequirement, Mode, OnInvalid, PathConfig, PathMatch, RuleConfig};
+use crate::config::{
+    Access, ClaimRequirement, Mode, OnInvalid, PathConfig, PathMatch, ResourceConfig, ResourceUri,
+    RuleConfig,
+};
 use crate::request::{RequestInfo, canonical_host};
 
 mod index;
@@ -64,6 +67,8 @@ struct Rule {
     audiences: Option<Vec<String>>,
     mode: Option<Mode>,
     on_invalid: OnInvalid,
+    /// The protected resource (RFC 9728) it belongs to, by index in `resources`.
+    resource: Option<usize>,
 }
 
 /// The rule that applies to a request.
@@ -80,11 +85,18 @@ pub struct Route<'p> {
     pub mode: Option<Mode>,
     /// What an `optional` rule does with a token that does not pass (`Deny` elsewhere).
     pub on_invalid: OnInvalid,
+    /// The protected resource (RFC 9728) the route belongs to, by index in `resources`:
+    /// its denials name the resource's metadata.
+    pub resource: Option<usize>,
 }
 
 #[derive(Debug)]
 pub struct Policy {
     rules: Vec<Rule>,
+    /// The resource of requests no rule matches, and its URI as their audience when it
+    /// binds its tokens.
+    default_resource: Option<usize>,
+    default_audiences: Option<Vec<String>>,
     /// Which rules a path can match, so that a check does not try every rule; `None` for
     /// fewer than [`INDEX_FROM`] rules, where trying them in order is as fast.
     index: Option<PathIndex>,
@@ -103,6 +115,7 @@ const DEFAULT_ROUTE: Route<'static> = Route {
     audiences: None,
     mode: None,
     on_invalid: OnInvalid::Deny,
+    resource: None,
 };
 
 impl Policy {
@@ -115,6 +128,51 @@ impl Policy {
         paths: &PathConfig,
         providers: &[&str],
     ) -> Result<Self, regex::Error> {
+        Self::with_resources(rules, paths, providers, &[])
+    }
+
+    /// [`Policy::new`] with protected resources (validated already): each resource's
+    /// metadata path (RFC 9728 §3.1) is a public route ahead of every rule, for `GET` and
+    /// `HEAD`; a rule's resource is the one it names, or the default one; a resource with
+    /// `audience_binding` gives its rules its URI as their audience, unless a rule names
+    /// audiences of its own.
+    pub fn with_resources(
+        rules: &[RuleConfig],
+        paths: &PathConfig,
+        providers: &[&str],
+        resources: &[ResourceConfig],
+    ) -> Result<Self, regex::Error> {
+        let default_resource = resources.iter().position(|r| r.default);
+        let resource_of = |rule: &RuleConfig| match &rule.resource {
+            Some(name) => resources.iter().position(|r| r.name == *name),
+            None => default_resource,
+        };
+        let fold_default = |p: String| {
+            if paths.case_sensitive {
+                p
+            } else {
+                p.to_ascii_lowercase()
+            }
+        };
+        let metadata = resources.iter().enumerate().filter_map(|(i, r)| {
+            let uri = ResourceUri::parse(&r.resource, paths).ok()?;
+            Some(Rule {
+                name: format!("resource-metadata:{}", r.name),
+                path: Some(PathMatcher::Exact(fold_default(uri.metadata_path()))),
+                case_sensitive: paths.case_sensitive,
+                methods: vec!["GET".to_owned(), "HEAD".to_owned()],
+                hosts: Vec::new(),
+                context_extensions: Vec::new(),
+                kind: AccessKind::Public,
+                requirements: Vec::new(),
+                providers: None,
+                audiences: None,
+                mode: None,
+                on_invalid: OnInvalid::Deny,
+                resource: Some(i),
+            })
+        });
+        let metadata: Vec<Rule> = metadata.collect();
         let rules = rules
             .iter()
             .enumerate()
@@ -177,14 +235,37 @@ impl Policy {
                             .filter_map(|name| providers.iter().position(|p| *p == name.as_str()))
                             .collect()
                     }),
-                    audiences: rule.audiences.clone(),
+                    audiences: rule.audiences.clone().or_else(|| {
+                        let r = &resources[resource_of(rule)?];
+                        r.audience_binding.then(|| vec![r.resource.clone()])
+                    }),
                     mode: rule.mode,
                     on_invalid: rule.on_invalid.unwrap_or_default(),
+                    resource: resource_of(rule),
                 })
             })
             .collect::<Result<Vec<Rule>, regex::Error>>()?;
+        let rules: Vec<Rule> = metadata.into_iter().chain(rules).collect();
         let index = (rules.len() >= INDEX_FROM).then(|| PathIndex::new(&rules));
-        Ok(Self { rules, index })
+        let default_audiences = default_resource
+            .map(|i| &resources[i])
+            .filter(|r| r.audience_binding)
+            .map(|r| vec![r.resource.clone()]);
+        Ok(Self {
+            rules,
+            default_resource,
+            default_audiences,
+            index,
+        })
+    }
+
+    /// The route of a request no rule matches: any valid token, the default resource's.
+    fn default_route(&self) -> Route<'_> {
+        Route {
+            resource: self.default_resource,
+            audiences: self.default_audiences.as_deref(),
+            ..DEFAULT_ROUTE
+        }
     }
 
     /// The first rule matching `request`, or the default (authenticated). The index finds
@@ -195,7 +276,7 @@ impl Policy {
                 .first(&self.rules, request.path, |i| {
                     self.rules[i].matches_rest(request)
                 })
-                .map_or(DEFAULT_ROUTE, |i| self.rules[i].route()),
+                .map_or_else(|| self.default_route(), |i| self.rules[i].route()),
             None => self.route_linear(request),
         }
     }
@@ -206,7 +287,7 @@ impl Policy {
         self.rules
             .iter()
             .find(|rule| rule.path_matches(request.path) && rule.matches_rest(request))
-            .map_or(DEFAULT_ROUTE, Rule::route)
+            .map_or_else(|| self.default_route(), Rule::route)
     }
 }
 
@@ -220,6 +301,7 @@ impl Rule {
             audiences: self.audiences.as_deref(),
             mode: self.mode,
             on_invalid: self.on_invalid,
+            resource: self.resource,
         }
     }
 
@@ -268,6 +350,48 @@ impl Route<'_> {
             Some(req) => Err(&req.claim),
             None => Ok(()),
         }
+    }
+
+    /// The scopes to name in an `insufficient_scope` challenge (RFC 6750 §3; MCP's "Scope
+    /// Challenge Handling": the scopes that satisfy this request, the token's own among
+    /// them where they count): every `all_of` value of a requirement on `scope` or `scp`,
+    /// and for an `any_of` the value the token holds, else the first (list the least
+    /// privileged first). Values that are not RFC 6749 §3.3 scope tokens (a quote, a
+    /// backslash, a space) are never named. `None` when the route asks for no scope.
+    pub fn needed_scopes(&self, claims: Option<&Map<String, Value>>) -> Option<String> {
+        let mut scopes: Vec<&str> = Vec::new();
+        for req in self.requirements {
+            if !claims::is_space_separated(&req.claim) {
+                continue;
+            }
+            let held = |value: &str| {
+                claims.is_some_and(|c| {
+                    let one = ClaimRequirement {
+                        any_of: Some(vec![value.to_owned()]),
+                        all_of: None,
+                        ..req.clone()
+                    };
+                    requirement_met(&one, c)
+                })
+            };
+            let wanted: Vec<&str> = match (&req.all_of, &req.any_of) {
+                (Some(all), _) => all.iter().map(String::as_str).collect(),
+                (None, Some(any)) => any
+                    .iter()
+                    .map(String::as_str)
+                    .find(|v| held(v))
+                    .or_else(|| any.first().map(String::as_str))
+                    .into_iter()
+                    .collect(),
+                (None, None) => Vec::new(),
+            };
+            for scope in wanted {
+                if claims::is_scope_token(scope) && !scopes.contains(&scope) {
+                    scopes.push(scope);
+                }
+            }
+        }
+        (!scopes.is_empty()).then(|| scopes.join(" "))
     }
 
     /// The claim requirements of the rule.

@@ -507,13 +507,23 @@ impl Deny {
     /// the DPoP challenge (RFC 9449 §7.1), which is offered beside the Bearer one when the
     /// request had no token at all.
     pub fn denial_with(&self, realm: &str, dpop_algs: Option<&str>) -> Denial {
+        self.denial_for(&ChallengeParams {
+            realm,
+            dpop_algs,
+            ..ChallengeParams::default()
+        })
+    }
+
+    /// The denial with every challenge parameter that applies (`c`).
+    pub fn denial_for(&self, c: &ChallengeParams<'_>) -> Denial {
         let answer = self.answer();
+        let realm = c.realm;
         let mut headers = vec![
             ("content-type", "application/json".to_owned()),
             ("cache-control", "no-store".to_owned()),
         ];
         if answer.http != HttpStatus::ServiceUnavailable {
-            let error = if answer.challenge_error {
+            let mut error = if answer.challenge_error {
                 format!(
                     ", error=\"{}\", error_description=\"{}\"",
                     answer.error, answer.description
@@ -521,17 +531,30 @@ impl Deny {
             } else {
                 String::new()
             };
-            let algs = dpop_algs
+            // RFC 6750 §3: the scope a token lacks, with `insufficient_scope` only.
+            if let Some(scope) = c.scope.filter(|_| answer.error == "insufficient_scope") {
+                error.push_str(&format!(", scope=\"{scope}\""));
+            }
+            // RFC 9728 §5.1: where the protected resource's metadata is, in every challenge
+            // ("MAY be combined with other parameters"; MCP asks it of 403s too).
+            let metadata = c
+                .resource_metadata
+                .map(|url| format!(", resource_metadata=\"{url}\""))
+                .unwrap_or_default();
+            let algs = c
+                .dpop_algs
                 .map(|algs| format!(", algs=\"{algs}\""))
                 .unwrap_or_default();
             let challenge = match answer.challenge {
-                Challenge::Dpop => format!("DPoP realm=\"{realm}\"{algs}{error}"),
+                Challenge::Dpop => format!("DPoP realm=\"{realm}\"{algs}{error}{metadata}"),
                 // No token at all: either scheme will do (RFC 9110 §11.6.1 allows several
                 // challenges in one field).
-                Challenge::Bearer if !answer.challenge_error && dpop_algs.is_some() => {
-                    format!("Bearer realm=\"{realm}\", DPoP realm=\"{realm}\"{algs}")
+                Challenge::Bearer if !answer.challenge_error && c.dpop_algs.is_some() => {
+                    format!(
+                        "Bearer realm=\"{realm}\"{metadata}, DPoP realm=\"{realm}\"{algs}{metadata}"
+                    )
                 }
-                Challenge::Bearer => format!("Bearer realm=\"{realm}\"{error}"),
+                Challenge::Bearer => format!("Bearer realm=\"{realm}\"{error}{metadata}"),
             };
             headers.push(("www-authenticate", challenge));
             if let Deny::DpopUseNonce(nonce) = self
@@ -553,6 +576,18 @@ impl Deny {
             body,
         }
     }
+}
+
+/// The parameters of a denial's challenges besides its error.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChallengeParams<'a> {
+    pub realm: &'a str,
+    /// The DPoP algorithms accepted (space-separated), when some provider takes DPoP.
+    pub dpop_algs: Option<&'a str>,
+    /// The protected resource's metadata URL (RFC 9728 §5.1).
+    pub resource_metadata: Option<&'a str>,
+    /// The scopes the route needs (RFC 6750 §3), named on `insufficient_scope`.
+    pub scope: Option<&'a str>,
 }
 
 /// A denial ready to send: what every front end puts on the wire.

@@ -32,6 +32,10 @@ pub struct RuleConfig {
     /// default), or an anonymous request with the token removed.
     #[serde(default)]
     pub on_invalid: Option<OnInvalid>,
+    /// The protected resource (`resources[].name`, RFC 9728) this rule's routes belong to;
+    /// default: the resource marked `default`, if any.
+    #[serde(default)]
+    pub resource: Option<String>,
 }
 
 /// What an `optional` rule does with a token that does not pass.

@@ -28,11 +28,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use crate::config::{DecisionConfig, Mode, OnInvalid, TokenSource};
+use crate::config::resource::Published;
+use crate::config::{Access, DecisionConfig, Mode, OnInvalid, ResourceUri, TokenSource};
 use crate::extract::{self, Found, Scheme};
 use crate::policy::{AccessKind, Policy, Route};
 use crate::request::{Incoming, RequestInfo};
-use crate::response::{Denial, Deny, HttpStatus, Verdict};
+use crate::response::{ChallengeParams, Denial, Deny, HttpStatus, Verdict};
 use crate::token::{VerifiedToken, VerifyError};
 
 use super::{Identity, Provider, Readable};
@@ -117,6 +118,14 @@ pub trait Checks {
         found: &Found<'_>,
         token: &Arc<VerifiedToken>,
     ) -> impl Future<Output = Result<(), Stop>>;
+}
+
+/// A resource's metadata document, ready to send (`application/json`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    pub body: String,
+    /// Seconds clients and caches may keep it (RFC 9728 §7.10: `Cache-Control: max-age`).
+    pub max_age: u32,
 }
 
 /// One request decided: the verdict, and the steps that led to it.
@@ -210,6 +219,8 @@ pub struct Decider {
     policy: Policy,
     /// Every place any provider accepts tokens from, each listed once.
     sources: Vec<TokenSource>,
+    /// Each resource's metadata URL (RFC 9728 §3.1), by index in `resources`.
+    metadata_urls: Vec<String>,
 }
 
 impl Decider {
@@ -217,7 +228,18 @@ impl Decider {
     /// reported).
     pub fn new(config: DecisionConfig) -> Result<Self, regex::Error> {
         let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
-        let policy = Policy::new(&config.rules, &config.paths, &names)?;
+        let policy =
+            Policy::with_resources(&config.rules, &config.paths, &names, &config.resources)?;
+        // Validated: every resource URI reads (one that did not would name no metadata).
+        let metadata_urls = config
+            .resources
+            .iter()
+            .map(|r| {
+                ResourceUri::parse(&r.resource, &config.paths)
+                    .map(|uri| uri.metadata_url())
+                    .unwrap_or_default()
+            })
+            .collect();
         let mut sources: Vec<TokenSource> = Vec::new();
         for source in config.providers.iter().flat_map(|p| &p.token_sources) {
             if !sources.contains(source) {
@@ -228,7 +250,64 @@ impl Decider {
             config,
             policy,
             sources,
+            metadata_urls,
         })
+    }
+
+    /// The metadata document (RFC 9728 §3.2) published at `path`, if a resource's metadata
+    /// is there (§3.1): the path compared exactly, as a client forms it from the resource's
+    /// identifier. `dpop_algs`: the DPoP algorithms accepted, when some provider takes DPoP.
+    pub fn resource_document(&self, path: &str, dpop_algs: Option<&str>) -> Option<Document> {
+        let config = &self.config;
+        let index = config.resources.iter().position(|r| {
+            ResourceUri::parse(&r.resource, &config.paths)
+                .is_ok_and(|uri| uri.metadata_path() == path)
+        })?;
+        let resource = &config.resources[index];
+        let default = resource.default;
+        let mut rule_scopes: Vec<&str> = Vec::new();
+        let rules = config.rules.iter().filter(|rule| match &rule.resource {
+            Some(name) => *name == resource.name,
+            None => default,
+        });
+        for rule in rules {
+            let (Access::Claims(reqs) | Access::Optional(reqs)) = &rule.access else {
+                continue;
+            };
+            let values = reqs
+                .iter()
+                .filter(|r| crate::claims::is_space_separated(&r.claim))
+                .flat_map(|r| r.any_of.iter().chain(&r.all_of).flatten());
+            for value in values {
+                if crate::claims::is_scope_token(value) && !rule_scopes.contains(&value.as_str()) {
+                    rule_scopes.push(value);
+                }
+            }
+        }
+        let issuers: Vec<&str> = config.providers.iter().map(|p| p.issuer.as_str()).collect();
+        let sources: Vec<&[TokenSource]> = config
+            .providers
+            .iter()
+            .map(|p| p.token_sources.as_slice())
+            .collect();
+        let doc = resource.metadata(Published {
+            issuers: &issuers,
+            token_sources: &sources,
+            rule_scopes: &rule_scopes,
+            dpop_algs,
+        });
+        Some(Document {
+            body: doc.to_string(),
+            max_age: resource.max_age_seconds,
+        })
+    }
+
+    /// The metadata URL of the resource at `index` (RFC 9728 §3.1).
+    pub fn metadata_url(&self, index: usize) -> Option<&str> {
+        self.metadata_urls
+            .get(index)
+            .map(String::as_str)
+            .filter(|u| !u.is_empty())
     }
 
     pub fn config(&self) -> &DecisionConfig {
@@ -335,7 +414,31 @@ impl Decider {
     /// A denial as the client sees it; `dpop_algs` names DPoP's algorithms in the
     /// challenge (RFC 9449 §7.1) when some provider takes DPoP.
     pub fn denial(&self, deny: &Deny, dpop_algs: Option<&str>) -> Denial {
-        deny.denial_with(&self.config.realm, dpop_algs)
+        self.denial_on(deny, None, None, dpop_algs)
+    }
+
+    /// [`Decider::denial`] on `route` (its resource's metadata named, RFC 9728 §5.1; the
+    /// scopes it needs named on `insufficient_scope`, RFC 6750 §3, counting those the
+    /// token's `claims` hold). A request no route was found for names the default
+    /// resource's metadata, if any.
+    pub fn denial_on(
+        &self,
+        deny: &Deny,
+        route: Option<&Route<'_>>,
+        claims: Option<&serde_json::Map<String, serde_json::Value>>,
+        dpop_algs: Option<&str>,
+    ) -> Denial {
+        let resource = match route {
+            Some(route) => route.resource,
+            None => self.config.resources.iter().position(|r| r.default),
+        };
+        let scope = route.and_then(|r| r.needed_scopes(claims));
+        deny.denial_for(&ChallengeParams {
+            realm: &self.config.realm,
+            dpop_algs,
+            resource_metadata: resource.and_then(|i| self.metadata_url(i)),
+            scope: scope.as_deref(),
+        })
     }
 
     /// Decides `http` (see the module's doc); `None` when a caller's step deferred.
@@ -505,7 +608,8 @@ impl Decider {
                 Err(_) => Verdict::Deny(self.denial(&Deny::UnsafeClaim, dpop_algs)),
             };
         } else {
-            d.verdict = Verdict::Deny(self.denial(&deny, dpop_algs));
+            let claims = d.verified.as_ref().map(|v| &v.token.claims);
+            d.verdict = Verdict::Deny(self.denial_on(&deny, d.route.as_ref(), claims, dpop_algs));
         }
         d.deny = Some(deny);
         d

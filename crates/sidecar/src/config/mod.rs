@@ -35,7 +35,7 @@ pub use telemetry::{OtlpTls, RequestContext, TracingConfig};
 pub use jwt_authz_core::config::{
     Access, ClaimHeader, ClaimRequirement, DecisionConfig, DecisionProvider, EscapedSlashes,
     IdentityConfig, InProxyConfig, Invalid, MatchConfig, Mode, PathConfig, PathMatch,
-    PathParameters, RuleConfig, TokenSource, validate_header_name,
+    PathParameters, ResourceConfig, RuleConfig, TokenSource, validate_header_name,
 };
 
 /// Everything jwt-authz needs to run, as read from `--config`.
@@ -70,6 +70,10 @@ pub struct Config {
     /// Route rules, first match wins; a request that matches none must carry a valid token.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// OAuth protected resources (RFC 9728): their metadata, served on `listen.http`, and
+    /// named in denials; their rules take tokens for them only.
+    #[serde(default)]
+    pub resources: Vec<ResourceConfig>,
     /// The HTTP authorization endpoints, served when `listen.http` is set.
     #[serde(default)]
     pub http: HttpConfig,
@@ -132,6 +136,70 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError 
 }
 
 impl Config {
+    /// What a resource's metadata says of its tokens' binding must be true of every provider
+    /// it names as an authorization server (or of every provider, when it names none), and
+    /// no HTTP endpoint may lie under the metadata's well-known path.
+    fn validate_resources(&self) -> Result<(), ConfigError> {
+        use jwt_authz_core::config::resource::WELL_KNOWN;
+        let endpoints = self
+            .http
+            .ext_authz_prefix
+            .iter()
+            .map(|p| ("http.ext_authz_prefix", p.as_str()))
+            .chain(
+                self.http
+                    .forward_auth
+                    .iter()
+                    .map(|f| ("http.forward_auth[].path", f.path.as_str())),
+            )
+            .chain(
+                self.in_proxy
+                    .iter()
+                    .map(|p| ("in_proxy.prefix", p.prefix.as_str())),
+            );
+        for (field, path) in endpoints {
+            if !self.resources.is_empty() && path.starts_with(WELL_KNOWN) {
+                return Err(invalid(
+                    field,
+                    format!("{path:?} is under {WELL_KNOWN}, where resources' metadata is served"),
+                ));
+            }
+        }
+        for (i, resource) in self.resources.iter().enumerate() {
+            let serves = |p: &&ProviderConfig| {
+                resource
+                    .authorization_servers
+                    .as_ref()
+                    .is_none_or(|servers| servers.contains(&p.issuer))
+            };
+            for provider in self.providers.iter().filter(serves) {
+                if resource.dpop_bound_access_tokens_required
+                    && provider.dpop.mode != DpopMode::Required
+                {
+                    return Err(invalid(
+                        format!("resources[{i}].dpop_bound_access_tokens_required"),
+                        format!(
+                            "provider {:?} takes tokens without DPoP (set its dpop.mode: required)",
+                            provider.name
+                        ),
+                    ));
+                }
+                if resource.tls_client_certificate_bound_access_tokens
+                    && provider.certificate_binding != CertificateBinding::Required
+                {
+                    return Err(invalid(
+                        format!("resources[{i}].tls_client_certificate_bound_access_tokens"),
+                        format!(
+                            "provider {:?} takes tokens not bound to a certificate (set its certificate_binding: required)",
+                            provider.name
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The providers' names in configuration order (rules name providers by them; the
     /// decision knows a provider by its index in this list).
     pub fn provider_names(&self) -> Vec<&str> {
@@ -148,6 +216,7 @@ impl Config {
             paths: self.paths.clone(),
             identity: self.identity.clone(),
             rules: self.rules.clone(),
+            resources: self.resources.clone(),
             providers: self
                 .providers
                 .iter()
@@ -195,15 +264,19 @@ impl Config {
             .iter()
             .map(|p| p.token_sources.as_slice())
             .collect();
+        let issuers: Vec<&str> = self.providers.iter().map(|p| p.issuer.as_str()).collect();
         jwt_authz_core::config::validate_decision(&jwt_authz_core::config::Decision {
             realm: &self.realm,
             max_token_bytes: self.max_token_bytes,
             paths: &self.paths,
             identity: &self.identity,
             rules: &self.rules,
+            resources: &self.resources,
             provider_names: &provider_names,
+            provider_issuers: &issuers,
             token_sources: &token_sources,
         })?;
+        self.validate_resources()?;
         if let Some(in_proxy) = &self.in_proxy {
             in_proxy.validate()?;
             self.http.apart_from(&in_proxy.prefix)?;

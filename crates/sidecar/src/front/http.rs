@@ -37,6 +37,8 @@ use crate::config::ForwardedHeaders;
 use crate::obs::metrics::Metrics;
 use crate::obs::telemetry::{Carrier, Telemetry};
 use crate::runtime::Runtime;
+use jwt_authz_core::config::resource::WELL_KNOWN;
+use jwt_authz_core::decision::Document;
 use jwt_authz_core::in_proxy::{GenerationAnswer, METHOD_HEADER};
 use jwt_authz_core::request::{self, Incoming};
 use jwt_authz_core::response::{Deny, Verdict};
@@ -80,6 +82,12 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
     // with `tracing.request_context: ignore`.
     let all: [Carrier<'_>; 1] = [&headers];
     let carriers = state.telemetry.carriers(&all, 0);
+
+    if path.starts_with(WELL_KNOWN)
+        && let Some(document) = runtime.resource_document(path)
+    {
+        return metadata(document, &parts.method);
+    }
 
     if let Some(endpoint) = config.forward_auth.iter().find(|e| e.path == path) {
         let own = Incoming {
@@ -246,6 +254,32 @@ fn original_host<'h>(uri: &'h axum::http::Uri, headers: &'h HashMap<String, Stri
         (Some(authority), _) => authority,
         (None, host) => host.map_or("", String::as_str),
     }
+}
+
+/// A protected resource's metadata (RFC 9728 §3.2): public, cacheable JSON (§7.10), to `GET`
+/// and `HEAD` only. Every proxy template routes `/.well-known/oauth-protected-resource` here,
+/// and the decision lets those two methods through to it without a token.
+fn metadata(document: Document, method: &Method) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(axum::http::header::ALLOW, "GET, HEAD")],
+            "GET or HEAD only\n",
+        )
+            .into_response();
+    }
+    let cache = format!("public, max-age={}", document.max_age);
+    // For HEAD, hyper sends the headers (the length included) and not the body.
+    let mut response = Response::new(Body::from(document.body));
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&cache) {
+        headers.insert(axum::http::header::CACHE_CONTROL, value);
+    }
+    response
 }
 
 /// An in-proxy answer (module `jwt_authz_core::in_proxy`): 200 with a JSON body, the filter

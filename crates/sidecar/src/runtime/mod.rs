@@ -301,6 +301,12 @@ impl Runtime {
         self.subjects.logged(sub)
     }
 
+    /// The protected-resource metadata document published at `path` (RFC 9728 §3), if any.
+    pub fn resource_document(&self, path: &str) -> Option<jwt_authz_core::decision::Document> {
+        self.decider
+            .resource_document(path, self.dpop_algs.as_deref())
+    }
+
     /// A provider's name by its index (a verified token's `provider`).
     pub fn provider_name(&self, index: usize) -> Option<&str> {
         self.verifier

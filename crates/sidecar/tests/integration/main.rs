@@ -22,6 +22,7 @@ mod paths;
 mod private_jwks;
 mod proxy_configs;
 mod replay_store;
+mod resources;
 mod revocation;
 mod rotation;
 mod shadow;

@@ -572,3 +572,202 @@ fn the_anonymous_marker_is_set_on_public_routes_and_refused_in_another_spelling(
     let out = run(&off, &r, &mut Fake::claims(json!({}))).expect("decided");
     assert_eq!(set(&out.verdict), vec![]);
 }
+
+// ---- Protected resources (RFC 9728) ----
+
+const MCP: &str = r#"
+resources:
+  - name: mcp
+    resource: https://mcp.example.com/mcp
+    scopes_supported: [mcp:tools, mcp:admin]
+  - name: files
+    resource: https://files.example.com
+    default: true
+rules:
+  - name: mcp-admin
+    resource: mcp
+    match: {path: {prefix: /mcp/admin}}
+    access:
+      claims: [{claim: scope, all_of: [mcp:admin]}]
+  - name: mcp
+    resource: mcp
+    match: {path: {prefix: /mcp}}
+    access:
+      claims: [{claim: scope, any_of: [mcp:read, mcp:tools]}]
+  - name: legacy
+    resource: mcp
+    match: {path: {prefix: /legacy}}
+    audiences: [api]
+    access: authenticated
+providers:
+  - name: corp
+    issuer: https://corp.example
+    audiences: [api]
+"#;
+
+fn challenge(verdict: &Verdict) -> String {
+    match verdict {
+        Verdict::Deny(denial) => denial
+            .headers
+            .iter()
+            .find(|(name, _)| *name == "www-authenticate")
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default(),
+        Verdict::Allow { .. } => panic!("allowed"),
+    }
+}
+
+#[test]
+fn a_401_names_the_resources_metadata_rfc_9728_section_5_1() {
+    let d = decider(MCP);
+    let r = req("/mcp", &[]);
+    let out = run(&d, &r, &mut Fake::claims(json!({}))).expect("decided");
+    assert_eq!(status(&out.verdict), 401);
+    assert_eq!(
+        challenge(&out.verdict),
+        r#"Bearer realm="jwt-authz", resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp""#
+    );
+    // A request no rule matches belongs to the default resource, at the root (§3.1: no
+    // path, no suffix).
+    let r = req("/elsewhere", &[BEARER]);
+    let mut fake = Fake::claims(json!({"sub": "u", "aud": "api"}));
+    let out = run(&d, &r, &mut fake).expect("decided");
+    assert_eq!(
+        challenge(&out.verdict),
+        r#"Bearer realm="jwt-authz", error="invalid_token", error_description="invalid audience", resource_metadata="https://files.example.com/.well-known/oauth-protected-resource""#
+    );
+}
+
+#[test]
+fn a_resources_rules_take_only_tokens_for_it() {
+    let d = decider(MCP);
+    let r = req("/mcp/tools", &[BEARER]);
+    // Issued for this resource (RFC 8707): passes.
+    let mut fake = Fake::claims(
+        json!({"sub": "u", "aud": "https://mcp.example.com/mcp", "scope": "mcp:tools"}),
+    );
+    let out = run(&d, &r, &mut fake).expect("decided");
+    assert!(out.allowed, "{out:?}");
+    // The provider's own audience, another resource, a lookalike, none: refused before the
+    // bind step.
+    for aud in [
+        json!("api"),
+        json!("https://files.example.com"),
+        json!("https://mcp.example.com/mcp/"),
+        json!("https://MCP.example.com/mcp"),
+        json!(["https://files.example.com", "api"]),
+        Value::Null,
+    ] {
+        let mut fake = Fake::claims(json!({"sub": "u", "aud": aud, "scope": "mcp:tools"}));
+        let out = run(&d, &r, &mut fake).expect("decided");
+        assert_eq!(
+            out.deny,
+            Some(Deny::Invalid(VerifyError::WrongAudience)),
+            "aud {aud}"
+        );
+        assert_eq!(fake.bound.get(), 0);
+        assert!(challenge(&out.verdict).contains("resource_metadata="));
+    }
+    // A rule's own audiences replace the binding, as they replace a provider's.
+    let r = req("/legacy", &[BEARER]);
+    let mut fake = Fake::claims(json!({"sub": "u", "aud": "api"}));
+    assert!(run(&d, &r, &mut fake).expect("decided").allowed);
+}
+
+#[test]
+fn a_403_for_missing_scopes_names_the_scopes_needed() {
+    let d = decider(MCP);
+    let aud = "https://mcp.example.com/mcp";
+    let r = req("/mcp/tools", &[BEARER]);
+    // No scope at all: the first alternative (the least privileged, listed first).
+    let mut fake = Fake::claims(json!({"sub": "u", "aud": aud}));
+    let out = run(&d, &r, &mut fake).expect("decided");
+    assert_eq!(status(&out.verdict), 403);
+    assert_eq!(
+        challenge(&out.verdict),
+        r#"Bearer realm="jwt-authz", error="insufficient_scope", error_description="token lacks the claims this route requires", scope="mcp:read", resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp""#
+    );
+    // all_of names every value.
+    let r = req("/mcp/admin", &[BEARER]);
+    let mut fake = Fake::claims(json!({"sub": "u", "aud": aud, "scope": "mcp:tools"}));
+    let out = run(&d, &r, &mut fake).expect("decided");
+    assert!(
+        challenge(&out.verdict).contains(r#"scope="mcp:admin""#),
+        "{}",
+        challenge(&out.verdict)
+    );
+}
+
+#[test]
+fn the_metadata_path_is_public_for_get_and_head_only() {
+    let d = decider(MCP);
+    for target in [
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-protected-resource",
+    ] {
+        let r = req(target, &[]);
+        let out = run(&d, &r, &mut Fake::claims(json!({}))).expect("decided");
+        assert!(out.allowed, "{target}: {out:?}");
+        assert_eq!(out.reason(), "public");
+    }
+    // Not a metadata path: the default rule.
+    let r = req("/.well-known/oauth-protected-resource/mcp/x", &[]);
+    assert_eq!(
+        status(
+            &run(&d, &r, &mut Fake::claims(json!({})))
+                .expect("decided")
+                .verdict
+        ),
+        401
+    );
+    let r = req("/.well-known/oauth-protected-resource/mcp", &[]);
+    let post = Incoming {
+        method: "POST",
+        ..r.incoming()
+    };
+    let out = now(d.decide(&post, &mut Fake::claims(json!({})), None))
+        .expect("ready")
+        .expect("decided");
+    assert_eq!(status(&out.verdict), 401);
+}
+
+#[test]
+fn the_metadata_document_follows_rfc_9728_section_3_2() {
+    let d = decider(MCP);
+    let doc = d
+        .resource_document("/.well-known/oauth-protected-resource/mcp", None)
+        .expect("published");
+    let value: Value = serde_json::from_str(&doc.body).expect("json");
+    assert_eq!(
+        value,
+        json!({
+            "resource": "https://mcp.example.com/mcp",
+            "authorization_servers": ["https://corp.example"],
+            "scopes_supported": ["mcp:tools", "mcp:admin"],
+            "bearer_methods_supported": ["header"],
+        })
+    );
+    assert_eq!(doc.max_age, 3600);
+    // Without scopes_supported, the scopes its rules ask for; DPoP's algorithms when taken.
+    let files = d
+        .resource_document("/.well-known/oauth-protected-resource", Some("ES256 EdDSA"))
+        .expect("published");
+    let value: Value = serde_json::from_str(&files.body).expect("json");
+    assert_eq!(
+        value,
+        json!({
+            "resource": "https://files.example.com",
+            "authorization_servers": ["https://corp.example"],
+            "bearer_methods_supported": ["header"],
+            "dpop_signing_alg_values_supported": ["ES256", "EdDSA"],
+        })
+    );
+    for other in [
+        "/.well-known/oauth-protected-resource/",
+        "/.well-known/oauth-protected-resource/MCP",
+        "/.well-known/oauth-protected-resource/mcp/",
+        "/mcp/.well-known/oauth-protected-resource",
+    ] {
+        assert!(d.resource_document(other, None).is_none(), "{other}");
+    }
+}
