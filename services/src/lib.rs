@@ -7,11 +7,16 @@
 //! - feed: `GET /api/feed/hierarchical`, and `GET /api/feed/highlights` (an optional route:
 //!   what everyone sees when jwt-authz says the caller is anonymous, with a section of the
 //!   caller's own when it names one)
+//! - mcp ([`mcp`]): `POST /mcp`, a Model Context Protocol server on the Streamable HTTP
+//!   transport, with tools `whoami`, `echo`, `add_note`, `list_notes` (the caller's own) and
+//!   `list_all_notes` (role admin)
+
+pub mod mcp;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{FromRef, FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -26,6 +31,7 @@ pub enum Service {
     Users,
     Orders,
     Feed,
+    Mcp,
     All,
 }
 
@@ -93,6 +99,13 @@ struct Store {
 #[derive(Debug, Clone, Default)]
 pub struct AppState {
     store: Arc<Mutex<Store>>,
+    notes: mcp::Notes,
+}
+
+impl FromRef<AppState> for mcp::Notes {
+    fn from_ref(state: &AppState) -> Self {
+        state.notes.clone()
+    }
 }
 
 impl AppState {
@@ -119,6 +132,9 @@ pub fn router(service: Service) -> Router {
         app = app
             .route("/api/feed/hierarchical", get(feed))
             .route("/api/feed/highlights", get(highlights));
+    }
+    if matches!(service, Service::Mcp | Service::All) {
+        app = app.merge(mcp::routes());
     }
     app.with_state(AppState::default())
 }
