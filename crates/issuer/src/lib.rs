@@ -91,6 +91,8 @@ impl Issuer {
                 settings.status_list_lifetime, settings.status_list_ttl
             )));
         }
+        let grants =
+            grants::Grants::new(&settings.resources, &settings.scopes).map_err(Error::Settings)?;
         let clients = Clients::load(&settings)?;
         if !clients.is_empty() {
             tracing::info!(clients = clients.len(), "introspection clients loaded");
@@ -126,6 +128,7 @@ impl Issuer {
                 hashing,
                 clients: Arc::new(clients),
                 assertions: Default::default(),
+                grants: Arc::new(grants),
             },
             key_dir,
         })
