@@ -65,23 +65,26 @@ impl Proofs {
     }
 }
 
-/// The `cnf` for a login's token: empty when the client proved nothing.
+/// The `cnf` for a login's token: empty when the client proved nothing. `endpoint`: the
+/// URL the request was sent to, which a DPoP proof's `htu` must name.
 pub async fn confirmation(
     settings: &Settings,
     headers: &HeaderMap,
     proofs: &Proofs,
+    endpoint: &str,
 ) -> Result<Confirmation, BindingError> {
     Ok(Confirmation {
-        jkt: dpop_key(settings, headers, proofs).await?,
+        jkt: dpop_key(headers, proofs, endpoint).await?,
         x5t_s256: certificate(settings, headers)?,
     })
 }
 
-/// RFC 9449 §4.3 for the token request: `htm` POST, `htu` our token endpoint, no `ath`.
+/// RFC 9449 §4.3 for the token request: `htm` POST, `htu` the endpoint (`/auth/login` or
+/// `/auth/token`), no `ath`.
 async fn dpop_key(
-    settings: &Settings,
     headers: &HeaderMap,
     proofs: &Proofs,
+    endpoint: &str,
 ) -> Result<Option<String>, BindingError> {
     let mut values = headers.get_all("dpop").iter();
     let proof = match (values.next(), values.next()) {
@@ -96,10 +99,9 @@ async fn dpop_key(
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    let endpoint = settings.token_endpoint();
     let expected = Expected {
         method: "POST",
-        uri: &endpoint,
+        uri: endpoint,
         access_token: None,
         nonce: None,
         algorithms: PROOF_ALGORITHMS,

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::grants::{self, ScopeRule};
+
 /// The login service that mints RS256 tokens and publishes its keys.
 #[derive(Debug, Parser)]
 #[command(name = "issuer", version)]
@@ -262,6 +264,31 @@ pub struct Settings {
         global = true
     )]
     pub introspection_client_jwks: Vec<ClientFile>,
+    /// A resource indicator (RFC 8707) tokens may be asked for: the token's `aud` is then
+    /// this URI instead of `--audience`. An absolute https URI (http only on 127.0.0.1,
+    /// [::1] or localhost), no fragment, query or userinfo, at most 2048 bytes. Repeatable;
+    /// in the environment, comma-separated.
+    #[arg(
+        long = "resource",
+        env = "ISSUER_RESOURCES",
+        value_name = "URI",
+        value_delimiter = ',',
+        value_parser = grants::parse_resource,
+        global = true
+    )]
+    pub resources: Vec<String>,
+    /// A scope tokens may carry: `NAME` for every user, `NAME=ROLE[,ROLE...]` for users of
+    /// those roles. Repeatable; several in one value (and in the environment) separated by
+    /// `;`.
+    #[arg(
+        long = "scope",
+        env = "ISSUER_SCOPES",
+        value_name = "NAME[=ROLE[,ROLE...]]",
+        value_delimiter = ';',
+        value_parser = grants::parse_scope_rule,
+        global = true
+    )]
+    pub scopes: Vec<ScopeRule>,
 }
 
 impl Settings {
@@ -292,8 +319,14 @@ impl Settings {
             .trim_end_matches('/')
     }
 
-    pub fn token_endpoint(&self) -> String {
+    /// `POST /auth/login`: the JSON login, and the `htu` its DPoP proofs name.
+    pub fn login_endpoint(&self) -> String {
         format!("{}/auth/login", self.issuer_url.trim_end_matches('/'))
+    }
+
+    /// RFC 6749 §3.2: the token endpoint, as the metadata lists it.
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/auth/token", self.issuer_url.trim_end_matches('/'))
     }
 
     /// RFC 7662 §2: the introspection endpoint, as discovery lists it.
@@ -425,6 +458,50 @@ mod tests {
         let cli =
             Cli::try_parse_from(["issuer", "--status-base-url", "http://issuer:8080/"]).unwrap();
         assert_eq!(cli.settings.status_base(), "http://issuer:8080");
+    }
+
+    #[test]
+    fn resources_and_scopes_from_flags_or_the_environment_syntax() {
+        let cli = Cli::try_parse_from([
+            "issuer",
+            "--resource",
+            "http://127.0.0.1:8080/mcp",
+            "--resource",
+            "https://a.example/x,https://b.example/y",
+            "--scope",
+            "mcp:tools",
+            "--scope",
+            "mcp:admin=admin,ops;other",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.settings.resources,
+            [
+                "http://127.0.0.1:8080/mcp",
+                "https://a.example/x",
+                "https://b.example/y"
+            ]
+        );
+        let names: Vec<_> = cli
+            .settings
+            .scopes
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names, ["mcp:tools", "mcp:admin", "other"]);
+        assert_eq!(
+            cli.settings.scopes[1].roles.as_deref(),
+            Some(&["admin".to_owned(), "ops".to_owned()][..])
+        );
+        for (flag, bad) in [
+            ("--resource", "http://example.com/mcp"),
+            ("--resource", "https://example.com/mcp#x"),
+            ("--scope", "a b"),
+            ("--scope", "s="),
+        ] {
+            let err = Cli::try_parse_from(["issuer", flag, bad]).unwrap_err();
+            assert!(err.to_string().contains(flag), "{err}");
+        }
     }
 
     #[test]

@@ -82,6 +82,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX opaque_tokens_by_expiry ON opaque_tokens (expires_at);
     CREATE INDEX opaque_tokens_by_subject ON opaque_tokens (subject, expires_at);
 "#,
+    // Issue 34: an opaque token's granted scopes (RFC 8707 resource indicators go in
+    // `audience`), answered by introspection; NULL when none were asked for.
+    r#"
+    ALTER TABLE opaque_tokens ADD COLUMN scope TEXT;
+"#,
 ];
 
 /// The database file's connections.

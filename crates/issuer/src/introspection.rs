@@ -45,6 +45,10 @@ pub fn for_opaque(record: &OpaqueRecord, issuer: &str, now: u64) -> Value {
         "role": record.role,
         "token_type": token_type(&record.cnf),
     });
+    // RFC 7662 §2.2: `scope`, space-separated.
+    if let Some(scope) = &record.scope {
+        answer["scope"] = json!(scope);
+    }
     if !record.cnf.is_empty() {
         answer["cnf"] = json!(record.cnf);
     }
@@ -142,6 +146,7 @@ mod tests {
             username: "bob".into(),
             role: "user".into(),
             audience: "api".into(),
+            scope: None,
             issued_at: 100,
             expires_at: 200,
             cnf: Confirmation::default(),
@@ -155,6 +160,15 @@ mod tests {
         assert_eq!(active["active"], true);
         assert_eq!(active["token_type"], "Bearer");
         assert!(active.get("cnf").is_none());
+        assert!(active.get("scope").is_none());
+        let scoped = OpaqueRecord {
+            audience: "https://mcp.example/mcp".into(),
+            scope: Some("mcp:tools".into()),
+            ..record()
+        };
+        let answer = for_opaque(&scoped, "http://issuer", 150);
+        assert_eq!(answer["aud"], "https://mcp.example/mcp");
+        assert_eq!(answer["scope"], "mcp:tools");
         assert_eq!(for_opaque(&record(), "http://issuer", 200), inactive());
         let revoked = OpaqueRecord {
             revoked_at: Some(150),

@@ -6,6 +6,7 @@
 //! - [`clients`]: the clients allowed to introspect, their secrets and keys.
 //! - [`client_auth`]: their authentication (RFC 6749 §2.3.1, RFC 7523).
 //! - [`form`]: form-urlencoded request bodies.
+//! - [`grants`]: resource indicators (RFC 8707) and scopes, configured and granted.
 //! - [`opaque`]: opaque access tokens, stored by hash.
 //! - [`introspection`]: what introspection answers about a token (RFC 7662, RFC 9701).
 //! - [`db`]: the SQLite file: WAL, migrations, the writer and the pool of readers.
@@ -25,6 +26,7 @@ pub mod clients;
 pub mod config;
 mod db;
 pub mod form;
+pub mod grants;
 pub mod hashing;
 pub mod http;
 pub mod introspection;
@@ -89,6 +91,8 @@ impl Issuer {
                 settings.status_list_lifetime, settings.status_list_ttl
             )));
         }
+        let grants =
+            grants::Grants::new(&settings.resources, &settings.scopes).map_err(Error::Settings)?;
         let clients = Clients::load(&settings)?;
         if !clients.is_empty() {
             tracing::info!(clients = clients.len(), "introspection clients loaded");
@@ -124,6 +128,7 @@ impl Issuer {
                 hashing,
                 clients: Arc::new(clients),
                 assertions: Default::default(),
+                grants: Arc::new(grants),
             },
             key_dir,
         })

@@ -51,7 +51,10 @@ pub struct OpaqueRecord {
     pub subject: String,
     pub username: String,
     pub role: String,
+    /// The token's `aud`: a resource indicator or the configured audience.
     pub audience: String,
+    /// The granted scopes, space-separated.
+    pub scope: Option<String>,
     pub issued_at: i64,
     pub expires_at: i64,
     pub cnf: Confirmation,
@@ -70,8 +73,8 @@ impl UserStore {
         )?;
         tx.execute(
             "INSERT INTO opaque_tokens (token_hash, jti, subject, username, role, audience,
-                 issued_at, expires_at, cnf_jkt, cnf_x5t_s256)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 issued_at, expires_at, cnf_jkt, cnf_x5t_s256, scope)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 hash.as_slice(),
                 record.jti,
@@ -83,6 +86,7 @@ impl UserStore {
                 record.expires_at,
                 record.cnf.jkt,
                 record.cnf.x5t_s256,
+                record.scope,
             ],
         )?;
         tx.commit()?;
@@ -95,7 +99,7 @@ impl UserStore {
             .reader()
             .query_row(
                 "SELECT jti, subject, username, role, audience, issued_at, expires_at,
-                        cnf_jkt, cnf_x5t_s256, revoked_at
+                        cnf_jkt, cnf_x5t_s256, revoked_at, scope
                  FROM opaque_tokens WHERE token_hash = ?1",
                 params![hash.as_slice()],
                 |r| {
@@ -112,6 +116,7 @@ impl UserStore {
                             x5t_s256: r.get(8)?,
                         },
                         revoked_at: r.get(9)?,
+                        scope: r.get(10)?,
                     })
                 },
             )
@@ -157,6 +162,7 @@ mod tests {
             username: "bob".into(),
             role: "user".into(),
             audience: "api".into(),
+            scope: Some("read write".into()),
             issued_at,
             expires_at,
             cnf: Confirmation {

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, Header};
 use serde::Serialize;
 
+use crate::grants::Granted;
 use crate::keys::LoadedKey;
 use crate::users::User;
 
@@ -15,7 +16,11 @@ pub struct Claims<'a> {
     pub username: &'a str,
     pub role: &'a str,
     pub iss: &'a str,
+    /// A resource indicator (RFC 8707 §2) or the configured audience.
     pub aud: &'a str,
+    /// The granted scopes, space-separated (RFC 9068 §2.2.3, RFC 8693 §4.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<&'a str>,
     pub iat: u64,
     pub nbf: u64,
     pub exp: u64,
@@ -93,7 +98,7 @@ pub fn mint(
     key: &LoadedKey,
     user: &User,
     issuer: &str,
-    audience: &str,
+    granted: &Granted,
     minting: &Minting,
     cnf: &Confirmation,
     status: Status<'_>,
@@ -106,7 +111,8 @@ pub fn mint(
         username: &user.username,
         role: &user.role,
         iss: issuer,
-        aud: audience,
+        aud: &granted.audience,
+        scope: granted.scope.as_deref(),
         iat: minting.iat,
         nbf: minting.iat,
         exp: minting.exp,

@@ -82,6 +82,11 @@ fn hash_password(password: &str) -> Result<String, UserError> {
         .map_err(|_| UserError::Hash)
 }
 
+/// Whether `role` is a role name users may hold (and `--scope` may name).
+pub fn valid_role(role: &str) -> bool {
+    valid_name(role, b":")
+}
+
 fn valid_name(s: &str, extra: &[u8]) -> bool {
     !s.is_empty()
         && s.len() <= 64
@@ -121,7 +126,7 @@ impl UserStore {
         if !valid_name(username, b"@") {
             return Err(UserError::InvalidName(username.to_owned()));
         }
-        if !valid_name(role, b":") {
+        if !valid_role(role) {
             return Err(UserError::InvalidRole(role.to_owned()));
         }
         if password.chars().count() < MIN_PASSWORD_LEN {

@@ -304,7 +304,7 @@ async fn jwks_and_discovery_publish_no_private_parts() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(doc["issuer"], "http://issuer.test");
     assert_eq!(doc["jwks_uri"], "http://issuer.test/.well-known/jwks.json");
-    assert_eq!(doc["token_endpoint"], "http://issuer.test/auth/login");
+    assert_eq!(doc["token_endpoint"], "http://issuer.test/auth/token");
     assert_eq!(
         doc["id_token_signing_alg_values_supported"],
         json!(["RS256"])

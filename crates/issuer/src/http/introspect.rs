@@ -100,7 +100,8 @@ fn refusal(refused: &Refusal, basic: bool) -> Response {
     }
 }
 
-fn is_form(headers: &HeaderMap) -> bool {
+/// Whether the request's body is `application/x-www-form-urlencoded`.
+pub(super) fn is_form(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

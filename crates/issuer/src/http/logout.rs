@@ -30,8 +30,8 @@ fn presented_token(headers: &HeaderMap) -> Option<&str> {
     .then_some(token)
 }
 
-/// The claims of a token this issuer signed (with a key it still publishes), for this
-/// audience; expired tokens included (revoking one is harmless).
+/// The claims of a token this issuer signed (with a key it still publishes), for its
+/// audience or one of its resources; expired tokens included (revoking one is harmless).
 pub(super) fn own_token_claims(
     state: &AppState,
     token: &str,
@@ -51,7 +51,10 @@ pub(super) fn own_token_claims(
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
     validation.validate_exp = false;
     validation.set_issuer(&[&state.settings.issuer_url]);
-    validation.set_audience(&[&state.settings.audience]);
+    // Its audience: the default one, or a resource it may have been issued for.
+    let mut audiences = vec![state.settings.audience.as_str()];
+    audiences.extend(state.grants.resources().iter().map(String::as_str));
+    validation.set_audience(&audiences);
     validation.set_required_spec_claims(&["iss", "aud"]);
     jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key, &validation)
         .ok()

@@ -1,6 +1,8 @@
-//! The HTTP API: the router, JWKS, OIDC discovery, health, the client address and the rate
-//! limit on the public endpoints; login ([`login`]), logout ([`logout`]), introspection
-//! ([`introspect`]) and the status lists ([`lists`]) each in their own file.
+//! The HTTP API: the router, JWKS, health, the client address and the rate limit on the
+//! public endpoints; login ([`login`]) and the token endpoint ([`token`]) over the one
+//! sequence that issues tokens ([`issue`]), logout ([`logout`]), introspection
+//! ([`introspect`]), the status lists ([`lists`]) and the published metadata (OIDC
+//! discovery, RFC 8414: [`metadata`]) each in their own file.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
@@ -15,10 +17,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
-use crate::binding::{self, Proofs};
-use crate::client_auth::{self, Assertions};
+use crate::binding::Proofs;
+use crate::client_auth::Assertions;
 use crate::clients::Clients;
 use crate::config::Settings;
+use crate::grants::Grants;
 use crate::hashing::HashGate;
 use crate::keys::KeyRing;
 use crate::ratelimit::RateLimit;
@@ -45,6 +48,8 @@ pub struct AppState {
     pub clients: Arc<Clients>,
     /// Client assertions accepted and not yet expired (RFC 7523 §3 item 7).
     pub assertions: Assertions,
+    /// The resources and scopes tokens may be asked for.
+    pub grants: Arc<Grants>,
 }
 
 impl AppState {
@@ -54,14 +59,19 @@ impl AppState {
 }
 
 mod introspect;
+mod issue;
 mod lists;
 mod login;
 mod logout;
+mod metadata;
+mod token;
 
 use introspect::introspect;
 use lists::{status_list, status_lists};
 use login::login;
 use logout::logout;
+use metadata::{authorization_server, authorization_server_at_path, discovery};
+use token::token;
 
 pub fn router(state: AppState) -> Router {
     // Limited per client address: what anyone may call without credentials and that reads
@@ -74,11 +84,19 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/status/{list}", get(status_list))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/.well-known/openid-configuration", get(discovery))
+        .route(metadata::AUTHORIZATION_SERVER, get(authorization_server))
+        // RFC 8414 §3.1: an issuer with a path has its metadata under the path as well;
+        // the handler compares the path itself, so no issuer URL makes a bad route.
+        .route(
+            &format!("{}/{{*issuer_path}}", metadata::AUTHORIZATION_SERVER),
+            get(authorization_server_at_path),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), limit_public));
     // Introspection limits itself: only its failed client authentications count against
     // the address (see [`introspect`]).
     Router::new()
         .route("/auth/login", post(login))
+        .route("/auth/token", post(token))
         .route("/auth/introspect", post(introspect))
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(public)
@@ -183,42 +201,6 @@ async fn jwks(State(state): State<AppState>) -> Response {
         )
         .body(Body::from(body))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
-}
-
-async fn discovery(State(state): State<AppState>) -> Response {
-    let s = &state.settings;
-    (
-        [(header::CACHE_CONTROL, "public, max-age=3600")],
-        axum::Json(json!({
-            "issuer": s.issuer_url,
-            "jwks_uri": s.jwks_uri(),
-            "token_endpoint": s.token_endpoint(),
-            "id_token_signing_alg_values_supported": ["RS256"],
-            "token_endpoint_auth_methods_supported": ["none"],
-            "grant_types_supported": ["password"],
-            "response_types_supported": ["token"],
-            "subject_types_supported": ["public"],
-            "dpop_signing_alg_values_supported": binding::PROOF_ALGORITHMS
-                .iter()
-                .map(|alg| format!("{alg:?}"))
-                .collect::<Vec<_>>(),
-            // RFC 8705 §3.3.
-            "tls_client_certificate_bound_access_tokens": s.trust_client_cert_header,
-            // draft-ietf-oauth-status-list §9.1.
-            "status_list_aggregation_endpoint": format!("{}/auth/status", s.status_base()),
-            // RFC 8414 §2 (RFC 7662 metadata), listed even with no client configured.
-            "introspection_endpoint": s.introspection_endpoint(),
-            "introspection_endpoint_auth_methods_supported":
-                ["client_secret_basic", "client_secret_post", "private_key_jwt"],
-            "introspection_endpoint_auth_signing_alg_values_supported": client_auth::ASSERTION_ALGORITHMS
-                .iter()
-                .map(|alg| format!("{alg:?}"))
-                .collect::<Vec<_>>(),
-            // RFC 9701 §7.
-            "introspection_signing_alg_values_supported": ["RS256"],
-        })),
-    )
-        .into_response()
 }
 
 #[cfg(test)]
