@@ -13,7 +13,7 @@ use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair as _, RsaKeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
-use support::{Client, Running, start_with_clients};
+use support::{Client, Dpop, Running, start_with_clients};
 
 const ISSUER: &str = "http://issuer.test";
 const ENDPOINT: &str = "http://issuer.test/auth/introspect";
@@ -138,49 +138,6 @@ fn assertion_params(assertion: &str) -> Vec<(&'static str, String)> {
         ),
         ("client_assertion", assertion.to_owned()),
     ]
-}
-
-/// An ES256 DPoP client (RFC 9449 §4.2).
-struct Dpop {
-    key: EcdsaKeyPair,
-}
-
-impl Dpop {
-    fn new() -> Self {
-        Self {
-            key: EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).expect("ec"),
-        }
-    }
-
-    fn jwk(&self) -> Value {
-        let point = self.key.public_key().as_ref();
-        json!({"kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..65])})
-    }
-
-    /// RFC 7638: the required members in lexicographic order, no spaces.
-    fn jkt(&self) -> String {
-        let jwk = self.jwk();
-        let canonical = format!(
-            r#"{{"crv":"P-256","kty":"EC","x":{},"y":{}}}"#,
-            jwk["x"], jwk["y"]
-        );
-        b64(&sha256(canonical.as_bytes()))
-    }
-
-    fn login_proof(&self) -> String {
-        let claims = json!({"jti": format!("{}", now()), "htm": "POST", "htu": format!("{ISSUER}/auth/login"), "iat": now()});
-        compact(
-            &json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk()}),
-            &claims,
-            |input| {
-                self.key
-                    .sign(&SystemRandom::new(), input)
-                    .expect("sign")
-                    .as_ref()
-                    .to_vec()
-            },
-        )
-    }
 }
 
 /// Verifies an RS256 JWT against the issuer's served JWKS with aws-lc; (header, claims).
@@ -525,7 +482,7 @@ async fn a_dpop_bound_opaque_token_is_introspected_with_its_key() {
     let response = login_with(
         &issuer,
         json!({"username": "bob", "password": "bob-password", "token_format": "opaque"}),
-        Some(dpop.login_proof()),
+        Some(dpop.proof(&format!("{ISSUER}/auth/login"))),
     )
     .await;
     assert_eq!(response.status(), 200);

@@ -5,29 +5,15 @@
 
 mod support;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair as _};
+use aws_lc_rs::signature;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
-use support::{Client, Running, start_with_clients};
+use support::{Client, Dpop, Running, start_with_clients};
 
 const ISSUER: &str = "http://issuer.test";
 const MCP: &str = "http://127.0.0.1:8080/mcp";
 const SECRET: &str = "introspection-secret-0123";
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
-fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
 
 /// The issuer at `ISSUER` issuing for the MCP resource, `mcp:tools` to everyone and
 /// `mcp:admin` to admins (alice), with a client allowed to introspect.
@@ -148,52 +134,6 @@ async fn introspect(issuer: &Running, token: &str) -> Value {
         .json()
         .await
         .expect("json")
-}
-
-/// An ES256 DPoP client (RFC 9449 §4.2).
-struct Dpop {
-    key: EcdsaKeyPair,
-}
-
-impl Dpop {
-    fn new() -> Self {
-        Self {
-            key: EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).expect("ec"),
-        }
-    }
-
-    fn jwk(&self) -> Value {
-        let point = self.key.public_key().as_ref();
-        json!({"kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..65])})
-    }
-
-    /// RFC 7638: the required members in lexicographic order.
-    fn jkt(&self) -> String {
-        let jwk = self.jwk();
-        let canonical = format!(
-            r#"{{"crv":"P-256","kty":"EC","x":{},"y":{}}}"#,
-            jwk["x"], jwk["y"]
-        );
-        b64(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes()).as_ref())
-    }
-
-    /// A proof for `POST <htu>`.
-    fn proof(&self, htu: &str) -> String {
-        let mut jti = [0u8; 16];
-        aws_lc_rs::rand::fill(&mut jti).expect("random");
-        let header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk()});
-        let claims = json!({"jti": b64(&jti), "htm": "POST", "htu": htu, "iat": now()});
-        let input = format!(
-            "{}.{}",
-            b64(header.to_string().as_bytes()),
-            b64(claims.to_string().as_bytes())
-        );
-        let signature = self
-            .key
-            .sign(&SystemRandom::new(), input.as_bytes())
-            .expect("sign");
-        format!("{input}.{}", b64(signature.as_ref()))
-    }
 }
 
 fn credentials(user: &str) -> Value {

@@ -97,3 +97,64 @@ pub fn status_and_retry_after(response: &reqwest::Response) -> (u16, Option<Stri
         .map(str::to_owned);
     (response.status().as_u16(), retry)
 }
+
+/// An ES256 DPoP client (RFC 9449 §4.2).
+#[allow(dead_code)] // Each test binary uses its own part of the support.
+pub struct Dpop {
+    key: aws_lc_rs::signature::EcdsaKeyPair,
+}
+
+#[allow(dead_code)]
+impl Dpop {
+    pub fn new() -> Self {
+        Self {
+            key: aws_lc_rs::signature::EcdsaKeyPair::generate(
+                &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            )
+            .expect("ec"),
+        }
+    }
+
+    pub fn jwk(&self) -> Value {
+        use aws_lc_rs::signature::KeyPair as _;
+        let point = self.key.public_key().as_ref();
+        serde_json::json!({"kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..65])})
+    }
+
+    /// RFC 7638: the required members in lexicographic order, no spaces.
+    pub fn jkt(&self) -> String {
+        let jwk = self.jwk();
+        let canonical = format!(
+            r#"{{"crv":"P-256","kty":"EC","x":{},"y":{}}}"#,
+            jwk["x"], jwk["y"]
+        );
+        b64(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes()).as_ref())
+    }
+
+    /// A proof for `POST <htu>`, with a fresh random `jti`.
+    pub fn proof(&self, htu: &str) -> String {
+        let mut jti = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut jti).expect("random");
+        let iat = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let header = serde_json::json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk()});
+        let claims = serde_json::json!({"jti": b64(&jti), "htm": "POST", "htu": htu, "iat": iat});
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let signature = self
+            .key
+            .sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes())
+            .expect("sign");
+        format!("{input}.{}", b64(signature.as_ref()))
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
