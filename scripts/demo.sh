@@ -4,8 +4,9 @@
 # commands, and on Ctrl-C stops everything it started.
 #
 # Ports (override with the environment): ENVOY_PORT 8000, ENVOY_ADMIN_PORT 9901,
-# ISSUER_PORT 8080, AUTHZ_GRPC_PORT 9001, AUTHZ_ADMIN_PORT 9002, USERS_PORT 8101,
-# ORDERS_PORT 8102, FEED_PORT 8103. PROFILE=release builds optimised binaries.
+# ISSUER_PORT 8080, AUTHZ_GRPC_PORT 9001, AUTHZ_ADMIN_PORT 9002, AUTHZ_HTTP_PORT 9003,
+# USERS_PORT 8101, ORDERS_PORT 8102, FEED_PORT 8103, MCP_PORT 8104. PROFILE=release builds
+# optimised binaries.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -15,9 +16,11 @@ ENVOY_ADMIN_PORT=${ENVOY_ADMIN_PORT:-9901}
 ISSUER_PORT=${ISSUER_PORT:-8080}
 AUTHZ_GRPC_PORT=${AUTHZ_GRPC_PORT:-9001}
 AUTHZ_ADMIN_PORT=${AUTHZ_ADMIN_PORT:-9002}
+AUTHZ_HTTP_PORT=${AUTHZ_HTTP_PORT:-9003}
 USERS_PORT=${USERS_PORT:-8101}
 ORDERS_PORT=${ORDERS_PORT:-8102}
 FEED_PORT=${FEED_PORT:-8103}
+MCP_PORT=${MCP_PORT:-8104}
 PROFILE=${PROFILE:-debug}
 
 run="$root/.demo"
@@ -25,7 +28,7 @@ logs="$run/logs"
 mkdir -p "$logs" "$run/data"
 
 for port in "$ENVOY_PORT" "$ENVOY_ADMIN_PORT" "$ISSUER_PORT" "$AUTHZ_GRPC_PORT" \
-  "$AUTHZ_ADMIN_PORT" "$USERS_PORT" "$ORDERS_PORT" "$FEED_PORT"; do
+  "$AUTHZ_ADMIN_PORT" "$AUTHZ_HTTP_PORT" "$USERS_PORT" "$ORDERS_PORT" "$FEED_PORT" "$MCP_PORT"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "demo: port $port is already in use; set the *_PORT variables to free ports" >&2
     exit 1
@@ -81,6 +84,7 @@ start issuer "$bin/issuer" --demo --listen "127.0.0.1:$ISSUER_PORT" \
   --issuer-url "$public_url" --trust-forwarded-for \
   --status-base-url "http://127.0.0.1:$ISSUER_PORT" \
   --introspection-client "jwt-authz=$secret_file" \
+  --resource "$public_url/mcp" --scope mcp:tools --scope mcp:admin=admin \
   --db "$run/data/users.db" --key-dir "$run/data/keys"
 wait_for issuer "http://127.0.0.1:$ISSUER_PORT/healthz"
 
@@ -92,14 +96,16 @@ JWKS_URI="http://127.0.0.1:$ISSUER_PORT/.well-known/jwks.json" \
 INTROSPECTION_ENDPOINT="http://127.0.0.1:$ISSUER_PORT/auth/introspect" \
 INTROSPECTION_SECRET_FILE="$secret_file" \
   "$root/scripts/render.sh" config/jwt-authz.demo.yaml.tmpl >"$run/jwt-authz.yaml"
-start jwt-authz env RUST_LOG="${RUST_LOG:-info,jwt_authz=debug}" "$bin/jwt-authz" --config "$run/jwt-authz.yaml"
+start jwt-authz env RUST_LOG="${RUST_LOG:-info,jwt_authz=debug}" \
+  JWT_AUTHZ_HTTP_LISTEN="127.0.0.1:$AUTHZ_HTTP_PORT" "$bin/jwt-authz" --config "$run/jwt-authz.yaml"
 wait_for jwt-authz "http://127.0.0.1:$AUTHZ_ADMIN_PORT/readyz"
 
-echo "== starting the sample services on $USERS_PORT, $ORDERS_PORT, $FEED_PORT"
+echo "== starting the sample services on $USERS_PORT, $ORDERS_PORT, $FEED_PORT, $MCP_PORT (MCP)"
 start users "$bin/sample-service" --service users --listen "127.0.0.1:$USERS_PORT"
 start orders "$bin/sample-service" --service orders --listen "127.0.0.1:$ORDERS_PORT"
 start feed "$bin/sample-service" --service feed --listen "127.0.0.1:$FEED_PORT"
-for p in "$USERS_PORT" "$ORDERS_PORT" "$FEED_PORT"; do
+start mcp "$bin/sample-service" --service mcp --listen "127.0.0.1:$MCP_PORT"
+for p in "$USERS_PORT" "$ORDERS_PORT" "$FEED_PORT" "$MCP_PORT"; do
   wait_for "service-$p" "http://127.0.0.1:$p/healthz"
 done
 
@@ -107,7 +113,8 @@ echo "== starting Envoy on 127.0.0.1:$ENVOY_PORT (admin 127.0.0.1:$ENVOY_ADMIN_P
 ENVOY_LISTEN_ADDRESS=127.0.0.1 ENVOY_LISTEN_PORT=$ENVOY_PORT ENVOY_ADMIN_PORT=$ENVOY_ADMIN_PORT \
 JWT_AUTHZ_HOST=127.0.0.1 JWT_AUTHZ_PORT=$AUTHZ_GRPC_PORT ISSUER_HOST=127.0.0.1 ISSUER_PORT=$ISSUER_PORT \
 USERS_HOST=127.0.0.1 USERS_PORT=$USERS_PORT ORDERS_HOST=127.0.0.1 ORDERS_PORT=$ORDERS_PORT \
-FEED_HOST=127.0.0.1 FEED_PORT=$FEED_PORT \
+FEED_HOST=127.0.0.1 FEED_PORT=$FEED_PORT MCP_HOST=127.0.0.1 MCP_PORT=$MCP_PORT \
+JWT_AUTHZ_HTTP_PORT=$AUTHZ_HTTP_PORT \
   "$root/scripts/render.sh" envoy/envoy.yaml.tmpl >"$run/envoy.yaml"
 start envoy "$envoy_bin" -c "$run/envoy.yaml" --disable-hot-restart --concurrency 2 --log-level warn
 wait_for envoy "http://127.0.0.1:$ENVOY_ADMIN_PORT/ready"
@@ -145,6 +152,20 @@ OPAQUE=\$(curl -s $public_url/auth/login -H 'content-type: application/json' \\
   -d '{"username":"bob","password":"bob-password","token_format":"opaque"}' | jq -r .accessToken)
 curl -s $public_url/api/users/me -H "authorization: Bearer \$OPAQUE"
 curl -s http://127.0.0.1:$AUTHZ_ADMIN_PORT/metrics | grep jwt_authz_introspections_total
+
+# an MCP client's discovery (RFC 9728, RFC 8414, RFC 8707): the 401 names the resource's
+# metadata, which names the issuer, whose metadata names its token endpoint; a token asked
+# for this resource (aud = its URI) with scope mcp:tools lists the tools; bob's first token
+# (audience api-gateway, not this resource) is refused: 401 invalid_token
+curl -si $public_url/mcp -X POST | grep -i www-authenticate
+curl -s $public_url/.well-known/oauth-protected-resource/mcp
+curl -s $public_url/.well-known/oauth-authorization-server | jq .token_endpoint
+MCP_TOKEN=\$(curl -s $public_url/auth/token -d grant_type=password -d username=bob \\
+  -d password=bob-password -d scope=mcp:tools --data-urlencode resource=$public_url/mcp | jq -r .access_token)
+curl -s $public_url/mcp -H "authorization: Bearer \$MCP_TOKEN" -H 'content-type: application/json' \\
+  -H 'accept: application/json, text/event-stream' -d '{"jsonrpc":"2.0","id":1,"method":"tools/list"}'
+curl -si $public_url/mcp -H "authorization: Bearer \$TOKEN" -H 'content-type: application/json' \\
+  -d '{"jsonrpc":"2.0","id":1,"method":"tools/list"}' | grep -i www-authenticate
 
 # jwt-authz metrics and readiness
 curl -s http://127.0.0.1:$AUTHZ_ADMIN_PORT/metrics | grep jwt_authz_checks_total

@@ -349,7 +349,7 @@ impl Stack {
         }
 
         let mut service_ports = Vec::new();
-        for name in ["users", "orders", "feed"] {
+        for name in ["users", "orders", "feed", "mcp"] {
             let port = free_port();
             let mut cmd = Command::new(binary("sample-service"));
             cmd.args(["--service", name, "--listen", &format!("127.0.0.1:{port}")]);
@@ -408,6 +408,9 @@ impl Stack {
             ("FEED_HOST", "127.0.0.1".into()),
             ("FEED_PORT", service_ports[2].to_string()),
             ("FEED", addr(service_ports[2])),
+            ("MCP_HOST", "127.0.0.1".into()),
+            ("MCP_PORT", service_ports[3].to_string()),
+            ("MCP", addr(service_ports[3])),
             ("NGINX_LISTEN", addr(envoy_port)),
             ("CADDY_BIND", "127.0.0.1".into()),
             ("CADDY_PORT", envoy_port.to_string()),
@@ -574,6 +577,10 @@ impl Stack {
     fn start_issuer(&mut self, client_certificates: bool, extra: &[String]) {
         let mut cmd = self.issuer_command();
         cmd.args(["--demo", "--trust-forwarded-for"])
+            // The demo's protected resource (config/jwt-authz.demo.yaml.tmpl) and its scopes.
+            .arg("--resource")
+            .arg(format!("{}/mcp", self.base))
+            .args(["--scope", "mcp:tools", "--scope", "mcp:admin=admin"])
             .arg("--introspection-client")
             .arg(format!(
                 "jwt-authz={}",

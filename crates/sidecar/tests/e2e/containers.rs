@@ -84,6 +84,10 @@ impl Stack {
                 format!("http://{}:8080", name("issuer")),
                 "--introspection-client".to_owned(),
                 "jwt-authz=/etc/issuer/introspection.secret".to_owned(),
+                "--resource".to_owned(),
+                format!("{PUBLIC_URL}/mcp"),
+                "--scope".to_owned(),
+                "mcp:tools".to_owned(),
             ])
             .with_copy_to("/etc/issuer/introspection.secret", SECRET.to_vec())
             .with_network(&net)
@@ -123,6 +127,7 @@ impl Stack {
             .with_copy_to("/etc/jwt-authz/config.yaml", authz_config.into_bytes())
             .with_copy_to("/etc/jwt-authz/introspection.secret", SECRET.to_vec())
             .with_env_var("RUST_LOG", "info,jwt_authz=debug")
+            .with_env_var("JWT_AUTHZ_HTTP_LISTEN", "0.0.0.0:9003")
             .with_network(&net)
             .with_container_name(name("authz"))
             .start()
@@ -130,7 +135,7 @@ impl Stack {
             .expect("jwt-authz container");
 
         let mut services = Vec::new();
-        for svc in ["users", "orders", "feed"] {
+        for svc in ["users", "orders", "feed", "mcp"] {
             services.push(
                 image("jwt-authz-sample-service", "latest")
                     .with_wait_for(WaitFor::message_on_stderr("sample service listening"))
@@ -159,6 +164,9 @@ impl Stack {
                 ("ORDERS_PORT", "8101".into()),
                 ("FEED_HOST", name("feed")),
                 ("FEED_PORT", "8101".into()),
+                ("MCP_HOST", name("mcp")),
+                ("MCP_PORT", "8101".into()),
+                ("JWT_AUTHZ_HTTP_PORT", "9003".into()),
             ],
         );
         let envoy = image("jwt-authz-envoy", "1.40.0-local")

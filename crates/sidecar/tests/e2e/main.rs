@@ -11,6 +11,7 @@ mod containers;
 mod e2e_dpop;
 mod e2e_envoy;
 mod e2e_in_proxy;
+mod e2e_mcp;
 mod e2e_mtls;
 mod e2e_proxies;
 mod e2e_rate_limit;
