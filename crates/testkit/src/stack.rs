@@ -672,6 +672,8 @@ fn traefik_files(
         ("users", services[0]),
         ("orders", services[1]),
         ("feed", services[2]),
+        ("mcp", services[3]),
+        ("jwt-authz-http", authz_http),
     ] {
         let servers = &mut http["services"][name]["loadBalancer"]["servers"];
         assert_eq!(servers.as_array().map(Vec::len), Some(1), "service {name}");

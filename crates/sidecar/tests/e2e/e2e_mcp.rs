@@ -2,7 +2,8 @@
 //! protected resource's metadata (RFC 9728 §5.1), which names the issuer (§2), whose RFC
 //! 8414 metadata names its token endpoint; a token asked for this resource (RFC 8707) lists
 //! the sample MCP server's tools; a token for anything else is refused, one without the
-//! scope gets 403 naming it. Through Envoy (gRPC ext_authz) and nginx (forward-auth).
+//! scope gets 403 naming it. Through every shipped proxy: Envoy (gRPC and HTTP ext_authz,
+//! the in-proxy Wasm filter), nginx, Caddy and Traefik (forward-auth).
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -229,16 +230,40 @@ fn options(front: Front) -> Options {
     }
 }
 
+/// The walk through `front`; nothing when its proxy is unavailable (the stack says why).
+async fn through(front: Front) {
+    let Some(stack) = Stack::start_with(options(front)) else {
+        return;
+    };
+    discovery_walk(&stack, front).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_mcp_clients_discovery_walk_through_envoy() {
-    let stack = Stack::start_with(options(Front::EnvoyGrpc)).expect("Envoy is always available");
-    discovery_walk(&stack, Front::EnvoyGrpc).await;
+async fn an_mcp_clients_discovery_walk_through_envoy_grpc() {
+    through(Front::EnvoyGrpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_clients_discovery_walk_through_envoy_http() {
+    through(Front::EnvoyHttp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_clients_discovery_walk_through_the_in_proxy_filter() {
+    through(Front::EnvoyInProxy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mcp_clients_discovery_walk_through_nginx() {
-    let Some(stack) = Stack::start_with(options(Front::Nginx)) else {
-        return;
-    };
-    discovery_walk(&stack, Front::Nginx).await;
+    through(Front::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_clients_discovery_walk_through_caddy() {
+    through(Front::Caddy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_clients_discovery_walk_through_traefik() {
+    through(Front::Traefik).await;
 }
