@@ -204,6 +204,25 @@ pub fn validate_decision(d: &Decision<'_>) -> Result<(), Invalid> {
                 format!("no resource is named {name:?}"),
             ));
         }
+        // A rule of a resource that binds its tokens takes none issued for another service
+        // (RFC 8707; MCP forbids passing tokens through): its own audiences must name the
+        // resource.
+        let resource = match &rule.resource {
+            Some(name) => d.resources.iter().find(|r| r.name == *name),
+            None => d.resources.iter().find(|r| r.default),
+        };
+        if let (Some(resource), Some(audiences)) = (resource, &rule.audiences)
+            && resource.audience_binding
+            && !audiences.contains(&resource.resource)
+        {
+            return Err(invalid(
+                format!("rules[{i}].audiences"),
+                format!(
+                    "the rule belongs to resource {:?}, whose tokens carry {:?}: name it here, or set audience_binding: false on the resource",
+                    resource.name, resource.resource
+                ),
+            ));
+        }
     }
     Ok(())
 }

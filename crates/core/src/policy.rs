@@ -69,6 +69,8 @@ struct Rule {
     on_invalid: OnInvalid,
     /// The protected resource (RFC 9728) it belongs to, by index in `resources`.
     resource: Option<usize>,
+    /// A resource's metadata document: public, and no credential is looked at.
+    metadata: bool,
 }
 
 /// The rule that applies to a request.
@@ -88,6 +90,10 @@ pub struct Route<'p> {
     /// The protected resource (RFC 9728) the route belongs to, by index in `resources`:
     /// its denials name the resource's metadata.
     pub resource: Option<usize>,
+    /// The route of a resource's metadata document (RFC 9728 §3): allowed without looking
+    /// at any token the request carries (a client may send one it holds for this or another
+    /// resource; verifying it could only refuse the document that tells it what to send).
+    pub metadata: bool,
 }
 
 #[derive(Debug)]
@@ -116,6 +122,7 @@ const DEFAULT_ROUTE: Route<'static> = Route {
     mode: None,
     on_invalid: OnInvalid::Deny,
     resource: None,
+    metadata: false,
 };
 
 impl Policy {
@@ -147,19 +154,19 @@ impl Policy {
             Some(name) => resources.iter().position(|r| r.name == *name),
             None => default_resource,
         };
-        let fold_default = |p: String| {
-            if paths.case_sensitive {
-                p
-            } else {
-                p.to_ascii_lowercase()
-            }
-        };
-        let metadata = resources.iter().enumerate().filter_map(|(i, r)| {
-            let uri = ResourceUri::parse(&r.resource, paths).ok()?;
-            Some(Rule {
+        // The path exactly as the document is served (`crate::decision::pipeline`'s
+        // `resource_document`): letter case and a trailing slash count here, unlike in
+        // an `exact` rule, so that nothing but the document is public.
+        let mut metadata = Vec::new();
+        for (i, r) in resources.iter().enumerate() {
+            let Ok(uri) = ResourceUri::parse(&r.resource, paths) else {
+                continue;
+            };
+            let exact = Regex::new(&format!("^{}$", regex::escape(&uri.metadata_path())))?;
+            metadata.push(Rule {
                 name: format!("resource-metadata:{}", r.name),
-                path: Some(PathMatcher::Exact(fold_default(uri.metadata_path()))),
-                case_sensitive: paths.case_sensitive,
+                path: Some(PathMatcher::Regex(exact)),
+                case_sensitive: true,
                 methods: vec!["GET".to_owned(), "HEAD".to_owned()],
                 hosts: Vec::new(),
                 context_extensions: Vec::new(),
@@ -170,9 +177,9 @@ impl Policy {
                 mode: None,
                 on_invalid: OnInvalid::Deny,
                 resource: Some(i),
-            })
-        });
-        let metadata: Vec<Rule> = metadata.collect();
+                metadata: true,
+            });
+        }
         let rules = rules
             .iter()
             .enumerate()
@@ -237,11 +244,12 @@ impl Policy {
                     }),
                     audiences: rule.audiences.clone().or_else(|| {
                         let r = &resources[resource_of(rule)?];
-                        r.audience_binding.then(|| vec![r.resource.clone()])
+                        r.audience_binding.then(|| r.audiences())
                     }),
                     mode: rule.mode,
                     on_invalid: rule.on_invalid.unwrap_or_default(),
                     resource: resource_of(rule),
+                    metadata: false,
                 })
             })
             .collect::<Result<Vec<Rule>, regex::Error>>()?;
@@ -250,7 +258,7 @@ impl Policy {
         let default_audiences = default_resource
             .map(|i| &resources[i])
             .filter(|r| r.audience_binding)
-            .map(|r| vec![r.resource.clone()]);
+            .map(ResourceConfig::audiences);
         Ok(Self {
             rules,
             default_resource,
@@ -302,6 +310,7 @@ impl Rule {
             mode: self.mode,
             on_invalid: self.on_invalid,
             resource: self.resource,
+            metadata: self.metadata,
         }
     }
 
@@ -359,6 +368,24 @@ impl Route<'_> {
     /// privileged first). Values that are not RFC 6749 §3.3 scope tokens (a quote, a
     /// backslash, a space) are never named. `None` when the route asks for no scope.
     pub fn needed_scopes(&self, claims: Option<&Map<String, Value>>) -> Option<String> {
+        // With a token: only when what it lacks is scopes (a missing role is not something a
+        // client can step up to by asking for scopes).
+        if let Some(claims) = claims {
+            let failing = self
+                .requirements
+                .iter()
+                .filter(|req| !requirement_met(req, claims));
+            let mut any = false;
+            for req in failing {
+                if !claims::is_space_separated(&req.claim) {
+                    return None;
+                }
+                any = true;
+            }
+            if !any {
+                return None;
+            }
+        }
         let mut scopes: Vec<&str> = Vec::new();
         for req in self.requirements {
             if !claims::is_space_separated(&req.claim) {

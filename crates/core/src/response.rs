@@ -531,8 +531,11 @@ impl Deny {
             } else {
                 String::new()
             };
-            // RFC 6750 §3: the scope a token lacks, with `insufficient_scope` only.
-            if let Some(scope) = c.scope.filter(|_| answer.error == "insufficient_scope") {
+            // RFC 6750 §3: the scope a token lacks (`insufficient_scope`), or the scope to ask
+            // for when there is no token (MCP: "SHOULD include scope" on that 401).
+            let names_scope =
+                answer.error == "insufficient_scope" || matches!(self, Deny::MissingToken);
+            if let Some(scope) = c.scope.filter(|_| names_scope) {
                 error.push_str(&format!(", scope=\"{scope}\""));
             }
             // RFC 9728 §5.1: where the protected resource's metadata is, in every challenge

@@ -168,6 +168,11 @@ async fn run(cli: Cli, path: PathBuf, config: Config) -> Result<(), Box<dyn std:
         ),
         None => None,
     };
+    if http.is_none() && !config.resources.is_empty() {
+        tracing::warn!(
+            "resources are configured but listen.http is off: their metadata is served nowhere, and the 401s name it; set listen.http (or JWT_AUTHZ_HTTP_LISTEN) and route /.well-known/oauth-protected-resource there"
+        );
+    }
     tracing::info!(
         grpc = %grpc.local_addr()?,
         admin = %admin.local_addr()?,

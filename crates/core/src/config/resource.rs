@@ -81,11 +81,12 @@ pub struct ResourceUri<'a> {
 
 impl<'a> ResourceUri<'a> {
     /// Reads `uri` as a resource identifier: `https` (or `http` on a loopback host, for
-    /// local development as MCP allows), a host in canonical form (lowercase, no trailing
+    /// local development: RFC 9728 has no such exception), a host in canonical form (lowercase, no trailing
     /// dot: the value is compared byte for byte with `aud`), no userinfo, no query (§1.2:
     /// "SHOULD NOT"; it would also be lost from the well-known URL), no fragment (§1.2:
-    /// "MUST NOT"), a canonical path without a trailing `/` (RFC 9728 §3.1 removes it
-    /// before forming the metadata URL, so two spellings would share one document).
+    /// "MUST NOT"), a canonical path without a trailing `/` (one spelling: the value is
+    /// compared byte for byte with tokens' `aud`), a port only where it is not the
+    /// scheme's default.
     pub fn parse(uri: &'a str, paths: &PathConfig) -> Result<Self, String> {
         if uri.len() > MAX_URI_BYTES {
             return Err(format!("longer than {MAX_URI_BYTES} bytes"));
@@ -107,8 +108,21 @@ impl<'a> ResourceUri<'a> {
             return Err("no userinfo in a resource identifier".into());
         }
         let host = crate::request::canonical_host(authority).map_err(|e| format!("host: {e}"))?;
-        let with_port = authority.trim_end_matches(|c: char| c.is_ascii_digit());
-        let bare = with_port.strip_suffix(':').unwrap_or(authority);
+        let digits = authority.trim_end_matches(|c: char| c.is_ascii_digit());
+        let (bare, port) = match digits.strip_suffix(':') {
+            Some(bare) => (bare, Some(&authority[digits.len()..])),
+            None => (authority, None),
+        };
+        // One spelling of the port, as clients and authorization servers write the URI
+        // (RFC 3986 §6.2.3: no empty port, no default port, no leading zero).
+        if let Some(port) = port {
+            let default = if scheme == "https" { "443" } else { "80" };
+            if port.is_empty() || port.starts_with('0') || port == default {
+                return Err(format!(
+                    "write the port as clients do: none for {default}, no empty port, no leading zero"
+                ));
+            }
+        }
         if bare != host {
             return Err(format!(
                 "write the host as {host:?} (lowercase, no trailing dot): tokens' aud is compared byte for byte"
@@ -131,7 +145,7 @@ impl<'a> ResourceUri<'a> {
         if !path.is_empty() {
             if path.ends_with('/') {
                 return Err(format!(
-                    "write {:?} without the trailing '/' (RFC 9728 §3.1 removes it)",
+                    "write {:?} without the trailing '/' (one spelling of the identifier, compared byte for byte with aud)",
                     &uri[..uri.len() - 1]
                 ));
             }
@@ -159,7 +173,11 @@ impl<'a> ResourceUri<'a> {
 }
 
 fn is_loopback(host: &str) -> bool {
-    host == "localhost" || host == "[::1]" || host.starts_with("127.")
+    host == "localhost"
+        || host == "[::1]"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// An `https` (or loopback `http`) URL for a person or a client to follow.
@@ -315,6 +333,21 @@ pub struct Published<'c> {
 }
 
 impl ResourceConfig {
+    /// The `aud` values its tokens may carry: its identifier, and for one without a path
+    /// also that identifier with a `/` (WHATWG URL serialisers, which some clients build the
+    /// RFC 8707 `resource` parameter with, write `https://host/` for `https://host`).
+    pub fn audiences(&self) -> Vec<String> {
+        let mut audiences = vec![self.resource.clone()];
+        let without_path = self
+            .resource
+            .split_once("://")
+            .is_some_and(|(_, rest)| !rest.contains('/'));
+        if without_path {
+            audiences.push(format!("{}/", self.resource));
+        }
+        audiences
+    }
+
     /// The metadata document (RFC 9728 §2, §3.2): a JSON object; absent values and empty
     /// lists left out (§3.2: "parameters with zero elements MUST be omitted").
     pub fn metadata(&self, p: Published<'_>) -> Value {

@@ -266,10 +266,28 @@ impl Decider {
         let resource = &config.resources[index];
         let default = resource.default;
         let mut rule_scopes: Vec<&str> = Vec::new();
-        let rules = config.rules.iter().filter(|rule| match &rule.resource {
-            Some(name) => *name == resource.name,
-            None => default,
-        });
+        let rules: Vec<&crate::config::RuleConfig> = config
+            .rules
+            .iter()
+            .filter(|rule| match &rule.resource {
+                Some(name) => *name == resource.name,
+                None => default,
+            })
+            .collect();
+        // The providers whose tokens its routes take (every one when a route names none, or
+        // for the default resource, whose unmatched requests take any provider's): what its
+        // default authorization servers and bearer methods are read from.
+        let every = default || rules.is_empty() || rules.iter().any(|r| r.providers.is_none());
+        let accepted: Vec<&crate::config::DecisionProvider> = config
+            .providers
+            .iter()
+            .filter(|p| {
+                every
+                    || rules
+                        .iter()
+                        .any(|r| r.providers.iter().flatten().any(|name| *name == p.name))
+            })
+            .collect();
         for rule in rules {
             let (Access::Claims(reqs) | Access::Optional(reqs)) = &rule.access else {
                 continue;
@@ -284,9 +302,8 @@ impl Decider {
                 }
             }
         }
-        let issuers: Vec<&str> = config.providers.iter().map(|p| p.issuer.as_str()).collect();
-        let sources: Vec<&[TokenSource]> = config
-            .providers
+        let issuers: Vec<&str> = accepted.iter().map(|p| p.issuer.as_str()).collect();
+        let sources: Vec<&[TokenSource]> = accepted
             .iter()
             .map(|p| p.token_sources.as_slice())
             .collect();
@@ -628,6 +645,11 @@ impl Decider {
             return Err(Deny::DeniedByRule.into());
         }
         t.reached = Step::Token;
+        if route.metadata {
+            // A resource's metadata: public whatever credential comes with it, which goes
+            // no further (jwt-authz's own document needs none).
+            return Ok(self.allow(None, &self.token_headers(http))?);
+        }
         let Some(found) = self.extract(http).map_err(Deny::from)? else {
             if !matches!(route.kind, AccessKind::Public | AccessKind::Optional) {
                 return Err(Deny::MissingToken.into());

@@ -157,22 +157,42 @@ impl Config {
                     .iter()
                     .map(|p| ("in_proxy.prefix", p.prefix.as_str())),
             );
+        // Forward-auth paths are exact; the two prefixes take every path under them, so
+        // one that holds the well-known path would be asked what the document answers.
         for (field, path) in endpoints {
-            if !self.resources.is_empty() && path.starts_with(WELL_KNOWN) {
+            let prefix = field != "http.forward_auth[].path";
+            let holds = prefix
+                && WELL_KNOWN
+                    .strip_prefix(path)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+            if !self.resources.is_empty() && (path.starts_with(WELL_KNOWN) || holds) {
                 return Err(invalid(
                     field,
-                    format!("{path:?} is under {WELL_KNOWN}, where resources' metadata is served"),
+                    format!("{path:?} overlaps {WELL_KNOWN}, where resources' metadata is served"),
                 ));
             }
         }
         for (i, resource) in self.resources.iter().enumerate() {
-            let serves = |p: &&ProviderConfig| {
-                resource
-                    .authorization_servers
-                    .as_ref()
-                    .is_none_or(|servers| servers.contains(&p.issuer))
+            // Every provider whose tokens its routes may take: those its rules name, every
+            // one when a rule names none (and for the default resource, whose unmatched
+            // requests take any).
+            let rules: Vec<&RuleConfig> = self
+                .rules
+                .iter()
+                .filter(|r| match &r.resource {
+                    Some(name) => *name == resource.name,
+                    None => resource.default,
+                })
+                .collect();
+            let every =
+                resource.default || rules.is_empty() || rules.iter().any(|r| r.providers.is_none());
+            let accepted = |p: &&ProviderConfig| {
+                every
+                    || rules
+                        .iter()
+                        .any(|r| r.providers.iter().flatten().any(|name| *name == p.name))
             };
-            for provider in self.providers.iter().filter(serves) {
+            for provider in self.providers.iter().filter(accepted) {
                 if resource.dpop_bound_access_tokens_required
                     && provider.dpop.mode != DpopMode::Required
                 {

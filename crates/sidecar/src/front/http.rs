@@ -279,6 +279,12 @@ fn metadata(document: Document, method: &Method) -> Response {
     if let Ok(value) = HeaderValue::from_str(&cache) {
         headers.insert(axum::http::header::CACHE_CONTROL, value);
     }
+    // Public and credential-free: browser-based clients (MCP's among them) may read it from
+    // any origin.
+    headers.insert(
+        axum::http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     response
 }
 

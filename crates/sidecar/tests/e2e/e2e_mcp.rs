@@ -135,6 +135,19 @@ async fn discovery_walk(stack: &Stack, front: Front) {
     let endpoint = server["token_endpoint"].as_str().expect("token_endpoint");
     // 4. A token for this resource, with the scope.
     let token = client.token(endpoint, &resource, "mcp:tools").await;
+    // The metadata stays readable with the token on the request (nothing verifies it there).
+    let response = client
+        .http
+        .get(&metadata_url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "{front:?}: metadata with a token"
+    );
     // 5. The MCP session's first calls pass, the caller known to the server.
     let (status, _, body) = client.mcp(Some(&token), initialize).await;
     assert_eq!(status, StatusCode::OK, "{front:?}: {body}");

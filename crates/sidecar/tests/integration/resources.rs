@@ -71,6 +71,7 @@ async fn the_metadata_document_is_served_public_and_cacheable() {
     let headers = response.headers().clone();
     assert_eq!(headers["content-type"], "application/json");
     assert_eq!(headers["cache-control"], "public, max-age=600");
+    assert_eq!(headers["access-control-allow-origin"], "*");
     let doc: Value = response.json().await.expect("JSON");
     // §3.3: `resource` is the identifier the URL was formed from, byte for byte.
     assert_eq!(
@@ -114,7 +115,9 @@ async fn the_metadata_document_is_served_public_and_cacheable() {
 #[tokio::test]
 async fn every_front_end_names_the_metadata_and_holds_tokens_to_the_resource() {
     let (_jwks, key, server) = start_with_key(&extra()).await;
-    let expected_401 = format!(r#"Bearer realm="test", resource_metadata="{METADATA}""#);
+    // No token: the metadata, and the scope to ask for (MCP: "SHOULD include scope").
+    let expected_401 =
+        format!(r#"Bearer realm="test", scope="mcp:tools", resource_metadata="{METADATA}""#);
 
     // gRPC ext_authz.
     let response = server.check(request("POST", "/mcp", &[])).await;
@@ -193,6 +196,19 @@ fn what_the_metadata_says_of_tokens_must_be_true_of_the_providers() {
                 "resources:\n  - {{name: mcp, resource: '{RESOURCE}'}}\nhttp:\n  ext_authz_prefix: /.well-known/oauth-protected-resource/x\n"
             ),
             "http.ext_authz_prefix",
+        ),
+        (
+            format!(
+                "resources:\n  - {{name: mcp, resource: '{RESOURCE}'}}\nhttp:\n  ext_authz_prefix: /.well-known\n"
+            ),
+            "http.ext_authz_prefix",
+        ),
+        (
+            // A provider the resource's rule takes (by naming none) without DPoP.
+            format!(
+                "resources:\n  - {{name: mcp, resource: '{RESOURCE}', dpop_bound_access_tokens_required: true, authorization_servers: ['{ISSUER}']}}\nrules:\n  - {{resource: mcp, access: authenticated}}\n"
+            ),
+            "resources[0].dpop_bound_access_tokens_required",
         ),
     ] {
         let error = jwt_authz::Config::from_yaml(&format!("{base}{extra}"))

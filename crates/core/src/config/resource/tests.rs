@@ -54,9 +54,22 @@ fn resource_identifiers_that_cannot_be_one_are_refused() {
         ("https://mcp.example.com/a//b", "canonical"),
         ("https:///mcp", "host"),
         ("https://mcp.example.com:99999/mcp", "host"),
+        ("HTTPS://mcp.example.com/mcp", "https is required"),
+        ("http://127.evil.example/mcp", "https is required"),
+        ("http://localhost.evil.example/mcp", "https is required"),
+        ("https://mcp.example.com:/mcp", "port"),
+        ("https://mcp.example.com:443/mcp", "port"),
+        ("http://127.0.0.1:80/mcp", "port"),
+        ("https://mcp.example.com:08443/mcp", "port"),
     ] {
         let err = ResourceUri::parse(uri, &paths()).expect_err(uri);
         assert!(err.contains(why), "{uri}: {err}");
+    }
+    // Nothing that could end a header parameter or line: a raw quote, backslash, space,
+    // CR or LF is refused (their percent-encoded forms are ordinary path bytes).
+    for raw in ["/m\"cp", "/m\\cp", "/m cp", "/m\rcp", "/m\ncp"] {
+        let uri = format!("https://mcp.example.com{raw}");
+        assert!(ResourceUri::parse(&uri, &paths()).is_err(), "{uri:?}");
     }
     let long = format!("https://mcp.example.com/{}", "a".repeat(MAX_URI_BYTES));
     assert!(ResourceUri::parse(&long, &paths()).is_err());

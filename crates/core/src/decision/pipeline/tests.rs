@@ -597,8 +597,13 @@ rules:
   - name: legacy
     resource: mcp
     match: {path: {prefix: /legacy}}
-    audiences: [api]
+    audiences: [api, "https://mcp.example.com/mcp"]
     access: authenticated
+  - name: mcp-role
+    resource: mcp
+    match: {path: {prefix: /ops}}
+    access:
+      claims: [{claim: scope, any_of: [mcp:tools]}, {claim: role, any_of: [ops]}]
 providers:
   - name: corp
     issuer: https://corp.example
@@ -625,7 +630,7 @@ fn a_401_names_the_resources_metadata_rfc_9728_section_5_1() {
     assert_eq!(status(&out.verdict), 401);
     assert_eq!(
         challenge(&out.verdict),
-        r#"Bearer realm="jwt-authz", resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp""#
+        r#"Bearer realm="jwt-authz", scope="mcp:read", resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp""#
     );
     // A request no rule matches belongs to the default resource, at the root (§3.1: no
     // path, no suffix).
@@ -668,10 +673,126 @@ fn a_resources_rules_take_only_tokens_for_it() {
         assert_eq!(fake.bound.get(), 0);
         assert!(challenge(&out.verdict).contains("resource_metadata="));
     }
-    // A rule's own audiences replace the binding, as they replace a provider's.
+    // A rule's own audiences replace the binding, as they replace a provider's (they must
+    // name the resource: configuration refuses them otherwise).
     let r = req("/legacy", &[BEARER]);
     let mut fake = Fake::claims(json!({"sub": "u", "aud": "api"}));
     assert!(run(&d, &r, &mut fake).expect("decided").allowed);
+    // A resource without a path also takes its identifier with a '/' (WHATWG URL
+    // serialisers write it so); nothing else.
+    for (aud, allowed) in [
+        ("https://files.example.com", true),
+        ("https://files.example.com/", true),
+        ("https://files.example.com//", false),
+        ("https://files.example.com/x", false),
+    ] {
+        let r = req("/anything", &[BEARER]);
+        let mut fake = Fake::claims(json!({"sub": "u", "aud": aud}));
+        assert_eq!(
+            run(&d, &r, &mut fake).expect("decided").allowed,
+            allowed,
+            "{aud}"
+        );
+    }
+}
+
+#[test]
+fn a_403_names_scopes_only_when_scopes_are_what_the_token_lacks() {
+    let d = decider(MCP);
+    let aud = "https://mcp.example.com/mcp";
+    let r = req("/ops", &[BEARER]);
+    // The scope held, the role missing: stepping up scopes would not help.
+    let mut fake = Fake::claims(json!({"sub": "u", "aud": aud, "scope": "mcp:tools"}));
+    let out = run(&d, &r, &mut fake).expect("decided");
+    assert_eq!(status(&out.verdict), 403);
+    assert!(
+        !challenge(&out.verdict).contains("scope=\""),
+        "{}",
+        challenge(&out.verdict)
+    );
+    // The role held, the scope missing: named.
+    let mut fake = Fake::claims(json!({"sub": "u", "aud": aud, "role": "ops"}));
+    let out = run(&d, &r, &mut fake).expect("decided");
+    assert!(challenge(&out.verdict).contains(r#"scope="mcp:tools""#));
+}
+
+#[test]
+fn the_metadata_route_ignores_credentials_and_takes_nothing_else() {
+    let d = decider(MCP);
+    let path = "/.well-known/oauth-protected-resource/mcp";
+    // A token (any: this one would be refused on every route) and a DPoP proof: not
+    // looked at, and taken off.
+    let r = req(path, &[BEARER, ("dpop", "proof")]);
+    let mut fake = Fake::refusing(Stop::Deny(Deny::Invalid(VerifyError::Expired)));
+    let out = run(&d, &r, &mut fake).expect("decided");
+    assert!(out.allowed, "{out:?}");
+    assert_eq!(fake.verified.get(), 0);
+    let mut gone = removed(&out.verdict);
+    gone.sort();
+    assert!(gone.contains(&"authorization".to_owned()) && gone.contains(&"dpop".to_owned()));
+    for method in ["HEAD", "GET"] {
+        let r = req(path, &[]);
+        let incoming = Incoming {
+            method,
+            ..r.incoming()
+        };
+        let out = now(d.decide(&incoming, &mut Fake::claims(json!({})), None))
+            .expect("ready")
+            .expect("decided");
+        assert!(out.allowed, "{method}");
+    }
+    // Only the exact document path: another case, a trailing slash, other methods.
+    for (method, target) in [
+        ("GET", "/.well-known/oauth-protected-resource/MCP"),
+        ("GET", "/.well-known/oauth-protected-resource/mcp/"),
+        ("PUT", path),
+        ("DELETE", path),
+        ("OPTIONS", path),
+    ] {
+        let r = req(target, &[]);
+        let incoming = Incoming {
+            method,
+            ..r.incoming()
+        };
+        let out = now(d.decide(&incoming, &mut Fake::claims(json!({})), None))
+            .expect("ready")
+            .expect("decided");
+        assert_eq!(status(&out.verdict), 401, "{method} {target}");
+    }
+}
+
+#[test]
+fn metadata_routes_hold_with_the_path_index_too() {
+    // From 16 rules on the policy uses its path index: the metadata rule must be found
+    // there as in order.
+    let mut config = String::from(
+        "resources:\n  - {name: mcp, resource: 'https://mcp.example.com/mcp'}\nrules:\n",
+    );
+    for i in 0..20 {
+        config.push_str(&format!(
+            "  - {{match: {{path: {{prefix: /r{i}/}}}}, access: deny}}\n"
+        ));
+    }
+    config.push_str("  - {match: {path: {prefix: /.well-known/}}, access: deny}\n");
+    config.push_str(
+        "providers:\n  - {name: corp, issuer: 'https://corp.example', audiences: [api]}\n",
+    );
+    let d = decider(&config);
+    let r = req("/.well-known/oauth-protected-resource/mcp", &[]);
+    assert!(
+        run(&d, &r, &mut Fake::claims(json!({})))
+            .expect("decided")
+            .allowed
+    );
+    for other in [
+        "/.well-known/oauth-protected-resource/mcp/",
+        "/.well-known/oauth-protected-resource/Mcp",
+        "/.well-known/oauth-protected-resource",
+    ] {
+        let r = req(other, &[]);
+        let out = run(&d, &r, &mut Fake::claims(json!({}))).expect("decided");
+        assert_eq!(out.deny, Some(Deny::DeniedByRule), "{other}");
+    }
 }
 
 #[test]
@@ -699,7 +820,7 @@ fn a_403_for_missing_scopes_names_the_scopes_needed() {
 }
 
 #[test]
-fn the_metadata_path_is_public_for_get_and_head_only() {
+fn the_metadata_path_is_public_for_get_only_among_common_calls() {
     let d = decider(MCP);
     for target in [
         "/.well-known/oauth-protected-resource/mcp",
