@@ -110,6 +110,30 @@ pub fn envoy_config_rate_limited(
     upstream: u16,
     per_user: u64,
 ) -> String {
+    rate_limited(listen, admin, authz, upstream, &[("", per_user)])
+}
+
+/// [`envoy_config_rate_limited`] with the recipe's tiered variant: `tiers` are (tier, bucket
+/// size per user), in the recipe's order of `tiered_descriptors`.
+pub fn envoy_config_rate_limited_tiered(
+    listen: u16,
+    admin: u16,
+    authz: u16,
+    upstream: u16,
+    tiers: &[(&str, u64)],
+) -> String {
+    rate_limited(listen, admin, authz, upstream, tiers)
+}
+
+/// The recipe in Envoy's test configuration: one bucket per user (`tiers` = `[("", n)]`),
+/// or the tiered variant's descriptors with their sizes.
+fn rate_limited(
+    listen: u16,
+    admin: u16,
+    authz: u16,
+    upstream: u16,
+    tiers: &[(&str, u64)],
+) -> String {
     let recipe: Value = serde_norway::from_str(
         &std::fs::read_to_string(
             std::path::Path::new(crate::bins::WORKSPACE)
@@ -119,9 +143,28 @@ pub fn envoy_config_rate_limited(
     )
     .expect("the recipe is YAML");
     let mut filter = recipe["http_filter"].clone();
-    let bucket = &mut filter["typed_config"]["descriptors"][0]["token_bucket"];
-    bucket["max_tokens"] = json!(per_user);
-    bucket["tokens_per_fill"] = json!(per_user);
+    let tiered = tiers.iter().any(|(tier, _)| !tier.is_empty());
+    if tiered {
+        filter["typed_config"]["descriptors"] = recipe["tiered_descriptors"].clone();
+    }
+    for (i, (tier, size)) in tiers.iter().enumerate() {
+        let descriptor = &mut filter["typed_config"]["descriptors"][i];
+        if tiered {
+            assert_eq!(
+                descriptor["entries"][0]["value"],
+                json!(tier),
+                "the recipe's tier {i}"
+            );
+        }
+        let bucket = &mut descriptor["token_bucket"];
+        bucket["max_tokens"] = json!(size);
+        bucket["tokens_per_fill"] = json!(size);
+    }
+    let limits = if tiered {
+        &recipe["tiered_route_rate_limits"]
+    } else {
+        &recipe["route_rate_limits"]
+    };
     let config = envoy_config(listen, admin, authz, upstream, None);
     // JSON is YAML's flow style: the recipe's parts go in as they are.
     let with_filter = config.replacen(
@@ -131,10 +174,7 @@ pub fn envoy_config_rate_limited(
     );
     let with_route = with_filter.replacen(
         "route: {cluster: upstream}",
-        &format!(
-            "route: {{cluster: upstream, rate_limits: {}}}",
-            recipe["route_rate_limits"]
-        ),
+        &format!("route: {{cluster: upstream, rate_limits: {}}}", limits),
         1,
     );
     assert_ne!(with_route, config, "the recipe went in");

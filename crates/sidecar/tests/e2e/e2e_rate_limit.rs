@@ -4,7 +4,9 @@
 //! another user's bucket.
 
 use crate::support::bins::free_port;
-use crate::support::envoy::{Envoy, echo_upstream, envoy_config_rate_limited};
+use crate::support::envoy::{
+    Envoy, echo_upstream, envoy_config_rate_limited, envoy_config_rate_limited_tiered,
+};
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,6 +40,49 @@ async fn one_user_over_quota_gets_429_while_another_passes() {
     // No token: jwt-authz's 401 comes first, and spends nobody's bucket.
     assert_eq!(envoy.get("/api/orders", None).await.0, 401);
     assert_eq!(envoy_stat_any(ports.1).await, 3, "three requests limited");
+}
+
+/// The tiered variant: the verified token's role chooses the bucket size, per user; a
+/// client's own `x-user-role` changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_from_a_claim_chooses_the_bucket() {
+    let key = TestKey::rsa("k1");
+    let jwks = JwksServer::start(vec![key.jwk()]).await;
+    let authz = TestServer::start_ready(&config_yaml(&jwks.url(), "")).await;
+    let upstream = echo_upstream().await;
+    let ports = (free_port(), free_port());
+    let envoy = Envoy::start_config(
+        ports,
+        &envoy_config_rate_limited_tiered(
+            ports.0,
+            ports.1,
+            authz.grpc.port(),
+            upstream,
+            &[("admin", 5), ("user", 2)],
+        ),
+    );
+    let mut admin_claims = claims("root");
+    admin_claims["role"] = serde_json::json!("admin");
+    let admin = key.token(&admin_claims);
+    let user = key.token(&claims("carol"));
+
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(envoy.get("/api/orders", Some(&admin)).await.0);
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429], "admin tier: 5");
+    // A user claiming the admin tier: jwt-authz overwrote x-user-role from the token.
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let (status, _) = envoy
+            .get_with("/api/orders", Some(&user), &[("x-user-role", "admin")])
+            .await;
+        statuses.push(status);
+    }
+    assert_eq!(statuses, [200, 200, 429], "user tier: 2");
+    // Another user of the same tier has a bucket of its own.
+    let other = key.token(&claims("dave"));
+    assert_eq!(envoy.get("/api/orders", Some(&other)).await.0, 200);
 }
 
 /// The filter's `rate_limited` counter, whatever prefix this Envoy version gives it.
