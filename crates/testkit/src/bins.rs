@@ -112,6 +112,56 @@ pub fn envoy_binary() -> PathBuf {
         .clone()
 }
 
+/// The Envoy dynamic module (`libjwt_authz_module.so`), built (or brought up to date) once per
+/// test binary with cargo, in this workspace's target directory.
+pub fn module_library() -> PathBuf {
+    static MODULE: OnceLock<PathBuf> = OnceLock::new();
+    MODULE
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "-p", "jwt-authz-module-ffi"])
+                .current_dir(WORKSPACE)
+                .status()
+                .expect("cargo build");
+            assert!(status.success(), "building the dynamic module failed");
+            let path = target_dir().join("libjwt_authz_module.so");
+            assert!(path.exists(), "{} missing", path.display());
+            path
+        })
+        .clone()
+}
+
+/// The dynamic module built with its `panic-probe` feature (a request with the header
+/// `x-jwt-authz-panic-probe` panics inside its hook), in a target directory of its own so
+/// that it never replaces the real build other tests load.
+pub fn module_library_with_panic_probe() -> PathBuf {
+    static MODULE: OnceLock<PathBuf> = OnceLock::new();
+    MODULE
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let dir = Path::new(WORKSPACE).join("target/panic-probe");
+            let status = Command::new(cargo)
+                .args([
+                    "build",
+                    "-p",
+                    "jwt-authz-module-ffi",
+                    "--features",
+                    "panic-probe",
+                ])
+                .arg("--target-dir")
+                .arg(&dir)
+                .current_dir(WORKSPACE)
+                .status()
+                .expect("cargo build");
+            assert!(status.success(), "building the panic-probe module failed");
+            let path = dir.join("debug/libjwt_authz_module.so");
+            assert!(path.exists(), "{} missing", path.display());
+            path
+        })
+        .clone()
+}
+
 /// The in-proxy filter's `.wasm`, built (or brought up to date) once per test binary with
 /// `scripts/wasm.sh`; `None`, with the reason printed, when no wasm toolchain can be had.
 pub fn filter_wasm() -> Option<std::path::PathBuf> {

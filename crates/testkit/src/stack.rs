@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::bins::{WORKSPACE, binary, envoy_binary, filter_wasm, free_port};
+use crate::bins::{WORKSPACE, binary, envoy_binary, filter_wasm, free_port, module_library};
 
 /// Fills `${VAR}` placeholders, failing on any left unfilled.
 pub fn render(template: &str, vars: &[(&str, String)]) -> String {
@@ -72,6 +72,9 @@ pub enum Front {
     /// deploy/traefik/traefik.yml and dynamic.yml: `forwardAuth` to /forward-auth, with only
     /// the addresses changed.
     Traefik,
+    /// envoy/envoy-module.yaml.tmpl: the in-proxy mode as a dynamic module
+    /// (libjwt_authz_module.so), calling jwt-authz's HTTP port for what it cannot decide.
+    EnvoyModule,
 }
 
 /// The files of the mTLS listener: its certificate and key, and the CA its clients need.
@@ -90,6 +93,7 @@ impl Front {
         match self {
             Front::EnvoyGrpc | Front::EnvoyHttp | Front::EnvoyMtls => Some(envoy_binary()),
             Front::EnvoyInProxy => filter_wasm().map(|_| envoy_binary()),
+            Front::EnvoyModule => Some(envoy_binary()),
             Front::Nginx => debian_binary("nginx"),
             Front::Caddy => debian_binary("caddy"),
             Front::Traefik => traefik_binary(),
@@ -146,6 +150,8 @@ pub struct Stack {
     pub authz_http: u16,
     /// The admin ports of every jwt-authz replica (the first is `authz_admin`).
     pub replica_admins: Vec<u16>,
+    /// Envoy's admin port (stats), for the Envoy fronts.
+    pub proxy_admin: u16,
     procs: Vec<Proc>,
 }
 
@@ -169,6 +175,12 @@ pub struct Options {
     /// The proxy's protected routes (users, orders, feed) go to this port instead of the
     /// sample services, to see what a service behind them receives.
     pub services_upstream: Option<u16>,
+    /// Changes Envoy's rendered configuration (Envoy fronts) before it starts.
+    pub envoy_edit: Option<fn(String) -> String>,
+    /// Changes jwt-authz's rendered configuration before it starts.
+    pub authz_edit: Option<fn(String) -> String>,
+    /// For [`Front::EnvoyModule`]: this library instead of the workspace's build.
+    pub module: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -182,6 +194,9 @@ impl Default for Options {
             issuer_args: Vec::new(),
             status_list: None,
             services_upstream: None,
+            envoy_edit: None,
+            authz_edit: None,
+            module: None,
         }
     }
 }
@@ -243,6 +258,9 @@ impl Stack {
             issuer_args,
             status_list,
             services_upstream,
+            envoy_edit,
+            authz_edit,
+            module,
         } = options;
         assert!(
             replicas == 1 || front == Front::EnvoyGrpc,
@@ -267,6 +285,7 @@ impl Stack {
             authz_admin: free_port(),
             authz_http: free_port(),
             replica_admins: Vec::new(),
+            proxy_admin: 0,
             procs: Vec::new(),
             dir,
         };
@@ -314,16 +333,20 @@ impl Stack {
                 None => config,
             };
             // The in-proxy filter's callouts need the endpoints.
-            let in_proxy = if front == Front::EnvoyInProxy {
+            let in_proxy = if matches!(front, Front::EnvoyInProxy | Front::EnvoyModule) {
                 "in_proxy: {poll_interval: 200ms}\n"
             } else {
                 ""
             };
             // A public rule no proxy routes to: only a decision about a client-supplied path
             // (never the real one) could allow a request through it (tests/e2e_proxies.rs).
-            format!(
+            let config = format!(
                 "{config}  - name: e2e-public\n    match: {{path: {{prefix: /e2e-public/}}}}\n    access: public\n{authz_extra}{in_proxy}"
-            )
+            );
+            match authz_edit {
+                Some(edit) => edit(config),
+                None => config,
+            }
         };
         std::fs::write(
             stack.dir.path().join("jwt-authz.yaml"),
@@ -359,6 +382,7 @@ impl Stack {
         }
 
         let admin_port = free_port();
+        stack.proxy_admin = admin_port;
         let addr = |port: u16| format!("127.0.0.1:{port}");
         let public_port = public_upstream.unwrap_or(stack.issuer_port);
         let file =
@@ -373,6 +397,17 @@ impl Stack {
                 "JWT_AUTHZ_FILTER_WASM",
                 match front {
                     Front::EnvoyInProxy => file(filter_wasm().as_ref()),
+                    _ => String::new(),
+                },
+            ),
+            (
+                "JWT_AUTHZ_MODULE",
+                match front {
+                    Front::EnvoyModule => module
+                        .clone()
+                        .unwrap_or_else(module_library)
+                        .display()
+                        .to_string(),
                     _ => String::new(),
                 },
             ),
@@ -425,11 +460,16 @@ impl Stack {
             path
         };
         match front {
-            Front::EnvoyGrpc | Front::EnvoyHttp | Front::EnvoyMtls | Front::EnvoyInProxy => {
+            Front::EnvoyGrpc
+            | Front::EnvoyHttp
+            | Front::EnvoyMtls
+            | Front::EnvoyInProxy
+            | Front::EnvoyModule => {
                 let file = match front {
                     Front::EnvoyGrpc => "envoy/envoy.yaml.tmpl",
                     Front::EnvoyHttp => "envoy/envoy-http.yaml.tmpl",
                     Front::EnvoyInProxy => "envoy/envoy-in-proxy.yaml.tmpl",
+                    Front::EnvoyModule => "envoy/envoy-module.yaml.tmpl",
                     _ => "envoy/envoy-mtls.yaml.tmpl",
                 };
                 let mut config = render(&template(file), &vars);
@@ -444,6 +484,9 @@ impl Stack {
                     assert!(config.contains(&one), "jwt_authz endpoint not found");
                     let all: String = replica_grpc.iter().map(|p| endpoint(*p)).collect();
                     config = config.replacen(&one, &all, 1);
+                }
+                if let Some(edit) = envoy_edit {
+                    config = edit(config);
                 }
                 let envoy_path = write("envoy.yaml", config);
                 let mut envoy = Command::new(proxy);

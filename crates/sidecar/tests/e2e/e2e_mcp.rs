@@ -267,6 +267,11 @@ async fn an_mcp_clients_discovery_walk_through_the_in_proxy_filter() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_clients_discovery_walk_through_the_dynamic_module() {
+    through(Front::EnvoyModule).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mcp_clients_discovery_walk_through_nginx() {
     through(Front::Nginx).await;
 }

@@ -95,7 +95,11 @@ async fn allow_deny_and_spoofed_identity(front: Front) {
     .await;
     let logs_paths = matches!(
         front,
-        Front::EnvoyGrpc | Front::EnvoyHttp | Front::EnvoyInProxy | Front::Nginx
+        Front::EnvoyGrpc
+            | Front::EnvoyHttp
+            | Front::EnvoyInProxy
+            | Front::EnvoyModule
+            | Front::Nginx
     );
     // Envoy holds its stdout access log until it stops.
     if logs_paths && front != Front::Nginx {
@@ -182,6 +186,7 @@ matrix! {
     envoy_grpc => Front::EnvoyGrpc,
     envoy_http => Front::EnvoyHttp,
     envoy_in_proxy => Front::EnvoyInProxy,
+    envoy_module => Front::EnvoyModule,
     nginx => Front::Nginx,
     caddy => Front::Caddy,
     traefik => Front::Traefik,

@@ -12,6 +12,7 @@ mod e2e_dpop;
 mod e2e_envoy;
 mod e2e_in_proxy;
 mod e2e_mcp;
+mod e2e_module;
 mod e2e_mtls;
 mod e2e_proxies;
 mod e2e_rate_limit;

@@ -113,6 +113,7 @@ const ENVOY_DOT_DOT: &[(Front, Expect)] = &[
     (Front::EnvoyGrpc, Expect::Denied),
     (Front::EnvoyHttp, Expect::Denied),
     (Front::EnvoyInProxy, Expect::Denied),
+    (Front::EnvoyModule, Expect::Denied),
 ];
 
 fn cases() -> Vec<Case> {

@@ -1,0 +1,442 @@
+//! jwt-authz as an Envoy dynamic module (`envoy.filters.http.dynamic_modules`): the in-proxy
+//! mode at native speed. This crate is the filter's logic; `crates/module-ffi` binds it to
+//! Envoy's ABI (the only place with `unsafe`) and hands it a [`Stream`] per request.
+//!
+//! The decision is the in-proxy engine's (`jwt_authz_filter::engine`, the core's pipeline):
+//! a request is decided here when what it needs is known without the sidecar (no token, a
+//! token whose verified claims this worker holds, a refusal before verification), and is
+//! otherwise asked of the sidecar with an HTTP callout on the cluster `in_proxy.cluster`,
+//! paused until the answer, which the engine applies and may hold claims from. Every way of
+//! not getting an answer is a 503 (fail closed), as in the Wasm filter.
+//!
+//! Unlike a Wasm VM, one module instance serves every worker: the configuration is shared
+//! ([`Config`] is `Sync`), with one engine per worker (a lock no other worker takes), and the
+//! sidecar's generation is polled by the configuration itself on Envoy's main thread (the
+//! FFI crate's timer thread wakes it every `in_proxy.poll_interval`), its answer applied to
+//! every worker's engine.
+//!
+//! Not yet here (issue 35, next step): verifying a token that is not held in-process with
+//! the providers' keys; such a token is a callout, as in the Wasm mode.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jwt_authz_core::config::InProxyConfig;
+pub use jwt_authz_core::in_proxy::MAX_ANSWER_BYTES;
+use jwt_authz_core::in_proxy::{CheckAnswer, GenerationAnswer, METHOD_HEADER, WireVerdict};
+use jwt_authz_core::request::Incoming;
+use jwt_authz_core::response::{Deny, Verdict};
+use jwt_authz_filter::engine::{Counter, Engine, Step};
+
+#[cfg(test)]
+mod tests;
+
+/// The dynamic metadata (namespace, key, value) set on every request this filter lets
+/// through. An Envoy filter chain can lose a filter without failing (a route that disables
+/// it, a chain edited by hand); the shipped configuration puts an RBAC filter after this one
+/// that lets through only requests carrying the mark, which no client can set
+/// (`envoy/envoy-module.yaml.tmpl`).
+pub const DECIDED: (&str, &str, &str) = ("jwt_authz", "decided", "1");
+
+/// Engines are kept per worker, by `worker index % WORKERS` (a worker beyond shares a
+/// slot, and its lock, with another: correct, only slower).
+const WORKERS: usize = 64;
+
+/// What the module counts, as Envoy counters (`<metrics_namespace>.<name>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    DecidedCached,
+    DecidedNoToken,
+    Callouts,
+    CalloutFailures,
+    PollFailures,
+    ConfigMismatch,
+    /// A hook of the module panicked: the request got a 503.
+    Panics,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 7] = [
+        Metric::DecidedCached,
+        Metric::DecidedNoToken,
+        Metric::Callouts,
+        Metric::CalloutFailures,
+        Metric::PollFailures,
+        Metric::ConfigMismatch,
+        Metric::Panics,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::DecidedCached => "jwt_authz_module_decided_cached",
+            Metric::DecidedNoToken => "jwt_authz_module_decided_no_token",
+            Metric::Callouts => "jwt_authz_module_callouts",
+            Metric::CalloutFailures => "jwt_authz_module_callout_failures",
+            Metric::PollFailures => "jwt_authz_module_poll_failures",
+            Metric::ConfigMismatch => "jwt_authz_module_config_mismatch_callouts",
+            Metric::Panics => "jwt_authz_module_panics",
+        }
+    }
+}
+
+/// What a request's hooks may do with it: the safe API the FFI crate implements over
+/// Envoy's callbacks, valid during one hook.
+pub trait Stream {
+    /// The request's headers, pseudo-headers included, in order; a value that is not UTF-8
+    /// read with U+FFFD in place of what is not (no token is, so it cannot pass for one).
+    fn request_headers(&self) -> Vec<(String, String)>;
+    /// Replaces every value of `name` with `value` (a non-empty value: Envoy removes a
+    /// header set to `""`).
+    fn set_request_header(&mut self, name: &str, value: &str);
+    fn remove_request_header(&mut self, name: &str);
+    /// Sets [`DECIDED`]; `false` if it could not be set.
+    fn mark_decided(&mut self) -> bool;
+    /// Answers the client (Envoy's local reply); the request goes no further.
+    fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &str);
+    /// Starts an HTTP call to `cluster`; its answer comes to [`Filter::on_callout_done`]
+    /// with the returned id. `None` when it cannot be made.
+    fn callout(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Option<u64>;
+    /// Resumes a request paused by [`Flow::Stop`].
+    fn continue_request(&mut self);
+    /// Envoy's index of the worker running this request.
+    fn worker(&self) -> u32;
+    fn count(&mut self, metric: Metric);
+}
+
+/// What a request-headers hook tells Envoy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Paused: answered (a local reply), or waiting for a callout.
+    Stop,
+}
+
+/// Unix time in ms; 0 when the clock is before 1970, which confirms nothing (the engine
+/// takes a clock behind its last confirmation as unconfirmed).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The poll of the sidecar's generation: at most one in flight for the whole module.
+#[derive(Debug, Default)]
+struct Poll {
+    last_ms: u64,
+    /// When the poll in flight started (a poll whose stream ended early never answers: it
+    /// is given up after twice the callout timeout).
+    in_flight_since: Option<u64>,
+}
+
+/// One filter configuration (the sidecar's YAML, as for the Wasm filter), shared by every
+/// worker.
+#[derive(Debug)]
+pub struct Config {
+    text: String,
+    in_proxy: InProxyConfig,
+    engines: [OnceLock<Mutex<Engine>>; WORKERS],
+    poll: Mutex<Poll>,
+}
+
+/// Locks `mutex` even if a panic poisoned it (the engine holds caches whose worst state is
+/// a miss; the panic was counted and answered 503 where it happened).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Config {
+    /// Reads and checks the configuration (the same checks as the sidecar's); `Err` names
+    /// what is wrong, and Envoy refuses the filter.
+    pub fn new(text: &str) -> Result<Self, String> {
+        let engine = Engine::from_config(text).map_err(|e| e.to_string())?;
+        let in_proxy = engine.in_proxy().clone();
+        let engines: [OnceLock<Mutex<Engine>>; WORKERS] = std::array::from_fn(|_| OnceLock::new());
+        let _ = engines[0].set(Mutex::new(engine));
+        Ok(Self {
+            text: text.to_owned(),
+            in_proxy,
+            engines,
+            poll: Mutex::new(Poll::default()),
+        })
+    }
+
+    /// Whether `identity.dynamic_metadata` is asked for (not set by this module yet).
+    pub fn wants_metadata(&self) -> bool {
+        self.engine(0).is_some_and(|e| lock(e).wants_metadata())
+    }
+
+    /// The engine of `worker`'s slot, built on its first request (from the text `new`
+    /// checked: `None` only if it somehow no longer reads, which the caller answers 503).
+    fn engine(&self, worker: u32) -> Option<&Mutex<Engine>> {
+        let slot = &self.engines[worker as usize % WORKERS];
+        if slot.get().is_none() {
+            let engine = Engine::from_config(&self.text).ok()?;
+            // Another request of this slot may have set it first: either engine will do.
+            let _ = slot.set(Mutex::new(engine));
+        }
+        slot.get()
+    }
+
+    /// Whether a poll is due now; if so it is marked in flight.
+    fn poll_due(&self, now: u64) -> bool {
+        let mut poll = lock(&self.poll);
+        let timeout = self.in_proxy.timeout.as_millis() as u64;
+        if let Some(since) = poll.in_flight_since
+            && now.saturating_sub(since) < timeout.saturating_mul(2)
+        {
+            return false;
+        }
+        let interval = self.in_proxy.poll_interval.as_millis() as u64;
+        if poll.in_flight_since.is_none() && now.saturating_sub(poll.last_ms) < interval {
+            return false;
+        }
+        poll.in_flight_since = Some(now);
+        true
+    }
+
+    /// The poll is over: answered (`Some`) or failed.
+    fn polled(&self, answer: Option<GenerationAnswer>, now: u64) {
+        {
+            let mut poll = lock(&self.poll);
+            poll.in_flight_since = None;
+            poll.last_ms = now;
+        }
+        if let Some(answer) = answer {
+            for engine in self.engines.iter().filter_map(OnceLock::get) {
+                lock(engine).polled(answer.clone(), now);
+            }
+        }
+    }
+
+    /// The 503 a request gets when this module cannot decide it at all (a panic).
+    pub fn unavailable() -> WireVerdict {
+        Verdict::Deny(Deny::SidecarUnavailable.denial("jwt-authz")).into()
+    }
+}
+
+/// The poll to make: a GET of `path` on `cluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollCall<'c> {
+    pub cluster: &'c str,
+    pub path: String,
+    pub timeout: Duration,
+}
+
+impl Config {
+    /// How often the sidecar's generation is polled.
+    pub fn poll_interval(&self) -> Duration {
+        self.in_proxy.poll_interval
+    }
+
+    /// The poll to make now, if one is due and none is in flight (it is then marked in
+    /// flight until [`Config::poll_done`]).
+    pub fn poll_call(&self, now: u64) -> Option<PollCall<'_>> {
+        self.poll_due(now).then(|| PollCall {
+            cluster: &self.in_proxy.cluster,
+            path: self.in_proxy.generation_path(),
+            timeout: self.in_proxy.timeout,
+        })
+    }
+
+    /// The poll's answer (`None`: no answer, or the call could not be made); `false` when
+    /// it gave no generation.
+    pub fn poll_done(&self, answer: Option<(u16, &[u8])>, now: u64) -> bool {
+        let answer = read::<GenerationAnswer>(answer);
+        let ok = answer.is_some();
+        self.polled(answer, now);
+        ok
+    }
+}
+
+/// One request's state.
+#[derive(Debug, Default)]
+pub struct Filter {
+    /// The callout in flight for this request: its id and the request's token (never logged).
+    pending: Option<(u64, Option<String>)>,
+}
+
+impl Filter {
+    /// Whether the request is paused for a callout (its body and trailers wait too).
+    pub fn pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Decides the request, or pauses it for a callout.
+    pub fn on_request_headers(&mut self, config: &Config, stream: &mut impl Stream) -> Flow {
+        let now = now_ms();
+        let pairs = stream.request_headers();
+        let mut method = "";
+        let mut target = "";
+        let mut host = "";
+        let mut headers: HashMap<String, String> = HashMap::with_capacity(pairs.len());
+        for (name, value) in &pairs {
+            match name.as_str() {
+                ":method" => method = value,
+                ":path" => target = value,
+                ":authority" => host = value,
+                _ if name.starts_with(':') => {}
+                _ => {
+                    // Repeated headers are one list (RFC 9110 §5.3), as the Wasm filter and
+                    // the sidecar's front ends read them.
+                    headers
+                        .entry(name.to_ascii_lowercase())
+                        .and_modify(|joined| {
+                            joined.push(',');
+                            joined.push_str(value);
+                        })
+                        .or_insert_with(|| value.clone());
+                }
+            }
+        }
+        let no_extensions = HashMap::new();
+        let incoming = Incoming {
+            method,
+            target,
+            host,
+            headers: &headers,
+            context_extensions: &no_extensions,
+            scheme: None,
+            certificate: None,
+        };
+        let Some(engine) = config.engine(stream.worker()) else {
+            return apply(stream, Config::unavailable());
+        };
+        let mut engine = lock(engine);
+        let (step, counter) = engine.decide(&incoming, now);
+        match counter {
+            Some(Counter::CacheHit) => stream.count(Metric::DecidedCached),
+            Some(Counter::NoToken) => stream.count(Metric::DecidedNoToken),
+            Some(Counter::ConfigMismatch) => stream.count(Metric::ConfigMismatch),
+            None => {}
+        }
+        match step {
+            Step::Decided(verdict) => {
+                drop(engine);
+                apply(stream, verdict)
+            }
+            Step::Callout => {
+                let path = config.in_proxy.check_path(target);
+                let mut call: Vec<(&str, &str)> = Vec::with_capacity(pairs.len() + 4);
+                call.push((":method", "GET"));
+                call.push((":path", &path));
+                call.push((":authority", host));
+                call.push((METHOD_HEADER, method));
+                // Only what the decision reads (never the proxy's `x-envoy-*`, nor a copy of
+                // the method header, which is the filter's own).
+                for (name, value) in &pairs {
+                    let lower = name.to_ascii_lowercase();
+                    if engine.forwards(&lower) && lower != METHOD_HEADER {
+                        call.push((name, value));
+                    }
+                }
+                let token = engine.token_of(&incoming);
+                let unavailable = engine.unavailable();
+                drop(engine);
+                stream.count(Metric::Callouts);
+                match stream.callout(&config.in_proxy.cluster, &call, config.in_proxy.timeout) {
+                    Some(id) => {
+                        self.pending = Some((id, token));
+                        Flow::Stop
+                    }
+                    None => {
+                        stream.count(Metric::CalloutFailures);
+                        apply(stream, unavailable)
+                    }
+                }
+            }
+        }
+    }
+
+    /// A callout's answer: `status` and `body` when one came (`None`: reset, timed out,
+    /// too large). The sidecar's answer to this request is applied (and the request resumed
+    /// when it goes on).
+    pub fn on_callout_done(
+        &mut self,
+        config: &Config,
+        stream: &mut impl Stream,
+        id: u64,
+        answer: Option<(u16, &[u8])>,
+    ) {
+        let now = now_ms();
+        let Some((pending, token)) = self.pending.take() else {
+            return;
+        };
+        if pending != id {
+            self.pending = Some((pending, token));
+            return;
+        }
+        let Some(engine) = config.engine(stream.worker()) else {
+            apply(stream, Config::unavailable());
+            return;
+        };
+        let mut engine = lock(engine);
+        let verdict = match read::<CheckAnswer>(answer) {
+            Some(answer) => engine.answered(token.as_deref(), answer, now),
+            None => {
+                stream.count(Metric::CalloutFailures);
+                engine.unavailable()
+            }
+        };
+        drop(engine);
+        if apply(stream, verdict) == Flow::Continue {
+            stream.continue_request();
+        }
+    }
+}
+
+/// Reads a callout's JSON answer: a 200 with a body of at most [`MAX_ANSWER_BYTES`].
+fn read<T: serde::de::DeserializeOwned>(answer: Option<(u16, &[u8])>) -> Option<T> {
+    match answer {
+        Some((200, body)) if !body.is_empty() && body.len() <= MAX_ANSWER_BYTES => {
+            serde_json::from_slice(body).ok()
+        }
+        _ => None,
+    }
+}
+
+/// Applies a verdict: header changes and the mark, then the request goes on; or the denial
+/// sent to the client.
+pub fn apply(stream: &mut impl Stream, verdict: WireVerdict) -> Flow {
+    match verdict {
+        WireVerdict::Allow { set, remove } => {
+            for name in &remove {
+                stream.remove_request_header(name);
+            }
+            for (name, value) in &set {
+                if value.is_empty() {
+                    // Envoy cannot hold an empty header value: none is what the upstream
+                    // gets (as behind Caddy and Traefik).
+                    stream.remove_request_header(name);
+                } else {
+                    stream.set_request_header(name, value);
+                }
+            }
+            // The mark the guard after this filter lets through; a request that cannot
+            // carry it is refused here rather than there.
+            if !stream.mark_decided() {
+                return apply(stream, Config::unavailable());
+            }
+            Flow::Continue
+        }
+        WireVerdict::Deny {
+            status,
+            headers,
+            body,
+        } => {
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            stream.send_response(status, &headers, &body);
+            Flow::Stop
+        }
+    }
+}

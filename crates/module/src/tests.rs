@@ -1,0 +1,289 @@
+//! The module's logic against a recorded stream: callouts and their answers, the poll, the
+//! held tokens, and every way of not getting an answer failing closed.
+
+use std::time::Duration;
+
+use jwt_authz_core::in_proxy::{CachedToken, CheckAnswer, GenerationAnswer, WireVerdict};
+use serde_json::{Value, json};
+
+use super::*;
+
+const CONFIG: &str = r#"
+realm: test
+providers:
+  - name: main
+    issuer: https://issuer.test
+    audiences: [api]
+    jwks: {uri: https://issuer.test/jwks}
+rules:
+  - name: public
+    match: {path: {prefix: /public/}}
+    access: public
+in_proxy: {cluster: jwt_authz_http, poll_interval: 1s, max_unconfirmed: 30s}
+"#;
+
+/// What the filter did to the request, in order.
+#[derive(Debug, Default)]
+struct Recorded {
+    headers: Vec<(String, String)>,
+    set: Vec<(String, String)>,
+    removed: Vec<String>,
+    marked: bool,
+    refuse_mark: bool,
+    responses: Vec<(u16, String)>,
+    callouts: Vec<(String, Vec<(String, String)>)>,
+    refuse_callouts: bool,
+    continued: usize,
+    metrics: Vec<Metric>,
+}
+
+impl Stream for Recorded {
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.headers.clone()
+    }
+    fn set_request_header(&mut self, name: &str, value: &str) {
+        self.set.push((name.to_owned(), value.to_owned()));
+    }
+    fn remove_request_header(&mut self, name: &str) {
+        self.removed.push(name.to_owned());
+    }
+    fn mark_decided(&mut self) -> bool {
+        self.marked = !self.refuse_mark;
+        self.marked
+    }
+    fn send_response(&mut self, status: u16, _: &[(&str, &str)], body: &str) {
+        self.responses.push((status, body.to_owned()));
+    }
+    fn callout(&mut self, cluster: &str, headers: &[(&str, &str)], _: Duration) -> Option<u64> {
+        if self.refuse_callouts {
+            return None;
+        }
+        self.callouts.push((
+            cluster.to_owned(),
+            headers
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect(),
+        ));
+        Some(self.callouts.len() as u64)
+    }
+    fn continue_request(&mut self) {
+        self.continued += 1;
+    }
+    fn worker(&self) -> u32 {
+        0
+    }
+    fn count(&mut self, metric: Metric) {
+        self.metrics.push(metric);
+    }
+}
+
+fn request(path: &str, token: Option<&str>) -> Recorded {
+    let mut headers = vec![
+        (":method".to_owned(), "GET".to_owned()),
+        (":path".to_owned(), path.to_owned()),
+        (":authority".to_owned(), "api.test".to_owned()),
+        ("x-envoy-internal".to_owned(), "true".to_owned()),
+    ];
+    if let Some(token) = token {
+        headers.push(("authorization".to_owned(), format!("Bearer {token}")));
+    }
+    Recorded {
+        headers,
+        ..Recorded::default()
+    }
+}
+
+fn path_of(call: &[(String, String)]) -> &str {
+    call.iter()
+        .find(|(n, _)| n == ":path")
+        .map_or("", |(_, v)| v.as_str())
+}
+
+fn body(value: &impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_vec(value).expect("JSON")
+}
+
+fn digest(config: &Config) -> String {
+    jwt_authz_core::config::DecisionConfig::from_yaml(&config.text)
+        .expect("config")
+        .digest()
+}
+
+fn allow(config: &Config, generation: &str, hold: bool) -> CheckAnswer {
+    let exp = now_ms() / 1000 + 600;
+    let claims: Value =
+        json!({"iss": "https://issuer.test", "aud": "api", "sub": "alice", "exp": exp});
+    CheckAnswer {
+        generation: generation.to_owned(),
+        config: Some(digest(config)),
+        verdict: WireVerdict::Allow {
+            set: vec![("x-user-id".to_owned(), "alice".to_owned())],
+            remove: vec!["authorization".to_owned()],
+        },
+        token: hold.then(|| CachedToken {
+            provider: "main".to_owned(),
+            claims: claims.as_object().cloned().unwrap_or_default(),
+            cache_for: 60,
+        }),
+    }
+}
+
+#[test]
+fn a_token_not_held_is_asked_of_the_sidecar_and_its_answer_applied() {
+    let config = Config::new(CONFIG).expect("config");
+    let mut filter = Filter::default();
+    let mut stream = request("/api/orders", Some("tok"));
+    assert_eq!(filter.on_request_headers(&config, &mut stream), Flow::Stop);
+    assert!(filter.pending());
+    // The check, to the sidecar's cluster, carrying what the decision reads, not the proxy's
+    // own headers.
+    assert_eq!(stream.callouts.len(), 1);
+    let (cluster, check) = &stream.callouts[0];
+    assert_eq!(cluster, "jwt_authz_http");
+    assert_eq!(path_of(check), "/in-proxy/check/api/orders");
+    assert!(
+        check
+            .iter()
+            .any(|(n, v)| n == "authorization" && v == "Bearer tok")
+    );
+    assert!(!check.iter().any(|(n, _)| n == "x-envoy-internal"));
+    assert!(check.iter().any(|(n, v)| n == METHOD_HEADER && v == "GET"));
+
+    let answer = body(&allow(&config, "g1", false));
+    filter.on_callout_done(&config, &mut stream, 1, Some((200, &answer)));
+    assert!(!filter.pending());
+    assert_eq!(stream.set, [("x-user-id".to_owned(), "alice".to_owned())]);
+    assert_eq!(stream.removed, ["authorization"]);
+    assert!(stream.marked);
+    assert_eq!(stream.continued, 1);
+    assert!(stream.responses.is_empty());
+}
+
+#[test]
+fn a_held_token_is_decided_in_process_once_the_generation_is_confirmed() {
+    let config = Config::new(CONFIG).expect("config");
+    let call = config.poll_call(now_ms()).expect("due at once");
+    assert_eq!(call.path, "/in-proxy/generation");
+    assert_eq!(call.cluster, "jwt_authz_http");
+    let poll = GenerationAnswer {
+        generation: "g1".to_owned(),
+        config: Some(digest(&config)),
+        dpop_algs: None,
+    };
+    assert!(config.poll_done(Some((200, &body(&poll))), now_ms()));
+    let mut first = Filter::default();
+    let mut stream = request("/api/orders", Some("tok"));
+    first.on_request_headers(&config, &mut stream);
+    let answer = body(&allow(&config, "g1", true));
+    first.on_callout_done(&config, &mut stream, 1, Some((200, &answer)));
+    assert_eq!(stream.continued, 1);
+
+    // The next request with the token: no callout.
+    let mut second = Filter::default();
+    let mut stream = request("/api/orders", Some("tok"));
+    assert_eq!(
+        second.on_request_headers(&config, &mut stream),
+        Flow::Continue
+    );
+    assert!(stream.callouts.is_empty(), "{:?}", stream.callouts);
+    assert_eq!(stream.metrics, [Metric::DecidedCached]);
+    assert!(stream.marked);
+    // Another token still goes to the sidecar.
+    let mut third = Filter::default();
+    let mut stream = request("/api/orders", Some("other"));
+    assert_eq!(third.on_request_headers(&config, &mut stream), Flow::Stop);
+    assert_eq!(stream.callouts.len(), 1);
+}
+
+#[test]
+fn every_way_of_not_getting_an_answer_is_a_503() {
+    let config = Config::new(CONFIG).expect("config");
+    // The callout cannot be made.
+    let mut filter = Filter::default();
+    let mut stream = request("/api/orders", Some("tok"));
+    stream.refuse_callouts = true;
+    assert_eq!(filter.on_request_headers(&config, &mut stream), Flow::Stop);
+    assert_eq!(stream.responses[0].0, 503);
+    assert!(!stream.marked);
+    assert!(stream.metrics.contains(&Metric::CalloutFailures));
+    // No answer, another status, an unreadable or oversized body.
+    let huge = vec![b' '; MAX_ANSWER_BYTES + 1];
+    for answer in [
+        None,
+        Some((500, &b"{}"[..])),
+        Some((200, &b"<html>"[..])),
+        Some((200, &b""[..])),
+        Some((200, &huge[..])),
+    ] {
+        let mut filter = Filter::default();
+        let mut stream = request("/api/orders", Some("tok"));
+        filter.on_request_headers(&config, &mut stream);
+        let id = stream.callouts.len() as u64;
+        filter.on_callout_done(&config, &mut stream, id, answer);
+        assert_eq!(stream.responses.len(), 1, "{answer:?}");
+        assert_eq!(stream.responses[0].0, 503);
+        assert_eq!(stream.continued, 0);
+        assert!(!stream.marked);
+    }
+    // An answer to another callout id changes nothing.
+    let mut filter = Filter::default();
+    let mut stream = request("/api/orders", Some("tok"));
+    filter.on_request_headers(&config, &mut stream);
+    filter.on_callout_done(
+        &config,
+        &mut stream,
+        99,
+        Some((200, &body(&allow(&config, "g", false)))),
+    );
+    assert!(filter.pending() && stream.responses.is_empty() && stream.continued == 0);
+}
+
+#[test]
+fn an_allow_that_cannot_be_marked_is_refused_here() {
+    let config = Config::new(CONFIG).expect("config");
+    let mut filter = Filter::default();
+    let mut stream = request("/api/orders", Some("tok"));
+    stream.refuse_mark = true;
+    filter.on_request_headers(&config, &mut stream);
+    filter.on_callout_done(
+        &config,
+        &mut stream,
+        1,
+        Some((200, &body(&allow(&config, "g", false)))),
+    );
+    assert_eq!(stream.responses.len(), 1);
+    assert_eq!(stream.responses[0].0, 503);
+    assert_eq!(stream.continued, 0);
+}
+
+#[test]
+fn one_poll_at_a_time_and_again_when_due() {
+    let config = Config::new(CONFIG).expect("config");
+    let t0 = now_ms();
+    assert!(config.poll_call(t0).is_some(), "due at once");
+    // In flight: not again, until answered or given up (twice the callout timeout).
+    assert!(config.poll_call(t0 + 10).is_none());
+    let timeout = config.in_proxy.timeout.as_millis() as u64;
+    assert!(
+        config.poll_call(t0 + 2 * timeout + 1).is_some(),
+        "a lost poll is given up"
+    );
+    // Answered (here: unusable): not due again before poll_interval.
+    assert!(!config.poll_done(Some((200, b"<html>")), t0 + 2 * timeout + 2));
+    let answered = t0 + 2 * timeout + 2;
+    assert!(config.poll_call(answered + 10).is_none());
+    let interval = config.poll_interval().as_millis() as u64;
+    assert!(config.poll_call(answered + interval).is_some());
+}
+
+#[test]
+fn a_configuration_the_sidecar_would_refuse_is_refused() {
+    for bad in [
+        "providers: [{name: a}]",
+        "not yaml: [",
+        "rules: [{access: nope}]\nproviders: []",
+    ] {
+        assert!(Config::new(bad).is_err(), "{bad}");
+    }
+}

@@ -1,0 +1,251 @@
+//! The in-proxy mode as an Envoy dynamic module (libjwt_authz_module.so, issue 35) in the
+//! real Envoy 1.40: held tokens decided in the module, every way of not deciding failing
+//! closed (the sidecar down, a panic in a hook, a route that leaves the module out), and a
+//! configuration Envoy must refuse when the module is missing, broken or misconfigured.
+//! (The differential matrix and the MCP walk run through the module too: e2e_proxies.rs,
+//! e2e_mcp.rs.)
+
+use std::path::Path;
+use std::process::Command;
+
+use reqwest::StatusCode;
+
+use crate::support::bins::{envoy_binary, module_library, module_library_with_panic_probe};
+use crate::support::envoy::envoy_stat;
+use crate::support::stack::{Front, Options, Stack};
+
+const STAT: &str = "dynamicmodulescustom";
+
+fn module_stack(options: Options) -> Stack {
+    Stack::start_with(Options {
+        front: Front::EnvoyModule,
+        ..options
+    })
+    .expect("Envoy is always available")
+}
+
+/// The demo provider without DPoP: the sidecar hands over a token's claims only when they
+/// are all later requests need (no proof, certificate or status list to check each time).
+fn claims_suffice(config: String) -> String {
+    let dpop = "dpop: {mode: optional}";
+    assert!(config.contains(dpop), "the demo provider's dpop line");
+    config.replace(dpop, "dpop: {mode: off}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_tokens_are_decided_in_the_module() {
+    let stack = module_stack(Options {
+        status_list: Some("{mode: off}".into()),
+        authz_edit: Some(claims_suffice),
+        ..Options::default()
+    });
+    let gw = stack.gateway();
+    let bob = gw.login("bob", "bob-password").await;
+    for _ in 0..6 {
+        let (status, _, me) = gw.get("/api/users/me", Some(&bob), &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(me["username"], "bob");
+    }
+    let cached = envoy_stat(
+        stack.proxy_admin,
+        &format!("{STAT}.jwt_authz_module_decided_cached"),
+    )
+    .await;
+    let callouts = envoy_stat(
+        stack.proxy_admin,
+        &format!("{STAT}.jwt_authz_module_callouts"),
+    )
+    .await;
+    // The first requests are asked of the sidecar (until its generation is confirmed and it
+    // hands the claims over); the rest are decided in Envoy.
+    assert!(
+        cached >= 3,
+        "decided in the module: {cached}, callouts {callouts}"
+    );
+    assert_eq!(cached + callouts, 6);
+    // The sidecar saw only the callouts.
+    let sidecar = crate::support::admin_metric(
+        stack.authz_admin,
+        "jwt_authz_checks_total",
+        &[("front_end", "in_proxy")],
+    )
+    .await;
+    assert_eq!(sidecar, callouts);
+    // No token: decided in the module with the sidecar's challenge.
+    let (status, headers, _) = gw.get("/api/orders", None, &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(headers.get("www-authenticate").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_sidecar_down_a_token_not_held_gets_503() {
+    let mut stack = module_stack(Options::default());
+    let gw = stack.gateway();
+    let bob = gw.login("bob", "bob-password").await;
+    stack.terminate("jwt-authz");
+    let (status, _, _) = gw.get("/api/orders", Some(&bob), &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        envoy_stat(
+            stack.proxy_admin,
+            &format!("{STAT}.jwt_authz_module_callout_failures")
+        )
+        .await
+            >= 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_a_hook_is_caught_counted_and_answered_503() {
+    let stack = module_stack(Options {
+        module: Some(module_library_with_panic_probe()),
+        ..Options::default()
+    });
+    let gw = stack.gateway();
+    let bob = gw.login("bob", "bob-password").await;
+    let (status, _, _) = gw
+        .get(
+            "/api/orders",
+            Some(&bob),
+            &[("x-jwt-authz-panic-probe", "1")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        envoy_stat(
+            stack.proxy_admin,
+            &format!("{STAT}.jwt_authz_module_panics")
+        )
+        .await,
+        1
+    );
+    // Envoy and the module go on: the next request is decided as ever.
+    let (status, _, _) = gw.get("/api/orders", Some(&bob), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// The orders route with the module turned off for it, as a hand-edited configuration
+/// might: the guard after the module still refuses what the module never saw.
+fn orders_without_the_module(config: String) -> String {
+    let route = "              - match: {prefix: \"/api/orders\"}\n                route: {cluster: orders}\n";
+    assert!(config.contains(route), "the orders route");
+    config.replacen(
+        route,
+        &format!(
+            "{route}                typed_per_filter_config:\n                  envoy.filters.http.dynamic_modules:\n                    \"@type\": type.googleapis.com/envoy.config.route.v3.FilterConfig\n                    disabled: true\n"
+        ),
+        1,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_that_leaves_the_module_out_is_refused_by_the_guard() {
+    let stack = module_stack(Options {
+        envoy_edit: Some(orders_without_the_module),
+        ..Options::default()
+    });
+    let gw = stack.gateway();
+    let bob = gw.login("bob", "bob-password").await;
+    // With a valid token, and with none: the module never ran, nothing passes.
+    for token in [Some(bob.as_str()), None] {
+        let (status, _, body) = gw.get("/api/orders", token, &[]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    }
+    // Elsewhere the module decides as ever.
+    let (status, _, _) = gw.get("/api/users/me", Some(&bob), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// `envoy --mode validate` on the module template with `module` as the library path and
+/// `config` as the filter configuration: whether Envoy accepts it, and its output.
+fn validate(dir: &Path, module: &Path, config: &str) -> (bool, String) {
+    let template = std::fs::read_to_string(
+        Path::new(crate::support::bins::WORKSPACE).join("envoy/envoy-module.yaml.tmpl"),
+    )
+    .expect("template");
+    let vars: Vec<(&str, String)> = [
+        ("ENVOY_LISTEN_ADDRESS", "127.0.0.1"),
+        ("ENVOY_LISTEN_PORT", "1"),
+        ("ENVOY_ADMIN_PORT", "1"),
+        ("JWT_AUTHZ_HOST", "127.0.0.1"),
+        ("JWT_AUTHZ_HTTP_PORT", "1"),
+        ("ISSUER_HOST", "127.0.0.1"),
+        ("ISSUER_PORT", "1"),
+        ("USERS_HOST", "127.0.0.1"),
+        ("USERS_PORT", "1"),
+        ("ORDERS_HOST", "127.0.0.1"),
+        ("ORDERS_PORT", "1"),
+        ("FEED_HOST", "127.0.0.1"),
+        ("FEED_PORT", "1"),
+        ("MCP_HOST", "127.0.0.1"),
+        ("MCP_PORT", "1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.to_owned()))
+    .chain([
+        ("JWT_AUTHZ_MODULE", module.display().to_string()),
+        (
+            "JWT_AUTHZ_CONFIG_JSON",
+            serde_json::to_string(config).expect("a string"),
+        ),
+    ])
+    .collect();
+    let path = dir.join("envoy.yaml");
+    std::fs::write(&path, crate::support::stack::render(&template, &vars)).expect("write");
+    let out = Command::new(envoy_binary())
+        .arg("--mode")
+        .arg("validate")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("envoy runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn envoy_refuses_a_configuration_whose_module_is_missing_broken_or_misconfigured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = "providers:\n  - {name: p, issuer: 'https://issuer.test', audiences: [api], jwks: {uri: 'https://issuer.test/jwks'}}\nin_proxy: {cluster: jwt_authz_http}\n";
+    let module = module_library();
+    // The control: the module and a good configuration are accepted.
+    let (ok, out) = validate(dir.path(), &module, good);
+    assert!(ok, "{out}");
+    // No library at the path, a file that is no library, a configuration the sidecar would
+    // refuse: Envoy's configuration fails (no listener without the module).
+    let not_elf = dir.path().join("libnot.so");
+    std::fs::write(&not_elf, "not a shared library").expect("write");
+    for (why, module, config) in [
+        ("missing", dir.path().join("libnone.so"), good),
+        ("not a library", not_elf, good),
+        (
+            "invalid configuration",
+            module.clone(),
+            "providers: [{name: p}]",
+        ),
+        ("not YAML", module.clone(), "rules: ["),
+    ] {
+        let (ok, out) = validate(dir.path(), &module, config);
+        assert!(!ok, "{why}: accepted\n{out}");
+    }
+}
+
+#[test]
+fn the_module_binds_envoys_callbacks_at_load() {
+    // Immediate binding: an Envoy without one of the callbacks the module calls refuses to
+    // load it, rather than aborting at the first request that reaches that callback.
+    let out = Command::new("readelf")
+        .arg("-d")
+        .arg(module_library())
+        .output()
+        .expect("readelf (binutils)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("BIND_NOW") || text.contains("Flags: NOW"),
+        "{text}"
+    );
+}
