@@ -10,6 +10,8 @@
 //! - [`mtls`]: certificate-bound tokens (RFC 8705 §3): the certificate's thumbprint.
 //! - [`status_list`]: Token Status List references, list tokens and lookups.
 //! - [`spiffe`]: SPIFFE IDs, the subjects of JWT-SVIDs.
+//! - [`verify`]: a JWT access token verified under its provider's rules, the steps written
+//!   once for the sidecar and the Envoy dynamic module.
 
 pub mod crypto;
 pub mod dpop;
@@ -17,3 +19,4 @@ pub mod jws;
 pub mod mtls;
 pub mod spiffe;
 pub mod status_list;
+pub mod verify;

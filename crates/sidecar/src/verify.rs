@@ -5,17 +5,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use jsonwebtoken::{Algorithm, Header};
 use serde_json::{Map, Value};
 
 use crate::config::ProviderConfig;
+use crate::keys::KeySet;
 use crate::keys::store::KeyStore;
-use crate::keys::{KeySet, VerifyingKey};
 
 pub mod pool;
 pub mod token_cache;
 
 use jwt_authz_jose::jws::{self, Record, Registered, Unverified, stage};
+use jwt_authz_jose::verify as shared;
 use pool::VerifyPool;
 
 pub use jwt_authz_core::decision::audience_matches;
@@ -125,25 +125,16 @@ impl Verifier {
             }
         })?;
         let config = provider.config();
+        let profile = config.profile();
         let header = stage(
             record,
             "header",
-            checked_header(&token.header, config),
+            shared::checked_header(&token.header, &profile),
             |_| format!("alg {:?}", token.header.alg),
         )?;
-        // RFC 8725 §3.11: explicit typing keeps, say, an ID token out of where an access
-        // token is meant. Checked before the signature: it costs nothing. A Status List
-        // Token is signed with the same keys; it is never an access token.
+        // RFC 8725 §3.11: explicit typing. Checked before the signature: it costs nothing.
         let typ = header.typ.as_deref();
-        let typed = if !config.accepts_type(typ)
-            || typ
-                .and_then(crate::config::media_type)
-                .is_some_and(|t| t.eq_ignore_ascii_case(jwt_authz_jose::status_list::TOKEN_TYPE))
-        {
-            Err(VerifyError::WrongTokenType)
-        } else {
-            Ok(())
-        };
+        let typed = shared::checked_type(&profile, typ);
         stage(record, "typ", typed, |_| typ.unwrap_or("-").to_owned())?;
         let kid = token.header.kid.as_deref();
         let keys = key_set_for(&provider.store, kid).await;
@@ -151,10 +142,11 @@ impl Verifier {
             format!("kid {}", kid.unwrap_or("-"))
         })?;
         // Refused before it queues: the signature check alone is left to do.
-        candidates(&keys, token.header.kid.as_deref(), token.header.alg)?;
+        shared::candidates(&keys.keys, token.header.kid.as_deref(), token.header.alg)?;
         let (token, thumbprint) = pool
             .run(move || {
-                let thumbprint = signed_by(&keys, &token).map(|key| key.thumbprint.clone());
+                let thumbprint =
+                    shared::signed_by(&keys.keys, &token).map(|key| key.thumbprint.clone());
                 (token, thumbprint)
             })
             .await
@@ -167,7 +159,8 @@ impl Verifier {
             }
         })
         .and_then(|thumbprint| {
-            let exp = checked_claims(config, &token.claims, record)?;
+            let now = jsonwebtoken::get_current_timestamp();
+            let exp = shared::checked_claims(&config.profile(), &token.claims, now, record)?;
             Ok(VerifiedToken {
                 provider: provider.index,
                 thumbprint,
@@ -180,64 +173,6 @@ impl Verifier {
         }
         verified
     }
-}
-
-/// The registered claims (RFC 7519 §4.1) and the provider's own requirements, checked on a
-/// token whose signature holds; its `exp`.
-fn checked_claims(
-    config: &ProviderConfig,
-    claims: &Map<String, Value>,
-    record: Record<'_>,
-) -> Result<Option<u64>, VerifyError> {
-    // JWT-SVID §3: `iss` is optional (the trust domain in `sub` chose the provider).
-    let required: &[&str] = if config.spiffe.is_some() {
-        &["aud"]
-    } else {
-        &["iss", "aud"]
-    };
-    let now = jsonwebtoken::get_current_timestamp();
-    let exp = check_registered(config, claims, required, now, record)?;
-    stage(
-        record,
-        "required_claims",
-        check_required(config, claims),
-        |_| format!("{:?}", config.required_claims),
-    )?;
-    if let Some(spiffe) = &config.spiffe {
-        stage(
-            record,
-            "spiffe_id",
-            check_spiffe_id(&spiffe.trust_domain, claims),
-            |_| format!("sub in trust domain {}", spiffe.trust_domain),
-        )?;
-    }
-    check_issued_at(config, claims, exp, now, record)?;
-    Ok(exp)
-}
-
-/// The key whose signature the token carries: of the keys that may have signed it (the one
-/// its `kid` names, or every key for its algorithm), the first whose signature checks.
-fn signed_by<'k>(keys: &'k KeySet, token: &Unverified) -> Result<&'k VerifyingKey, VerifyError> {
-    let header = &token.header;
-    candidates(keys, header.kid.as_deref(), header.alg)?
-        .into_iter()
-        .find(|key| key.verify_signature(header.alg, &token.signing_input, &token.signature))
-        .ok_or(VerifyError::BadSignature)
-}
-
-/// The JOSE header, refused when it asks for what is never supported (`crit`, encryption,
-/// compression) or names an algorithm the provider does not accept.
-fn checked_header<'h>(
-    header: &'h Header,
-    config: &ProviderConfig,
-) -> Result<&'h Header, VerifyError> {
-    if header.crit.is_some() || header.enc.is_some() || header.zip.is_some() {
-        return Err(VerifyError::UnsupportedHeader);
-    }
-    if !config.algorithms.contains(&header.alg) {
-        return Err(VerifyError::AlgorithmNotAllowed);
-    }
-    Ok(header)
 }
 
 /// The provider's key set, refetched first (rate-limited) when it is empty or lacks `kid`.
@@ -258,34 +193,6 @@ async fn key_set_for(store: &Arc<KeyStore>, kid: Option<&str>) -> Result<Arc<Key
     Ok(keys)
 }
 
-/// The keys that may have signed a token with this header: the one named by `kid` (or,
-/// without one, every key for the algorithm), each allowed to verify `alg`.
-fn candidates<'k>(
-    keys: &'k KeySet,
-    kid: Option<&str>,
-    alg: Algorithm,
-) -> Result<Vec<&'k VerifyingKey>, VerifyError> {
-    let found: Vec<&VerifyingKey> = match kid {
-        Some(kid) => keys.by_kid(kid).collect(),
-        None => keys.for_algorithm(alg).collect(),
-    };
-    if found.is_empty() {
-        return Err(if kid.is_some() {
-            VerifyError::UnknownKey
-        } else {
-            VerifyError::AlgorithmNotAllowed
-        });
-    }
-    let usable: Vec<&VerifyingKey> = found
-        .into_iter()
-        .filter(|k| k.algorithms.contains(&alg))
-        .collect();
-    if usable.is_empty() {
-        return Err(VerifyError::AlgorithmNotAllowed);
-    }
-    Ok(usable)
-}
-
 /// Verifies a Status List Token (draft-ietf-oauth-status-list §5.1, §8.3 step 3) with a key
 /// of `store`'s provider, the provider of the token that references the list (§11.3: the
 /// same web-based key resolution as the Referenced Token): `typ` must be `statuslist+jwt`,
@@ -298,7 +205,7 @@ pub async fn verify_status_list_token(
 ) -> Result<Map<String, Value>, VerifyError> {
     let config = store.provider();
     let token = Unverified::parse(token)?;
-    let header = checked_header(&token.header, config)?;
+    let header = shared::checked_header(&token.header, &config.profile())?;
     // §5.1: "The JWT type MUST be statuslist+jwt" (RFC 7515 §4.1.9: with or without the
     // application/ prefix).
     let typ = header.typ.as_deref().and_then(crate::config::media_type);
@@ -306,7 +213,7 @@ pub async fn verify_status_list_token(
         return Err(VerifyError::WrongTokenType);
     }
     let keys = key_set_for(store, header.kid.as_deref()).await?;
-    signed_by(&keys, &token)?;
+    shared::signed_by(&keys.keys, &token)?;
     // `exp` is checked against the list's use (status_list::check_token_claims); `aud` is
     // not a Status List Token claim; `iss`, if present, must be the provider's.
     let rules = Registered {
@@ -334,7 +241,7 @@ pub async fn verify_signed_introspection(
     jwt: &str,
 ) -> Result<Map<String, Value>, VerifyError> {
     let token = Unverified::parse(jwt).map_err(|_| VerifyError::BadIntrospection)?;
-    let header = checked_header(&token.header, store.provider())
+    let header = shared::checked_header(&token.header, &store.provider().profile())
         .map_err(|_| VerifyError::BadIntrospection)?;
     let typ = header.typ.as_deref().and_then(crate::config::media_type);
     if !typ.is_some_and(|t| t.eq_ignore_ascii_case("token-introspection+jwt")) {
@@ -348,88 +255,6 @@ pub async fn verify_signed_introspection(
         }
         Err(_) => return Err(VerifyError::BadIntrospection),
     };
-    signed_by(&keys, &token).map_err(|_| VerifyError::BadIntrospection)?;
+    shared::signed_by(&keys.keys, &token).map_err(|_| VerifyError::BadIntrospection)?;
     Ok(token.claims)
-}
-
-/// JWT-SVID §3.1: `sub` is the workload's SPIFFE ID (SPIFFE-ID §2), and of this provider's
-/// trust domain (a bundle's keys speak for their own domain only).
-fn check_spiffe_id(trust_domain: &str, claims: &Map<String, Value>) -> Result<(), VerifyError> {
-    let sub = claims.get("sub").and_then(Value::as_str);
-    match sub.map(jwt_authz_jose::spiffe::parse) {
-        Some(Ok(id)) if id.trust_domain == trust_domain => Ok(()),
-        _ => Err(VerifyError::NotSpiffeId),
-    }
-}
-
-/// RFC 7519 §4.1 under the provider's rules: `required` present (and `exp` too unless
-/// `require_exp: false`), `exp` and `nbf` within `leeway`, `iss` (when present) the provider's
-/// issuer; the token's `exp`. For a JWT's claims and an introspection answer's members alike.
-pub(crate) fn check_registered(
-    config: &ProviderConfig,
-    claims: &Map<String, Value>,
-    required: &[&str],
-    now: u64,
-    record: Record<'_>,
-) -> Result<Option<u64>, VerifyError> {
-    let mut required = required.to_vec();
-    if config.require_exp {
-        required.push("exp");
-    }
-    let rules = Registered {
-        required: &required,
-        check_exp: true,
-        check_nbf: true,
-        leeway: config.leeway.as_secs(),
-        issuer: Some(&config.issuer),
-    };
-    jws::check_registered(claims, &rules, now, record)
-}
-
-pub(crate) fn check_required(
-    config: &ProviderConfig,
-    claims: &Map<String, Value>,
-) -> Result<(), VerifyError> {
-    for name in &config.required_claims {
-        if claims.get(name).is_none_or(Value::is_null) {
-            return Err(VerifyError::MissingClaim(name.clone()));
-        }
-    }
-    Ok(())
-}
-
-/// `iat` (RFC 7519 §4.1.6) must not lie in the future beyond the leeway, and with
-/// `max_lifetime` set the token must carry `iat` and `exp` no further apart than that.
-pub(crate) fn check_issued_at(
-    config: &ProviderConfig,
-    claims: &Map<String, Value>,
-    exp: Option<u64>,
-    now: u64,
-    record: Record<'_>,
-) -> Result<(), VerifyError> {
-    let iat = jws::date_claim(claims, "iat")?;
-    if let Some(iat) = iat {
-        let future = if iat > now.saturating_add(config.leeway.as_secs()) {
-            Err(VerifyError::IssuedInFuture)
-        } else {
-            Ok(())
-        };
-        stage(record, "iat", future, |_| {
-            format!("{:+} s from now", jws::from_now(iat, now))
-        })?;
-    }
-    if let Some(max) = config.max_lifetime {
-        let lifetime = match (iat, exp) {
-            (None, _) => Err(VerifyError::MissingClaim("iat".to_owned())),
-            (_, None) => Err(VerifyError::MissingClaim("exp".to_owned())),
-            (Some(iat), Some(exp)) if exp.saturating_sub(iat) > max.as_secs() => {
-                Err(VerifyError::LifetimeTooLong)
-            }
-            _ => Ok(()),
-        };
-        stage(record, "lifetime", lifetime, |_| {
-            format!("at most {} s", max.as_secs())
-        })?;
-    }
-    Ok(())
 }

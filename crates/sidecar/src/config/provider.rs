@@ -309,34 +309,26 @@ impl ProviderConfig {
 
     /// Whether a token's `typ` header is one this provider accepts.
     pub fn accepts_type(&self, typ: Option<&str>) -> bool {
-        if self.token_types.is_empty() {
-            return true;
+        jwt_authz_jose::verify::accepts_type(&self.token_types, typ)
+    }
+
+    /// This provider's verification rules, as the shared verification steps read them
+    /// (`jwt_authz_jose::verify`).
+    pub fn profile(&self) -> jwt_authz_jose::verify::Profile<'_> {
+        jwt_authz_jose::verify::Profile {
+            issuer: &self.issuer,
+            algorithms: &self.algorithms,
+            leeway: self.leeway.as_secs(),
+            require_exp: self.require_exp,
+            required_claims: &self.required_claims,
+            max_lifetime: self.max_lifetime.map(|d| d.as_secs()),
+            token_types: &self.token_types,
+            spiffe_trust_domain: self.spiffe.as_ref().map(|s| s.trust_domain.as_str()),
         }
-        let Some(typ) = typ.and_then(media_type) else {
-            return false;
-        };
-        self.token_types
-            .iter()
-            .filter_map(|t| media_type(t))
-            .any(|accepted| accepted.eq_ignore_ascii_case(typ))
     }
 }
 
-/// A JOSE `typ` value without its optional `application/` prefix (RFC 7515 §4.1.9: a value
-/// without `/` means `application/<value>`; RFC 8725 §3.11). `None` for a value that is empty,
-/// names another top-level type, or holds spaces or control characters.
-pub fn media_type(typ: &str) -> Option<&str> {
-    let subtype = match typ.split_once('/') {
-        Some((top, sub)) if top.eq_ignore_ascii_case("application") => sub,
-        Some(_) => return None,
-        None => typ,
-    };
-    (!subtype.is_empty()
-        && subtype
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b'"' | b'\\')))
-    .then_some(subtype)
-}
+pub use jwt_authz_jose::verify::media_type;
 
 impl JwksHttpConfig {
     /// The CA file must hold certificates and the token file must be readable now, so a typo

@@ -42,15 +42,16 @@ pub fn check_active(
     claims: &Map<String, Value>,
     now: u64,
 ) -> Result<Option<u64>, VerifyError> {
-    let exp = crate::verify::check_registered(config, claims, &[], now, None)?;
+    let profile = config.profile();
+    let exp = jwt_authz_jose::verify::check_registered(&profile, claims, &[], now, None)?;
     if let Some(iss) = claims.get("iss")
         && !iss.is_string()
     {
         return Err(VerifyError::WrongIssuer);
     }
     // The provider's own requirements, as a JWT's.
-    crate::verify::check_required(config, claims)?;
-    crate::verify::check_issued_at(config, claims, exp, now, None)?;
+    jwt_authz_jose::verify::check_required(&profile, claims)?;
+    jwt_authz_jose::verify::check_issued_at(&profile, claims, exp, now, None)?;
     let cnf = match claims.get("cnf") {
         None => None,
         Some(Value::Object(cnf)) => Some(cnf),
