@@ -80,9 +80,9 @@ pub const REQUEST_HEADER: u32 = 0;
 /// `on_http_filter_request_headers_status` (and trailers): Continue, StopIteration.
 pub const HEADERS_CONTINUE: u32 = 0;
 pub const HEADERS_STOP_ITERATION: u32 = 1;
-/// `on_http_filter_request_body_status`: Continue, StopIterationAndBuffer.
+/// `on_http_filter_request_body_status`: Continue, StopIterationAndWatermark.
 pub const BODY_CONTINUE: u32 = 0;
-pub const BODY_STOP_AND_BUFFER: u32 = 1;
+pub const BODY_STOP_AND_WATERMARK: u32 = 2;
 
 /// `envoy_dynamic_module_type_http_callout_init_result`: Success.
 pub const CALLOUT_INIT_SUCCESS: u32 = 0;

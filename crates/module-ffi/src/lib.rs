@@ -78,12 +78,21 @@ impl Ticker {
         })
     }
 
-    /// Stops the thread and gives back the scheduler (to delete) once it has returned.
+    /// Stops the thread and gives back the scheduler (to delete) once it has returned. Envoy
+    /// holds a strong reference to its configuration during `commit`, so the last one may be
+    /// dropped, and `config_destroy` run, on the timer thread itself: then it cannot wait for
+    /// itself: the thread ends at its next look at the flag,
+    /// and the scheduler, still in use by the `commit` under way, is left undeleted (a few
+    /// bytes, once per configuration torn down so).
     fn stop(mut self) -> Option<Scheduler> {
         let (lock, wake) = &*self.stop;
         *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
         wake.notify_all();
-        self.thread.take()?.join().ok()
+        let thread = self.thread.take()?;
+        if thread.thread().id() == std::thread::current().id() {
+            return None;
+        }
+        thread.join().ok()
     }
 }
 
@@ -95,14 +104,19 @@ const POLL_EVENT: u64 = 1;
 struct ModuleFilter {
     config: *const ModuleConfig,
     filter: Filter,
-    /// A hook panicked: the request was answered (or is left to Envoy); nothing more runs.
+    /// A hook panicked (or the filter has no configuration): nothing more runs, and the
+    /// request gets a 503 at the first hook that can still answer it.
     poisoned: bool,
+    /// The request was answered (a local reply was sent).
+    answered: bool,
 }
 
 /// Envoy's side of one request during a hook: the safe API.
 struct EnvoyStream<'c> {
     envoy: FilterEnvoyPtr,
     counters: &'c [Option<usize>; Metric::ALL.len()],
+    /// A local reply was sent during this hook.
+    answered: bool,
 }
 
 /// Copies Envoy-owned bytes into an owned string (invalid UTF-8 read lossily).
@@ -209,6 +223,7 @@ impl Stream for EnvoyStream<'_> {
             .iter()
             .map(|(n, v)| ModuleHeader::of(n, v))
             .collect();
+        self.answered = true;
         // SAFETY: `headers` (and the strings its entries point to) and `body` live for the
         // call, and Envoy copies them; the filter pointer is this hook's. Envoy may finish the
         // stream inside this call: our `stream_complete` hook touches nothing.
@@ -289,19 +304,22 @@ impl Stream for EnvoyStream<'_> {
 /// here).
 unsafe fn filter_of<'a>(
     module: FilterModulePtr,
-) -> Option<(&'a mut ModuleFilter, &'a ModuleConfig)> {
+) -> Option<(&'a mut ModuleFilter, Option<&'a ModuleConfig>)> {
     if module.is_null() {
         return None;
     }
     // SAFETY: by this function's contract, a live `ModuleFilter` only this hook uses now.
     let filter = unsafe { &mut *(module as *mut ModuleFilter) };
-    // SAFETY: the configuration outlives every filter made from it (Envoy holds it for them).
-    let config = unsafe { &*filter.config };
+    // SAFETY: null (a filter made without one) or the configuration, which outlives every
+    // filter made from it (Envoy holds it for them).
+    let config = unsafe { filter.config.as_ref() };
     Some((filter, config))
 }
 
 /// Runs `work` on the request's filter, catching a panic: counted, the filter poisoned, and
-/// `on_panic` (a 503 where one can still be sent) run.
+/// the request answered 503 (when `answers`: a hook of the request's side, where a local
+/// reply can still be sent) unless it was answered already. A poisoned filter runs nothing
+/// more; its request still unanswered gets the 503 at the first such hook.
 ///
 /// # Safety
 /// As for [`filter_of`]; `envoy` is the hook's filter pointer.
@@ -309,34 +327,50 @@ unsafe fn guarded<R: Copy>(
     envoy: FilterEnvoyPtr,
     module: FilterModulePtr,
     poisoned_answer: R,
+    answers: bool,
     work: impl FnOnce(&mut Filter, &Config, &mut EnvoyStream<'_>) -> R,
-    on_panic: impl FnOnce(&mut EnvoyStream<'_>) -> R,
 ) -> R {
     // SAFETY: the caller's contract.
     let Some((filter, config)) = (unsafe { filter_of(module) }) else {
         return poisoned_answer;
     };
-    if filter.poisoned {
-        return poisoned_answer;
-    }
+    let no_counters = [None; Metric::ALL.len()];
+    let counters = config.map_or(&no_counters, |c| &c.counters);
     let mut stream = EnvoyStream {
         envoy,
-        counters: &config.counters,
+        counters,
+        answered: false,
     };
-    let run = catch_unwind(AssertUnwindSafe(|| {
-        work(&mut filter.filter, &config.config, &mut stream)
-    }));
-    match run {
-        Ok(answer) => answer,
-        Err(_) => {
+    let run = match (filter.poisoned, config) {
+        (false, Some(config)) => {
+            let run = catch_unwind(AssertUnwindSafe(|| {
+                work(&mut filter.filter, &config.config, &mut stream)
+            }));
+            if run.is_err() {
+                filter.poisoned = true;
+                stream.count(Metric::Panics);
+                log(
+                    abi::LOG_ERROR,
+                    "jwt-authz module: a hook panicked; the request gets 503",
+                );
+            }
+            run.ok()
+        }
+        _ => {
             filter.poisoned = true;
-            stream.count(Metric::Panics);
-            log(
-                abi::LOG_ERROR,
-                "jwt-authz module: a hook panicked; the request gets 503",
-            );
-            // A panic while answering (never expected) leaves the request to Envoy, paused.
-            catch_unwind(AssertUnwindSafe(|| on_panic(&mut stream))).unwrap_or(poisoned_answer)
+            None
+        }
+    };
+    filter.answered |= stream.answered;
+    match run {
+        Some(answer) => answer,
+        None => {
+            if answers && !filter.answered {
+                // A panic while answering (never expected) leaves the request paused.
+                let _ = catch_unwind(AssertUnwindSafe(|| answer_503(&mut stream)));
+                filter.answered |= stream.answered;
+            }
+            poisoned_answer
         }
     }
 }
@@ -510,7 +544,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
         return;
     }
     let run = catch_unwind(AssertUnwindSafe(|| {
-        let Some(call) = module.config.poll_call(now_ms()) else {
+        let Some(call) = module.config.poll_call() else {
             return;
         };
         let headers = [
@@ -668,8 +702,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
         config: config as *const ModuleConfig,
         filter: Filter::default(),
         // A filter without a configuration (never expected) decides nothing: its request
-        // waits for no one and Envoy's guard after this filter refuses it.
+        // gets a 503 at its first hook.
         poisoned: config.is_null(),
+        answered: false,
     };
     Box::into_raw(Box::new(filter)) as FilterModulePtr
 }
@@ -698,6 +733,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
             envoy,
             module,
             abi::HEADERS_STOP_ITERATION,
+            true,
             |filter, config, stream| {
                 #[cfg(feature = "panic-probe")]
                 if stream
@@ -712,15 +748,12 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
                     Flow::Stop => abi::HEADERS_STOP_ITERATION,
                 }
             },
-            |stream| {
-                answer_503(stream);
-                abi::HEADERS_STOP_ITERATION
-            },
         )
     }
 }
 
-/// While a callout is in flight the body waits (buffered), as the headers do.
+/// While a callout is in flight the body waits, buffered under Envoy's flow control (the
+/// watermark: a large upload is paused, not refused), as the headers do.
 ///
 /// # Safety
 /// Envoy's filter pointer and our filter, on its worker.
@@ -735,15 +768,15 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
         guarded(
             envoy,
             module,
-            abi::BODY_STOP_AND_BUFFER,
+            abi::BODY_STOP_AND_WATERMARK,
+            true,
             |filter, _, _| {
                 if filter.pending() {
-                    abi::BODY_STOP_AND_BUFFER
+                    abi::BODY_STOP_AND_WATERMARK
                 } else {
                     abi::BODY_CONTINUE
                 }
             },
-            |_| abi::BODY_STOP_AND_BUFFER,
         )
     }
 }
@@ -761,6 +794,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
             envoy,
             module,
             abi::HEADERS_STOP_ITERATION,
+            true,
             |filter, _, _| {
                 if filter.pending() {
                     abi::HEADERS_STOP_ITERATION
@@ -768,7 +802,6 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
                     abi::HEADERS_CONTINUE
                 }
             },
-            |_| abi::HEADERS_STOP_ITERATION,
         )
     }
 }
@@ -795,13 +828,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     let answer = answer.as_ref().map(|(s, body)| (*s, body.as_slice()));
     // SAFETY: the hook's own pointers.
     unsafe {
-        guarded(
-            envoy,
-            module,
-            (),
-            |filter, config, stream| filter.on_callout_done(config, stream, callout_id, answer),
-            answer_503,
-        );
+        guarded(envoy, module, (), true, |filter, config, stream| {
+            filter.on_callout_done(config, stream, callout_id, answer)
+        });
     }
 }
 

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jwt_authz_core::config::InProxyConfig;
 pub use jwt_authz_core::in_proxy::MAX_ANSWER_BYTES;
@@ -125,13 +125,16 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The poll of the sidecar's generation: at most one in flight for the whole module.
+/// The poll of the sidecar's generation: at most one in flight for the whole module, timed
+/// on the monotonic clock (a wall clock stepped back must not stop the polls).
 #[derive(Debug, Default)]
 struct Poll {
-    last_ms: u64,
-    /// When the poll in flight started (a poll whose stream ended early never answers: it
-    /// is given up after twice the callout timeout).
-    in_flight_since: Option<u64>,
+    last_started: Option<Instant>,
+    /// When the poll in flight started (one whose answer never comes is given up after
+    /// twice the callout timeout).
+    in_flight_since: Option<Instant>,
+    /// The last answer and when it came (Unix ms): an engine built later starts from it.
+    last_answer: Option<(GenerationAnswer, u64)>,
 }
 
 /// One filter configuration (the sidecar's YAML, as for the Wasm filter), shared by every
@@ -178,36 +181,46 @@ impl Config {
     fn engine(&self, worker: u32) -> Option<&Mutex<Engine>> {
         let slot = &self.engines[worker as usize % WORKERS];
         if slot.get().is_none() {
-            let engine = Engine::from_config(&self.text).ok()?;
+            let mut engine = Engine::from_config(&self.text).ok()?;
+            // It starts where the others are: the last poll's generation, as of that poll.
+            if let Some((answer, at)) = lock(&self.poll).last_answer.clone() {
+                engine.polled(answer, at);
+            }
             // Another request of this slot may have set it first: either engine will do.
             let _ = slot.set(Mutex::new(engine));
         }
         slot.get()
     }
 
-    /// Whether a poll is due now; if so it is marked in flight.
-    fn poll_due(&self, now: u64) -> bool {
+    /// Whether a poll is due now; if so it is marked in flight. The timer asks every
+    /// `poll_interval`; a poll is due when none is in flight (or the one in flight is
+    /// lost) and none started in the last half interval (two wake-ups close together).
+    fn poll_due(&self) -> bool {
         let mut poll = lock(&self.poll);
-        let timeout = self.in_proxy.timeout.as_millis() as u64;
+        let now = Instant::now();
         if let Some(since) = poll.in_flight_since
-            && now.saturating_sub(since) < timeout.saturating_mul(2)
+            && now.duration_since(since) < self.in_proxy.timeout.saturating_mul(2)
         {
             return false;
         }
-        let interval = self.in_proxy.poll_interval.as_millis() as u64;
-        if poll.in_flight_since.is_none() && now.saturating_sub(poll.last_ms) < interval {
+        if let Some(started) = poll.last_started
+            && now.duration_since(started) < self.in_proxy.poll_interval / 2
+        {
             return false;
         }
         poll.in_flight_since = Some(now);
+        poll.last_started = Some(now);
         true
     }
 
-    /// The poll is over: answered (`Some`) or failed.
+    /// The poll is over: answered (`Some`) or failed. `now`: Unix ms.
     fn polled(&self, answer: Option<GenerationAnswer>, now: u64) {
         {
             let mut poll = lock(&self.poll);
             poll.in_flight_since = None;
-            poll.last_ms = now;
+            if let Some(answer) = &answer {
+                poll.last_answer = Some((answer.clone(), now));
+            }
         }
         if let Some(answer) = answer {
             for engine in self.engines.iter().filter_map(OnceLock::get) {
@@ -238,8 +251,8 @@ impl Config {
 
     /// The poll to make now, if one is due and none is in flight (it is then marked in
     /// flight until [`Config::poll_done`]).
-    pub fn poll_call(&self, now: u64) -> Option<PollCall<'_>> {
-        self.poll_due(now).then(|| PollCall {
+    pub fn poll_call(&self) -> Option<PollCall<'_>> {
+        self.poll_due().then(|| PollCall {
             cluster: &self.in_proxy.cluster,
             path: self.in_proxy.generation_path(),
             timeout: self.in_proxy.timeout,

@@ -163,7 +163,7 @@ fn a_token_not_held_is_asked_of_the_sidecar_and_its_answer_applied() {
 #[test]
 fn a_held_token_is_decided_in_process_once_the_generation_is_confirmed() {
     let config = Config::new(CONFIG).expect("config");
-    let call = config.poll_call(now_ms()).expect("due at once");
+    let call = config.poll_call().expect("due at once");
     assert_eq!(call.path, "/in-proxy/generation");
     assert_eq!(call.cluster, "jwt_authz_http");
     let poll = GenerationAnswer {
@@ -258,23 +258,79 @@ fn an_allow_that_cannot_be_marked_is_refused_here() {
 }
 
 #[test]
-fn one_poll_at_a_time_and_again_when_due() {
+fn one_poll_at_a_time_and_again_at_the_next_tick() {
+    let config =
+        Config::new(&CONFIG.replace("poll_interval: 1s", "poll_interval: 200ms")).expect("config");
+    assert!(config.poll_call().is_some(), "due at once");
+    // In flight: not again (until answered, or given up after twice the timeout).
+    assert!(config.poll_call().is_none());
+    // Answered: not again within half an interval (two wake-ups close together)...
+    assert!(!config.poll_done(Some((200, b"<html>")), now_ms()));
+    assert!(config.poll_call().is_none());
+    // ...and due at the timer's next wake-up, one interval after the last start (measured
+    // from when it started, not when it was answered: one poll per tick).
+    std::thread::sleep(Duration::from_millis(110));
+    assert!(config.poll_call().is_some());
+}
+
+#[test]
+fn an_engine_built_after_a_poll_starts_from_its_answer() {
     let config = Config::new(CONFIG).expect("config");
-    let t0 = now_ms();
-    assert!(config.poll_call(t0).is_some(), "due at once");
-    // In flight: not again, until answered or given up (twice the callout timeout).
-    assert!(config.poll_call(t0 + 10).is_none());
-    let timeout = config.in_proxy.timeout.as_millis() as u64;
-    assert!(
-        config.poll_call(t0 + 2 * timeout + 1).is_some(),
-        "a lost poll is given up"
+    let poll = GenerationAnswer {
+        generation: "g1".to_owned(),
+        config: Some(digest(&config)),
+        dpop_algs: None,
+    };
+    assert!(config.poll_call().is_some());
+    assert!(config.poll_done(Some((200, &body(&poll))), now_ms()));
+    // Worker 5's engine does not exist yet: built now, it knows the generation, so the
+    // sidecar's answer (of that generation) is held and the next request decided here.
+    struct Worker5(Recorded);
+    impl Stream for Worker5 {
+        fn request_headers(&self) -> Vec<(String, String)> {
+            self.0.request_headers()
+        }
+        fn set_request_header(&mut self, n: &str, v: &str) {
+            self.0.set_request_header(n, v)
+        }
+        fn remove_request_header(&mut self, n: &str) {
+            self.0.remove_request_header(n)
+        }
+        fn mark_decided(&mut self) -> bool {
+            self.0.mark_decided()
+        }
+        fn send_response(&mut self, s: u16, h: &[(&str, &str)], b: &str) {
+            self.0.send_response(s, h, b)
+        }
+        fn callout(&mut self, c: &str, h: &[(&str, &str)], t: Duration) -> Option<u64> {
+            self.0.callout(c, h, t)
+        }
+        fn continue_request(&mut self) {
+            self.0.continue_request()
+        }
+        fn worker(&self) -> u32 {
+            5
+        }
+        fn count(&mut self, m: Metric) {
+            self.0.count(m)
+        }
+    }
+    let mut first = Filter::default();
+    let mut stream = Worker5(request("/api/orders", Some("tok")));
+    first.on_request_headers(&config, &mut stream);
+    first.on_callout_done(
+        &config,
+        &mut stream,
+        1,
+        Some((200, &body(&allow(&config, "g1", true)))),
     );
-    // Answered (here: unusable): not due again before poll_interval.
-    assert!(!config.poll_done(Some((200, b"<html>")), t0 + 2 * timeout + 2));
-    let answered = t0 + 2 * timeout + 2;
-    assert!(config.poll_call(answered + 10).is_none());
-    let interval = config.poll_interval().as_millis() as u64;
-    assert!(config.poll_call(answered + interval).is_some());
+    let mut second = Filter::default();
+    let mut stream = Worker5(request("/api/orders", Some("tok")));
+    assert_eq!(
+        second.on_request_headers(&config, &mut stream),
+        Flow::Continue
+    );
+    assert_eq!(stream.0.metrics, [Metric::DecidedCached]);
 }
 
 #[test]
