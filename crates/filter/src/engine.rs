@@ -80,6 +80,23 @@ pub enum Counter {
     /// Not decided here (a callout) because the sidecar's decision configuration differs
     /// from this filter's.
     ConfigMismatch,
+    /// A token not held, verified here ([`LocalVerify`]) and then held.
+    Verified,
+}
+
+/// A token verified where the engine runs, for a caller that can (the Envoy dynamic module,
+/// with the keys and rules the sidecar published; never the Wasm filter).
+#[derive(Debug)]
+pub struct LocallyVerified {
+    pub token: VerifiedToken,
+    /// How long (seconds) it may be held, at most until its `exp`.
+    pub cache_for: u64,
+}
+
+/// Verifies a token not held, under the sidecar's keys of `generation`: `None` when it
+/// cannot be verified here, or is refused (the sidecar then decides it, and says why).
+pub trait LocalVerify {
+    fn verify(&self, token: &str, generation: &str, now_ms: u64) -> Option<LocallyVerified>;
 }
 
 /// One held token: its claims as the sidecar verified them, until `expires_ms`.
@@ -282,6 +299,18 @@ impl Engine {
 
     /// Decides `http` here if it can (see the module's doc); `now_ms`: Unix time in ms.
     pub fn decide(&mut self, http: &Incoming<'_>, now_ms: u64) -> (Step, Option<Counter>) {
+        self.decide_with(http, now_ms, None)
+    }
+
+    /// [`Engine::decide`], verifying a token it does not hold with `local` (while the
+    /// sidecar's generation is confirmed, as for held tokens); a token so verified is held
+    /// for its later requests.
+    pub fn decide_with(
+        &mut self,
+        http: &Incoming<'_>,
+        now_ms: u64,
+        local: Option<&dyn LocalVerify>,
+    ) -> (Step, Option<Counter>) {
         if !self.config_agrees() {
             // Not yet heard from the sidecar (no counter: every filter starts so), or told
             // another configuration: the sidecar decides everything.
@@ -295,22 +324,29 @@ impl Engine {
         });
         let mut lookup = Lookup {
             held: self.held.as_ref().filter(|_| confirmed),
+            local: local
+                .zip(self.generation.as_deref())
+                .filter(|_| confirmed && self.held.is_some()),
+            providers: &self.decider.config().providers,
             http,
             now_ms,
             expired: None,
+            verified: None,
         };
         let algs = self.dpop_algs.as_ref().and_then(Option::as_deref);
         let decided = now(self.decider.decide(http, &mut lookup, algs)).flatten();
         let expired = lookup.expired;
+        let verified_here = lookup.verified.take();
         let step = match decided {
             // The challenge names DPoP's algorithms when a provider takes DPoP: known only
             // from the sidecar.
             Some(d) if d.deny == Some(Deny::MissingToken) && self.dpop_algs.is_none() => None,
             Some(d) => {
                 let used = d.verified.as_ref().and(d.found).map(|f| f.token.to_owned());
-                let counter = match used {
-                    Some(_) => Counter::CacheHit,
-                    None => Counter::NoToken,
+                let counter = match (&used, &verified_here) {
+                    (Some(_), Some(_)) => Counter::Verified,
+                    (Some(_), None) => Counter::CacheHit,
+                    (None, _) => Counter::NoToken,
                 };
                 Some((Step::Decided(d.verdict.into()), counter, used))
             }
@@ -322,7 +358,10 @@ impl Engine {
             if let Some(token) = expired {
                 held.pop(token.as_str());
             }
-            if let Some((_, _, Some(token))) = &step {
+            // A token verified here is held like one the sidecar handed over.
+            if let Some((token, verified)) = verified_here {
+                held.put(&token, verified);
+            } else if let Some((_, _, Some(token))) = &step {
                 held.promote(token.as_str());
             }
         }
@@ -412,10 +451,16 @@ impl Engine {
 struct Lookup<'e> {
     /// The held tokens, while the sidecar's generation is confirmed.
     held: Option<&'e HeldTokens>,
+    /// The caller's verification and the confirmed generation, for a token not held.
+    local: Option<(&'e dyn LocalVerify, &'e str)>,
+    /// The decision's providers, to find a verified token's by name.
+    providers: &'e [jwt_authz_core::config::DecisionProvider],
     http: &'e Incoming<'e>,
     now_ms: u64,
     /// A held token found expired, to drop once the lookup is done.
     expired: Option<String>,
+    /// A token verified here, to hold once the lookup is done.
+    verified: Option<(String, Held)>,
 }
 
 impl Checks for Lookup<'_> {
@@ -426,18 +471,45 @@ impl Checks for Lookup<'_> {
         if found.scheme == Scheme::Dpop || self.http.headers.contains_key("dpop") {
             return Err(Stop::Defer);
         }
-        let held = self
-            .held
-            .and_then(|h| h.peek(found.token))
+        match self.held.and_then(|h| h.peek(found.token)) {
+            Some(held) if held.expires_ms > self.now_ms => {
+                return Ok(Verified {
+                    token: Arc::clone(&held.token),
+                    note: (),
+                });
+            }
+            Some(_) => self.expired = Some(found.token.to_owned()),
+            None => {}
+        }
+        let (local, generation) = self.local.ok_or(Stop::Defer)?;
+        let verified = local
+            .verify(found.token, generation, self.now_ms)
             .ok_or(Stop::Defer)?;
-        if held.expires_ms <= self.now_ms {
-            self.expired = Some(found.token.to_owned());
+        // The sidecar's rule for what may be held: a token bound to a key or certificate
+        // (`cnf`) never is, whatever its provider.
+        if verified.token.claims.contains_key("cnf")
+            || verified.token.provider >= self.providers.len()
+            || verified.cache_for == 0
+        {
             return Err(Stop::Defer);
         }
-        Ok(Verified {
-            token: Arc::clone(&held.token),
-            note: (),
-        })
+        let mut expires_ms = self
+            .now_ms
+            .saturating_add(verified.cache_for.saturating_mul(1000));
+        if let Some(exp) = verified.token.exp {
+            expires_ms = expires_ms.min(exp.saturating_mul(1000));
+        }
+        let bytes = entry_bytes(found.token, &verified.token.claims);
+        let token = Arc::new(verified.token);
+        self.verified = Some((
+            found.token.to_owned(),
+            Held {
+                token: Arc::clone(&token),
+                expires_ms,
+                bytes,
+            },
+        ));
+        Ok(Verified { token, note: () })
     }
 
     async fn bind(&mut self, _: &Found<'_>, _: &Arc<VerifiedToken>) -> Result<(), Stop> {

@@ -68,7 +68,8 @@ impl Metrics {
             Some(Counter::CacheHit) => Self::count(self.in_proxy_cached),
             Some(Counter::NoToken) => Self::count(self.in_proxy_no_token),
             Some(Counter::ConfigMismatch) => Self::count(self.config_mismatch),
-            None => {}
+            // The Wasm filter verifies nothing itself.
+            Some(Counter::Verified) | None => {}
         }
     }
 }

@@ -502,3 +502,27 @@ pub fn verify(
         thumbprint,
     })
 }
+
+/// What the sidecar publishes to the Envoy dynamic module (`<in_proxy.prefix>/keys`) so that
+/// a token it does not hold can be verified in Envoy: for each provider whose tokens need
+/// nothing but their claims on later requests (no DPoP, certificate binding or status list),
+/// its rules and the keys it holds, as of `generation`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublishedKeys {
+    /// The sidecar's in-proxy generation these keys belong to.
+    pub generation: String,
+    pub providers: Vec<PublishedProvider>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublishedProvider {
+    pub name: String,
+    pub profile: OwnedProfile,
+    /// How long a token verified in Envoy may be held (the sidecar's `token_cache.ttl`).
+    pub cache_for: u64,
+    /// The JWKs it verifies with (public members only), as it read them.
+    pub keys: Vec<Value>,
+}
+
+/// The most a published key answer may take (a JWKS of a few hundred keys).
+pub const MAX_PUBLISHED_KEYS_BYTES: usize = 1024 * 1024;

@@ -28,8 +28,9 @@ struct ModuleConfig {
     config: Config,
     counters: [Option<usize>; Metric::ALL.len()],
     ticker: Option<Ticker>,
-    /// The poll callout in flight (main thread only; a lock for `Sync`).
+    /// The poll callout in flight, and the keys fetch (main thread only; locks for `Sync`).
     polling: Mutex<Option<u64>>,
+    fetching: Mutex<Option<u64>>,
 }
 
 /// Envoy's configuration scheduler, handed to the timer thread.
@@ -473,6 +474,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         counters,
         ticker: Some(ticker),
         polling: Mutex::new(None),
+        fetching: Mutex::new(None),
     })) as ConfigModulePtr
 }
 
@@ -526,6 +528,47 @@ unsafe fn config_of<'a>(config: ConfigModulePtr) -> Option<&'a ModuleConfig> {
     unsafe { (config as *const ModuleConfig).as_ref() }
 }
 
+/// A GET from the configuration on the main thread (`call`'s cluster and path); its id.
+fn config_callout(
+    config_envoy: ConfigEnvoyPtr,
+    call: &jwt_authz_module::PollCall<'_>,
+) -> Option<u64> {
+    let headers = [
+        ModuleHeader::of(":method", "GET"),
+        ModuleHeader::of(":path", &call.path),
+        ModuleHeader::of(":authority", "jwt-authz"),
+    ];
+    let mut id = 0u64;
+    // SAFETY: called from a configuration hook on the main thread with Envoy's configuration
+    // pointer; `id`, `headers`, the strings they point to and the cluster name live for the
+    // call (Envoy copies them).
+    let result = unsafe {
+        abi::envoy_dynamic_module_callback_http_filter_config_http_callout(
+            config_envoy,
+            &mut id,
+            ModuleBuffer::of(call.cluster.as_bytes()),
+            headers.as_ptr(),
+            headers.len(),
+            ModuleBuffer::of(b""),
+            call.timeout.as_millis() as u64,
+        )
+    };
+    (result == abi::CALLOUT_INIT_SUCCESS).then_some(id)
+}
+
+/// Fetches the sidecar's published keys when the polled generation is not theirs.
+fn fetch_keys(config_envoy: ConfigEnvoyPtr, module: &ModuleConfig) {
+    let Some(call) = module.config.keys_call() else {
+        return;
+    };
+    match config_callout(config_envoy, &call) {
+        Some(id) => *module.fetching.lock().unwrap_or_else(|p| p.into_inner()) = Some(id),
+        None => {
+            module.config.keys_done(None);
+        }
+    }
+}
+
 /// The timer's wake-up on the main thread: the poll of the sidecar's generation, when due.
 ///
 /// # Safety
@@ -544,38 +587,21 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
         return;
     }
     let run = catch_unwind(AssertUnwindSafe(|| {
-        let Some(call) = module.config.poll_call() else {
-            return;
-        };
-        let headers = [
-            ModuleHeader::of(":method", "GET"),
-            ModuleHeader::of(":path", &call.path),
-            ModuleHeader::of(":authority", "jwt-authz"),
-        ];
-        let mut id = 0u64;
-        // SAFETY: on the main thread with Envoy's configuration pointer; `id`, `headers`,
-        // the strings they point to and the cluster name live for the call (copied).
-        let result = unsafe {
-            abi::envoy_dynamic_module_callback_http_filter_config_http_callout(
-                config_envoy,
-                &mut id,
-                ModuleBuffer::of(call.cluster.as_bytes()),
-                headers.as_ptr(),
-                headers.len(),
-                ModuleBuffer::of(b""),
-                call.timeout.as_millis() as u64,
-            )
-        };
-        if result == abi::CALLOUT_INIT_SUCCESS {
-            *module.polling.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
-        } else {
-            module.config.poll_done(None, now_ms());
-            module.count(config_envoy, Metric::PollFailures);
-            log(
-                abi::LOG_WARN,
-                "jwt-authz module: cannot poll the sidecar (is in_proxy.cluster an Envoy cluster?)",
-            );
+        if let Some(call) = module.config.poll_call() {
+            match config_callout(config_envoy, &call) {
+                Some(id) => *module.polling.lock().unwrap_or_else(|p| p.into_inner()) = Some(id),
+                None => {
+                    module.config.poll_done(None, now_ms());
+                    module.count(config_envoy, Metric::PollFailures);
+                    log(
+                        abi::LOG_WARN,
+                        "jwt-authz module: cannot poll the sidecar (is in_proxy.cluster an Envoy cluster?)",
+                    );
+                }
+            }
         }
+        // Keys a fetch failed to bring are asked for again at each tick.
+        fetch_keys(config_envoy, module);
     }));
     if run.is_err() {
         log(abi::LOG_ERROR, "jwt-authz module: the poll panicked");
@@ -606,13 +632,27 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout
     let answer =
         unsafe { callout_answer(result, headers, headers_size, body_chunks, body_chunks_size) };
     let run = catch_unwind(AssertUnwindSafe(|| {
+        let answer = answer.as_ref().map(|(s, body)| (*s, body.as_slice()));
+        let mut fetching = module.fetching.lock().unwrap_or_else(|p| p.into_inner());
+        if *fetching == Some(callout_id) {
+            *fetching = None;
+            drop(fetching);
+            if !module.config.keys_done(answer) {
+                module.count(config_envoy, Metric::PollFailures);
+                log(
+                    abi::LOG_WARN,
+                    "jwt-authz module: the sidecar did not publish its keys",
+                );
+            }
+            return;
+        }
+        drop(fetching);
         let mut polling = module.polling.lock().unwrap_or_else(|p| p.into_inner());
         if *polling != Some(callout_id) {
             return;
         }
         *polling = None;
         drop(polling);
-        let answer = answer.as_ref().map(|(s, body)| (*s, body.as_slice()));
         if !module.config.poll_done(answer, now_ms()) {
             module.count(config_envoy, Metric::PollFailures);
             log(
@@ -620,6 +660,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout
                 "jwt-authz module: the sidecar did not answer the generation poll",
             );
         }
+        // A new generation: its keys.
+        fetch_keys(config_envoy, module);
     }));
     if run.is_err() {
         log(

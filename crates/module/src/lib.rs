@@ -15,11 +15,15 @@
 //! FFI crate's timer thread wakes it every `in_proxy.poll_interval`), its answer applied to
 //! every worker's engine.
 //!
-//! Not yet here (issue 35, next step): verifying a token that is not held in-process with
-//! the providers' keys; such a token is a callout, as in the Wasm mode.
+//! A token it does not hold is verified here, in Envoy, when the sidecar has published its
+//! provider's keys and rules (`<in_proxy.prefix>/keys`, fetched from the main thread whenever
+//! the polled generation is not the keys'): the same verification steps as the sidecar's
+//! (`jwt_authz_jose::verify`), then the same decision; the token is then held. Refused or not
+//! verifiable here (another provider, a DPoP proof, a `cnf`, keys of another generation): a
+//! callout, and the sidecar decides (and says why).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jwt_authz_core::config::InProxyConfig;
@@ -27,7 +31,10 @@ pub use jwt_authz_core::in_proxy::MAX_ANSWER_BYTES;
 use jwt_authz_core::in_proxy::{CheckAnswer, GenerationAnswer, METHOD_HEADER, WireVerdict};
 use jwt_authz_core::request::Incoming;
 use jwt_authz_core::response::{Deny, Verdict};
-use jwt_authz_filter::engine::{Counter, Engine, Step};
+use jwt_authz_core::token::VerifiedToken;
+use jwt_authz_filter::engine::{Counter, Engine, LocalVerify, LocallyVerified, Step};
+use jwt_authz_jose::jws::Unverified;
+use jwt_authz_jose::verify::{MAX_PUBLISHED_KEYS_BYTES, OwnedProfile, PublishedKeys, VerifyingKey};
 
 #[cfg(test)]
 mod tests;
@@ -47,6 +54,8 @@ const WORKERS: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metric {
     DecidedCached,
+    /// A token not held, verified in Envoy.
+    DecidedVerified,
     DecidedNoToken,
     Callouts,
     CalloutFailures,
@@ -57,8 +66,9 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 7] = [
+    pub const ALL: [Metric; 8] = [
         Metric::DecidedCached,
+        Metric::DecidedVerified,
         Metric::DecidedNoToken,
         Metric::Callouts,
         Metric::CalloutFailures,
@@ -70,6 +80,7 @@ impl Metric {
     pub fn name(self) -> &'static str {
         match self {
             Metric::DecidedCached => "jwt_authz_module_decided_cached",
+            Metric::DecidedVerified => "jwt_authz_module_decided_verified",
             Metric::DecidedNoToken => "jwt_authz_module_decided_no_token",
             Metric::Callouts => "jwt_authz_module_callouts",
             Metric::CalloutFailures => "jwt_authz_module_callout_failures",
@@ -143,8 +154,14 @@ struct Poll {
 pub struct Config {
     text: String,
     in_proxy: InProxyConfig,
+    /// The decision's providers' names, in its order (a verified token names its provider
+    /// by index).
+    providers: Vec<String>,
     engines: [OnceLock<Mutex<Engine>>; WORKERS],
     poll: Mutex<Poll>,
+    /// The sidecar's published keys, and whether a fetch of them is in flight.
+    keys: RwLock<Option<Arc<LocalKeys>>>,
+    keys_in_flight: Mutex<Option<std::time::Instant>>,
 }
 
 /// Locks `mutex` even if a panic poisoned it (the engine holds caches whose worst state is
@@ -161,13 +178,22 @@ impl Config {
     pub fn new(text: &str) -> Result<Self, String> {
         let engine = Engine::from_config(text).map_err(|e| e.to_string())?;
         let in_proxy = engine.in_proxy().clone();
+        let providers = jwt_authz_core::config::DecisionConfig::from_yaml(text)
+            .map_err(|e| e.to_string())?
+            .providers
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
         let engines: [OnceLock<Mutex<Engine>>; WORKERS] = std::array::from_fn(|_| OnceLock::new());
         let _ = engines[0].set(Mutex::new(engine));
         Ok(Self {
             text: text.to_owned(),
             in_proxy,
+            providers,
             engines,
             poll: Mutex::new(Poll::default()),
+            keys: RwLock::new(None),
+            keys_in_flight: Mutex::new(None),
         })
     }
 
@@ -269,6 +295,131 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The keys the sidecar last published, if any.
+    fn local_keys(&self) -> Option<Arc<LocalKeys>> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The fetch of the sidecar's keys to make now: when the last poll's generation is not
+    /// the keys' (or there are none) and no fetch is in flight (one lost is given up after
+    /// twice the callout timeout).
+    pub fn keys_call(&self) -> Option<PollCall<'_>> {
+        let polled = lock(&self.poll)
+            .last_answer
+            .as_ref()
+            .map(|(answer, _)| answer.generation.clone())?;
+        if self
+            .local_keys()
+            .is_some_and(|keys| keys.generation == polled)
+        {
+            return None;
+        }
+        let mut in_flight = lock(&self.keys_in_flight);
+        let now = Instant::now();
+        if in_flight.is_some_and(|since| now.duration_since(since) < self.in_proxy.timeout * 2) {
+            return None;
+        }
+        *in_flight = Some(now);
+        Some(PollCall {
+            cluster: &self.in_proxy.cluster,
+            path: format!("{}/keys", self.in_proxy.prefix),
+            timeout: self.in_proxy.timeout,
+        })
+    }
+
+    /// The sidecar's published keys (`None`: no answer); `false` when none could be read.
+    /// Keys that do not read (never expected: the sidecar read them so) are left out.
+    pub fn keys_done(&self, answer: Option<(u16, &[u8])>) -> bool {
+        *lock(&self.keys_in_flight) = None;
+        let published = match answer {
+            Some((200, body)) if !body.is_empty() && body.len() <= MAX_PUBLISHED_KEYS_BYTES => {
+                serde_json::from_slice::<PublishedKeys>(body).ok()
+            }
+            _ => None,
+        };
+        let Some(published) = published else {
+            return false;
+        };
+        let keys = LocalKeys::new(published, &self.providers);
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(keys));
+        true
+    }
+}
+
+/// The sidecar's published keys, ready to verify with.
+#[derive(Debug)]
+struct LocalKeys {
+    generation: String,
+    /// By issuer: the provider's index in the decision, its rules, keys and hold time.
+    by_issuer: HashMap<String, LocalProvider>,
+}
+
+#[derive(Debug)]
+struct LocalProvider {
+    index: usize,
+    profile: OwnedProfile,
+    keys: Vec<VerifyingKey>,
+    cache_for: u64,
+}
+
+impl LocalKeys {
+    fn new(published: PublishedKeys, providers: &[String]) -> Self {
+        let mut by_issuer = HashMap::new();
+        for p in published.providers {
+            // A provider this configuration does not have is the sidecar's alone.
+            let Some(index) = providers.iter().position(|name| *name == p.name) else {
+                continue;
+            };
+            let keys = p
+                .keys
+                .into_iter()
+                .filter_map(|jwk| VerifyingKey::from_jwk_value(jwk, &p.profile.algorithms).ok())
+                .collect();
+            by_issuer.insert(
+                p.profile.issuer.clone(),
+                LocalProvider {
+                    index,
+                    profile: p.profile,
+                    keys,
+                    cache_for: p.cache_for,
+                },
+            );
+        }
+        Self {
+            generation: published.generation,
+            by_issuer,
+        }
+    }
+}
+
+impl LocalVerify for LocalKeys {
+    fn verify(&self, token: &str, generation: &str, now_ms: u64) -> Option<LocallyVerified> {
+        // Keys of another generation than the one the sidecar confirmed are not trusted.
+        if generation != self.generation {
+            return None;
+        }
+        let token = Unverified::parse(token).ok()?;
+        let provider = self.by_issuer.get(token.issuer().ok()?)?;
+        let verified = jwt_authz_jose::verify::verify(
+            &provider.profile.view(),
+            &provider.keys,
+            token,
+            now_ms / 1000,
+        )
+        .ok()?;
+        Some(LocallyVerified {
+            token: VerifiedToken {
+                provider: provider.index,
+                thumbprint: verified.thumbprint,
+                claims: verified.claims,
+                exp: verified.exp,
+            },
+            cache_for: provider.cache_for,
+        })
+    }
+}
+
 /// One request's state.
 #[derive(Debug, Default)]
 pub struct Filter {
@@ -322,10 +473,13 @@ impl Filter {
         let Some(engine) = config.engine(stream.worker()) else {
             return apply(stream, Config::unavailable());
         };
+        let keys = config.local_keys();
         let mut engine = lock(engine);
-        let (step, counter) = engine.decide(&incoming, now);
+        let local = keys.as_deref().map(|k| k as &dyn LocalVerify);
+        let (step, counter) = engine.decide_with(&incoming, now, local);
         match counter {
             Some(Counter::CacheHit) => stream.count(Metric::DecidedCached),
+            Some(Counter::Verified) => stream.count(Metric::DecidedVerified),
             Some(Counter::NoToken) => stream.count(Metric::DecidedNoToken),
             Some(Counter::ConfigMismatch) => stream.count(Metric::ConfigMismatch),
             None => {}

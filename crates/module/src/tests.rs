@@ -343,3 +343,145 @@ fn a_configuration_the_sidecar_would_refuse_is_refused() {
         assert!(Config::new(bad).is_err(), "{bad}");
     }
 }
+
+// ---- Tokens verified in Envoy with the sidecar's published keys ----
+
+fn published(generation: &str, jwk: Value) -> Vec<u8> {
+    body(&json!({
+        "generation": generation,
+        "providers": [{
+            "name": "main",
+            "profile": {
+                "issuer": "https://issuer.test", "algorithms": ["RS256"], "leeway": 5,
+                "require_exp": true, "required_claims": [], "max_lifetime": null,
+                "token_types": [], "spiffe_trust_domain": null
+            },
+            "cache_for": 60,
+            "keys": [jwk]
+        }]
+    }))
+}
+
+/// The module with the sidecar's generation `generation` polled and its keys (for
+/// `keys_generation`) fetched.
+fn with_keys(key: &testkit::TestKey, generation: &str, keys_generation: &str) -> Config {
+    let config = Config::new(CONFIG).expect("config");
+    assert!(config.keys_call().is_none(), "no keys before a poll");
+    assert!(config.poll_call().is_some());
+    let poll = GenerationAnswer {
+        generation: generation.to_owned(),
+        config: Some(digest(&config)),
+        dpop_algs: None,
+    };
+    assert!(config.poll_done(Some((200, &body(&poll))), now_ms()));
+    let call = config.keys_call().expect("a new generation: its keys");
+    assert_eq!(call.path, "/in-proxy/keys");
+    assert!(config.keys_call().is_none(), "one fetch at a time");
+    assert!(config.keys_done(Some((200, &published(keys_generation, key.jwk())))));
+    config
+}
+
+fn token_claims(sub: &str) -> Value {
+    let now = now_ms() / 1000;
+    json!({"iss": "https://issuer.test", "aud": "api", "sub": sub, "iat": now, "exp": now + 600})
+}
+
+#[test]
+fn a_token_not_held_is_verified_in_envoy_with_the_sidecars_keys() {
+    let key = testkit::TestKey::rsa("k1");
+    let config = with_keys(&key, "g1", "g1");
+    assert!(
+        config.keys_call().is_none(),
+        "keys of the polled generation"
+    );
+    let token = key.token(&token_claims("alice"));
+    let mut filter = Filter::default();
+    let mut stream = request("/api/orders", Some(&token));
+    assert_eq!(
+        filter.on_request_headers(&config, &mut stream),
+        Flow::Continue
+    );
+    assert!(stream.callouts.is_empty(), "{:?}", stream.callouts);
+    assert_eq!(stream.metrics, [Metric::DecidedVerified]);
+    assert!(
+        stream
+            .set
+            .contains(&("x-user-id".to_owned(), "alice".to_owned()))
+    );
+    assert!(stream.removed.contains(&"authorization".to_owned()));
+    assert!(stream.marked);
+    // Held from then on.
+    let mut again = Filter::default();
+    let mut stream = request("/api/orders", Some(&token));
+    assert_eq!(
+        again.on_request_headers(&config, &mut stream),
+        Flow::Continue
+    );
+    assert_eq!(stream.metrics, [Metric::DecidedCached]);
+}
+
+#[test]
+fn what_is_not_verified_in_envoy_is_asked_of_the_sidecar() {
+    let key = testkit::TestKey::rsa("k1");
+    let config = with_keys(&key, "g1", "g1");
+    let mut expired = token_claims("alice");
+    expired["exp"] = json!(now_ms() / 1000 - 60);
+    let mut bound = token_claims("alice");
+    bound["cnf"] = json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"});
+    let mut other_issuer = token_claims("alice");
+    other_issuer["iss"] = json!("https://other.test");
+    let mut other_audience = token_claims("alice");
+    other_audience["aud"] = json!("elsewhere");
+    for (why, token) in [
+        ("expired", key.token(&expired)),
+        ("bound to a key", key.token(&bound)),
+        ("another issuer", key.token(&other_issuer)),
+        (
+            "another key",
+            testkit::TestKey::rsa("k1").token(&token_claims("alice")),
+        ),
+        ("not a JWT", "opaque-token-value".to_owned()),
+    ] {
+        let mut filter = Filter::default();
+        let mut stream = request("/api/orders", Some(&token));
+        assert_eq!(
+            filter.on_request_headers(&config, &mut stream),
+            Flow::Stop,
+            "{why}"
+        );
+        assert_eq!(stream.callouts.len(), 1, "{why}");
+        assert!(!stream.marked, "{why}");
+    }
+    // Verified, but the route refuses it (another audience): decided here as the sidecar
+    // would, with its denial.
+    let mut filter = Filter::default();
+    let mut stream = request("/api/orders", Some(&key.token(&other_audience)));
+    assert_eq!(filter.on_request_headers(&config, &mut stream), Flow::Stop);
+    assert!(stream.callouts.is_empty());
+    assert_eq!(stream.responses[0].0, 401);
+    // A DPoP proof: the sidecar checks every one.
+    let mut filter = Filter::default();
+    let mut stream = request("/api/orders", Some(&key.token(&token_claims("alice"))));
+    stream.headers.push(("dpop".to_owned(), "proof".to_owned()));
+    assert_eq!(filter.on_request_headers(&config, &mut stream), Flow::Stop);
+    assert_eq!(stream.callouts.len(), 1);
+}
+
+#[test]
+fn keys_of_another_generation_verify_nothing() {
+    let key = testkit::TestKey::rsa("k1");
+    // The sidecar's keys changed (g2) after the module fetched them (g1).
+    let config = with_keys(&key, "g2", "g1");
+    let mut filter = Filter::default();
+    let mut stream = request("/api/orders", Some(&key.token(&token_claims("alice"))));
+    assert_eq!(filter.on_request_headers(&config, &mut stream), Flow::Stop);
+    assert_eq!(stream.callouts.len(), 1);
+    // They are asked for again (one fetch at a time), and again after a failed fetch.
+    assert!(
+        config.keys_call().is_some(),
+        "keys of another generation than the poll's"
+    );
+    assert!(config.keys_call().is_none(), "in flight");
+    assert!(!config.keys_done(Some((500, b""))));
+    assert!(config.keys_call().is_some());
+}

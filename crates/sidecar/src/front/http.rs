@@ -15,7 +15,9 @@
 //!   questions about requests it cannot decide alone, asked like Envoy's ext_authz (method,
 //!   headers, original path after `<prefix>/check`), answered as JSON with the verdict, the
 //!   token's claims when the filter may keep them, and the key-set generation (module
-//!   `jwt_authz_core::in_proxy`); and its poll, `GET <prefix>/generation`.
+//!   `jwt_authz_core::in_proxy`); its poll, `GET <prefix>/generation`; and, for the dynamic
+//!   module, the keys it verifies tokens with, `GET <prefix>/keys`
+//!   (`jwt_authz_jose::verify::PublishedKeys`).
 //!
 //! The token is read from the request's own headers in every case (the proxies pass the
 //! client's headers through). Nothing here decides anything: it builds an [`Incoming`] and
@@ -176,6 +178,9 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
             };
             let outcome = asked.check(FrontEnd::InProxy, original).await;
             return json(&runtime.in_proxy_answer(outcome));
+        }
+        if rest == "/keys" && parts.method == Method::GET {
+            return json(&runtime.published_keys());
         }
         if rest == "/generation" && parts.method == Method::GET {
             return json(&GenerationAnswer {

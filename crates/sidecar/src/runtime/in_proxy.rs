@@ -38,6 +38,40 @@ impl Runtime {
         self.dpop_algs.as_deref()
     }
 
+    /// Whether a later request with a token of `provider` needs nothing but the token's
+    /// claims (no DPoP proof, certificate or status list to check each time): only then may
+    /// the in-proxy filter hold them, or the dynamic module verify the token itself.
+    fn claims_suffice(provider: &crate::config::ProviderConfig) -> bool {
+        provider.dpop.mode == DpopMode::Off
+            && provider.certificate_binding == CertificateBinding::Optional
+            && provider.status_list.mode == StatusListMode::Off
+    }
+
+    /// The keys and rules the dynamic module verifies tokens with in Envoy
+    /// (`jwt_authz_jose::verify::PublishedKeys`): every provider whose tokens need nothing
+    /// but their claims, with the keys it holds now; none while the token cache is off (the
+    /// module then holds nothing either).
+    pub fn published_keys(&self) -> jwt_authz_jose::verify::PublishedKeys {
+        use jwt_authz_jose::verify::{OwnedProfile, PublishedKeys, PublishedProvider};
+        let ttl = self.config.token_cache.ttl.as_secs();
+        let providers = self
+            .verifier
+            .providers()
+            .iter()
+            .filter(|p| self.cache.enabled() && Self::claims_suffice(p.config()))
+            .map(|p| PublishedProvider {
+                name: p.config().name.clone(),
+                profile: OwnedProfile::of(&p.config().profile()),
+                cache_for: ttl,
+                keys: p.store.keys().keys.iter().map(|k| k.jwk.clone()).collect(),
+            })
+            .collect();
+        PublishedKeys {
+            generation: self.generation(),
+            providers,
+        }
+    }
+
     /// The verified claims the in-proxy filter may keep for the token of a decided request,
     /// and for how long; `None` when a later request with it needs more than its claims
     /// (a DPoP proof, a certificate, a status list: the sidecar checks those on every
@@ -53,10 +87,7 @@ impl Runtime {
             return None;
         }
         let provider = self.verifier.provider(token.provider)?.config();
-        let claims_suffice = provider.dpop.mode == DpopMode::Off
-            && provider.certificate_binding == CertificateBinding::Optional
-            && provider.status_list.mode == StatusListMode::Off
-            && !token.claims.contains_key("cnf");
+        let claims_suffice = Self::claims_suffice(provider) && !token.claims.contains_key("cnf");
         if !claims_suffice || !self.cache.enabled() {
             return None;
         }

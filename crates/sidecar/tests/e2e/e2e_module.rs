@@ -56,13 +56,19 @@ async fn held_tokens_are_decided_in_the_module() {
         &format!("{STAT}.jwt_authz_module_callouts"),
     )
     .await;
-    // The first requests are asked of the sidecar (until its generation is confirmed and it
-    // hands the claims over); the rest are decided in Envoy.
+    let verified = envoy_stat(
+        stack.proxy_admin,
+        &format!("{STAT}.jwt_authz_module_decided_verified"),
+    )
+    .await;
+    // The first requests are asked of the sidecar, or verified in Envoy once its keys are
+    // in (both only once its generation is confirmed); the rest are decided in Envoy from
+    // the claims held.
     assert!(
         cached >= 3,
-        "decided in the module: {cached}, callouts {callouts}"
+        "held: {cached}, verified {verified}, callouts {callouts}"
     );
-    assert_eq!(cached + callouts, 6);
+    assert_eq!(cached + verified + callouts, 6);
     // The sidecar saw only the callouts.
     let sidecar = crate::support::admin_metric(
         stack.authz_admin,
@@ -75,6 +81,60 @@ async fn held_tokens_are_decided_in_the_module() {
     let (status, headers, _) = gw.get("/api/orders", None, &[]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(headers.get("www-authenticate").is_some());
+}
+
+/// A token the module has never seen is verified in Envoy with the keys the sidecar
+/// published (once its first poll and key fetch are done): no callout at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_not_held_are_verified_in_the_module() {
+    let stack = module_stack(Options {
+        status_list: Some("{mode: off}".into()),
+        authz_edit: Some(claims_suffice),
+        ..Options::default()
+    });
+    let gw = stack.gateway();
+    let admin = stack.proxy_admin;
+    let stat = move |name: &'static str| async move {
+        envoy_stat(admin, &format!("{STAT}.jwt_authz_module_{name}")).await
+    };
+    // Until the keys are in: a fresh token each time, until one is verified in Envoy.
+    let started = std::time::Instant::now();
+    loop {
+        let token = gw.login("bob", "bob-password").await;
+        let (status, _, _) = gw.get("/api/users/me", Some(&token), &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        if stat("decided_verified").await > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "never verified in the module"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let callouts = stat("callouts").await;
+    let verified = stat("decided_verified").await;
+    for user in ["alice", "bob", "alice"] {
+        let token = gw.login(user, &format!("{user}-password")).await;
+        let (status, _, me) = gw.get("/api/users/me", Some(&token), &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(me["username"], user);
+        // Its next request: held.
+        let (status, _, _) = gw.get("/api/users/me", Some(&token), &[]).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(
+        stat("callouts").await,
+        callouts,
+        "no callout for fresh tokens"
+    );
+    assert_eq!(stat("decided_verified").await, verified + 3);
+    // A route the token does not satisfy is refused in Envoy with the sidecar's denial.
+    let bob = gw.login("bob", "bob-password").await;
+    let (status, headers, _) = gw.get("/api/users", Some(&bob), &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(headers.get("www-authenticate").is_some());
+    assert_eq!(stat("callouts").await, callouts);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -333,3 +333,72 @@ fn an_in_proxy_prefix_overlapping_another_endpoint_is_refused() {
     assert_eq!(in_proxy.check_path("/a?b"), "/filter/check/a?b");
     assert_eq!(in_proxy.timeout, std::time::Duration::from_millis(250));
 }
+
+async fn published_keys(server: &TestServer) -> jwt_authz_jose::verify::PublishedKeys {
+    let response = reqwest::get(format!("http://{}/in-proxy/keys", server.http))
+        .await
+        .expect("keys answered");
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("PublishedKeys")
+}
+
+/// What the dynamic module verifies tokens with in Envoy: each provider whose tokens need
+/// nothing but their claims, its rules as the sidecar applies them and the keys it holds,
+/// under the generation the poll reports; nothing for a provider whose tokens need more,
+/// nor with the token cache off.
+#[tokio::test]
+async fn the_keys_the_module_verifies_with_are_the_sidecars_own() {
+    let (_jwks, key, server) = start_with_key(&format!(
+        "    max_lifetime: 1h\n    required_claims: [sub]\n{IN_PROXY}"
+    ))
+    .await;
+    let published = published_keys(&server).await;
+    assert_eq!(published.generation, generation(&server).await.generation);
+    assert_eq!(published.providers.len(), 1);
+    let provider = &published.providers[0];
+    assert_eq!(provider.name, "test");
+    assert_eq!(provider.profile.issuer, crate::support::ISSUER);
+    assert_eq!(provider.profile.leeway, 5);
+    assert_eq!(provider.profile.max_lifetime, Some(3600));
+    assert_eq!(provider.profile.required_claims, ["sub"]);
+    assert_eq!(provider.keys, [key.jwk()]);
+    // The same steps with what was published verify the sidecar's tokens, and refuse what
+    // the sidecar refuses.
+    let view = provider.profile.view();
+    let keys: Vec<_> = provider
+        .keys
+        .iter()
+        .map(|k| {
+            jwt_authz_jose::verify::VerifyingKey::from_jwk_value(k.clone(), view.algorithms)
+                .expect("key")
+        })
+        .collect();
+    let now = crate::support::now();
+    let verify = |token: &str| {
+        jwt_authz_jose::verify::verify(
+            &view,
+            &keys,
+            jwt_authz_jose::jws::Unverified::parse(token).expect("parse"),
+            now,
+        )
+    };
+    assert!(verify(&key.token(&claims("u-1"))).is_ok());
+    let mut long = claims("u-1");
+    long["exp"] = json!(now + 7200);
+    assert!(verify(&key.token(&long)).is_err(), "max_lifetime published");
+
+    for extra in [
+        "    dpop: {mode: optional}\n",
+        "    status_list: {mode: optional}\n",
+        "    certificate_binding: required\n",
+    ] {
+        let (_jwks, _key, server) = start_with_key(&format!("{extra}{IN_PROXY}")).await;
+        assert!(
+            published_keys(&server).await.providers.is_empty(),
+            "{extra}"
+        );
+    }
+    let (_jwks, _key, server) =
+        start_with_key(&format!("token_cache: {{max_entries: 0}}\n{IN_PROXY}")).await;
+    assert!(published_keys(&server).await.providers.is_empty());
+}
