@@ -1,5 +1,6 @@
-.PHONY: demo test bench build wasm
-# The whole stack on loopback behind Envoy; Ctrl-C stops it.
+.PHONY: demo test bench build wasm module
+# The whole stack on loopback behind Envoy; Ctrl-C stops it. MODE=module runs Envoy with the
+# dynamic module (in-proxy mode) instead of ext_authz.
 demo:
 	./scripts/demo.sh
 
@@ -18,3 +19,8 @@ build:
 # rustc-web when rustup has no wasm32-wasip1 target).
 wasm:
 	./scripts/wasm.sh
+
+# The in-proxy mode as an Envoy dynamic module, for Envoy 1.40:
+# target/release/libjwt_authz_module.so.
+module:
+	cargo build --release -p jwt-authz-module-ffi

@@ -7,6 +7,11 @@
 # ISSUER_PORT 8080, AUTHZ_GRPC_PORT 9001, AUTHZ_ADMIN_PORT 9002, AUTHZ_HTTP_PORT 9003,
 # USERS_PORT 8101, ORDERS_PORT 8102, FEED_PORT 8103, MCP_PORT 8104. PROFILE=release builds
 # optimised binaries.
+#
+# MODE=ext_authz (the default): Envoy asks jwt-authz about every request (gRPC ext_authz).
+# MODE=module: the in-proxy mode as an Envoy dynamic module (libjwt_authz_module.so, built
+# here; for Envoy 1.40): Envoy decides in-process what it can and asks jwt-authz's HTTP port
+# about the rest (docs/in-proxy.md).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -22,6 +27,11 @@ ORDERS_PORT=${ORDERS_PORT:-8102}
 FEED_PORT=${FEED_PORT:-8103}
 MCP_PORT=${MCP_PORT:-8104}
 PROFILE=${PROFILE:-debug}
+MODE=${MODE:-ext_authz}
+case "$MODE" in
+  ext_authz | module) ;;
+  *) echo "demo: MODE is ext_authz (the default) or module, not '$MODE'" >&2; exit 1 ;;
+esac
 
 run="$root/.demo"
 logs="$run/logs"
@@ -37,10 +47,11 @@ done
 
 envoy_bin=$("$root/scripts/ensure-envoy.sh")
 echo "== building ($PROFILE)"
-if [[ "$PROFILE" == release ]]; then
-  cargo build --release --workspace --bins
-else
-  cargo build --workspace --bins
+release=()
+if [[ "$PROFILE" == release ]]; then release=(--release); fi
+cargo build "${release[@]}" --workspace --bins
+if [[ "$MODE" == module ]]; then
+  cargo build "${release[@]}" -p jwt-authz-module-ffi
 fi
 bin="$root/target/$PROFILE"
 
@@ -96,6 +107,10 @@ JWKS_URI="http://127.0.0.1:$ISSUER_PORT/.well-known/jwks.json" \
 INTROSPECTION_ENDPOINT="http://127.0.0.1:$ISSUER_PORT/auth/introspect" \
 INTROSPECTION_SECRET_FILE="$secret_file" \
   "$root/scripts/render.sh" config/jwt-authz.demo.yaml.tmpl >"$run/jwt-authz.yaml"
+if [[ "$MODE" == module ]]; then
+  # The callout endpoints on the HTTP port, for the module's cluster of that name.
+  printf 'in_proxy: {cluster: jwt_authz_http}\n' >>"$run/jwt-authz.yaml"
+fi
 start jwt-authz env RUST_LOG="${RUST_LOG:-info,jwt_authz=debug}" \
   JWT_AUTHZ_HTTP_LISTEN="127.0.0.1:$AUTHZ_HTTP_PORT" "$bin/jwt-authz" --config "$run/jwt-authz.yaml"
 wait_for jwt-authz "http://127.0.0.1:$AUTHZ_ADMIN_PORT/readyz"
@@ -109,19 +124,31 @@ for p in "$USERS_PORT" "$ORDERS_PORT" "$FEED_PORT" "$MCP_PORT"; do
   wait_for "service-$p" "http://127.0.0.1:$p/healthz"
 done
 
+if [[ "$MODE" == module ]]; then
+  envoy_template=envoy/envoy-module.yaml.tmpl
+  # The module is given jwt-authz's own file, as one JSON string.
+  JWT_AUTHZ_MODULE="$bin/libjwt_authz_module.so"
+  JWT_AUTHZ_CONFIG_JSON=$(python3 -c 'import json,sys;print(json.dumps(sys.stdin.read()))' \
+    <"$run/jwt-authz.yaml")
+  export JWT_AUTHZ_MODULE JWT_AUTHZ_CONFIG_JSON
+  echo "== mode: module (in-proxy, $JWT_AUTHZ_MODULE)"
+else
+  envoy_template=envoy/envoy.yaml.tmpl
+  echo "== mode: ext_authz (gRPC)"
+fi
 echo "== starting Envoy on 127.0.0.1:$ENVOY_PORT (admin 127.0.0.1:$ENVOY_ADMIN_PORT)"
 ENVOY_LISTEN_ADDRESS=127.0.0.1 ENVOY_LISTEN_PORT=$ENVOY_PORT ENVOY_ADMIN_PORT=$ENVOY_ADMIN_PORT \
 JWT_AUTHZ_HOST=127.0.0.1 JWT_AUTHZ_PORT=$AUTHZ_GRPC_PORT ISSUER_HOST=127.0.0.1 ISSUER_PORT=$ISSUER_PORT \
 USERS_HOST=127.0.0.1 USERS_PORT=$USERS_PORT ORDERS_HOST=127.0.0.1 ORDERS_PORT=$ORDERS_PORT \
 FEED_HOST=127.0.0.1 FEED_PORT=$FEED_PORT MCP_HOST=127.0.0.1 MCP_PORT=$MCP_PORT \
 JWT_AUTHZ_HTTP_PORT=$AUTHZ_HTTP_PORT \
-  "$root/scripts/render.sh" envoy/envoy.yaml.tmpl >"$run/envoy.yaml"
+  "$root/scripts/render.sh" "$envoy_template" >"$run/envoy.yaml"
 start envoy "$envoy_bin" -c "$run/envoy.yaml" --disable-hot-restart --concurrency 2 --log-level warn
 wait_for envoy "http://127.0.0.1:$ENVOY_ADMIN_PORT/ready"
 
 cat <<EOF
 
-== the stack is up. Envoy: $public_url   logs: $logs/   config: $run/
+== the stack is up ($MODE). Envoy: $public_url   logs: $logs/   config: $run/
 Demo users: alice / alice-password (role admin), bob / bob-password (role user).
 
 # log in as bob (no token needed for /auth/*)
@@ -169,6 +196,16 @@ curl -si $public_url/mcp -H "authorization: Bearer \$TOKEN" -H 'content-type: ap
 
 # jwt-authz metrics and readiness
 curl -s http://127.0.0.1:$AUTHZ_ADMIN_PORT/metrics | grep jwt_authz_checks_total
+EOF
+if [[ "$MODE" == module ]]; then
+  cat <<EOF
+
+# the module's counters in Envoy (the demo's provider has a status list, so its tokens are
+# asked of jwt-authz every time: callouts; requests without a token are decided in Envoy)
+curl -s http://127.0.0.1:$ENVOY_ADMIN_PORT/stats | grep jwt_authz_module
+EOF
+fi
+cat <<EOF
 
 Press Ctrl-C to stop everything.
 EOF

@@ -9,7 +9,8 @@ for var in $(grep -o '\${[A-Z_][A-Z0-9_]*}' "$1" | sort -u | tr -d '${}'); do
     missing+=("$var")
     continue
   fi
-  template=${template//\$\{$var\}/${!var}}
+  # Quoted: the value is inserted as it is (bash 5.2 would otherwise read `&` and `\` in it).
+  template=${template//\$\{$var\}/"${!var}"}
 done
 if ((${#missing[@]})); then
   echo "render.sh: $1 needs: ${missing[*]}" >&2

@@ -510,30 +510,49 @@ fn decision(value: &Value) -> jwt_authz_core::config::DecisionConfig {
         .unwrap_or_else(|e| panic!("the filter refuses {value}: {e}"))
 }
 
-/// The in-proxy manifests give the filter the cluster's decision (realm, rules, identity,
-/// providers) unchanged, fail closed, and point its callouts at the Service's HTTP port.
-#[test]
-fn in_proxy_manifests_carry_the_sidecars_decision_and_fail_closed() {
-    let sidecar: Value =
-        serde_norway::from_str(&read("deploy/kubernetes/config.yaml")).expect("config.yaml");
-    let sidecar = decision(&sidecar);
-    let service = one("deploy/kubernetes/service.yaml", "Service");
-    let http_port = service["spec"]["ports"]
-        .as_array()
-        .expect("ports")
-        .iter()
-        .find(|p| p["targetPort"] == "http-authz")
-        .and_then(|p| p["port"].as_u64())
-        .expect("the http-authz port");
-    let namespace = read("deploy/kubernetes/kustomization.yaml")
-        .lines()
-        .find_map(|l| l.strip_prefix("namespace: ").map(str::to_owned))
-        .expect("namespace");
-    let host = format!(
-        "{}.{namespace}.svc.cluster.local",
-        service["metadata"]["name"].as_str().expect("name")
-    );
-    let same_decision = |filter: &jwt_authz_core::config::DecisionConfig, file: &str| {
+/// The cluster's sidecar as the in-proxy manifests must match it: its decision (from
+/// deploy/kubernetes/config.yaml), the Service's HTTP authorization port and its host name.
+struct ClusterSidecar {
+    decision: jwt_authz_core::config::DecisionConfig,
+    http_port: u64,
+    host: String,
+}
+
+impl ClusterSidecar {
+    fn read() -> Self {
+        let config: Value =
+            serde_norway::from_str(&read("deploy/kubernetes/config.yaml")).expect("config.yaml");
+        let service = one("deploy/kubernetes/service.yaml", "Service");
+        let http_port = service["spec"]["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .find(|p| p["targetPort"] == "http-authz")
+            .and_then(|p| p["port"].as_u64())
+            .expect("the http-authz port");
+        let namespace = read("deploy/kubernetes/kustomization.yaml")
+            .lines()
+            .find_map(|l| l.strip_prefix("namespace: ").map(str::to_owned))
+            .expect("namespace");
+        let host = format!(
+            "{}.{namespace}.svc.cluster.local",
+            service["metadata"]["name"].as_str().expect("name")
+        );
+        Self {
+            decision: decision(&config),
+            http_port,
+            host,
+        }
+    }
+
+    /// Istio's name for the Service's HTTP authorization port.
+    fn istio_cluster(&self) -> String {
+        format!("outbound|{}||{}", self.http_port, self.host)
+    }
+
+    /// `filter` decides as the sidecar does.
+    fn assert_same_decision(&self, filter: &jwt_authz_core::config::DecisionConfig, file: &str) {
+        let sidecar = &self.decision;
         assert_eq!(filter.realm, sidecar.realm, "{file}");
         assert_eq!(filter.mode, sidecar.mode, "{file}");
         assert_eq!(filter.rules, sidecar.rules, "{file}");
@@ -543,15 +562,31 @@ fn in_proxy_manifests_carry_the_sidecars_decision_and_fail_closed() {
         // What the filter compares with the sidecar's answers: the same, or it would decide
         // nothing itself.
         assert_eq!(filter.digest(), sidecar.digest(), "{file}");
-    };
+    }
+
+    /// An Envoy Gateway EnvoyPatchPolicy's cluster is this Service's HTTP port.
+    fn assert_is_the_http_port(&self, cluster: &Value, file: &str) {
+        let address = &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+            ["socket_address"];
+        assert_eq!(address["address"], self.host.as_str(), "{file}");
+        assert_eq!(address["port_value"], self.http_port, "{file}");
+    }
+}
+
+/// The in-proxy manifests give the filter the cluster's decision (realm, rules, identity,
+/// providers) unchanged, fail closed, and point its callouts at the Service's HTTP port.
+#[test]
+fn in_proxy_manifests_carry_the_sidecars_decision_and_fail_closed() {
+    let cluster = ClusterSidecar::read();
+    let sidecar = &cluster.decision;
 
     let file = "deploy/istio/wasm-plugin.yaml";
     let plugin = one(file, "WasmPlugin");
     assert_eq!(plugin["spec"]["failStrategy"], "FAIL_CLOSE");
     assert_eq!(plugin["spec"]["phase"], "AUTHN");
     let filter = decision(&plugin["spec"]["pluginConfig"]);
-    same_decision(&filter, file);
-    let istio_cluster = format!("outbound|{http_port}||{host}");
+    cluster.assert_same_decision(&filter, file);
+    let istio_cluster = cluster.istio_cluster();
     assert_eq!(filter.in_proxy.expect("in_proxy").cluster, istio_cluster);
     assert_eq!(
         sidecar
@@ -568,17 +603,14 @@ fn in_proxy_manifests_carry_the_sidecars_decision_and_fail_closed() {
     let wasm = &policy["spec"]["wasm"][0];
     assert_eq!(wasm["failOpen"], false);
     let filter = decision(&wasm["config"]);
-    same_decision(&filter, file);
+    cluster.assert_same_decision(&filter, file);
     let patch = &one(file, "EnvoyPatchPolicy")["spec"]["jsonPatches"][0];
-    let cluster = &patch["operation"]["value"];
+    let callouts = &patch["operation"]["value"];
     assert_eq!(
         Some(filter.in_proxy.expect("in_proxy").cluster.as_str()),
-        cluster["name"].as_str()
+        callouts["name"].as_str()
     );
-    let address = &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
-        ["socket_address"];
-    assert_eq!(address["address"], host.as_str());
-    assert_eq!(address["port_value"], http_port);
+    cluster.assert_is_the_http_port(callouts, file);
 }
 
 /// The guard's RBAC rules as the shipped in-proxy template has them (the ones the e2e
@@ -756,5 +788,392 @@ async fn in_proxy_manifests_carry_the_guard_and_envoy_loads_it() {
         statuses,
         [403, 200],
         "{file}: refused where the filter should have marked it, untouched elsewhere"
+    );
+}
+
+/// envoy/envoy-module.yaml.tmpl's HTTP filters, every placeholder filled with 0: the module,
+/// the guard and the router, the chain the e2e tests (e2e_module.rs) prove.
+fn module_template_filters() -> Vec<Value> {
+    let mut text = read("envoy/envoy-module.yaml.tmpl");
+    while let Some(start) = text.find("${") {
+        let end = start + text[start..].find('}').expect("a closed placeholder");
+        text.replace_range(start..=end, "0");
+    }
+    let template: Value = serde_norway::from_str(&text).expect("the template is YAML");
+    let filters = template["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["http_filters"]
+        .as_array()
+        .expect("http_filters")
+        .clone();
+    let names: Vec<_> = filters.iter().map(|f| f["name"].clone()).collect();
+    assert_eq!(
+        names,
+        [
+            "envoy.filters.http.dynamic_modules",
+            "envoy.filters.http.rbac",
+            "envoy.filters.http.router"
+        ],
+        "the template's chain"
+    );
+    filters
+}
+
+/// Fails unless every field of `value` is one of `allowed`: Kubernetes prunes a field a
+/// CRD does not define without a word, so a misspelt `doNotClose` would simply be gone.
+fn only_fields(value: &Value, allowed: &[&str], what: &str) {
+    let fields = value.as_object().unwrap_or_else(|| panic!("{what}: a map"));
+    for field in fields.keys() {
+        assert!(
+            allowed.contains(&field.as_str()),
+            "{what}: `{field}` is not one of the API's fields {allowed:?}"
+        );
+    }
+}
+
+/// A dynamic-module filter's jwt-authz configuration, from its StringValue: a valid sidecar
+/// configuration too, with an in_proxy section.
+fn module_config(text: &str, file: &str) -> jwt_authz_core::config::DecisionConfig {
+    let config = jwt_authz::Config::from_yaml(text)
+        .unwrap_or_else(|e| panic!("{file}: not a jwt-authz configuration: {e}"));
+    assert!(config.in_proxy.is_some(), "{file}: no in_proxy section");
+    let value: Value = serde_norway::from_str(text).expect("YAML");
+    decision(&value)
+}
+
+/// The dynamic-module manifests (Istio EnvoyFilter, Envoy Gateway EnvoyProxy and
+/// EnvoyExtensionPolicy): the module from a mounted file, never unloaded, given the cluster's
+/// decision with callouts to the Service's HTTP port; the guard after it with the template's
+/// rules; and, for Envoy Gateway, only fields its v1.9 API defines.
+#[test]
+fn module_manifests_carry_the_sidecars_decision_and_the_guard() {
+    let cluster = ClusterSidecar::read();
+    let template = module_template_filters();
+    let module_type = template[0]["typed_config"]["@type"].clone();
+    assert_eq!(
+        module_type,
+        "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
+    );
+    let rules = template[1]["typed_config"]["rules"].clone();
+    assert_eq!(
+        rules["policies"]["decided-by-jwt-authz"]["principals"][0]["sourced_metadata"]["metadata_matcher"]
+            ["filter"],
+        "jwt_authz",
+        "the module's mark"
+    );
+    let string_value = "type.googleapis.com/google.protobuf.StringValue";
+
+    // Istio: both filters before the router, the module first; the library mounted by the
+    // pod patch's annotations where the filter loads it.
+    let file = "deploy/istio/module-envoyfilter.yaml";
+    let filter = one(file, "EnvoyFilter");
+    assert_eq!(filter["apiVersion"], "networking.istio.io/v1alpha3");
+    assert_eq!(
+        filter["spec"]["workloadSelector"]["labels"],
+        one("deploy/istio/wasm-plugin.yaml", "WasmPlugin")["spec"]["selector"]["matchLabels"],
+        "{file}: the workloads the other in-proxy manifests select"
+    );
+    let patches = filter["spec"]["configPatches"]
+        .as_array()
+        .expect("configPatches");
+    assert_eq!(patches.len(), 2, "{file}: the module and the guard");
+    for patch in patches {
+        assert_eq!(patch["applyTo"], "HTTP_FILTER", "{file}");
+        assert_eq!(patch["match"]["context"], "SIDECAR_INBOUND", "{file}");
+        let anchor = &patch["match"]["listener"]["filterChain"]["filter"];
+        assert_eq!(
+            anchor["name"], "envoy.filters.network.http_connection_manager",
+            "{file}"
+        );
+        assert_eq!(
+            anchor["subFilter"]["name"], "envoy.filters.http.router",
+            "{file}"
+        );
+        // Inserted before the router one after the other: the first ends up first.
+        assert_eq!(patch["patch"]["operation"], "INSERT_BEFORE", "{file}");
+    }
+    let (module, guard) = (&patches[0]["patch"]["value"], &patches[1]["patch"]["value"]);
+    let typed = &module["typed_config"];
+    assert_eq!(typed["@type"], module_type, "{file}: the module first");
+    assert_eq!(
+        typed["dynamic_module_config"]["do_not_close"], true,
+        "{file}"
+    );
+    let library = typed["dynamic_module_config"]["module"]["local"]["filename"]
+        .as_str()
+        .expect("module.local.filename");
+    let (directory, name) = library.rsplit_once('/').expect("a path");
+    assert!(library.starts_with('/'), "{file}: an absolute path");
+    assert_eq!(name, "libjwt_authz_module.so", "{file}");
+    assert_eq!(typed["filter_config"]["@type"], string_value, "{file}");
+    let text = typed["filter_config"]["value"].as_str().expect("value");
+    let decision = module_config(text, file);
+    cluster.assert_same_decision(&decision, file);
+    assert_eq!(
+        decision.in_proxy.expect("in_proxy").cluster,
+        cluster.istio_cluster(),
+        "{file}"
+    );
+    assert_eq!(
+        guard["typed_config"]["rules"], rules,
+        "{file}: the guard second"
+    );
+    assert_ne!(
+        guard["name"], "envoy.filters.http.rbac",
+        "{file}: not Istio's own name"
+    );
+    assert_ne!(guard["name"], module["name"], "{file}");
+
+    let file = "deploy/istio/module-pod-patch.yaml";
+    let patch: Value = serde_norway::from_str(&read(file)).expect("yaml");
+    let annotations = &patch["spec"]["template"]["metadata"]["annotations"];
+    let json = |key: &str| -> Value {
+        serde_json::from_str(annotations[key].as_str().expect(key))
+            .unwrap_or_else(|e| panic!("{file}: {key}: {e}"))
+    };
+    let (volumes, mounts) = (
+        json("sidecar.istio.io/userVolume"),
+        json("sidecar.istio.io/userVolumeMount"),
+    );
+    assert_eq!(
+        mounts[0]["mountPath"], directory,
+        "{file}: where the filter loads it"
+    );
+    assert_eq!(mounts[0]["readOnly"], true, "{file}");
+    assert_eq!(volumes[0]["name"], mounts[0]["name"], "{file}");
+    assert!(
+        volumes[0]["image"]["reference"].is_string(),
+        "{file}: an image volume, there before istio-proxy starts"
+    );
+
+    // Envoy Gateway: registered in the EnvoyProxy from a mounted file, used by the policy.
+    let file = "deploy/envoy/envoy-gateway-module.yaml";
+    let proxy = one(file, "EnvoyProxy");
+    let policy = one(file, "EnvoyExtensionPolicy");
+    for document in [&proxy, &policy] {
+        assert_eq!(
+            document["apiVersion"], "gateway.envoyproxy.io/v1alpha1",
+            "{file}"
+        );
+        assert_eq!(document["metadata"]["namespace"], "apps", "{file}");
+    }
+    let entries = proxy["spec"]["dynamicModules"]
+        .as_array()
+        .expect("spec.dynamicModules");
+    assert_eq!(entries.len(), 1, "{file}");
+    let entry = &entries[0];
+    only_fields(
+        entry,
+        &["name", "source", "doNotClose", "loadGlobally"],
+        "EnvoyProxy.spec.dynamicModules[]",
+    );
+    only_fields(
+        &entry["source"],
+        &["type", "local", "remote"],
+        "DynamicModuleSource",
+    );
+    only_fields(
+        &entry["source"]["local"],
+        &["path"],
+        "LocalDynamicModuleSource",
+    );
+    assert_eq!(entry["source"]["type"], "Local", "{file}: never fetched");
+    assert_eq!(entry["doNotClose"], true, "{file}");
+    let deployment = &proxy["spec"]["provider"]["kubernetes"]["envoyDeployment"];
+    let mount = &deployment["container"]["volumeMounts"][0];
+    assert_eq!(
+        entry["source"]["local"]["path"],
+        format!(
+            "{}/libjwt_authz_module.so",
+            mount["mountPath"].as_str().expect("mountPath")
+        ),
+        "{file}: the library where the volume is mounted"
+    );
+    let volume = &deployment["pod"]["volumes"][0];
+    assert_eq!(volume["name"], mount["name"], "{file}");
+    assert!(volume["image"]["reference"].is_string(), "{file}");
+    let image = deployment["container"]["image"].as_str().expect("image");
+    assert!(
+        image.ends_with(":distroless-v1.40.0"),
+        "{file}: the Envoy the module is built for, not {image}"
+    );
+
+    let target = &policy["spec"]["targetRefs"][0];
+    assert_eq!(target["kind"], "HTTPRoute", "{file}");
+    let uses = policy["spec"]["dynamicModule"]
+        .as_array()
+        .expect("spec.dynamicModule");
+    assert_eq!(uses.len(), 1, "{file}");
+    let used = &uses[0];
+    only_fields(
+        used,
+        &["name", "filterName", "config", "terminalFilter"],
+        "EnvoyExtensionPolicy.spec.dynamicModule[]",
+    );
+    assert_eq!(used["name"], entry["name"], "{file}: the registered module");
+    assert!(used["terminalFilter"].is_null(), "{file}: not terminal");
+    // Envoy Gateway hands the module `config` as JSON in a StringValue.
+    let decision = module_config(&used["config"].to_string(), file);
+    cluster.assert_same_decision(&decision, file);
+    let callouts = &documents(file)
+        .into_iter()
+        .find(|d| {
+            d["kind"] == "EnvoyPatchPolicy" && d["metadata"]["name"] == "jwt-authz-module-cluster"
+        })
+        .expect("the cluster's EnvoyPatchPolicy")["spec"]["jsonPatches"][0]["operation"]["value"];
+    assert_eq!(
+        Some(decision.in_proxy.expect("in_proxy").cluster.as_str()),
+        callouts["name"].as_str(),
+        "{file}"
+    );
+    cluster.assert_is_the_http_port(callouts, file);
+
+    let guard = eg_module_guard();
+    let ops = guard["spec"]["jsonPatches"]
+        .as_array()
+        .expect("jsonPatches");
+    assert_eq!(ops.len(), 2, "{file}");
+    let (listener, route) = (&ops[0], &ops[1]);
+    assert_eq!(
+        listener["type"],
+        "type.googleapis.com/envoy.config.listener.v3.Listener"
+    );
+    assert_eq!(
+        listener["operation"]["jsonPath"],
+        "..http_filters[?(@.name==\"envoy.filters.http.router\")]",
+        "{file}: before the router, after the module"
+    );
+    let value = &listener["operation"]["value"];
+    assert_eq!(value["typed_config"]["rules"], rules, "{file}");
+    assert_eq!(
+        value["disabled"], true,
+        "{file}: off where the module is off"
+    );
+    assert_eq!(route["name"], listener["name"], "{file}");
+    assert_eq!(
+        route["operation"]["jsonPath"],
+        format!(
+            "..routes[?(@.name=~\"^httproute/{}/{}/rule/\")]",
+            policy["metadata"]["namespace"].as_str().expect("namespace"),
+            target["name"].as_str().expect("name")
+        ),
+        "{file}: on where the module is on"
+    );
+    assert_eq!(
+        route["operation"]["path"],
+        format!(
+            "typed_per_filter_config/{}",
+            value["name"].as_str().expect("name")
+        ),
+        "{file}"
+    );
+}
+
+/// deploy/envoy/envoy-gateway-module.yaml's guard.
+fn eg_module_guard() -> Value {
+    documents("deploy/envoy/envoy-gateway-module.yaml")
+        .into_iter()
+        .find(|d| {
+            d["kind"] == "EnvoyPatchPolicy" && d["metadata"]["name"] == "jwt-authz-module-guard"
+        })
+        .expect("the guard's EnvoyPatchPolicy")
+}
+
+/// The dynamic-module manifests' filters in the real Envoy with the workspace's module: the
+/// module takes their configuration (Envoy refuses a configuration the module does) and
+/// answers before the guard, which refuses what the module did not see. No sidecar answers
+/// here, so the module sends everything it sees to one and fails closed: 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_manifests_load_in_envoy_with_the_guard_after_the_module() {
+    let library = crate::support::bins::module_library();
+    let library = library.to_str().expect("a UTF-8 path");
+    let router: Value = serde_json::from_str(ROUTER).expect("json");
+    let direct = |prefix: &str, per_filter: Value| {
+        let mut route =
+            serde_json::json!({"match": {"prefix": prefix}, "direct_response": {"status": 200}});
+        if !per_filter.is_null() {
+            route["typed_per_filter_config"] = per_filter;
+        }
+        route
+    };
+    // A route's FilterConfig for one filter: `disabled`, or `config`.
+    let route_config = |field: &str, value: Value| {
+        let mut config =
+            serde_json::json!({"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig"});
+        config[field] = value;
+        config
+    };
+
+    // Istio: the EnvoyFilter's two filters as it inserts them, before the router.
+    let file = "deploy/istio/module-envoyfilter.yaml";
+    let patches = one(file, "EnvoyFilter")["spec"]["configPatches"].clone();
+    let mut module = patches[0]["patch"]["value"].clone();
+    module["typed_config"]["dynamic_module_config"]["module"]["local"]["filename"] = library.into();
+    let guard = patches[1]["patch"]["value"].clone();
+    let module_name = module["name"].as_str().expect("name").to_owned();
+    let statuses = statuses_through(
+        serde_json::json!([module, guard, router.clone()]),
+        serde_json::json!([
+            direct(
+                "/unchecked/",
+                serde_json::json!({module_name: route_config("disabled", true.into())})
+            ),
+            direct("/", Value::Null),
+        ]),
+        &["/healthz", "/unchecked/orders"],
+    )
+    .await;
+    assert_eq!(
+        statuses,
+        [503, 403],
+        "{file}: the module answers first; what it does not see, the guard refuses"
+    );
+
+    // Envoy Gateway: the filter as v1.9.0's translator builds it from the EnvoyProxy entry
+    // and the policy (internal/xds/translator/dynamicmodule.go: off on the listener, `config`
+    // as JSON in a StringValue, on per route with an empty FilterConfig), then the guard.
+    let file = "deploy/envoy/envoy-gateway-module.yaml";
+    let entry = one(file, "EnvoyProxy")["spec"]["dynamicModules"][0].clone();
+    let used = one(file, "EnvoyExtensionPolicy")["spec"]["dynamicModule"][0].clone();
+    let module_name = "envoy.filters.http.dynamic_modules/envoyextensionpolicy/apps/jwt-authz-module/dynamic-module/0";
+    let module = serde_json::json!({
+        "name": module_name,
+        "disabled": true,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {
+                "do_not_close": entry["doNotClose"],
+                "module": {"local": {"filename": library}},
+            },
+            "filter_name": used["filterName"],
+            "filter_config": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": used["config"].to_string(),
+            },
+        },
+    });
+    let ops = eg_module_guard()["spec"]["jsonPatches"].clone();
+    let guard = ops[0]["operation"]["value"].clone();
+    let guard_name = guard["name"].as_str().expect("name").to_owned();
+    let enable = ops[1]["operation"]["value"].clone();
+    let statuses = statuses_through(
+        serde_json::json!([module, guard, router]),
+        serde_json::json!([
+            direct(
+                "/api/",
+                serde_json::json!({
+                    module_name: route_config("config", serde_json::json!({})),
+                    guard_name.clone(): enable.clone(),
+                })
+            ),
+            direct("/guard-only/", serde_json::json!({guard_name: enable})),
+            direct("/", Value::Null),
+        ]),
+        &["/api/orders", "/guard-only/orders", "/elsewhere"],
+    )
+    .await;
+    assert_eq!(
+        statuses,
+        [503, 403, 200],
+        "{file}: the module, then the guard, on the policy's routes only"
     );
 }
