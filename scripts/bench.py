@@ -336,23 +336,26 @@ providers:
 {tracing}{limits}{in_proxy}"""
 
 
-def shipped_guard():
-    """The RBAC filter envoy/envoy-in-proxy.yaml.tmpl puts after the jwt-authz Wasm filter,
-    as shipped: only requests the filter marked as decided go on (Envoy skips a Wasm filter
-    whose VM failed on a worker)."""
-    text = (ROOT / "envoy" / "envoy-in-proxy.yaml.tmpl").read_text()
+def shipped_guard(template="envoy-in-proxy.yaml.tmpl"):
+    """The RBAC filter an in-proxy template puts after the jwt-authz filter, as shipped: only
+    requests the filter marked as decided go on (Envoy skips a Wasm filter whose VM failed on
+    a worker; a route may leave the dynamic module out)."""
+    text = (ROOT / "envoy" / template).read_text()
     start = text.index("          - name: envoy.filters.http.rbac")
     end = text.index("          - name: envoy.filters.http.router", start)
     return "\n" + text[start:end].rstrip()
 
 
 RBAC_GUARD = shipped_guard()
+MODULE_GUARD = shipped_guard("envoy-module.yaml.tmpl")
+MODULE = ROOT / "target" / "release" / "libjwt_authz_module.so"
 
 
 def envoy_config(ports, upstream, noop, authz, admin, rsa_jwks, noop_http, authz_http,
                  in_proxy=None):
-    """`in_proxy`: {listener: (path of a filter .wasm, plugin configuration)}, one listener
-    each with that Wasm filter (the jwt-authz filter calls the `authz_http` cluster).
+    """`in_proxy`: {listener: (path of a filter .wasm, or of the dynamic module .so, plugin
+    configuration)}, one listener each with that Wasm filter or dynamic module (jwt-authz's
+    calls the `authz_http` cluster), the shipped guard after it.
     A port named `direct_<row>` is <row>'s filters on a listener whose route answers itself
     (`direct_response`, no upstream): issue 19's harness."""
     def listener(name, port, filters):
@@ -431,6 +434,22 @@ def envoy_config(ports, upstream, noop, authz, admin, rsa_jwks, noop_http, authz
                   "@type": type.googleapis.com/google.protobuf.StringValue
                   value: {json.dumps(plugin)}""" + (RBAC_GUARD if plugin else "")
 
+    def module_filter(name, lib, plugin):
+        return f"""
+          - name: envoy.filters.http.dynamic_modules
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+              dynamic_module_config: {{module: {{local: {{filename: "{lib}"}}}}, do_not_close: true}}
+              filter_name: {name}
+              filter_config:
+                "@type": type.googleapis.com/google.protobuf.StringValue
+                value: {json.dumps(plugin)}""" + MODULE_GUARD
+
+    def in_proxy_filter(name, path, plugin):
+        if str(path).endswith(".so"):
+            return module_filter(name, path, plugin)
+        return wasm_filter(name, path, plugin)
+
     filters = {
         "none": "",
         "jwt_authn": jwt_authn(False),
@@ -439,8 +458,8 @@ def envoy_config(ports, upstream, noop, authz, admin, rsa_jwks, noop_http, authz
         "ext_authz_jwt_authz": ext_authz("authz"),
         "http_authz_noop": ext_authz_http("noop_http"),
         "http_authz_jwt_authz": ext_authz_http("authz_http"),
-        **{name: wasm_filter(name, wasm, plugin)
-           for name, (wasm, plugin) in (in_proxy or {}).items()},
+        **{name: in_proxy_filter(name, path, plugin)
+           for name, (path, plugin) in (in_proxy or {}).items()},
     }
     # One Wasm VM per filter configuration: the direct listener of an in-proxy row gets its
     # own `vm_id`/name, so its counters and cache are its own.
@@ -558,6 +577,9 @@ def main():
     (WORK / "report.lua").write_text(WRK_SCRIPT)
     log("building release binaries")
     subprocess.run(["cargo", "build", "--release", "--workspace", "--bins"], cwd=ROOT,
+                   check=True)
+    log("building the dynamic module (make module)")
+    subprocess.run(["cargo", "build", "--release", "-p", "jwt-authz-module-ffi"], cwd=ROOT,
                    check=True)
     log("building the in-proxy filter (make wasm)")
     wasm_log = subprocess.run([ROOT / "scripts" / "wasm.sh"], cwd=ROOT, capture_output=True,
@@ -774,7 +796,9 @@ def main():
             # runtime, so the rows show what the filter's own work costs.
             in_proxy = {"wasm_noop": (noop_wasm, ""),
                         "in_proxy_hot": (wasm, plugin("")),
-                        "in_proxy_miss": (wasm, plugin(", max_cached_tokens: 0"))}
+                        "in_proxy_miss": (wasm, plugin(", max_cached_tokens: 0")),
+                        "module_hot": (MODULE, plugin("")),
+                        "module_miss": (MODULE, plugin(", max_cached_tokens: 0"))}
             e2e_ports.update({name: free_port() for name in in_proxy})
         # Issue 19's harness: the rows its targets compare, on listeners that answer
         # themselves (direct_response) instead of routing to the upstream, in the same rounds.
@@ -822,7 +846,7 @@ def main():
             # Where the filter decided (Envoy's counters over the whole run, both listeners):
             # the hot row must be in-proxy, not callouts.
             stats = urllib.request.urlopen(
-                f"http://127.0.0.1:{admin}/stats?filter=jwt_authz_filter").read().decode()
+                f"http://127.0.0.1:{admin}/stats?filter=jwt_authz_(filter|module)").read().decode()
             results["in_proxy_stats"] = {
                 line.split(":")[0].strip(): int(line.split(":")[1])
                 for line in stats.splitlines() if ":" in line}

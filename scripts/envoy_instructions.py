@@ -8,8 +8,9 @@ req/s on a shared, noisy machine moved by 30 %.
 One Envoy 1.40 (`--concurrency 1`) under callgrind with one listener per row, every route a
 `direct_response` (no upstream): no filter, jwt_authn with its cache, gRPC ext_authz to
 jwt-authz (Envoy's side only: the sidecar's own work is not in the count), the do-nothing
-Wasm filter (crates/bench/wasm-noop), and the jwt-authz filter (WASM, default the one `make wasm`
-built) with a held token and with every request a callout. Each row: 50 requests to warm
+Wasm filter (crates/bench/wasm-noop), the jwt-authz filter (WASM, default the one `make wasm`
+built) and the jwt-authz dynamic module (`make module`) each with a held token and with every
+request a callout. Each row: 50 requests to warm
 up, then N (default 300) on one keep-alive connection counted alone. `--no-guard` leaves
 out the RBAC guard the shipped in-proxy configuration puts after the filter. Needs the
 release binaries (`make build`), the filter (`make wasm`) and valgrind (Debian's package).
@@ -41,6 +42,8 @@ def main():
         bench.RBAC_GUARD = ""
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
+    if not bench.MODULE.exists():
+        raise SystemExit(f"{bench.MODULE} missing: make module")
     OUT.mkdir(parents=True, exist_ok=True)
     for old in OUT.glob("callgrind.out*"):
         old.unlink()
@@ -59,7 +62,9 @@ def main():
     # than a few fail to start on the worker.
     in_proxy = {"wasm_noop": (str(RELEASE / "jwt_authz_wasm_noop.wasm"), ""),
                 "in_proxy_hot": (a.wasm, sidecar()),
-                "in_proxy_miss": (a.wasm, sidecar(", max_cached_tokens: 0"))}
+                "in_proxy_miss": (a.wasm, sidecar(", max_cached_tokens: 0")),
+                "module_hot": (str(bench.MODULE), sidecar()),
+                "module_miss": (str(bench.MODULE), sidecar(", max_cached_tokens: 0"))}
     rows = {f"direct_{name}": bench.free_port() for name in
             ["none", "jwt_authn_cache", "ext_authz_jwt_authz", *in_proxy]}
     config = bench.envoy_config(rows, ports["upstream"], ports["noop"], ports["authz"],
