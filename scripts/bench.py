@@ -798,7 +798,7 @@ def main():
                         "in_proxy_hot": (wasm, plugin("")),
                         "in_proxy_miss": (wasm, plugin(", max_cached_tokens: 0")),
                         "module_hot": (MODULE, plugin("")),
-                        "module_miss": (MODULE, plugin(", max_cached_tokens: 0"))}
+                        "module_verify": (MODULE, plugin(", max_cached_tokens: 0"))}
             e2e_ports.update({name: free_port() for name in in_proxy})
         # Issue 19's harness: the rows its targets compare, on listeners that answer
         # themselves (direct_response) instead of routing to the upstream, in the same rounds.

@@ -36,7 +36,7 @@ E2E = [
     ("in_proxy_hot", "Envoy + jwt-authz Wasm filter (in-proxy), token held"),
     ("in_proxy_miss", "Envoy + jwt-authz Wasm filter, every request a callout (max_cached_tokens: 0)"),
     ("module_hot", "Envoy + jwt-authz dynamic module (native in-proxy), token held"),
-    ("module_miss", "Envoy + jwt-authz dynamic module, every request a callout (max_cached_tokens: 0)"),
+    ("module_verify", "Envoy + jwt-authz dynamic module, every token verified in Envoy (max_cached_tokens: 0)"),
 ]
 
 # Only when `make bench` ran with BENCH_BASELINE_BIN (an earlier build, same workload).

@@ -6,11 +6,11 @@ req/s on a shared, noisy machine moved by 30 %.
     python3 scripts/envoy_instructions.py [--requests N] [--no-guard] [WASM]
 
 One Envoy 1.40 (`--concurrency 1`) under callgrind with one listener per row, every route a
-`direct_response` (no upstream): no filter, jwt_authn with its cache, gRPC ext_authz to
+`direct_response` (no upstream): no filter, jwt_authn without and with its cache, gRPC ext_authz to
 jwt-authz (Envoy's side only: the sidecar's own work is not in the count), the do-nothing
 Wasm filter (crates/bench/wasm-noop), the jwt-authz filter (WASM, default the one `make wasm`
-built) and the jwt-authz dynamic module (`make module`) each with a held token and with every
-request a callout. Each row: 50 requests to warm
+built) and the jwt-authz dynamic module (`make module`) with a held token and with every request's
+token verified in Envoy (`max_cached_tokens: 0`). Each row: 50 requests to warm
 up, then N (default 300) on one keep-alive connection counted alone. `--no-guard` leaves
 out the RBAC guard the shipped in-proxy configuration puts after the filter. Needs the
 release binaries (`make build`), the filter (`make wasm`) and valgrind (Debian's package).
@@ -64,9 +64,9 @@ def main():
                 "in_proxy_hot": (a.wasm, sidecar()),
                 "in_proxy_miss": (a.wasm, sidecar(", max_cached_tokens: 0")),
                 "module_hot": (str(bench.MODULE), sidecar()),
-                "module_miss": (str(bench.MODULE), sidecar(", max_cached_tokens: 0"))}
+                "module_verify": (str(bench.MODULE), sidecar(", max_cached_tokens: 0"))}
     rows = {f"direct_{name}": bench.free_port() for name in
-            ["none", "jwt_authn_cache", "ext_authz_jwt_authz", *in_proxy]}
+            ["none", "jwt_authn", "jwt_authn_cache", "ext_authz_jwt_authz", *in_proxy]}
     config = bench.envoy_config(rows, ports["upstream"], ports["noop"], ports["authz"],
                                 bench.free_port(), rsa_jwks, ports["noop_http"],
                                 ports["authz_http"], in_proxy)

@@ -304,7 +304,8 @@ impl Engine {
 
     /// [`Engine::decide`], verifying a token it does not hold with `local` (while the
     /// sidecar's generation is confirmed, as for held tokens); a token so verified is held
-    /// for its later requests.
+    /// for its later requests (unless nothing is held: `max_cached_tokens: 0` verifies
+    /// every request's token).
     pub fn decide_with(
         &mut self,
         http: &Incoming<'_>,
@@ -324,9 +325,7 @@ impl Engine {
         });
         let mut lookup = Lookup {
             held: self.held.as_ref().filter(|_| confirmed),
-            local: local
-                .zip(self.generation.as_deref())
-                .filter(|_| confirmed && self.held.is_some()),
+            local: local.zip(self.generation.as_deref()).filter(|_| confirmed),
             providers: &self.decider.config().providers,
             http,
             now_ms,

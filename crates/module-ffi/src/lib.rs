@@ -130,7 +130,11 @@ unsafe fn owned(ptr: *const u8, length: usize) -> String {
     }
     // SAFETY: non-null and, by this function's contract, valid for `length` bytes.
     let bytes = unsafe { std::slice::from_raw_parts(ptr, length) };
-    String::from_utf8_lossy(bytes).into_owned()
+    // The common case (valid UTF-8) checked the fast way; the rest read lossily.
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
 }
 
 fn log(level: u32, message: &str) {

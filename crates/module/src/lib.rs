@@ -487,7 +487,10 @@ impl Filter {
         match step {
             Step::Decided(verdict) => {
                 drop(engine);
-                apply(stream, verdict)
+                // A header the request does not have needs no removing (each removal is a
+                // call into Envoy).
+                let present = |name: &str| headers.contains_key(&name.to_ascii_lowercase());
+                apply_with(stream, verdict, &present)
             }
             Step::Callout => {
                 let path = config.in_proxy.check_path(target);
@@ -572,9 +575,18 @@ fn read<T: serde::de::DeserializeOwned>(answer: Option<(u16, &[u8])>) -> Option<
 /// Applies a verdict: header changes and the mark, then the request goes on; or the denial
 /// sent to the client.
 pub fn apply(stream: &mut impl Stream, verdict: WireVerdict) -> Flow {
+    apply_with(stream, verdict, &|_| true)
+}
+
+/// [`apply`], removing only the headers `present` says the request has.
+fn apply_with(
+    stream: &mut impl Stream,
+    verdict: WireVerdict,
+    present: &dyn Fn(&str) -> bool,
+) -> Flow {
     match verdict {
         WireVerdict::Allow { set, remove } => {
-            for name in &remove {
+            for name in remove.iter().filter(|name| present(name)) {
                 stream.remove_request_header(name);
             }
             for (name, value) in &set {

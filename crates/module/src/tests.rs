@@ -485,3 +485,33 @@ fn keys_of_another_generation_verify_nothing() {
     assert!(!config.keys_done(Some((500, b""))));
     assert!(config.keys_call().is_some());
 }
+
+#[test]
+fn with_nothing_held_every_token_is_verified_in_envoy() {
+    let key = testkit::TestKey::rsa("k1");
+    let config = Config::new(&CONFIG.replace(
+        "max_unconfirmed: 30s}",
+        "max_unconfirmed: 30s, max_cached_tokens: 0}",
+    ))
+    .expect("config");
+    assert!(config.poll_call().is_some());
+    let poll = GenerationAnswer {
+        generation: "g1".to_owned(),
+        config: Some(digest(&config)),
+        dpop_algs: None,
+    };
+    assert!(config.poll_done(Some((200, &body(&poll))), now_ms()));
+    assert!(config.keys_call().is_some());
+    assert!(config.keys_done(Some((200, &published("g1", key.jwk())))));
+    let token = key.token(&token_claims("alice"));
+    for _ in 0..2 {
+        let mut filter = Filter::default();
+        let mut stream = request("/api/orders", Some(&token));
+        assert_eq!(
+            filter.on_request_headers(&config, &mut stream),
+            Flow::Continue
+        );
+        assert_eq!(stream.metrics, [Metric::DecidedVerified]);
+        assert!(stream.callouts.is_empty());
+    }
+}
