@@ -61,6 +61,46 @@ const HOP_BY_HOP: [&str; 8] = [
     "proxy-connection",
 ];
 
+/// A request as a proxy hands over its headers (pseudo-headers included): its method, target
+/// and host, and the other headers by lowercase name, a repeated one joined with `,` into
+/// one list (RFC 9110 §5.3), as the sidecar's front ends read them.
+#[derive(Debug)]
+pub struct RequestHeaders<'p> {
+    pub method: &'p str,
+    pub target: &'p str,
+    pub host: &'p str,
+    pub headers: std::collections::HashMap<String, String>,
+}
+
+impl<'p> RequestHeaders<'p> {
+    pub fn read(pairs: &'p [(String, String)]) -> Self {
+        let mut read = RequestHeaders {
+            method: "",
+            target: "",
+            host: "",
+            headers: std::collections::HashMap::with_capacity(pairs.len()),
+        };
+        for (name, value) in pairs {
+            match name.as_str() {
+                ":method" => read.method = value,
+                ":path" => read.target = value,
+                ":authority" => read.host = value,
+                _ if name.starts_with(':') => {}
+                _ => {
+                    read.headers
+                        .entry(name.to_ascii_lowercase())
+                        .and_modify(|joined| {
+                            joined.push(',');
+                            joined.push_str(value);
+                        })
+                        .or_insert_with(|| value.clone());
+                }
+            }
+        }
+        read
+    }
+}
+
 /// What to do with a request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {

@@ -17,7 +17,7 @@ use log::{debug, error, warn};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 
-use crate::engine::{Counter, Engine, Step};
+use crate::engine::{Counter, Engine, RequestHeaders, Step};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -294,27 +294,12 @@ impl HttpContext for Request {
                 (name, value)
             })
             .collect();
-        let mut method = "";
-        let mut target = "";
-        let mut host = "";
-        let mut headers: HashMap<String, String> = HashMap::with_capacity(pairs.len());
-        for (name, value) in &pairs {
-            match name.as_str() {
-                ":method" => method = value,
-                ":path" => target = value,
-                ":authority" => host = value,
-                _ if name.starts_with(':') => {}
-                _ => {
-                    headers
-                        .entry(name.to_ascii_lowercase())
-                        .and_modify(|joined| {
-                            joined.push(',');
-                            joined.push_str(value);
-                        })
-                        .or_insert_with(|| value.clone());
-                }
-            }
-        }
+        let RequestHeaders {
+            method,
+            target,
+            host,
+            headers,
+        } = RequestHeaders::read(&pairs);
         let no_extensions = HashMap::new();
         let incoming = Incoming {
             method,

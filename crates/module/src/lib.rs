@@ -32,7 +32,9 @@ use jwt_authz_core::in_proxy::{CheckAnswer, GenerationAnswer, METHOD_HEADER, Wir
 use jwt_authz_core::request::Incoming;
 use jwt_authz_core::response::{Deny, Verdict};
 use jwt_authz_core::token::VerifiedToken;
-use jwt_authz_filter::engine::{Counter, Engine, LocalVerify, LocallyVerified, Step};
+use jwt_authz_filter::engine::{
+    Counter, Engine, LocalVerify, LocallyVerified, RequestHeaders, Step,
+};
 use jwt_authz_jose::jws::Unverified;
 use jwt_authz_jose::verify::{MAX_PUBLISHED_KEYS_BYTES, OwnedProfile, PublishedKeys, VerifyingKey};
 
@@ -437,29 +439,12 @@ impl Filter {
     pub fn on_request_headers(&mut self, config: &Config, stream: &mut impl Stream) -> Flow {
         let now = now_ms();
         let pairs = stream.request_headers();
-        let mut method = "";
-        let mut target = "";
-        let mut host = "";
-        let mut headers: HashMap<String, String> = HashMap::with_capacity(pairs.len());
-        for (name, value) in &pairs {
-            match name.as_str() {
-                ":method" => method = value,
-                ":path" => target = value,
-                ":authority" => host = value,
-                _ if name.starts_with(':') => {}
-                _ => {
-                    // Repeated headers are one list (RFC 9110 §5.3), as the Wasm filter and
-                    // the sidecar's front ends read them.
-                    headers
-                        .entry(name.to_ascii_lowercase())
-                        .and_modify(|joined| {
-                            joined.push(',');
-                            joined.push_str(value);
-                        })
-                        .or_insert_with(|| value.clone());
-                }
-            }
-        }
+        let RequestHeaders {
+            method,
+            target,
+            host,
+            headers,
+        } = RequestHeaders::read(&pairs);
         let no_extensions = HashMap::new();
         let incoming = Incoming {
             method,
