@@ -13,7 +13,7 @@ use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair as _, RsaKeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
-use support::{Client, Dpop, Running, start_with_clients};
+use support::{Client, Dpop, Running, form, start_with_clients, urlencode};
 
 const ISSUER: &str = "http://issuer.test";
 const ENDPOINT: &str = "http://issuer.test/auth/introspect";
@@ -35,27 +35,6 @@ fn sha256(bytes: &[u8]) -> Vec<u8> {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
         .as_ref()
         .to_vec()
-}
-
-/// RFC 6749 Appendix B: form-urlencoding, every byte but unreserved ones escaped.
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-fn form(params: &[(&str, &str)]) -> String {
-    params
-        .iter()
-        .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 /// A compact JWS (RFC 7515 §7.1).

@@ -9,7 +9,7 @@ use aws_lc_rs::signature;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
-use support::{Client, Dpop, Running, start_with_clients};
+use support::{Client, Dpop, Running, form, start_with_clients, urlencode};
 
 const ISSUER: &str = "http://issuer.test";
 const MCP: &str = "http://127.0.0.1:8080/mcp";
@@ -51,27 +51,6 @@ async fn login(issuer: &Running, body: Value) -> (u16, Value) {
         .expect("login");
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
-}
-
-/// RFC 6749 Appendix B: every byte but unreserved ones escaped.
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-fn form(params: &[(&str, &str)]) -> String {
-    params
-        .iter()
-        .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 async fn token_raw(issuer: &Running, body: String, dpop: Option<String>) -> reqwest::Response {
