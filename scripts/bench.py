@@ -321,9 +321,12 @@ def authz_config(grpc, admin, cache_entries, http=None, dpop=False, status_origi
       rate_limit: {{per_second: 1000000000, burst: 1000000000}}
       max_in_flight: 100000
 """
+    # One identity header, `x-user-id` from `sub`: what the jwt_authn rows set
+    # (`claim_to_headers`) and the ext_authz rows let through, so every row does the same work.
     return f"""
 listen: {{grpc: "127.0.0.1:{grpc}", admin: "127.0.0.1:{admin}"{http_listen}}}
 log: {{level: warn}}
+identity: {{headers: [{{claim: sub, header: x-user-id}}]}}
 providers:
   - name: bench
     issuer: https://bench.test

@@ -12,7 +12,7 @@ Wasm filter (crates/bench/wasm-noop), the jwt-authz filter (WASM, default the on
 built) and the jwt-authz dynamic module (`make module`) with a held token and with every request's
 token verified in Envoy (`max_cached_tokens: 0`). Each row: 50 requests to warm
 up, then N (default 300) on one keep-alive connection counted alone. `--no-guard` leaves
-out the RBAC guard the shipped in-proxy configuration puts after the filter. Needs the
+out the RBAC guard the shipped in-proxy configurations put after the filter and the module. Needs the
 release binaries (`make build`), the filter (`make wasm`) and valgrind (Debian's package).
 """
 
@@ -40,6 +40,7 @@ def main():
     a = ap.parse_args()
     if a.no_guard:
         bench.RBAC_GUARD = ""
+        bench.MODULE_GUARD = ""
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     if not bench.MODULE.exists():

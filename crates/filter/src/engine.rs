@@ -19,8 +19,10 @@
 //! this engine supplies only its verification step (held claims, or a callout) and its
 //! bind step (nothing to check: tokens that need more than their claims are never held).
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use jwt_authz_core::config::{DecisionConfig, InProxyConfig, LoadError};
 use jwt_authz_core::decision::pipeline::now;
@@ -69,35 +71,75 @@ pub struct RequestHeaders<'p> {
     pub method: &'p str,
     pub target: &'p str,
     pub host: &'p str,
-    pub headers: std::collections::HashMap<String, String>,
+    pub headers: HashMap<String, String>,
 }
 
+/// No context extensions: an in-proxy filter has none (they are ext_authz's).
+static NO_EXTENSIONS: LazyLock<HashMap<String, String>> = LazyLock::new(HashMap::new);
+
 impl<'p> RequestHeaders<'p> {
-    pub fn read(pairs: &'p [(String, String)]) -> Self {
+    /// Every header of `pairs`.
+    pub fn read<N: AsRef<str>, V: AsRef<str>>(pairs: &'p [(N, V)]) -> Self {
+        Self::read_only(pairs, |_| true)
+    }
+
+    /// The pseudo-headers of `pairs`, and the headers whose lowercase name `keep` takes:
+    /// for a decision, those it reads ([`Engine::forwards`]), which are all it would be
+    /// told of in a callout.
+    pub fn read_only<N: AsRef<str>, V: AsRef<str>>(
+        pairs: &'p [(N, V)],
+        keep: impl Fn(&str) -> bool,
+    ) -> Self {
         let mut read = RequestHeaders {
             method: "",
             target: "",
             host: "",
-            headers: std::collections::HashMap::with_capacity(pairs.len()),
+            headers: HashMap::new(),
         };
         for (name, value) in pairs {
-            match name.as_str() {
+            let (name, value) = (name.as_ref(), value.as_ref());
+            match name {
                 ":method" => read.method = value,
                 ":path" => read.target = value,
                 ":authority" => read.host = value,
                 _ if name.starts_with(':') => {}
                 _ => {
-                    read.headers
-                        .entry(name.to_ascii_lowercase())
-                        .and_modify(|joined| {
+                    // Proxies hand over lowercase names (HTTP/2 has no other); the rare
+                    // other one is lowered here.
+                    let lower = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                        Cow::Owned(name.to_ascii_lowercase())
+                    } else {
+                        Cow::Borrowed(name)
+                    };
+                    if !keep(&lower) {
+                        continue;
+                    }
+                    match read.headers.get_mut(lower.as_ref()) {
+                        Some(joined) => {
                             joined.push(',');
                             joined.push_str(value);
-                        })
-                        .or_insert_with(|| value.clone());
+                        }
+                        None => {
+                            read.headers.insert(lower.into_owned(), value.to_owned());
+                        }
+                    }
                 }
             }
         }
         read
+    }
+
+    /// The request as the decision reads it.
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming {
+            method: self.method,
+            target: self.target,
+            host: self.host,
+            headers: &self.headers,
+            context_extensions: &NO_EXTENSIONS,
+            scheme: None,
+            certificate: None,
+        }
     }
 }
 
@@ -381,7 +423,7 @@ impl Engine {
             // from the sidecar.
             Some(d) if d.deny == Some(Deny::MissingToken) && self.dpop_algs.is_none() => None,
             Some(d) => {
-                let used = d.verified.as_ref().and(d.found).map(|f| f.token.to_owned());
+                let used = d.verified.as_ref().and(d.found).map(|f| f.token);
                 let counter = match (&used, &verified_here) {
                     (Some(_), Some(_)) => Counter::Verified,
                     (Some(_), None) => Counter::CacheHit,
@@ -401,7 +443,7 @@ impl Engine {
             if let Some((token, verified)) = verified_here {
                 held.put(&token, verified);
             } else if let Some((_, _, Some(token))) = &step {
-                held.promote(token.as_str());
+                held.promote(token);
             }
         }
         match step {

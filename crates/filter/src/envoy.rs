@@ -4,14 +4,12 @@
 //! sidecar's answer. Every failure to get an answer is a 503 (fail closed).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use jwt_authz_core::in_proxy::{
     CheckAnswer, GenerationAnswer, MAX_ANSWER_BYTES, METHOD_HEADER, WireVerdict,
 };
-use jwt_authz_core::request::Incoming;
 use jwt_authz_core::response::{Deny, Verdict};
 use log::{debug, error, warn};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -294,22 +292,8 @@ impl HttpContext for Request {
                 (name, value)
             })
             .collect();
-        let RequestHeaders {
-            method,
-            target,
-            host,
-            headers,
-        } = RequestHeaders::read(&pairs);
-        let no_extensions = HashMap::new();
-        let incoming = Incoming {
-            method,
-            target,
-            host,
-            headers: &headers,
-            context_extensions: &no_extensions,
-            scheme: None,
-            certificate: None,
-        };
+        let read = RequestHeaders::read(&pairs);
+        let incoming = read.incoming();
         let (step, counter) = engine.borrow_mut().decide(&incoming, now_ms());
         self.metrics.decided(counter);
         match step {
@@ -326,14 +310,14 @@ impl HttpContext for Request {
                     let in_proxy = engine.in_proxy();
                     (
                         in_proxy.cluster.clone(),
-                        in_proxy.check_path(target),
+                        in_proxy.check_path(incoming.target),
                         in_proxy.timeout,
                     )
                 };
                 let token = engine.borrow().token_of(&incoming);
                 let original = Original {
-                    method,
-                    host,
+                    method: incoming.method,
+                    host: incoming.host,
                     headers: &pairs,
                 };
                 self.callout(&engine, &cluster, &path, timeout, &original, token)

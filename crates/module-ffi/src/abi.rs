@@ -117,6 +117,14 @@ unsafe extern "C" {
         value: ModuleBuffer,
     ) -> bool;
 
+    /// Adds a value of `key` (the header's other values, if any, stay).
+    pub fn envoy_dynamic_module_callback_http_add_header(
+        filter: FilterEnvoyPtr,
+        header_type: u32,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
+
     pub fn envoy_dynamic_module_callback_http_send_response(
         filter: FilterEnvoyPtr,
         status_code: u32,

@@ -10,6 +10,7 @@
 
 mod abi;
 
+use std::borrow::Cow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -97,6 +98,9 @@ impl Ticker {
     }
 }
 
+/// Request headers read without a heap buffer (more are read into one).
+const INLINE_HEADERS: usize = 32;
+
 /// The scheduler event that asks for a poll.
 const POLL_EVENT: u64 = 1;
 
@@ -125,15 +129,24 @@ struct EnvoyStream<'c> {
 /// # Safety
 /// `ptr` must be null or valid for reads of `length` bytes for the duration of the call.
 unsafe fn owned(ptr: *const u8, length: usize) -> String {
+    // SAFETY: by this function's contract, for the call, which is all the borrow lasts.
+    unsafe { borrowed(ptr, length) }.into_owned()
+}
+
+/// Envoy-owned bytes as text, borrowed where they are UTF-8 (the common case, checked the
+/// fast way), read lossily into an owned string where not.
+///
+/// # Safety
+/// `ptr` must be null or valid for reads of `length` bytes, unchanged, for `'a`.
+unsafe fn borrowed<'a>(ptr: *const u8, length: usize) -> Cow<'a, str> {
     if ptr.is_null() || length == 0 {
-        return String::new();
+        return Cow::Borrowed("");
     }
-    // SAFETY: non-null and, by this function's contract, valid for `length` bytes.
+    // SAFETY: non-null and, by this function's contract, valid and unchanged for `'a`.
     let bytes = unsafe { std::slice::from_raw_parts(ptr, length) };
-    // The common case (valid UTF-8) checked the fast way; the rest read lossily.
     match std::str::from_utf8(bytes) {
-        Ok(text) => text.to_owned(),
-        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
     }
 }
 
@@ -143,7 +156,7 @@ fn log(level: u32, message: &str) {
 }
 
 impl Stream for EnvoyStream<'_> {
-    fn request_headers(&self) -> Vec<(String, String)> {
+    fn request_headers(&self) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
         // SAFETY: `envoy` is the filter pointer of the hook running now, on its worker.
         let count = unsafe {
             abi::envoy_dynamic_module_callback_http_get_headers_size(
@@ -157,7 +170,15 @@ impl Stream for EnvoyStream<'_> {
             value_ptr: std::ptr::null(),
             value_length: 0,
         };
-        let mut headers = vec![empty; count];
+        // Most requests have a few headers: room for them on the stack, on the heap past.
+        let mut inline = [empty; INLINE_HEADERS];
+        let mut spilled = Vec::new();
+        let headers: &mut [EnvoyHeader] = if count <= INLINE_HEADERS {
+            &mut inline[..count]
+        } else {
+            spilled.resize(count, empty);
+            &mut spilled
+        };
         // SAFETY: `headers` has room for the `count` entries Envoy writes; the pointer is
         // valid for the hook.
         let ok = unsafe {
@@ -174,11 +195,12 @@ impl Stream for EnvoyStream<'_> {
             .iter()
             .map(|h| {
                 // SAFETY: Envoy filled each entry with bytes of its header map, valid until
-                // this hook returns or the map is changed; they are copied here, before
-                // either.
-                let key = unsafe { owned(h.key_ptr, h.key_length) };
+                // this hook returns or the map is changed. The borrow is of `self`, which
+                // lives only during this hook, and every change to the map goes through a
+                // `&mut self` method: the compiler ends these borrows before any change.
+                let key = unsafe { borrowed(h.key_ptr, h.key_length) };
                 // SAFETY: as for the key.
-                let value = unsafe { owned(h.value_ptr, h.value_length) };
+                let value = unsafe { borrowed(h.value_ptr, h.value_length) };
                 (key, value)
             })
             .collect()
@@ -205,6 +227,18 @@ impl Stream for EnvoyStream<'_> {
                 abi::REQUEST_HEADER,
                 ModuleBuffer::of(name.as_bytes()),
                 ModuleBuffer::of(b""),
+            );
+        }
+    }
+
+    fn add_request_header(&mut self, name: &str, value: &str) {
+        // SAFETY: as in `set_request_header` (Envoy copies both buffers).
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_add_header(
+                self.envoy,
+                abi::REQUEST_HEADER,
+                ModuleBuffer::of(name.as_bytes()),
+                ModuleBuffer::of(value.as_bytes()),
             );
         }
     }

@@ -22,6 +22,7 @@
 //! verifiable here (another provider, a DPoP proof, a `cnf`, keys of another generation): a
 //! callout, and the sidecar decides (and says why).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -29,7 +30,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use jwt_authz_core::config::InProxyConfig;
 pub use jwt_authz_core::in_proxy::MAX_ANSWER_BYTES;
 use jwt_authz_core::in_proxy::{CheckAnswer, GenerationAnswer, METHOD_HEADER, WireVerdict};
-use jwt_authz_core::request::Incoming;
 use jwt_authz_core::response::{Deny, Verdict};
 use jwt_authz_core::token::VerifiedToken;
 use jwt_authz_filter::engine::{
@@ -96,13 +96,16 @@ impl Metric {
 /// What a request's hooks may do with it: the safe API the FFI crate implements over
 /// Envoy's callbacks, valid during one hook.
 pub trait Stream {
-    /// The request's headers, pseudo-headers included, in order; a value that is not UTF-8
-    /// read with U+FFFD in place of what is not (no token is, so it cannot pass for one).
-    fn request_headers(&self) -> Vec<(String, String)>;
+    /// The request's headers, pseudo-headers included, in order, borrowed while the request
+    /// is not changed; a value that is not UTF-8 read with U+FFFD in place of what is not
+    /// (no token is, so it cannot pass for one).
+    fn request_headers(&self) -> Vec<(Cow<'_, str>, Cow<'_, str>)>;
     /// Replaces every value of `name` with `value` (a non-empty value: Envoy removes a
     /// header set to `""`).
     fn set_request_header(&mut self, name: &str, value: &str);
     fn remove_request_header(&mut self, name: &str);
+    /// Adds `name: value` to a request known not to carry `name` (cheaper than a set).
+    fn add_request_header(&mut self, name: &str, value: &str);
     /// Sets [`DECIDED`]; `false` if it could not be set.
     fn mark_decided(&mut self) -> bool;
     /// Answers the client (Envoy's local reply); the request goes no further.
@@ -438,64 +441,73 @@ impl Filter {
     /// Decides the request, or pauses it for a callout.
     pub fn on_request_headers(&mut self, config: &Config, stream: &mut impl Stream) -> Flow {
         let now = now_ms();
-        let pairs = stream.request_headers();
-        let RequestHeaders {
-            method,
-            target,
-            host,
-            headers,
-        } = RequestHeaders::read(&pairs);
-        let no_extensions = HashMap::new();
-        let incoming = Incoming {
-            method,
-            target,
-            host,
-            headers: &headers,
-            context_extensions: &no_extensions,
-            scheme: None,
-            certificate: None,
-        };
         let Some(engine) = config.engine(stream.worker()) else {
             return apply(stream, Config::unavailable());
         };
         let keys = config.local_keys();
         let mut engine = lock(engine);
+        // Envoy's own bytes, borrowed until the request's headers are changed: the decision
+        // is told only of the headers it reads, as the sidecar would be in a callout.
+        let pairs = stream.request_headers();
+        let read = RequestHeaders::read_only(&pairs, |name| engine.forwards(name));
+        let incoming = read.incoming();
         let local = keys.as_deref().map(|k| k as &dyn LocalVerify);
         let (step, counter) = engine.decide_with(&incoming, now, local);
-        match counter {
-            Some(Counter::CacheHit) => stream.count(Metric::DecidedCached),
-            Some(Counter::Verified) => stream.count(Metric::DecidedVerified),
-            Some(Counter::NoToken) => stream.count(Metric::DecidedNoToken),
-            Some(Counter::ConfigMismatch) => stream.count(Metric::ConfigMismatch),
-            None => {}
-        }
+        let counter = match counter {
+            Some(Counter::CacheHit) => Some(Metric::DecidedCached),
+            Some(Counter::Verified) => Some(Metric::DecidedVerified),
+            Some(Counter::NoToken) => Some(Metric::DecidedNoToken),
+            Some(Counter::ConfigMismatch) => Some(Metric::ConfigMismatch),
+            None => None,
+        };
         match step {
-            Step::Decided(verdict) => {
+            Step::Decided(mut verdict) => {
                 drop(engine);
                 // A header the request does not have needs no removing (each removal is a
                 // call into Envoy).
-                let present = |name: &str| headers.contains_key(&name.to_ascii_lowercase());
-                apply_with(stream, verdict, &present)
+                let has = |name: &str| pairs.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+                // A header the request does not carry needs no removing, and one it is given
+                // is added rather than replaced (each is a call into Envoy, and a
+                // replacement looks for the old values first).
+                let mut present = Present::All;
+                if let WireVerdict::Allow { remove, set } = &mut verdict {
+                    remove.retain(|name| has(name));
+                    present = Present::of(set.iter().map(|(name, _)| has(name)));
+                }
+                drop(read);
+                drop(pairs);
+                if let Some(metric) = counter {
+                    stream.count(metric);
+                }
+                apply_with(stream, verdict, present)
             }
             Step::Callout => {
-                let path = config.in_proxy.check_path(target);
-                let mut call: Vec<(&str, &str)> = Vec::with_capacity(pairs.len() + 4);
-                call.push((":method", "GET"));
-                call.push((":path", &path));
-                call.push((":authority", host));
-                call.push((METHOD_HEADER, method));
+                let path = config.in_proxy.check_path(incoming.target);
+                // Owned: the request's headers are Envoy's, and the call is made through it.
+                let mut call: Vec<(String, String)> = Vec::with_capacity(pairs.len() + 4);
+                call.push((":method".into(), "GET".into()));
+                call.push((":path".into(), path));
+                call.push((":authority".into(), incoming.host.into()));
+                call.push((METHOD_HEADER.into(), incoming.method.into()));
                 // Only what the decision reads (never the proxy's `x-envoy-*`, nor a copy of
                 // the method header, which is the filter's own).
                 for (name, value) in &pairs {
                     let lower = name.to_ascii_lowercase();
                     if engine.forwards(&lower) && lower != METHOD_HEADER {
-                        call.push((name, value));
+                        call.push((name.as_ref().into(), value.as_ref().into()));
                     }
                 }
                 let token = engine.token_of(&incoming);
                 let unavailable = engine.unavailable();
                 drop(engine);
+                drop(read);
+                drop(pairs);
+                if let Some(metric) = counter {
+                    stream.count(metric);
+                }
                 stream.count(Metric::Callouts);
+                let call: Vec<(&str, &str)> =
+                    call.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
                 match stream.callout(&config.in_proxy.cluster, &call, config.in_proxy.timeout) {
                     Some(id) => {
                         self.pending = Some((id, token));
@@ -560,27 +572,55 @@ fn read<T: serde::de::DeserializeOwned>(answer: Option<(u16, &[u8])>) -> Option<
 /// Applies a verdict: header changes and the mark, then the request goes on; or the denial
 /// sent to the client.
 pub fn apply(stream: &mut impl Stream, verdict: WireVerdict) -> Flow {
-    apply_with(stream, verdict, &|_| true)
+    apply_with(stream, verdict, Present::All)
 }
 
-/// [`apply`], removing only the headers `present` says the request has.
-fn apply_with(
-    stream: &mut impl Stream,
-    verdict: WireVerdict,
-    present: &dyn Fn(&str) -> bool,
-) -> Flow {
+/// Which of a verdict's headers to set the request already carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Present {
+    /// Not known: each may be there.
+    All,
+    /// The `i`th is there when bit `i` is set; past the 64th, each may be.
+    Mask(u64),
+}
+
+impl Present {
+    fn of(present: impl Iterator<Item = bool>) -> Self {
+        let mut mask = u64::MAX;
+        for (i, present) in present.enumerate().take(64) {
+            if !present {
+                mask &= !(1 << i);
+            }
+        }
+        Present::Mask(mask)
+    }
+
+    fn may_have(self, i: usize) -> bool {
+        match self {
+            Present::All => true,
+            Present::Mask(mask) => i >= 64 || mask & (1 << i) != 0,
+        }
+    }
+}
+
+/// [`apply`], knowing which headers to set are there already.
+fn apply_with(stream: &mut impl Stream, verdict: WireVerdict, present: Present) -> Flow {
     match verdict {
         WireVerdict::Allow { set, remove } => {
-            for name in remove.iter().filter(|name| present(name)) {
+            for name in &remove {
                 stream.remove_request_header(name);
             }
-            for (name, value) in &set {
+            for (i, (name, value)) in set.iter().enumerate() {
                 if value.is_empty() {
                     // Envoy cannot hold an empty header value: none is what the upstream
                     // gets (as behind Caddy and Traefik).
-                    stream.remove_request_header(name);
-                } else {
+                    if present.may_have(i) {
+                        stream.remove_request_header(name);
+                    }
+                } else if present.may_have(i) {
                     stream.set_request_header(name, value);
+                } else {
+                    stream.add_request_header(name, value);
                 }
             }
             // The mark the guard after this filter lets through; a request that cannot

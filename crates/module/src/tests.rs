@@ -27,6 +27,8 @@ in_proxy: {cluster: jwt_authz_http, poll_interval: 1s, max_unconfirmed: 30s}
 struct Recorded {
     headers: Vec<(String, String)>,
     set: Vec<(String, String)>,
+    /// Headers added to a request that did not carry them.
+    added: Vec<(String, String)>,
     removed: Vec<String>,
     marked: bool,
     refuse_mark: bool,
@@ -38,14 +40,20 @@ struct Recorded {
 }
 
 impl Stream for Recorded {
-    fn request_headers(&self) -> Vec<(String, String)> {
-        self.headers.clone()
+    fn request_headers(&self) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
+        self.headers
+            .iter()
+            .map(|(n, v)| (Cow::Borrowed(n.as_str()), Cow::Borrowed(v.as_str())))
+            .collect()
     }
     fn set_request_header(&mut self, name: &str, value: &str) {
         self.set.push((name.to_owned(), value.to_owned()));
     }
     fn remove_request_header(&mut self, name: &str) {
         self.removed.push(name.to_owned());
+    }
+    fn add_request_header(&mut self, name: &str, value: &str) {
+        self.added.push((name.to_owned(), value.to_owned()));
     }
     fn mark_decided(&mut self) -> bool {
         self.marked = !self.refuse_mark;
@@ -287,7 +295,7 @@ fn an_engine_built_after_a_poll_starts_from_its_answer() {
     // sidecar's answer (of that generation) is held and the next request decided here.
     struct Worker5(Recorded);
     impl Stream for Worker5 {
-        fn request_headers(&self) -> Vec<(String, String)> {
+        fn request_headers(&self) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
             self.0.request_headers()
         }
         fn set_request_header(&mut self, n: &str, v: &str) {
@@ -295,6 +303,9 @@ fn an_engine_built_after_a_poll_starts_from_its_answer() {
         }
         fn remove_request_header(&mut self, n: &str) {
             self.0.remove_request_header(n)
+        }
+        fn add_request_header(&mut self, n: &str, v: &str) {
+            self.0.add_request_header(n, v)
         }
         fn mark_decided(&mut self) -> bool {
             self.0.mark_decided()
@@ -403,12 +414,11 @@ fn a_token_not_held_is_verified_in_envoy_with_the_sidecars_keys() {
     );
     assert!(stream.callouts.is_empty(), "{:?}", stream.callouts);
     assert_eq!(stream.metrics, [Metric::DecidedVerified]);
-    assert!(
-        stream
-            .set
-            .contains(&("x-user-id".to_owned(), "alice".to_owned()))
-    );
-    assert!(stream.removed.contains(&"authorization".to_owned()));
+    // The request carried no identity header: `x-user-id` added, nothing replaced, and
+    // the other identity headers (claims the token lacks) not looked for.
+    assert_eq!(stream.added, [("x-user-id".to_owned(), "alice".to_owned())]);
+    assert!(stream.set.is_empty(), "{:?}", stream.set);
+    assert_eq!(stream.removed, ["authorization"]);
     assert!(stream.marked);
     // Held from then on.
     let mut again = Filter::default();
@@ -513,5 +523,45 @@ fn with_nothing_held_every_token_is_verified_in_envoy() {
         );
         assert_eq!(stream.metrics, [Metric::DecidedVerified]);
         assert!(stream.callouts.is_empty());
+    }
+}
+
+#[test]
+fn identity_headers_a_client_sent_are_replaced_or_removed_never_kept() {
+    let key = testkit::TestKey::rsa("k1");
+    let config = with_keys(&key, "g1", "g1");
+    let token = key.token(&token_claims("alice"));
+    for held in [false, true] {
+        let mut stream = request("/api/orders", Some(&token));
+        // A forged identity in the spellings a client may send (HTTP/1 names arrive in
+        // lowercase from Envoy, but a filter before this one may add any).
+        stream
+            .headers
+            .push(("x-user-id".to_owned(), "admin".to_owned()));
+        stream
+            .headers
+            .push(("X-User-Id".to_owned(), "root".to_owned()));
+        stream
+            .headers
+            .push(("x-user-name".to_owned(), "Admin".to_owned()));
+        assert_eq!(
+            Filter::default().on_request_headers(&config, &mut stream),
+            Flow::Continue,
+            "held: {held}"
+        );
+        let metric = if held {
+            Metric::DecidedCached
+        } else {
+            Metric::DecidedVerified
+        };
+        assert_eq!(stream.metrics, [metric]);
+        // `x-user-id` replaced (every value), `x-user-name` (no such claim) removed, the
+        // token removed; `x-user-role`, which the request does not carry, left alone.
+        assert_eq!(stream.set, [("x-user-id".to_owned(), "alice".to_owned())]);
+        assert!(stream.added.is_empty(), "{:?}", stream.added);
+        let mut removed = stream.removed.clone();
+        removed.sort();
+        assert_eq!(removed, ["authorization", "x-user-name"]);
+        assert!(stream.marked);
     }
 }

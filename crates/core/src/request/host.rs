@@ -78,7 +78,7 @@ pub fn canonical_host(raw: &str) -> Result<Cow<'_, str>, HostError> {
         None => (raw, None),
     };
     if let Some(port) = port {
-        check_port(&format!(":{port}"))?;
+        check_port_number(port)?;
     }
     if name.is_empty() {
         return Err(HostError::Missing);
@@ -91,11 +91,8 @@ pub fn canonical_host(raw: &str) -> Result<Cow<'_, str>, HostError> {
     if unrooted.is_empty() || unrooted.split('.').any(str::is_empty) {
         return Err(HostError::EmptyLabel);
     }
-    if port.is_none()
-        && unrooted.len() == name.len()
-        && !name.bytes().any(|b| b.is_ascii_uppercase())
-    {
-        return Ok(Cow::Borrowed(name));
+    if !unrooted.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Ok(Cow::Borrowed(unrooted));
     }
     Ok(Cow::Owned(unrooted.to_ascii_lowercase()))
 }
@@ -106,12 +103,19 @@ fn check_port(after: &str) -> Result<(), HostError> {
     match after.strip_prefix(':') {
         None if after.is_empty() => Ok(()),
         None => Err(HostError::BadCharacter),
-        Some("") => Ok(()),
-        Some(port) if port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()) => port
+        Some(port) => check_port_number(port),
+    }
+}
+
+/// What follows the `:`: empty, or a port number of at most 5 digits that fits in 16 bits.
+fn check_port_number(port: &str) -> Result<(), HostError> {
+    match port {
+        "" => Ok(()),
+        _ if port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()) => port
             .parse::<u16>()
             .map(drop)
             .map_err(|_| HostError::BadPort),
-        Some(_) => Err(HostError::BadPort),
+        _ => Err(HostError::BadPort),
     }
 }
 
