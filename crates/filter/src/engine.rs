@@ -369,6 +369,13 @@ impl Engine {
         std::mem::take(&mut self.news)
     }
 
+    /// Drops every held token (their claims are asked of the sidecar again).
+    pub fn forget_held(&mut self) {
+        if let Some(held) = self.held.as_mut() {
+            held.clear();
+        }
+    }
+
     /// How many tokens are held now.
     pub fn held(&self) -> usize {
         self.held.as_ref().map_or(0, |h| h.map.len())

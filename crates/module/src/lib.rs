@@ -169,8 +169,9 @@ pub struct Config {
     keys_in_flight: Mutex<Option<std::time::Instant>>,
 }
 
-/// Locks `mutex` even if a panic poisoned it (the engine holds caches whose worst state is
-/// a miss; the panic was counted and answered 503 where it happened).
+/// Locks `mutex` even if a panic poisoned it: for the module's own bookkeeping (the poll,
+/// the keys in flight), whose worst state is a poll or fetch made again. An engine is
+/// locked with [`Config::lock_engine`] instead.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
@@ -204,23 +205,48 @@ impl Config {
 
     /// Whether `identity.dynamic_metadata` is asked for (not set by this module yet).
     pub fn wants_metadata(&self) -> bool {
-        self.engine(0).is_some_and(|e| lock(e).wants_metadata())
+        self.engine(0)
+            .is_some_and(|e| self.lock_engine(e).wants_metadata())
     }
 
-    /// The engine of `worker`'s slot, built on its first request (from the text `new`
-    /// checked: `None` only if it somehow no longer reads, which the caller answers 503).
+    /// An engine as a new worker's starts: from the text `new` checked (`None` only if it
+    /// somehow no longer reads), at the last poll's generation, as of that poll.
+    fn fresh_engine(&self) -> Option<Engine> {
+        let mut engine = Engine::from_config(&self.text).ok()?;
+        if let Some((answer, at)) = lock(&self.poll).last_answer.clone() {
+            engine.polled(answer, at);
+        }
+        Some(engine)
+    }
+
+    /// The engine of `worker`'s slot, built on its first request (`None`, which the caller
+    /// answers 503, only if it cannot be built).
     fn engine(&self, worker: u32) -> Option<&Mutex<Engine>> {
         let slot = &self.engines[worker as usize % WORKERS];
         if slot.get().is_none() {
-            let mut engine = Engine::from_config(&self.text).ok()?;
-            // It starts where the others are: the last poll's generation, as of that poll.
-            if let Some((answer, at)) = lock(&self.poll).last_answer.clone() {
-                engine.polled(answer, at);
-            }
             // Another request of this slot may have set it first: either engine will do.
-            let _ = slot.set(Mutex::new(engine));
+            let _ = slot.set(Mutex::new(self.fresh_engine()?));
         }
         slot.get()
+    }
+
+    /// Locks an engine. One a panic left poisoned (the panic was counted and its request
+    /// answered 503) may be half-way through a change to what it holds: it is replaced by a
+    /// fresh one, which holds nothing, rather than trusted.
+    fn lock_engine<'e>(&self, engine: &'e Mutex<Engine>) -> MutexGuard<'e, Engine> {
+        match engine.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => {
+                let mut guard = poisoned.into_inner();
+                engine.clear_poison();
+                match self.fresh_engine() {
+                    Some(fresh) => *guard = fresh,
+                    // Never expected (the text read before); what is held is dropped at least.
+                    None => guard.forget_held(),
+                }
+                guard
+            }
+        }
     }
 
     /// Whether a poll is due now; if so it is marked in flight. The timer asks every
@@ -255,7 +281,7 @@ impl Config {
         }
         if let Some(answer) = answer {
             for engine in self.engines.iter().filter_map(OnceLock::get) {
-                lock(engine).polled(answer.clone(), now);
+                self.lock_engine(engine).polled(answer.clone(), now);
             }
         }
     }
@@ -445,7 +471,7 @@ impl Filter {
             return apply(stream, Config::unavailable());
         };
         let keys = config.local_keys();
-        let mut engine = lock(engine);
+        let mut engine = config.lock_engine(engine);
         // Envoy's own bytes, borrowed until the request's headers are changed: the decision
         // is told only of the headers it reads, as the sidecar would be in a callout.
         let pairs = stream.request_headers();
@@ -544,7 +570,7 @@ impl Filter {
             apply(stream, Config::unavailable());
             return;
         };
-        let mut engine = lock(engine);
+        let mut engine = config.lock_engine(engine);
         let verdict = match read::<CheckAnswer>(answer) {
             Some(answer) => engine.answered(token.as_deref(), answer, now),
             None => {

@@ -565,3 +565,38 @@ fn identity_headers_a_client_sent_are_replaced_or_removed_never_kept() {
         assert!(stream.marked);
     }
 }
+
+#[test]
+fn an_engine_a_panic_left_poisoned_is_replaced_not_trusted() {
+    let key = testkit::TestKey::rsa("k1");
+    let config = with_keys(&key, "g1", "g1");
+    let token = key.token(&token_claims("alice"));
+    // Verified in Envoy, then held.
+    let mut stream = request("/api/orders", Some(&token));
+    Filter::default().on_request_headers(&config, &mut stream);
+    let mut stream = request("/api/orders", Some(&token));
+    Filter::default().on_request_headers(&config, &mut stream);
+    assert_eq!(stream.metrics, [Metric::DecidedCached]);
+
+    // A panic while worker 0's engine is locked.
+    let slot = config.engines[0].get().expect("worker 0's engine");
+    let panicked = std::panic::catch_unwind(|| {
+        let _engine = slot.lock();
+        panic!("a hook's panic, with the engine locked");
+    });
+    assert!(panicked.is_err());
+    assert!(slot.is_poisoned());
+
+    // The next request finds a fresh engine: nothing held (the token is verified again),
+    // still at the polled generation (decided here, not a configuration mismatch).
+    let mut stream = request("/api/orders", Some(&token));
+    assert_eq!(
+        Filter::default().on_request_headers(&config, &mut stream),
+        Flow::Continue
+    );
+    assert_eq!(stream.metrics, [Metric::DecidedVerified]);
+    assert!(!slot.is_poisoned());
+    let mut stream = request("/api/orders", Some(&token));
+    Filter::default().on_request_headers(&config, &mut stream);
+    assert_eq!(stream.metrics, [Metric::DecidedCached]);
+}
