@@ -69,6 +69,10 @@ pub enum WireVerdict {
     Allow {
         set: Vec<(String, String)>,
         remove: Vec<String>,
+        /// The identity as dynamic metadata, when `identity.dynamic_metadata` asks for it
+        /// (the dynamic module sets it; the Wasm ABI cannot).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metadata: Option<IdentityMetadata>,
     },
     /// Answer the client with this response.
     Deny {
@@ -81,11 +85,13 @@ pub enum WireVerdict {
 impl From<Verdict> for WireVerdict {
     fn from(verdict: Verdict) -> Self {
         match verdict {
-            // Dynamic metadata has no way into the filter's answer: Envoy's Wasm ABI cannot
-            // set it, so the filter documents `identity.dynamic_metadata` as unsupported.
-            Verdict::Allow { mutation, .. } => WireVerdict::Allow {
+            Verdict::Allow { mutation, metadata } => WireVerdict::Allow {
                 set: mutation.set,
                 remove: mutation.remove,
+                metadata: metadata.map(|(provider, token)| IdentityMetadata {
+                    provider,
+                    claims: token.claims.clone(),
+                }),
             },
             Verdict::Deny(denial) => WireVerdict::Deny {
                 status: denial.status(),
@@ -98,6 +104,16 @@ impl From<Verdict> for WireVerdict {
             },
         }
     }
+}
+
+/// A verified identity as dynamic metadata (`identity.dynamic_metadata`): what the ext_authz
+/// front ends put in their answer's `dynamic_metadata`, `{provider, claims}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityMetadata {
+    /// The name of the provider that verified the token.
+    pub provider: String,
+    pub claims: Map<String, Value>,
 }
 
 /// A token's verified claims, for the filter's cache.

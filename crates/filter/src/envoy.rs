@@ -388,7 +388,7 @@ impl Request {
     /// denial sent to the client (`false`).
     fn apply(&self, verdict: WireVerdict) -> bool {
         match verdict {
-            WireVerdict::Allow { set, remove } => {
+            WireVerdict::Allow { set, remove, .. } => {
                 for name in &remove {
                     self.set_http_request_header(name, None);
                 }

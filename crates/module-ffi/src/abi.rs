@@ -141,6 +141,16 @@ unsafe extern "C" {
         value: ModuleBuffer,
     );
 
+    /// Merges a serialized `google.protobuf.Struct` into the dynamic metadata namespace
+    /// `namespace` (bytes that do not parse are logged by Envoy and set nothing). Added to
+    /// the ABI after the 1.40-dev header the rest was written from: its parameters were read
+    /// off the v1.40.0 binary (filter pointer, then two buffers; no return value).
+    pub fn envoy_dynamic_module_callback_http_set_dynamic_metadata_struct(
+        filter: FilterEnvoyPtr,
+        namespace: ModuleBuffer,
+        serialized: ModuleBuffer,
+    );
+
     pub fn envoy_dynamic_module_callback_http_filter_http_callout(
         filter: FilterEnvoyPtr,
         callout_id_out: *mut u64,

@@ -257,6 +257,21 @@ impl Stream for EnvoyStream<'_> {
         true
     }
 
+    fn set_metadata(&mut self, namespace: &str, fields: &[u8]) -> bool {
+        // SAFETY: both buffers point to live bytes for the call (Envoy parses them into its
+        // own message); the filter pointer is this hook's.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_set_dynamic_metadata_struct(
+                self.envoy,
+                ModuleBuffer::of(namespace.as_bytes()),
+                ModuleBuffer::of(fields),
+            );
+        }
+        // Envoy says nothing back; the bytes are ours (a `Struct` that always parses) and a
+        // request hook always has its stream's metadata.
+        true
+    }
+
     fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &str) {
         let headers: Vec<ModuleHeader> = headers
             .iter()
@@ -458,12 +473,6 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
             return std::ptr::null();
         }
     };
-    if config.wants_metadata() {
-        log(
-            abi::LOG_WARN,
-            "jwt-authz module: identity.dynamic_metadata is not set by the module yet; upstream gets the identity headers only",
-        );
-    }
     let mut counters = [None; Metric::ALL.len()];
     for (slot, metric) in counters.iter_mut().zip(Metric::ALL) {
         let mut id = 0usize;

@@ -29,7 +29,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jwt_authz_core::config::InProxyConfig;
 pub use jwt_authz_core::in_proxy::MAX_ANSWER_BYTES;
-use jwt_authz_core::in_proxy::{CheckAnswer, GenerationAnswer, METHOD_HEADER, WireVerdict};
+use jwt_authz_core::in_proxy::{
+    CheckAnswer, GenerationAnswer, IdentityMetadata, METHOD_HEADER, WireVerdict,
+};
 use jwt_authz_core::response::{Deny, Verdict};
 use jwt_authz_core::token::VerifiedToken;
 use jwt_authz_filter::engine::{
@@ -37,6 +39,9 @@ use jwt_authz_filter::engine::{
 };
 use jwt_authz_jose::jws::Unverified;
 use jwt_authz_jose::verify::{MAX_PUBLISHED_KEYS_BYTES, OwnedProfile, PublishedKeys, VerifyingKey};
+use prost::Message;
+use prost_types::value::Kind;
+use prost_types::{ListValue, Struct, Value as ProtoValue};
 
 #[cfg(test)]
 mod tests;
@@ -47,6 +52,11 @@ mod tests;
 /// that lets through only requests carrying the mark, which no client can set
 /// (`envoy/envoy-module.yaml.tmpl`).
 pub const DECIDED: (&str, &str, &str) = ("jwt_authz", "decided", "1");
+
+/// Where the verified identity goes as dynamic metadata when `identity.dynamic_metadata`
+/// asks for it: `{provider, claims}` under this namespace (beside [`DECIDED`]), as the
+/// sidecar's ext_authz answer carries it.
+pub const METADATA_NAMESPACE: &str = "jwt_authz";
 
 /// Engines are kept per worker, by `worker index % WORKERS` (a worker beyond shares a
 /// slot, and its lock, with another: correct, only slower).
@@ -108,6 +118,9 @@ pub trait Stream {
     fn add_request_header(&mut self, name: &str, value: &str);
     /// Sets [`DECIDED`]; `false` if it could not be set.
     fn mark_decided(&mut self) -> bool;
+    /// Merges `fields`, a serialized `google.protobuf.Struct`, into the request's dynamic
+    /// metadata under `namespace`; `false` if it could not be set.
+    fn set_metadata(&mut self, namespace: &str, fields: &[u8]) -> bool;
     /// Answers the client (Envoy's local reply); the request goes no further.
     fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &str);
     /// Starts an HTTP call to `cluster`; its answer comes to [`Filter::on_callout_done`]
@@ -201,12 +214,6 @@ impl Config {
             keys: RwLock::new(None),
             keys_in_flight: Mutex::new(None),
         })
-    }
-
-    /// Whether `identity.dynamic_metadata` is asked for (not set by this module yet).
-    pub fn wants_metadata(&self) -> bool {
-        self.engine(0)
-            .is_some_and(|e| self.lock_engine(e).wants_metadata())
     }
 
     /// An engine as a new worker's starts: from the text `new` checked (`None` only if it
@@ -496,7 +503,7 @@ impl Filter {
                 // is added rather than replaced (each is a call into Envoy, and a
                 // replacement looks for the old values first).
                 let mut present = Present::All;
-                if let WireVerdict::Allow { remove, set } = &mut verdict {
+                if let WireVerdict::Allow { remove, set, .. } = &mut verdict {
                     remove.retain(|name| has(name));
                     present = Present::of(set.iter().map(|(name, _)| has(name)));
                 }
@@ -632,7 +639,18 @@ impl Present {
 /// [`apply`], knowing which headers to set are there already.
 fn apply_with(stream: &mut impl Stream, verdict: WireVerdict, present: Present) -> Flow {
     match verdict {
-        WireVerdict::Allow { set, remove } => {
+        WireVerdict::Allow {
+            set,
+            remove,
+            metadata,
+        } => {
+            // Asked for and not set: the request does not go on without it (what reads it
+            // after this filter may decide on it).
+            if let Some(metadata) = metadata
+                && !stream.set_metadata(METADATA_NAMESPACE, &metadata_struct(&metadata))
+            {
+                return apply(stream, Config::unavailable());
+            }
             for name in &remove {
                 stream.remove_request_header(name);
             }
@@ -669,4 +687,50 @@ fn apply_with(stream: &mut impl Stream, verdict: WireVerdict, present: Present) 
             Flow::Stop
         }
     }
+}
+
+/// `{provider, claims}` as a serialized `google.protobuf.Struct`, the form Envoy's dynamic
+/// metadata takes: JSON numbers become doubles, as in the sidecar's ext_authz answer.
+pub fn metadata_struct(metadata: &IdentityMetadata) -> Vec<u8> {
+    let fields = Struct {
+        fields: [
+            ("provider".to_owned(), string_value(&metadata.provider)),
+            (
+                "claims".to_owned(),
+                ProtoValue {
+                    kind: Some(Kind::StructValue(to_struct(&metadata.claims))),
+                },
+            ),
+        ]
+        .into_iter()
+        .collect(),
+    };
+    fields.encode_to_vec()
+}
+
+fn string_value(text: &str) -> ProtoValue {
+    ProtoValue {
+        kind: Some(Kind::StringValue(text.to_owned())),
+    }
+}
+
+fn to_struct(map: &serde_json::Map<String, serde_json::Value>) -> Struct {
+    Struct {
+        fields: map.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
+    }
+}
+
+fn to_value(value: &serde_json::Value) -> ProtoValue {
+    use serde_json::Value;
+    let kind = match value {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(items) => Kind::ListValue(ListValue {
+            values: items.iter().map(to_value).collect(),
+        }),
+        Value::Object(map) => Kind::StructValue(to_struct(map)),
+    };
+    ProtoValue { kind: Some(kind) }
 }

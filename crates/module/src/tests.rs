@@ -32,6 +32,9 @@ struct Recorded {
     removed: Vec<String>,
     marked: bool,
     refuse_mark: bool,
+    /// Dynamic metadata set: namespace and serialized `Struct`.
+    metadata: Vec<(String, Vec<u8>)>,
+    refuse_metadata: bool,
     responses: Vec<(u16, String)>,
     callouts: Vec<(String, Vec<(String, String)>)>,
     refuse_callouts: bool,
@@ -58,6 +61,13 @@ impl Stream for Recorded {
     fn mark_decided(&mut self) -> bool {
         self.marked = !self.refuse_mark;
         self.marked
+    }
+    fn set_metadata(&mut self, namespace: &str, fields: &[u8]) -> bool {
+        if self.refuse_metadata {
+            return false;
+        }
+        self.metadata.push((namespace.to_owned(), fields.to_vec()));
+        true
     }
     fn send_response(&mut self, status: u16, _: &[(&str, &str)], body: &str) {
         self.responses.push((status, body.to_owned()));
@@ -128,6 +138,7 @@ fn allow(config: &Config, generation: &str, hold: bool) -> CheckAnswer {
         verdict: WireVerdict::Allow {
             set: vec![("x-user-id".to_owned(), "alice".to_owned())],
             remove: vec!["authorization".to_owned()],
+            metadata: None,
         },
         token: hold.then(|| CachedToken {
             provider: "main".to_owned(),
@@ -310,6 +321,9 @@ fn an_engine_built_after_a_poll_starts_from_its_answer() {
         fn mark_decided(&mut self) -> bool {
             self.0.mark_decided()
         }
+        fn set_metadata(&mut self, n: &str, f: &[u8]) -> bool {
+            self.0.set_metadata(n, f)
+        }
         fn send_response(&mut self, s: u16, h: &[(&str, &str)], b: &str) {
             self.0.send_response(s, h, b)
         }
@@ -376,7 +390,17 @@ fn published(generation: &str, jwk: Value) -> Vec<u8> {
 /// The module with the sidecar's generation `generation` polled and its keys (for
 /// `keys_generation`) fetched.
 fn with_keys(key: &testkit::TestKey, generation: &str, keys_generation: &str) -> Config {
-    let config = Config::new(CONFIG).expect("config");
+    with_keys_for(CONFIG, key, generation, keys_generation)
+}
+
+/// [`with_keys`] for the configuration `text`.
+fn with_keys_for(
+    text: &str,
+    key: &testkit::TestKey,
+    generation: &str,
+    keys_generation: &str,
+) -> Config {
+    let config = Config::new(text).expect("config");
     assert!(config.keys_call().is_none(), "no keys before a poll");
     assert!(config.poll_call().is_some());
     let poll = GenerationAnswer {
@@ -599,4 +623,130 @@ fn an_engine_a_panic_left_poisoned_is_replaced_not_trusted() {
     let mut stream = request("/api/orders", Some(&token));
     Filter::default().on_request_headers(&config, &mut stream);
     assert_eq!(stream.metrics, [Metric::DecidedCached]);
+}
+
+/// The module's configuration with `identity.dynamic_metadata` on.
+fn with_metadata() -> String {
+    format!("{CONFIG}identity: {{dynamic_metadata: true}}\n")
+}
+
+/// A serialized `Struct` read back as JSON (numbers as doubles).
+fn decoded(fields: &[u8]) -> Value {
+    fn value(v: &ProtoValue) -> Value {
+        match &v.kind {
+            Some(Kind::NullValue(_)) | None => Value::Null,
+            Some(Kind::BoolValue(b)) => json!(b),
+            Some(Kind::NumberValue(n)) => json!(n),
+            Some(Kind::StringValue(s)) => json!(s),
+            Some(Kind::ListValue(list)) => Value::Array(list.values.iter().map(value).collect()),
+            Some(Kind::StructValue(s)) => object(s),
+        }
+    }
+    fn object(s: &Struct) -> Value {
+        Value::Object(
+            s.fields
+                .iter()
+                .map(|(k, v)| (k.clone(), value(v)))
+                .collect(),
+        )
+    }
+    object(&Struct::decode(fields).expect("a serialized Struct"))
+}
+
+#[test]
+fn claims_become_a_protobuf_struct_as_in_the_ext_authz_answer() {
+    let claims = json!({
+        "sub": "alice", "n": 3, "ratio": 0.5, "admin": false, "none": null,
+        "roles": ["a", "b"], "org": {"id": "o1", "depth": [1, {"x": true}]}
+    });
+    let metadata = IdentityMetadata {
+        provider: "main".to_owned(),
+        claims: claims.as_object().cloned().unwrap_or_default(),
+    };
+    let read = decoded(&metadata_struct(&metadata));
+    assert_eq!(
+        read,
+        json!({
+            "provider": "main",
+            "claims": {
+                "sub": "alice", "n": 3.0, "ratio": 0.5, "admin": false, "none": null,
+                "roles": ["a", "b"], "org": {"id": "o1", "depth": [1.0, {"x": true}]}
+            }
+        })
+    );
+}
+
+#[test]
+fn identity_metadata_is_set_when_asked_for_verified_or_held() {
+    let key = testkit::TestKey::rsa("k1");
+    let config = with_keys_for(&with_metadata(), &key, "g1", "g1");
+    let token = key.token(&token_claims("alice"));
+    for expected in [Metric::DecidedVerified, Metric::DecidedCached] {
+        let mut stream = request("/api/orders", Some(&token));
+        assert_eq!(
+            Filter::default().on_request_headers(&config, &mut stream),
+            Flow::Continue
+        );
+        assert_eq!(stream.metrics, [expected]);
+        assert_eq!(stream.metadata.len(), 1, "{expected:?}");
+        let (namespace, fields) = &stream.metadata[0];
+        assert_eq!(namespace, METADATA_NAMESPACE);
+        let read = decoded(fields);
+        assert_eq!(read["provider"], "main");
+        assert_eq!(read["claims"]["sub"], "alice");
+        assert_eq!(read["claims"]["iss"], "https://issuer.test");
+        assert!(stream.marked);
+    }
+    // Not asked for: none.
+    let plain = with_keys(&key, "g1", "g1");
+    let mut stream = request("/api/orders", Some(&token));
+    Filter::default().on_request_headers(&plain, &mut stream);
+    assert_eq!(stream.metrics, [Metric::DecidedVerified]);
+    assert!(stream.metadata.is_empty());
+    // A public route, no token: no identity, no metadata.
+    let mut stream = request("/public/x", None);
+    Filter::default().on_request_headers(&config, &mut stream);
+    assert!(stream.marked);
+    assert!(stream.metadata.is_empty());
+}
+
+#[test]
+fn identity_metadata_that_cannot_be_set_fails_closed() {
+    let key = testkit::TestKey::rsa("k1");
+    let config = with_keys_for(&with_metadata(), &key, "g1", "g1");
+    let token = key.token(&token_claims("alice"));
+    let mut stream = request("/api/orders", Some(&token));
+    stream.refuse_metadata = true;
+    assert_eq!(
+        Filter::default().on_request_headers(&config, &mut stream),
+        Flow::Stop
+    );
+    assert_eq!(stream.responses.len(), 1);
+    assert_eq!(stream.responses[0].0, 503);
+    assert!(!stream.marked);
+}
+
+#[test]
+fn identity_metadata_from_the_sidecars_answer_is_set() {
+    let config = Config::new(&with_metadata()).expect("config");
+    let mut filter = Filter::default();
+    let mut stream = request("/api/orders", Some("tok"));
+    assert_eq!(filter.on_request_headers(&config, &mut stream), Flow::Stop);
+    let mut answer = allow(&config, "g1", false);
+    if let WireVerdict::Allow { metadata, .. } = &mut answer.verdict {
+        *metadata = Some(IdentityMetadata {
+            provider: "main".to_owned(),
+            claims: json!({"sub": "bob"})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        });
+    }
+    filter.on_callout_done(&config, &mut stream, 1, Some((200, &body(&answer))));
+    assert_eq!(stream.continued, 1);
+    assert_eq!(stream.metadata.len(), 1);
+    assert_eq!(
+        decoded(&stream.metadata[0].1),
+        json!({"provider": "main", "claims": {"sub": "bob"}})
+    );
 }

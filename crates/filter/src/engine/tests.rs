@@ -81,6 +81,7 @@ fn allow_answer(generation: &str, claims: Map<String, Value>, cache_for: u64) ->
         verdict: WireVerdict::Allow {
             set: vec![],
             remove: vec![],
+            metadata: None,
         },
         token: Some(CachedToken {
             provider: "main".to_owned(),
@@ -140,7 +141,7 @@ fn a_held_token_is_decided_here_with_the_same_identity_headers_and_denials() {
     let mut e = holding_alice();
     let (step, counter) = decide(&mut e, &get("/api/x", Some("tok-alice")), T0 + 1);
     assert_eq!(counter, Some(Counter::CacheHit));
-    let Step::Decided(WireVerdict::Allow { set, remove }) = step else {
+    let Step::Decided(WireVerdict::Allow { set, remove, .. }) = step else {
         panic!("{step:?}");
     };
     assert!(

@@ -309,3 +309,95 @@ fn the_module_binds_envoys_callbacks_at_load() {
         "{text}"
     );
 }
+
+/// [`claims_suffice`], with the identity asked for as dynamic metadata.
+fn claims_as_metadata(config: String) -> String {
+    let config = claims_suffice(config);
+    assert!(
+        !config.contains("\nidentity:"),
+        "no identity section to merge with"
+    );
+    config + "identity: {dynamic_metadata: true}\n"
+}
+
+/// The users route copies the module's dynamic metadata into headers (Envoy's formatter,
+/// after every filter has run) for the upstream to echo.
+fn metadata_into_headers(config: String) -> String {
+    let route = "              - match: {prefix: \"/api/users\"}\n                route: {cluster: users}\n";
+    assert!(config.contains(route), "the users route");
+    let add = |name: &str, path: &str| {
+        format!(
+            "                - header: {{key: {name}, value: \"%DYNAMIC_METADATA({path})%\"}}\n                  append_action: OVERWRITE_IF_EXISTS_OR_ADD\n"
+        )
+    };
+    config.replacen(
+        route,
+        &format!(
+            "{route}                request_headers_to_add:\n{}{}{}",
+            add("x-metadata-provider", "jwt_authz:provider"),
+            add("x-metadata-sub", "jwt_authz:claims:sub"),
+            add("x-metadata-iss", "jwt_authz:claims:iss"),
+        ),
+        1,
+    )
+}
+
+/// `identity.dynamic_metadata: true`: every request the module lets through with a token
+/// carries `{provider, claims}` under `jwt_authz`, whether the sidecar answered it, or it
+/// was verified or held in Envoy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_identity_is_set_as_dynamic_metadata_when_asked_for() {
+    let echo = crate::support::envoy::echo_upstream().await;
+    let stack = module_stack(Options {
+        status_list: Some("{mode: off}".into()),
+        authz_edit: Some(claims_as_metadata),
+        envoy_edit: Some(metadata_into_headers),
+        services_upstream: Some(echo),
+        ..Options::default()
+    });
+    let gw = stack.gateway();
+    let admin = stack.proxy_admin;
+    let stat = move |name: &'static str| async move {
+        envoy_stat(admin, &format!("{STAT}.jwt_authz_module_{name}")).await
+    };
+    let header = |echoed: &serde_json::Value, name: &str| {
+        echoed["headers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|pair| pair[0] == name)
+            .map(|pair| pair[1].as_str().unwrap_or_default().to_owned())
+    };
+    let mut requests = 0;
+    let started = std::time::Instant::now();
+    // Fresh tokens until one is verified in Envoy, then that one again (held).
+    loop {
+        let token = gw.login("bob", "bob-password").await;
+        for _ in 0..2 {
+            let (status, _, echoed) = gw.get("/api/users/me", Some(&token), &[]).await;
+            requests += 1;
+            assert_eq!(status, StatusCode::OK, "{echoed}");
+            let user = echoed["user"].as_str().expect("x-user-id").to_owned();
+            assert_eq!(header(&echoed, "x-metadata-sub"), Some(user), "{echoed}");
+            assert_eq!(
+                header(&echoed, "x-metadata-provider").as_deref(),
+                Some("demo-issuer")
+            );
+            assert!(
+                header(&echoed, "x-metadata-iss").is_some_and(|iss| iss.starts_with("http")),
+                "{echoed}"
+            );
+        }
+        if stat("decided_verified").await > 0 && stat("decided_cached").await > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "never verified and held in the module"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let decided =
+        stat("callouts").await + stat("decided_verified").await + stat("decided_cached").await;
+    assert_eq!(decided, requests);
+}

@@ -515,7 +515,7 @@ async fn decide_alike(yaml: &str, cases: Vec<Case>) -> usize {
                 },
             )),
         }
-        if let WireVerdict::Allow { set, remove } = &wanted {
+        if let WireVerdict::Allow { set, remove, .. } = &wanted {
             let marked = set
                 .iter()
                 .any(|(k, v)| k == "x-user-anonymous" && v == "true");
@@ -562,7 +562,7 @@ async fn decide_alike(yaml: &str, cases: Vec<Case>) -> usize {
         .await;
         let d = &report.decision;
         let (set, removed) = match &wanted {
-            WireVerdict::Allow { set, remove } => (set.clone(), remove.clone()),
+            WireVerdict::Allow { set, remove, .. } => (set.clone(), remove.clone()),
             WireVerdict::Deny { headers, .. } => (headers.clone(), Vec::new()),
         };
         if i32::from(status(&wanted)) != d.http_status

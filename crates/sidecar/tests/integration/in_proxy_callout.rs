@@ -83,6 +83,38 @@ async fn an_allowed_token_comes_back_with_its_claims_bounded_by_exp_and_the_cach
 }
 
 #[tokio::test]
+async fn the_identity_as_metadata_travels_in_the_answer_only_when_asked_for() {
+    for wanted in [false, true] {
+        let identity = if wanted {
+            "identity: {dynamic_metadata: true}\n"
+        } else {
+            ""
+        };
+        let (_jwks, key, server) =
+            start_with_key(&format!("{PATH_RULES}{identity}{IN_PROXY}")).await;
+        let token = key.token(&claims("u-1"));
+        let answer = ask(&server, "GET", "/api/orders", Some(&token)).await;
+        let WireVerdict::Allow { metadata, .. } = &answer.verdict else {
+            panic!("denied: {:?}", answer.verdict);
+        };
+        match metadata {
+            Some(metadata) => {
+                assert!(wanted, "metadata not asked for: {metadata:?}");
+                assert_eq!(metadata.provider, "test");
+                assert_eq!(metadata.claims["sub"], "u-1");
+            }
+            None => assert!(!wanted, "metadata asked for, none in {answer:?}"),
+        }
+        // Without a token (a public route), no identity and no metadata.
+        let public = ask(&server, "GET", "/public/x", None).await;
+        assert!(
+            matches!(public.verdict, WireVerdict::Allow { metadata: None, .. }),
+            "{public:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_route_level_denial_still_hands_over_the_claims_a_token_level_one_does_not() {
     let (_jwks, key, server) = start_with_key(&format!("{PATH_RULES}{IN_PROXY}")).await;
     // Valid token, but the route wants role admin: denied, and the claims are good for
@@ -124,7 +156,7 @@ async fn a_route_level_denial_still_hands_over_the_claims_a_token_level_one_does
     // Public: allowed, the client's identity header removed.
     let answer = ask(&server, "GET", "/public/x", None).await;
     match answer.verdict {
-        WireVerdict::Allow { set, remove } => {
+        WireVerdict::Allow { set, remove, .. } => {
             assert_eq!(set, [("x-user-anonymous".to_owned(), "true".to_owned())]);
             assert!(remove.iter().any(|h| h == "x-user-id"));
         }
