@@ -119,7 +119,8 @@ pub trait Stream {
     /// Sets [`DECIDED`]; `false` if it could not be set.
     fn mark_decided(&mut self) -> bool;
     /// Merges `fields`, a serialized `google.protobuf.Struct`, into the request's dynamic
-    /// metadata under `namespace`; `false` if it could not be set.
+    /// metadata under `namespace`; `false` if it could not be set (Envoy's ABI reports
+    /// nothing back: the module sends only what Envoy parses, see [`MAX_METADATA_DEPTH`]).
     fn set_metadata(&mut self, namespace: &str, fields: &[u8]) -> bool;
     /// Answers the client (Envoy's local reply); the request goes no further.
     fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &str);
@@ -496,12 +497,10 @@ impl Filter {
         match step {
             Step::Decided(mut verdict) => {
                 drop(engine);
-                // A header the request does not have needs no removing (each removal is a
-                // call into Envoy).
-                let has = |name: &str| pairs.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
                 // A header the request does not carry needs no removing, and one it is given
                 // is added rather than replaced (each is a call into Envoy, and a
                 // replacement looks for the old values first).
+                let has = |name: &str| pairs.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
                 let mut present = Present::All;
                 if let WireVerdict::Allow { remove, set, .. } = &mut verdict {
                     remove.retain(|name| has(name));
@@ -646,10 +645,12 @@ fn apply_with(stream: &mut impl Stream, verdict: WireVerdict, present: Present) 
         } => {
             // Asked for and not set: the request does not go on without it (what reads it
             // after this filter may decide on it).
-            if let Some(metadata) = metadata
-                && !stream.set_metadata(METADATA_NAMESPACE, &metadata_struct(&metadata))
-            {
-                return apply(stream, Config::unavailable());
+            if let Some(metadata) = metadata {
+                let set = metadata_struct(&metadata)
+                    .is_some_and(|fields| stream.set_metadata(METADATA_NAMESPACE, &fields));
+                if !set {
+                    return apply(stream, Config::unavailable());
+                }
             }
             for name in &remove {
                 stream.remove_request_header(name);
@@ -689,9 +690,28 @@ fn apply_with(stream: &mut impl Stream, verdict: WireVerdict, present: Present) 
     }
 }
 
+/// How deeply claims may nest (objects and arrays) to be set as dynamic metadata. Envoy
+/// parses the `Struct` with protobuf's default recursion limit (100 messages deep), and each
+/// level of a claim takes up to three (a `Value`, a `Struct` and its map entry): deeper ones
+/// would be refused by Envoy without a word, so they are refused here (503), before.
+pub const MAX_METADATA_DEPTH: usize = 24;
+
+/// How deeply `value` nests: 0 for a scalar, 1 for a flat object or array.
+fn depth(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        serde_json::Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// `{provider, claims}` as a serialized `google.protobuf.Struct`, the form Envoy's dynamic
-/// metadata takes: JSON numbers become doubles, as in the sidecar's ext_authz answer.
-pub fn metadata_struct(metadata: &IdentityMetadata) -> Vec<u8> {
+/// metadata takes: JSON numbers become doubles, as in the sidecar's ext_authz answer. `None`
+/// for claims nested deeper than [`MAX_METADATA_DEPTH`].
+pub fn metadata_struct(metadata: &IdentityMetadata) -> Option<Vec<u8>> {
+    if metadata.claims.values().map(depth).max().unwrap_or(0) >= MAX_METADATA_DEPTH {
+        return None;
+    }
     let fields = Struct {
         fields: [
             ("provider".to_owned(), string_value(&metadata.provider)),
@@ -705,7 +725,7 @@ pub fn metadata_struct(metadata: &IdentityMetadata) -> Vec<u8> {
         .into_iter()
         .collect(),
     };
-    fields.encode_to_vec()
+    Some(fields.encode_to_vec())
 }
 
 fn string_value(text: &str) -> ProtoValue {

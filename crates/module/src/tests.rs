@@ -663,7 +663,7 @@ fn claims_become_a_protobuf_struct_as_in_the_ext_authz_answer() {
         provider: "main".to_owned(),
         claims: claims.as_object().cloned().unwrap_or_default(),
     };
-    let read = decoded(&metadata_struct(&metadata));
+    let read = decoded(&metadata_struct(&metadata).expect("shallow claims"));
     assert_eq!(
         read,
         json!({
@@ -749,4 +749,95 @@ fn identity_metadata_from_the_sidecars_answer_is_set() {
         decoded(&stream.metadata[0].1),
         json!({"provider": "main", "claims": {"sub": "bob"}})
     );
+}
+
+/// The configuration with an identity header and a token header named like Envoy's own.
+fn named_like_envoys() -> String {
+    let config = CONFIG.replace(
+        "audiences: [api]",
+        "audiences: [api]\n    token_sources: [bearer, {header: {name: x-envoy-token}}]",
+    );
+    format!("{config}identity: {{headers: [{{claim: sub, header: x-envoy-user-id}}]}}\n")
+}
+
+#[test]
+fn headers_named_like_envoys_own_are_read_when_the_configuration_names_them() {
+    let key = testkit::TestKey::rsa("k1");
+    let config = with_keys_for(&named_like_envoys(), &key, "g1", "g1");
+    let token = key.token(&token_claims("alice"));
+    // A forged identity in a lookalike spelling: refused (400) whether the token is
+    // verified here or held, as the sidecar refuses it.
+    for _ in 0..2 {
+        let mut stream = request("/api/orders", Some(&token));
+        stream
+            .headers
+            .push(("x-envoy-user_id".to_owned(), "admin".to_owned()));
+        assert_eq!(
+            Filter::default().on_request_headers(&config, &mut stream),
+            Flow::Stop
+        );
+        assert_eq!(stream.responses.len(), 1, "{:?}", stream.responses);
+        assert_eq!(stream.responses[0].0, 400);
+        assert!(!stream.marked);
+    }
+    // A token in the `x-envoy-token` header: found, decided here, and taken off the
+    // request; the identity header set.
+    let mut stream = request("/api/orders", None);
+    stream
+        .headers
+        .push(("x-envoy-token".to_owned(), token.clone()));
+    assert_eq!(
+        Filter::default().on_request_headers(&config, &mut stream),
+        Flow::Continue
+    );
+    assert!(stream.callouts.is_empty(), "{:?}", stream.callouts);
+    assert_eq!(stream.removed, ["x-envoy-token"]);
+    assert_eq!(
+        stream.added,
+        [("x-envoy-user-id".to_owned(), "alice".to_owned())]
+    );
+}
+
+/// A claim nested `levels` deep: `{"d": {"d": ... 1}}`.
+fn nested(levels: usize) -> Value {
+    nested_to(levels, json!(1))
+}
+
+fn nested_to(levels: usize, leaf: Value) -> Value {
+    (0..levels).fold(leaf, |inner, _| json!({ "d": inner }))
+}
+
+#[test]
+fn claims_too_deep_for_envoys_metadata_fail_closed() {
+    let metadata = |claim: Value| IdentityMetadata {
+        provider: "main".to_owned(),
+        claims: json!({ "deep": claim })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    };
+    let fits = metadata_struct(&metadata(nested(MAX_METADATA_DEPTH - 1))).expect("fits");
+    assert_eq!(
+        decoded(&fits)["claims"]["deep"]["d"]["d"]["d"],
+        nested_to(MAX_METADATA_DEPTH - 4, json!(1.0)),
+        "numbers read back as doubles"
+    );
+    assert!(metadata_struct(&metadata(nested(MAX_METADATA_DEPTH))).is_none());
+    assert!(metadata_struct(&metadata(json!([nested(MAX_METADATA_DEPTH - 1)]))).is_none());
+
+    // Such a token, verified in Envoy, with the metadata asked for: 503, not let through
+    // without it.
+    let key = testkit::TestKey::rsa("k1");
+    let config = with_keys_for(&with_metadata(), &key, "g1", "g1");
+    let mut claims = token_claims("alice");
+    claims["deep"] = nested(MAX_METADATA_DEPTH);
+    let mut stream = request("/api/orders", Some(&key.token(&claims)));
+    assert_eq!(
+        Filter::default().on_request_headers(&config, &mut stream),
+        Flow::Stop
+    );
+    assert_eq!(stream.metrics, [Metric::DecidedVerified]);
+    assert_eq!(stream.responses[0].0, 503);
+    assert!(stream.metadata.is_empty());
+    assert!(!stream.marked);
 }

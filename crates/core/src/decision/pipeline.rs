@@ -353,31 +353,41 @@ impl Decider {
     /// or replaced whatever the request had). Also any name with a character other than a
     /// lowercase letter, digit or `-`, which only a lookalike of some header would have (the
     /// sidecar refuses the lookalikes of its identity headers). Never a pseudo-header, nor
-    /// the proxy's own `x-envoy-*`, nor any other header a client adds. (For a request
+    /// the proxy's own `x-envoy-*` (unless the configuration names it as a token source or
+    /// identity header, or it looks like one), nor any other header a client adds. (For a request
     /// decided elsewhere by *this* configuration: the in-proxy filter forwards more while it
     /// does not know the sidecar's configuration to be its own.)
     pub fn reads_header(&self, name: &str) -> bool {
-        if name.starts_with(':') || name.starts_with("x-envoy-") {
+        if name.starts_with(':') {
             return false;
         }
-        let odd = name
-            .bytes()
-            .any(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+        // A token source or identity header the configuration names (and its lookalikes)
+        // whatever its name, `x-envoy-*` included: the decision reads them.
         let source = |s: &TokenSource| match s {
             TokenSource::Bearer => name == "authorization",
             TokenSource::Header { name: header, .. } => header.eq_ignore_ascii_case(name),
             TokenSource::Cookie(_) => name == "cookie",
             TokenSource::Query(_) => false,
         };
-        odd || matches!(
-            name,
-            "authorization" | "dpop" | "traceparent" | "tracestate"
-        ) || self.sources.iter().any(source)
+        if self.sources.iter().any(source)
             || self
                 .config
                 .identity
                 .upstream_headers()
                 .any(|header| crate::identity::same_folded(header, name))
+        {
+            return true;
+        }
+        if name.starts_with("x-envoy-") {
+            return false;
+        }
+        let odd = name
+            .bytes()
+            .any(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+        odd || matches!(
+            name,
+            "authorization" | "dpop" | "traceparent" | "tracestate"
+        )
     }
 
     /// Every header of `http` a token may come in (and the DPoP proof), whether or not it

@@ -49,8 +49,9 @@ pub enum HostError {
     BadIpLiteral,
 }
 
-/// The canonical form of `raw`, a `Host` header or `:authority` (port allowed). Already
-/// canonical hosts (lowercase, no port, no trailing dot) are borrowed.
+/// The canonical form of `raw`, a `Host` header or `:authority` (port allowed). A host
+/// without uppercase letters is borrowed (its port and trailing dot sliced off); an IP
+/// literal is always rewritten (RFC 5952).
 pub fn canonical_host(raw: &str) -> Result<Cow<'_, str>, HostError> {
     if raw.is_empty() {
         return Err(HostError::Missing);

@@ -4,7 +4,7 @@ use jwt_authz_core::in_proxy::{CachedToken, CheckAnswer, GenerationAnswer, WireV
 use jwt_authz_core::request::Incoming;
 use serde_json::{Map, Value, json};
 
-use super::{Counter, Engine, Step};
+use super::{Counter, Engine, RequestHeaders, Step};
 
 const CONFIG: &str = r#"
 realm: test
@@ -635,4 +635,34 @@ fn answers_from_a_newer_or_an_older_sidecar_are_applied() {
         serde_json::from_str(r#"{"generation":"g1"}"#).expect("an older poll reads");
     e.polled(older_poll, T0 + 3);
     assert!(!e.config_agrees());
+}
+
+#[test]
+fn request_headers_are_read_as_the_sidecars_front_ends_read_them() {
+    let pairs = [
+        (":method", "POST"),
+        (":path", "/api/x?y=1"),
+        (":authority", "api.test"),
+        (":scheme", "https"),
+        ("Authorization", "Bearer a"),
+        ("x-user-id", "one"),
+        ("X-User-Id", "two"),
+        ("accept", "*/*"),
+    ];
+    let all = RequestHeaders::read(&pairs);
+    assert_eq!(
+        (all.method, all.target, all.host),
+        ("POST", "/api/x?y=1", "api.test")
+    );
+    // Lowercase names, repeats joined in order, no pseudo-header among them.
+    assert_eq!(all.headers.len(), 3, "{:?}", all.headers);
+    assert_eq!(all.headers["authorization"], "Bearer a");
+    assert_eq!(all.headers["x-user-id"], "one,two");
+    assert_eq!(all.incoming().headers.len(), 3);
+    // Only what `keep` takes (by lowercase name); the pseudo-headers still read.
+    let some = RequestHeaders::read_only(&pairs, |name| name == "x-user-id");
+    assert_eq!(some.method, "POST");
+    assert_eq!(some.host, "api.test");
+    assert_eq!(some.headers.len(), 1);
+    assert_eq!(some.headers["x-user-id"], "one,two");
 }

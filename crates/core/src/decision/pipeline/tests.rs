@@ -892,3 +892,46 @@ fn the_metadata_document_follows_rfc_9728_section_3_2() {
         assert!(d.resource_document(other, None).is_none(), "{other}");
     }
 }
+
+/// What a decision made elsewhere (the in-proxy filter and module) is told of: the headers
+/// the configuration names, in any spelling that could pass for them, whatever their name;
+/// never a pseudo-header, the proxy's own `x-envoy-*`, or an ordinary header.
+#[test]
+fn the_headers_a_decision_reads_include_configured_ones_named_like_the_proxys() {
+    let config = CONFIG
+        .replace(
+            "{claim: sub, header: x-user-id}",
+            "{claim: sub, header: x-user-id}\n    - {claim: org, header: x-envoy-org}",
+        )
+        .replace(
+            "audiences: [api]",
+            "audiences: [api]\n    token_sources: [bearer, {header: {name: x-envoy-token}}]",
+        );
+    let d = decider(&config);
+    for read in [
+        "authorization",
+        "dpop",
+        "x-user-id",
+        "x_user_id",
+        "x-user-anonymous",
+        "x-envoy-org",
+        "x_envoy-org",
+        "x_envoy_org",
+        "x-envoy-token",
+        "traceparent",
+    ] {
+        assert!(d.reads_header(read), "{read}");
+    }
+    for unread in [
+        ":path",
+        ":authority",
+        "x-envoy-internal",
+        "x-envoy-original-path",
+        "accept",
+        "user-agent",
+    ] {
+        assert!(!d.reads_header(unread), "{unread}");
+    }
+    // The plain configuration reads none of the proxy's own.
+    assert!(!decider(CONFIG).reads_header("x-envoy-org"));
+}

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Envoy's CPU time per request (user and system, from /proc), row by row: what the
+instruction counts of envoy_instructions.py leave out (the kernel's share, and how fast the
+instructions run), where `make bench`'s req/s mix both with the load generator's noise.
+
+    python3 scripts/envoy_cpu.py [--rounds N] [--seconds S] [--no-guard]
+
+One Envoy 1.40 (`--concurrency 1`, pinned to CPU 0) with one listener per row, every route a
+`direct_response`: no filter, `jwt_authn` with and without its cache, and the jwt-authz
+dynamic module with a held token and with every token verified in Envoy. wrk (pinned to
+CPU 1, as in `make bench`) loads each row for S seconds (default 5), N rounds (default 3)
+interleaved; each line: req/s, and Envoy's user and system CPU microseconds per request.
+`--no-guard` leaves out the RBAC guard after the module. Needs the release binaries and the
+module (`make build module`), wrk (`make bench` installs it).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402
+
+ENVOY_CPU = "0"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--no-guard", action="store_true")
+    a = ap.parse_args()
+    if a.no_guard:
+        bench.MODULE_GUARD = ""
+    if not bench.MODULE.exists():
+        raise SystemExit(f"{bench.MODULE} missing: make module")
+    bench.ensure_tools()
+    bench.WORK.mkdir(parents=True, exist_ok=True)
+    (bench.WORK / "report.lua").write_text(bench.WRK_SCRIPT)
+    bench.run([bench.BIN / "bench-tokens", "--out", bench.WORK, "--rs256", "10",
+               "--status-uri", "http://127.0.0.1:9/status/1"])
+    token = (bench.WORK / "tokens-rs256.txt").read_text().split()[0]
+    jwks = json.loads((bench.WORK / "jwks.json").read_text())
+    rsa_jwks = json.dumps({"keys": [k for k in jwks["keys"] if k["kty"] == "RSA"]})
+    ports = {k: bench.free_port() for k in
+             ["authz", "authz_admin", "authz_http", "noop", "noop_http", "upstream"]}
+    sidecar = lambda extra="": bench.authz_config(  # noqa: E731
+        ports["authz"], ports["authz_admin"], 100000, ports["authz_http"],
+        in_proxy=f"{{cluster: authz_http{extra}}}")
+    (bench.WORK / "cpu-authz.yaml").write_text(sidecar())
+    in_proxy = {"module_hot": (str(bench.MODULE), sidecar()),
+                "module_verify": (str(bench.MODULE), sidecar(", max_cached_tokens: 0"))}
+    rows = {f"direct_{name}": bench.free_port() for name in
+            ["none", "jwt_authn", "jwt_authn_cache", *in_proxy]}
+    config = bench.envoy_config(rows, ports["upstream"], ports["noop"], ports["authz"],
+                                bench.free_port(), rsa_jwks, ports["noop_http"],
+                                ports["authz_http"], in_proxy)
+    (bench.WORK / "cpu-envoy.yaml").write_text(config)
+    envoy = os.path.realpath(bench.run([bench.ROOT / "scripts" / "ensure-envoy.sh"]).strip())
+    proc = None
+    try:
+        bench.Proc("cpu-jwt-authz", ["taskset", "-c", bench.LOAD_CPU, bench.BIN / "jwt-authz",
+                                     "--config", bench.WORK / "cpu-authz.yaml"])
+        bench.wait_port(ports["authz"])
+        bench.wait_port(ports["authz_http"])
+        proc = subprocess.Popen(
+            ["taskset", "-c", ENVOY_CPU, envoy, "-c", bench.WORK / "cpu-envoy.yaml",
+             "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"],
+            stdout=open(bench.WORK / "cpu-envoy.log", "w"), stderr=subprocess.STDOUT)
+        for port in rows.values():
+            bench.wait_port(port, timeout=60)
+        # The module polls the sidecar and fetches its keys before it decides alone.
+        time.sleep(2)
+        tick = os.sysconf("SC_CLK_TCK")
+
+        def cpu():
+            # utime and stime (fields 14 and 15 of /proc/<pid>/stat), after the command name.
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return int(fields[11]), int(fields[12])
+
+        print(f"Envoy CPU per request (direct response, {a.seconds} s per row and round"
+              f"{', no guard' if a.no_guard else ''})")
+        for round_ in range(1, a.rounds + 1):
+            for name, port in rows.items():
+                user0, sys0 = cpu()
+                r = bench.wrk(port, token, seconds=a.seconds)
+                user1, sys1 = cpu()
+                n = max(r["requests"], 1)
+                if r["non2xx"] or r["errors"]:
+                    raise SystemExit(f"{name}: {r} (see {bench.WORK / 'cpu-envoy.log'})")
+                print(f"  round {round_} {name.removeprefix('direct_'):16s} "
+                      f"{r['rps']:9,.0f} req/s  user {1e6 * (user1 - user0) / tick / n:6.2f} us"
+                      f"  sys {1e6 * (sys1 - sys0) / tick / n:6.2f} us", flush=True)
+    finally:
+        if proc:
+            proc.terminate()
+            proc.wait(30)
+        bench.Proc.stop_all()
+
+
+if __name__ == "__main__":
+    main()
