@@ -339,6 +339,36 @@ providers:
 {tracing}{limits}{in_proxy}"""
 
 
+class DirectRows:
+    """What envoy_instructions.py and envoy_cpu.py share: a token and the RSA JWKS that
+    verifies it (bench-tokens), ports for a jwt-authz sidecar with an in-proxy HTTP port,
+    and one Envoy configuration whose listeners (one per row) answer directly."""
+
+    def __init__(self):
+        run([BIN / "bench-tokens", "--out", WORK, "--rs256", "10",
+             "--status-uri", "http://127.0.0.1:9/status/1"])
+        self.token = (WORK / "tokens-rs256.txt").read_text().split()[0]
+        jwks = json.loads((WORK / "jwks.json").read_text())
+        self.rsa_jwks = json.dumps({"keys": [k for k in jwks["keys"] if k["kty"] == "RSA"]})
+        self.ports = {k: free_port() for k in
+                      ["authz", "authz_admin", "authz_http", "noop", "noop_http", "upstream"]}
+
+    def sidecar(self, extra=""):
+        """The sidecar's configuration (and an in-proxy filter's), `extra` added to its
+        `in_proxy` settings."""
+        p = self.ports
+        return authz_config(p["authz"], p["authz_admin"], 100000, p["authz_http"],
+                            in_proxy=f"{{cluster: authz_http{extra}}}")
+
+    def envoy(self, names, in_proxy):
+        """Listeners `direct_<name>` for `names` and the keys of `in_proxy` (as
+        `envoy_config` takes it): their ports, and the configuration."""
+        rows = {f"direct_{name}": free_port() for name in [*names, *in_proxy]}
+        p = self.ports
+        return rows, envoy_config(rows, p["upstream"], p["noop"], p["authz"], free_port(),
+                                  self.rsa_jwks, p["noop_http"], p["authz_http"], in_proxy)
+
+
 def shipped_guard(template="envoy-in-proxy.yaml.tmpl"):
     """The RBAC filter an in-proxy template puts after the jwt-authz filter, as shipped: only
     requests the filter marked as decided go on (Envoy skips a Wasm filter whose VM failed on

@@ -9,13 +9,12 @@ One Envoy 1.40 (`--concurrency 1`, pinned to CPU 0) with one listener per row, e
 `direct_response`: no filter, `jwt_authn` with and without its cache, and the jwt-authz
 dynamic module with a held token and with every token verified in Envoy. wrk (pinned to
 CPU 1, as in `make bench`) loads each row for S seconds (default 5), N rounds (default 3)
-interleaved; each line: req/s, and Envoy's user and system CPU microseconds per request.
-`--no-guard` leaves out the RBAC guard after the module. Needs the release binaries and the
-module (`make build module`), wrk (`make bench` installs it).
+interleaved, after a 1 s warm-up of each; each line: req/s, and Envoy's user and system CPU
+microseconds per request. `--no-guard` leaves out the RBAC guard after the module. Needs the
+release binaries and the module (`make build module`), wrk (installed here if missing).
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -41,24 +40,12 @@ def main():
     bench.ensure_tools()
     bench.WORK.mkdir(parents=True, exist_ok=True)
     (bench.WORK / "report.lua").write_text(bench.WRK_SCRIPT)
-    bench.run([bench.BIN / "bench-tokens", "--out", bench.WORK, "--rs256", "10",
-               "--status-uri", "http://127.0.0.1:9/status/1"])
-    token = (bench.WORK / "tokens-rs256.txt").read_text().split()[0]
-    jwks = json.loads((bench.WORK / "jwks.json").read_text())
-    rsa_jwks = json.dumps({"keys": [k for k in jwks["keys"] if k["kty"] == "RSA"]})
-    ports = {k: bench.free_port() for k in
-             ["authz", "authz_admin", "authz_http", "noop", "noop_http", "upstream"]}
-    sidecar = lambda extra="": bench.authz_config(  # noqa: E731
-        ports["authz"], ports["authz_admin"], 100000, ports["authz_http"],
-        in_proxy=f"{{cluster: authz_http{extra}}}")
+    setup = bench.DirectRows()
+    token, ports, sidecar = setup.token, setup.ports, setup.sidecar
     (bench.WORK / "cpu-authz.yaml").write_text(sidecar())
     in_proxy = {"module_hot": (str(bench.MODULE), sidecar()),
                 "module_verify": (str(bench.MODULE), sidecar(", max_cached_tokens: 0"))}
-    rows = {f"direct_{name}": bench.free_port() for name in
-            ["none", "jwt_authn", "jwt_authn_cache", *in_proxy]}
-    config = bench.envoy_config(rows, ports["upstream"], ports["noop"], ports["authz"],
-                                bench.free_port(), rsa_jwks, ports["noop_http"],
-                                ports["authz_http"], in_proxy)
+    rows, config = setup.envoy(["none", "jwt_authn", "jwt_authn_cache"], in_proxy)
     (bench.WORK / "cpu-envoy.yaml").write_text(config)
     envoy = os.path.realpath(bench.run([bench.ROOT / "scripts" / "ensure-envoy.sh"]).strip())
     proc = None
@@ -82,6 +69,9 @@ def main():
             fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
             return int(fields[11]), int(fields[12])
 
+        # A warm-up pass per row, not counted (connections, caches, the first verifications).
+        for port in rows.values():
+            bench.wrk(port, token, seconds=1)
         print(f"Envoy CPU per request (direct response, {a.seconds} s per row and round"
               f"{', no guard' if a.no_guard else ''})")
         for round_ in range(1, a.rounds + 1):

@@ -18,7 +18,6 @@ release binaries (`make build`), the filter (`make wasm`) and valgrind (Debian's
 
 import argparse
 import http.client
-import json
 import os
 import shutil
 import subprocess
@@ -48,16 +47,8 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     for old in OUT.glob("callgrind.out*"):
         old.unlink()
-    bench.run([bench.BIN / "bench-tokens", "--out", bench.WORK, "--rs256", "10",
-               "--status-uri", "http://127.0.0.1:9/status/1"])
-    token = (bench.WORK / "tokens-rs256.txt").read_text().split()[0]
-    jwks = json.loads((bench.WORK / "jwks.json").read_text())
-    rsa_jwks = json.dumps({"keys": [k for k in jwks["keys"] if k["kty"] == "RSA"]})
-    ports = {k: bench.free_port() for k in
-             ["authz", "authz_admin", "authz_http", "noop", "noop_http", "upstream"]}
-    sidecar = lambda extra="": bench.authz_config(  # noqa: E731
-        ports["authz"], ports["authz_admin"], 100000, ports["authz_http"],
-        in_proxy=f"{{cluster: authz_http{extra}}}")
+    setup = bench.DirectRows()
+    token, ports, sidecar = setup.token, setup.ports, setup.sidecar
     (bench.WORK / "instructions-authz.yaml").write_text(sidecar())
     # Three Wasm VMs at most: each reserves GiBs of address space, and under valgrind more
     # than a few fail to start on the worker.
@@ -66,11 +57,8 @@ def main():
                 "in_proxy_miss": (a.wasm, sidecar(", max_cached_tokens: 0")),
                 "module_hot": (str(bench.MODULE), sidecar()),
                 "module_verify": (str(bench.MODULE), sidecar(", max_cached_tokens: 0"))}
-    rows = {f"direct_{name}": bench.free_port() for name in
-            ["none", "jwt_authn", "jwt_authn_cache", "ext_authz_jwt_authz", *in_proxy]}
-    config = bench.envoy_config(rows, ports["upstream"], ports["noop"], ports["authz"],
-                                bench.free_port(), rsa_jwks, ports["noop_http"],
-                                ports["authz_http"], in_proxy)
+    rows, config = setup.envoy(["none", "jwt_authn", "jwt_authn_cache", "ext_authz_jwt_authz"],
+                               in_proxy)
     (bench.WORK / "instructions-envoy.yaml").write_text(config)
     envoy = os.path.realpath(bench.run([bench.ROOT / "scripts" / "ensure-envoy.sh"]).strip())
     binary = Path(envoy)
