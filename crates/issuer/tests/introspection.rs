@@ -429,10 +429,12 @@ async fn unknown_revoked_and_garbage_tokens_are_only_inactive() {
 #[tokio::test]
 async fn an_expired_opaque_token_is_inactive_and_pruned_at_a_later_login() {
     let keys = ClientKeys::new();
-    let issuer = issuer_with(&["--token-ttl", "1s"], &keys).await;
+    // Long enough to be introspected before it expires on a busy machine (1s was not, with
+    // the whole suite running on two cores).
+    let issuer = issuer_with(&["--token-ttl", "3s"], &keys).await;
     let token = opaque_login(&issuer, "bob").await;
     assert_eq!(introspect(&issuer, &token).await.1["active"], true);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(4100)).await;
     assert_eq!(
         introspect(&issuer, &token).await,
         (200, json!({"active": false}))
