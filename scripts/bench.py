@@ -369,19 +369,20 @@ class DirectRows:
                                   self.rsa_jwks, p["noop_http"], p["authz_http"], in_proxy)
 
 
-def shipped_guard(template="envoy-in-proxy.yaml.tmpl"):
-    """The RBAC filter an in-proxy template puts after the jwt-authz filter, as shipped: only
+def shipped_guard(template="envoy-in-proxy.yaml.tmpl", name="envoy.filters.http.rbac"):
+    """The guard an in-proxy template puts after the jwt-authz filter, as shipped: only
     requests the filter marked as decided go on (Envoy skips a Wasm filter whose VM failed on
-    a worker; a route may leave the dynamic module out)."""
+    a worker; a route may leave the dynamic module out). The Wasm mode's is an RBAC filter,
+    the module's its own library's guard (the library's path filled in)."""
     text = (ROOT / "envoy" / template).read_text()
-    start = text.index("          - name: envoy.filters.http.rbac")
+    start = text.index(f"          - name: {name}\n")
     end = text.index("          - name: envoy.filters.http.router", start)
-    return "\n" + text[start:end].rstrip()
+    return "\n" + text[start:end].rstrip().replace("${JWT_AUTHZ_MODULE}", str(MODULE))
 
 
-RBAC_GUARD = shipped_guard()
-MODULE_GUARD = shipped_guard("envoy-module.yaml.tmpl")
 MODULE = ROOT / "target" / "release" / "libjwt_authz_module.so"
+RBAC_GUARD = shipped_guard()
+MODULE_GUARD = shipped_guard("envoy-module.yaml.tmpl", "jwt_authz.guard")
 
 
 def envoy_config(ports, upstream, noop, authz, admin, rsa_jwks, noop_http, authz_http,

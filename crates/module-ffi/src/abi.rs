@@ -134,12 +134,21 @@ unsafe extern "C" {
         details: ModuleBuffer,
     );
 
-    pub fn envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
+    /// Sets `key` in the request's filter state to `value` (bytes, read-only once set, for
+    /// this request: Envoy's `StringAccessor`); false when the stream has none.
+    pub fn envoy_dynamic_module_callback_http_set_filter_state_bytes(
         filter: FilterEnvoyPtr,
-        namespace: ModuleBuffer,
         key: ModuleBuffer,
         value: ModuleBuffer,
-    );
+    ) -> bool;
+
+    /// Reads `key` from the request's filter state into `result` (Envoy's bytes, valid until
+    /// the hook returns or the key is set); false when it is not set, or not bytes.
+    pub fn envoy_dynamic_module_callback_http_get_filter_state_bytes(
+        filter: FilterEnvoyPtr,
+        key: ModuleBuffer,
+        result: *mut EnvoyBuffer,
+    ) -> bool;
 
     /// Merges a serialized `google.protobuf.Struct` into the dynamic metadata namespace
     /// `namespace` (bytes that do not parse are logged by Envoy and set nothing). Added to

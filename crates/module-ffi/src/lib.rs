@@ -20,12 +20,40 @@ use abi::{
     ConfigEnvoyPtr, ConfigModulePtr, ConfigSchedulerPtr, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr,
     FilterModulePtr, ModuleBuffer, ModuleHeader,
 };
-use jwt_authz_module::{Config, Filter, Flow, Metric, Stream, apply, now_ms};
+use jwt_authz_module::{Config, Filter, Flow, GUARD_FILTER, Metric, Stream, apply, guard, now_ms};
+
+/// What the pointers we hand Envoy point to: each of our configurations and filters starts
+/// with one of these bytes (`#[repr(C)]`, first field), so a hook can tell the filter's
+/// from the guard's without trusting anything but our own allocations.
+const FILTER: u8 = 1;
+const GUARD: u8 = 2;
+
+/// The kind byte at the start of one of our configurations or filters; `None` for null.
+///
+/// # Safety
+/// `ptr` must be null or a live pointer this library handed Envoy (a [`ModuleConfig`],
+/// [`GuardConfig`] or [`ModuleFilter`], all `#[repr(C)]` with the kind first).
+unsafe fn kind_of(ptr: *const std::ffi::c_void) -> Option<u8> {
+    // SAFETY: by this function's contract, a live struct whose first field is the `u8` kind.
+    unsafe { (ptr as *const u8).as_ref().copied() }
+}
+
+/// The guard's configuration ([`GUARD_FILTER`]): its counters (only
+/// [`Metric::GuardRefused`] is defined). It is also every guard filter's pointer: a guard
+/// keeps nothing per request, so no request allocates one.
+#[repr(C)]
+struct GuardConfig {
+    kind: u8,
+    counters: [Option<usize>; Metric::ALL.len()],
+}
 
 /// What a configuration of the filter holds: the logic's configuration, the counters' ids
 /// Envoy gave at definition, and the poll of the sidecar's generation (its timer thread, and
 /// the callout in flight).
+#[repr(C)]
 struct ModuleConfig {
+    /// [`FILTER`].
+    kind: u8,
     config: Config,
     counters: [Option<usize>; Metric::ALL.len()],
     ticker: Option<Ticker>,
@@ -106,7 +134,10 @@ const POLL_EVENT: u64 = 1;
 
 /// One request's filter: its logic and the configuration it came from (which Envoy keeps
 /// alive until every filter made from it is destroyed).
+#[repr(C)]
 struct ModuleFilter {
+    /// [`FILTER`].
+    kind: u8,
     config: *const ModuleConfig,
     filter: Filter,
     /// A hook panicked (or the filter has no configuration): nothing more runs, and the
@@ -244,17 +275,38 @@ impl Stream for EnvoyStream<'_> {
     }
 
     fn mark_decided(&mut self) -> bool {
-        let (namespace, key, value) = jwt_authz_module::DECIDED;
-        // SAFETY: the buffers point to static strings; the filter pointer is this hook's.
+        let (key, value) = jwt_authz_module::DECIDED;
+        // SAFETY: the buffers point to static strings (Envoy copies them); the filter
+        // pointer is this hook's.
         unsafe {
-            abi::envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
+            abi::envoy_dynamic_module_callback_http_set_filter_state_bytes(
                 self.envoy,
-                ModuleBuffer::of(namespace.as_bytes()),
                 ModuleBuffer::of(key.as_bytes()),
                 ModuleBuffer::of(value.as_bytes()),
-            );
+            )
         }
-        true
+    }
+
+    fn decided(&self) -> bool {
+        let (key, value) = jwt_authz_module::DECIDED;
+        let mut found = EnvoyBuffer {
+            ptr: std::ptr::null(),
+            length: 0,
+        };
+        // SAFETY: the key points to a static string; `found` is a live buffer Envoy writes;
+        // the filter pointer is this hook's.
+        let set = unsafe {
+            abi::envoy_dynamic_module_callback_http_get_filter_state_bytes(
+                self.envoy,
+                ModuleBuffer::of(key.as_bytes()),
+                &mut found,
+            )
+        };
+        if !set || found.ptr.is_null() || found.length != value.len() {
+            return false;
+        }
+        // SAFETY: Envoy's bytes, valid for this hook (nothing sets the key meanwhile).
+        unsafe { std::slice::from_raw_parts(found.ptr, found.length) == value.as_bytes() }
     }
 
     fn set_metadata(&mut self, namespace: &str, fields: &[u8]) -> bool {
@@ -351,6 +403,8 @@ impl Stream for EnvoyStream<'_> {
 
 /// The module's filter behind `module`, with its configuration.
 ///
+/// `None` for null, or for a guard's pointer.
+///
 /// # Safety
 /// `module` must be a pointer `envoy_dynamic_module_on_http_filter_new` returned and not yet
 /// destroyed, used on its worker during one hook (Envoy calls a filter's hooks one at a
@@ -359,7 +413,8 @@ impl Stream for EnvoyStream<'_> {
 unsafe fn filter_of<'a>(
     module: FilterModulePtr,
 ) -> Option<(&'a mut ModuleFilter, Option<&'a ModuleConfig>)> {
-    if module.is_null() {
+    // SAFETY: by this function's contract, null or one of our pointers.
+    if unsafe { kind_of(module) } != Some(FILTER) {
         return None;
     }
     // SAFETY: by this function's contract, a live `ModuleFilter` only this hook uses now.
@@ -450,11 +505,17 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const std::ffi::c_c
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     config_envoy: ConfigEnvoyPtr,
-    _name: EnvoyBuffer,
+    name: EnvoyBuffer,
     config: EnvoyBuffer,
 ) -> ConfigModulePtr {
     // SAFETY: Envoy's buffer, valid for this call.
+    let name = unsafe { owned(name.ptr, name.length) };
+    // SAFETY: as for the name.
     let text = unsafe { owned(config.ptr, config.length) };
+    if name == GUARD_FILTER {
+        // SAFETY: Envoy's configuration pointer, inside config_new.
+        return unsafe { guard_config_new(config_envoy, &text) };
+    }
     let made = catch_unwind(AssertUnwindSafe(|| Config::new(&text)));
     let config = match made {
         Ok(Ok(config)) => config,
@@ -475,19 +536,10 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     };
     let mut counters = [None; Metric::ALL.len()];
     for (slot, metric) in counters.iter_mut().zip(Metric::ALL) {
-        let mut id = 0usize;
-        // SAFETY: inside config_new with Envoy's configuration pointer, as the ABI requires;
-        // the name lives for the call, no labels, `id` is a live usize.
-        let result = unsafe {
-            abi::envoy_dynamic_module_callback_http_filter_config_define_counter(
-                config_envoy,
-                ModuleBuffer::of(metric.name().as_bytes()),
-                std::ptr::null(),
-                0,
-                &mut id,
-            )
-        };
-        *slot = (result == abi::METRICS_SUCCESS).then_some(id);
+        if !metric.guards() {
+            // SAFETY: Envoy's configuration pointer, inside config_new.
+            *slot = unsafe { define_counter(config_envoy, metric) };
+        }
     }
     // SAFETY: inside config_new with Envoy's configuration pointer.
     let scheduler = unsafe {
@@ -517,6 +569,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     };
     log(abi::LOG_INFO, "jwt-authz module: configuration loaded");
     Box::into_raw(Box::new(ModuleConfig {
+        kind: FILTER,
         config,
         counters,
         ticker: Some(ticker),
@@ -525,14 +578,69 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     })) as ConfigModulePtr
 }
 
+/// The guard's configuration (`filter_name: jwt_authz_guard`): it takes none, and refuses
+/// one (a jwt-authz configuration given to the guard was meant for the filter: a chain with
+/// two guards and no filter must not load).
+///
+/// # Safety
+/// Envoy's configuration pointer, inside config_new.
+unsafe fn guard_config_new(config_envoy: ConfigEnvoyPtr, text: &str) -> ConfigModulePtr {
+    if !text.trim().is_empty() {
+        log(
+            abi::LOG_ERROR,
+            "jwt-authz module: the guard (filter_name jwt_authz_guard) takes no filter_config",
+        );
+        return std::ptr::null();
+    }
+    let mut counters = [None; Metric::ALL.len()];
+    for (slot, metric) in counters.iter_mut().zip(Metric::ALL) {
+        if metric.guards() {
+            // SAFETY: the caller's configuration pointer, inside config_new.
+            *slot = unsafe { define_counter(config_envoy, metric) };
+        }
+    }
+    Box::into_raw(Box::new(GuardConfig {
+        kind: GUARD,
+        counters,
+    })) as ConfigModulePtr
+}
+
+/// Defines `metric`'s counter on a configuration: its id, `None` if Envoy refused it.
+///
+/// # Safety
+/// Envoy's configuration pointer, inside config_new.
+unsafe fn define_counter(config_envoy: ConfigEnvoyPtr, metric: Metric) -> Option<usize> {
+    let mut id = 0usize;
+    // SAFETY: inside config_new with Envoy's configuration pointer, as the ABI requires; the
+    // name lives for the call, no labels, `id` is a live usize.
+    let result = unsafe {
+        abi::envoy_dynamic_module_callback_http_filter_config_define_counter(
+            config_envoy,
+            ModuleBuffer::of(metric.name().as_bytes()),
+            std::ptr::null(),
+            0,
+            &mut id,
+        )
+    };
+    (result == abi::METRICS_SUCCESS).then_some(id)
+}
+
 /// # Safety
 /// `config` is a pointer `config_new` returned, destroyed once, after its filters.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(
     config: ConfigModulePtr,
 ) {
-    if config.is_null() {
-        return;
+    // SAFETY: null or one of our configurations.
+    match unsafe { kind_of(config) } {
+        Some(FILTER) => {}
+        Some(GUARD) => {
+            // SAFETY: made by `Box::into_raw` in guard_config_new, destroyed once; no
+            // filter made from it is left (each was this same pointer, and is gone).
+            drop(unsafe { Box::from_raw(config as *mut GuardConfig) });
+            return;
+        }
+        _ => return,
     }
     // SAFETY: made by `Box::into_raw` in config_new, and Envoy destroys it once.
     let mut config = unsafe { Box::from_raw(config as *mut ModuleConfig) };
@@ -571,7 +679,12 @@ impl ModuleConfig {
 /// `config` is null or a live pointer `config_new` returned (Envoy calls configuration
 /// hooks on its main thread, before `config_destroy`).
 unsafe fn config_of<'a>(config: ConfigModulePtr) -> Option<&'a ModuleConfig> {
-    // SAFETY: by this function's contract.
+    // SAFETY: by this function's contract: null or one of our configurations; only the
+    // filter's is a `ModuleConfig` (the guard's has no configuration hooks to run).
+    if unsafe { kind_of(config) } != Some(FILTER) {
+        return None;
+    }
+    // SAFETY: by this function's contract, and a `ModuleConfig` by its kind.
     unsafe { (config as *const ModuleConfig).as_ref() }
 }
 
@@ -787,12 +900,23 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
     config: ConfigModulePtr,
     _envoy: FilterEnvoyPtr,
 ) -> FilterModulePtr {
+    // SAFETY: null or one of our configurations, alive while Envoy makes filters of it.
+    let kind = unsafe { kind_of(config) };
+    if kind == Some(GUARD) {
+        // The guard's filters are its configuration: nothing per request.
+        return config as FilterModulePtr;
+    }
     let filter = ModuleFilter {
-        config: config as *const ModuleConfig,
+        kind: FILTER,
+        config: if kind == Some(FILTER) {
+            config as *const ModuleConfig
+        } else {
+            std::ptr::null()
+        },
         filter: Filter::default(),
         // A filter without a configuration (never expected) decides nothing: its request
         // gets a 503 at its first hook.
-        poisoned: config.is_null(),
+        poisoned: kind != Some(FILTER),
         answered: false,
     };
     Box::into_raw(Box::new(filter)) as FilterModulePtr
@@ -802,9 +926,47 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
 /// `module` is a pointer `filter_new` returned; Envoy destroys it once, after its last hook.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(module: FilterModulePtr) {
-    if !module.is_null() {
+    // SAFETY: null or one of our pointers; a guard's is its configuration, not ours to free.
+    if unsafe { kind_of(module) } == Some(FILTER) {
         // SAFETY: made by `Box::into_raw` in filter_new, destroyed once.
         drop(unsafe { Box::from_raw(module as *mut ModuleFilter) });
+    }
+}
+
+/// The guard behind `module`, if it is one.
+///
+/// # Safety
+/// `module` null or a live pointer `filter_new` returned.
+unsafe fn guard_of<'a>(module: FilterModulePtr) -> Option<&'a GuardConfig> {
+    // SAFETY: by this function's contract.
+    if unsafe { kind_of(module) } != Some(GUARD) {
+        return None;
+    }
+    // SAFETY: a guard's filter pointer is its configuration, which Envoy keeps alive until
+    // its filters are gone; shared and read-only (counters go through Envoy).
+    unsafe { (module as *const GuardConfig).as_ref() }
+}
+
+/// The guard's request-headers hook ([`guard`]), a panic answered 503 (never expected).
+fn guard_request(envoy: FilterEnvoyPtr, guard_config: &GuardConfig) -> u32 {
+    let mut stream = EnvoyStream {
+        envoy,
+        counters: &guard_config.counters,
+        answered: false,
+    };
+    match catch_unwind(AssertUnwindSafe(|| guard(&mut stream))) {
+        Ok(Flow::Continue) => abi::HEADERS_CONTINUE,
+        Ok(Flow::Stop) => abi::HEADERS_STOP_ITERATION,
+        Err(_) => {
+            log(
+                abi::LOG_ERROR,
+                "jwt-authz module: the guard panicked; the request gets 503",
+            );
+            if !stream.answered {
+                let _ = catch_unwind(AssertUnwindSafe(|| answer_503(&mut stream)));
+            }
+            abi::HEADERS_STOP_ITERATION
+        }
     }
 }
 
@@ -816,6 +978,10 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     module: FilterModulePtr,
     _end_of_stream: bool,
 ) -> u32 {
+    // SAFETY: the hook's own pointer.
+    if let Some(guard_config) = unsafe { guard_of(module) } {
+        return guard_request(envoy, guard_config);
+    }
     // SAFETY: the hook's own pointers.
     unsafe {
         guarded(
@@ -852,6 +1018,10 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
     module: FilterModulePtr,
     _end_of_stream: bool,
 ) -> u32 {
+    // SAFETY: the hook's own pointer. The guard decided at the headers.
+    if unsafe { guard_of(module) }.is_some() {
+        return abi::BODY_CONTINUE;
+    }
     // SAFETY: the hook's own pointers.
     unsafe {
         guarded(
@@ -877,6 +1047,10 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     envoy: FilterEnvoyPtr,
     module: FilterModulePtr,
 ) -> u32 {
+    // SAFETY: the hook's own pointer. The guard decided at the headers.
+    if unsafe { guard_of(module) }.is_some() {
+        return abi::HEADERS_CONTINUE;
+    }
     // SAFETY: the hook's own pointers.
     unsafe {
         guarded(

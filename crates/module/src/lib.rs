@@ -46,16 +46,19 @@ use prost_types::{ListValue, Struct, Value as ProtoValue};
 #[cfg(test)]
 mod tests;
 
-/// The dynamic metadata (namespace, key, value) set on every request this filter lets
-/// through. An Envoy filter chain can lose a filter without failing (a route that disables
-/// it, a chain edited by hand); the shipped configuration puts an RBAC filter after this one
-/// that lets through only requests carrying the mark, which no client can set
-/// (`envoy/envoy-module.yaml.tmpl`).
-pub const DECIDED: (&str, &str, &str) = ("jwt_authz", "decided", "1");
+/// The mark (filter-state key, value) set on every request this filter lets through. An
+/// Envoy filter chain can lose a filter without failing (a route that disables it, a chain
+/// edited by hand); the shipped configurations put this library's guard ([`GUARD_FILTER`])
+/// after this filter, which lets through only requests carrying the mark. No client can set
+/// Envoy's filter state; Envoy keeps it read-only once set, for this request only.
+pub const DECIDED: (&str, &str) = ("jwt_authz.decided", "1");
+
+/// The `filter_name` that makes this library the guard ([`guard`]) rather than the filter.
+pub const GUARD_FILTER: &str = "jwt_authz_guard";
 
 /// Where the verified identity goes as dynamic metadata when `identity.dynamic_metadata`
-/// asks for it: `{provider, claims}` under this namespace (beside [`DECIDED`]), as the
-/// sidecar's ext_authz answer carries it.
+/// asks for it: `{provider, claims}` under this namespace, as the sidecar's ext_authz answer
+/// carries it.
 pub const METADATA_NAMESPACE: &str = "jwt_authz";
 
 /// Engines are kept per worker, by `worker index % WORKERS` (a worker beyond shares a
@@ -75,10 +78,13 @@ pub enum Metric {
     ConfigMismatch,
     /// A hook of the module panicked: the request got a 503.
     Panics,
+    /// The guard refused a request the filter had not marked (counted on the guard's own
+    /// configuration, the only counter it defines).
+    GuardRefused,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 8] = [
+    pub const ALL: [Metric; 9] = [
         Metric::DecidedCached,
         Metric::DecidedVerified,
         Metric::DecidedNoToken,
@@ -87,6 +93,7 @@ impl Metric {
         Metric::PollFailures,
         Metric::ConfigMismatch,
         Metric::Panics,
+        Metric::GuardRefused,
     ];
 
     pub fn name(self) -> &'static str {
@@ -99,7 +106,13 @@ impl Metric {
             Metric::PollFailures => "jwt_authz_module_poll_failures",
             Metric::ConfigMismatch => "jwt_authz_module_config_mismatch_callouts",
             Metric::Panics => "jwt_authz_module_panics",
+            Metric::GuardRefused => "jwt_authz_module_guard_refused",
         }
+    }
+
+    /// Whether the guard counts it (each configuration defines only its own counters).
+    pub fn guards(self) -> bool {
+        self == Metric::GuardRefused
     }
 }
 
@@ -118,6 +131,8 @@ pub trait Stream {
     fn add_request_header(&mut self, name: &str, value: &str);
     /// Sets [`DECIDED`]; `false` if it could not be set.
     fn mark_decided(&mut self) -> bool;
+    /// Whether the request carries [`DECIDED`] (set by a filter before this one).
+    fn decided(&self) -> bool;
     /// Merges `fields`, a serialized `google.protobuf.Struct`, into the request's dynamic
     /// metadata under `namespace`; `false` if it could not be set (Envoy's ABI reports
     /// nothing back: the module sends only what Envoy parses, see [`MAX_METADATA_DEPTH`]).
@@ -589,6 +604,20 @@ impl Filter {
             stream.continue_request();
         }
     }
+}
+
+/// The guard's request-headers hook: a request the filter marked goes on; any other (the
+/// filter never saw it: a route or chain that leaves it out) is refused with the 403 of a
+/// route that denies everything, counted.
+pub fn guard(stream: &mut impl Stream) -> Flow {
+    if stream.decided() {
+        return Flow::Continue;
+    }
+    stream.count(Metric::GuardRefused);
+    apply(
+        stream,
+        Verdict::Deny(Deny::DeniedByRule.denial("jwt-authz")).into(),
+    )
 }
 
 /// Reads a callout's JSON answer: a 200 with a body of at most [`MAX_ANSWER_BYTES`].

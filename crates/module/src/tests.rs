@@ -62,6 +62,9 @@ impl Stream for Recorded {
         self.marked = !self.refuse_mark;
         self.marked
     }
+    fn decided(&self) -> bool {
+        self.marked
+    }
     fn set_metadata(&mut self, namespace: &str, fields: &[u8]) -> bool {
         if self.refuse_metadata {
             return false;
@@ -277,6 +280,45 @@ fn an_allow_that_cannot_be_marked_is_refused_here() {
 }
 
 #[test]
+fn the_guard_lets_through_only_what_the_filter_marked() {
+    let config = Config::new(CONFIG).expect("config");
+    // A request the filter lets through is marked, and the guard after it lets it go on,
+    // untouched.
+    let mut passed = request("/api/orders", Some("a.b.c"));
+    let allow = WireVerdict::Allow {
+        set: vec![],
+        remove: vec![],
+        metadata: None,
+    };
+    assert_eq!(apply(&mut passed, allow), Flow::Continue);
+    assert!(passed.marked);
+    assert_eq!(guard(&mut passed), Flow::Continue);
+    assert!(passed.responses.is_empty());
+    assert!(!passed.metrics.contains(&Metric::GuardRefused));
+    // One the filter never saw, token or not: refused, 403, counted.
+    for token in [Some("a.b.c"), None] {
+        let mut unseen = request("/api/orders", token);
+        assert_eq!(guard(&mut unseen), Flow::Stop);
+        assert_eq!(unseen.responses.len(), 1);
+        assert_eq!(unseen.responses[0].0, 403);
+        assert!(
+            unseen.responses[0]
+                .1
+                .contains("access to this route is denied")
+        );
+        assert_eq!(unseen.metrics, [Metric::GuardRefused]);
+        assert!(unseen.set.is_empty() && unseen.added.is_empty() && !unseen.marked);
+    }
+    // One the filter paused for a callout is not marked until an answer lets it through.
+    let mut paused = request("/api/orders", Some("a.b.c"));
+    assert_eq!(
+        Filter::default().on_request_headers(&config, &mut paused),
+        Flow::Stop
+    );
+    assert!(!paused.marked);
+}
+
+#[test]
 fn one_poll_at_a_time_and_again_at_the_next_tick() {
     let config =
         Config::new(&CONFIG.replace("poll_interval: 1s", "poll_interval: 200ms")).expect("config");
@@ -320,6 +362,9 @@ fn an_engine_built_after_a_poll_starts_from_its_answer() {
         }
         fn mark_decided(&mut self) -> bool {
             self.0.mark_decided()
+        }
+        fn decided(&self) -> bool {
+            self.0.decided()
         }
         fn set_metadata(&mut self, n: &str, f: &[u8]) -> bool {
             self.0.set_metadata(n, f)

@@ -206,23 +206,45 @@ async fn a_route_that_leaves_the_module_out_is_refused_by_the_guard() {
     });
     let gw = stack.gateway();
     let bob = gw.login("bob", "bob-password").await;
+    let refused = || async {
+        envoy_stat(
+            stack.proxy_admin,
+            &format!("{STAT}.jwt_authz_module_guard_refused"),
+        )
+        .await
+    };
+    let before = refused().await;
     // With a valid token, and with none: the module never ran, nothing passes.
     for token in [Some(bob.as_str()), None] {
         let (status, _, body) = gw.get("/api/orders", token, &[]).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert_eq!(body["error"], "insufficient_scope", "{body}");
     }
-    // Elsewhere the module decides as ever.
+    // Elsewhere the module decides as ever, and the guard lets its requests through.
     let (status, _, _) = gw.get("/api/users/me", Some(&bob), &[]).await;
     assert_eq!(status, StatusCode::OK);
+    assert_eq!(refused().await, before + 2, "counted, only the two refused");
 }
 
 /// `envoy --mode validate` on the module template with `module` as the library path and
 /// `config` as the filter configuration: whether Envoy accepts it, and its output.
 fn validate(dir: &Path, module: &Path, config: &str) -> (bool, String) {
-    let template = std::fs::read_to_string(
-        Path::new(crate::support::bins::WORKSPACE).join("envoy/envoy-module.yaml.tmpl"),
-    )
-    .expect("template");
+    validate_edited(dir, module, config, |t| t)
+}
+
+/// [`validate`] of the template after `edit`.
+fn validate_edited(
+    dir: &Path,
+    module: &Path,
+    config: &str,
+    edit: impl Fn(String) -> String,
+) -> (bool, String) {
+    let template = edit(
+        std::fs::read_to_string(
+            Path::new(crate::support::bins::WORKSPACE).join("envoy/envoy-module.yaml.tmpl"),
+        )
+        .expect("template"),
+    );
     let vars: Vec<(&str, String)> = [
         ("ENVOY_LISTEN_ADDRESS", "127.0.0.1"),
         ("ENVOY_LISTEN_PORT", "1"),
@@ -292,6 +314,19 @@ fn envoy_refuses_a_configuration_whose_module_is_missing_broken_or_misconfigured
         let (ok, out) = validate(dir.path(), &module, config);
         assert!(!ok, "{why}: accepted\n{out}");
     }
+    // The guard given a configuration (one meant for the module): refused too.
+    let guard = "              filter_name: jwt_authz_guard\n";
+    let (ok, out) = validate_edited(dir.path(), &module, good, |template| {
+        assert!(template.contains(guard), "the template's guard");
+        template.replace(
+            guard,
+            &format!(
+                "{guard}              filter_config:\n                \"@type\": type.googleapis.com/google.protobuf.StringValue\n                value: ${{JWT_AUTHZ_CONFIG_JSON}}\n"
+            ),
+        )
+    });
+    assert!(!ok, "a guard with a configuration: accepted\n{out}");
+    assert!(out.contains("takes no filter_config"), "{out}");
 }
 
 #[test]

@@ -810,7 +810,7 @@ fn module_template_filters() -> Vec<Value> {
         names,
         [
             "envoy.filters.http.dynamic_modules",
-            "envoy.filters.http.rbac",
+            "jwt_authz.guard",
             "envoy.filters.http.router"
         ],
         "the template's chain"
@@ -853,13 +853,25 @@ fn module_manifests_carry_the_sidecars_decision_and_the_guard() {
         module_type,
         "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
     );
-    let rules = template[1]["typed_config"]["rules"].clone();
-    assert_eq!(
-        rules["policies"]["decided-by-jwt-authz"]["principals"][0]["sourced_metadata"]["metadata_matcher"]
-            ["filter"],
-        "jwt_authz",
-        "the module's mark"
+    // The guard: the same library, as the guard, with no configuration.
+    let template_guard = &template[1]["typed_config"];
+    assert_eq!(template_guard["@type"], module_type);
+    assert_eq!(template_guard["filter_name"], "jwt_authz_guard");
+    assert!(
+        template_guard["filter_config"].is_null(),
+        "the guard takes none"
     );
+    assert_eq!(
+        template_guard["dynamic_module_config"]["module"],
+        template[0]["typed_config"]["dynamic_module_config"]["module"],
+        "the module's own library"
+    );
+    // The guard as the template has it, with `library` as the library's path.
+    let guard_as = |library: &str| {
+        let mut guard = template_guard.clone();
+        guard["dynamic_module_config"]["module"]["local"]["filename"] = library.into();
+        guard
+    };
     let string_value = "type.googleapis.com/google.protobuf.StringValue";
 
     // Istio: both filters before the router, the module first; the library mounted by the
@@ -914,12 +926,9 @@ fn module_manifests_carry_the_sidecars_decision_and_the_guard() {
         "{file}"
     );
     assert_eq!(
-        guard["typed_config"]["rules"], rules,
-        "{file}: the guard second"
-    );
-    assert_ne!(
-        guard["name"], "envoy.filters.http.rbac",
-        "{file}: not Istio's own name"
+        guard["typed_config"],
+        guard_as(library),
+        "{file}: the guard second, from the same library"
     );
     assert_ne!(guard["name"], module["name"], "{file}");
 
@@ -1043,7 +1052,11 @@ fn module_manifests_carry_the_sidecars_decision_and_the_guard() {
         "{file}: before the router, after the module"
     );
     let value = &listener["operation"]["value"];
-    assert_eq!(value["typed_config"]["rules"], rules, "{file}");
+    assert_eq!(
+        value["typed_config"],
+        guard_as(entry["source"]["local"]["path"].as_str().expect("path")),
+        "{file}: the guard from the registered library"
+    );
     assert_eq!(
         value["disabled"], true,
         "{file}: off where the module is off"
@@ -1108,7 +1121,8 @@ async fn module_manifests_load_in_envoy_with_the_guard_after_the_module() {
     let patches = one(file, "EnvoyFilter")["spec"]["configPatches"].clone();
     let mut module = patches[0]["patch"]["value"].clone();
     module["typed_config"]["dynamic_module_config"]["module"]["local"]["filename"] = library.into();
-    let guard = patches[1]["patch"]["value"].clone();
+    let mut guard = patches[1]["patch"]["value"].clone();
+    guard["typed_config"]["dynamic_module_config"]["module"]["local"]["filename"] = library.into();
     let module_name = module["name"].as_str().expect("name").to_owned();
     let statuses = statuses_through(
         serde_json::json!([module, guard, router.clone()]),
@@ -1152,7 +1166,8 @@ async fn module_manifests_load_in_envoy_with_the_guard_after_the_module() {
         },
     });
     let ops = eg_module_guard()["spec"]["jsonPatches"].clone();
-    let guard = ops[0]["operation"]["value"].clone();
+    let mut guard = ops[0]["operation"]["value"].clone();
+    guard["typed_config"]["dynamic_module_config"]["module"]["local"]["filename"] = library.into();
     let guard_name = guard["name"].as_str().expect("name").to_owned();
     let enable = ops[1]["operation"]["value"].clone();
     let statuses = statuses_through(
