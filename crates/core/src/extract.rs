@@ -80,7 +80,7 @@ pub fn extract<'r>(
                     // `Authorization: DPoP` (RFC 9449 §7.1) is read here too, so a token sent
                     // both ways is two tokens; whether its provider takes DPoP is decided
                     // once the token is verified.
-                    for part in value.split(',').map(str::trim) {
+                    for part in list_items(value).map(str::trim) {
                         if let Some(token) = strip_scheme(part, "bearer") {
                             push(token, source, Scheme::Bearer)?;
                         } else if let Some(token) = strip_scheme(part, "dpop") {
@@ -91,7 +91,7 @@ pub fn extract<'r>(
             }
             TokenSource::Header { name, prefix } => {
                 if let Some(value) = headers.get(name.as_str()) {
-                    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    for part in list_items(value).map(str::trim).filter(|p| !p.is_empty()) {
                         let token = match prefix {
                             Some(prefix) => match strip_prefix_ignore_case(part, prefix) {
                                 Some(rest) => rest.trim(),
@@ -136,6 +136,24 @@ pub fn extract<'r>(
 
 /// `Bearer abc` → `abc`, with the scheme matched case-insensitively. A bare scheme gives an
 /// empty token, which verification rejects as malformed.
+/// The items of a comma-separated header value (RFC 9110 §5.6.1), untrimmed: what
+/// `value.split(',')` gives, with the commas found by `memchr`'s vectorised search. A value
+/// holding a token is hundreds of bytes without a comma, read once per request.
+fn list_items(value: &str) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    let mut commas = memchr::memchr_iter(b',', value.as_bytes());
+    std::iter::from_fn(move || {
+        if start > value.len() {
+            return None;
+        }
+        // A comma is one ASCII byte: both slices start and end on character boundaries.
+        let end = commas.next().unwrap_or(value.len());
+        let item = &value[start..end];
+        start = end + 1;
+        Some(item)
+    })
+}
+
 fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
     let rest = strip_prefix_ignore_case(value, scheme)?;
     if rest.is_empty() {

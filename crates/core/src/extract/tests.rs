@@ -144,3 +144,14 @@ fn dpop_scheme_is_read_from_authorization_and_counts_as_a_token() {
     let lookalike = headers(&[("authorization", "DPoPabc")]);
     assert_eq!(extract(&lookalike, "/", &sources, 100).unwrap(), None);
 }
+
+proptest::proptest! {
+    /// `list_items` is `split(',')`: the same items, empty ones and multi-byte characters
+    /// included.
+    #[test]
+    fn list_items_split_as_split_does(value in "[a ,é.\t]{0,40}") {
+        let ours: Vec<&str> = list_items(&value).collect();
+        let split: Vec<&str> = value.split(',').collect();
+        proptest::prop_assert_eq!(ours, split);
+    }
+}
