@@ -220,12 +220,10 @@ struct HeldTokens {
 }
 
 impl HeldTokens {
-    fn peek(&self, token: &str) -> Option<&Held> {
-        self.map.peek(token)
-    }
-
-    fn promote(&mut self, token: &str) {
-        self.map.promote(token);
+    /// The token's entry, made the most recently used (one hash of the token: a peek and
+    /// a promotion were two).
+    fn get(&mut self, token: &str) -> Option<&Held> {
+        self.map.get(token)
     }
 
     fn pop(&mut self, token: &str) {
@@ -413,7 +411,7 @@ impl Engine {
             now_ms >= at && now_ms - at <= self.in_proxy.max_unconfirmed.as_millis() as u64
         });
         let mut lookup = Lookup {
-            held: self.held.as_ref().filter(|_| confirmed),
+            held: self.held.as_mut().filter(|_| confirmed),
             local: local.zip(self.generation.as_deref()).filter(|_| confirmed),
             providers: &self.decider.config().providers,
             http,
@@ -436,12 +434,12 @@ impl Engine {
                     (Some(_), None) => Counter::CacheHit,
                     (None, _) => Counter::NoToken,
                 };
-                Some((Step::Decided(d.verdict.into()), counter, used))
+                Some((Step::Decided(d.verdict.into()), counter))
             }
             None => None,
         };
-        // What the lookup only peeked at: expired claims are dropped, used ones become the
-        // most recently used.
+        // What the lookup found: expired claims are dropped (a token found held became the
+        // most recently used as it was found).
         if let Some(held) = self.held.as_mut() {
             if let Some(token) = expired {
                 held.pop(token.as_str());
@@ -449,12 +447,10 @@ impl Engine {
             // A token verified here is held like one the sidecar handed over.
             if let Some((token, verified)) = verified_here {
                 held.put(&token, verified);
-            } else if let Some((_, _, Some(token))) = &step {
-                held.promote(token);
             }
         }
         match step {
-            Some((step, counter, _)) => (step, Some(counter)),
+            Some((step, counter)) => (step, Some(counter)),
             None => (Step::Callout, None),
         }
     }
@@ -538,7 +534,7 @@ impl Engine {
 /// than their claims are never held).
 struct Lookup<'e> {
     /// The held tokens, while the sidecar's generation is confirmed.
-    held: Option<&'e HeldTokens>,
+    held: Option<&'e mut HeldTokens>,
     /// The caller's verification and the confirmed generation, for a token not held.
     local: Option<(&'e dyn LocalVerify, &'e str)>,
     /// The decision's providers, to find a verified token's by name.
@@ -559,7 +555,7 @@ impl Checks for Lookup<'_> {
         if found.scheme == Scheme::Dpop || self.http.headers.contains_key("dpop") {
             return Err(Stop::Defer);
         }
-        match self.held.and_then(|h| h.peek(found.token)) {
+        match self.held.as_deref_mut().and_then(|h| h.get(found.token)) {
             Some(held) if held.expires_ms > self.now_ms => {
                 return Ok(Verified {
                     token: Arc::clone(&held.token),

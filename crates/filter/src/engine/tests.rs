@@ -666,3 +666,32 @@ fn request_headers_are_read_as_the_sidecars_front_ends_read_them() {
     assert_eq!(some.headers.len(), 1);
     assert_eq!(some.headers["x-user-id"], "one,two");
 }
+
+/// A held token that decides a request becomes the most recently used: at the count bound
+/// (2 here), the one not used since goes first.
+#[test]
+fn a_token_used_is_the_last_to_go() {
+    let mut e = Engine::from_config(CONFIG).expect("valid");
+    poll(&mut e, "g1", T0);
+    for sub in ["a", "b"] {
+        let token = format!("tok-{sub}");
+        answered(
+            &mut e,
+            Some(&token),
+            allow_answer("g1", claims(sub, "user"), 60),
+            T0,
+        );
+    }
+    // tok-a, held first, is used: tok-b is now the least recently used.
+    assert_eq!(status_of(&mut e, "/api/x", Some("tok-a")), 200);
+    answered(
+        &mut e,
+        Some("tok-c"),
+        allow_answer("g1", claims("c", "user"), 60),
+        T0,
+    );
+    assert_eq!(e.held(), 2);
+    assert_eq!(status_of(&mut e, "/api/x", Some("tok-b")), 0, "evicted");
+    assert_eq!(status_of(&mut e, "/api/x", Some("tok-a")), 200);
+    assert_eq!(status_of(&mut e, "/api/x", Some("tok-c")), 200);
+}
