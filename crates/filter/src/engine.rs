@@ -94,7 +94,9 @@ impl<'p> RequestHeaders<'p> {
             method: "",
             target: "",
             host: "",
-            headers: HashMap::new(),
+            // Room for what a decision usually reads (a token, a proof, an identity header
+            // or two) without growing the table.
+            headers: HashMap::with_capacity(4),
         };
         for (name, value) in pairs {
             let (name, value) = (name.as_ref(), value.as_ref());
