@@ -9,6 +9,7 @@
 //! and leaves the filter poisoned (its later hooks do nothing but let a paused request be).
 
 mod abi;
+mod alloc;
 
 use std::borrow::Cow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
