@@ -834,12 +834,14 @@ def main():
                         "module_hot": (MODULE, plugin("")),
                         "module_verify": (MODULE, plugin(", max_cached_tokens: 0"))}
             e2e_ports.update({name: free_port() for name in in_proxy})
-        # Issue 19's harness: the rows its targets compare, on listeners that answer
-        # themselves (direct_response) instead of routing to the upstream, in the same rounds.
+        # Issue 19's harness: the rows its targets compare (and issue 35's: jwt_authn with and
+        # without its cache against the module), on listeners that answer themselves
+        # (direct_response) instead of routing to the upstream, in the same rounds.
         # Without the upstream's share of the core every row is cheaper, so the ratios
         # between rows differ from the upstream rows': both are shown.
         e2e_ports.update({f"direct_{name}": free_port() for name in
-                          ["none", "jwt_authn_cache", "ext_authz_jwt_authz", *(in_proxy or {})]})
+                          ["none", "jwt_authn", "jwt_authn_cache", "ext_authz_jwt_authz",
+                           *(in_proxy or {})]})
         (WORK / "envoy.yaml").write_text(envoy_config(
             e2e_ports, ports["upstream"], ports["noop"], ports["authz"], admin, rsa_jwks,
             ports["noop_http"], ports["authz_http"], in_proxy))

@@ -198,6 +198,31 @@ def in_proxy_targets(e):
     return out
 
 
+def module_targets(e):
+    """Issue 35's targets for the dynamic module, from the same wrk rounds as Envoy's own
+    jwt_authn: with the upstream and with the route answering itself. A held token against
+    jwt_authn with its token cache (both decide from memory); a token verified in Envoy on
+    every request (`max_cached_tokens: 0`) against jwt_authn without its cache (both verify
+    the RS256 signature on every request)."""
+    if "module_hot" not in e:
+        return ["| dynamic module | not measured (no module .so: see the run's log) | |"]
+    out = []
+    for prefix, where in (("", "upstream"), ("direct_", "direct response")):
+        if f"{prefix}module_hot" not in e or f"{prefix}jwt_authn" not in e:
+            continue
+        hot, verify = e[f"{prefix}module_hot"]["rps"], e[f"{prefix}module_verify"]["rps"]
+        cached, uncached = e[f"{prefix}jwt_authn_cache"]["rps"], e[f"{prefix}jwt_authn"]["rps"]
+        out += [
+            f"| dynamic module ({where}), token held: ≥ 90 % of jwt_authn + jwt_cache_config | "
+            f"{hot:,.0f} against {cached:,.0f} req/s ({pct(hot / cached)}) | "
+            f"{verdict(hot >= 0.9 * cached)} |",
+            f"| dynamic module ({where}), token verified in Envoy: ≥ jwt_authn without its "
+            f"cache | {verify:,.0f} against {uncached:,.0f} req/s ({pct(verify / uncached)}) | "
+            f"{verdict(verify >= uncached)} |",
+        ]
+    return out
+
+
 def report(r):
     m, s, d, e = r["machine"], r["settings"], r["direct"], r["e2e"]
     noop = d["noop"]["rps"]
@@ -461,6 +486,7 @@ def report(r):
            f"{verdict(d['always_verify_isolated']['cpu_us_per_check'] <= miss_budget)} |"]
           if "always_verify_isolated" in d else []),
         *in_proxy_targets(e),
+        *module_targets(e),
         *curve_targets,
         *flood_targets,
         "",
