@@ -10,12 +10,14 @@ One Envoy 1.40 (`--concurrency 1`, pinned to CPU 0) with one listener per row, e
 dynamic module with a held token and with every token verified in Envoy. wrk (pinned to
 CPU 1, as in `make bench`) loads each row for S seconds (default 5), N rounds (default 3)
 interleaved, after a 1 s warm-up of each; each line: req/s, and Envoy's user and system CPU
-microseconds per request. `--no-guard` leaves out the RBAC guard after the module. Needs the
+microseconds per request; then each row's medians over the rounds. `--no-guard` leaves out
+the module's guard (its second filter, `jwt_authz_guard`) after the module. Needs the
 release binaries and the module (`make build module`), wrk (installed here if missing).
 """
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -74,6 +76,7 @@ def main():
             bench.wrk(port, token, seconds=1)
         print(f"Envoy CPU per request (direct response, {a.seconds} s per row and round"
               f"{', no guard' if a.no_guard else ''})")
+        seen = {name: [] for name in rows}
         for round_ in range(1, a.rounds + 1):
             for name, port in rows.items():
                 user0, sys0 = cpu()
@@ -82,9 +85,18 @@ def main():
                 n = max(r["requests"], 1)
                 if r["non2xx"] or r["errors"]:
                     raise SystemExit(f"{name}: {r} (see {bench.WORK / 'cpu-envoy.log'})")
+                user, system = (1e6 * (user1 - user0) / tick / n, 1e6 * (sys1 - sys0) / tick / n)
+                seen[name].append((r["rps"], user, system))
                 print(f"  round {round_} {name.removeprefix('direct_'):16s} "
-                      f"{r['rps']:9,.0f} req/s  user {1e6 * (user1 - user0) / tick / n:6.2f} us"
-                      f"  sys {1e6 * (sys1 - sys0) / tick / n:6.2f} us", flush=True)
+                      f"{r['rps']:9,.0f} req/s  user {user:6.2f} us  sys {system:6.2f} us",
+                      flush=True)
+        # Each column's median over the rounds (of user + system too: the row's CPU per
+        # request, which is not the sum of the two medians).
+        for name, runs in seen.items():
+            med = [statistics.median(col) for col in zip(*runs)]
+            both = statistics.median(u + s for _, u, s in runs)
+            print(f"  median  {name.removeprefix('direct_'):16s} {med[0]:9,.0f} req/s  "
+                  f"user {med[1]:6.2f} us  sys {med[2]:6.2f} us  user + sys {both:6.2f} us")
     finally:
         if proc:
             proc.terminate()

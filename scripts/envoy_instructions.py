@@ -12,7 +12,8 @@ Wasm filter (crates/bench/wasm-noop), the jwt-authz filter (WASM, default the on
 built) and the jwt-authz dynamic module (`make module`) with a held token and with every request's
 token verified in Envoy (`max_cached_tokens: 0`). Each row: 50 requests to warm
 up, then N (default 300) on one keep-alive connection counted alone. `--no-guard` leaves
-out the RBAC guard the shipped in-proxy configurations put after the filter and the module. Needs the
+out the guards the shipped in-proxy configurations put after the filter (Envoy's RBAC) and the
+module (its own `jwt_authz_guard`). Needs the
 release binaries (`make build`), the filter (`make wasm`) and valgrind (Debian's package).
 """
 
