@@ -49,7 +49,9 @@ fi
 [[ -x .venv/bin/traefik ]] && .venv/bin/traefik version | head -1
 
 echo "== build"
-cargo build --workspace --bins
+# The libraries too: the dynamic module (a cdylib) is one, and the tests that load it find it
+# built with the same features (crates/testkit/src/bins.rs, module_library).
+cargo build --workspace --lib --bins
 
 echo "== the decision core and the in-proxy filter for wasm32-wasip1 (make wasm)"
 ./scripts/wasm.sh

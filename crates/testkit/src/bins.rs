@@ -113,14 +113,20 @@ pub fn envoy_binary() -> PathBuf {
 }
 
 /// The Envoy dynamic module (`libjwt_authz_module.so`), built (or brought up to date) once per
-/// test binary with cargo, in this workspace's target directory.
+/// test process with cargo, in this workspace's target directory.
+///
+/// Built as one of the workspace's libraries, not with `-p jwt-authz-module-ffi`: cargo
+/// unifies features over the packages a command selects, so the package alone resolves its
+/// dependencies' features differently and rebuilds them (aws-lc-sys among them, about a
+/// minute of the test run) where `scripts/test.sh`'s `cargo build --workspace --lib --bins`
+/// already built them.
 pub fn module_library() -> PathBuf {
     static MODULE: OnceLock<PathBuf> = OnceLock::new();
     MODULE
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = Command::new(cargo)
-                .args(["build", "-p", "jwt-authz-module-ffi"])
+                .args(["build", "--workspace", "--lib"])
                 .current_dir(WORKSPACE)
                 .status()
                 .expect("cargo build");
