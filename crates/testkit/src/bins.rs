@@ -119,7 +119,9 @@ pub fn envoy_binary() -> PathBuf {
 /// unifies features over the packages a command selects, so the package alone resolves its
 /// dependencies' features differently and rebuilds them (aws-lc-sys among them, about a
 /// minute of the test run) where `scripts/test.sh`'s `cargo build --workspace --lib --bins`
-/// already built them.
+/// already built them. What differs from `make module`'s `-p` build (checked with
+/// `--message-format=json`, 2026-12-07) changes nothing on Linux: aws-lc's `prebuilt-nasm`
+/// (Windows only), regex-automata's `dfa-build`/`dfa-search`, serde_json's `raw_value`.
 pub fn module_library() -> PathBuf {
     static MODULE: OnceLock<PathBuf> = OnceLock::new();
     MODULE
