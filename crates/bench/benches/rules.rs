@@ -103,7 +103,7 @@ fn read(c: &mut Criterion) {
             method: "GET",
             target: "/api/orders/42?page=2",
             host,
-            headers: &headers,
+            headers: (&headers).into(),
             context_extensions: &ext,
             scheme: None,
             certificate: None,

@@ -65,7 +65,7 @@ async fn check(
             method: &http.method,
             target: &http.path,
             host: &http.host,
-            headers: &http.headers,
+            headers: (&http.headers).into(),
             context_extensions: ext,
             scheme: Some(&http.scheme),
             certificate: None,

@@ -1,10 +1,8 @@
 //! Finding the one token a request carries, in every place a provider allows, before any
 //! parsing: two candidates, or one over the size limit, end the check here.
 
-use std::collections::HashMap;
-
 use crate::config::TokenSource;
-use crate::request;
+use crate::request::{self, Headers};
 
 #[cfg(test)]
 mod tests;
@@ -53,11 +51,12 @@ pub enum ExtractError {
 /// `headers` uses lowercase names, with repeated headers joined by `,` as Envoy sends them;
 /// `path` is the request's `:path`, query string included.
 pub fn extract<'r>(
-    headers: &'r HashMap<String, String>,
+    headers: impl Into<Headers<'r>>,
     path: &'r str,
     sources: &'r [TokenSource],
     max_bytes: usize,
 ) -> Result<Option<Found<'r>>, ExtractError> {
+    let headers = headers.into();
     let mut found: Option<Found<'r>> = None;
     let mut push = |token: &'r str, source: &'r TokenSource, scheme: Scheme| {
         if found.is_some() {

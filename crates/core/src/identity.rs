@@ -2,11 +2,10 @@
 //! every configured identity header the token does not supply is removed, so a client's own
 //! `x-user-*` never reaches a service.
 
-use std::collections::HashMap;
-
 use serde_json::{Map, Value};
 
 use crate::claims;
+use crate::request::Headers;
 use serde::Deserialize;
 
 /// One identity header: which claim it carries.
@@ -72,27 +71,37 @@ pub fn mutation(
 /// client's copy where the rules removed only the configured spelling. `headers` has
 /// lowercase names.
 pub fn lookalike<'h>(
-    headers: &'h HashMap<String, String>,
+    headers: impl Into<Headers<'h>>,
     mappings: &[ClaimHeader],
     marker: Option<&str>,
 ) -> Option<&'h str> {
     // Only a name with a separator other than `-` (or an identity header with one) can be
     // another spelling of a header it is not equal to: most requests have none and stop here.
-    let odd = |name: &str| {
-        name.bytes()
-            .any(|b| b != b'-' && !b.is_ascii_alphanumeric())
-    };
+    let odd = |name: &str| name.bytes().any(|b| ODD[usize::from(b)]);
     let configured = || mappings.iter().map(|m| m.header.as_str()).chain(marker);
     let any_odd = configured().any(odd);
     headers
-        .keys()
+        .into()
+        .names()
         .filter(|name| any_odd || odd(name))
         .find(|name| {
             configured()
                 .any(|header| !header.eq_ignore_ascii_case(name) && same_folded(header, name))
         })
-        .map(String::as_str)
 }
+
+/// The bytes other than an ASCII letter, digit or `-`, as a table: every request's header
+/// names are looked at byte by byte.
+const ODD: [bool; 256] = {
+    let mut odd = [true; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        odd[b] = !(c == b'-' || c.is_ascii_alphanumeric());
+        b += 1;
+    }
+    odd
+};
 
 /// Whether `a` and `b` are one name once ASCII case is ignored and every character other than
 /// a letter or digit is taken as `-`.
@@ -139,6 +148,7 @@ fn render(value: &Value) -> Result<Option<String>, ()> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::collections::HashMap;
 
     fn mappings() -> Vec<ClaimHeader> {
         [

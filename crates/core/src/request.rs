@@ -5,9 +5,11 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+mod headers;
 pub mod host;
 pub mod path;
 
+pub use headers::{HeaderList, Headers, Names};
 pub use host::{HostError, canonical_host};
 pub use path::{PathError, canonical_path};
 
@@ -22,7 +24,7 @@ pub struct Incoming<'r> {
     /// The `Host`/`:authority`, port included if sent.
     pub host: &'r str,
     /// Lowercase names; repeated headers joined with `,` (as Envoy sends them).
-    pub headers: &'r HashMap<String, String>,
+    pub headers: Headers<'r>,
     /// Envoy's per-route context extensions (empty for other front ends).
     pub context_extensions: &'r HashMap<String, String>,
     /// The scheme the client used (`https`), when the front end knows it: the DPoP `htu`

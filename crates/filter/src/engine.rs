@@ -29,7 +29,7 @@ use jwt_authz_core::decision::pipeline::now;
 use jwt_authz_core::decision::{Checks, Decider, Stop, Verified};
 use jwt_authz_core::extract::{Found, Scheme};
 use jwt_authz_core::in_proxy::{CheckAnswer, GenerationAnswer, WireVerdict};
-use jwt_authz_core::request::Incoming;
+use jwt_authz_core::request::{HeaderList, Headers, Incoming};
 use jwt_authz_core::response::{Deny, Verdict};
 use jwt_authz_core::token::VerifiedToken;
 use lru::LruCache;
@@ -65,79 +65,92 @@ const HOP_BY_HOP: [&str; 8] = [
 
 /// A request as a proxy hands over its headers (pseudo-headers included): its method, target
 /// and host, and the other headers by lowercase name, a repeated one joined with `,` into
-/// one list (RFC 9110 §5.3), as the sidecar's front ends read them.
+/// one list (RFC 9110 §5.3), as the sidecar's front ends read them. Read from the proxy's
+/// bytes: a name or value that is not UTF-8 is read with U+FFFD in place of what is not (no
+/// token is, so it cannot pass for one); the rest is borrowed.
 #[derive(Debug)]
 pub struct RequestHeaders<'p> {
-    pub method: &'p str,
-    pub target: &'p str,
-    pub host: &'p str,
-    pub headers: HashMap<String, String>,
+    pub method: Cow<'p, str>,
+    pub target: Cow<'p, str>,
+    pub host: Cow<'p, str>,
+    pub headers: HeaderList<'p>,
 }
 
 /// No context extensions: an in-proxy filter has none (they are ext_authz's).
 static NO_EXTENSIONS: LazyLock<HashMap<String, String>> = LazyLock::new(HashMap::new);
 
+/// `bytes` as text, borrowed when they are UTF-8; U+FFFD in place of what is not.
+pub fn text(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 impl<'p> RequestHeaders<'p> {
     /// Every header of `pairs`.
-    pub fn read<N: AsRef<str>, V: AsRef<str>>(pairs: &'p [(N, V)]) -> Self {
+    pub fn read<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &'p [(N, V)]) -> Self {
         Self::read_only(pairs, |_| true)
     }
 
     /// The pseudo-headers of `pairs`, and the headers whose lowercase name `keep` takes:
-    /// for a decision, those it reads ([`Engine::forwards`]), which are all it would be
-    /// told of in a callout.
-    pub fn read_only<N: AsRef<str>, V: AsRef<str>>(
+    /// for a decision, those it reads ([`Engine::forwarding`]), which are all it would be
+    /// told of in a callout. Only their values are read as text (a token is most of a
+    /// request's bytes, and the decision reads it; the others are not looked at).
+    pub fn read_only<N: AsRef<[u8]>, V: AsRef<[u8]>>(
         pairs: &'p [(N, V)],
         keep: impl Fn(&str) -> bool,
     ) -> Self {
-        let mut read = RequestHeaders {
-            method: "",
-            target: "",
-            host: "",
-            // Room for what a decision usually reads (a token, a proof, an identity header
-            // or two) without growing the table.
-            headers: HashMap::with_capacity(4),
-        };
+        Self::read_with(pairs, keep, text)
+    }
+
+    /// [`RequestHeaders::read_only`], reading bytes as text with `text` (which must read
+    /// them as [`text`] does: a caller may have a faster way).
+    pub fn read_with<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+        pairs: &'p [(N, V)],
+        keep: impl Fn(&str) -> bool,
+        text: impl Fn(&'p [u8]) -> Cow<'p, str>,
+    ) -> Self {
+        let (mut method, mut target, mut host) =
+            (Cow::Borrowed(""), Cow::Borrowed(""), Cow::Borrowed(""));
+        // Room for what a decision usually reads (a token, a proof, an identity header or
+        // two) without growing.
+        let mut kept = Vec::with_capacity(4);
         for (name, value) in pairs {
             let (name, value) = (name.as_ref(), value.as_ref());
             match name {
-                ":method" => read.method = value,
-                ":path" => read.target = value,
-                ":authority" => read.host = value,
-                _ if name.starts_with(':') => {}
+                b":method" => method = text(value),
+                b":path" => target = text(value),
+                b":authority" => host = text(value),
+                [b':', ..] => {}
                 _ => {
                     // Proxies hand over lowercase names (HTTP/2 has no other); the rare
                     // other one is lowered here.
-                    let lower = if name.bytes().any(|b| b.is_ascii_uppercase()) {
-                        Cow::Owned(name.to_ascii_lowercase())
-                    } else {
-                        Cow::Borrowed(name)
-                    };
-                    if !keep(&lower) {
-                        continue;
+                    let mut name = text(name);
+                    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                        name = Cow::Owned(name.to_ascii_lowercase());
                     }
-                    match read.headers.get_mut(lower.as_ref()) {
-                        Some(joined) => {
-                            joined.push(',');
-                            joined.push_str(value);
-                        }
-                        None => {
-                            read.headers.insert(lower.into_owned(), value.to_owned());
-                        }
+                    if keep(&name) {
+                        kept.push((name, text(value)));
                     }
                 }
             }
         }
-        read
+        RequestHeaders {
+            method,
+            target,
+            host,
+            headers: HeaderList::from(kept),
+        }
     }
 
     /// The request as the decision reads it.
     pub fn incoming(&self) -> Incoming<'_> {
         Incoming {
-            method: self.method,
-            target: self.target,
-            host: self.host,
-            headers: &self.headers,
+            method: &self.method,
+            target: &self.target,
+            host: &self.host,
+            headers: Headers::List(&self.headers),
             context_extensions: &NO_EXTENSIONS,
             scheme: None,
             certificate: None,
@@ -325,10 +338,19 @@ impl Engine {
     /// another identity header whose lookalikes it must see to refuse): then every header
     /// but the proxy's own (`x-envoy-*`), pseudo-headers and hop-by-hop ones.
     pub fn forwards(&self, name: &str) -> bool {
-        if self.config_agrees() {
-            return self.decider.reads_header(name);
+        self.forwarding()(name)
+    }
+
+    /// [`Engine::forwards`] for the headers of one request, whether the configurations
+    /// agree looked at once.
+    pub fn forwarding(&self) -> impl Fn(&str) -> bool + '_ {
+        let agrees = self.config_agrees();
+        move |name| {
+            if agrees {
+                return self.decider.reads_header(name);
+            }
+            !(name.starts_with(':') || name.starts_with("x-envoy-") || HOP_BY_HOP.contains(&name))
         }
-        !(name.starts_with(':') || name.starts_with("x-envoy-") || HOP_BY_HOP.contains(&name))
     }
 
     /// The one token `http` carries, if it can be found unambiguously.
@@ -554,7 +576,7 @@ impl Checks for Lookup<'_> {
 
     async fn verify(&mut self, found: &Found<'_>) -> Result<Verified<()>, Stop> {
         // A proof proves one request: checked by the sidecar every time.
-        if found.scheme == Scheme::Dpop || self.http.headers.contains_key("dpop") {
+        if found.scheme == Scheme::Dpop || self.http.headers.contains("dpop") {
             return Err(Stop::Defer);
         }
         match self.held.as_deref_mut().and_then(|h| h.get(found.token)) {

@@ -119,10 +119,15 @@ impl Metric {
 /// What a request's hooks may do with it: the safe API the FFI crate implements over
 /// Envoy's callbacks, valid during one hook.
 pub trait Stream {
-    /// The request's headers, pseudo-headers included, in order, borrowed while the request
-    /// is not changed; a value that is not UTF-8 read with U+FFFD in place of what is not
-    /// (no token is, so it cannot pass for one).
-    fn request_headers(&self) -> Vec<(Cow<'_, str>, Cow<'_, str>)>;
+    /// The request's headers, pseudo-headers included, in order, as the proxy's bytes
+    /// (a value need not be UTF-8), borrowed while the request is not changed.
+    fn request_headers(&self) -> Vec<(&[u8], &[u8])>;
+    /// Bytes of the request as text: borrowed when UTF-8, U+FFFD in place of what is not
+    /// (no token is, so it cannot pass for one). Envoy's bindings check ASCII, what headers
+    /// are, the faster way.
+    fn text<'b>(&self, bytes: &'b [u8]) -> Cow<'b, str> {
+        jwt_authz_filter::engine::text(bytes)
+    }
     /// Replaces every value of `name` with `value` (a non-empty value: Envoy removes a
     /// header set to `""`).
     fn set_request_header(&mut self, name: &str, value: &str);
@@ -498,7 +503,7 @@ impl Filter {
         // Envoy's own bytes, borrowed until the request's headers are changed: the decision
         // is told only of the headers it reads, as the sidecar would be in a callout.
         let pairs = stream.request_headers();
-        let read = RequestHeaders::read_only(&pairs, |name| engine.forwards(name));
+        let read = RequestHeaders::read_with(&pairs, engine.forwarding(), |b| stream.text(b));
         let incoming = read.incoming();
         let local = keys.as_deref().map(|k| k as &dyn LocalVerify);
         let (step, counter) = engine.decide_with(&incoming, now, local);
@@ -515,7 +520,11 @@ impl Filter {
                 // A header the request does not carry needs no removing, and one it is given
                 // is added rather than replaced (each is a call into Envoy, and a
                 // replacement looks for the old values first).
-                let has = |name: &str| pairs.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+                let has = |name: &str| {
+                    pairs
+                        .iter()
+                        .any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+                };
                 let mut present = Present::All;
                 if let WireVerdict::Allow { remove, set, .. } = &mut verdict {
                     remove.retain(|name| has(name));
@@ -538,12 +547,15 @@ impl Filter {
                 call.push((METHOD_HEADER.into(), incoming.method.into()));
                 // Only what the decision reads (never the proxy's `x-envoy-*`, nor a copy of
                 // the method header, which is the filter's own).
+                let forwards = engine.forwarding();
                 for (name, value) in &pairs {
+                    let name = stream.text(name);
                     let lower = name.to_ascii_lowercase();
-                    if engine.forwards(&lower) && lower != METHOD_HEADER {
-                        call.push((name.as_ref().into(), value.as_ref().into()));
+                    if forwards(&lower) && lower != METHOD_HEADER {
+                        call.push((name.into_owned(), stream.text(value).into_owned()));
                     }
                 }
+                drop(forwards);
                 let token = engine.token_of(&incoming);
                 let unavailable = engine.unavailable();
                 drop(engine);

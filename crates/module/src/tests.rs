@@ -43,10 +43,10 @@ struct Recorded {
 }
 
 impl Stream for Recorded {
-    fn request_headers(&self) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
+    fn request_headers(&self) -> Vec<(&[u8], &[u8])> {
         self.headers
             .iter()
-            .map(|(n, v)| (Cow::Borrowed(n.as_str()), Cow::Borrowed(v.as_str())))
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
             .collect()
     }
     fn set_request_header(&mut self, name: &str, value: &str) {
@@ -348,7 +348,7 @@ fn an_engine_built_after_a_poll_starts_from_its_answer() {
     // sidecar's answer (of that generation) is held and the next request decided here.
     struct Worker5(Recorded);
     impl Stream for Worker5 {
-        fn request_headers(&self) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
+        fn request_headers(&self) -> Vec<(&[u8], &[u8])> {
             self.0.request_headers()
         }
         fn set_request_header(&mut self, n: &str, v: &str) {

@@ -135,7 +135,7 @@ pub async fn explain(runtime: &Runtime, req: &Request) -> Report {
         method: &req.method,
         target: &req.path,
         host: &req.host,
-        headers: &req.headers,
+        headers: (&req.headers).into(),
         context_extensions: &ext,
         scheme: None,
         certificate: None,

@@ -443,7 +443,7 @@ async fn check(runtime: &Runtime, http: &HttpRequest, ext: &HashMap<String, Stri
             method: &http.method,
             target: &http.path,
             host: &http.host,
-            headers: &http.headers,
+            headers: (&http.headers).into(),
             context_extensions: ext,
             scheme: Some(&http.scheme),
             certificate: None,

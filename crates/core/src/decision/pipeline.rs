@@ -400,11 +400,11 @@ impl Decider {
                 TokenSource::Header { name, .. } => name.as_str(),
                 TokenSource::Cookie(_) | TokenSource::Query(_) => continue,
             };
-            if http.headers.contains_key(name) && !names.contains(&name) {
+            if http.headers.contains(name) && !names.contains(&name) {
                 names.push(name);
             }
         }
-        if http.headers.contains_key("dpop") {
+        if http.headers.contains("dpop") {
             names.push("dpop");
         }
         names
@@ -556,7 +556,7 @@ impl Decider {
                 self.token_headers(http)
             }
         };
-        if http.headers.contains_key("dpop") && !strip.contains(&"dpop") {
+        if http.headers.contains("dpop") && !strip.contains(&"dpop") {
             strip.push("dpop");
         }
         self.allow(None, &strip).ok()

@@ -1,3 +1,5 @@
+use std::collections::HashMap;
+
 use super::*;
 
 fn headers(pairs: &[(&str, &str)]) -> HashMap<String, String> {

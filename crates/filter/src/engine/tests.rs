@@ -58,7 +58,7 @@ fn decide(engine: &mut Engine, req: &Req, now: u64) -> (Step, Option<Counter>) {
         method: req.method,
         target: &req.target,
         host: "api.test",
-        headers: &req.headers,
+        headers: (&req.headers).into(),
         context_extensions: &none,
         scheme: None,
         certificate: None,
@@ -651,20 +651,42 @@ fn request_headers_are_read_as_the_sidecars_front_ends_read_them() {
     ];
     let all = RequestHeaders::read(&pairs);
     assert_eq!(
-        (all.method, all.target, all.host),
+        (&*all.method, &*all.target, &*all.host),
         ("POST", "/api/x?y=1", "api.test")
     );
     // Lowercase names, repeats joined in order, no pseudo-header among them.
     assert_eq!(all.headers.len(), 3, "{:?}", all.headers);
-    assert_eq!(all.headers["authorization"], "Bearer a");
-    assert_eq!(all.headers["x-user-id"], "one,two");
+    assert_eq!(all.headers.get("authorization"), Some("Bearer a"));
+    assert_eq!(all.headers.get("x-user-id"), Some("one,two"));
     assert_eq!(all.incoming().headers.len(), 3);
     // Only what `keep` takes (by lowercase name); the pseudo-headers still read.
     let some = RequestHeaders::read_only(&pairs, |name| name == "x-user-id");
     assert_eq!(some.method, "POST");
     assert_eq!(some.host, "api.test");
     assert_eq!(some.headers.len(), 1);
-    assert_eq!(some.headers["x-user-id"], "one,two");
+    assert_eq!(some.headers.get("x-user-id"), Some("one,two"));
+    assert_eq!(some.headers.get("authorization"), None);
+}
+
+/// Bytes that are not UTF-8 (Envoy passes 0x80-0xFF through in values) are read with U+FFFD
+/// in their place: such a value is never a token, and such a name is never the name of a
+/// header the decision reads (`reads_header` takes it as a lookalike's).
+#[test]
+fn request_headers_that_are_not_utf8_are_read_lossily() {
+    let pairs: [(&[u8], &[u8]); 4] = [
+        (b":path", b"/a\xff"),
+        (b"authorization", b"Bearer \xc3\x28abc"),
+        (b"x-user\xffid", b"admin"),
+        (b"accept", b"*/*"),
+    ];
+    let read = RequestHeaders::read(&pairs);
+    assert_eq!(read.target, "/a\u{fffd}");
+    assert_eq!(
+        read.headers.get("authorization"),
+        Some("Bearer \u{fffd}(abc")
+    );
+    assert_eq!(read.headers.get("x-user\u{fffd}id"), Some("admin"));
+    assert_eq!(read.headers.get("accept"), Some("*/*"));
 }
 
 /// A held token that decides a request becomes the most recently used: at the count bound

@@ -69,7 +69,7 @@ impl Authorization for AuthorizationService {
             method: &http.method,
             target: &http.path,
             host: &http.host,
-            headers: &http.headers,
+            headers: (&http.headers).into(),
             context_extensions: &attributes.context_extensions,
             scheme: Some(http.scheme.as_str()).filter(|s| !s.is_empty()),
             certificate: certificate.as_deref(),

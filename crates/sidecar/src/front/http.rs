@@ -96,7 +96,7 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
             method: parts.method.as_str(),
             target,
             host: "",
-            headers: &headers,
+            headers: (&headers).into(),
             context_extensions: &no_extensions,
             // An HTTP authorization request carries neither: `dpop.scheme` names the
             // scheme, and certificate-bound tokens need the gRPC front end.
@@ -218,7 +218,7 @@ impl<'a> AsItself<'a> {
             method: self.method,
             target: original,
             host,
-            headers: self.headers,
+            headers: self.headers.into(),
             context_extensions: &no_extensions,
             // An HTTP authorization request carries neither: `dpop.scheme` names the
             // scheme, and certificate-bound tokens need the gRPC front end.

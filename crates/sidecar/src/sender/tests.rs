@@ -71,7 +71,7 @@ impl Request {
             method: "GET",
             target: self.target,
             host: self.host,
-            headers: &self.headers,
+            headers: (&self.headers).into(),
             context_extensions: &no_extensions,
             scheme: self.scheme,
             certificate: self.certificate.as_deref(),

@@ -469,7 +469,7 @@ async fn decide_alike(yaml: &str, cases: Vec<Case>) -> usize {
             method: "GET",
             target: case.path,
             host: case.host,
-            headers: &headers,
+            headers: (&headers).into(),
             context_extensions: &ext,
             scheme: None,
             certificate: None,

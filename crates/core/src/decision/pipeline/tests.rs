@@ -116,7 +116,7 @@ impl Req {
             method: "GET",
             target: self.target,
             host: self.host,
-            headers: &self.headers,
+            headers: (&self.headers).into(),
             context_extensions: &self.ext,
             scheme: None,
             certificate: None,
