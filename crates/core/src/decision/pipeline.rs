@@ -221,6 +221,17 @@ pub struct Decider {
     sources: Vec<TokenSource>,
     /// Each resource's metadata URL (RFC 9728 §3.1), by index in `resources`.
     metadata_urls: Vec<String>,
+    /// The names of plain spelling (lowercase letters, digits, `-`) that
+    /// [`Decider::reads_header`] takes, worked out once: it is asked of every header of
+    /// every request an in-proxy filter decides.
+    plain_reads: Vec<String>,
+}
+
+/// Whether `name` has no character other than a lowercase letter, digit or `-`: the names
+/// most requests' headers have.
+fn plain(name: &str) -> bool {
+    name.bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 impl Decider {
@@ -246,12 +257,50 @@ impl Decider {
                 sources.push(source.clone());
             }
         }
-        Ok(Self {
+        let mut decider = Self {
             config,
             policy,
             sources,
             metadata_urls,
-        })
+            plain_reads: Vec::new(),
+        };
+        decider.plain_reads = decider.plain_reads();
+        Ok(decider)
+    }
+
+    /// What [`Decider::reads_header`]'s rules take of the names with no character other than
+    /// a lowercase letter, digit or `-`: a token source's header (lowercase: `eq_ignore_ascii_case`
+    /// matches no other such name), each identity header folded (for such a name,
+    /// `same_folded(header, name)` is `fold(header) == name`), and the fixed ones (none of
+    /// which starts with `x-envoy-`, so that rule takes nothing away).
+    fn plain_reads(&self) -> Vec<String> {
+        let fold = |header: &str| -> String {
+            header
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() {
+                        char::from(b.to_ascii_lowercase())
+                    } else {
+                        '-'
+                    }
+                })
+                .collect()
+        };
+        let sources = self.sources.iter().filter_map(|s| match s {
+            TokenSource::Bearer => Some("authorization".to_owned()),
+            TokenSource::Header { name, .. } => Some(name.to_ascii_lowercase()),
+            TokenSource::Cookie(_) => Some("cookie".to_owned()),
+            TokenSource::Query(_) => None,
+        });
+        let identity = self.config.identity.upstream_headers().map(fold);
+        let fixed = ["authorization", "dpop", "traceparent", "tracestate"].map(str::to_owned);
+        let mut names: Vec<String> = Vec::new();
+        for name in sources.chain(identity).chain(fixed) {
+            if plain(&name) && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
     }
 
     /// The metadata document (RFC 9728 §3.2) published at `path`, if a resource's metadata
@@ -358,6 +407,14 @@ impl Decider {
     /// decided elsewhere by *this* configuration: the in-proxy filter forwards more while it
     /// does not know the sidecar's configuration to be its own.)
     pub fn reads_header(&self, name: &str) -> bool {
+        if plain(name) {
+            return self.plain_reads.iter().any(|read| read == name);
+        }
+        self.reads_header_by_rules(name)
+    }
+
+    /// [`Decider::reads_header`] as its rules say, for any name.
+    fn reads_header_by_rules(&self, name: &str) -> bool {
         if name.starts_with(':') {
             return false;
         }

@@ -935,3 +935,73 @@ fn the_headers_a_decision_reads_include_configured_ones_named_like_the_proxys() 
     // The plain configuration reads none of the proxy's own.
     assert!(!decider(CONFIG).reads_header("x-envoy-org"));
 }
+
+/// `reads_header` answers names of plain spelling from a list worked out once: the same
+/// answers as its rules give, for every configuration's names and their spellings.
+#[test]
+fn the_headers_read_are_the_same_from_the_list_as_by_the_rules() {
+    let odd = CONFIG
+        .replace(
+            "{claim: sub, header: x-user-id}",
+            "{claim: sub, header: x-user-id}\n    - {claim: org, header: x_envoy.org}",
+        )
+        .replace(
+            "audiences: [api]",
+            "audiences: [api]\n    token_sources: [bearer, {header: {name: X-Envoy-Token}}, {cookie: session}, {query: access_token}]",
+        );
+    let mut checked = 0;
+    for config in [CONFIG.to_owned(), odd] {
+        let d = decider(&config);
+        let mut names: Vec<String> = [
+            "authorization",
+            "dpop",
+            "traceparent",
+            "tracestate",
+            "cookie",
+            "x-user-id",
+            "x-user-anonymous",
+            "x-envoy-org",
+            "x-envoy-token",
+            "x-envoy-internal",
+            "accept",
+            "user-agent",
+            "x-request-id",
+            "access-token",
+            "session",
+            "",
+            "-",
+            "x",
+            "org",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        names.extend(d.plain_reads.iter().cloned());
+        names.extend(d.config.identity.upstream_headers().map(str::to_owned));
+        // Each name's other spellings: case, `_` and `.` for `-`, a byte added or removed.
+        for name in names.clone() {
+            names.push(name.to_ascii_uppercase());
+            names.push(name.replace('-', "_"));
+            names.push(name.replace('-', "."));
+            names.push(format!("{name}1"));
+            names.push(format!(":{name}"));
+            if let Some(shorter) = name.get(..name.len().saturating_sub(1)) {
+                names.push(shorter.to_owned());
+            }
+        }
+        for name in &names {
+            let lower = name.to_ascii_lowercase();
+            for name in [name, &lower] {
+                assert_eq!(
+                    d.reads_header(name),
+                    d.reads_header_by_rules(name),
+                    "{name}"
+                );
+                checked += 1;
+            }
+        }
+        // Reading anything at all: the list is not empty, nor everything.
+        assert!(d.reads_header("authorization"));
+        assert!(!d.reads_header("accept"));
+    }
+    assert!(checked > 300, "{checked}");
+}
