@@ -67,11 +67,17 @@ impl<'r> RequestInfo<'r> {
 /// starts at the first `?`, and a fragment (`#`, which a client should never send) ends
 /// whichever part it appears in.
 pub fn split_target(target: &str) -> (&str, Option<&str>) {
-    let end = target.find('#').unwrap_or(target.len());
-    let target = &target[..end];
-    match target.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
+    // One pass to the first `?` or `#` (every request's target is split): a `#` ends the
+    // target, a `?` before it starts the query.
+    let bytes = target.as_bytes();
+    match memchr::memchr2(b'?', b'#', bytes) {
         None => (target, None),
+        Some(i) if bytes[i] == b'#' => (&target[..i], None),
+        Some(i) => {
+            let rest = &target[i + 1..];
+            let end = memchr::memchr(b'#', rest.as_bytes()).unwrap_or(rest.len());
+            (&target[..i], Some(&rest[..end]))
+        }
     }
 }
 
@@ -109,6 +115,11 @@ mod tests {
         assert_eq!(split_target("/a#f?access_token=x"), ("/a", None));
         assert_eq!(split_target("/a?x=1#f"), ("/a", Some("x=1")));
         assert_eq!(split_target("/a"), ("/a", None));
+        assert_eq!(split_target("/a?b#c?d"), ("/a", Some("b")));
+        assert_eq!(split_target("/a?#b"), ("/a", Some("")));
+        assert_eq!(split_target("?"), ("", Some("")));
+        assert_eq!(split_target("#?"), ("", None));
+        assert_eq!(split_target(""), ("", None));
     }
 
     #[test]

@@ -151,7 +151,7 @@ pub fn canonical_path<'a>(target: &'a str, config: &PathConfig) -> Result<Cow<'a
     }
     // RFC 9110 §4.1 / RFC 3986 §3.5: a fragment is never sent. One that arrives hides the
     // rest of the target from us and not necessarily from the app.
-    if target.contains('#') {
+    if memchr::memchr(b'#', target.as_bytes()).is_some() {
         return Err(PathError::Fragment);
     }
     let (path, _query) = super::split_target(target);
