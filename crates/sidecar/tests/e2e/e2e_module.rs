@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use reqwest::StatusCode;
+use reqwest::header::HeaderValue;
 
 use crate::support::bins::{envoy_binary, module_library, module_library_with_panic_probe};
 use crate::support::envoy::envoy_stat;
@@ -81,6 +82,45 @@ async fn held_tokens_are_decided_in_the_module() {
     let (status, headers, _) = gw.get("/api/orders", None, &[]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(headers.get("www-authenticate").is_some());
+
+    // Bytes that are not UTF-8 (Envoy passes 0x80-0xFF through in values): in a header the
+    // decision does not read they change nothing (still decided from the claims held); in
+    // the token they make it another token (read with U+FFFD in their place), refused with
+    // a 401, never a 5xx or bob's identity.
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/users/me", stack.base);
+    let admin = stack.proxy_admin;
+    let held = move || async move {
+        envoy_stat(admin, &format!("{STAT}.jwt_authz_module_decided_cached")).await
+    };
+    let before = held().await;
+    let latin1 = HeaderValue::from_bytes(b"caf\xe9").expect("obs-text is a header value");
+    let response = client
+        .get(&url)
+        .bearer_auth(&bob)
+        .header("x-note", latin1)
+        .send()
+        .await
+        .expect("Envoy answers");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(held().await, before + 1);
+    for forged in [format!("Bearer {bob}\u{ff}"), format!("Bearer {bob}")] {
+        // The first in Latin-1 (one 0xFF byte after the token), the second with one
+        // byte of the token's signature made 0xE9.
+        let mut bytes: Vec<u8> = forged.chars().map(|c| c as u32 as u8).collect();
+        if !forged.ends_with('\u{ff}') {
+            let last = bytes.len() - 2;
+            bytes[last] = 0xe9;
+        }
+        let value = HeaderValue::from_bytes(&bytes).expect("obs-text is a header value");
+        let response = client
+            .get(&url)
+            .header("authorization", value)
+            .send()
+            .await
+            .expect("Envoy answers");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{forged:.20}");
+    }
 }
 
 /// A token the module has never seen is verified in Envoy with the keys the sidecar
