@@ -21,6 +21,7 @@ wasm:
 	./scripts/wasm.sh
 
 # The in-proxy mode as an Envoy dynamic module, for Envoy 1.40:
-# target/release/libjwt_authz_module.so.
+# target/module/libjwt_authz_module.so (the release profile with fat LTO: Cargo.toml's
+# [profile.module] says why).
 module:
-	cargo build --release -p jwt-authz-module-ffi
+	cargo build --profile module -p jwt-authz-module-ffi

@@ -380,7 +380,7 @@ def shipped_guard(template="envoy-in-proxy.yaml.tmpl", name="envoy.filters.http.
     return "\n" + text[start:end].rstrip().replace("${JWT_AUTHZ_MODULE}", str(MODULE))
 
 
-MODULE = ROOT / "target" / "release" / "libjwt_authz_module.so"
+MODULE = ROOT / "target" / "module" / "libjwt_authz_module.so"
 RBAC_GUARD = shipped_guard()
 MODULE_GUARD = shipped_guard("envoy-module.yaml.tmpl", "jwt_authz.guard")
 
@@ -634,8 +634,8 @@ def main():
     subprocess.run(["cargo", "build", "--release", "--workspace", "--bins"], cwd=ROOT,
                    check=True)
     log("building the dynamic module (make module)")
-    subprocess.run(["cargo", "build", "--release", "-p", "jwt-authz-module-ffi"], cwd=ROOT,
-                   check=True)
+    subprocess.run(["cargo", "build", "--profile", "module", "-p", "jwt-authz-module-ffi"],
+                   cwd=ROOT, check=True)
     log("building the in-proxy filter (make wasm)")
     wasm_log = subprocess.run([ROOT / "scripts" / "wasm.sh"], cwd=ROOT, capture_output=True,
                               text=True, check=True).stderr

@@ -50,10 +50,17 @@ echo "== building ($PROFILE)"
 release=()
 if [[ "$PROFILE" == release ]]; then release=(--release); fi
 cargo build "${release[@]}" --workspace --bins
-if [[ "$MODE" == module ]]; then
-  cargo build "${release[@]}" -p jwt-authz-module-ffi
-fi
 bin="$root/target/$PROFILE"
+module_dir=$bin
+if [[ "$MODE" == module ]]; then
+  if [[ "$PROFILE" == release ]]; then
+    # `make module`'s build (the release profile with fat LTO).
+    cargo build --profile module -p jwt-authz-module-ffi
+    module_dir="$root/target/module"
+  else
+    cargo build -p jwt-authz-module-ffi
+  fi
+fi
 
 pids=()
 cleanup() {
@@ -127,7 +134,7 @@ done
 if [[ "$MODE" == module ]]; then
   envoy_template=envoy/envoy-module.yaml.tmpl
   # The module is given jwt-authz's own file, as one JSON string.
-  JWT_AUTHZ_MODULE="$bin/libjwt_authz_module.so"
+  JWT_AUTHZ_MODULE="$module_dir/libjwt_authz_module.so"
   JWT_AUTHZ_CONFIG_JSON=$(python3 -c 'import json,sys;print(json.dumps(sys.stdin.read()))' \
     <"$run/jwt-authz.yaml")
   export JWT_AUTHZ_MODULE JWT_AUTHZ_CONFIG_JSON
