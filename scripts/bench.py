@@ -86,10 +86,20 @@ def serve_status_list(port, body):
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
 
+# Every port free_port has handed out: the kernel may offer a port again once its socket is
+# closed, and one run asks for dozens before anything listens on them (a run failed with two
+# of Envoy's listeners on one port).
+_HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_port(port, timeout=20):
