@@ -438,13 +438,11 @@ impl Decider {
         if name.starts_with("x-envoy-") {
             return false;
         }
-        let odd = name
-            .bytes()
-            .any(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
-        odd || matches!(
-            name,
-            "authorization" | "dpop" | "traceparent" | "tracestate"
-        )
+        !plain(name)
+            || matches!(
+                name,
+                "authorization" | "dpop" | "traceparent" | "tracestate"
+            )
     }
 
     /// Every header of `http` a token may come in (and the DPoP proof), whether or not it

@@ -97,10 +97,6 @@ impl<'p> HeaderList<'p> {
             .map(|i| self.entries[i].1.as_ref())
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.entries.iter().map(|(name, _)| name.as_ref())
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.entries.iter().map(|(n, v)| (n.as_ref(), v.as_ref()))
     }
