@@ -103,17 +103,26 @@ const ODD: [bool; 256] = {
     odd
 };
 
+/// A byte of a name as [`same_folded`] compares it: a letter lowercase, a digit as it is,
+/// anything else `-`.
+fn fold(c: u8) -> u8 {
+    if c.is_ascii_alphanumeric() {
+        c.to_ascii_lowercase()
+    } else {
+        b'-'
+    }
+}
+
 /// Whether `a` and `b` are one name once ASCII case is ignored and every character other than
 /// a letter or digit is taken as `-`.
 pub fn same_folded(a: &str, b: &str) -> bool {
-    let fold = |c: u8| {
-        if c.is_ascii_alphanumeric() {
-            c.to_ascii_lowercase()
-        } else {
-            b'-'
-        }
-    };
     a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
+}
+
+/// `name` folded as [`same_folded`] compares names: `same_folded(a, b)` is
+/// `folded(a) == folded(b)`.
+pub fn folded(name: &str) -> String {
+    name.bytes().map(|b| char::from(fold(b))).collect()
 }
 
 /// Strings as they are, arrays joined with `,`, objects as JSON; `null` and empty values
@@ -224,6 +233,25 @@ mod tests {
         assert!(m.set.is_empty());
         assert!(m.remove.contains(&"x-user-id".to_string()));
         assert!(m.remove.contains(&"x-user-role".to_string()));
+    }
+
+    #[test]
+    fn folded_names_are_equal_exactly_when_same_folded_says_so() {
+        let names = [
+            "x-user-id",
+            "X_User.Id",
+            "x_user_id",
+            "x-user-ids",
+            "x-user-1d",
+            "xuserid",
+            "",
+        ];
+        for a in names {
+            for b in names {
+                assert_eq!(folded(a) == folded(b), same_folded(a, b), "{a} {b}");
+            }
+        }
+        assert_eq!(folded("X_User.Id"), "x-user-id");
     }
 
     #[test]

@@ -271,28 +271,20 @@ impl Decider {
     /// What [`Decider::reads_header`]'s rules take of the names with no character other than
     /// a lowercase letter, digit or `-`: a token source's header (lowercase: `eq_ignore_ascii_case`
     /// matches no other such name), each identity header folded (for such a name,
-    /// `same_folded(header, name)` is `fold(header) == name`), and the fixed ones (none of
+    /// `same_folded(header, name)` is `folded(header) == name`), and the fixed ones (none of
     /// which starts with `x-envoy-`, so that rule takes nothing away).
     fn plain_reads(&self) -> Vec<String> {
-        let fold = |header: &str| -> String {
-            header
-                .bytes()
-                .map(|b| {
-                    if b.is_ascii_alphanumeric() {
-                        char::from(b.to_ascii_lowercase())
-                    } else {
-                        '-'
-                    }
-                })
-                .collect()
-        };
         let sources = self.sources.iter().filter_map(|s| match s {
             TokenSource::Bearer => Some("authorization".to_owned()),
             TokenSource::Header { name, .. } => Some(name.to_ascii_lowercase()),
             TokenSource::Cookie(_) => Some("cookie".to_owned()),
             TokenSource::Query(_) => None,
         });
-        let identity = self.config.identity.upstream_headers().map(fold);
+        let identity = self
+            .config
+            .identity
+            .upstream_headers()
+            .map(crate::identity::folded);
         let fixed = ["authorization", "dpop", "traceparent", "tracestate"].map(str::to_owned);
         let mut names: Vec<String> = Vec::new();
         for name in sources.chain(identity).chain(fixed) {

@@ -82,7 +82,8 @@ impl<'r> Iterator for Names<'r> {
 
 /// Request headers as a list sorted by name, each name once, names and values borrowed from
 /// the proxy where they can be (a value read lossily, or a repeated header's joined list, is
-/// owned). Built from a request's headers in order ([`HeaderList::from_iter`]); looked up by
+/// owned). Built from a request's headers in order (`HeaderList::from` a `Vec`, or collected);
+/// looked up by
 /// binary search, so a request with many headers costs no more than a map would.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct HeaderList<'p> {
